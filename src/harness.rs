@@ -1,0 +1,605 @@
+//! A private VPP for tests and examples.
+//!
+//! [`VppInstance::start`] launches `$VPP_PREFIX/bin/vpp` with a generated
+//! `startup.conf` in a fresh directory of its own: unique CLI/API/stats socket
+//! paths, a unique shared-memory API prefix, 4 KiB pages everywhere (no
+//! hugepages), no plugins, and the session layer enabled. It waits until VPP
+//! answers on its CLI socket and its application socket exists. Dropping the
+//! instance — also while a test panics — stops VPP (SIGTERM, then SIGKILL),
+//! removes its directory and its `/dev/shm` files, and prints VPP's log if the
+//! thread is panicking.
+//!
+//! VCL clients of the instance are pointed at it with a `vcl.conf` written by
+//! [`VppInstance::write_vcl_conf`] (pass its path in `VCL_CONFIG`).
+//!
+//! This module needs no VPP headers or libraries: it only runs processes and
+//! writes files, so it builds without the `vpp` feature.
+//!
+//! ```no_run
+//! use vls::harness::{VclConf, VppInstance};
+//!
+//! let vpp = VppInstance::start().expect("vpp starts");
+//! println!("{}", vpp.vppctl("show version").unwrap());
+//! let conf = vpp.write_vcl_conf("client", &VclConf::default()).unwrap();
+//! std::env::set_var("VCL_CONFIG", &conf);
+//! ```
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Environment variable naming the VPP install prefix (`bin/vpp`, `bin/vppctl`).
+pub const VPP_PREFIX_ENV: &str = "VPP_PREFIX";
+
+/// Where VPP is looked for when `VPP_PREFIX` is not set.
+pub const DEFAULT_PREFIXES: &[&str] = &["/opt/vpp", "/usr"];
+
+/// Environment variable naming the runtime directory of a VPP that is
+/// already running (e.g. in another container, see `docker/`). When set,
+/// [`VppInstance::start`] attaches to it instead of launching VPP: it expects
+/// `<dir>/cli.sock` and `<dir>/app_ns_sockets/default`, and never stops that
+/// VPP nor removes anything of it.
+pub const EXTERNAL_VPP_ENV: &str = "VLS_VPP_EXTERNAL_DIR";
+
+/// How long [`VppInstance::start`] waits for VPP to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long VPP gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+static INSTANCE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// An installed VPP: the prefix holding `bin/vpp` and `bin/vppctl`.
+#[derive(Debug, Clone)]
+pub struct VppInstall {
+    prefix: PathBuf,
+}
+
+impl VppInstall {
+    /// Uses `VPP_PREFIX` if set, else the first of [`DEFAULT_PREFIXES`] that
+    /// holds `bin/vpp`.
+    pub fn from_env() -> io::Result<Self> {
+        if let Some(p) = std::env::var_os(VPP_PREFIX_ENV) {
+            let install = VppInstall { prefix: PathBuf::from(p) };
+            if install.vpp_bin().is_file() {
+                return Ok(install);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("VPP_PREFIX is set but {} does not exist", install.vpp_bin().display()),
+            ));
+        }
+        DEFAULT_PREFIXES
+            .iter()
+            .map(|p| VppInstall { prefix: PathBuf::from(p) })
+            .find(|i| i.vpp_bin().is_file())
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "no VPP found: set VPP_PREFIX to an install prefix holding bin/vpp (looked in {})",
+                        DEFAULT_PREFIXES.join(", ")
+                    ),
+                )
+            })
+    }
+
+    /// The install prefix.
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
+    /// `<prefix>/bin/vpp`.
+    pub fn vpp_bin(&self) -> PathBuf {
+        self.prefix.join("bin/vpp")
+    }
+
+    /// `<prefix>/bin/vppctl`.
+    pub fn vppctl_bin(&self) -> PathBuf {
+        self.prefix.join("bin/vppctl")
+    }
+
+    /// The directory holding `libvppcom.so` (and `libvcl_ldpreload.so`).
+    pub fn libdir(&self) -> Option<PathBuf> {
+        ["lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu", "lib64", "lib"]
+            .iter()
+            .map(|s| self.prefix.join(s))
+            .find(|d| d.join("libvppcom.so").exists())
+    }
+}
+
+/// Tunables of a [`VppInstance`]; [`Default`] fits the test suite.
+#[derive(Debug, Clone)]
+pub struct VppOptions {
+    /// Size of VPP's main heap (`memory { main-heap-size }`), e.g. `"1G"`.
+    pub main_heap_size: String,
+    /// Number of packet buffers (`buffers { buffers-per-numa }`).
+    pub buffers: u32,
+    /// Plugins to enable (all others stay disabled), e.g. `["hs_apps_plugin.so"]`.
+    pub plugins: Vec<String>,
+    /// Extra text appended verbatim to `startup.conf`.
+    pub extra_startup: String,
+}
+
+impl Default for VppOptions {
+    fn default() -> Self {
+        VppOptions {
+            main_heap_size: "1G".into(),
+            buffers: 16384,
+            plugins: Vec::new(),
+            extra_startup: String::new(),
+        }
+    }
+}
+
+/// Contents of a client `vcl.conf`; [`Default`] gives local and global scope,
+/// eventfd-signalled message queues and 4 MB fifos.
+#[derive(Debug, Clone)]
+pub struct VclConf {
+    /// `app-scope-local`: sessions to listeners of the same VPP go
+    /// cut-through (shared-memory fifos, no TCP stack).
+    pub scope_local: bool,
+    /// `app-scope-global`: sessions through VPP's IP stack.
+    pub scope_global: bool,
+    /// `use-mq-eventfd`.
+    pub use_mq_eventfd: bool,
+    /// Rx and tx fifo size in bytes.
+    pub fifo_size: u32,
+    /// Extra lines inside `vcl { }`, e.g. `"multi-thread-workers"`.
+    pub extra: Vec<String>,
+}
+
+impl Default for VclConf {
+    fn default() -> Self {
+        VclConf {
+            scope_local: true,
+            scope_global: true,
+            use_mq_eventfd: true,
+            fifo_size: 4 << 20,
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl VclConf {
+    /// Only global scope: connections to the instance's own addresses go
+    /// through VPP's TCP/UDP stack instead of cut-through.
+    pub fn through_stack() -> Self {
+        VclConf { scope_local: false, ..Self::default() }
+    }
+
+    /// Adds one line inside `vcl { }`.
+    pub fn with(mut self, line: &str) -> Self {
+        self.extra.push(line.to_string());
+        self
+    }
+
+    /// Renders the file for an instance whose app socket is `app_socket`.
+    pub fn render(&self, app_socket: &Path) -> String {
+        let mut s = String::from("vcl {\n");
+        let _ = writeln!(s, "  app-socket-api {}", app_socket.display());
+        let _ = writeln!(s, "  rx-fifo-size {}", self.fifo_size);
+        let _ = writeln!(s, "  tx-fifo-size {}", self.fifo_size);
+        if self.scope_local {
+            s.push_str("  app-scope-local\n");
+        }
+        if self.scope_global {
+            s.push_str("  app-scope-global\n");
+        }
+        if self.use_mq_eventfd {
+            s.push_str("  use-mq-eventfd\n");
+        }
+        for line in &self.extra {
+            let _ = writeln!(s, "  {line}");
+        }
+        s.push_str("}\n");
+        s
+    }
+}
+
+/// A running private VPP; stopped and cleaned up on drop.
+pub struct VppInstance {
+    install: VppInstall,
+    child: Option<Child>,
+    dir: PathBuf,
+    api_prefix: String,
+    external: bool,
+}
+
+impl VppInstance {
+    /// Starts VPP from [`VppInstall::from_env`] with default options, or
+    /// attaches to the VPP named by [`EXTERNAL_VPP_ENV`] when that is set.
+    pub fn start() -> io::Result<Self> {
+        if let Some(dir) = std::env::var_os(EXTERNAL_VPP_ENV) {
+            return Self::attach_external(PathBuf::from(dir));
+        }
+        Self::start_with(VppInstall::from_env()?, VppOptions::default())
+    }
+
+    /// Uses a VPP that runs elsewhere, whose runtime directory is `dir`.
+    pub fn attach_external(dir: PathBuf) -> io::Result<Self> {
+        let install = VppInstall::from_env()?;
+        let mut instance =
+            VppInstance { install, child: None, dir, api_prefix: String::new(), external: true };
+        instance.wait_ready()?;
+        Ok(instance)
+    }
+
+    /// True when this instance is a VPP the harness did not start.
+    pub fn is_external(&self) -> bool {
+        self.external
+    }
+
+    /// Starts VPP from `install` with `options` and waits until it answers.
+    pub fn start_with(install: VppInstall, options: VppOptions) -> io::Result<Self> {
+        let n = INSTANCE_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let tag = format!("{}-{}-{:x}", std::process::id(), n, nanos);
+        let dir = std::env::temp_dir().join(format!("vls-vpp-{tag}"));
+        std::fs::create_dir_all(dir.join("run"))?;
+        let api_prefix = format!("vlsrs-{tag}");
+        let mut instance = VppInstance { install, child: None, dir, api_prefix, external: false };
+
+        let conf = instance.dir.join("startup.conf");
+        std::fs::write(&conf, instance.render_startup(&options))?;
+        let out = std::fs::File::create(instance.dir.join("vpp.stdout"))?;
+        let child = Command::new(instance.install.vpp_bin())
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("starting {}: {e}", instance.install.vpp_bin().display()))
+            })?;
+        tracing::debug!(pid = child.id(), dir = %instance.dir.display(), "vpp started");
+        instance.child = Some(child);
+        instance.wait_ready()?;
+        Ok(instance)
+    }
+
+    fn render_startup(&self, o: &VppOptions) -> String {
+        let d = self.dir.display();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "unix {{\n  nodaemon\n  nosyslog\n  nocolor\n  cli-no-pager\n  coredump-size 0\n  \
+             runtime-dir {d}/run\n  cli-listen {d}/cli.sock\n  log {d}/vpp.log\n  poll-sleep-usec 100\n}}"
+        );
+        let _ = writeln!(s, "api-segment {{ prefix {} }}", self.api_prefix);
+        let _ = writeln!(s, "socksvr {{ socket-name {d}/api.sock }}");
+        let _ = writeln!(s, "memory {{ main-heap-size {} main-heap-page-size 4k }}", o.main_heap_size);
+        let _ = writeln!(s, "buffers {{ buffers-per-numa {} page-size 4k }}", o.buffers);
+        let _ = writeln!(s, "statseg {{ socket-name {d}/stats.sock size 32M page-size 4k }}");
+        s.push_str("plugins {\n  plugin default { disable }\n");
+        for p in &o.plugins {
+            let _ = writeln!(s, "  plugin {p} {{ enable }}");
+        }
+        s.push_str("}\n");
+        s.push_str("session { enable }\n");
+        s.push_str(&o.extra_startup);
+        s
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                return Err(io::Error::other(format!(
+                    "vpp exited during start-up ({status})\n{}",
+                    self.log()
+                )));
+            }
+            if self.app_socket().exists() && self.vppctl("show version").is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("vpp did not answer within {START_TIMEOUT:?}\n{}", self.log()),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The VPP install this instance runs.
+    pub fn install(&self) -> &VppInstall {
+        &self.install
+    }
+
+    /// VPP's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The instance's private directory (removed on drop).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The shared-memory API prefix (`/dev/shm/<prefix>-*`).
+    pub fn api_prefix(&self) -> &str {
+        &self.api_prefix
+    }
+
+    /// The socket VCL applications attach through.
+    pub fn app_socket(&self) -> PathBuf {
+        self.runtime_dir().join("app_ns_sockets/default")
+    }
+
+    fn runtime_dir(&self) -> PathBuf {
+        if self.external {
+            self.dir.clone()
+        } else {
+            self.dir.join("run")
+        }
+    }
+
+    fn cli_socket(&self) -> PathBuf {
+        self.dir.join("cli.sock")
+    }
+
+    /// Runs one CLI command with `vppctl` and returns its output. A command
+    /// VPP rejects (its output starts with a known error word) is an error.
+    pub fn vppctl(&self, cmd: &str) -> io::Result<String> {
+        let out = Command::new(self.install.vppctl_bin())
+            .arg("-s")
+            .arg(self.cli_socket())
+            .args(cmd.split_whitespace())
+            .stdin(Stdio::null())
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let failed = !out.status.success()
+            || text.trim_start().starts_with("unknown input")
+            || text.contains("\nunknown input")
+            || text.trim_start().to_lowercase().starts_with("error");
+        if failed {
+            return Err(io::Error::other(format!(
+                "vppctl {cmd:?} failed: {}{}",
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(text)
+    }
+
+    /// Creates a loopback interface with `addr/len`, brought up, so that
+    /// sessions to `addr` go through VPP's IP and TCP/UDP stack (use a
+    /// [`VclConf::through_stack`] client). Returns the interface name.
+    /// On an external VPP that already has `addr`, nothing is created.
+    pub fn setup_loopback(&self, addr: Ipv4Addr, len: u8) -> io::Result<String> {
+        if self.external && self.vppctl("show interface addr")?.contains(&format!(" {addr}/{len}")) {
+            return Ok(String::from("(existing)"));
+        }
+        let name = self.vppctl("create loopback interface")?.trim().to_string();
+        if name.is_empty() {
+            return Err(io::Error::other("create loopback interface printed no name"));
+        }
+        self.vppctl(&format!("set interface state {name} up"))?;
+        self.vppctl(&format!("set interface ip address {name} {addr}/{len}"))?;
+        Ok(name)
+    }
+
+    /// Writes `<name>.vcl.conf` for a client of this instance (in the
+    /// instance's directory, or a fresh temp directory for an external VPP).
+    pub fn write_vcl_conf(&self, name: &str, conf: &VclConf) -> io::Result<PathBuf> {
+        let dir = if self.external {
+            let d = std::env::temp_dir().join(format!("vls-vcl-{}", std::process::id()));
+            std::fs::create_dir_all(&d)?;
+            d
+        } else {
+            self.dir.clone()
+        };
+        let path = dir.join(format!("{name}.vcl.conf"));
+        std::fs::write(&path, conf.render(&self.app_socket()))?;
+        Ok(path)
+    }
+
+    /// VPP's log and console output so far.
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        for f in ["vpp.stdout", "vpp.log"] {
+            if let Ok(t) = std::fs::read_to_string(self.dir.join(f)) {
+                let _ = write!(s, "----- {f} -----\n{t}");
+            }
+        }
+        s
+    }
+
+    /// `/dev/shm` entries that belong to this instance.
+    pub fn shm_files(&self) -> Vec<PathBuf> {
+        if self.external || self.api_prefix.is_empty() {
+            return Vec::new();
+        }
+        shm_files_with_prefix(&self.api_prefix)
+    }
+
+    /// Stops VPP: SIGTERM, then SIGKILL after a grace period.
+    fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        // SAFETY: plain syscall on the pid of a child we own and have not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for VppInstance {
+    fn drop(&mut self) {
+        if self.external {
+            return;
+        }
+        let status = self.stop();
+        if std::thread::panicking() {
+            eprintln!("VPP instance {} (exit: {status:?}) log:\n{}", self.dir.display(), self.log());
+        }
+        for f in self.shm_files() {
+            let _ = std::fs::remove_file(f);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn shm_files_with_prefix(prefix: &str) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir("/dev/shm") else { return Vec::new() };
+    rd.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Environment variable set in a child started by [`run_test_in_child`].
+pub const CHILD_ENV: &str = "VLS_HARNESS_CHILD";
+
+/// True inside a process started by [`run_test_in_child`].
+pub fn in_child() -> bool {
+    std::env::var_os(CHILD_ENV).is_some()
+}
+
+/// Runs the test `name` of the current test binary in a fresh process, with
+/// `envs` added to its environment, and returns its output.
+///
+/// VCL allows one application per process, so each test that attaches to
+/// VPP runs in a process of its own: the test function calls this when
+/// [`in_child`] is false (the parent: it starts VPP and checks the result)
+/// and runs its body when true.
+pub fn run_test_in_child(name: &str, envs: &[(&str, OsString)], timeout: Duration) -> io::Result<Output> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn()?;
+    wait_output_with_timeout(child, timeout)
+}
+
+/// Waits for `child` (stdout/stderr piped) at most `timeout`, killing it
+/// after that; the output gathered so far is returned either way.
+pub fn wait_output_with_timeout(mut child: Child, timeout: Duration) -> io::Result<Output> {
+    use std::io::Read;
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut stderr = err_reader.join().unwrap_or_default();
+            stderr.extend_from_slice(format!("\n[harness: killed after {timeout:?}]\n").as_bytes());
+            return Ok(Output {
+                status: timed_out_status(),
+                stdout: out_reader.join().unwrap_or_default(),
+                stderr,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    })
+}
+
+fn timed_out_status() -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus::from_raw(libc::SIGKILL)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vcl_conf_renders_scopes_and_extra_lines() {
+        let c = VclConf::through_stack().with("multi-thread-workers").render(Path::new("/x/sock"));
+        assert!(c.contains("app-socket-api /x/sock\n"));
+        assert!(!c.contains("app-scope-local"));
+        assert!(c.contains("app-scope-global"));
+        assert!(c.contains("  multi-thread-workers\n"));
+        assert!(c.starts_with("vcl {") && c.trim_end().ends_with('}'));
+    }
+
+    #[test]
+    fn startup_conf_uses_private_paths_and_no_hugepages() {
+        let i = VppInstance {
+            install: VppInstall { prefix: "/p".into() },
+            child: None,
+            dir: "/tmp/vls-vpp-x".into(),
+            api_prefix: "vlsrs-x".into(),
+            external: false,
+        };
+        let s = i.render_startup(&VppOptions { plugins: vec!["a.so".into()], ..Default::default() });
+        for want in [
+            "runtime-dir /tmp/vls-vpp-x/run",
+            "cli-listen /tmp/vls-vpp-x/cli.sock",
+            "prefix vlsrs-x",
+            "main-heap-page-size 4k",
+            "buffers-per-numa 16384 page-size 4k",
+            "plugin default { disable }",
+            "plugin a.so { enable }",
+            "session { enable }",
+        ] {
+            assert!(s.contains(want), "{want:?} missing from\n{s}");
+        }
+        // Dropping an instance that never started is harmless.
+        drop(i);
+    }
+
+    #[test]
+    fn missing_vpp_prefix_is_a_clear_error() {
+        // Uses a prefix that cannot exist; does not touch the environment.
+        let i = VppInstall { prefix: "/nonexistent/vls".into() };
+        assert!(!i.vpp_bin().is_file());
+        assert!(i.libdir().is_none());
+    }
+
+    #[test]
+    fn child_timeout_kills_and_reports() {
+        let child =
+            Command::new("sleep").arg("10").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let t = Instant::now();
+        let out = wait_output_with_timeout(child, Duration::from_millis(200)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("killed after"));
+    }
+}

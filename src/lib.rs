@@ -1,0 +1,29 @@
+//! # vls — VCL Locked Sessions for VPP's host stack, in Rust
+//!
+//! VPP applications use VCL (`libvppcom`) to open sessions on VPP's host
+//! stack. VCL is not thread safe: sessions and message queues belong to a VCL
+//! *worker* that one thread at a time may use. VLS is the layer above VCL that
+//! makes it usable from multi-threaded and multi-process programs, and the
+//! layer `libvcl_ldpreload` calls for every socket operation.
+//!
+//! This crate is being built in stages. Present today:
+//!
+//! - [`error`]: VPPCOM return codes, their names and `io::Error` mapping;
+//! - [`sockaddr`]: `SocketAddr` ⇄ VCL endpoint conversion;
+//! - [`harness`]: starts a private VPP for tests and examples;
+//! - `vcl` (feature `vpp`): thin safe wrappers over `vppcom_*`, the only
+//!   place that calls into libvppcom.
+//!
+//! Not yet implemented: the VLS core (locking modes, migration, fork
+//! handling), the `vls_*` C ABI and the `std::net`-like API.
+//!
+//! Building with the `vpp` feature needs an installed VPP and its source tree
+//! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`).
+
+pub mod error;
+pub mod harness;
+pub mod sockaddr;
+#[cfg(feature = "vpp")]
+pub mod vcl;
+
+pub use error::{cvt, VppcomError};

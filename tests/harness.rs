@@ -1,0 +1,56 @@
+//! The VPP test harness against a real VPP: start, CLI, isolation between
+//! instances, and cleanup — also when the owning test panics.
+
+#![cfg(feature = "vpp")]
+
+use std::panic;
+use std::path::PathBuf;
+
+use vls::harness::VppInstance;
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+#[test]
+fn starts_answers_and_cleans_up() {
+    let vpp = VppInstance::start().expect("vpp starts");
+    let pid = vpp.pid();
+    let dir = vpp.dir().to_path_buf();
+    assert!(vpp.vppctl("show version").unwrap().contains("vpp v"));
+    assert!(vpp.app_socket().exists(), "app socket missing");
+    assert!(!vpp.shm_files().is_empty(), "expected API segment files under /dev/shm");
+    assert!(vpp.vppctl("no such command at all").is_err(), "a rejected command is an error");
+    let shm = vpp.shm_files();
+    drop(vpp);
+    assert!(!process_alive(pid), "vpp still running");
+    assert!(!dir.exists(), "temp dir left behind");
+    assert!(shm.iter().all(|f| !f.exists()), "/dev/shm files left: {shm:?}");
+}
+
+#[test]
+fn cleans_up_when_the_test_panics() {
+    let mut seen: Option<(u32, PathBuf, Vec<PathBuf>)> = None;
+    let result = panic::catch_unwind(panic::AssertUnwindSafe(|| {
+        let vpp = VppInstance::start().expect("vpp starts");
+        seen = Some((vpp.pid(), vpp.dir().to_path_buf(), vpp.shm_files()));
+        panic!("deliberate panic while VPP runs");
+    }));
+    assert!(result.is_err());
+    let (pid, dir, shm) = seen.expect("instance was started");
+    assert!(!process_alive(pid), "vpp {pid} survived the panic");
+    assert!(!dir.exists(), "{} survived the panic", dir.display());
+    assert!(shm.iter().all(|f| !f.exists()), "/dev/shm files survived: {shm:?}");
+}
+
+#[test]
+fn two_instances_do_not_collide() {
+    let a = VppInstance::start().expect("first vpp");
+    let b = VppInstance::start().expect("second vpp");
+    assert_ne!(a.dir(), b.dir());
+    assert_ne!(a.api_prefix(), b.api_prefix());
+    let la = a.setup_loopback("10.9.0.1".parse().unwrap(), 24).unwrap();
+    assert!(a.vppctl("show interface addr").unwrap().contains("10.9.0.1/24"));
+    assert!(!b.vppctl("show interface addr").unwrap().contains("10.9.0.1"), "b sees a's {la}");
+}

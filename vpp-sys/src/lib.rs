@@ -1,0 +1,66 @@
+//! Raw bindings to VPP's `libvppcom`: the public API of `vcl/vppcom.h` and the
+//! internal VCL API of `vcl/vcl_private.h` that a session-locking layer needs.
+//!
+//! Everything here is generated at build time from the VPP found on the build
+//! machine (see the crate's build script for the search order), so the layout
+//! always matches the library that is linked. Nothing of VPP is vendored.
+//!
+//! Besides the generated items this crate declares:
+//! - two packed types bindgen lays out wrongly ([`ip6_address_t`],
+//!   [`session_event_t`]);
+//! - the functions of the small C shim (`vppsys_*`) for what bindgen cannot
+//!   express: the thread-local worker index, vppinfra pool macros, and a few
+//!   fields of the global `vcm`.
+//!
+//! `static inline` helpers of `vcl_private.h` (e.g. `vcl_session_get`) are
+//! available through bindgen's generated C wrappers, under their own names.
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
+#![allow(clippy::all, rustdoc::all)]
+#![allow(improper_ctypes)]
+
+/// `ip6_address_t`: a 16-byte packed union in C.
+#[repr(C, packed)]
+#[derive(Copy, Clone, Default, Debug)]
+pub struct ip6_address_t {
+    pub as_u8: [u8; 16],
+}
+
+/// `session_event_t`: packed, 18 bytes in C.
+#[repr(C, packed)]
+#[derive(Copy, Clone, Default, Debug)]
+pub struct session_event_t {
+    pub event_type: u8,
+    pub postponed: u8,
+    pub data: [u8; 16],
+}
+
+include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+
+extern "C" {
+    /// The calling thread's VCL worker index (`~0` before registration).
+    pub fn vppsys_worker_index() -> u32;
+    /// Sets the calling thread's VCL worker index.
+    pub fn vppsys_set_worker_index(wrk_index: u32);
+    /// 1 when `wrk_index` names a live VCL worker, else 0. Never asserts.
+    pub fn vppsys_worker_is_valid(wrk_index: u32) -> libc::c_int;
+    /// Number of live VCL workers.
+    pub fn vppsys_n_workers() -> u32;
+    /// The session, or null when the worker or the session does not exist.
+    pub fn vppsys_session_get(wrk_index: u32, session_index: u32) -> *mut vcl_session_t;
+    /// Installs the inter-worker RPC handler (`vcm->wrk_rpc_fn`).
+    pub fn vppsys_set_wrk_rpc_fn(f: vcl_rpc_fn_t);
+    /// Installs the libc epoll functions VCL uses for its mq eventfds.
+    pub fn vppsys_set_epoll_fns(
+        create1: Option<unsafe extern "C" fn(libc::c_int) -> libc::c_int>,
+        ctl: Option<
+            unsafe extern "C" fn(libc::c_int, libc::c_int, libc::c_int, *mut epoll_event) -> libc::c_int,
+        >,
+        wait: Option<
+            unsafe extern "C" fn(libc::c_int, *mut epoll_event, libc::c_int, libc::c_int) -> libc::c_int,
+        >,
+    );
+    /// `multi-thread-workers` from vcl.conf.
+    pub fn vppsys_cfg_mt_wrk_supported() -> u8;
+    /// `use-mq-eventfd` from vcl.conf.
+    pub fn vppsys_cfg_use_mq_eventfd() -> u8;
+}

@@ -1,0 +1,78 @@
+/*
+ * vpp-sys C shim: what bindgen cannot express.
+ *
+ * - the thread-local worker index (binding a __thread variable as a Rust
+ *   static links but reads garbage);
+ * - vppinfra pool/hash macros (pool_is_free_index, pool_elts, hash_get);
+ * - fields of the global `vcm` that are set once at start-up.
+ *
+ * Every function is a few lines, has no state of its own and never blocks.
+ */
+#include <vcl/vcl_private.h>
+
+uint32_t
+vppsys_worker_index (void)
+{
+  return (uint32_t) __vcl_worker_index;
+}
+
+void
+vppsys_set_worker_index (uint32_t wrk_index)
+{
+  __vcl_worker_index = wrk_index == (uint32_t) ~0 ? ~0 : wrk_index;
+}
+
+int
+vppsys_worker_is_valid (uint32_t wrk_index)
+{
+  if (!vcm || !vcm->workers || wrk_index == (uint32_t) ~0)
+    return 0;
+  return !pool_is_free_index (vcm->workers, wrk_index);
+}
+
+uint32_t
+vppsys_n_workers (void)
+{
+  return vcm && vcm->workers ? pool_elts (vcm->workers) : 0;
+}
+
+/* Session lookup that never asserts: 0 when the worker or session is gone. */
+vcl_session_t *
+vppsys_session_get (uint32_t wrk_index, uint32_t session_index)
+{
+  vcl_worker_t *wrk;
+  if (!vppsys_worker_is_valid (wrk_index))
+    return 0;
+  wrk = pool_elt_at_index (vcm->workers, wrk_index);
+  if (!wrk->sessions || pool_is_free_index (wrk->sessions, session_index))
+    return 0;
+  return pool_elt_at_index (wrk->sessions, session_index);
+}
+
+void
+vppsys_set_wrk_rpc_fn (vcl_rpc_fn_t *fn)
+{
+  vcm->wrk_rpc_fn = fn;
+}
+
+void
+vppsys_set_epoll_fns (int (*create1) (int),
+		      int (*ctl) (int, int, int, struct epoll_event *),
+		      int (*wait) (int, struct epoll_event *, int, int))
+{
+  vcm->vcl_epoll_create1 = create1;
+  vcm->vcl_epoll_ctl = ctl;
+  vcm->vcl_epoll_wait = wait;
+}
+
+uint8_t
+vppsys_cfg_mt_wrk_supported (void)
+{
+  return vcm ? vcm->cfg.mt_wrk_supported : 0;
+}
+
+uint8_t
+vppsys_cfg_use_mq_eventfd (void)
+{
+  return vcm ? vcm->cfg.use_mq_eventfd : 0;
+}
