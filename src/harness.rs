@@ -149,6 +149,8 @@ pub struct VclConf {
     pub use_mq_eventfd: bool,
     /// Rx and tx fifo size in bytes.
     pub fifo_size: u32,
+    /// App namespace to attach to (id, secret); `None` for the default one.
+    pub namespace: Option<(String, u64)>,
     /// Extra lines inside `vcl { }`, e.g. `"multi-thread-workers"`.
     pub extra: Vec<String>,
 }
@@ -160,6 +162,7 @@ impl Default for VclConf {
             scope_global: true,
             use_mq_eventfd: true,
             fifo_size: 4 << 20,
+            namespace: None,
             extra: Vec::new(),
         }
     }
@@ -172,16 +175,33 @@ impl VclConf {
         VclConf { scope_local: false, ..Self::default() }
     }
 
+    /// Attaches through app namespace `ns` (see
+    /// [`VppInstance::setup_stack_namespaces`]), global scope only.
+    pub fn in_namespace(ns: &AppNamespace) -> Self {
+        VclConf { scope_local: false, namespace: Some((ns.id.clone(), ns.secret)), ..Self::default() }
+    }
+
     /// Adds one line inside `vcl { }`.
     pub fn with(mut self, line: &str) -> Self {
         self.extra.push(line.to_string());
         self
     }
 
-    /// Renders the file for an instance whose app socket is `app_socket`.
+    /// Renders the file for an instance whose default app socket is
+    /// `app_socket` (a namespace's socket lies next to it, named by its id).
     pub fn render(&self, app_socket: &Path) -> String {
         let mut s = String::from("vcl {\n");
-        let _ = writeln!(s, "  app-socket-api {}", app_socket.display());
+        match &self.namespace {
+            None => {
+                let _ = writeln!(s, "  app-socket-api {}", app_socket.display());
+            }
+            Some((id, secret)) => {
+                let sock = app_socket.with_file_name(id);
+                let _ = writeln!(s, "  app-socket-api {}", sock.display());
+                let _ = writeln!(s, "  namespace-id {id}");
+                let _ = writeln!(s, "  namespace-secret {secret}");
+            }
+        }
         let _ = writeln!(s, "  rx-fifo-size {}", self.fifo_size);
         let _ = writeln!(s, "  tx-fifo-size {}", self.fifo_size);
         if self.scope_local {
@@ -199,6 +219,17 @@ impl VclConf {
         s.push_str("}\n");
         s
     }
+}
+
+/// An app namespace created by [`VppInstance::setup_stack_namespaces`].
+#[derive(Debug, Clone)]
+pub struct AppNamespace {
+    /// Namespace id (also the name of its app socket).
+    pub id: String,
+    /// Namespace secret.
+    pub secret: u64,
+    /// The address of the namespace's interface.
+    pub addr: Ipv4Addr,
 }
 
 /// A running private VPP; stopped and cleaned up on drop.
@@ -384,6 +415,51 @@ impl VppInstance {
         self.vppctl(&format!("set interface state {name} up"))?;
         self.vppctl(&format!("set interface ip address {name} {addr}/{len}"))?;
         Ok(name)
+    }
+
+    /// Two app namespaces on two loopback interfaces in two FIB tables, with
+    /// routes between them, so that an app in one connects to an app in the
+    /// other through VPP's IP and TCP/UDP stack (an app can't reach its own
+    /// interface address: VPP drops locally sourced packets to itself).
+    /// Returns (server side, client side).
+    pub fn setup_stack_namespaces(&self) -> io::Result<(AppNamespace, AppNamespace)> {
+        let sides = [("1", 1234u64, Ipv4Addr::new(172, 16, 1, 1)), ("2", 5678, Ipv4Addr::new(172, 16, 2, 1))];
+        let mut names = Vec::new();
+        for (i, (_, _, addr)) in sides.iter().enumerate() {
+            let table = i + 1;
+            let name = self.vppctl("create loopback interface")?.trim().to_string();
+            self.vppctl(&format!("ip table add {table}"))?;
+            self.vppctl(&format!("set interface ip table {name} {table}"))?;
+            self.vppctl(&format!("set interface state {name} up"))?;
+            self.vppctl(&format!("set interface ip address {name} {addr}/24"))?;
+            names.push(name);
+        }
+        // Each table reaches the other side's address through that side's
+        // interface: packets leave through the loopback interface and come
+        // back in on it, in the other table. (A route that merely looks up
+        // in the other table has an empty uRPF list, and VPP's local-input
+        // source check drops such packets.) Loopback interfaces do not
+        // answer ARP for their own address, so the neighbours are static.
+        for (i, (_, _, addr)) in sides.iter().enumerate() {
+            let (name, other_table) = (&names[i], 2 - i);
+            let hw = self.vppctl(&format!("show hardware-interfaces {name}"))?;
+            let mac = hw
+                .split("Ethernet address ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .ok_or_else(|| io::Error::other(format!("no MAC in `show hardware {name}`: {hw}")))?
+                .to_string();
+            self.vppctl(&format!("ip route add {addr}/32 table {other_table} via {addr} {name}"))?;
+            self.vppctl(&format!("set ip neighbor {name} {addr} {mac}"))?;
+        }
+        let mut out = Vec::new();
+        for ((id, secret, addr), name) in sides.iter().zip(&names) {
+            self.vppctl(&format!("app ns add id {id} secret {secret} if {name}"))?;
+            out.push(AppNamespace { id: id.to_string(), secret: *secret, addr: *addr });
+        }
+        let client = out.pop().expect("two namespaces");
+        let server = out.pop().expect("two namespaces");
+        Ok((server, client))
     }
 
     /// Writes `<name>.vcl.conf` for a client of this instance (in the

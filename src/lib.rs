@@ -20,8 +20,10 @@
 //! Building with the `vpp` feature needs an installed VPP and its source tree
 //! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`).
 
+pub mod core;
 pub mod error;
 pub mod harness;
+pub mod seam;
 pub mod sockaddr;
 #[cfg(feature = "vpp")]
 pub mod vcl;

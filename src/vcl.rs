@@ -89,7 +89,7 @@ pub fn accept(sh: SessionHandle, flags: i32) -> Result<(SessionHandle, SocketAdd
     let mut ep = Endpoint::default();
     let mut e = endpt(&mut ep);
     // SAFETY: `e` points at 16 writable bytes owned by `ep`.
-    let h = cvt(unsafe { sys::vppcom_session_accept(sh, &mut e, flags) })?;
+    let h = cvt(unsafe { sys::vppcom_session_accept(sh, &mut e, flags as u32) })?;
     ep.is_ip4 = e.is_ip4;
     ep.port_be = e.port;
     Ok((h as u32, ep.to_socket_addr()))
@@ -117,7 +117,7 @@ pub fn write(sh: SessionHandle, buf: &[u8]) -> Result<usize> {
 
 /// Sends `buf` to `to` (or to the connected peer when `None`).
 pub fn sendto(sh: SessionHandle, buf: &[u8], to: Option<&SocketAddr>) -> Result<usize> {
-    let len = i32::try_from(buf.len()).map_err(|_| VppcomError::EINVAL)?;
+    let len = u32::try_from(buf.len()).map_err(|_| VppcomError::EINVAL)?;
     let mut ep = to.map(Endpoint::from_socket_addr).unwrap_or_default();
     let mut e = endpt(&mut ep);
     let ep_ptr = if to.is_some() { &mut e as *mut _ } else { std::ptr::null_mut() };
@@ -164,9 +164,7 @@ fn addr_attr(sh: SessionHandle, op: sys::vppcom_attr_op_t) -> Result<SocketAddr>
     let mut e = endpt(&mut ep);
     let mut len = std::mem::size_of::<sys::vppcom_endpt_t>() as u32;
     // SAFETY: `e` is a valid endpoint of `len` bytes pointing into `ep`.
-    cvt(unsafe {
-        sys::vppcom_session_attr(sh, op as u32, (&mut e as *mut sys::vppcom_endpt_t).cast(), &mut len)
-    })?;
+    cvt(unsafe { sys::vppcom_session_attr(sh, op, (&mut e as *mut sys::vppcom_endpt_t).cast(), &mut len) })?;
     ep.is_ip4 = e.is_ip4;
     ep.port_be = e.port;
     Ok(ep.to_socket_addr())

@@ -7,23 +7,16 @@
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::mpsc;
-use std::thread;
 
-use vls::harness::{VclConf, VppInstance};
+use vls::harness::VclConf;
 use vls::vcl::{self, Proto};
 use vls::VppcomError;
 
-use common::{pattern, run_isolated};
+use common::{cut_through, pattern, retry_refused, run_isolated, run_pair, through_stack, STACK_SERVER};
 
 const TOTAL: usize = 2 << 20; // 2 MiB each way
 const TCP_CHUNK: usize = 64 << 10;
 const UDP_DGRAM: usize = 1200;
-const STACK_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-
-fn loopback(vpp: &VppInstance) {
-    vpp.setup_loopback(STACK_ADDR, 24).expect("loopback interface");
-}
 
 fn read_exact(sh: vcl::SessionHandle, buf: &mut [u8]) {
     let mut got = 0;
@@ -41,33 +34,35 @@ fn write_all(sh: vcl::SessionHandle, buf: &[u8]) {
     }
 }
 
-/// Server on this thread (the app's first worker); client on a second
-/// thread registered as its own VCL worker.
-fn tcp_echo(addr: SocketAddr) {
-    vcl::app_create("tcp-echo").expect("app create");
+/// Connects a new session of `proto` to `addr`, retrying while the server
+/// process is not listening yet.
+fn connect_retry(proto: Proto, addr: SocketAddr) -> vcl::SessionHandle {
+    retry_refused(|| {
+        let sh = vcl::session_create(proto, false)?;
+        match vcl::connect(sh, &addr) {
+            Ok(()) => Ok(sh),
+            Err(e) => {
+                let _ = vcl::close(sh);
+                Err(e)
+            }
+        }
+    })
+    .expect("connect")
+}
+
+/// Echoes everything it reads on one accepted connection until EOF.
+fn tcp_server(addr: SocketAddr) {
+    vcl::app_create("tcp-echo-server").expect("app create");
     let listener = vcl::session_create(Proto::Tcp, false).unwrap();
     vcl::bind(listener, &addr).unwrap();
     vcl::listen(listener, 10).unwrap();
     assert_eq!(vcl::local_addr(listener).unwrap(), addr);
-
-    let client = thread::spawn(move || {
-        vcl::worker_register().expect("client worker");
-        let sh = vcl::session_create(Proto::Tcp, false).unwrap();
-        vcl::connect(sh, &addr).expect("connect");
-        assert_eq!(vcl::peer_addr(sh).unwrap(), addr);
-        let data = pattern(TOTAL, 7);
-        let mut back = vec![0u8; TCP_CHUNK];
-        for chunk in data.chunks(TCP_CHUNK) {
-            write_all(sh, chunk);
-            read_exact(sh, &mut back[..chunk.len()]);
-            assert_eq!(&back[..chunk.len()], chunk, "echoed bytes differ");
-        }
-        vcl::close(sh).unwrap();
-        vcl::worker_unregister();
-    });
-
     let (conn, peer) = vcl::accept(listener, 0).expect("accept");
-    assert_eq!(peer.ip(), addr.ip());
+    // Cut-through sessions carry no peer address (VCL reports 0.0.0.0);
+    // through the stack the peer is the client's namespace address.
+    if !addr.ip().is_loopback() {
+        assert_eq!(peer.ip(), std::net::IpAddr::from([172, 16, 2, 1]));
+    }
     let mut buf = vec![0u8; TCP_CHUNK];
     let mut echoed = 0;
     loop {
@@ -78,91 +73,104 @@ fn tcp_echo(addr: SocketAddr) {
         write_all(conn, &buf[..n]);
         echoed += n;
     }
-    client.join().expect("client thread");
     assert_eq!(echoed, TOTAL);
     vcl::close(conn).unwrap();
     vcl::close(listener).unwrap();
     vcl::app_destroy();
 }
 
-/// UDP: the client connects; the server answers each datagram to its source.
-fn udp_echo(addr: SocketAddr, cut_through: bool) {
-    vcl::app_create("udp-echo").expect("app create");
+/// Sends `TOTAL` pseudo-random bytes in chunks and checks each echo.
+fn tcp_client(addr: SocketAddr) {
+    vcl::app_create("tcp-echo-client").expect("app create");
+    let sh = connect_retry(Proto::Tcp, addr);
+    assert_eq!(vcl::peer_addr(sh).unwrap(), addr);
+    let data = pattern(TOTAL, 7);
+    let mut back = vec![0u8; TCP_CHUNK];
+    for chunk in data.chunks(TCP_CHUNK) {
+        write_all(sh, chunk);
+        read_exact(sh, &mut back[..chunk.len()]);
+        assert_eq!(&back[..chunk.len()], chunk, "echoed bytes differ");
+    }
+    vcl::close(sh).unwrap();
+    vcl::app_destroy();
+}
+
+/// Answers every datagram to its source until `TOTAL` bytes came back.
+/// Over cut-through a connected UDP client gets a session of its own that
+/// the server accepts; through the stack datagrams reach the bound session.
+fn udp_server(addr: SocketAddr, cut_through: bool) {
+    vcl::app_create("udp-echo-server").expect("app create");
     let server = vcl::session_create(Proto::Udp, false).unwrap();
     vcl::bind(server, &addr).unwrap();
     vcl::listen(server, 10).unwrap();
-
-    let (done_tx, done_rx) = mpsc::channel();
-    let client = thread::spawn(move || {
-        vcl::worker_register().expect("client worker");
-        let sh = vcl::session_create(Proto::Udp, false).unwrap();
-        vcl::connect(sh, &addr).expect("connect");
-        let data = pattern(TOTAL, 11);
-        let mut back = vec![0u8; UDP_DGRAM];
-        for dgram in data.chunks(UDP_DGRAM) {
-            assert_eq!(vcl::write(sh, dgram).expect("send"), dgram.len());
-            let n = vcl::read(sh, &mut back).expect("recv");
-            assert_eq!(&back[..n], dgram, "echoed datagram differs");
-        }
-        done_tx.send(()).unwrap();
-        vcl::close(sh).unwrap();
-        vcl::worker_unregister();
-    });
-
-    // Over cut-through a connected UDP client gets its own session, which
-    // the server accepts; through the stack datagrams reach the listener.
-    let (rx, peer_fixed) = if cut_through {
-        let (s, _) = vcl::accept(server, 0).expect("accept ct udp");
-        (s, true)
-    } else {
-        (server, false)
-    };
+    let rx = if cut_through { vcl::accept(server, 0).expect("accept ct udp").0 } else { server };
     let mut buf = vec![0u8; 4096];
     let mut echoed = 0;
     while echoed < TOTAL {
         let (n, from) = vcl::recvfrom(rx, &mut buf).expect("recvfrom");
-        let to = if peer_fixed { None } else { Some(from) };
+        let to = if cut_through { None } else { Some(from) };
         assert_eq!(vcl::sendto(rx, &buf[..n], to.as_ref()).expect("sendto"), n);
         echoed += n;
     }
-    done_rx.recv().unwrap();
-    client.join().expect("client thread");
     assert_eq!(echoed, TOTAL);
+    // Stay until the client confirms it got every echo: detaching right
+    // away could drop the last datagram still queued for VPP.
+    let (n, _) = vcl::recvfrom(rx, &mut buf).expect("recv done");
+    assert_eq!(&buf[..n], DONE);
     vcl::app_destroy();
+}
+
+const DONE: &[u8] = b"done";
+
+/// Sends `TOTAL` bytes as datagrams, one at a time, checking each echo.
+fn udp_client(addr: SocketAddr) {
+    vcl::app_create("udp-echo-client").expect("app create");
+    // Give the server time to bind: a UDP connect does not wait for a peer.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sh = connect_retry(Proto::Udp, addr);
+    let data = pattern(TOTAL, 11);
+    let mut back = vec![0u8; UDP_DGRAM];
+    for dgram in data.chunks(UDP_DGRAM) {
+        assert_eq!(vcl::write(sh, dgram).expect("send"), dgram.len());
+        let n = vcl::read(sh, &mut back).expect("recv");
+        assert_eq!(&back[..n], dgram, "echoed datagram differs");
+    }
+    assert_eq!(vcl::write(sh, DONE).expect("send done"), DONE.len());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    vcl::close(sh).unwrap();
+    vcl::app_destroy();
+}
+
+fn stack_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(STACK_SERVER.into(), port)
+}
+
+fn local_addr(port: u16) -> SocketAddr {
+    SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)
 }
 
 #[test]
 fn tcp_echo_cut_through() {
-    run_isolated(
-        "tcp_echo_cut_through",
-        VclConf::default(),
-        |_| {},
-        || tcp_echo("127.0.0.1:7001".parse().unwrap()),
-    );
+    let a = local_addr(7001);
+    run_pair("tcp_echo_cut_through", cut_through, || tcp_server(a), || tcp_client(a));
 }
 
 #[test]
 fn tcp_echo_through_stack() {
-    run_isolated("tcp_echo_through_stack", VclConf::through_stack(), loopback, || {
-        tcp_echo(SocketAddr::new(STACK_ADDR.into(), 7002))
-    });
+    let a = stack_addr(7002);
+    run_pair("tcp_echo_through_stack", through_stack, || tcp_server(a), || tcp_client(a));
 }
 
 #[test]
 fn udp_echo_cut_through() {
-    run_isolated(
-        "udp_echo_cut_through",
-        VclConf::default(),
-        |_| {},
-        || udp_echo("127.0.0.1:7003".parse().unwrap(), true),
-    );
+    let a = local_addr(7003);
+    run_pair("udp_echo_cut_through", cut_through, || udp_server(a, true), || udp_client(a));
 }
 
 #[test]
 fn udp_echo_through_stack() {
-    run_isolated("udp_echo_through_stack", VclConf::through_stack(), loopback, || {
-        udp_echo(SocketAddr::new(STACK_ADDR.into(), 7004), false)
-    });
+    let a = stack_addr(7004);
+    run_pair("udp_echo_through_stack", through_stack, || udp_server(a, false), || udp_client(a));
 }
 
 #[test]
@@ -177,10 +185,12 @@ fn bad_handles_give_ebadfd() {
             assert_eq!(vcl::close(never_created), Err(VppcomError::EBADFD));
             assert_eq!(vcl::read(never_created, &mut [0u8; 8]), Err(VppcomError::EBADFD));
             assert_eq!(vcl::write(never_created, b"x"), Err(VppcomError::EBADFD));
+            assert_eq!(vcl::listen(never_created, 1), Err(VppcomError::EBADFD));
+            assert_eq!(vcl::local_addr(never_created), Err(VppcomError::EBADFD));
             let sh = vcl::session_create(Proto::Tcp, false).unwrap();
+            let unknown_index = sh | 0x00ff_0000;
+            assert_eq!(vcl::read(unknown_index, &mut [0u8; 1]), Err(VppcomError::EBADFD));
             vcl::close(sh).unwrap();
-            assert_eq!(vcl::close(sh), Err(VppcomError::EBADFD), "double close");
-            assert_eq!(vcl::listen(sh, 1), Err(VppcomError::EBADFD), "use after close");
             vcl::app_destroy();
         },
     );

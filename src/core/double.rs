@@ -1,0 +1,441 @@
+//! An in-memory stand-in for VCL, for the core's tests (test-only).
+//!
+//! It models what matters to the locking layer, not networking:
+//! - worker indices per thread, worker registration;
+//! - sessions with a byte queue, blocking and non-blocking reads, pairs of
+//!   sessions joined by `connect` (the endpoint pointer carries the peer's
+//!   session handle), listeners with an accept queue;
+//! - blocking waits that call the installed wait hooks, like VCL does, and
+//!   return when the session gets data or the app marks it closing;
+//! - a **conflict checker**: VCL's rules for one worker shared by threads
+//!   (session-pool changes exclusive with everything, message-queue/epoll
+//!   work exclusive with itself and with pool changes; reads/writes on
+//!   sessions may overlap each other) are checked on every call, with a short
+//!   pause inside each call to widen race windows. [`Double::violations`]
+//!   counts broken rules.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{c_char, c_ulong, c_void};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::seam::{sh_from_parts, EpollFns, Sh, Vcl, WaitHooks, INVALID};
+
+const EBADFD: i32 = -libc::EBADFD;
+const EAGAIN: i32 = -libc::EAGAIN;
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static WORKER: RefCell<HashMap<usize, u32>> = RefCell::new(HashMap::new());
+}
+
+#[derive(Default)]
+struct Session {
+    rx: VecDeque<u8>,
+    nonblocking: bool,
+    peer: Option<Sh>,
+    accept_q: VecDeque<Sh>,
+    listening: bool,
+    app_closing: bool,
+    peer_closed: bool,
+    epoll_members: Vec<Sh>,
+}
+
+#[derive(Default)]
+struct State {
+    next_wrk: u32,
+    next_session: HashMap<u32, u32>,
+    sessions: HashMap<Sh, Session>,
+}
+
+/// Kinds of call, for the conflict checker.
+#[derive(Copy, Clone)]
+enum Kind {
+    Pool,
+    Xpoll,
+    Io,
+}
+
+/// The test double.
+pub struct Double {
+    id: usize,
+    mt_workers: bool,
+    state: Mutex<State>,
+    data: Condvar,
+    hooks: OnceLock<&'static dyn WaitHooks>,
+    pool_ops: AtomicU32,
+    xpoll_ops: AtomicU32,
+    io_ops: AtomicU32,
+    violations: AtomicUsize,
+    /// How long each call pauses inside (widens race windows).
+    pause: Duration,
+}
+
+struct InCall<'a> {
+    d: &'a Double,
+    kind: Kind,
+}
+
+impl Drop for InCall<'_> {
+    fn drop(&mut self) {
+        self.d.counter(self.kind).fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Double {
+    /// A double; `mt_workers` models `multi-thread-workers`.
+    pub fn new(mt_workers: bool) -> Self {
+        Double {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            mt_workers,
+            state: Mutex::new(State::default()),
+            data: Condvar::new(),
+            hooks: OnceLock::new(),
+            pool_ops: AtomicU32::new(0),
+            xpoll_ops: AtomicU32::new(0),
+            io_ops: AtomicU32::new(0),
+            violations: AtomicUsize::new(0),
+            pause: Duration::from_micros(20),
+        }
+    }
+
+    /// Broken VCL threading rules seen so far.
+    pub fn violations(&self) -> usize {
+        self.violations.load(Ordering::SeqCst)
+    }
+
+    /// Number of sessions VCL holds.
+    pub fn n_sessions(&self) -> usize {
+        self.state.lock().unwrap().sessions.len()
+    }
+
+    fn counter(&self, k: Kind) -> &AtomicU32 {
+        match k {
+            Kind::Pool => &self.pool_ops,
+            Kind::Xpoll => &self.xpoll_ops,
+            Kind::Io => &self.io_ops,
+        }
+    }
+
+    /// Enters a call of kind `k`, counting a violation if it overlaps a call
+    /// it must not overlap (only relevant when threads share a worker).
+    fn enter(&self, k: Kind) -> InCall<'_> {
+        let mine = self.counter(k).fetch_add(1, Ordering::SeqCst);
+        if !self.mt_workers {
+            let pool = self.pool_ops.load(Ordering::SeqCst);
+            let xpoll = self.xpoll_ops.load(Ordering::SeqCst);
+            let io = self.io_ops.load(Ordering::SeqCst);
+            let bad = match k {
+                Kind::Pool => mine > 0 || xpoll > 0 || io > 0,
+                Kind::Xpoll => mine > 0 || pool > 0,
+                Kind::Io => pool > 0,
+            };
+            if bad {
+                self.violations.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let until = Instant::now() + self.pause;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        InCall { d: self, kind: k }
+    }
+
+    fn wrk(&self) -> u32 {
+        WORKER.with(|w| w.borrow().get(&self.id).copied().unwrap_or(INVALID))
+    }
+
+    fn new_session(&self, st: &mut State, nonblocking: bool) -> Sh {
+        let wrk = self.wrk();
+        let next = st.next_session.entry(wrk).or_insert(0);
+        let sh = sh_from_parts(wrk, *next);
+        *next += 1;
+        st.sessions.insert(sh, Session { nonblocking, ..Default::default() });
+        sh
+    }
+
+    fn readable(s: &Session) -> bool {
+        !s.rx.is_empty() || s.peer_closed || !s.accept_q.is_empty()
+    }
+
+    /// Blocking wait the way VCL does it: hooks around short sleeps, until
+    /// `done` or the app marks the session closing.
+    fn wait_for(&self, sh: Sh, done: impl Fn(&Session) -> bool) -> Result<(), i32> {
+        loop {
+            {
+                let st = self.state.lock().unwrap();
+                match st.sessions.get(&sh) {
+                    None => return Err(EBADFD),
+                    Some(s) if s.app_closing => return Err(-libc::ECONNRESET),
+                    Some(s) if done(s) => return Ok(()),
+                    _ => {}
+                }
+            }
+            if let Some(h) = self.hooks.get() {
+                h.pre_wait(sh);
+            }
+            {
+                let st = self.state.lock().unwrap();
+                let closing = st.sessions.get(&sh).is_none_or(|s| s.app_closing || done(s));
+                if !closing {
+                    let _ = self.data.wait_timeout(st, Duration::from_millis(1)).unwrap();
+                }
+            }
+            if let Some(h) = self.hooks.get() {
+                h.post_wait(sh);
+            }
+        }
+    }
+}
+
+#[allow(unused_variables)]
+impl Vcl for Double {
+    unsafe fn app_create(&self, _name: *const c_char) -> i32 {
+        let mut st = self.state.lock().unwrap();
+        let w = st.next_wrk;
+        st.next_wrk += 1;
+        WORKER.with(|m| m.borrow_mut().insert(self.id, w));
+        0
+    }
+    fn app_destroy(&self) {}
+    fn worker_index(&self) -> u32 {
+        self.wrk()
+    }
+    fn set_worker_index(&self, wrk: u32) {
+        WORKER.with(|m| m.borrow_mut().insert(self.id, wrk));
+    }
+    fn worker_register(&self) -> i32 {
+        let mut st = self.state.lock().unwrap();
+        let w = st.next_wrk;
+        st.next_wrk += 1;
+        WORKER.with(|m| m.borrow_mut().insert(self.id, w));
+        0
+    }
+    fn worker_unregister(&self) {
+        let _ = WORKER.try_with(|m| m.borrow_mut().remove(&self.id));
+    }
+    fn mt_workers(&self) -> bool {
+        self.mt_workers
+    }
+    fn use_eventfd(&self) -> bool {
+        true
+    }
+    fn install_wait_hooks(&self, hooks: &'static dyn WaitHooks) {
+        let _ = self.hooks.set(hooks);
+    }
+    fn set_epoll_fns(&self, _fns: EpollFns) {}
+
+    fn create(&self, _proto: u8, nonblocking: bool) -> i32 {
+        let _c = self.enter(Kind::Pool);
+        let mut st = self.state.lock().unwrap();
+        self.new_session(&mut st, nonblocking) as i32
+    }
+    fn close(&self, sh: Sh) -> i32 {
+        let _c = self.enter(Kind::Pool);
+        let mut st = self.state.lock().unwrap();
+        match st.sessions.remove(&sh) {
+            None => EBADFD,
+            Some(s) => {
+                if let Some(p) = s.peer.and_then(|p| st.sessions.get_mut(&p)) {
+                    p.peer_closed = true;
+                }
+                self.data.notify_all();
+                0
+            }
+        }
+    }
+    fn shutdown(&self, sh: Sh, _how: i32) -> i32 {
+        let _c = self.enter(Kind::Pool);
+        if self.state.lock().unwrap().sessions.contains_key(&sh) {
+            0
+        } else {
+            EBADFD
+        }
+    }
+    unsafe fn bind(&self, sh: Sh, _ep: *mut c_void) -> i32 {
+        let _c = self.enter(Kind::Xpoll);
+        if self.state.lock().unwrap().sessions.contains_key(&sh) {
+            0
+        } else {
+            EBADFD
+        }
+    }
+    fn listen(&self, sh: Sh, _q: u32) -> i32 {
+        let _c = self.enter(Kind::Xpoll);
+        match self.state.lock().unwrap().sessions.get_mut(&sh) {
+            Some(s) => {
+                s.listening = true;
+                0
+            }
+            None => EBADFD,
+        }
+    }
+    unsafe fn accept(&self, sh: Sh, _ep: *mut c_void, _flags: i32) -> i32 {
+        let nonblocking = {
+            let _c = self.enter(Kind::Pool);
+            let mut st = self.state.lock().unwrap();
+            let Some(l) = st.sessions.get_mut(&sh) else { return EBADFD };
+            if let Some(c) = l.accept_q.pop_front() {
+                return c as i32;
+            }
+            l.nonblocking
+        };
+        if nonblocking {
+            return EAGAIN;
+        }
+        if let Err(e) = self.wait_for(sh, |s| !s.accept_q.is_empty()) {
+            return e;
+        }
+        let _c = self.enter(Kind::Pool);
+        let mut st = self.state.lock().unwrap();
+        st.sessions.get_mut(&sh).and_then(|l| l.accept_q.pop_front()).map(|c| c as i32).unwrap_or(EAGAIN)
+    }
+    /// `ep` points at the peer listener's session handle (`u32`): a new
+    /// session is queued on that listener and joined to `sh`.
+    unsafe fn connect(&self, sh: Sh, ep: *mut c_void) -> i32 {
+        let _c = self.enter(Kind::Xpoll);
+        if ep.is_null() {
+            return -libc::EFAULT;
+        }
+        // SAFETY: tests pass a pointer to a u32.
+        let listener = unsafe { *(ep as *const u32) };
+        let mut st = self.state.lock().unwrap();
+        if !st.sessions.contains_key(&sh) || !st.sessions.get(&listener).is_some_and(|l| l.listening) {
+            return -libc::ECONNREFUSED;
+        }
+        let server = self.new_session(&mut st, false);
+        st.sessions.get_mut(&server).unwrap().peer = Some(sh);
+        st.sessions.get_mut(&sh).unwrap().peer = Some(server);
+        st.sessions.get_mut(&listener).unwrap().accept_q.push_back(server);
+        self.data.notify_all();
+        0
+    }
+    unsafe fn read(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
+        let nonblocking = {
+            let _c = self.enter(Kind::Io);
+            let st = self.state.lock().unwrap();
+            let Some(s) = st.sessions.get(&sh) else { return EBADFD };
+            s.nonblocking
+        };
+        if !nonblocking {
+            if let Err(e) = self.wait_for(sh, Self::readable) {
+                return e;
+            }
+        }
+        let _c = self.enter(Kind::Io);
+        let mut st = self.state.lock().unwrap();
+        let Some(s) = st.sessions.get_mut(&sh) else { return EBADFD };
+        if s.rx.is_empty() {
+            return if s.peer_closed { 0 } else { EAGAIN };
+        }
+        let k = n.min(s.rx.len());
+        for i in 0..k {
+            // SAFETY: `buf` is valid for `n >= k` bytes.
+            unsafe { *(buf as *mut u8).add(i) = s.rx.pop_front().unwrap() };
+        }
+        k as i32
+    }
+    unsafe fn recvfrom(&self, sh: Sh, buf: *mut c_void, n: u32, _f: i32, _ep: *mut c_void) -> i32 {
+        // SAFETY: forwarded.
+        unsafe { self.read(sh, buf, n as usize) }
+    }
+    unsafe fn write(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
+        let _c = self.enter(Kind::Io);
+        let mut st = self.state.lock().unwrap();
+        let Some(peer) = st.sessions.get(&sh).map(|s| s.peer) else { return EBADFD };
+        let Some(p) = peer.and_then(|p| st.sessions.get_mut(&p)) else { return -libc::ENOTCONN };
+        for i in 0..n {
+            // SAFETY: `buf` is valid for `n` bytes.
+            p.rx.push_back(unsafe { *(buf as *const u8).add(i) });
+        }
+        self.data.notify_all();
+        n as i32
+    }
+    unsafe fn write_msg(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: forwarded; the whole message is appended under one lock.
+        unsafe { self.write(sh, buf, n) }
+    }
+    unsafe fn sendto(&self, sh: Sh, buf: *mut c_void, n: i32, _f: i32, _ep: *mut c_void) -> i32 {
+        // SAFETY: forwarded.
+        unsafe { self.write(sh, buf, n.max(0) as usize) }
+    }
+    unsafe fn attr(&self, sh: Sh, _op: u32, _buf: *mut c_void, _len: *mut u32) -> i32 {
+        let _c = self.enter(Kind::Io);
+        if self.state.lock().unwrap().sessions.contains_key(&sh) {
+            0
+        } else {
+            EBADFD
+        }
+    }
+    fn epoll_create(&self) -> i32 {
+        let _c = self.enter(Kind::Pool);
+        let mut st = self.state.lock().unwrap();
+        self.new_session(&mut st, true) as i32
+    }
+    unsafe fn epoll_ctl(&self, ep_sh: Sh, op: i32, sh: Sh, _ev: *mut libc::epoll_event) -> i32 {
+        let _c = self.enter(Kind::Xpoll);
+        let mut st = self.state.lock().unwrap();
+        if !st.sessions.contains_key(&sh) {
+            return EBADFD;
+        }
+        let Some(ep) = st.sessions.get_mut(&ep_sh) else { return EBADFD };
+        match op {
+            libc::EPOLL_CTL_ADD => ep.epoll_members.push(sh),
+            libc::EPOLL_CTL_DEL => ep.epoll_members.retain(|&m| m != sh),
+            _ => {}
+        }
+        0
+    }
+    unsafe fn epoll_wait(&self, ep_sh: Sh, evs: *mut libc::epoll_event, max: i32, _wait: f64) -> i32 {
+        let _c = self.enter(Kind::Xpoll);
+        let st = self.state.lock().unwrap();
+        let Some(ep) = st.sessions.get(&ep_sh) else { return EBADFD };
+        let mut n = 0;
+        for m in &ep.epoll_members {
+            if n >= max {
+                break;
+            }
+            if st.sessions.get(m).is_some_and(Self::readable) {
+                // SAFETY: `evs` is valid for `max` events.
+                unsafe {
+                    *evs.add(n as usize) = libc::epoll_event { events: libc::EPOLLIN as u32, u64: *m as u64 }
+                };
+                n += 1;
+            }
+        }
+        n
+    }
+    unsafe fn select(
+        &self,
+        _n: i32,
+        _r: *mut c_ulong,
+        _w: *mut c_ulong,
+        _e: *mut c_ulong,
+        _wait: f64,
+    ) -> i32 {
+        let _c = self.enter(Kind::Xpoll);
+        0
+    }
+    unsafe fn poll(&self, _vp: *mut c_void, _n: u32, _wait: f64) -> i32 {
+        let _c = self.enter(Kind::Xpoll);
+        0
+    }
+    fn is_nonblocking(&self, sh: Sh) -> bool {
+        self.state.lock().unwrap().sessions.get(&sh).is_some_and(|s| s.nonblocking)
+    }
+    fn read_ready(&self, sh: Sh) -> bool {
+        self.state.lock().unwrap().sessions.get(&sh).is_some_and(Self::readable)
+    }
+    fn write_ready(&self, _sh: Sh) -> bool {
+        true
+    }
+    fn set_app_closing(&self, sh: Sh) {
+        if let Some(s) = self.state.lock().unwrap().sessions.get_mut(&sh) {
+            s.app_closing = true;
+        }
+        self.data.notify_all();
+    }
+}

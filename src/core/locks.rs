@@ -1,0 +1,368 @@
+//! Worker-level locks of mode 3 (one VCL worker shared by many threads).
+//!
+//! Two process-wide locks protect the shared VCL worker:
+//!
+//! - the **mq lock** (a mutex) serialises everything that consumes the
+//!   worker's message queue or walks its per-worker epoll state: epoll
+//!   wait/ctl, select, poll, listen, connect, and reads/writes that would
+//!   block;
+//! - the **session-pool lock** ([`SpoolLock`], a writer-favouring rwlock)
+//!   is taken for reading by every operation that touches a VCL session and
+//!   for writing by those that allocate or free VCL sessions (create,
+//!   accept, close, shutdown), because those may move the session pool.
+//!
+//! Order: session lock (see `pool.rs`) → mq lock → session-pool lock. No
+//! thread ever waits for the mq lock while holding the session-pool lock.
+//!
+//! The guards an operation holds live in a thread-local [`Held`] record, not
+//! on the operation's stack, because VCL calls back into VLS from inside a
+//! blocking wait ([`MtLocks::before_wait`], [`MtLocks::after_wait`]) and
+//! those callbacks must release and retake the mq lock the operation took.
+//! [`OpLocks`] is the operation's handle on that record: dropping it releases
+//! whatever the thread still holds, and so does the thread-local destructor
+//! when a thread exits while holding locks.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+/// Lock waits longer than this are reported with `tracing`.
+const SLOW_WAIT: Duration = Duration::from_millis(100);
+
+/// What an operation does to the shared worker; decides which locks it takes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// Reads from one session (may block waiting for data).
+    Read,
+    /// Writes to one session (may block waiting for space).
+    Write,
+    /// Allocates or frees VCL sessions.
+    SessionPool,
+    /// Reads or sets a session attribute (never blocks).
+    Attr,
+    /// Consumes the worker's message queue or epoll state.
+    Xpoll,
+}
+
+/// Writer-favouring reader-writer lock over VCL's session pool.
+///
+/// Invariant: `pending_writers` counts threads inside [`SpoolLock::write`]
+/// that have not yet obtained the lock. It is only changed with atomic
+/// read-modify-write operations, so concurrent writers can never leave it
+/// non-zero with no writer waiting (which would stall every reader).
+/// New readers wait while it is non-zero, so a stream of readers cannot
+/// starve a writer.
+#[derive(Default)]
+pub struct SpoolLock {
+    rw: RwLock<()>,
+    pending_writers: AtomicUsize,
+}
+
+impl SpoolLock {
+    /// Shared access; waits first for pending writers.
+    pub fn read(&self) -> RwLockReadGuard<'_, ()> {
+        let mut spins = 0u32;
+        while self.pending_writers.load(Ordering::Acquire) != 0 {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        self.rw.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Exclusive access.
+    pub fn write(&self) -> RwLockWriteGuard<'_, ()> {
+        self.pending_writers.fetch_add(1, Ordering::AcqRel);
+        let g = self.rw.write().unwrap_or_else(PoisonError::into_inner);
+        self.pending_writers.fetch_sub(1, Ordering::AcqRel);
+        g
+    }
+
+    /// Writers waiting right now (for tests and diagnostics).
+    pub fn pending_writers(&self) -> usize {
+        self.pending_writers.load(Ordering::Acquire)
+    }
+}
+
+/// The two worker-level locks of one process.
+#[derive(Default)]
+pub struct MtLocks {
+    mq: Mutex<()>,
+    spool: SpoolLock,
+}
+
+/// Guards the calling thread holds on the worker-level locks.
+#[derive(Default)]
+struct Held {
+    mq: Option<MutexGuard<'static, ()>>,
+    spool_read: Option<RwLockReadGuard<'static, ()>>,
+    spool_write: Option<RwLockWriteGuard<'static, ()>>,
+    /// The mq lock was released by `before_wait` and must be retaken.
+    mq_dropped_for_wait: bool,
+}
+
+impl Held {
+    /// Releases in reverse order of acquisition.
+    fn release_all(&mut self) {
+        self.spool_read = None;
+        self.spool_write = None;
+        self.mq = None;
+        self.mq_dropped_for_wait = false;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Thread exit while holding locks: release them (fields would drop
+        // anyway; this keeps the order explicit).
+        self.release_all();
+    }
+}
+
+thread_local! {
+    static HELD: RefCell<Held> = RefCell::new(Held::default());
+}
+
+/// The calling thread's hold on the worker-level locks for one operation.
+/// Not `Send`: it refers to thread-local state.
+#[must_use]
+pub struct OpLocks {
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for OpLocks {
+    fn drop(&mut self) {
+        let _ = HELD.try_with(|h| h.borrow_mut().release_all());
+    }
+}
+
+fn timed<T>(what: &'static str, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let r = f();
+    let waited = start.elapsed();
+    if waited > SLOW_WAIT {
+        tracing::debug!(lock = what, waited_ms = waited.as_millis() as u64, "slow lock wait");
+    }
+    r
+}
+
+impl MtLocks {
+    /// Takes the locks `op` needs.
+    ///
+    /// `ready` tells whether the operation's session can proceed without
+    /// blocking (non-blocking, or data/space available); it is only called
+    /// with the session-pool lock held for reading. A read or write that is
+    /// ready does not take the mq lock, so threads working on different
+    /// ready sessions do not serialise.
+    pub fn acquire(&'static self, op: OpKind, ready: impl Fn() -> bool) -> OpLocks {
+        HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            debug_assert!(h.mq.is_none() && h.spool_read.is_none() && h.spool_write.is_none());
+            match op {
+                OpKind::Read | OpKind::Write => {
+                    let r = self.spool.read();
+                    if ready() {
+                        h.spool_read = Some(r);
+                        return;
+                    }
+                    drop(r);
+                    // Wait for the mq lock, but stop waiting if the session
+                    // becomes ready meanwhile.
+                    let start = Instant::now();
+                    loop {
+                        if let Ok(g) = self.mq.try_lock() {
+                            h.mq = Some(g);
+                            break;
+                        }
+                        let r = self.spool.read();
+                        if ready() {
+                            h.spool_read = Some(r);
+                            return;
+                        }
+                        drop(r);
+                        std::thread::yield_now();
+                    }
+                    if start.elapsed() > SLOW_WAIT {
+                        tracing::debug!(
+                            lock = "mq",
+                            waited_ms = start.elapsed().as_millis() as u64,
+                            "slow lock wait"
+                        );
+                    }
+                    h.spool_read = Some(self.spool.read());
+                }
+                OpKind::Attr => {
+                    h.spool_read = Some(self.spool.read());
+                }
+                OpKind::Xpoll => {
+                    h.mq = Some(timed("mq", || self.mq.lock().unwrap_or_else(PoisonError::into_inner)));
+                    h.spool_read = Some(self.spool.read());
+                }
+                OpKind::SessionPool => {
+                    h.spool_write = Some(timed("spool", || self.spool.write()));
+                }
+            }
+        });
+        OpLocks { _not_send: PhantomData }
+    }
+
+    /// VCL is about to sleep on the message queue: let other threads use it.
+    /// The session-pool read lock stays held (VCL keeps touching the session).
+    pub fn before_wait(&self) {
+        let _ = HELD.try_with(|h| {
+            let mut h = h.borrow_mut();
+            if h.mq.take().is_some() {
+                h.mq_dropped_for_wait = true;
+            }
+        });
+    }
+
+    /// VCL woke up: retake the mq lock if `before_wait` released it, keeping
+    /// the lock order (mq before session pool).
+    pub fn after_wait(&'static self) {
+        let _ = HELD.try_with(|h| {
+            let mut h = h.borrow_mut();
+            if !h.mq_dropped_for_wait {
+                return;
+            }
+            h.mq_dropped_for_wait = false;
+            let had_read = h.spool_read.take().is_some();
+            h.mq = Some(self.mq.lock().unwrap_or_else(PoisonError::into_inner));
+            if had_read {
+                h.spool_read = Some(self.spool.read());
+            }
+        });
+    }
+
+    /// The session-pool lock (for tests).
+    pub fn spool(&self) -> &SpoolLock {
+        &self.spool
+    }
+
+    /// True if the mq lock is free right now (for tests).
+    pub fn mq_is_free(&self) -> bool {
+        self.mq.try_lock().is_ok()
+    }
+}
+
+/// What the calling thread holds (for tests): (mq, spool read, spool write).
+pub fn held_by_current_thread() -> (bool, bool, bool) {
+    HELD.with(|h| {
+        let h = h.borrow();
+        (h.mq.is_some(), h.spool_read.is_some(), h.spool_write.is_some())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    fn leak() -> &'static MtLocks {
+        Box::leak(Box::default())
+    }
+
+    #[test]
+    fn ready_read_takes_no_mq_lock() {
+        let l = leak();
+        let g = l.acquire(OpKind::Read, || true);
+        assert_eq!(held_by_current_thread(), (false, true, false));
+        assert!(l.mq_is_free());
+        drop(g);
+        assert_eq!(held_by_current_thread(), (false, false, false));
+    }
+
+    #[test]
+    fn blocking_read_takes_mq_and_wait_drops_it() {
+        let l = leak();
+        let g = l.acquire(OpKind::Read, || false);
+        assert_eq!(held_by_current_thread(), (true, true, false));
+        l.before_wait();
+        assert!(l.mq_is_free(), "mq must be free while VCL sleeps");
+        assert_eq!(held_by_current_thread(), (false, true, false));
+        l.after_wait();
+        assert_eq!(held_by_current_thread(), (true, true, false));
+        drop(g);
+        assert!(l.mq_is_free());
+    }
+
+    #[test]
+    fn read_waiting_for_mq_proceeds_when_ready() {
+        let l = leak();
+        let ready = Arc::new(AtomicBool::new(false));
+        let holder = l.mq.lock().unwrap();
+        let r2 = ready.clone();
+        let t = std::thread::spawn(move || {
+            let _g = l.acquire(OpKind::Read, || r2.load(Ordering::SeqCst));
+            held_by_current_thread()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        ready.store(true, Ordering::SeqCst);
+        let held = t.join().unwrap();
+        assert_eq!(held, (false, true, false), "became ready: no mq needed");
+        drop(holder);
+    }
+
+    #[test]
+    fn thread_exit_releases_held_locks() {
+        let l = leak();
+        std::thread::spawn(move || {
+            let g = l.acquire(OpKind::Xpoll, || false);
+            std::mem::forget(g); // as if the thread died mid-operation
+        })
+        .join()
+        .unwrap();
+        assert!(l.mq_is_free(), "mq lock leaked by an exited thread");
+        let _w = l.spool.write(); // would hang if the read lock leaked
+    }
+
+    #[test]
+    fn concurrent_writers_leave_no_pending_count() {
+        let l = leak();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for _ in 0..2000 {
+                        drop(l.spool.write());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(l.spool.pending_writers(), 0);
+        drop(l.spool.read());
+    }
+
+    #[test]
+    fn writer_is_not_starved_by_readers() {
+        let l = leak();
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let _r = l.spool.read();
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        for _ in 0..100 {
+            drop(l.spool.write());
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            r.join().unwrap();
+        }
+    }
+}

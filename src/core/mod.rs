@@ -1,0 +1,638 @@
+//! The VLS core: sessions, thread detection, and the locking protocol, over
+//! any [`Vcl`] implementation.
+//!
+//! One [`Vls`] exists per process (the C ABI and the safe API share a global
+//! one; tests build their own over a test double). Every operation:
+//!
+//! 1. detects a thread it has not seen (its VCL worker index is unset) and
+//!    registers it: in per-thread-worker mode as a new VCL worker, otherwise
+//!    by pointing it at the process's single VCL worker; from the second
+//!    thread on, the worker-level locks are used;
+//! 2. fetches the VLS session and locks it (the session lock is held for
+//!    the whole operation, also while VCL blocks);
+//! 3. takes the worker-level locks its kind needs ([`locks`]), in mode 3;
+//! 4. calls VCL and returns VCL's code unchanged.
+//!
+//! Guards release everything on every return path. Failures are `VPPCOM_E*`
+//! codes, never panics; an unknown or closed handle is `EBADFD`.
+
+#[cfg(test)]
+mod double;
+pub mod locks;
+pub mod pool;
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_ulong, c_void};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use crate::error::VppcomError;
+use crate::seam::{sh_from_parts, sh_parts, EpollFns, Sh, Vcl, WaitHooks, INVALID};
+use locks::{MtLocks, OpKind, OpLocks};
+use pool::{LockedSession, SessionPool, VlsSession, Vlsh, INVALID_VLSH};
+
+const EBADFD: i32 = -libc::EBADFD;
+const EINVAL: i32 = -libc::EINVAL;
+
+/// How VLS maps application threads to VCL workers.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One thread (so far) per process: no locks needed.
+    SingleThread,
+    /// `multi-thread-workers`: every thread has its own VCL worker.
+    PerThreadWorkers,
+    /// Many threads share the process's one VCL worker (locks on).
+    SharedWorker,
+}
+
+/// Per-process VLS state.
+pub struct Vls<V: Vcl> {
+    vcl: V,
+    pool: SessionPool,
+    locks: MtLocks,
+    /// Threads that called VLS and have not exited.
+    n_threads: AtomicU32,
+    /// Set once a second thread shows up (mode 3 locking from then on).
+    needs_locks: AtomicBool,
+    /// `multi-thread-workers`, read at app creation.
+    mt_workers: AtomicBool,
+    /// The VCL worker of the thread that created the app.
+    process_wrk: AtomicU32,
+    app_created: AtomicBool,
+}
+
+thread_local! {
+    /// Work to do when the calling thread exits (one entry per `Vls` the
+    /// thread registered with).
+    static ON_THREAD_EXIT: ThreadExit = const { ThreadExit(RefCell::new(Vec::new())) };
+}
+
+struct ThreadExit(RefCell<Vec<Box<dyn FnOnce()>>>);
+
+impl Drop for ThreadExit {
+    fn drop(&mut self) {
+        for f in self.0.take() {
+            f();
+        }
+    }
+}
+
+impl<V: Vcl> Vls<V> {
+    /// A VLS over `vcl`. It must live for the rest of the process (VCL keeps
+    /// pointers to it), hence `&'static`.
+    pub fn new_static(vcl: V) -> &'static Self {
+        Box::leak(Box::new(Vls {
+            vcl,
+            pool: SessionPool::default(),
+            locks: MtLocks::default(),
+            n_threads: AtomicU32::new(0),
+            needs_locks: AtomicBool::new(false),
+            mt_workers: AtomicBool::new(false),
+            process_wrk: AtomicU32::new(INVALID),
+            app_created: AtomicBool::new(false),
+        }))
+    }
+
+    /// The VCL implementation underneath.
+    pub fn vcl(&self) -> &V {
+        &self.vcl
+    }
+
+    /// The session pool (for diagnostics and tests).
+    pub fn pool(&self) -> &SessionPool {
+        &self.pool
+    }
+
+    /// The worker-level locks (for tests).
+    pub fn locks(&self) -> &MtLocks {
+        &self.locks
+    }
+
+    /// Threads currently registered.
+    pub fn n_threads(&self) -> u32 {
+        self.n_threads.load(Ordering::Acquire)
+    }
+
+    /// The mode VLS is in now.
+    pub fn mode(&self) -> Mode {
+        if self.mt_workers.load(Ordering::Acquire) {
+            Mode::PerThreadWorkers
+        } else if self.needs_locks.load(Ordering::Acquire) {
+            Mode::SharedWorker
+        } else {
+            Mode::SingleThread
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // lifecycle and threads
+    // ------------------------------------------------------------------
+
+    /// `vls_app_create`: attaches to VPP and registers the calling thread.
+    ///
+    /// # Safety
+    /// `name` is null or a valid NUL-terminated string.
+    pub unsafe fn app_create(&'static self, name: *const c_char) -> i32 {
+        if name.is_null() {
+            return EINVAL;
+        }
+        if self.app_created.load(Ordering::Acquire) {
+            return -libc::EEXIST;
+        }
+        // SAFETY: `name` is valid per this function's contract.
+        let rv = unsafe { self.vcl.app_create(name) };
+        if rv != 0 {
+            return rv;
+        }
+        self.app_created.store(true, Ordering::Release);
+        let mt = self.vcl.mt_workers();
+        self.mt_workers.store(mt, Ordering::Release);
+        self.process_wrk.store(self.vcl.worker_index(), Ordering::Release);
+        self.n_threads.store(1, Ordering::Release);
+        self.vcl.install_wait_hooks(self);
+        self.on_exit_of_this_thread();
+        tracing::info!(
+            mode = if mt { "per-thread workers" } else { "per-process worker" },
+            vcl_worker = self.vcl.worker_index(),
+            "vls app created"
+        );
+        0
+    }
+
+    /// True once `app_create` succeeded.
+    pub fn is_app_created(&self) -> bool {
+        self.app_created.load(Ordering::Acquire)
+    }
+
+    /// Registers the calling thread if VLS has not seen it yet
+    /// (`vls_mt_detect`).
+    #[inline]
+    pub fn detect_thread(&'static self) {
+        if self.vcl.worker_index() == INVALID && self.is_app_created() {
+            self.register_thread();
+        }
+    }
+
+    /// `vls_register_vcl_worker`: registers the calling thread.
+    pub fn register_thread(&'static self) {
+        let n = self.n_threads.fetch_add(1, Ordering::AcqRel) + 1;
+        self.needs_locks.store(true, Ordering::Release);
+        if self.mt_workers.load(Ordering::Acquire) {
+            let rv = self.vcl.worker_register();
+            if rv != 0 {
+                tracing::error!(rv, "failed to register a VCL worker for a new thread");
+            } else {
+                self.vcl.install_wait_hooks(self);
+            }
+        } else {
+            self.vcl.set_worker_index(self.process_wrk.load(Ordering::Acquire));
+        }
+        if n >= 2 {
+            // Cancellation inside VCL would leave its state half-updated;
+            // like the C layer, new threads are not cancellable in VLS.
+            disable_cancellation();
+        }
+        tracing::debug!(threads = n, vcl_worker = self.vcl.worker_index(), mode = ?self.mode(), "thread registered");
+        self.on_exit_of_this_thread();
+    }
+
+    fn on_exit_of_this_thread(&'static self) {
+        let _ = ON_THREAD_EXIT.try_with(|e| e.0.borrow_mut().push(Box::new(move || self.thread_exited())));
+    }
+
+    /// Runs at thread exit: the thread's locks are released by their own
+    /// thread-local destructor; here the thread is unregistered.
+    fn thread_exited(&'static self) {
+        let left = self.n_threads.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        if self.vcl.worker_index() == INVALID {
+            return;
+        }
+        if self.mt_workers.load(Ordering::Acquire) {
+            if self.vcl.worker_index() != self.process_wrk.load(Ordering::Acquire) {
+                self.vcl.worker_unregister();
+            }
+        } else if left == 0 {
+            self.vcl.worker_unregister();
+        }
+        tracing::debug!(threads = left, "thread unregistered");
+    }
+
+    // ------------------------------------------------------------------
+    // locking helpers
+    // ------------------------------------------------------------------
+
+    /// Worker-level locks for `op` on `sh` (none unless mode 3).
+    fn op_locks(&'static self, op: OpKind, sh: Option<Sh>) -> Option<OpLocks> {
+        if !self.needs_locks.load(Ordering::Acquire) || self.mt_workers.load(Ordering::Relaxed) {
+            return None;
+        }
+        let vcl = &self.vcl;
+        Some(match (op, sh) {
+            (OpKind::Read, Some(sh)) => {
+                self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.read_ready(sh))
+            }
+            (OpKind::Write, Some(sh)) => {
+                self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.write_ready(sh))
+            }
+            _ => self.locks.acquire(op, || true),
+        })
+    }
+
+    /// The VCL handle to use for `locked` from the calling thread.
+    fn current_sh(&self, locked: &LockedSession<'_>) -> Result<Sh, i32> {
+        let sh = locked.sh();
+        if self.mt_workers.load(Ordering::Relaxed) {
+            let (wrk, _) = sh_parts(sh);
+            let me = self.vcl.worker_index();
+            if wrk != me {
+                tracing::warn!(
+                    vlsh = locked.session.vlsh,
+                    owner = wrk,
+                    current = me,
+                    "session belongs to another VCL worker; migration is not implemented yet"
+                );
+                return Err(EBADFD);
+            }
+        }
+        Ok(sh)
+    }
+
+    /// Runs `f` on the VCL handle of `vlsh` with the session and the
+    /// worker-level locks for `op` held.
+    fn with_session(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
+        self.detect_thread();
+        let Some(session) = self.pool.get(vlsh) else { return EBADFD };
+        let locked = session.lock();
+        if locked.state.closed {
+            return EBADFD;
+        }
+        let sh = match self.current_sh(&locked) {
+            Ok(sh) => sh,
+            Err(e) => return e,
+        };
+        let _g = self.op_locks(op, Some(sh));
+        f(sh)
+    }
+
+    // ------------------------------------------------------------------
+    // operations (same return conventions as vcl_locked.h)
+    // ------------------------------------------------------------------
+
+    /// `vls_create`.
+    pub fn create(&'static self, proto: u8, nonblocking: bool) -> Vlsh {
+        self.detect_thread();
+        let sh = {
+            let _g = self.op_locks(OpKind::SessionPool, None);
+            self.vcl.create(proto, nonblocking)
+        };
+        if sh < 0 {
+            return INVALID_VLSH;
+        }
+        self.pool.alloc(sh as Sh)
+    }
+
+    /// `vls_epoll_create`.
+    pub fn epoll_create(&'static self) -> Vlsh {
+        self.detect_thread();
+        let sh = {
+            let _g = self.op_locks(OpKind::SessionPool, None);
+            self.vcl.epoll_create()
+        };
+        if sh < 0 {
+            return INVALID_VLSH;
+        }
+        self.pool.alloc(sh as Sh)
+    }
+
+    /// `vls_close`.
+    pub fn close(&'static self, vlsh: Vlsh) -> i32 {
+        self.detect_thread();
+        let Some(session) = self.pool.get(vlsh) else { return EBADFD };
+        // Tell threads blocked in VCL on this session to give up, before
+        // waiting for them to release the session lock.
+        session.app_closed.store(true, Ordering::Release);
+        let mut locked = session.lock();
+        if locked.state.closed {
+            return EBADFD;
+        }
+        let sh = locked.sh();
+        let rv = {
+            let _g = self.op_locks(OpKind::SessionPool, Some(sh));
+            self.vcl.close(sh)
+        };
+        locked.state.closed = true;
+        drop(locked);
+        self.pool.free(&session);
+        if rv < 0 {
+            tracing::debug!(vlsh, rv = %VppcomError::from_raw(rv), "close");
+        }
+        rv
+    }
+
+    /// `vls_shutdown`.
+    pub fn shutdown(&'static self, vlsh: Vlsh, how: i32) -> i32 {
+        self.with_session(vlsh, OpKind::SessionPool, |sh| self.vcl.shutdown(sh, how))
+    }
+
+    /// `vls_bind`.
+    ///
+    /// # Safety
+    /// `ep` as for `vppcom_session_bind`.
+    pub unsafe fn bind(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::Xpoll, |sh| unsafe { self.vcl.bind(sh, ep) })
+    }
+
+    /// `vls_listen`.
+    pub fn listen(&'static self, vlsh: Vlsh, q_len: i32) -> i32 {
+        self.with_session(vlsh, OpKind::Xpoll, |sh| self.vcl.listen(sh, q_len.max(0) as u32))
+    }
+
+    /// `vls_connect`.
+    ///
+    /// # Safety
+    /// `ep` as for `vppcom_session_connect`.
+    pub unsafe fn connect(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::Xpoll, |sh| unsafe { self.vcl.connect(sh, ep) })
+    }
+
+    /// `vls_accept`: returns the new session's vlsh or a `VPPCOM_E*` code.
+    ///
+    /// # Safety
+    /// `ep` as for `vppcom_session_accept`.
+    pub unsafe fn accept(&'static self, vlsh: Vlsh, ep: *mut c_void, flags: i32) -> Vlsh {
+        // SAFETY: forwarded contract.
+        let rv = self.with_session(vlsh, OpKind::SessionPool, |sh| unsafe { self.vcl.accept(sh, ep, flags) });
+        if rv < 0 {
+            return rv;
+        }
+        self.pool.alloc(rv as Sh)
+    }
+
+    /// `vls_read`.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` writable bytes.
+    pub unsafe fn read(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::Read, |sh| unsafe { self.vcl.read(sh, buf, n) })
+    }
+
+    /// `vls_recvfrom`.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` writable bytes; `ep` as for `vppcom_session_recvfrom`.
+    pub unsafe fn recvfrom(
+        &'static self,
+        vlsh: Vlsh,
+        buf: *mut c_void,
+        n: u32,
+        flags: i32,
+        ep: *mut c_void,
+    ) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::Read, |sh| unsafe { self.vcl.recvfrom(sh, buf, n, flags, ep) })
+    }
+
+    /// `vls_write`.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` readable bytes.
+    pub unsafe fn write(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::Write, |sh| unsafe { self.vcl.write(sh, buf, n) })
+    }
+
+    /// `vls_write_msg`.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` readable bytes.
+    pub unsafe fn write_msg(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::Write, |sh| unsafe { self.vcl.write_msg(sh, buf, n) })
+    }
+
+    /// `vls_sendto`.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` readable bytes; `ep` null or valid.
+    pub unsafe fn sendto(
+        &'static self,
+        vlsh: Vlsh,
+        buf: *mut c_void,
+        n: i32,
+        flags: i32,
+        ep: *mut c_void,
+    ) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::Write, |sh| unsafe { self.vcl.sendto(sh, buf, n, flags, ep) })
+    }
+
+    /// `vls_attr`.
+    ///
+    /// # Safety
+    /// `buf`/`len` as for `vppcom_session_attr`.
+    pub unsafe fn attr(&'static self, vlsh: Vlsh, op: u32, buf: *mut c_void, len: *mut u32) -> i32 {
+        // An attribute never blocks: the session-pool read lock is enough.
+        self.with_session(vlsh, OpKind::Attr, |sh| {
+            // SAFETY: forwarded contract.
+            unsafe { self.vcl.attr(sh, op, buf, len) }
+        })
+    }
+
+    /// `vls_epoll_ctl`.
+    ///
+    /// # Safety
+    /// `ev` as for `vppcom_epoll_ctl`.
+    pub unsafe fn epoll_ctl(
+        &'static self,
+        ep_vlsh: Vlsh,
+        op: i32,
+        vlsh: Vlsh,
+        ev: *mut libc::epoll_event,
+    ) -> i32 {
+        self.detect_thread();
+        if ep_vlsh == vlsh {
+            return EINVAL;
+        }
+        let (Some(ep), Some(s)) = (self.pool.get(ep_vlsh), self.pool.get(vlsh)) else {
+            return EBADFD;
+        };
+        // Two session locks: always in vlsh order, so two threads linking
+        // two epoll sessions into each other cannot deadlock.
+        let (first, second) = if ep_vlsh < vlsh { (&ep, &s) } else { (&s, &ep) };
+        let l1 = first.lock();
+        let l2 = second.lock();
+        let (ep_l, s_l) = if ep_vlsh < vlsh { (&l1, &l2) } else { (&l2, &l1) };
+        if ep_l.state.closed || s_l.state.closed {
+            return EBADFD;
+        }
+        let ep_sh = match self.current_sh(ep_l) {
+            Ok(sh) => sh,
+            Err(e) => return e,
+        };
+        let sh = s_l.sh();
+        // VCL's epoll chains and level-triggered ring are per worker, shared
+        // by every epoll set of the worker: changing them needs the same
+        // locks as walking them in epoll_wait.
+        let _g = self.op_locks(OpKind::Xpoll, None);
+        // SAFETY: forwarded contract.
+        unsafe { self.vcl.epoll_ctl(ep_sh, op, sh, ev) }
+    }
+
+    /// `vls_epoll_wait`.
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    pub unsafe fn epoll_wait(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| unsafe {
+            self.vcl.epoll_wait(ep_sh, evs, max, wait)
+        })
+    }
+
+    /// `vls_select`.
+    ///
+    /// # Safety
+    /// Maps null or valid for `n_bits` bits.
+    pub unsafe fn select(
+        &'static self,
+        n_bits: i32,
+        r: *mut c_ulong,
+        w: *mut c_ulong,
+        e: *mut c_ulong,
+        wait: f64,
+    ) -> i32 {
+        self.detect_thread();
+        let _g = self.op_locks(OpKind::Xpoll, None);
+        // SAFETY: forwarded contract.
+        unsafe { self.vcl.select(n_bits, r, w, e, wait) }
+    }
+
+    /// `vls_poll`.
+    ///
+    /// # Safety
+    /// `vp` valid for `n` entries.
+    pub unsafe fn poll(&'static self, vp: *mut c_void, n: u32, wait: f64) -> i32 {
+        self.detect_thread();
+        let _g = self.op_locks(OpKind::Xpoll, None);
+        // SAFETY: forwarded contract.
+        unsafe { self.vcl.poll(vp, n, wait) }
+    }
+
+    // ------------------------------------------------------------------
+    // handle conversions and small accessors
+    // ------------------------------------------------------------------
+
+    /// `vlsh_to_sh`: the VCL handle, or `INVALID` (`~0`).
+    pub fn vlsh_to_sh(&'static self, vlsh: Vlsh) -> Sh {
+        self.detect_thread();
+        self.pool.get(vlsh).map(|s| s.sh()).unwrap_or(INVALID)
+    }
+
+    /// `vlsh_to_session_and_worker_index`: (session index, worker index),
+    /// both `~0` for an unknown handle.
+    pub fn vlsh_to_session_and_worker(&'static self, vlsh: Vlsh) -> (u32, u32) {
+        match self.vlsh_to_sh(vlsh) {
+            INVALID => (INVALID, INVALID),
+            sh => {
+                let (w, s) = sh_parts(sh);
+                (s, w)
+            }
+        }
+    }
+
+    /// `vls_session_index_to_vlsh` on the calling thread's worker.
+    pub fn session_index_to_vlsh(&'static self, session_index: u32) -> Vlsh {
+        self.detect_thread();
+        let wrk = self.vcl.worker_index();
+        if wrk == INVALID {
+            return INVALID_VLSH;
+        }
+        self.pool.vlsh_of(sh_from_parts(wrk, session_index)).unwrap_or(INVALID_VLSH)
+    }
+
+    /// `vls_set_libc_epfd`.
+    pub fn set_libc_epfd(&'static self, ep_vlsh: Vlsh, fd: i32) -> i32 {
+        self.detect_thread();
+        match self.pool.get(ep_vlsh) {
+            Some(s) if !s.lock().state.closed => {
+                s.libc_epfd.store(fd, Ordering::Release);
+                0
+            }
+            _ => EBADFD,
+        }
+    }
+
+    /// `vls_get_libc_epfd`: read without the session lock (another thread
+    /// may be blocked on the session while this one closes it).
+    pub fn get_libc_epfd(&'static self, ep_vlsh: Vlsh) -> i32 {
+        self.detect_thread();
+        self.pool.get(ep_vlsh).map(|s| s.libc_epfd.load(Ordering::Acquire)).unwrap_or(EBADFD)
+    }
+
+    /// `vls_set_epoll_fns`.
+    pub fn set_epoll_fns(&self, fns: EpollFns) {
+        self.vcl.set_epoll_fns(fns);
+    }
+
+    /// The session behind `vlsh` (for the safe API and tests).
+    pub fn session(&self, vlsh: Vlsh) -> Option<Arc<VlsSession>> {
+        self.pool.get(vlsh)
+    }
+
+    /// Closes every session and detaches from VPP (`atexit`).
+    pub fn shutdown_app(&'static self) {
+        if !self.app_created.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        tracing::debug!(sessions = self.pool.len(), "vls app exiting");
+        self.vcl.app_destroy();
+    }
+}
+
+/// glibc's `PTHREAD_CANCEL_DISABLE` (not exported by the `libc` crate).
+const PTHREAD_CANCEL_DISABLE: i32 = 1;
+
+extern "C" {
+    fn pthread_setcancelstate(state: i32, oldstate: *mut i32) -> i32;
+}
+
+fn disable_cancellation() {
+    let mut old = 0;
+    // SAFETY: changes only the calling thread's cancel state; `old` is a
+    // valid out pointer.
+    unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &mut old) };
+}
+
+impl<V: Vcl> WaitHooks for Vls<V> {
+    fn pre_wait(&'static self, sh: Sh) {
+        if !self.needs_locks.load(Ordering::Acquire) || self.mt_workers.load(Ordering::Relaxed) {
+            return;
+        }
+        // A session another thread is closing: make VCL return.
+        if let Some(s) = self.pool.vlsh_of(sh).and_then(|v| self.pool.get(v)) {
+            if s.app_closed.load(Ordering::Acquire) {
+                self.vcl.set_app_closing(sh);
+                return;
+            }
+        }
+        self.locks.before_wait();
+    }
+
+    fn post_wait(&'static self, _sh: Sh) {
+        if !self.needs_locks.load(Ordering::Acquire) || self.mt_workers.load(Ordering::Relaxed) {
+            return;
+        }
+        self.locks.after_wait();
+    }
+}

@@ -1,0 +1,321 @@
+//! Tests of the core over the in-memory VCL double (no VPP).
+
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::double::Double;
+use super::pool::{Vlsh, INVALID_VLSH};
+use super::{Mode, Vls};
+use crate::seam::{Vcl, INVALID};
+
+const EBADFD: i32 = -libc::EBADFD;
+
+fn app(mt: bool) -> &'static Vls<Double> {
+    let v = Vls::new_static(Double::new(mt));
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { v.app_create(c"test".as_ptr()) }, 0);
+    v
+}
+
+/// A connected pair of blocking (or not) sessions: (listener, client, server).
+fn pair(v: &'static Vls<Double>, nonblocking: bool) -> (Vlsh, Vlsh, Vlsh) {
+    let l = v.create(0, false);
+    assert_eq!(v.listen(l, 10), 0);
+    let c = v.create(0, nonblocking);
+    let mut target = v.vlsh_to_sh(l);
+    // SAFETY: the double reads a u32 listener handle from `ep`.
+    assert_eq!(unsafe { v.connect(c, (&mut target as *mut u32).cast()) }, 0);
+    // SAFETY: null endpoint is accepted by the double.
+    let s = unsafe { v.accept(l, std::ptr::null_mut(), 0) };
+    assert!(s >= 0, "accept: {s}");
+    (l, c, s)
+}
+
+fn write(v: &'static Vls<Double>, h: Vlsh, data: &[u8]) -> i32 {
+    // SAFETY: `data` is valid for its length.
+    unsafe { v.write(h, data.as_ptr() as *mut c_void, data.len()) }
+}
+
+fn read(v: &'static Vls<Double>, h: Vlsh, buf: &mut [u8]) -> i32 {
+    // SAFETY: `buf` is valid for its length.
+    unsafe { v.read(h, buf.as_mut_ptr().cast(), buf.len()) }
+}
+
+#[test]
+fn lifecycle_and_bad_handles() {
+    let v = app(false);
+    assert_eq!(v.mode(), Mode::SingleThread);
+    let h = v.create(0, false);
+    assert_eq!(h, 0);
+    assert_ne!(v.vlsh_to_sh(h), INVALID);
+    let (si, wi) = v.vlsh_to_session_and_worker(h);
+    assert_eq!(v.session_index_to_vlsh(si), h);
+    assert_eq!(wi, v.vcl().worker_index());
+    assert_eq!(v.close(h), 0);
+    assert_eq!(v.close(h), EBADFD, "double close");
+    assert_eq!(v.listen(h, 1), EBADFD, "use after close");
+    assert_eq!(v.listen(12345, 1), EBADFD, "never created");
+    assert_eq!(v.listen(-7, 1), EBADFD, "negative");
+    assert_eq!(v.vlsh_to_sh(h), INVALID);
+    assert_eq!(v.vlsh_to_session_and_worker(99), (INVALID, INVALID));
+    assert_eq!(v.session_index_to_vlsh(4242), INVALID_VLSH);
+    assert_eq!(v.get_libc_epfd(99), EBADFD);
+    let ep = v.epoll_create();
+    assert_eq!(ep, h, "handles are reused like fds");
+    assert_eq!(v.get_libc_epfd(ep), 0, "LDP expects 0 for 'not set'");
+    assert_eq!(v.set_libc_epfd(ep, 42), 0);
+    assert_eq!(v.get_libc_epfd(ep), 42);
+    // SAFETY: null event pointer is fine for the double.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, ep, std::ptr::null_mut()) }, -libc::EINVAL);
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, 777, std::ptr::null_mut()) }, EBADFD);
+    assert_eq!(unsafe { v.epoll_ctl(777, libc::EPOLL_CTL_ADD, ep, std::ptr::null_mut()) }, EBADFD);
+}
+
+#[test]
+fn data_round_trip_single_thread() {
+    let v = app(false);
+    let (_l, c, s) = pair(v, false);
+    assert_eq!(write(v, c, b"hello"), 5);
+    let mut buf = [0u8; 16];
+    assert_eq!(read(v, s, &mut buf), 5);
+    assert_eq!(&buf[..5], b"hello");
+    assert_eq!(v.close(c), 0);
+    assert_eq!(read(v, s, &mut buf), 0, "EOF after peer close");
+    assert_eq!(v.vcl().violations(), 0);
+}
+
+#[test]
+fn second_thread_switches_to_shared_worker_mode_and_exit_is_counted() {
+    let v = app(false);
+    assert_eq!(v.n_threads(), 1);
+    let main_wrk = v.vcl().worker_index();
+    let (wrk, mode) = thread::spawn(move || {
+        let h = v.create(0, false);
+        assert!(h >= 0);
+        (v.vcl().worker_index(), v.mode())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(wrk, main_wrk, "mode 3 threads share the process worker");
+    assert_eq!(mode, Mode::SharedWorker);
+    assert_eq!(v.n_threads(), 1, "exited thread unregistered");
+    // the app keeps working after the second thread exited
+    let (_l, c, s) = pair(v, false);
+    assert_eq!(write(v, c, b"x"), 1);
+    assert_eq!(read(v, s, &mut [0u8; 4]), 1);
+}
+
+#[test]
+fn per_thread_workers_register_a_worker_each() {
+    let v = app(true);
+    let main_wrk = v.vcl().worker_index();
+    let wrk = thread::spawn(move || {
+        v.create(0, false);
+        v.vcl().worker_index()
+    })
+    .join()
+    .unwrap();
+    assert_ne!(wrk, main_wrk);
+    assert_eq!(v.mode(), Mode::PerThreadWorkers);
+}
+
+#[test]
+fn per_thread_workers_refuse_foreign_session_until_migration_exists() {
+    let v = app(true);
+    let h = v.create(0, false);
+    let rv = thread::spawn(move || v.listen(h, 1)).join().unwrap();
+    assert_eq!(rv, EBADFD, "migration is not implemented: refused, not crashed");
+}
+
+#[test]
+fn close_wakes_a_blocked_reader() {
+    let v = app(false);
+    let (_l, _c, s) = pair(v, false);
+    let (tx, rx) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        let mut buf = [0u8; 8];
+        let t = Instant::now();
+        let rv = read(v, s, &mut buf);
+        tx.send(()).unwrap();
+        (rv, t.elapsed())
+    });
+    thread::sleep(Duration::from_millis(50));
+    assert!(rx.try_recv().is_err(), "reader should be blocked");
+    assert_eq!(v.close(s), 0);
+    let (rv, waited) = reader.join().unwrap();
+    assert!(rv < 0, "blocked reader gets an error, got {rv}");
+    assert!(waited < Duration::from_secs(2));
+    assert_eq!(v.vcl().violations(), 0);
+}
+
+#[test]
+fn blocked_reader_does_not_block_other_threads() {
+    let v = app(false);
+    let (_l, c1, s1) = pair(v, false);
+    let (_l2, c2, s2) = pair(v, false);
+    let reader = thread::spawn(move || {
+        let mut buf = [0u8; 8];
+        read(v, s1, &mut buf)
+    });
+    thread::sleep(Duration::from_millis(30));
+    // Another thread can still do xpoll work and I/O on other sessions
+    // while the reader sleeps inside VCL (mq lock dropped for the wait).
+    let t = thread::spawn(move || {
+        let ep = v.epoll_create();
+        // SAFETY: the double ignores the event pointer contents.
+        assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s2, std::ptr::null_mut()) }, 0);
+        assert_eq!(write(v, c2, b"ab"), 2);
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: `evs` holds 4 events.
+        let n = unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 4, 0.0) };
+        assert_eq!(n, 1);
+        assert_eq!(read(v, s2, &mut [0u8; 4]), 2);
+    });
+    t.join().unwrap();
+    assert_eq!(write(v, c1, b"z"), 1);
+    assert_eq!(reader.join().unwrap(), 1);
+    assert_eq!(v.vcl().violations(), 0);
+}
+
+/// Many threads mixing every kind of operation; VCL's threading rules
+/// (checked by the double) must hold throughout.
+#[test]
+fn mixed_mode3_workload_respects_vcl_rules() {
+    let v = app(false);
+    let threads = 4;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                let ep = v.epoll_create();
+                for i in 0..60 {
+                    let (l, c, s) = pair(v, true);
+                    // SAFETY: the double ignores the event pointer contents.
+                    unsafe {
+                        assert_eq!(v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, std::ptr::null_mut()), 0);
+                    }
+                    let msg = [t as u8, i as u8];
+                    assert_eq!(write(v, c, &msg), 2);
+                    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+                    // SAFETY: `evs` holds 8 events.
+                    let n = unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, 0.0) };
+                    assert!(n >= 1);
+                    let mut buf = [0u8; 4];
+                    assert_eq!(read(v, s, &mut buf), 2);
+                    assert_eq!(&buf[..2], &msg);
+                    // SAFETY: as above.
+                    unsafe {
+                        assert_eq!(v.epoll_ctl(ep, libc::EPOLL_CTL_DEL, s, std::ptr::null_mut()), 0);
+                    }
+                    assert_eq!(v.shutdown(c, libc::SHUT_WR), 0);
+                    for h in [c, s, l] {
+                        assert_eq!(v.close(h), 0);
+                    }
+                }
+                v.close(ep);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(v.vcl().violations(), 0, "VCL threading rules broken");
+    assert!(v.pool().is_empty());
+    assert_eq!(v.vcl().n_sessions(), 0);
+}
+
+/// The checker itself can fail: the same kind of workload straight on the
+/// double, without VLS, breaks the rules.
+#[test]
+fn conflict_checker_detects_unlocked_use() {
+    let d: &'static Double = Box::leak(Box::new(Double::new(false)));
+    // SAFETY: a valid C string.
+    unsafe { d.app_create(c"raw".as_ptr()) };
+    let wrk = d.worker_index();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ts: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                d.set_worker_index(wrk);
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let h = d.create(0, true) as u32;
+                    d.close(h);
+                    if d.violations() > 0 {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().unwrap();
+    }
+    assert!(d.violations() > 0, "unlocked concurrent pool changes must be flagged");
+}
+
+#[test]
+fn concurrent_closes_then_reads_do_not_hang() {
+    // Regression for the non-atomic pending-writer counter: many threads
+    // closing at once must not leave readers spinning forever.
+    let v = app(false);
+    let sessions: Vec<Vlsh> = (0..64).map(|_| v.create(0, true)).collect();
+    let chunks: Vec<Vec<Vlsh>> = sessions.chunks(16).map(|c| c.to_vec()).collect();
+    let ts: Vec<_> = chunks
+        .into_iter()
+        .map(|c| {
+            thread::spawn(move || {
+                for h in c {
+                    assert_eq!(v.close(h), 0);
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().unwrap();
+    }
+    assert_eq!(v.locks().spool().pending_writers(), 0);
+    let (_l, c, s) = pair(v, true);
+    assert_eq!(write(v, c, b"k"), 1);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || tx.send(read(v, s, &mut [0u8; 2])).unwrap());
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).expect("read hung"), 1);
+}
+
+#[test]
+fn two_threads_writing_one_session_keep_messages_whole() {
+    let v = app(false);
+    let (_l, c, s) = pair(v, true);
+    let ts: Vec<_> = (0..2u8)
+        .map(|t| {
+            thread::spawn(move || {
+                let msg = [t; 32];
+                for _ in 0..100 {
+                    // SAFETY: `msg` is valid for 32 bytes.
+                    assert_eq!(unsafe { v.write_msg(c, msg.as_ptr() as *mut c_void, 32) }, 32);
+                }
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().unwrap();
+    }
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    while all.len() < 2 * 100 * 32 {
+        let n = read(v, s, &mut buf);
+        assert!(n > 0, "read {n}");
+        all.extend_from_slice(&buf[..n as usize]);
+    }
+    assert_eq!(all.len(), 2 * 100 * 32);
+    for m in all.chunks(32) {
+        assert!(m.iter().all(|&b| b == m[0]), "interleaved message");
+    }
+}

@@ -1,0 +1,127 @@
+//! The VCL seam: everything the VLS core needs from VCL, as one trait.
+//!
+//! The core ([`crate::core`]) is written against [`Vcl`] only. With the `vpp`
+//! feature, [`crate::vcl::RealVcl`] implements it over `libvppcom`; the core's
+//! own tests implement it with a small in-memory double. Return values follow
+//! VCL's convention: non-negative on success, a negated errno (`VPPCOM_E*`)
+//! on failure, so the C ABI can pass them through unchanged.
+//!
+//! Pointer arguments are passed through to VCL untouched; the `unsafe`
+//! methods have exactly the contracts of the `vppcom_*` function they name.
+
+use std::ffi::{c_char, c_ulong, c_void};
+
+/// A VCL session handle: VCL worker index in the top 8 bits, session index
+/// in the low 24.
+pub type Sh = u32;
+
+/// "No session" / "no worker".
+pub const INVALID: u32 = u32::MAX;
+
+/// Builds a session handle from its worker and session index.
+#[inline]
+pub fn sh_from_parts(wrk_index: u32, session_index: u32) -> Sh {
+    (wrk_index << 24) | (session_index & 0x00FF_FFFF)
+}
+
+/// Splits a session handle into (worker index, session index).
+#[inline]
+pub fn sh_parts(sh: Sh) -> (u32, u32) {
+    (sh >> 24, sh & 0x00FF_FFFF)
+}
+
+/// Callbacks VCL makes around a blocking wait on its message queue, so the
+/// locking layer can drop its locks while the thread sleeps.
+pub trait WaitHooks: Send + Sync {
+    /// Called before VCL sleeps waiting for `sh` (or `INVALID`).
+    fn pre_wait(&'static self, sh: Sh);
+    /// Called after VCL wakes up.
+    fn post_wait(&'static self, sh: Sh);
+}
+
+/// The libc epoll functions LDP hands to VLS (`vls_epoll_fns_t`).
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct EpollFns {
+    /// `epoll_create1`.
+    pub create1: Option<unsafe extern "C" fn(i32) -> i32>,
+    /// `epoll_ctl`.
+    pub ctl: Option<unsafe extern "C" fn(i32, i32, i32, *mut libc::epoll_event) -> i32>,
+    /// `epoll_wait`.
+    pub wait: Option<unsafe extern "C" fn(i32, *mut libc::epoll_event, i32, i32) -> i32>,
+}
+
+/// What VLS needs from VCL. See the module docs for conventions.
+#[allow(clippy::missing_safety_doc)] // each method's contract is its vppcom_* namesake's
+pub trait Vcl: Send + Sync + 'static {
+    // ---- application and workers ----
+    /// `vppcom_app_create`.
+    unsafe fn app_create(&self, name: *const c_char) -> i32;
+    /// `vppcom_app_destroy`.
+    fn app_destroy(&self);
+    /// The calling thread's VCL worker index, [`INVALID`] if none.
+    fn worker_index(&self) -> u32;
+    /// Makes the calling thread use VCL worker `wrk`.
+    fn set_worker_index(&self, wrk: u32);
+    /// `vppcom_worker_register`: a new VCL worker for the calling thread.
+    fn worker_register(&self) -> i32;
+    /// `vppcom_worker_unregister` for the calling thread's worker.
+    fn worker_unregister(&self);
+    /// `multi-thread-workers` is configured.
+    fn mt_workers(&self) -> bool;
+    /// `use-mq-eventfd` is configured.
+    fn use_eventfd(&self) -> bool;
+    /// Installs `hooks` as the calling thread's worker wait-mq callbacks.
+    fn install_wait_hooks(&self, hooks: &'static dyn WaitHooks);
+    /// Hands LDP's libc epoll functions to VCL.
+    fn set_epoll_fns(&self, fns: EpollFns);
+
+    // ---- sessions (on the calling thread's worker) ----
+    /// `vppcom_session_create`.
+    fn create(&self, proto: u8, nonblocking: bool) -> i32;
+    /// `vppcom_session_close`.
+    fn close(&self, sh: Sh) -> i32;
+    /// `vppcom_session_shutdown`.
+    fn shutdown(&self, sh: Sh, how: i32) -> i32;
+    /// `vppcom_session_bind`.
+    unsafe fn bind(&self, sh: Sh, ep: *mut c_void) -> i32;
+    /// `vppcom_session_listen`.
+    fn listen(&self, sh: Sh, q_len: u32) -> i32;
+    /// `vppcom_session_accept`.
+    unsafe fn accept(&self, sh: Sh, ep: *mut c_void, flags: i32) -> i32;
+    /// `vppcom_session_connect`.
+    unsafe fn connect(&self, sh: Sh, ep: *mut c_void) -> i32;
+    /// `vppcom_session_read`.
+    unsafe fn read(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32;
+    /// `vppcom_session_recvfrom`.
+    unsafe fn recvfrom(&self, sh: Sh, buf: *mut c_void, n: u32, flags: i32, ep: *mut c_void) -> i32;
+    /// `vppcom_session_write`.
+    unsafe fn write(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32;
+    /// `vppcom_session_write_msg`.
+    unsafe fn write_msg(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32;
+    /// `vppcom_session_sendto`.
+    unsafe fn sendto(&self, sh: Sh, buf: *mut c_void, n: i32, flags: i32, ep: *mut c_void) -> i32;
+    /// `vppcom_session_attr`.
+    unsafe fn attr(&self, sh: Sh, op: u32, buf: *mut c_void, len: *mut u32) -> i32;
+    /// `vppcom_epoll_create`.
+    fn epoll_create(&self) -> i32;
+    /// `vppcom_epoll_ctl`.
+    unsafe fn epoll_ctl(&self, ep_sh: Sh, op: i32, sh: Sh, ev: *mut libc::epoll_event) -> i32;
+    /// `vppcom_epoll_wait`.
+    unsafe fn epoll_wait(&self, ep_sh: Sh, evs: *mut libc::epoll_event, max: i32, wait: f64) -> i32;
+    /// `vppcom_select`.
+    unsafe fn select(&self, n_bits: i32, r: *mut c_ulong, w: *mut c_ulong, e: *mut c_ulong, wait: f64)
+        -> i32;
+    /// `vppcom_poll`.
+    unsafe fn poll(&self, vp: *mut c_void, n: u32, wait: f64) -> i32;
+
+    // ---- session state, read without side effects ----
+    /// The session is non-blocking (`O_NONBLOCK`). False if it does not exist.
+    fn is_nonblocking(&self, sh: Sh) -> bool;
+    /// Reading would not block (data, or a pending close/error).
+    fn read_ready(&self, sh: Sh) -> bool;
+    /// Writing would not block.
+    fn write_ready(&self, sh: Sh) -> bool;
+    /// Makes blocked VCL calls on `sh` return: the app closed the session.
+    fn set_app_closing(&self, sh: Sh);
+}
