@@ -29,6 +29,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -233,6 +234,10 @@ pub struct AppNamespace {
 }
 
 /// A running private VPP; stopped and cleaned up on drop.
+///
+/// VPP is also sent SIGTERM by the kernel if the thread that started it
+/// exits (or the process is killed) without dropping the instance, so keep
+/// the instance on the thread that created it.
 pub struct VppInstance {
     install: VppInstall,
     child: Option<Child>,
@@ -278,7 +283,17 @@ impl VppInstance {
         let conf = instance.dir.join("startup.conf");
         std::fs::write(&conf, instance.render_startup(&options))?;
         let out = std::fs::File::create(instance.dir.join("vpp.stdout"))?;
-        let child = Command::new(instance.install.vpp_bin())
+        let mut cmd = Command::new(instance.install.vpp_bin());
+        // SAFETY: the closure only makes one async-signal-safe syscall.
+        // VPP gets SIGTERM if the thread that started it dies without
+        // dropping the instance (e.g. the test process is killed).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("-c")
             .arg(&conf)
             .stdin(Stdio::null())
@@ -422,8 +437,15 @@ impl VppInstance {
     /// other through VPP's IP and TCP/UDP stack (an app can't reach its own
     /// interface address: VPP drops locally sourced packets to itself).
     /// Returns (server side, client side).
+    ///
+    /// On an external VPP that already has both namespaces (an earlier test
+    /// set them up), nothing is created.
     pub fn setup_stack_namespaces(&self) -> io::Result<(AppNamespace, AppNamespace)> {
         let sides = [("1", 1234u64, Ipv4Addr::new(172, 16, 1, 1)), ("2", 5678, Ipv4Addr::new(172, 16, 2, 1))];
+        let as_ns = |(id, secret, addr): (&str, u64, Ipv4Addr)| AppNamespace { id: id.into(), secret, addr };
+        if self.external && self.vppctl("show interface addr")?.contains(" 172.16.2.1/24") {
+            return Ok((as_ns(sides[0]), as_ns(sides[1])));
+        }
         let mut names = Vec::new();
         for (i, (_, _, addr)) in sides.iter().enumerate() {
             let table = i + 1;
