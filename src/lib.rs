@@ -14,12 +14,20 @@
 //! - `vcl` (feature `vpp`): thin safe wrappers over `vppcom_*`, the only
 //!   place that calls into libvppcom.
 //!
-//! Not yet implemented: the VLS core (locking modes, migration, fork
-//! handling), the `vls_*` C ABI and the `std::net`-like API.
+//! - [`core`]: the VLS core over the [`seam::Vcl`] trait: session pool and
+//!   handle table, thread detection, mode 3 locking;
+//! - `capi` (feature `vpp`): the `vls_*` C ABI of `vcl_locked.h`.
+//!
+//! Not yet implemented: session migration between per-thread workers
+//! (mode 2 refuses a foreign session with `EBADFD`), fork handling
+//! (mode 1), per-epoll-set event demultiplexing in mode 3, and the
+//! `std::net`-like API.
 //!
 //! Building with the `vpp` feature needs an installed VPP and its source tree
 //! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`).
 
+#[cfg(feature = "vpp")]
+pub mod capi;
 pub mod core;
 pub mod error;
 pub mod harness;
@@ -29,3 +37,8 @@ pub mod sockaddr;
 pub mod vcl;
 
 pub use error::{cvt, VppcomError};
+
+/// The raw libvppcom bindings (`vpp-sys`), for code that needs a type or
+/// call this crate does not wrap.
+#[cfg(feature = "vpp")]
+pub use vpp_sys as ffi;

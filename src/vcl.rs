@@ -169,3 +169,176 @@ fn addr_attr(sh: SessionHandle, op: sys::vppcom_attr_op_t) -> Result<SocketAddr>
     ep.port_be = e.port;
     Ok(ep.to_socket_addr())
 }
+
+// ---------------------------------------------------------------------------
+// The seam implementation used by the VLS core.
+// ---------------------------------------------------------------------------
+
+use std::ffi::{c_char, c_ulong, c_void};
+use std::sync::OnceLock;
+
+use crate::seam::{self, EpollFns, Sh, WaitHooks};
+
+/// [`seam::Vcl`] over the real libvppcom. Zero-sized: VCL's state is global.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealVcl;
+
+/// The hooks VCL calls around blocking waits (one set per process).
+static WAIT_HOOKS: OnceLock<&'static dyn WaitHooks> = OnceLock::new();
+
+extern "C" fn pre_wait_trampoline(sh: u32) {
+    if let Some(h) = WAIT_HOOKS.get() {
+        // A panic must not unwind into VCL.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.pre_wait(sh)));
+    }
+}
+
+extern "C" fn post_wait_trampoline(sh: u32) {
+    if let Some(h) = WAIT_HOOKS.get() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.post_wait(sh)));
+    }
+}
+
+impl seam::Vcl for RealVcl {
+    unsafe fn app_create(&self, name: *const c_char) -> i32 {
+        // SAFETY: caller guarantees a valid C string.
+        unsafe { sys::vppcom_app_create(name) }
+    }
+    fn app_destroy(&self) {
+        app_destroy()
+    }
+    fn worker_index(&self) -> u32 {
+        worker_index()
+    }
+    fn set_worker_index(&self, wrk: u32) {
+        // SAFETY: writes the calling thread's thread-local through the shim.
+        unsafe { sys::vppsys_set_worker_index(wrk) }
+    }
+    fn worker_register(&self) -> i32 {
+        // SAFETY: registers the calling thread.
+        unsafe { sys::vppcom_worker_register() }
+    }
+    fn worker_unregister(&self) {
+        worker_unregister()
+    }
+    fn mt_workers(&self) -> bool {
+        // SAFETY: reads a configuration byte of `vcm` (null-checked in C).
+        unsafe { sys::vppsys_cfg_mt_wrk_supported() != 0 }
+    }
+    fn use_eventfd(&self) -> bool {
+        // SAFETY: as above.
+        unsafe { sys::vppsys_cfg_use_mq_eventfd() != 0 }
+    }
+    fn install_wait_hooks(&self, hooks: &'static dyn WaitHooks) {
+        let _ = WAIT_HOOKS.set(hooks);
+        // SAFETY: the calling thread has a VCL worker (app created or
+        // worker registered); the trampolines are `extern "C"` and never
+        // unwind.
+        unsafe { sys::vcl_worker_set_wait_mq_fns(Some(pre_wait_trampoline), Some(post_wait_trampoline)) }
+    }
+    fn set_epoll_fns(&self, fns: EpollFns) {
+        // SAFETY: stores function pointers in `vcm`; the pointer types match
+        // the C declarations.
+        unsafe { sys::vppsys_set_epoll_fns(fns.create1, fns.ctl, fns.wait) }
+    }
+
+    fn create(&self, proto: u8, nonblocking: bool) -> i32 {
+        // SAFETY: plain values.
+        unsafe { sys::vppcom_session_create(proto, nonblocking as u8) }
+    }
+    fn close(&self, sh: Sh) -> i32 {
+        // SAFETY: VCL validates the handle.
+        unsafe { sys::vppcom_session_close(sh) }
+    }
+    fn shutdown(&self, sh: Sh, how: i32) -> i32 {
+        // SAFETY: VCL validates the handle.
+        unsafe { sys::vppcom_session_shutdown(sh, how) }
+    }
+    unsafe fn bind(&self, sh: Sh, ep: *mut c_void) -> i32 {
+        // SAFETY: caller's contract.
+        unsafe { sys::vppcom_session_bind(sh, ep.cast()) }
+    }
+    fn listen(&self, sh: Sh, q_len: u32) -> i32 {
+        // SAFETY: plain values.
+        unsafe { sys::vppcom_session_listen(sh, q_len) }
+    }
+    unsafe fn accept(&self, sh: Sh, ep: *mut c_void, flags: i32) -> i32 {
+        // SAFETY: caller's contract.
+        unsafe { sys::vppcom_session_accept(sh, ep.cast(), flags as u32) }
+    }
+    unsafe fn connect(&self, sh: Sh, ep: *mut c_void) -> i32 {
+        // SAFETY: caller's contract.
+        unsafe { sys::vppcom_session_connect(sh, ep.cast()) }
+    }
+    unsafe fn read(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: caller's contract.
+        unsafe { sys::vppcom_session_read(sh, buf, n) }
+    }
+    unsafe fn recvfrom(&self, sh: Sh, buf: *mut c_void, n: u32, flags: i32, ep: *mut c_void) -> i32 {
+        // SAFETY: caller's contract.
+        unsafe { sys::vppcom_session_recvfrom(sh, buf, n, flags, ep.cast()) }
+    }
+    unsafe fn write(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: caller's contract.
+        unsafe { sys::vppcom_session_write(sh, buf, n) }
+    }
+    unsafe fn write_msg(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: caller's contract.
+        unsafe { sys::vppcom_session_write_msg(sh, buf, n) }
+    }
+    unsafe fn sendto(&self, sh: Sh, buf: *mut c_void, n: i32, flags: i32, ep: *mut c_void) -> i32 {
+        if n < 0 {
+            return -libc::EINVAL;
+        }
+        // SAFETY: caller's contract.
+        unsafe { sys::vppcom_session_sendto(sh, buf, n as u32, flags, ep.cast()) }
+    }
+    unsafe fn attr(&self, sh: Sh, op: u32, buf: *mut c_void, len: *mut u32) -> i32 {
+        // SAFETY: caller's contract.
+        unsafe { sys::vppcom_session_attr(sh, op, buf, len) }
+    }
+    fn epoll_create(&self) -> i32 {
+        // SAFETY: no arguments.
+        unsafe { sys::vppcom_epoll_create() }
+    }
+    unsafe fn epoll_ctl(&self, ep_sh: Sh, op: i32, sh: Sh, ev: *mut libc::epoll_event) -> i32 {
+        // SAFETY: caller's contract; `libc::epoll_event` and VCL's
+        // `struct epoll_event` are the same packed kernel type.
+        unsafe { sys::vppcom_epoll_ctl(ep_sh, op, sh, ev.cast()) }
+    }
+    unsafe fn epoll_wait(&self, ep_sh: Sh, evs: *mut libc::epoll_event, max: i32, wait: f64) -> i32 {
+        // SAFETY: as above.
+        unsafe { sys::vppcom_epoll_wait(ep_sh, evs.cast(), max, wait) }
+    }
+    unsafe fn select(
+        &self,
+        n_bits: i32,
+        r: *mut c_ulong,
+        w: *mut c_ulong,
+        e: *mut c_ulong,
+        wait: f64,
+    ) -> i32 {
+        // SAFETY: caller's contract.
+        unsafe { sys::vppcom_select(n_bits, r, w, e, wait) }
+    }
+    unsafe fn poll(&self, vp: *mut c_void, n: u32, wait: f64) -> i32 {
+        // SAFETY: caller's contract.
+        unsafe { sys::vppcom_poll(vp.cast(), n, wait) }
+    }
+    fn is_nonblocking(&self, sh: Sh) -> bool {
+        // SAFETY: shim lookup that tolerates any handle.
+        unsafe { sys::vppsys_sh_is_nonblocking(sh) > 0 }
+    }
+    fn read_ready(&self, sh: Sh) -> bool {
+        // SAFETY: as above.
+        unsafe { sys::vppsys_sh_read_ready(sh) != 0 }
+    }
+    fn write_ready(&self, sh: Sh) -> bool {
+        // SAFETY: as above.
+        unsafe { sys::vppsys_sh_write_nonblk(sh) != 0 }
+    }
+    fn set_app_closing(&self, sh: Sh) {
+        // SAFETY: as above.
+        unsafe { sys::vppsys_sh_set_app_closing(sh) }
+    }
+}

@@ -590,13 +590,12 @@ impl<V: Vcl> Vls<V> {
         self.pool.get(vlsh)
     }
 
-    /// Closes every session and detaches from VPP (`atexit`).
-    pub fn shutdown_app(&'static self) {
-        if !self.app_created.swap(false, Ordering::AcqRel) {
-            return;
+    /// Process exit (`atexit`): VCL detaches from VPP by itself; nothing of
+    /// VCL is touched here (other threads may still be running).
+    pub fn at_exit(&'static self) {
+        if self.app_created.load(Ordering::Acquire) {
+            tracing::debug!(sessions = self.pool.len(), threads = self.n_threads(), "vls app exiting");
         }
-        tracing::debug!(sessions = self.pool.len(), "vls app exiting");
-        self.vcl.app_destroy();
     }
 }
 

@@ -53,12 +53,32 @@ extern "C" {
     pub fn vppsys_set_epoll_fns(
         create1: Option<unsafe extern "C" fn(libc::c_int) -> libc::c_int>,
         ctl: Option<
-            unsafe extern "C" fn(libc::c_int, libc::c_int, libc::c_int, *mut epoll_event) -> libc::c_int,
+            unsafe extern "C" fn(
+                libc::c_int,
+                libc::c_int,
+                libc::c_int,
+                *mut libc::epoll_event,
+            ) -> libc::c_int,
         >,
         wait: Option<
-            unsafe extern "C" fn(libc::c_int, *mut epoll_event, libc::c_int, libc::c_int) -> libc::c_int,
+            unsafe extern "C" fn(
+                libc::c_int,
+                *mut libc::epoll_event,
+                libc::c_int,
+                libc::c_int,
+            ) -> libc::c_int,
         >,
     );
+    /// 1/0: session `sh` of the calling thread's worker is non-blocking;
+    /// -1: no such session.
+    pub fn vppsys_sh_is_nonblocking(sh: u32) -> libc::c_int;
+    /// Bytes (or accepts) ready to read, a negative code for a closed or
+    /// missing session (reading would not block either).
+    pub fn vppsys_sh_read_ready(sh: u32) -> libc::c_int;
+    /// 1 when a write would not block, 0 when it may, -1 no session.
+    pub fn vppsys_sh_write_nonblk(sh: u32) -> libc::c_int;
+    /// Marks the session so blocked VCL calls on it return.
+    pub fn vppsys_sh_set_app_closing(sh: u32);
     /// `multi-thread-workers` from vcl.conf.
     pub fn vppsys_cfg_mt_wrk_supported() -> u8;
     /// `use-mq-eventfd` from vcl.conf.

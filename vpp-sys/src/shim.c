@@ -76,3 +76,55 @@ vppsys_cfg_use_mq_eventfd (void)
 {
   return vcm ? vcm->cfg.use_mq_eventfd : 0;
 }
+
+/*
+ * Session state by handle, on the calling thread's worker. A handle of
+ * another worker, or of a freed session, gives "no session" (0 / -1).
+ */
+static vcl_session_t *
+vppsys_current_session (uint32_t sh)
+{
+  uint32_t wrk_index = vppsys_worker_index ();
+  if (wrk_index == (uint32_t) ~0 || (sh >> 24) != wrk_index)
+    return 0;
+  return vppsys_session_get (wrk_index, sh & 0xFFFFFF);
+}
+
+int
+vppsys_sh_is_nonblocking (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  return s ? vcl_session_has_attr (s, VCL_SESS_ATTR_NONBLOCK) : -1;
+}
+
+int
+vppsys_sh_read_ready (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s || (s->flags & VCL_SESSION_F_IS_VEP))
+    return -1;
+  return vcl_session_read_ready (s);
+}
+
+/* Same test as the C layer: a datagram write only surely fits if more than
+ * 64 KiB are free. */
+int
+vppsys_sh_write_nonblk (uint32_t sh)
+{
+  int rv;
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s || (s->flags & VCL_SESSION_F_IS_VEP))
+    return -1;
+  rv = vcl_session_write_ready (s);
+  if (!s->is_dgram)
+    return rv != 0;
+  return rv < 0 ? 1 : (rv > (64 << 10));
+}
+
+void
+vppsys_sh_set_app_closing (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (s)
+    s->flags |= VCL_SESSION_F_APP_CLOSING;
+}

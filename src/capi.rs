@@ -1,0 +1,451 @@
+//! The C ABI of `vcl_locked.h` (VPP 26.06), over the Rust VLS core.
+//!
+//! Built into `libvls.so`; with `LD_PRELOAD=libvls.so:libvcl_ldpreload.so`
+//! these symbols take the place of libvppcom's own `vls_*` for LDP. Each
+//! function only converts arguments and return codes; the logic is in
+//! [`crate::core`]. No panic crosses this boundary: one is caught, logged
+//! and turned into `VPPCOM_EINVAL` (or the function's "invalid" value).
+//!
+//! Environment (read once, at `vls_app_create`):
+//! - `VLS_RS_LOG=<filter>` (e.g. `debug`, `vls=trace`): log to stderr with
+//!   `tracing`; silent when unset;
+//! - `VLS_RS_STATS=1`: count calls and print the counts at exit (one line on
+//!   stderr starting with `vls-rs:`), which also shows that this layer, not
+//!   the C one, served the program.
+
+use std::ffi::{c_char, c_int, c_uchar, c_ulong, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use crate::core::pool::{Vlsh, INVALID_VLSH};
+use crate::core::Vls;
+use crate::seam::{EpollFns, Vcl, INVALID};
+use crate::vcl::RealVcl;
+
+const EINVAL: c_int = -libc::EINVAL;
+const EFAULT: c_int = -libc::EFAULT;
+
+/// The process's VLS.
+pub fn vls() -> &'static Vls<RealVcl> {
+    static VLS: OnceLock<&'static Vls<RealVcl>> = OnceLock::new();
+    VLS.get_or_init(|| Vls::new_static(RealVcl))
+}
+
+/// Calls per C function, when `VLS_RS_STATS` is set.
+struct Stats {
+    enabled: AtomicBool,
+    counts: [AtomicU64; NAMES.len()],
+}
+
+const NAMES: [&str; 28] = [
+    "create",
+    "shutdown",
+    "close",
+    "bind",
+    "listen",
+    "connect",
+    "accept",
+    "read",
+    "recvfrom",
+    "write",
+    "write_msg",
+    "sendto",
+    "attr",
+    "epoll_create",
+    "epoll_ctl",
+    "epoll_wait",
+    "select",
+    "poll",
+    "vlsh_to_sh",
+    "vlsh_to_session_and_worker_index",
+    "session_index_to_vlsh",
+    "app_create",
+    "use_eventfd",
+    "mt_wrk_supported",
+    "set_libc_epfd",
+    "get_libc_epfd",
+    "set_epoll_fns",
+    "register_vcl_worker",
+];
+
+static STATS: Stats = Stats { enabled: AtomicBool::new(false), counts: [const { AtomicU64::new(0) }; 28] };
+
+#[inline]
+fn count(i: usize) {
+    if STATS.enabled.load(Ordering::Relaxed) {
+        STATS.counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `f`, turning a panic into `on_panic` (logged).
+#[inline]
+fn guard<T>(name: usize, on_panic: T, f: impl FnOnce() -> T) -> T {
+    count(name);
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| e.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(function = NAMES[name], panic = %msg, "panic caught at the C ABI");
+            on_panic
+        }
+    }
+}
+
+extern "C" fn at_exit() {
+    vls().at_exit();
+    if STATS.enabled.load(Ordering::Relaxed) {
+        let mut line = String::from("vls-rs: calls:");
+        for (n, c) in NAMES.iter().zip(&STATS.counts) {
+            let c = c.load(Ordering::Relaxed);
+            if c > 0 {
+                line.push_str(&format!(" {n}={c}"));
+            }
+        }
+        eprintln!("{line}");
+    }
+}
+
+fn init_process_hooks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("VLS_RS_STATS").is_some_and(|v| !v.is_empty() && v != "0") {
+            STATS.enabled.store(true, Ordering::Relaxed);
+        }
+        if let Ok(filter) = std::env::var("VLS_RS_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+        // SAFETY: registers a plain `extern "C" fn()`.
+        unsafe { libc::atexit(at_exit) };
+    });
+}
+
+/// `vls_app_create`.
+///
+/// # Safety
+/// `app_name` is null or a valid C string.
+#[no_mangle]
+pub unsafe extern "C" fn vls_app_create(app_name: *mut c_char) -> c_int {
+    guard(21, EINVAL, || {
+        init_process_hooks();
+        // SAFETY: forwarded contract; null is rejected by the core.
+        unsafe { vls().app_create(app_name) }
+    })
+}
+
+/// `vls_create`.
+#[no_mangle]
+pub extern "C" fn vls_create(proto: u8, is_nonblocking: u8) -> Vlsh {
+    guard(0, INVALID_VLSH, || vls().create(proto, is_nonblocking != 0))
+}
+
+/// `vls_shutdown`.
+#[no_mangle]
+pub extern "C" fn vls_shutdown(vlsh: Vlsh, how: c_int) -> c_int {
+    guard(1, EINVAL, || vls().shutdown(vlsh, how))
+}
+
+/// `vls_close`.
+#[no_mangle]
+pub extern "C" fn vls_close(vlsh: Vlsh) -> c_int {
+    guard(2, EINVAL, || vls().close(vlsh))
+}
+
+/// `vls_bind`.
+///
+/// # Safety
+/// `ep` is null or points to a valid `vppcom_endpt_t`.
+#[no_mangle]
+pub unsafe extern "C" fn vls_bind(vlsh: Vlsh, ep: *mut c_void) -> c_int {
+    guard(3, EINVAL, || {
+        if ep.is_null() {
+            return EINVAL;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { vls().bind(vlsh, ep) }
+    })
+}
+
+/// `vls_listen`.
+#[no_mangle]
+pub extern "C" fn vls_listen(vlsh: Vlsh, q_len: c_int) -> c_int {
+    guard(4, EINVAL, || vls().listen(vlsh, q_len))
+}
+
+/// `vls_connect`.
+///
+/// # Safety
+/// `server_ep` is null or points to a valid `vppcom_endpt_t`.
+#[no_mangle]
+pub unsafe extern "C" fn vls_connect(vlsh: Vlsh, server_ep: *mut c_void) -> c_int {
+    guard(5, EINVAL, || {
+        if server_ep.is_null() {
+            return EFAULT;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { vls().connect(vlsh, server_ep) }
+    })
+}
+
+/// `vls_accept`.
+///
+/// # Safety
+/// `ep` is null or points to a valid `vppcom_endpt_t`.
+#[no_mangle]
+pub unsafe extern "C" fn vls_accept(vlsh: Vlsh, ep: *mut c_void, flags: c_int) -> Vlsh {
+    // SAFETY: forwarded contract.
+    guard(6, EINVAL, || unsafe { vls().accept(vlsh, ep, flags) })
+}
+
+/// `vls_read`.
+///
+/// # Safety
+/// `buf` is valid for `nbytes` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn vls_read(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> isize {
+    guard(7, EINVAL as isize, || {
+        if buf.is_null() {
+            return EFAULT as isize;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { vls().read(vlsh, buf, nbytes) as isize }
+    })
+}
+
+/// `vls_recvfrom`.
+///
+/// # Safety
+/// `buffer` is valid for `buflen` bytes; `ep` null or valid.
+#[no_mangle]
+pub unsafe extern "C" fn vls_recvfrom(
+    vlsh: Vlsh,
+    buffer: *mut c_void,
+    buflen: u32,
+    flags: c_int,
+    ep: *mut c_void,
+) -> isize {
+    guard(8, EINVAL as isize, || {
+        if buffer.is_null() {
+            return EFAULT as isize;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { vls().recvfrom(vlsh, buffer, buflen, flags, ep) as isize }
+    })
+}
+
+/// `vls_write`.
+///
+/// # Safety
+/// `buf` is valid for `nbytes` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn vls_write(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
+    guard(9, EINVAL, || {
+        if buf.is_null() {
+            return EFAULT;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { vls().write(vlsh, buf, nbytes) }
+    })
+}
+
+/// `vls_write_msg`.
+///
+/// # Safety
+/// `buf` is valid for `nbytes` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn vls_write_msg(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
+    guard(10, EINVAL, || {
+        if buf.is_null() {
+            return EFAULT;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { vls().write_msg(vlsh, buf, nbytes) }
+    })
+}
+
+/// `vls_sendto`.
+///
+/// # Safety
+/// `buf` is valid for `buflen` readable bytes; `ep` null or valid.
+#[no_mangle]
+pub unsafe extern "C" fn vls_sendto(
+    vlsh: Vlsh,
+    buf: *mut c_void,
+    buflen: c_int,
+    flags: c_int,
+    ep: *mut c_void,
+) -> c_int {
+    guard(11, EINVAL, || {
+        if buf.is_null() {
+            return EFAULT;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { vls().sendto(vlsh, buf, buflen, flags, ep) }
+    })
+}
+
+/// `vls_attr`.
+///
+/// # Safety
+/// `buffer`/`buflen` as `vppcom_session_attr` expects for `op`.
+#[no_mangle]
+pub unsafe extern "C" fn vls_attr(vlsh: Vlsh, op: u32, buffer: *mut c_void, buflen: *mut u32) -> c_int {
+    // SAFETY: forwarded contract (VCL checks null buffers per op).
+    guard(12, EINVAL, || unsafe { vls().attr(vlsh, op, buffer, buflen) })
+}
+
+/// `vls_epoll_create`.
+#[no_mangle]
+pub extern "C" fn vls_epoll_create() -> Vlsh {
+    guard(13, INVALID_VLSH, || vls().epoll_create())
+}
+
+/// `vls_epoll_ctl`.
+///
+/// # Safety
+/// `event` is null or points to a valid `struct epoll_event`.
+#[no_mangle]
+pub unsafe extern "C" fn vls_epoll_ctl(
+    ep_vlsh: Vlsh,
+    op: c_int,
+    vlsh: Vlsh,
+    event: *mut libc::epoll_event,
+) -> c_int {
+    guard(14, EINVAL, || {
+        if event.is_null() && op != libc::EPOLL_CTL_DEL {
+            return EINVAL;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { vls().epoll_ctl(ep_vlsh, op, vlsh, event) }
+    })
+}
+
+/// `vls_epoll_wait`.
+///
+/// # Safety
+/// `events` is valid for `maxevents` entries.
+#[no_mangle]
+pub unsafe extern "C" fn vls_epoll_wait(
+    ep_vlsh: Vlsh,
+    events: *mut libc::epoll_event,
+    maxevents: c_int,
+    wait_for_time: f64,
+) -> c_int {
+    guard(15, EINVAL, || {
+        if events.is_null() || maxevents <= 0 {
+            return EINVAL;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { vls().epoll_wait(ep_vlsh, events, maxevents, wait_for_time) }
+    })
+}
+
+/// `vls_select`.
+///
+/// # Safety
+/// Each map is null or valid for `n_bits` bits.
+#[no_mangle]
+pub unsafe extern "C" fn vls_select(
+    n_bits: c_int,
+    read_map: *mut c_ulong,
+    write_map: *mut c_ulong,
+    except_map: *mut c_ulong,
+    wait_for_time: f64,
+) -> c_int {
+    // SAFETY: forwarded contract.
+    guard(16, EINVAL, || unsafe { vls().select(n_bits, read_map, write_map, except_map, wait_for_time) })
+}
+
+/// `vls_poll`.
+///
+/// # Safety
+/// `vp` is valid for `n_sids` `vcl_poll_t` entries.
+#[no_mangle]
+pub unsafe extern "C" fn vls_poll(vp: *mut c_void, n_sids: u32, wait_for_time: f64) -> c_int {
+    guard(17, EINVAL, || {
+        if vp.is_null() && n_sids > 0 {
+            return EFAULT;
+        }
+        // SAFETY: forwarded contract.
+        unsafe { vls().poll(vp, n_sids, wait_for_time) }
+    })
+}
+
+/// `vlsh_to_sh`: the VCL session handle, `~0` if unknown.
+#[no_mangle]
+pub extern "C" fn vlsh_to_sh(vlsh: Vlsh) -> u32 {
+    guard(18, INVALID, || vls().vlsh_to_sh(vlsh))
+}
+
+/// `vlsh_to_session_and_worker_index`.
+///
+/// # Safety
+/// Each out pointer is null or valid for a `u32` write.
+#[no_mangle]
+pub unsafe extern "C" fn vlsh_to_session_and_worker_index(
+    vlsh: Vlsh,
+    session_index: *mut u32,
+    wrk_index: *mut u32,
+) {
+    guard(19, (), || {
+        let (s, w) = vls().vlsh_to_session_and_worker(vlsh);
+        // SAFETY: non-null out pointers are valid per the contract.
+        unsafe {
+            if !session_index.is_null() {
+                *session_index = s;
+            }
+            if !wrk_index.is_null() {
+                *wrk_index = w;
+            }
+        }
+    })
+}
+
+/// `vls_session_index_to_vlsh`.
+#[no_mangle]
+pub extern "C" fn vls_session_index_to_vlsh(session_index: u32) -> Vlsh {
+    guard(20, INVALID_VLSH, || vls().session_index_to_vlsh(session_index))
+}
+
+/// `vls_use_eventfd`.
+#[no_mangle]
+pub extern "C" fn vls_use_eventfd() -> c_uchar {
+    guard(22, 0, || vls().vcl().use_eventfd() as c_uchar)
+}
+
+/// `vls_mt_wrk_supported`.
+#[no_mangle]
+pub extern "C" fn vls_mt_wrk_supported() -> c_uchar {
+    guard(23, 0, || vls().vcl().mt_workers() as c_uchar)
+}
+
+/// `vls_set_libc_epfd`.
+#[no_mangle]
+pub extern "C" fn vls_set_libc_epfd(ep_vlsh: Vlsh, libc_epfd: c_int) -> c_int {
+    guard(24, EINVAL, || vls().set_libc_epfd(ep_vlsh, libc_epfd))
+}
+
+/// `vls_get_libc_epfd`.
+#[no_mangle]
+pub extern "C" fn vls_get_libc_epfd(ep_vlsh: Vlsh) -> c_int {
+    guard(25, EINVAL, || vls().get_libc_epfd(ep_vlsh))
+}
+
+/// `vls_set_epoll_fns`.
+#[no_mangle]
+pub extern "C" fn vls_set_epoll_fns(ep_fns: EpollFns) {
+    guard(26, (), || vls().set_epoll_fns(ep_fns))
+}
+
+/// `vls_register_vcl_worker`.
+#[no_mangle]
+pub extern "C" fn vls_register_vcl_worker() {
+    guard(27, (), || vls().register_thread())
+}
