@@ -303,7 +303,7 @@ impl<V: Vcl> Vls<V> {
         if sh < 0 {
             return INVALID_VLSH;
         }
-        self.pool.alloc(sh as Sh)
+        self.pool.alloc_epoll(sh as Sh)
     }
 
     /// `vls_close`.
@@ -461,6 +461,9 @@ impl<V: Vcl> Vls<V> {
         let (Some(ep), Some(s)) = (self.pool.get(ep_vlsh), self.pool.get(vlsh)) else {
             return EBADFD;
         };
+        if !ep.is_epoll {
+            return EBADFD;
+        }
         // Two session locks: always in vlsh order, so two threads linking
         // two epoll sessions into each other cannot deadlock.
         let (first, second) = if ep_vlsh < vlsh { (&ep, &s) } else { (&s, &ep) };
@@ -494,6 +497,9 @@ impl<V: Vcl> Vls<V> {
         max: i32,
         wait: f64,
     ) -> i32 {
+        if self.pool.get(ep_vlsh).is_some_and(|s| !s.is_epoll) {
+            return EBADFD;
+        }
         // SAFETY: forwarded contract.
         self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| unsafe {
             self.vcl.epoll_wait(ep_sh, evs, max, wait)

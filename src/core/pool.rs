@@ -31,6 +31,8 @@ pub const INVALID_VLSH: Vlsh = -1;
 pub struct VlsSession {
     /// Index in the pool; fixed for the life of the session.
     pub vlsh: Vlsh,
+    /// Created by `epoll_create`.
+    pub is_epoll: bool,
     /// Set by close before it waits for the session lock, so a thread blocked
     /// inside VCL on this session can be told to give up.
     pub app_closed: AtomicBool,
@@ -73,10 +75,11 @@ impl LockedSession<'_> {
 }
 
 impl VlsSession {
-    fn new(vlsh: Vlsh, sh: Sh) -> Self {
+    fn new(vlsh: Vlsh, sh: Sh, is_epoll: bool) -> Self {
         let (wrk, idx) = crate::seam::sh_parts(sh);
         VlsSession {
             vlsh,
+            is_epoll,
             app_closed: AtomicBool::new(false),
             libc_epfd: AtomicI32::new(0),
             sh: AtomicU32::new(sh),
@@ -122,6 +125,15 @@ pub struct SessionPool {
 impl SessionPool {
     /// Adds a session for VCL handle `sh`; returns its vlsh.
     pub fn alloc(&self, sh: Sh) -> Vlsh {
+        self.alloc_kind(sh, false)
+    }
+
+    /// Adds an epoll session for VCL handle `sh`; returns its vlsh.
+    pub fn alloc_epoll(&self, sh: Sh) -> Vlsh {
+        self.alloc_kind(sh, true)
+    }
+
+    fn alloc_kind(&self, sh: Sh, is_epoll: bool) -> Vlsh {
         let mut slab = self.slab.write().unwrap_or_else(PoisonError::into_inner);
         let index = match slab.free.pop() {
             Some(i) => i,
@@ -131,7 +143,7 @@ impl SessionPool {
             }
         };
         let vlsh = index as Vlsh;
-        slab.entries[index] = Some(Arc::new(VlsSession::new(vlsh, sh)));
+        slab.entries[index] = Some(Arc::new(VlsSession::new(vlsh, sh, is_epoll)));
         self.by_sh.write().unwrap_or_else(PoisonError::into_inner).insert(sh, vlsh);
         vlsh
     }

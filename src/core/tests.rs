@@ -73,6 +73,11 @@ fn lifecycle_and_bad_handles() {
     assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, ep, std::ptr::null_mut()) }, -libc::EINVAL);
     assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, 777, std::ptr::null_mut()) }, EBADFD);
     assert_eq!(unsafe { v.epoll_ctl(777, libc::EPOLL_CTL_ADD, ep, std::ptr::null_mut()) }, EBADFD);
+    let plain = v.create(0, false);
+    // An epoll handle that is not an epoll session.
+    assert_eq!(unsafe { v.epoll_ctl(plain, libc::EPOLL_CTL_ADD, ep, std::ptr::null_mut()) }, EBADFD);
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 1];
+    assert_eq!(unsafe { v.epoll_wait(plain, evs.as_mut_ptr(), 1, 0.0) }, EBADFD);
 }
 
 #[test]

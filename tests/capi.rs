@@ -1,0 +1,536 @@
+//! The `vls_*` C ABI (the Rust layer) against a real VPP: single-thread
+//! semantics, bad handles, and mode 3 (many threads, one VCL worker).
+//!
+//! Each test runs a server and a client in two processes (VPP never
+//! connects an app to its own listener over cut-through).
+
+#![cfg(feature = "vpp")]
+
+mod common;
+
+use std::ffi::c_void;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use vls::capi::*;
+use vls::ffi;
+use vls::sockaddr::Endpoint;
+
+use common::{cut_through, pattern, run_pair, through_stack, STACK_SERVER};
+
+const EBADFD: i32 = -libc::EBADFD;
+const EAGAIN: i32 = -libc::EAGAIN;
+const TCP: u8 = ffi::VPPCOM_PROTO_TCP as u8;
+const UDP: u8 = ffi::VPPCOM_PROTO_UDP as u8;
+
+fn app(name: &str) {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { vls_app_create(c.as_ptr() as *mut _) }, 0, "vls_app_create");
+}
+
+/// Calls `f` with a `vppcom_endpt_t*` for `addr` (or an empty one to fill).
+fn with_ep<R>(addr: Option<SocketAddr>, f: impl FnOnce(*mut c_void) -> R) -> (R, SocketAddr) {
+    let mut e = addr.map(|a| Endpoint::from_socket_addr(&a)).unwrap_or_default();
+    let mut raw = ffi::vppcom_endpt_t {
+        is_ip4: e.is_ip4,
+        ip: e.ip.as_mut_ptr(),
+        port: e.port_be,
+        ..Default::default()
+    };
+    let r = f((&mut raw as *mut ffi::vppcom_endpt_t).cast());
+    e.is_ip4 = raw.is_ip4;
+    e.port_be = raw.port;
+    (r, e.to_socket_addr())
+}
+
+fn listen_on(addr: SocketAddr, proto: u8, nonblocking: bool) -> i32 {
+    let l = vls_create(proto, nonblocking as u8);
+    assert!(l >= 0, "vls_create");
+    // SAFETY: `ep` is valid during the call.
+    let (rv, _) = with_ep(Some(addr), |ep| unsafe { vls_bind(l, ep) });
+    assert_eq!(rv, 0, "bind");
+    assert_eq!(vls_listen(l, 64), 0, "listen");
+    l
+}
+
+fn connect_to(addr: SocketAddr, proto: u8) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = vls_create(proto, 0);
+        assert!(h >= 0);
+        // SAFETY: `ep` is valid during the call.
+        let (rv, _) = with_ep(Some(addr), |ep| unsafe { vls_connect(h, ep) });
+        if rv == 0 {
+            return h;
+        }
+        vls_close(h);
+        assert!(rv == -libc::ECONNREFUSED && Instant::now() < deadline, "connect: {rv}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn accept(l: i32) -> i32 {
+    // SAFETY: `ep` is valid during the call.
+    let (h, _) = with_ep(None, |ep| unsafe { vls_accept(l, ep, 0) });
+    h
+}
+
+fn write_all(h: i32, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for its length.
+        let n = unsafe { vls_write(h, buf.as_ptr() as *mut c_void, buf.len()) };
+        if n == EAGAIN {
+            thread::yield_now();
+            continue;
+        }
+        assert!(n > 0, "write: {n}");
+        buf = &buf[n as usize..];
+    }
+}
+
+fn read_some(h: i32, buf: &mut [u8]) -> isize {
+    // SAFETY: `buf` is valid for its length.
+    unsafe { vls_read(h, buf.as_mut_ptr().cast(), buf.len()) }
+}
+
+fn read_exact(h: i32, buf: &mut [u8]) {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = read_some(h, &mut buf[got..]);
+        assert!(n > 0, "read: {n} after {got}");
+        got += n as usize;
+    }
+}
+
+/// Repeats a polling call until it reports something (or 10 s pass).
+fn until_positive(mut f: impl FnMut() -> i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = f();
+        if n != 0 || Instant::now() > deadline {
+            return n;
+        }
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+// ---------------------------------------------------------------------------
+// single thread
+// ---------------------------------------------------------------------------
+
+/// Server: epoll for the accept and the data, poll, attr, shutdown
+/// half-close; client: connect, write, read after the server's SHUT_WR.
+/// Through VPP's TCP stack (cut-through has no half-close).
+#[test]
+fn capi_single_thread_tcp_epoll_poll_shutdown_attr() {
+    let a = SocketAddr::from((STACK_SERVER, 7101));
+    run_pair(
+        "capi_single_thread_tcp_epoll_poll_shutdown_attr",
+        through_stack,
+        || {
+            app("capi-server");
+            let l = listen_on(a, TCP, true);
+            let ep = vls_epoll_create();
+            assert!(ep >= 0);
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: l as u64 };
+            // SAFETY: `ev` is valid.
+            assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, l, &mut ev) }, 0);
+            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+            // (VCL reads the wait time as milliseconds in eventfd mode.)
+            // SAFETY: `evs` holds 8 events.
+            let n = until_positive(|| unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 8, 100.0) });
+            assert_eq!(n, 1, "listener readable");
+            assert_eq!({ evs[0].u64 }, l as u64);
+            let s = accept(l);
+            assert!(s >= 0, "accept: {s}");
+            assert_eq!(accept(l), EAGAIN, "non-blocking listener, nothing pending");
+
+            // attr: the accepted session is blocking; make it non-blocking
+            let mut flags: u32 = 0;
+            let mut len = 4u32;
+            // SAFETY: 4-byte buffer.
+            let rv =
+                unsafe { vls_attr(s, ffi::VPPCOM_ATTR_GET_FLAGS, (&mut flags as *mut u32).cast(), &mut len) };
+            assert_eq!(rv, 0);
+            assert_eq!(flags & libc::O_NONBLOCK as u32, 0);
+            flags |= libc::O_NONBLOCK as u32;
+            // SAFETY: 4-byte buffer.
+            let rv =
+                unsafe { vls_attr(s, ffi::VPPCOM_ATTR_SET_FLAGS, (&mut flags as *mut u32).cast(), &mut len) };
+            assert_eq!(rv, 0);
+            let mut check: u32 = 0;
+            // SAFETY: 4-byte buffer.
+            let rv =
+                unsafe { vls_attr(s, ffi::VPPCOM_ATTR_GET_FLAGS, (&mut check as *mut u32).cast(), &mut len) };
+            assert_eq!(rv, 0);
+            assert_ne!(check & libc::O_NONBLOCK as u32, 0, "non-blocking now");
+
+            // poll for the data
+            let mut vp = ffi::vcl_poll_t { fds_ndx: 0, sh: vlsh_to_sh(s), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one entry.
+            let n = until_positive(|| unsafe { vls_poll((&mut vp as *mut ffi::vcl_poll_t).cast(), 1, 0.1) });
+            assert_eq!(n, 1, "poll");
+            assert_ne!(vp.revents & libc::POLLIN, 0);
+            let mut buf = [0u8; 5];
+            read_exact(s, &mut buf);
+            assert_eq!(&buf, b"hello");
+
+            // half close: we stop writing, the client sees EOF but can still
+            // write to us
+            write_all(s, b"bye");
+            assert_eq!(vls_shutdown(s, libc::SHUT_WR), 0);
+            // SAFETY: valid buffer.
+            let rv = unsafe { vls_write(s, b"x".as_ptr() as *mut c_void, 1) };
+            assert!(rv < 0, "write after SHUT_WR must fail, got {rv}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut got = Vec::new();
+            while got.len() < 5 && Instant::now() < deadline {
+                let mut b = [0u8; 8];
+                let n = read_some(s, &mut b);
+                if n > 0 {
+                    got.extend_from_slice(&b[..n as usize]);
+                } else {
+                    assert_eq!(n, EAGAIN as isize, "read after our SHUT_WR");
+                    thread::sleep(Duration::from_millis(5));
+                }
+            }
+            assert_eq!(&got, b"after", "data after our SHUT_WR still arrives");
+            let mut nread: u32 = 0;
+            let mut len = 4u32;
+            // SAFETY: 4-byte buffer.
+            let rv =
+                unsafe { vls_attr(s, ffi::VPPCOM_ATTR_GET_NREAD, (&mut nread as *mut u32).cast(), &mut len) };
+            assert!(rv >= 0);
+            for h in [s, ep, l] {
+                assert_eq!(vls_close(h), 0);
+            }
+        },
+        || {
+            app("capi-client");
+            let c = connect_to(a, TCP);
+            write_all(c, b"hello");
+            let mut buf = [0u8; 3];
+            read_exact(c, &mut buf);
+            assert_eq!(&buf, b"bye");
+            assert_eq!(read_some(c, &mut [0u8; 4]), 0, "EOF after the server's SHUT_WR");
+            write_all(c, b"after");
+            thread::sleep(Duration::from_millis(200));
+            assert_eq!(vls_close(c), 0);
+        },
+    );
+}
+
+#[test]
+fn capi_udp_sendto_recvfrom_and_select() {
+    let a = addr(7102);
+    run_pair(
+        "capi_udp_sendto_recvfrom_and_select",
+        cut_through,
+        || {
+            app("udp-server");
+            let l = listen_on(a, UDP, false);
+            let s = accept(l);
+            assert!(s >= 0, "accept ct udp: {s}");
+            // select on the session's index for readability
+            let (si, _) = {
+                let (mut si, mut wi) = (0u32, 0u32);
+                // SAFETY: out pointers valid.
+                unsafe { vlsh_to_session_and_worker_index(s, &mut si, &mut wi) };
+                (si, wi)
+            };
+            assert_eq!(vls_session_index_to_vlsh(si), s);
+            let mut rmap = [0 as libc::c_ulong; 4];
+            let n = until_positive(|| {
+                rmap = [0; 4];
+                rmap[si as usize / 64] |= 1 << (si % 64);
+                // SAFETY: map holds 256 bits.
+                unsafe { vls_select(256, rmap.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), 0.1) }
+            });
+            assert_eq!(n, 1, "select");
+            assert_ne!(rmap[si as usize / 64] & (1 << (si % 64)), 0);
+            for i in 0..50u8 {
+                let mut buf = [0u8; 2048];
+                // SAFETY: buffers valid.
+                let (n, _) = with_ep(None, |ep| unsafe {
+                    vls_recvfrom(s, buf.as_mut_ptr().cast(), buf.len() as u32, 0, ep)
+                });
+                assert_eq!(n, 1000, "datagram size");
+                assert!(buf[..1000].iter().all(|&b| b == i), "datagram {i} content");
+                // SAFETY: buffer valid; null endpoint: connected session.
+                let m = unsafe { vls_sendto(s, buf.as_mut_ptr().cast(), 1000, 0, std::ptr::null_mut()) };
+                assert_eq!(m, 1000);
+            }
+            let mut b = [0u8; 8];
+            read_exact(s, &mut b[..4]);
+            assert_eq!(&b[..4], b"done");
+        },
+        || {
+            app("udp-client");
+            thread::sleep(Duration::from_millis(300));
+            let c = connect_to(a, UDP);
+            for i in 0..50u8 {
+                let mut d = [i; 1000];
+                // SAFETY: valid buffer; null endpoint: connected session.
+                assert_eq!(
+                    unsafe { vls_sendto(c, d.as_mut_ptr().cast(), 1000, 0, std::ptr::null_mut()) },
+                    1000
+                );
+                let mut back = [0u8; 1000];
+                assert_eq!(read_some(c, &mut back), 1000);
+                assert_eq!(back, [i; 1000]);
+            }
+            write_all(c, b"done");
+            thread::sleep(Duration::from_millis(200));
+        },
+    );
+}
+
+#[test]
+fn capi_bad_handles_give_ebadfd() {
+    run_pair(
+        "capi_bad_handles_give_ebadfd",
+        cut_through,
+        || {
+            app("bad-handles");
+            let live = vls_create(TCP, 0);
+            let ep = vls_epoll_create();
+            let closed = vls_create(TCP, 0);
+            assert_eq!(vls_close(closed), 0);
+            let mut buf = [0u8; 8];
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0 };
+            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
+            for h in [closed, 4242, -1, i32::MAX] {
+                assert_eq!(vls_close(h), EBADFD, "close {h}");
+                assert_eq!(vls_listen(h, 1), EBADFD);
+                assert_eq!(vls_shutdown(h, libc::SHUT_RDWR), EBADFD);
+                assert_eq!(read_some(h, &mut buf), EBADFD as isize);
+                // SAFETY: valid buffers and endpoints throughout.
+                unsafe {
+                    assert_eq!(vls_write(h, buf.as_mut_ptr().cast(), 8), EBADFD);
+                    assert_eq!(vls_write_msg(h, buf.as_mut_ptr().cast(), 8), EBADFD);
+                    assert_eq!(with_ep(Some(addr(1)), |e| vls_bind(h, e)).0, EBADFD);
+                    assert_eq!(with_ep(Some(addr(1)), |e| vls_connect(h, e)).0, EBADFD);
+                    assert_eq!(with_ep(None, |e| vls_accept(h, e, 0)).0, EBADFD);
+                    assert_eq!(vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, h, &mut ev), EBADFD);
+                    assert_eq!(vls_epoll_ctl(h, libc::EPOLL_CTL_ADD, live, &mut ev), EBADFD);
+                    assert_eq!(vls_epoll_wait(h, evs.as_mut_ptr(), 2, 0.0), EBADFD);
+                    let mut len = 4u32;
+                    assert_eq!(
+                        vls_attr(h, ffi::VPPCOM_ATTR_GET_FLAGS, buf.as_mut_ptr().cast(), &mut len),
+                        EBADFD
+                    );
+                }
+                assert_eq!(vlsh_to_sh(h), u32::MAX);
+                assert_eq!(vls_get_libc_epfd(h), EBADFD);
+                assert_eq!(vls_set_libc_epfd(h, 3), EBADFD);
+            }
+            // An epoll handle that is not an epoll session.
+            // SAFETY: valid buffers.
+            unsafe {
+                assert_eq!(vls_epoll_wait(live, evs.as_mut_ptr(), 2, 0.0), EBADFD);
+                assert_eq!(vls_epoll_ctl(live, libc::EPOLL_CTL_ADD, ep, &mut ev), EBADFD);
+            }
+            // Null pointers are errors, not crashes.
+            // SAFETY: null is what is being tested.
+            unsafe {
+                assert_eq!(vls_read(live, std::ptr::null_mut(), 8), -libc::EFAULT as isize);
+                assert_eq!(vls_write(live, std::ptr::null_mut(), 8), -libc::EFAULT);
+                assert_eq!(vls_bind(live, std::ptr::null_mut()), -libc::EINVAL);
+                assert_eq!(vls_epoll_wait(ep, std::ptr::null_mut(), 2, 0.0), -libc::EINVAL);
+                vlsh_to_session_and_worker_index(live, std::ptr::null_mut(), std::ptr::null_mut());
+                assert_eq!(vls_app_create(std::ptr::null_mut()), -libc::EINVAL);
+            }
+            assert_eq!(vls_close(live), 0);
+        },
+        || {},
+    );
+}
+
+// ---------------------------------------------------------------------------
+// mode 3: many threads, one VCL worker
+// ---------------------------------------------------------------------------
+
+const THREADS: usize = 4;
+const CONNS_PER_THREAD: usize = 4;
+const MSG: usize = 16 << 10;
+
+/// 4 server threads share one listener and serve its accepted sessions;
+/// a 4-thread client opens 16 connections and checks every echoed byte.
+#[test]
+fn mode3_four_threads_share_a_listener_and_its_sessions() {
+    let a = addr(7103);
+    run_pair(
+        "mode3_four_threads_share_a_listener_and_its_sessions",
+        cut_through,
+        || {
+            app("mt-server");
+            let l = listen_on(a, TCP, false);
+            let served = Arc::new(AtomicUsize::new(0));
+            let ts: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let served = served.clone();
+                    thread::spawn(move || {
+                        for _ in 0..CONNS_PER_THREAD {
+                            let s = accept(l);
+                            assert!(s >= 0, "accept {s}");
+                            let mut buf = vec![0u8; MSG];
+                            read_exact(s, &mut buf);
+                            write_all(s, &buf);
+                            served.fetch_add(1, Ordering::SeqCst);
+                            let mut b = [0u8; 1];
+                            assert_eq!(read_some(s, &mut b), 0, "client closes");
+                            assert_eq!(vls_close(s), 0);
+                        }
+                    })
+                })
+                .collect();
+            for t in ts {
+                t.join().expect("server thread");
+            }
+            assert_eq!(served.load(Ordering::SeqCst), THREADS * CONNS_PER_THREAD);
+            assert_eq!(vls_close(l), 0);
+        },
+        || {
+            app("mt-client");
+            let ts: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    thread::spawn(move || {
+                        for i in 0..CONNS_PER_THREAD {
+                            let c = connect_to(a, TCP);
+                            let data = pattern(MSG, (t * 100 + i) as u64);
+                            write_all(c, &data);
+                            let mut back = vec![0u8; MSG];
+                            read_exact(c, &mut back);
+                            assert!(back == data, "echo differs");
+                            assert_eq!(vls_close(c), 0);
+                        }
+                    })
+                })
+                .collect();
+            for t in ts {
+                t.join().expect("client thread");
+            }
+        },
+    );
+}
+
+/// Two threads `write_msg` into one session at once: all bytes arrive and
+/// no message is interleaved with another.
+#[test]
+fn mode3_two_threads_write_one_session() {
+    const N: usize = 500;
+    const LEN: usize = 1000;
+    let a = addr(7104);
+    run_pair(
+        "mode3_two_threads_write_one_session",
+        cut_through,
+        || {
+            app("w-server");
+            let l = listen_on(a, TCP, false);
+            let s = accept(l);
+            let mut all = vec![0u8; 2 * N * LEN];
+            read_exact(s, &mut all);
+            let mut per = [0usize; 2];
+            for m in all.chunks(LEN) {
+                assert!(m[0] < 2 && m.iter().all(|&b| b == m[0]), "interleaved message");
+                per[m[0] as usize] += 1;
+            }
+            assert_eq!(per, [N, N]);
+            write_all(s, b"k");
+            vls_close(s);
+        },
+        || {
+            app("w-client");
+            let c = connect_to(a, TCP);
+            let barrier = Arc::new(Barrier::new(2));
+            let ts: Vec<_> = (0..2u8)
+                .map(|t| {
+                    let barrier = barrier.clone();
+                    thread::spawn(move || {
+                        let mut msg = [t; LEN];
+                        barrier.wait();
+                        for _ in 0..N {
+                            loop {
+                                // SAFETY: valid buffer.
+                                let n = unsafe { vls_write_msg(c, msg.as_mut_ptr().cast(), LEN) };
+                                if n == EAGAIN {
+                                    thread::yield_now();
+                                    continue;
+                                }
+                                assert_eq!(n, LEN as i32, "write_msg");
+                                break;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in ts {
+                t.join().unwrap();
+            }
+            let mut b = [0u8; 1];
+            read_exact(c, &mut b);
+            vls_close(c);
+        },
+    );
+}
+
+/// One thread blocks reading a session; another closes it: the reader
+/// wakes with an error, nothing deadlocks, and a thread that exits leaves
+/// the rest of the app working.
+#[test]
+fn mode3_close_wakes_blocked_reader_and_thread_exit_is_harmless() {
+    let a = addr(7105);
+    run_pair(
+        "mode3_close_wakes_blocked_reader_and_thread_exit_is_harmless",
+        cut_through,
+        || {
+            app("c-server");
+            let l = listen_on(a, TCP, false);
+            let s1 = accept(l);
+            let s2 = accept(l);
+            assert!(s1 >= 0 && s2 >= 0);
+            let (tx, rx) = mpsc::channel();
+            let reader = thread::spawn(move || {
+                let mut b = [0u8; 8];
+                let t = Instant::now();
+                let n = read_some(s1, &mut b);
+                tx.send(()).unwrap();
+                (n, t.elapsed())
+            });
+            thread::sleep(Duration::from_millis(300));
+            assert!(rx.try_recv().is_err(), "reader must be blocked (client sends nothing)");
+            // a short-lived thread does some work and exits
+            thread::spawn(move || write_all(s2, b"ping")).join().unwrap();
+            let t = Instant::now();
+            assert_eq!(vls_close(s1), 0, "close while another thread reads");
+            let (n, _) = reader.join().unwrap();
+            assert!(n < 0, "blocked reader must get an error, got {n}");
+            assert!(t.elapsed() < Duration::from_secs(3), "close took {:?}", t.elapsed());
+            // the app keeps working after those threads are gone
+            let mut b = [0u8; 4];
+            read_exact(s2, &mut b);
+            assert_eq!(&b, b"pong");
+            vls_close(s2);
+            vls_close(l);
+        },
+        || {
+            app("c-client");
+            let c1 = connect_to(a, TCP);
+            let c2 = connect_to(a, TCP);
+            let mut b = [0u8; 4];
+            read_exact(c2, &mut b);
+            assert_eq!(&b, b"ping");
+            write_all(c2, b"pong");
+            thread::sleep(Duration::from_millis(500));
+            vls_close(c1);
+            vls_close(c2);
+        },
+    );
+}
