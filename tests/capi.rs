@@ -534,3 +534,114 @@ fn mode3_close_wakes_blocked_reader_and_thread_exit_is_harmless() {
         },
     );
 }
+
+/// Regression (C layer crash): thread B keeps deleting and re-adding its
+/// level-triggered sessions to its epoll set while thread A waits on another
+/// set of the same VCL worker. VCL's level-triggered ring is per worker, so
+/// `epoll_ctl` must be serialised with `epoll_wait`. Then many threads close
+/// sessions at once and a read still completes (the pending-writer count
+/// of the session-pool lock must come back to zero).
+#[test]
+fn mode3_epoll_ctl_churn_while_another_set_waits_then_concurrent_closes() {
+    const N: usize = 8;
+    let a = addr(7106);
+    run_pair(
+        "mode3_epoll_ctl_churn_while_another_set_waits_then_concurrent_closes",
+        cut_through,
+        || {
+            app("churn-server");
+            let l = listen_on(a, TCP, false);
+            let sessions: Vec<i32> = (0..N).map(|_| accept(l)).collect();
+            assert!(sessions.iter().all(|&s| s >= 0));
+            // Every session has unread data: level-triggered events stay on.
+            thread::sleep(Duration::from_millis(300));
+            let (set_a, set_b) = sessions.split_at(N / 2);
+            let (set_a, set_b) = (set_a.to_vec(), set_b.to_vec());
+            let ep_a = vls_epoll_create();
+            let ep_b = vls_epoll_create();
+            for (ep, set) in [(ep_a, &set_a), (ep_b, &set_b)] {
+                for &s in set.iter() {
+                    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: s as u64 };
+                    // SAFETY: valid event.
+                    assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut ev) }, 0);
+                }
+            }
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let waiter = {
+                let stop = stop.clone();
+                thread::spawn(move || {
+                    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+                    let mut rounds = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        // SAFETY: `evs` holds 16 events.
+                        let n = unsafe { vls_epoll_wait(ep_a, evs.as_mut_ptr(), 16, 0.0) };
+                        assert!(n >= 0, "epoll_wait: {n}");
+                        rounds += 1;
+                    }
+                    rounds
+                })
+            };
+            let churner = {
+                let stop = stop.clone();
+                let set_b = set_b.clone();
+                thread::spawn(move || {
+                    let mut rounds = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for &s in &set_b {
+                            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: s as u64 };
+                            // SAFETY: valid event.
+                            unsafe {
+                                assert_eq!(vls_epoll_ctl(ep_b, libc::EPOLL_CTL_DEL, s, &mut ev), 0);
+                                assert_eq!(vls_epoll_ctl(ep_b, libc::EPOLL_CTL_ADD, s, &mut ev), 0);
+                            }
+                        }
+                        rounds += 1;
+                    }
+                    rounds
+                })
+            };
+            thread::sleep(Duration::from_secs(2));
+            stop.store(true, Ordering::Relaxed);
+            let (w, c) = (waiter.join().expect("waiter"), churner.join().expect("churner"));
+            assert!(w > 100 && c > 10, "both threads made progress: wait {w}, churn {c}");
+
+            // Concurrent closes from several threads, then a read.
+            let closers: Vec<_> = sessions[1..]
+                .chunks(2)
+                .map(|c| c.to_vec())
+                .map(|c| {
+                    thread::spawn(move || {
+                        for s in c {
+                            assert_eq!(vls_close(s), 0);
+                        }
+                    })
+                })
+                .collect();
+            for t in closers {
+                t.join().unwrap();
+            }
+            let (tx, rx) = mpsc::channel();
+            let s0 = sessions[0];
+            thread::spawn(move || {
+                let mut b = [0u8; 1];
+                tx.send(read_some(s0, &mut b)).unwrap();
+            });
+            let n = rx.recv_timeout(Duration::from_secs(5)).expect("read after concurrent closes hung");
+            assert_eq!(n, 1);
+            write_all(s0, b"!");
+            thread::sleep(Duration::from_millis(200));
+        },
+        || {
+            app("churn-client");
+            let cs: Vec<i32> = (0..N).map(|_| connect_to(a, TCP)).collect();
+            for &c in &cs {
+                write_all(c, b"d");
+            }
+            let mut b = [0u8; 1];
+            read_exact(cs[0], &mut b);
+            for c in cs {
+                vls_close(c);
+            }
+        },
+    );
+}
