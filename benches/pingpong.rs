@@ -1,0 +1,322 @@
+//! Per-call cost of `write`/`read` of 64-byte messages on a cut-through TCP
+//! session, against one private VPP, side by side for:
+//!
+//! - `raw`: `vppcom_session_write/read` (no locking layer; one thread only),
+//! - `C`: libvppcom's own `vls_*` (the C locking layer, looked up with
+//!   `dlsym` in libvppcom so the Rust symbols of this binary don't shadow it),
+//! - `Rust`: this crate's `vls_*`.
+//!
+//! Variants: one thread on one session; two threads on two distinct
+//! sessions; two threads sharing one session (mode 3: one VCL worker).
+//! Each client runs in its own process (one VCL app per process); an echo
+//! server in another process drains and echoes. Calls are non-blocking, so
+//! the time is the layer's and VCL's, not waiting for the peer.
+//!
+//! Run: `VPP_PREFIX=… VPP_SRC_DIR=… cargo bench --features vpp --bench pingpong`
+
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use vls::ffi;
+use vls::harness::{wait_output_with_timeout, VclConf, VppInstance};
+use vls::sockaddr::Endpoint;
+
+const MSG: usize = 64;
+const ITERS: u64 = 400_000;
+const PORT: u16 = 7300;
+
+/// The calls a client makes, for one layer. Handles are `i64` so VCL
+/// session handles (`u32`) and VLS handles (`i32`) both fit.
+#[derive(Copy, Clone)]
+struct Api {
+    app_create: unsafe extern "C" fn(*mut c_char) -> c_int,
+    create: unsafe extern "C" fn(u8, u8) -> c_int,
+    connect: unsafe extern "C" fn(i32, *mut c_void) -> c_int,
+    attr: unsafe extern "C" fn(i32, u32, *mut c_void, *mut u32) -> c_int,
+    write: unsafe extern "C" fn(i32, *mut c_void, usize) -> c_int,
+    read: unsafe extern "C" fn(i32, *mut c_void, usize) -> isize,
+}
+
+// Raw vppcom, adapted to the same shapes.
+unsafe extern "C" fn raw_app_create(name: *mut c_char) -> c_int {
+    // SAFETY: valid C string from the caller.
+    unsafe { ffi::vppcom_app_create(name) }
+}
+unsafe extern "C" fn raw_create(p: u8, nb: u8) -> c_int {
+    // SAFETY: plain values.
+    unsafe { ffi::vppcom_session_create(p, nb) }
+}
+unsafe extern "C" fn raw_connect(h: i32, ep: *mut c_void) -> c_int {
+    // SAFETY: valid endpoint from the caller.
+    unsafe { ffi::vppcom_session_connect(h as u32, ep.cast()) }
+}
+unsafe extern "C" fn raw_attr(h: i32, op: u32, b: *mut c_void, l: *mut u32) -> c_int {
+    // SAFETY: valid buffers from the caller.
+    unsafe { ffi::vppcom_session_attr(h as u32, op, b, l) }
+}
+unsafe extern "C" fn raw_write(h: i32, b: *mut c_void, n: usize) -> c_int {
+    // SAFETY: valid buffer from the caller.
+    unsafe { ffi::vppcom_session_write(h as u32, b, n) }
+}
+unsafe extern "C" fn raw_read(h: i32, b: *mut c_void, n: usize) -> isize {
+    // SAFETY: valid buffer from the caller.
+    unsafe { ffi::vppcom_session_read(h as u32, b, n) as isize }
+}
+
+fn api(layer: &str) -> Api {
+    match layer {
+        "raw" => Api {
+            app_create: raw_app_create,
+            create: raw_create,
+            connect: raw_connect,
+            attr: raw_attr,
+            write: raw_write,
+            read: raw_read,
+        },
+        "rust" => Api {
+            app_create: vls::capi::vls_app_create,
+            create: vls_create_adapter,
+            connect: vls::capi::vls_connect,
+            attr: vls::capi::vls_attr,
+            write: vls::capi::vls_write,
+            read: vls::capi::vls_read,
+        },
+        "c" => c_api(),
+        other => panic!("unknown layer {other}"),
+    }
+}
+
+unsafe extern "C" fn vls_create_adapter(p: u8, nb: u8) -> c_int {
+    vls::capi::vls_create(p, nb)
+}
+
+/// libvppcom's own `vls_*`, found in libvppcom itself.
+fn c_api() -> Api {
+    let lib = CString::new("libvppcom.so").unwrap();
+    // SAFETY: libvppcom is already loaded (linked); RTLD_NOLOAD only returns
+    // its handle.
+    let h = unsafe { libc::dlopen(lib.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    assert!(!h.is_null(), "libvppcom.so not loaded");
+    let sym = |name: &str| {
+        let n = CString::new(name).unwrap();
+        // SAFETY: valid handle and name.
+        let p = unsafe { libc::dlsym(h, n.as_ptr()) };
+        assert!(!p.is_null(), "{name} not in libvppcom");
+        p
+    };
+    // SAFETY: each symbol has the C signature of vcl_locked.h, which these
+    // function-pointer types spell out.
+    unsafe {
+        Api {
+            app_create: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_char) -> c_int>(sym(
+                "vls_app_create",
+            )),
+            create: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(u8, u8) -> c_int>(sym(
+                "vls_create",
+            )),
+            connect: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(i32, *mut c_void) -> c_int>(
+                sym("vls_connect"),
+            ),
+            attr: std::mem::transmute::<
+                *mut c_void,
+                unsafe extern "C" fn(i32, u32, *mut c_void, *mut u32) -> c_int,
+            >(sym("vls_attr")),
+            write: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(i32, *mut c_void, usize) -> c_int>(
+                sym("vls_write"),
+            ),
+            read: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(i32, *mut c_void, usize) -> isize>(
+                sym("vls_read"),
+            ),
+        }
+    }
+}
+
+fn connect(api: &Api, addr: SocketAddr) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // SAFETY: plain values.
+        let h = unsafe { (api.create)(ffi::VPPCOM_PROTO_TCP as u8, 0) };
+        assert!(h >= 0, "create {h}");
+        let mut e = Endpoint::from_socket_addr(&addr);
+        let mut raw = ffi::vppcom_endpt_t {
+            is_ip4: e.is_ip4,
+            ip: e.ip.as_mut_ptr(),
+            port: e.port_be,
+            ..Default::default()
+        };
+        // SAFETY: `raw` points into `e`, both live across the call.
+        let rv = unsafe { (api.connect)(h, (&mut raw as *mut ffi::vppcom_endpt_t).cast()) };
+        if rv == 0 {
+            let mut flags = libc::O_NONBLOCK as u32;
+            let mut len = 4u32;
+            // SAFETY: 4-byte buffer.
+            let rv = unsafe {
+                (api.attr)(h, ffi::VPPCOM_ATTR_SET_FLAGS, (&mut flags as *mut u32).cast(), &mut len)
+            };
+            assert_eq!(rv, 0, "set non-blocking");
+            return h;
+        }
+        assert!(Instant::now() < deadline, "connect: {rv}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One thread's loop: write 64 bytes, read what is there. Returns ns/call.
+fn pingpong(api: Api, h: i32) -> f64 {
+    let mut out = [7u8; MSG];
+    let mut inb = [0u8; MSG];
+    for _ in 0..10_000 {
+        // SAFETY: valid buffers.
+        unsafe {
+            (api.write)(h, out.as_mut_ptr().cast(), MSG);
+            (api.read)(h, inb.as_mut_ptr().cast(), MSG);
+        }
+    }
+    let t = Instant::now();
+    for _ in 0..ITERS {
+        // SAFETY: valid buffers.
+        unsafe {
+            std::hint::black_box((api.write)(h, out.as_mut_ptr().cast(), MSG));
+            std::hint::black_box((api.read)(h, inb.as_mut_ptr().cast(), MSG));
+        }
+    }
+    t.elapsed().as_nanos() as f64 / (2 * ITERS) as f64
+}
+
+fn client(layer: &str, threads: usize, shared: bool) {
+    let api = api(layer);
+    let name = CString::new(format!("bench-{layer}")).unwrap();
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { (api.app_create)(name.as_ptr() as *mut _) }, 0);
+    let addr = SocketAddr::from(([127, 0, 0, 1], PORT));
+    let n_sessions = if shared { 1 } else { threads };
+    let hs: Vec<i32> = (0..n_sessions).map(|_| connect(&api, addr)).collect();
+    if threads == 1 {
+        // Raw VCL may only be used from the thread that created the app.
+        println!("RESULT {:.1}", pingpong(api, hs[0]));
+        return;
+    }
+    let barrier = Arc::new(Barrier::new(threads));
+    let ts: Vec<_> = (0..threads)
+        .map(|i| {
+            let h = hs[i % hs.len()];
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                b.wait();
+                pingpong(api, h)
+            })
+        })
+        .collect();
+    let per: Vec<f64> = ts.into_iter().map(|t| t.join().unwrap()).collect();
+    println!("RESULT {:.1}", per.iter().sum::<f64>() / per.len() as f64);
+}
+
+/// Echo server: non-blocking accept, then every millisecond drain and echo
+/// every session (sleeping in between keeps a core free for the client).
+fn server() {
+    let name = CString::new("bench-server").unwrap();
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { ffi::vppcom_app_create(name.as_ptr()) }, 0);
+    let l = vls::vcl::session_create(vls::vcl::Proto::Tcp, true).unwrap();
+    vls::vcl::bind(l, &SocketAddr::from(([127, 0, 0, 1], PORT))).unwrap();
+    vls::vcl::listen(l, 64).unwrap();
+    let mut sessions = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Ok((s, _)) = vls::vcl::accept(l, libc::O_NONBLOCK) {
+            sessions.push(s);
+        }
+        sessions.retain(|&s| match vls::vcl::read(s, &mut buf) {
+            Ok(0) => {
+                let _ = vls::vcl::close(s);
+                false
+            }
+            Ok(n) => {
+                let _ = vls::vcl::write(s, &buf[..n]);
+                true
+            }
+            Err(e) if e == vls::VppcomError::EAGAIN => true,
+            Err(_) => {
+                let _ = vls::vcl::close(s);
+                false
+            }
+        });
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn main() {
+    match std::env::var("BENCH_ROLE").as_deref() {
+        Ok("server") => return server(),
+        Ok("client") => {
+            let layer = std::env::var("BENCH_LAYER").unwrap();
+            let threads: usize = std::env::var("BENCH_THREADS").unwrap().parse().unwrap();
+            let shared = std::env::var("BENCH_SHARED").as_deref() == Ok("1");
+            return client(&layer, threads, shared);
+        }
+        _ => {}
+    }
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    let vpp = VppInstance::start().expect("start VPP (set VPP_PREFIX)");
+    let conf = vpp.write_vcl_conf("bench", &VclConf::default()).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let spawn = |envs: &[(&str, &str)]| {
+        let mut c = Command::new(&exe);
+        c.env("VCL_CONFIG", &conf).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.spawn().unwrap()
+    };
+    let mut server = spawn(&[("BENCH_ROLE", "server")]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    let run = |layer: &str, threads: usize, shared: bool| -> Option<f64> {
+        let t = threads.to_string();
+        let child = spawn(&[
+            ("BENCH_ROLE", "client"),
+            ("BENCH_LAYER", layer),
+            ("BENCH_THREADS", &t),
+            ("BENCH_SHARED", if shared { "1" } else { "0" }),
+        ]);
+        let out = wait_output_with_timeout(child, Duration::from_secs(120)).unwrap();
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let r = text.lines().find_map(|l| l.strip_prefix("RESULT ")).and_then(|v| v.parse().ok());
+        if r.is_none() {
+            eprintln!(
+                "{layer} x{threads} shared={shared} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).lines().take(5).collect::<Vec<_>>().join(" | ")
+            );
+        }
+        r
+    };
+
+    println!(
+        "\nwrite+read of {MSG}-byte messages, cut-through TCP, {ITERS} iterations per thread; ns per call"
+    );
+    println!("{:<34} {:>9} {:>9} {:>9} {:>10}", "variant", "raw", "C VLS", "Rust VLS", "Rust/C");
+    let fmt = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
+    for (label, threads, shared) in [
+        ("1 thread", 1, false),
+        ("2 threads, distinct sessions", 2, false),
+        ("2 threads, one shared session", 2, true),
+    ] {
+        let raw = if threads == 1 { run("raw", 1, false) } else { None };
+        let c = run("c", threads, shared);
+        let rust = run("rust", threads, shared);
+        let ratio = match (rust, c) {
+            (Some(r), Some(c)) => format!("{:.2}", r / c),
+            _ => "-".into(),
+        };
+        println!("{label:<34} {:>9} {:>9} {:>9} {ratio:>10}", fmt(raw), fmt(c), fmt(rust));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+}
