@@ -73,6 +73,9 @@ pub trait Vcl: Send + Sync + 'static {
     fn use_eventfd(&self) -> bool;
     /// Installs `hooks` as the calling thread's worker wait-mq callbacks.
     fn install_wait_hooks(&self, hooks: &'static dyn WaitHooks);
+    /// `vppcom_mq_epoll_fd`: the epoll fd over the calling thread's worker's
+    /// message-queue eventfds (-1 without eventfds).
+    fn mq_epoll_fd(&self) -> i32;
     /// Hands LDP's libc epoll functions to VCL.
     fn set_epoll_fns(&self, fns: EpollFns);
 

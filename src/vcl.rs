@@ -236,6 +236,13 @@ impl seam::Vcl for RealVcl {
         // unwind.
         unsafe { sys::vcl_worker_set_wait_mq_fns(Some(pre_wait_trampoline), Some(post_wait_trampoline)) }
     }
+    fn mq_epoll_fd(&self) -> i32 {
+        if !self.use_eventfd() {
+            return -1;
+        }
+        // SAFETY: reads the current worker's fd; the caller has a worker.
+        unsafe { sys::vppcom_mq_epoll_fd() }
+    }
     fn set_epoll_fns(&self, fns: EpollFns) {
         // SAFETY: stores function pointers in `vcm`; the pointer types match
         // the C declarations.

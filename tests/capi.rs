@@ -645,3 +645,91 @@ fn mode3_epoll_ctl_churn_while_another_set_waits_then_concurrent_closes() {
         },
     );
 }
+
+/// Mode 3: two threads, each with its own epoll set over its own sessions,
+/// on the one VCL worker. VCL's epoll state is per worker; VLS must never
+/// return a session of set B from a wait on set A, and both sets must get
+/// their events.
+#[test]
+fn mode3_events_of_one_epoll_set_never_reach_another() {
+    const PER_SET: usize = 4;
+    let a = addr(7107);
+    run_pair(
+        "mode3_events_of_one_epoll_set_never_reach_another",
+        cut_through,
+        || {
+            app("demux-server");
+            let l = listen_on(a, TCP, false);
+            let sessions: Vec<i32> = (0..2 * PER_SET).map(|_| accept(l)).collect();
+            for &s in &sessions {
+                let mut flags = libc::O_NONBLOCK as u32;
+                let mut len = 4u32;
+                // SAFETY: 4-byte buffer.
+                assert_eq!(
+                    unsafe {
+                        vls_attr(s, ffi::VPPCOM_ATTR_SET_FLAGS, (&mut flags as *mut u32).cast(), &mut len)
+                    },
+                    0
+                );
+            }
+            let barrier = Arc::new(Barrier::new(2));
+            let ts: Vec<_> = sessions
+                .chunks(PER_SET)
+                .map(|mine| {
+                    let mine = mine.to_vec();
+                    let barrier = barrier.clone();
+                    thread::spawn(move || {
+                        let ep = vls_epoll_create();
+                        for &s in &mine {
+                            let mut ev =
+                                libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1000 + s as u64 };
+                            // SAFETY: valid event.
+                            assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut ev) }, 0);
+                        }
+                        barrier.wait();
+                        let (mut events, mut bytes) = (0u64, 0u64);
+                        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+                        let mut buf = [0u8; 4096];
+                        let deadline = Instant::now() + Duration::from_secs(2);
+                        while Instant::now() < deadline {
+                            // SAFETY: `evs` holds 16 events.
+                            let n = unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 16, 0.0) };
+                            assert!(n >= 0, "epoll_wait {n}");
+                            for e in &evs[..n as usize] {
+                                let s = ({ e.u64 } as i64 - 1000) as i32;
+                                assert!(mine.contains(&s), "set of {mine:?} got an event of session {s}");
+                                events += 1;
+                                let r = read_some(s, &mut buf);
+                                if r > 0 {
+                                    bytes += r as u64;
+                                }
+                            }
+                        }
+                        (events, bytes)
+                    })
+                })
+                .collect();
+            for t in ts {
+                let (events, bytes) = t.join().expect("waiter thread");
+                assert!(
+                    events > 0 && bytes > 0,
+                    "each set gets its own events: {events} events, {bytes} bytes"
+                );
+            }
+        },
+        || {
+            app("demux-client");
+            let cs: Vec<i32> = (0..2 * PER_SET).map(|_| connect_to(a, TCP)).collect();
+            let deadline = Instant::now() + Duration::from_millis(2500);
+            let msg = [1u8; 512];
+            while Instant::now() < deadline {
+                for &c in &cs {
+                    // SAFETY: valid buffer.
+                    let n = unsafe { vls_write(c, msg.as_ptr() as *mut c_void, msg.len()) };
+                    assert!(n > 0 || n == EAGAIN, "write {n}");
+                }
+                thread::sleep(Duration::from_micros(200));
+            }
+        },
+    );
+}

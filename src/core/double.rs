@@ -41,7 +41,8 @@ struct Session {
     listening: bool,
     app_closing: bool,
     peer_closed: bool,
-    epoll_members: Vec<Sh>,
+    /// (member, registered event data).
+    epoll_members: Vec<(Sh, u64)>,
 }
 
 #[derive(Default)]
@@ -134,6 +135,17 @@ impl Double {
                 Kind::Io => pool > 0,
             };
             if bad {
+                if std::env::var_os("DOUBLE_DEBUG").is_some() {
+                    eprintln!(
+                        "violation: {} while pool={pool} xpoll={xpoll} io={io}\n{}",
+                        match k {
+                            Kind::Pool => "pool",
+                            Kind::Xpoll => "xpoll",
+                            Kind::Io => "io",
+                        },
+                        std::backtrace::Backtrace::force_capture()
+                    );
+                }
                 self.violations.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -227,6 +239,9 @@ impl Vcl for Double {
         let _ = self.hooks.set(hooks);
     }
     fn set_epoll_fns(&self, _fns: EpollFns) {}
+    fn mq_epoll_fd(&self) -> i32 {
+        -1
+    }
 
     fn create(&self, _proto: u8, nonblocking: bool) -> i32 {
         let _c = self.enter(Kind::Pool);
@@ -382,9 +397,12 @@ impl Vcl for Double {
             return EBADFD;
         }
         let Some(ep) = st.sessions.get_mut(&ep_sh) else { return EBADFD };
+        // SAFETY: `ev` is null or valid (packed struct read by value).
+        let data = if _ev.is_null() { 0 } else { unsafe { (*_ev).u64 } };
         match op {
-            libc::EPOLL_CTL_ADD => ep.epoll_members.push(sh),
-            libc::EPOLL_CTL_DEL => ep.epoll_members.retain(|&m| m != sh),
+            libc::EPOLL_CTL_ADD => ep.epoll_members.push((sh, data)),
+            libc::EPOLL_CTL_MOD => ep.epoll_members.iter_mut().filter(|m| m.0 == sh).for_each(|m| m.1 = data),
+            libc::EPOLL_CTL_DEL => ep.epoll_members.retain(|m| m.0 != sh),
             _ => {}
         }
         0
@@ -392,18 +410,22 @@ impl Vcl for Double {
     unsafe fn epoll_wait(&self, ep_sh: Sh, evs: *mut libc::epoll_event, max: i32, _wait: f64) -> i32 {
         let _c = self.enter(Kind::Xpoll);
         let st = self.state.lock().unwrap();
-        let Some(ep) = st.sessions.get(&ep_sh) else { return EBADFD };
+        if !st.sessions.contains_key(&ep_sh) {
+            return EBADFD;
+        }
+        // Like VCL, epoll state is per worker: readable members of *every*
+        // epoll set of the worker are reported, whichever set is waited on.
+        let wrk = crate::seam::sh_parts(ep_sh).0;
         let mut n = 0;
-        for m in &ep.epoll_members {
-            if n >= max {
-                break;
-            }
-            if st.sessions.get(m).is_some_and(Self::readable) {
-                // SAFETY: `evs` is valid for `max` events.
-                unsafe {
-                    *evs.add(n as usize) = libc::epoll_event { events: libc::EPOLLIN as u32, u64: *m as u64 }
-                };
-                n += 1;
+        for (_, ep) in st.sessions.iter().filter(|(h, _)| crate::seam::sh_parts(**h).0 == wrk) {
+            for &(m, data) in &ep.epoll_members {
+                if n < max && st.sessions.get(&m).is_some_and(Self::readable) {
+                    // SAFETY: `evs` is valid for `max` events.
+                    unsafe {
+                        *evs.add(n as usize) = libc::epoll_event { events: libc::EPOLLIN as u32, u64: data }
+                    };
+                    n += 1;
+                }
             }
         }
         n

@@ -16,6 +16,7 @@
 //! Guards release everything on every return path. Failures are `VPPCOM_E*`
 //! codes, never panics; an unknown or closed handle is `EBADFD`.
 
+pub mod demux;
 #[cfg(test)]
 mod double;
 pub mod locks;
@@ -455,7 +456,7 @@ impl<V: Vcl> Vls<V> {
         ev: *mut libc::epoll_event,
     ) -> i32 {
         self.detect_thread();
-        if ep_vlsh == vlsh {
+        if ep_vlsh == vlsh || (ev.is_null() && op != libc::EPOLL_CTL_DEL) {
             return EINVAL;
         }
         let (Some(ep), Some(s)) = (self.pool.get(ep_vlsh), self.pool.get(vlsh)) else {
@@ -478,15 +479,33 @@ impl<V: Vcl> Vls<V> {
             Err(e) => return e,
         };
         let sh = s_l.sh();
+        // VCL sees the session's vlsh as event data; the application's data
+        // is kept in the session (see `demux`).
+        // SAFETY: `ev` is null or valid per the contract; the struct is
+        // packed, so its fields are read by value.
+        let (app_events, app_data) = if ev.is_null() { (0, 0) } else { unsafe { ((*ev).events, (*ev).u64) } };
+        let mut token_ev = libc::epoll_event { events: app_events, u64: vlsh as u64 };
+        let ev_ptr = if ev.is_null() { ev } else { &mut token_ev as *mut libc::epoll_event };
         // VCL's epoll chains and level-triggered ring are per worker, shared
         // by every epoll set of the worker: changing them needs the same
         // locks as walking them in epoll_wait.
-        let _g = self.op_locks(OpKind::Xpoll, None);
-        // SAFETY: forwarded contract.
-        unsafe { self.vcl.epoll_ctl(ep_sh, op, sh, ev) }
+        let rv = {
+            let _g = self.op_locks(OpKind::Xpoll, None);
+            // SAFETY: forwarded contract; `ev_ptr` is null or `token_ev`.
+            unsafe { self.vcl.epoll_ctl(ep_sh, op, sh, ev_ptr) }
+        };
+        if rv == 0 {
+            match op {
+                libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => s.membership.join(ep_vlsh, app_data),
+                libc::EPOLL_CTL_DEL => s.membership.leave(ep_vlsh),
+                _ => {}
+            }
+        }
+        rv
     }
 
-    /// `vls_epoll_wait`.
+    /// `vls_epoll_wait`: parked events of this set first, then VCL's,
+    /// demultiplexed (see [`demux`]).
     ///
     /// # Safety
     /// `evs` valid for `max` events.
@@ -497,13 +516,88 @@ impl<V: Vcl> Vls<V> {
         max: i32,
         wait: f64,
     ) -> i32 {
-        if self.pool.get(ep_vlsh).is_some_and(|s| !s.is_epoll) {
-            return EBADFD;
+        let Some(set) = self.pool.get(ep_vlsh) else { return EBADFD };
+        let Some(demux) = set.demux.as_ref() else { return EBADFD };
+        if max <= 0 {
+            return EINVAL;
         }
-        // SAFETY: forwarded contract.
-        self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| unsafe {
-            self.vcl.epoll_wait(ep_sh, evs, max, wait)
-        })
+        // SAFETY: `evs` is valid for `max` events per the contract.
+        let out = unsafe { std::slice::from_raw_parts_mut(evs, max as usize) };
+        let mut n = 0;
+        // Tokens of the sessions delivered by this call, to merge duplicates.
+        let mut tokens: Vec<u64> = Vec::new();
+        for p in demux.take(out.len()) {
+            let k = self.deliver(ep_vlsh, p.events, p.token, &mut out[n..]);
+            if k == 1 {
+                tokens.push(p.token);
+            }
+            n += k;
+        }
+        if n == out.len() {
+            return n as i32;
+        }
+        // Waiters in LDP sleep on the set's libc epoll fd: make sure events
+        // parked for this set (and VCL activity) wake it.
+        let libc_epfd = set.libc_epfd.load(Ordering::Acquire);
+        if libc_epfd > 0 {
+            demux.install_wake(libc_epfd, self.vcl.mq_epoll_fd());
+        }
+        let vcl_wait = if n > 0 && wait >= 0.0 { 0.0 } else { wait };
+        let (rest_ptr, rest_len) = (out[n..].as_mut_ptr(), out.len() - n);
+        let rv = self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| {
+            // SAFETY: `rest_ptr` is valid for `rest_len` events.
+            unsafe { self.vcl.epoll_wait(ep_sh, rest_ptr, rest_len as i32, vcl_wait) }
+        });
+        if rv < 0 {
+            return if n > 0 { n as i32 } else { rv };
+        }
+        // Demultiplex in place: keep this set's events, park the others'.
+        // A session reported by VCL and also parked is returned once.
+        let got = rv as usize;
+        let mut kept = 0;
+        for i in 0..got {
+            let e = out[n + i];
+            let token = e.u64;
+            if let Some(j) = tokens.iter().position(|&t| t == token) {
+                out[j].events |= e.events;
+                continue;
+            }
+            let k = self.deliver(ep_vlsh, e.events, token, &mut out[n + kept..]);
+            if k == 1 {
+                tokens.push(token);
+            }
+            kept += k;
+        }
+        (n + kept) as i32
+    }
+
+    /// Routes one event with session token `token` seen while waiting on
+    /// set `ep_vlsh`: written to `out[0]` with the application's data if the
+    /// session is in this set (returns 1), parked on its own set otherwise,
+    /// dropped if it is in no set (returns 0).
+    fn deliver(&self, ep_vlsh: Vlsh, events: u32, token: u64, out: &mut [libc::epoll_event]) -> usize {
+        let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return 0 };
+        match s.membership.set() {
+            Some(set) if set == ep_vlsh => {
+                out[0] = libc::epoll_event { events, u64: s.membership.data() };
+                1
+            }
+            Some(other) => {
+                if let Some(owner) = self.pool.get(other) {
+                    if let Some(d) = owner.demux.as_ref() {
+                        tracing::trace!(
+                            session = s.vlsh,
+                            from = ep_vlsh,
+                            to = other,
+                            "event parked for its own set"
+                        );
+                        d.park(demux::Parked { events, token });
+                    }
+                }
+                0
+            }
+            None => 0,
+        }
     }
 
     /// `vls_select`.

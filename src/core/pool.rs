@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
+use super::demux::{EpollDemux, Membership};
 use crate::seam::{Sh, INVALID};
 
 /// A VLS handle, as in `vcl_locked.h` (`vls_handle_t`).
@@ -33,6 +34,10 @@ pub struct VlsSession {
     pub vlsh: Vlsh,
     /// Created by `epoll_create`.
     pub is_epoll: bool,
+    /// The epoll set this session is in, and the application's event data.
+    pub membership: Membership,
+    /// For an epoll session: its demultiplexing state.
+    pub demux: Option<EpollDemux>,
     /// Set by close before it waits for the session lock, so a thread blocked
     /// inside VCL on this session can be told to give up.
     pub app_closed: AtomicBool,
@@ -80,6 +85,8 @@ impl VlsSession {
         VlsSession {
             vlsh,
             is_epoll,
+            membership: Membership::default(),
+            demux: is_epoll.then(EpollDemux::default),
             app_closed: AtomicBool::new(false),
             libc_epfd: AtomicI32::new(0),
             sh: AtomicU32::new(sh),

@@ -69,13 +69,15 @@ fn lifecycle_and_bad_handles() {
     assert_eq!(v.get_libc_epfd(ep), 0, "LDP expects 0 for 'not set'");
     assert_eq!(v.set_libc_epfd(ep, 42), 0);
     assert_eq!(v.get_libc_epfd(ep), 42);
-    // SAFETY: null event pointer is fine for the double.
-    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, ep, std::ptr::null_mut()) }, -libc::EINVAL);
-    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, 777, std::ptr::null_mut()) }, EBADFD);
-    assert_eq!(unsafe { v.epoll_ctl(777, libc::EPOLL_CTL_ADD, ep, std::ptr::null_mut()) }, EBADFD);
+    let mut e = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: valid event pointers throughout.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, ep, &mut e) }, -libc::EINVAL);
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, 777, &mut e) }, EBADFD);
+    assert_eq!(unsafe { v.epoll_ctl(777, libc::EPOLL_CTL_ADD, ep, &mut e) }, EBADFD);
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, 777, std::ptr::null_mut()) }, -libc::EINVAL);
     let plain = v.create(0, false);
     // An epoll handle that is not an epoll session.
-    assert_eq!(unsafe { v.epoll_ctl(plain, libc::EPOLL_CTL_ADD, ep, std::ptr::null_mut()) }, EBADFD);
+    assert_eq!(unsafe { v.epoll_ctl(plain, libc::EPOLL_CTL_ADD, ep, &mut e) }, EBADFD);
     let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 1];
     assert_eq!(unsafe { v.epoll_wait(plain, evs.as_mut_ptr(), 1, 0.0) }, EBADFD);
 }
@@ -171,8 +173,9 @@ fn blocked_reader_does_not_block_other_threads() {
     // while the reader sleeps inside VCL (mq lock dropped for the wait).
     let t = thread::spawn(move || {
         let ep = v.epoll_create();
-        // SAFETY: the double ignores the event pointer contents.
-        assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s2, std::ptr::null_mut()) }, 0);
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 2 };
+        // SAFETY: valid event.
+        assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s2, &mut ev) }, 0);
         assert_eq!(write(v, c2, b"ab"), 2);
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
         // SAFETY: `evs` holds 4 events.
@@ -201,9 +204,10 @@ fn mixed_mode3_workload_respects_vcl_rules() {
                 let ep = v.epoll_create();
                 for i in 0..60 {
                     let (l, c, s) = pair(v, true);
-                    // SAFETY: the double ignores the event pointer contents.
+                    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: s as u64 };
+                    // SAFETY: valid event.
                     unsafe {
-                        assert_eq!(v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, std::ptr::null_mut()), 0);
+                        assert_eq!(v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut ev), 0);
                     }
                     let msg = [t as u8, i as u8];
                     assert_eq!(write(v, c, &msg), 2);
@@ -323,4 +327,41 @@ fn two_threads_writing_one_session_keep_messages_whole() {
     for m in all.chunks(32) {
         assert!(m.iter().all(|&b| b == m[0]), "interleaved message");
     }
+}
+
+/// Mode 3: VCL reports events of every epoll set of the shared worker to
+/// whichever set is waited on; VLS must hand each event to its own set.
+#[test]
+fn events_of_set_b_are_never_returned_by_set_a() {
+    let v = app(false);
+    let ep_a = v.epoll_create();
+    let ep_b = v.epoll_create();
+    let (_la, ca, sa) = pair(v, false);
+    let (_lb, cb, sb) = pair(v, false);
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0xAAAA };
+    // SAFETY: valid event.
+    assert_eq!(unsafe { v.epoll_ctl(ep_a, libc::EPOLL_CTL_ADD, sa, &mut ev) }, 0);
+    ev.u64 = 0xBBBB;
+    // SAFETY: valid event.
+    assert_eq!(unsafe { v.epoll_ctl(ep_b, libc::EPOLL_CTL_ADD, sb, &mut ev) }, 0);
+    assert_eq!(write(v, cb, b"b"), 1);
+    assert_eq!(write(v, ca, b"a"), 1);
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    // SAFETY: `evs` holds 8 events.
+    let n = unsafe { v.epoll_wait(ep_a, evs.as_mut_ptr(), 8, 0.0) };
+    assert_eq!(n, 1, "only set A's session");
+    assert_eq!({ evs[0].u64 }, 0xAAAA, "the application's data comes back");
+    assert_eq!(v.session(ep_b).unwrap().demux.as_ref().unwrap().parked_len(), 1, "B's event parked");
+    // SAFETY: as above.
+    let n = unsafe { v.epoll_wait(ep_b, evs.as_mut_ptr(), 8, 0.0) };
+    assert_eq!(n, 1, "B gets its event (parked, and VCL's own report merged)");
+    assert_eq!({ evs[0].u64 }, 0xBBBB);
+    // After DEL, events of the session go nowhere.
+    // SAFETY: valid event.
+    assert_eq!(unsafe { v.epoll_ctl(ep_b, libc::EPOLL_CTL_DEL, sb, &mut ev) }, 0);
+    // SAFETY: as above.
+    let n = unsafe { v.epoll_wait(ep_a, evs.as_mut_ptr(), 8, 0.0) };
+    assert_eq!(n, 1);
+    assert_eq!({ evs[0].u64 }, 0xAAAA);
+    assert_eq!(v.session(ep_b).unwrap().demux.as_ref().unwrap().parked_len(), 0);
 }

@@ -1,0 +1,285 @@
+//! Per-epoll-set event demultiplexing for threads sharing one VCL worker.
+//!
+//! VCL keeps epoll state per *worker*, not per epoll set: `epoll_wait` on
+//! set A may return events of sessions registered in set B (both sets
+//! belong to the one worker all threads share in mode 3). VLS fixes that:
+//!
+//! - every session added to a set is registered in VCL with a token (its
+//!   vlsh) instead of the application's data; the session remembers its set
+//!   and the application's data ([`Membership`]);
+//! - after `vppcom_epoll_wait` on A, each event is mapped back through its
+//!   token: events of A are returned with the application's data, events of
+//!   another set are *parked* on that set's queue and the set is woken;
+//!   events of sessions that left every set are dropped;
+//! - `epoll_wait` on a set returns its parked events first.
+//!
+//! Waking a set: LDP (eventfd mode) sleeps in the kernel on a libc epoll fd
+//! per set, and takes an event whose `data.fd` equals VCL's message-queue
+//! epoll fd as "VCL has events for this set", then calls `vls_epoll_wait`.
+//! LDP adds that mq fd to only one set's libc epoll fd per VCL worker. VLS
+//! gives every set a wake fd of its own ([`WakeFds`]): an epoll fd holding
+//! VCL's mq epoll fd and an eventfd of the set, added to the set's libc
+//! epoll fd with `data.fd` = the mq epoll fd (in the set that already holds
+//! the mq fd, the wake fd replaces it, so no set reports two such events).
+//! Parking an event writes the set's eventfd.
+//!
+//! All fd operations are raw syscalls, so they reach the kernel even when
+//! LDP interposes the libc functions.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use super::pool::Vlsh;
+
+/// Which epoll set a session is in, and the application's event data.
+/// Written under the session lock (epoll_ctl); read lock-free by waiters.
+pub struct Membership {
+    set: AtomicI32,
+    data: AtomicU64,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership { set: AtomicI32::new(-1), data: AtomicU64::new(0) }
+    }
+}
+
+impl Membership {
+    /// Records that the session joined `set` with application data `data`.
+    pub fn join(&self, set: Vlsh, data: u64) {
+        self.data.store(data, Ordering::Release);
+        self.set.store(set, Ordering::Release);
+    }
+
+    /// Records that the session left `set` (no-op if it is in another).
+    pub fn leave(&self, set: Vlsh) {
+        let _ = self.set.compare_exchange(set, -1, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The set the session is in, if any.
+    pub fn set(&self) -> Option<Vlsh> {
+        let s = self.set.load(Ordering::Acquire);
+        (s >= 0).then_some(s)
+    }
+
+    /// The application's data for the session's events.
+    pub fn data(&self) -> u64 {
+        self.data.load(Ordering::Acquire)
+    }
+}
+
+/// An event waiting for its set's owner: (event bits, session token).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Parked {
+    /// `EPOLL*` bits.
+    pub events: u32,
+    /// The session's vlsh.
+    pub token: u64,
+}
+
+/// The kernel fds that wake a set's waiter (see the module docs).
+#[derive(Debug)]
+pub struct WakeFds {
+    /// eventfd written when events are parked for the set.
+    pub eventfd: i32,
+    /// epoll fd over `eventfd` and VCL's mq epoll fd.
+    pub epfd: i32,
+}
+
+/// Demultiplexing state of one epoll set.
+#[derive(Default)]
+pub struct EpollDemux {
+    parked: Mutex<Vec<Parked>>,
+    /// Set when `parked` may be non-empty (cheap check on the fast path).
+    has_parked: AtomicBool,
+    wake: Mutex<Option<WakeFds>>,
+    /// The wake fd is installed in the set's libc epoll fd.
+    wake_installed: AtomicBool,
+}
+
+impl EpollDemux {
+    /// Parks an event for this set (merging with one already parked for the
+    /// same session) and wakes the set's waiter.
+    pub fn park(&self, ev: Parked) {
+        {
+            let mut p = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+            match p.iter_mut().find(|e| e.token == ev.token) {
+                Some(e) => e.events |= ev.events,
+                None => p.push(ev),
+            }
+            self.has_parked.store(true, Ordering::Release);
+        }
+        if let Some(w) = self.wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            sys::eventfd_signal(w.eventfd);
+        }
+    }
+
+    /// Takes up to `max` parked events.
+    pub fn take(&self, max: usize) -> Vec<Parked> {
+        if !self.has_parked.load(Ordering::Acquire) || max == 0 {
+            return Vec::new();
+        }
+        let mut p = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = max.min(p.len());
+        let out: Vec<Parked> = p.drain(..n).collect();
+        if p.is_empty() {
+            self.has_parked.store(false, Ordering::Release);
+            if let Some(w) = self.wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                sys::eventfd_drain(w.eventfd);
+            }
+        }
+        out
+    }
+
+    /// Number of parked events (for tests).
+    pub fn parked_len(&self) -> usize {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Installs this set's wake fd into `libc_epfd` (once), taking the place
+    /// of VCL's mq epoll fd `mq_fd` there if LDP put it in.
+    pub fn install_wake(&self, libc_epfd: i32, mq_fd: i32) {
+        if self.wake_installed.load(Ordering::Acquire) || libc_epfd <= 0 || mq_fd < 0 {
+            return;
+        }
+        let mut wake = self.wake.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.wake_installed.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(w) = sys::wake_fds(mq_fd) else {
+            tracing::warn!(
+                "cannot create the epoll-set wake fd; events of other threads' sets may be delayed"
+            );
+            self.wake_installed.store(true, Ordering::Release);
+            return;
+        };
+        // LDP tagged the mq fd (if it is here) with data.fd = mq_fd; the
+        // wake fd carries the same tag.
+        sys::epoll_del(libc_epfd, mq_fd);
+        if !sys::epoll_add(libc_epfd, w.epfd, mq_fd as u32 as u64) {
+            tracing::warn!(libc_epfd, "cannot add the wake fd to the libc epoll fd");
+        }
+        if self.has_parked.load(Ordering::Acquire) {
+            sys::eventfd_signal(w.eventfd);
+        }
+        *wake = Some(w);
+        self.wake_installed.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for EpollDemux {
+    fn drop(&mut self) {
+        if let Some(w) = self.wake.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+            sys::close(w.epfd);
+            sys::close(w.eventfd);
+        }
+    }
+}
+
+/// Raw syscalls (LDP interposes the libc wrappers of several of these).
+mod sys {
+    use super::WakeFds;
+
+    fn ret(r: libc::c_long) -> Option<i32> {
+        (r >= 0).then_some(r as i32)
+    }
+
+    pub fn close(fd: i32) {
+        // SAFETY: closes an fd this module created.
+        unsafe { libc::syscall(libc::SYS_close, fd) };
+    }
+
+    pub fn eventfd_signal(fd: i32) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to an eventfd.
+        unsafe { libc::syscall(libc::SYS_write, fd, &one as *const u64, 8usize) };
+    }
+
+    pub fn eventfd_drain(fd: i32) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64 from a non-blocking eventfd.
+        unsafe { libc::syscall(libc::SYS_read, fd, &mut v as *mut u64, 8usize) };
+    }
+
+    pub fn epoll_add(epfd: i32, fd: i32, data: u64) -> bool {
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: data };
+        // SAFETY: valid event pointer for the call.
+        unsafe { libc::syscall(libc::SYS_epoll_ctl, epfd, libc::EPOLL_CTL_ADD, fd, &mut ev as *mut _) == 0 }
+    }
+
+    pub fn epoll_del(epfd: i32, fd: i32) {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: valid event pointer (ignored by DEL on modern kernels).
+        unsafe { libc::syscall(libc::SYS_epoll_ctl, epfd, libc::EPOLL_CTL_DEL, fd, &mut ev as *mut _) };
+    }
+
+    /// An eventfd and an epoll fd over it and `mq_fd`.
+    pub fn wake_fds(mq_fd: i32) -> Option<WakeFds> {
+        // SAFETY: plain syscalls with constant flags.
+        let eventfd =
+            ret(unsafe { libc::syscall(libc::SYS_eventfd2, 0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) })?;
+        // SAFETY: as above.
+        let Some(epfd) = ret(unsafe { libc::syscall(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC) }) else {
+            close(eventfd);
+            return None;
+        };
+        if !epoll_add(epfd, eventfd, 0) || !epoll_add(epfd, mq_fd, 1) {
+            close(epfd);
+            close(eventfd);
+            return None;
+        }
+        Some(WakeFds { eventfd, epfd })
+    }
+
+    #[cfg(test)]
+    pub fn readable(fd: i32) -> bool {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn park_merges_per_session_and_take_drains() {
+        let d = EpollDemux::default();
+        d.park(Parked { events: libc::EPOLLIN as u32, token: 3 });
+        d.park(Parked { events: libc::EPOLLOUT as u32, token: 3 });
+        d.park(Parked { events: libc::EPOLLIN as u32, token: 4 });
+        assert_eq!(d.parked_len(), 2);
+        let got = d.take(1);
+        assert_eq!(got, vec![Parked { events: (libc::EPOLLIN | libc::EPOLLOUT) as u32, token: 3 }]);
+        assert_eq!(d.take(8).len(), 1);
+        assert!(d.take(8).is_empty());
+    }
+
+    #[test]
+    fn wake_fd_replaces_mq_fd_and_signals_parked_events() {
+        // Stand-ins: an eventfd as "VCL's mq epoll fd", an epoll fd as the
+        // set's libc epoll fd holding it the way LDP adds it.
+        // SAFETY: plain syscall.
+        let mq = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
+        // SAFETY: plain syscall.
+        let libc_epfd = unsafe { libc::epoll_create1(0) };
+        assert!(sys::epoll_add(libc_epfd, mq, mq as u64));
+        let d = EpollDemux::default();
+        d.install_wake(libc_epfd, mq);
+        assert!(!sys::readable(libc_epfd));
+        d.park(Parked { events: 1, token: 9 });
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: valid buffer of 4 events.
+        let n = unsafe { libc::epoll_wait(libc_epfd, ev.as_mut_ptr(), 4, 100) };
+        assert_eq!(n, 1, "exactly one event: the wake fd");
+        assert_eq!({ ev[0].u64 } as i32, mq, "tagged like LDP's mq fd");
+        d.take(8);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::epoll_wait(libc_epfd, ev.as_mut_ptr(), 4, 0) }, 0, "drained");
+        // VCL activity on the mq fd also wakes the set.
+        sys::eventfd_signal(mq);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::epoll_wait(libc_epfd, ev.as_mut_ptr(), 4, 100) }, 1);
+    }
+}
