@@ -104,6 +104,9 @@ struct Held {
     spool_write: Option<RwLockWriteGuard<'static, ()>>,
     /// The mq lock was released by `before_wait` and must be retaken.
     mq_dropped_for_wait: bool,
+    /// The session-pool write lock was released by `before_wait` (a
+    /// blocking accept or connect) and must be retaken.
+    write_dropped_for_wait: bool,
 }
 
 impl Held {
@@ -113,6 +116,7 @@ impl Held {
         self.spool_write = None;
         self.mq = None;
         self.mq_dropped_for_wait = false;
+        self.write_dropped_for_wait = false;
     }
 }
 
@@ -212,29 +216,41 @@ impl MtLocks {
     }
 
     /// VCL is about to sleep on the message queue: let other threads use it.
-    /// The session-pool read lock stays held (VCL keeps touching the session).
+    ///
+    /// The mq lock is released. So is the session-pool *write* lock of a
+    /// blocking accept/connect (VCL touches no session while it waits for
+    /// a control event, and holding it would stall every other thread until
+    /// a peer shows up). The session-pool *read* lock of a blocking read or
+    /// write stays held: VCL keeps a pointer to the session across the wait.
     pub fn before_wait(&self) {
         let _ = HELD.try_with(|h| {
             let mut h = h.borrow_mut();
             if h.mq.take().is_some() {
                 h.mq_dropped_for_wait = true;
             }
+            if h.spool_write.take().is_some() {
+                h.write_dropped_for_wait = true;
+            }
         });
     }
 
-    /// VCL woke up: retake the mq lock if `before_wait` released it, keeping
-    /// the lock order (mq before session pool).
+    /// VCL woke up: retake what `before_wait` released, in lock order (mq
+    /// before session pool).
     pub fn after_wait(&'static self) {
         let _ = HELD.try_with(|h| {
             let mut h = h.borrow_mut();
-            if !h.mq_dropped_for_wait {
-                return;
-            }
+            let (mq, write) = (h.mq_dropped_for_wait, h.write_dropped_for_wait);
             h.mq_dropped_for_wait = false;
-            let had_read = h.spool_read.take().is_some();
-            h.mq = Some(self.mq.lock().unwrap_or_else(PoisonError::into_inner));
-            if had_read {
-                h.spool_read = Some(self.spool.read());
+            h.write_dropped_for_wait = false;
+            if mq {
+                let had_read = h.spool_read.take().is_some();
+                h.mq = Some(self.mq.lock().unwrap_or_else(PoisonError::into_inner));
+                if had_read {
+                    h.spool_read = Some(self.spool.read());
+                }
+            }
+            if write {
+                h.spool_write = Some(self.spool.write());
             }
         });
     }
@@ -290,6 +306,23 @@ mod tests {
         assert_eq!(held_by_current_thread(), (true, true, false));
         drop(g);
         assert!(l.mq_is_free());
+    }
+
+    #[test]
+    fn blocking_pool_op_releases_the_write_lock_while_waiting() {
+        let l = leak();
+        let g = l.acquire(OpKind::SessionPool, || true);
+        assert_eq!(held_by_current_thread(), (false, false, true));
+        l.before_wait();
+        assert_eq!(held_by_current_thread(), (false, false, false));
+        // Another thread can read meanwhile (it would block forever if a
+        // waiting accept kept the write lock).
+        std::thread::spawn(move || drop(l.spool.read())).join().unwrap();
+        l.after_wait();
+        assert_eq!(held_by_current_thread(), (false, false, true));
+        drop(g);
+        assert_eq!(held_by_current_thread(), (false, false, false));
+        drop(l.spool.write());
     }
 
     #[test]
