@@ -97,6 +97,11 @@ fn guard<T>(name: usize, on_panic: T, f: impl FnOnce() -> T) -> T {
 }
 
 extern "C" fn at_exit() {
+    // Nothing may unwind out of an atexit handler.
+    let _ = catch_unwind(print_stats_at_exit);
+}
+
+fn print_stats_at_exit() {
     vls().at_exit();
     if STATS.enabled.load(Ordering::Relaxed) {
         let mut line = String::from("vls-rs: calls:");

@@ -121,8 +121,10 @@ pub trait Vcl: Send + Sync + 'static {
     // ---- session state, read without side effects ----
     /// The session is non-blocking (`O_NONBLOCK`). False if it does not exist.
     fn is_nonblocking(&self, sh: Sh) -> bool;
-    /// Reading would not block (data, or a pending close/error).
-    fn read_ready(&self, sh: Sh) -> bool;
+    /// `vcl_session_read_ready`: bytes (or pending accepts) ready, 0 if
+    /// none, a negative `VPPCOM_E*` if the session is not open (closed,
+    /// reset, or still connecting: `ENOTCONN`).
+    fn read_ready(&self, sh: Sh) -> i32;
     /// Writing would not block.
     fn write_ready(&self, sh: Sh) -> bool;
     /// Makes blocked VCL calls on `sh` return: the app closed the session.

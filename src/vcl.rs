@@ -336,9 +336,9 @@ impl seam::Vcl for RealVcl {
         // SAFETY: shim lookup that tolerates any handle.
         unsafe { sys::vppsys_sh_is_nonblocking(sh) > 0 }
     }
-    fn read_ready(&self, sh: Sh) -> bool {
+    fn read_ready(&self, sh: Sh) -> i32 {
         // SAFETY: as above.
-        unsafe { sys::vppsys_sh_read_ready(sh) != 0 }
+        unsafe { sys::vppsys_sh_read_ready(sh) }
     }
     fn write_ready(&self, sh: Sh) -> bool {
         // SAFETY: as above.

@@ -157,7 +157,7 @@ impl Double {
     }
 
     fn wrk(&self) -> u32 {
-        WORKER.with(|w| w.borrow().get(&self.id).copied().unwrap_or(INVALID))
+        WORKER.try_with(|w| w.borrow().get(&self.id).copied().unwrap_or(INVALID)).unwrap_or(INVALID)
     }
 
     fn new_session(&self, st: &mut State, nonblocking: bool) -> Sh {
@@ -448,8 +448,11 @@ impl Vcl for Double {
     fn is_nonblocking(&self, sh: Sh) -> bool {
         self.state.lock().unwrap().sessions.get(&sh).is_some_and(|s| s.nonblocking)
     }
-    fn read_ready(&self, sh: Sh) -> bool {
-        self.state.lock().unwrap().sessions.get(&sh).is_some_and(Self::readable)
+    fn read_ready(&self, sh: Sh) -> i32 {
+        match self.state.lock().unwrap().sessions.get(&sh) {
+            None => EBADFD,
+            Some(s) => Self::readable(s) as i32,
+        }
     }
     fn write_ready(&self, _sh: Sh) -> bool {
         true

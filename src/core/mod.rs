@@ -24,7 +24,6 @@ pub mod pool;
 #[cfg(test)]
 mod tests;
 
-use std::cell::RefCell;
 use std::ffi::{c_char, c_ulong, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -36,6 +35,8 @@ use pool::{LockedSession, SessionPool, VlsSession, Vlsh, INVALID_VLSH};
 
 const EBADFD: i32 = -libc::EBADFD;
 const EINVAL: i32 = -libc::EINVAL;
+/// `wait_for_time` with which LDP asks only for already-known events.
+const DRAIN_ONLY: i32 = -2;
 
 /// How VLS maps application threads to VCL workers.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -62,21 +63,43 @@ pub struct Vls<V: Vcl> {
     /// The VCL worker of the thread that created the app.
     process_wrk: AtomicU32,
     app_created: AtomicBool,
+    exit_key: Option<ExitKey>,
 }
 
-thread_local! {
-    /// Work to do when the calling thread exits (one entry per `Vls` the
-    /// thread registered with).
-    static ON_THREAD_EXIT: ThreadExit = const { ThreadExit(RefCell::new(Vec::new())) };
+/// Thread-exit hooks, on a pthread key like the C layer: the destructor
+/// runs when a thread ends (returns or calls `pthread_exit`), but not for the
+/// main thread at `exit()`, when VCL tears itself down. The key's value is a
+/// leaked `Box<Box<dyn FnOnce()>>` (one per thread and key).
+struct ExitKey(libc::pthread_key_t);
+
+unsafe extern "C" fn run_exit_hook(value: *mut std::ffi::c_void) {
+    if value.is_null() {
+        return;
+    }
+    // SAFETY: the key only ever holds pointers made by `ExitKey::set`.
+    let hook = unsafe { Box::from_raw(value as *mut Box<dyn FnOnce()>) };
+    // Nothing may unwind out of a pthread destructor.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook));
 }
 
-struct ThreadExit(RefCell<Vec<Box<dyn FnOnce()>>>);
+impl ExitKey {
+    fn new() -> Option<Self> {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: valid out pointer and destructor.
+        (unsafe { libc::pthread_key_create(&mut key, Some(run_exit_hook)) } == 0).then_some(ExitKey(key))
+    }
 
-impl Drop for ThreadExit {
-    fn drop(&mut self) {
-        for f in self.0.take() {
-            f();
+    /// Runs `hook` when the calling thread exits (replacing an earlier one).
+    fn set(&self, hook: Box<dyn FnOnce()>) {
+        // SAFETY: reads this thread's value of our key.
+        let old = unsafe { libc::pthread_getspecific(self.0) };
+        if !old.is_null() {
+            // SAFETY: made by a previous `set`; dropped without running.
+            drop(unsafe { Box::from_raw(old as *mut Box<dyn FnOnce()>) });
         }
+        let p = Box::into_raw(Box::new(hook));
+        // SAFETY: stores a pointer the destructor will free.
+        unsafe { libc::pthread_setspecific(self.0, p.cast()) };
     }
 }
 
@@ -93,6 +116,7 @@ impl<V: Vcl> Vls<V> {
             mt_workers: AtomicBool::new(false),
             process_wrk: AtomicU32::new(INVALID),
             app_created: AtomicBool::new(false),
+            exit_key: ExitKey::new(),
         }))
     }
 
@@ -200,7 +224,10 @@ impl<V: Vcl> Vls<V> {
     }
 
     fn on_exit_of_this_thread(&'static self) {
-        let _ = ON_THREAD_EXIT.try_with(|e| e.0.borrow_mut().push(Box::new(move || self.thread_exited())));
+        match &self.exit_key {
+            Some(k) => k.set(Box::new(move || self.thread_exited())),
+            None => tracing::warn!("no pthread key: thread exits will not be noticed"),
+        }
     }
 
     /// Runs at thread exit: the thread's locks are released by their own
@@ -217,7 +244,8 @@ impl<V: Vcl> Vls<V> {
         } else if left == 0 {
             self.vcl.worker_unregister();
         }
-        tracing::debug!(threads = left, "thread unregistered");
+        // No tracing here: thread-local state (a subscriber's buffers) is
+        // already gone when pthread key destructors run.
     }
 
     // ------------------------------------------------------------------
@@ -232,7 +260,8 @@ impl<V: Vcl> Vls<V> {
         let vcl = &self.vcl;
         Some(match (op, sh) {
             (OpKind::Read, Some(sh)) => {
-                self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.read_ready(sh))
+                // Any answer but "0 bytes" means the read returns at once.
+                self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.read_ready(sh) != 0)
             }
             (OpKind::Write, Some(sh)) => {
                 self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.write_ready(sh))
@@ -274,7 +303,15 @@ impl<V: Vcl> Vls<V> {
             Err(e) => return e,
         };
         let _g = self.op_locks(op, Some(sh));
-        f(sh)
+        let rv = f(sh);
+        if rv < 0 {
+            if rv == -libc::EAGAIN {
+                tracing::trace!(vlsh, ?op, "EAGAIN");
+            } else {
+                tracing::debug!(vlsh, ?op, rv = %VppcomError::from_raw(rv), "error returned");
+            }
+        }
+        rv
     }
 
     // ------------------------------------------------------------------
@@ -523,62 +560,138 @@ impl<V: Vcl> Vls<V> {
         }
         // SAFETY: `evs` is valid for `max` events per the contract.
         let out = unsafe { std::slice::from_raw_parts_mut(evs, max as usize) };
-        let mut n = 0;
-        // Tokens of the sessions delivered by this call, to merge duplicates.
-        let mut tokens: Vec<u64> = Vec::new();
-        for p in demux.take(out.len()) {
-            let k = self.deliver(ep_vlsh, p.events, p.token, &mut out[n..]);
-            if k == 1 {
-                tokens.push(p.token);
-            }
-            n += k;
-        }
-        if n == out.len() {
-            return n as i32;
-        }
         // Waiters in LDP sleep on the set's libc epoll fd: make sure events
         // parked for this set (and VCL activity) wake it.
         let libc_epfd = set.libc_epfd.load(Ordering::Acquire);
         if libc_epfd > 0 {
             demux.install_wake(libc_epfd, self.vcl.mq_epoll_fd());
+            if wait as i32 == DRAIN_ONLY {
+                return self.drain_into_parked(ep_vlsh, out.len());
+            }
         }
-        let vcl_wait = if n > 0 && wait >= 0.0 { 0.0 } else { wait };
-        let (rest_ptr, rest_len) = (out[n..].as_mut_ptr(), out.len() - n);
+        let parked = demux.take(out.len());
+        let mut n = 0;
+        // Tokens of the sessions delivered by this call, to merge duplicates.
+        let mut tokens: Vec<u64> = Vec::new();
         let rv = self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| {
-            // SAFETY: `rest_ptr` is valid for `rest_len` events.
-            unsafe { self.vcl.epoll_wait(ep_sh, rest_ptr, rest_len as i32, vcl_wait) }
+            // Parked events first, minus what is no longer true: the owner
+            // may have read the data since (a stale "readable" would make
+            // the application read EAGAIN, which many count as an error).
+            for p in &parked {
+                let k = self.deliver(ep_vlsh, p.events, p.token, &mut out[n..]);
+                if k == 1 {
+                    tokens.push(p.token);
+                }
+                n += k;
+            }
+            if n == out.len() {
+                return 0;
+            }
+            let vcl_wait = if n > 0 && wait >= 0.0 { 0.0 } else { wait };
+            let rest_len = out.len() - n;
+            // SAFETY: `out[n..]` is valid for `rest_len` events.
+            let rv = unsafe { self.vcl.epoll_wait(ep_sh, out[n..].as_mut_ptr(), rest_len as i32, vcl_wait) };
+            if rv < 0 {
+                return rv;
+            }
+            // Demultiplex in place: keep this set's events, park the
+            // others'. A session both parked and reported is returned once.
+            let mut kept = 0;
+            for i in 0..rv as usize {
+                let e = out[n + i];
+                let token = e.u64;
+                if let Some(j) = tokens.iter().position(|&t| t == token) {
+                    out[j].events |= self.still_ready(token, e.events);
+                    continue;
+                }
+                let k = self.deliver(ep_vlsh, e.events, token, &mut out[n + kept..]);
+                if k == 1 {
+                    tokens.push(token);
+                }
+                kept += k;
+            }
+            kept as i32
         });
         if rv < 0 {
             return if n > 0 { n as i32 } else { rv };
         }
-        // Demultiplex in place: keep this set's events, park the others'.
-        // A session reported by VCL and also parked is returned once.
-        let got = rv as usize;
-        let mut kept = 0;
-        for i in 0..got {
-            let e = out[n + i];
-            let token = e.u64;
-            if let Some(j) = tokens.iter().position(|&t| t == token) {
-                out[j].events |= e.events;
-                continue;
-            }
-            let k = self.deliver(ep_vlsh, e.events, token, &mut out[n + kept..]);
-            if k == 1 {
-                tokens.push(token);
-            }
-            kept += k;
+        (n as i32) + rv
+    }
+
+    /// LDP's "drain only" call (`wait == -2`), made before it sleeps in libc
+    /// epoll and, when woken, followed by a call with timeout 0 in the *same*
+    /// `epoll_wait` of the application. Returning events from both calls
+    /// can report one session twice in one `epoll_wait` (the application
+    /// then reads it dry and gets `EAGAIN` on the second report). So the
+    /// drained events are parked instead, which wakes the set's libc epoll
+    /// fd, and the timeout-0 call returns everything once.
+    fn drain_into_parked(&'static self, ep_vlsh: Vlsh, max: usize) -> i32 {
+        let mut tmp = vec![libc::epoll_event { events: 0, u64: 0 }; max];
+        let rv = self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| {
+            // SAFETY: `tmp` holds `max` events.
+            unsafe { self.vcl.epoll_wait(ep_sh, tmp.as_mut_ptr(), max as i32, DRAIN_ONLY as f64) }
+        });
+        if rv < 0 {
+            return rv;
         }
-        (n + kept) as i32
+        for e in &tmp[..rv as usize] {
+            self.park(e.events, e.u64);
+        }
+        0
+    }
+
+    /// Parks an event on the set its session is in (dropped if none).
+    fn park(&self, events: u32, token: u64) {
+        let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return };
+        if let Some(set) = s.membership.set().and_then(|v| self.pool.get(v)) {
+            if let Some(d) = set.demux.as_ref() {
+                d.park(demux::Parked { events, token });
+            }
+        }
+    }
+
+    /// The bits of an event that still hold for session `token` now (error
+    /// and hang-up bits always do). An event can be stale: parked while the
+    /// owner read the data, or queued by VCL before a read; a "readable"
+    /// that reads `EAGAIN` is taken as an error by many applications.
+    /// Called with the worker locks held.
+    fn still_ready(&self, token: u64, events: u32) -> u32 {
+        let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return 0 };
+        let sh = s.sh();
+        let mut ev = events;
+        // Readable: data, pending accepts, or closed/reset (the read reports
+        // it); not while 0 bytes are queued or the session is still
+        // connecting (ENOTCONN).
+        let r = self.vcl.read_ready(sh);
+        if ev & libc::EPOLLIN as u32 != 0 && (r == 0 || r == -libc::ENOTCONN) {
+            ev &= !(libc::EPOLLIN as u32);
+        }
+        if ev & libc::EPOLLOUT as u32 != 0 && !self.vcl.write_ready(sh) {
+            ev &= !(libc::EPOLLOUT as u32);
+        }
+        let meaningful =
+            (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
+        if ev & meaningful == 0 {
+            0
+        } else {
+            ev
+        }
     }
 
     /// Routes one event with session token `token` seen while waiting on
     /// set `ep_vlsh`: written to `out[0]` with the application's data if the
-    /// session is in this set (returns 1), parked on its own set otherwise,
-    /// dropped if it is in no set (returns 0).
+    /// session is in this set and the event still holds (returns 1), parked
+    /// on its own set if it is in another, dropped otherwise (returns 0).
+    /// Called with the worker locks held.
     fn deliver(&self, ep_vlsh: Vlsh, events: u32, token: u64, out: &mut [libc::epoll_event]) -> usize {
         let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return 0 };
         match s.membership.set() {
             Some(set) if set == ep_vlsh => {
+                let events = self.still_ready(token, events);
+                if events == 0 {
+                    return 0;
+                }
+                tracing::trace!(session = s.vlsh, set = ep_vlsh, events, "event delivered");
                 out[0] = libc::epoll_event { events, u64: s.membership.data() };
                 1
             }
@@ -691,12 +804,9 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// Process exit (`atexit`): VCL detaches from VPP by itself; nothing of
-    /// VCL is touched here (other threads may still be running).
-    pub fn at_exit(&'static self) {
-        if self.app_created.load(Ordering::Acquire) {
-            tracing::debug!(sessions = self.pool.len(), threads = self.n_threads(), "vls app exiting");
-        }
-    }
+    /// VCL is touched here (other threads may still be running). No tracing
+    /// either: thread-local state may already be gone.
+    pub fn at_exit(&'static self) {}
 }
 
 /// glibc's `PTHREAD_CANCEL_DISABLE` (not exported by the `libc` crate).
