@@ -117,3 +117,123 @@ fn ldp_iperf3_tcp_runs_over_the_rust_layer() {
         rust.gbits, c.gbits
     );
 }
+
+// ---------------------------------------------------------------------------
+// nginx + wrk: a multi-threaded client in mode 3
+// ---------------------------------------------------------------------------
+
+struct WrkResult {
+    requests: u64,
+    rps: f64,
+    errors: u64,
+}
+
+fn parse_wrk(out: &str) -> WrkResult {
+    let num_after = |key: &str| -> Option<f64> {
+        out.lines().find(|l| l.contains(key)).and_then(|l| {
+            let rest = &l[l.find(key)? + key.len()..];
+            rest.split(|c: char| c == ',' || c.is_whitespace()).find(|w| !w.is_empty())?.parse().ok()
+        })
+    };
+    let requests = out
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let rps = num_after("Requests/sec:").unwrap_or(0.0);
+    let errors = ["connect ", "read ", "write ", "timeout "]
+        .iter()
+        .map(|k| {
+            out.lines()
+                .find(|l| l.contains("Socket errors:"))
+                .and_then(|l| {
+                    let rest = &l[l.find(k)? + k.len()..];
+                    rest.split(|c: char| c == ',' || c.is_whitespace()).next()?.parse::<u64>().ok()
+                })
+                .unwrap_or(0)
+        })
+        .sum();
+    WrkResult { requests, rps, errors }
+}
+
+fn wrk(preload: &str, conf: &Path, threads: u32, url: &str) -> WrkResult {
+    let child = Command::new("/usr/bin/wrk")
+        .args([format!("-t{threads}").as_str(), "-c64", "-d5s", url])
+        .env("LD_PRELOAD", preload)
+        .env("VCL_CONFIG", conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wrk (Debian: apt-get install wrk)");
+    let out = wait_output_with_timeout(child, Duration::from_secs(60)).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("wrk -t{threads} with {preload}:\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    let mut r = parse_wrk(&text);
+    if !out.status.success() {
+        // A crash or a hang counts as a run that served nothing.
+        eprintln!("wrk -t{threads} ended with {}", out.status);
+        r.rps = 0.0;
+    }
+    r
+}
+
+/// nginx (one worker process) serves a static file over VPP's TCP stack to
+/// `wrk -t2 -c64`; both run under LDP with the Rust layer. wrk's threads
+/// share one VCL worker (mode 3). Acceptance: no crash or hang, requests/s
+/// at least half of the same run with `-t1`, socket errors under 1%.
+/// The C layer's result for the same `-t2` run is printed for comparison.
+#[test]
+fn ldp_nginx_and_wrk_two_threads_in_mode3() {
+    assert!(Path::new("/usr/sbin/nginx").is_file(), "nginx is needed (Debian: apt-get install nginx-light)");
+    let so = libvls();
+    let vpp = VppInstance::start().expect("vpp");
+    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
+    let srv_conf = vpp.write_vcl_conf("nginx", &VclConf::in_namespace(&srv_ns)).unwrap();
+    let cli_conf = vpp.write_vcl_conf("wrk", &VclConf::in_namespace(&cli_ns)).unwrap();
+    let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
+    let rust = format!("{}:{}", so.display(), ldp.display());
+
+    let dir = vpp.dir().join("nginx");
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "x".repeat(4096)).unwrap();
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ use epoll; worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {d}/cbt;\n  \
+         proxy_temp_path {d}/pt;\n  fastcgi_temp_path {d}/ft;\n  uwsgi_temp_path {d}/ut;\n  scgi_temp_path {d}/st;\n  \
+         server {{ listen {}:8080; location / {{ root {d}/www; }} }}\n}}\n",
+        srv_ns.addr
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let mut nginx = Command::new("/usr/sbin/nginx")
+        .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
+        .env("LD_PRELOAD", &rust)
+        .env("VCL_CONFIG", &srv_conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nginx");
+    std::thread::sleep(Duration::from_secs(1));
+    let url = format!("http://{}:8080/index.html", srv_ns.addr);
+
+    let one = wrk(&rust, &cli_conf, 1, &url);
+    let two = wrk(&rust, &cli_conf, 2, &url);
+    let c_two = wrk(&ldp.display().to_string(), &cli_conf, 2, &url);
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    eprintln!(
+        "wrk -c64 -d5s through VPP's TCP stack: Rust VLS -t1 {:.0} req/s, -t2 {:.0} req/s ({} errors); C VLS -t2 {:.0} req/s ({} errors)",
+        one.rps, two.rps, two.errors, c_two.rps, c_two.errors
+    );
+    assert!(one.requests > 1000, "the -t1 baseline must serve requests");
+    assert!(two.rps >= 0.5 * one.rps, "-t2 {:.0} req/s < half of -t1 {:.0} req/s", two.rps, one.rps);
+    assert!(
+        (two.errors as f64) < 0.01 * two.requests as f64,
+        "-t2: {} socket errors for {} requests",
+        two.errors,
+        two.requests
+    );
+}
