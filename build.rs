@@ -6,6 +6,7 @@
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_VPPCOM_LIBDIR");
     println!("cargo::rustc-check-cfg=cfg(vpp_version, values(any()))");
+    println!("cargo::rustc-check-cfg=cfg(loom)");
     if let Ok(libdir) = std::env::var("DEP_VPPCOM_LIBDIR") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{libdir}");
         println!("cargo:rustc-env=VLS_VPP_LIBDIR={libdir}");

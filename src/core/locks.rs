@@ -24,9 +24,35 @@
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
+
+// The lock protocol is model-checked with `loom` (`--cfg loom`, see the
+// `loom_models` tests below), so its primitives come from `loom` there.
+#[cfg(loom)]
+use loom::{
+    sync::atomic::{AtomicUsize, Ordering},
+    sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    thread::yield_now,
+    thread_local,
+};
+#[cfg(not(loom))]
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    thread::yield_now,
+};
+
+/// Busy-wait step: a CPU hint for a few rounds, then a yield (always a
+/// yield under loom, which must see every wait).
+#[inline]
+fn backoff(round: u32) {
+    if cfg!(loom) || round >= 64 {
+        yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}
 
 /// Lock waits longer than this are reported with `tracing`.
 const SLOW_WAIT: Duration = Duration::from_millis(100);
@@ -54,23 +80,30 @@ pub enum OpKind {
 /// non-zero with no writer waiting (which would stall every reader).
 /// New readers wait while it is non-zero, so a stream of readers cannot
 /// starve a writer.
-#[derive(Default)]
 pub struct SpoolLock {
     rw: RwLock<()>,
     pending_writers: AtomicUsize,
 }
 
+impl Default for SpoolLock {
+    fn default() -> Self {
+        SpoolLock { rw: RwLock::new(()), pending_writers: AtomicUsize::new(0) }
+    }
+}
+
+impl Default for MtLocks {
+    fn default() -> Self {
+        MtLocks { mq: Mutex::new(()), spool: SpoolLock::default() }
+    }
+}
+
 impl SpoolLock {
     /// Shared access; waits first for pending writers.
     pub fn read(&self) -> RwLockReadGuard<'_, ()> {
-        let mut spins = 0u32;
+        let mut round = 0u32;
         while self.pending_writers.load(Ordering::Acquire) != 0 {
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            backoff(round);
+            round = round.saturating_add(1);
         }
         self.rw.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -90,7 +123,6 @@ impl SpoolLock {
 }
 
 /// The two worker-level locks of one process.
-#[derive(Default)]
 pub struct MtLocks {
     mq: Mutex<()>,
     spool: SpoolLock,
@@ -189,7 +221,7 @@ impl MtLocks {
                             return;
                         }
                         drop(r);
-                        std::thread::yield_now();
+                        yield_now();
                     }
                     if start.elapsed() > SLOW_WAIT {
                         tracing::debug!(
@@ -274,7 +306,7 @@ pub fn held_by_current_thread() -> (bool, bool, bool) {
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
@@ -397,5 +429,199 @@ mod tests {
         for r in readers {
             r.join().unwrap();
         }
+    }
+}
+
+/// Model checks of the lock protocol over every interleaving `loom`
+/// explores. Run with:
+/// `RUSTFLAGS="--cfg loom" cargo test --release --lib core::locks::loom_models`
+#[cfg(all(test, loom))]
+mod loom_models {
+    use super::*;
+    use loom::sync::atomic::AtomicUsize;
+    use loom::thread;
+
+    fn leak<T>(t: T) -> &'static T {
+        Box::leak(Box::new(t))
+    }
+
+    /// Bounded exploration: at most 2 preemptions per execution (the usual
+    /// loom bound; most concurrency bugs need fewer), and room for the
+    /// spin-and-yield waits of the locks.
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.max_branches = 100_000;
+        b.check(f);
+    }
+
+    /// Who is inside "VCL" right now, by what the thread holds.
+    #[derive(Default)]
+    struct Inside {
+        mq: AtomicUsize,
+        readers: AtomicUsize,
+        writers: AtomicUsize,
+    }
+
+    impl Inside {
+        /// Enters with whatever this thread holds; checks exclusion.
+        fn enter(&self) -> (bool, bool, bool) {
+            let held = held_by_current_thread();
+            let (mq, r, w) = held;
+            if mq {
+                assert_eq!(self.mq.fetch_add(1, Ordering::SeqCst), 0, "two mq holders");
+            }
+            if r {
+                self.readers.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(self.writers.load(Ordering::SeqCst), 0, "reader inside with a writer");
+            }
+            if w {
+                assert_eq!(self.writers.fetch_add(1, Ordering::SeqCst), 0, "two writers");
+                assert_eq!(self.readers.load(Ordering::SeqCst), 0, "writer inside with a reader");
+            }
+            held
+        }
+
+        fn leave(&self, (mq, r, w): (bool, bool, bool)) {
+            if mq {
+                self.mq.fetch_sub(1, Ordering::SeqCst);
+            }
+            if r {
+                self.readers.fetch_sub(1, Ordering::SeqCst);
+            }
+            if w {
+                self.writers.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+
+        /// An operation that blocks inside VCL until `until` is set (by the
+        /// other thread's operation, as data or a connection would arrive).
+        /// Like VCL, it sleeps in bounded rounds, each between the wait hooks.
+        ///
+        /// With `max_rounds`, it gives up after that many rounds (a timed-out
+        /// wait): loom does not assume a fair scheduler, and a writer that
+        /// retakes its lock in a tight loop could otherwise starve the other
+        /// thread in some schedule (VCL's real rounds sleep for a millisecond).
+        fn blocking_op(
+            &self,
+            l: &'static MtLocks,
+            op: OpKind,
+            until: &'static AtomicUsize,
+            max_rounds: Option<u32>,
+        ) {
+            let g = l.acquire(op, || false);
+            let h = self.enter();
+            self.leave(h);
+            let mut rounds = 0;
+            loop {
+                l.before_wait();
+                let arrived = until.load(Ordering::SeqCst) != 0;
+                l.after_wait();
+                rounds += 1;
+                if arrived || max_rounds.is_some_and(|m| rounds >= m) {
+                    break;
+                }
+                thread::yield_now();
+            }
+            let h = self.enter();
+            self.leave(h);
+            drop(g);
+        }
+
+        fn quick_op(&self, l: &'static MtLocks, op: OpKind, ready: bool) {
+            self.quick_op_then(l, op, ready, None);
+        }
+
+        /// A non-blocking operation that, while inside VCL, makes the other
+        /// thread's wait end (sets `done`).
+        fn quick_op_then(
+            &self,
+            l: &'static MtLocks,
+            op: OpKind,
+            ready: bool,
+            done: Option<&'static AtomicUsize>,
+        ) {
+            let g = l.acquire(op, move || ready);
+            let h = self.enter();
+            if let Some(d) = done {
+                d.store(1, Ordering::SeqCst);
+            }
+            self.leave(h);
+            drop(g);
+        }
+    }
+
+    /// A blocking read races a session-pool change (close): no deadlock,
+    /// and VCL is never entered by a writer together with anyone.
+    #[test]
+    fn blocking_read_races_close() {
+        model(|| {
+            let l = leak(MtLocks::default());
+            let inside = leak(Inside::default());
+            let data = leak(AtomicUsize::new(0));
+            let reader = thread::spawn(move || inside.blocking_op(l, OpKind::Read, data, Some(3)));
+            inside.quick_op_then(l, OpKind::SessionPool, true, Some(data));
+            reader.join().unwrap();
+        });
+    }
+
+    /// A blocking read races an epoll wait: the mq lock is never held by
+    /// both inside VCL, and the reader's wait lets the poller through.
+    #[test]
+    fn blocking_read_races_xpoll() {
+        model(|| {
+            let l = leak(MtLocks::default());
+            let inside = leak(Inside::default());
+            let data = leak(AtomicUsize::new(0));
+            let reader = thread::spawn(move || inside.blocking_op(l, OpKind::Read, data, None));
+            inside.quick_op_then(l, OpKind::Xpoll, true, Some(data));
+            reader.join().unwrap();
+        });
+    }
+
+    /// A blocking accept (a session-pool op that waits inside VCL) races a
+    /// ready read: the waiting writer lets the reader through.
+    #[test]
+    fn blocking_accept_races_read() {
+        model(|| {
+            let l = leak(MtLocks::default());
+            let inside = leak(Inside::default());
+            let conn = leak(AtomicUsize::new(0));
+            let acceptor = thread::spawn(move || inside.blocking_op(l, OpKind::SessionPool, conn, Some(3)));
+            inside.quick_op_then(l, OpKind::Read, true, Some(conn));
+            acceptor.join().unwrap();
+        });
+    }
+
+    /// Two closes at once, then a read: the pending-writer count returns to
+    /// zero (a lost update would make the read spin forever).
+    #[test]
+    fn concurrent_closes_then_read() {
+        model(|| {
+            let l = leak(MtLocks::default());
+            let inside = leak(Inside::default());
+            let a = thread::spawn(move || inside.quick_op(l, OpKind::SessionPool, true));
+            inside.quick_op(l, OpKind::SessionPool, true);
+            a.join().unwrap();
+            assert_eq!(l.spool().pending_writers(), 0);
+            inside.quick_op(l, OpKind::Read, true);
+        });
+    }
+
+    /// A thread that exits while holding the mq and session-pool locks
+    /// releases them: the next operation gets through.
+    #[test]
+    fn thread_exit_releases_locks() {
+        model(|| {
+            let l = leak(MtLocks::default());
+            let inside = leak(Inside::default());
+            let t = thread::spawn(move || {
+                let g = l.acquire(OpKind::Xpoll, || true);
+                std::mem::forget(g);
+            });
+            t.join().unwrap();
+            inside.quick_op(l, OpKind::SessionPool, true);
+            inside.quick_op(l, OpKind::Xpoll, true);
+        });
     }
 }
