@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use vls::harness::{wait_output_with_timeout, VclConf, VppInstance};
 
+/// The LDP tests measure throughput: they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Builds the release cdylib and returns its path.
 fn libvls() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -93,6 +96,7 @@ fn calls(stderr: &str, name: &str) -> u64 {
 
 #[test]
 fn ldp_iperf3_tcp_runs_over_the_rust_layer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let so = libvls();
     let vpp = VppInstance::start().expect("vpp");
     let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
@@ -186,6 +190,7 @@ fn wrk(preload: &str, conf: &Path, threads: u32, url: &str) -> WrkResult {
 #[test]
 fn ldp_nginx_and_wrk_two_threads_in_mode3() {
     assert!(Path::new("/usr/sbin/nginx").is_file(), "nginx is needed (Debian: apt-get install nginx-light)");
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let so = libvls();
     let vpp = VppInstance::start().expect("vpp");
     let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
