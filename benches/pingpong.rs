@@ -25,7 +25,8 @@ use vls::harness::{wait_output_with_timeout, VclConf, VppInstance};
 use vls::sockaddr::Endpoint;
 
 const MSG: usize = 64;
-const ITERS: u64 = 400_000;
+const ITERS: u64 = 200_000;
+const ROUNDS: usize = 7;
 const PORT: u16 = 7300;
 
 /// The calls a client makes, for one layer. Handles are `i64` so VCL
@@ -164,8 +165,14 @@ fn connect(api: &Api, addr: SocketAddr) -> i32 {
     }
 }
 
-/// One thread's loop: write 64 bytes, read what is there. Returns ns/call.
+/// Best of `ROUNDS` runs of [`pingpong_once`]: the machine is shared with
+/// VPP and the echo server, so the minimum is the stable figure.
 fn pingpong(api: Api, h: i32) -> f64 {
+    (0..ROUNDS).map(|_| pingpong_once(api, h)).fold(f64::INFINITY, f64::min)
+}
+
+/// One thread's loop: write 64 bytes, read what is there. Returns ns/call.
+fn pingpong_once(api: Api, h: i32) -> f64 {
     let mut out = [7u8; MSG];
     let mut inb = [0u8; MSG];
     for _ in 0..10_000 {
