@@ -4,27 +4,53 @@
 //! stack. VCL is not thread safe: sessions and message queues belong to a VCL
 //! *worker* that one thread at a time may use. VLS is the layer above VCL that
 //! makes it usable from multi-threaded and multi-process programs, and the
-//! layer `libvcl_ldpreload` calls for every socket operation.
+//! layer `libvcl_ldpreload` calls for every socket operation. This crate
+//! reimplements it over the real libvppcom.
 //!
-//! This crate is being built in stages. Present today:
+//! ```text
+//!   C ABI (capi: vls_*)  ──> core: pool, handle table, locks, demux ──> seam::Vcl ──> vpp-sys
+//!   (safe API, to come)  ──┘                                           (vcl::RealVcl, or a test double)
+//!   harness: starts a private VPP for tests (processes and files only)
+//! ```
 //!
-//! - [`error`]: VPPCOM return codes, their names and `io::Error` mapping;
-//! - [`sockaddr`]: `SocketAddr` ⇄ VCL endpoint conversion;
-//! - [`harness`]: starts a private VPP for tests and examples;
-//! - `vcl` (feature `vpp`): thin safe wrappers over `vppcom_*`, the only
-//!   place that calls into libvppcom.
+//! ## Design in one screen
 //!
-//! - [`core`]: the VLS core over the [`seam::Vcl`] trait: session pool and
-//!   handle table, thread detection, mode 3 locking;
-//! - `capi` (feature `vpp`): the `vls_*` C ABI of `vcl_locked.h`.
+//! - **Handles.** A VLS handle (`vlsh`) indexes the session pool; LDP maps it
+//!   to a file descriptor. Each session remembers its VCL session handle; a
+//!   table maps VCL handles back. Unknown or closed handles give `EBADFD`.
+//! - **Threads.** Every call first checks the thread's VCL worker index. A
+//!   new thread is registered: with `multi-thread-workers` as a VCL worker of
+//!   its own (mode 2), otherwise pointed at the process's one worker (mode
+//!   3); from the second thread on, the worker-level locks are used. A
+//!   pthread-key destructor unregisters a thread when it ends; a thread-local
+//!   record releases any lock it still holds.
+//! - **Locks (mode 3).** Session lock (held for the whole call) → mq mutex →
+//!   session-pool rwlock (writer-favouring, atomic pending-writer count). A
+//!   call takes what its kind needs ([`core::locks::OpKind`]): reads and
+//!   writes that will not block take only the pool read lock; epoll, select,
+//!   poll, listen, connect, blocking I/O and *epoll_ctl* take the mq lock
+//!   too; create, accept, close and shutdown take the pool write lock. When
+//!   VCL is about to sleep it calls back (wait hooks): the mq lock (and the
+//!   write lock of a blocking accept) is released for the sleep and retaken
+//!   after. Close flags the session first, so a reader blocked in VCL on it
+//!   gives up at its next wake-up.
+//! - **Epoll sets (mode 3).** VCL's epoll state is per worker, so a wait on
+//!   one set can return events of another. VLS registers each session in
+//!   VCL with its vlsh as event data, routes every event to the set the
+//!   session is in (parking it there and waking that set's waiter through a
+//!   per-set wake fd LDP sleeps on), drops events that are no longer true,
+//!   and hands the application its own event data ([`core::demux`]).
+//! - **Errors.** Every failure is a `VPPCOM_E*` code in the C ABI
+//!   ([`error::VppcomError`] maps them to `io::Error`); no panic crosses the
+//!   C boundary.
 //!
-//! Not yet implemented: session migration between per-thread workers
-//! (mode 2 refuses a foreign session with `EBADFD`), fork handling
-//! (mode 1), per-epoll-set event demultiplexing in mode 3, and the
-//! `std::net`-like API.
+//! Not yet implemented: session migration between per-thread workers (mode
+//! 2 refuses a session owned by another worker with `EBADFD`), fork handling
+//! and shared sessions (mode 1), and the `std::net`-like safe API.
 //!
 //! Building with the `vpp` feature needs an installed VPP and its source tree
-//! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`).
+//! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`); without it, the core, the
+//! harness and their tests build and run anywhere.
 
 #[cfg(feature = "vpp")]
 pub mod capi;

@@ -696,17 +696,8 @@ impl<V: Vcl> Vls<V> {
                 1
             }
             Some(other) => {
-                if let Some(owner) = self.pool.get(other) {
-                    if let Some(d) = owner.demux.as_ref() {
-                        tracing::trace!(
-                            session = s.vlsh,
-                            from = ep_vlsh,
-                            to = other,
-                            "event parked for its own set"
-                        );
-                        d.park(demux::Parked { events, token });
-                    }
-                }
+                tracing::trace!(session = s.vlsh, from = ep_vlsh, to = other, "event parked for its own set");
+                self.park(events, token);
                 0
             }
             None => 0,
