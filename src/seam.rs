@@ -1,7 +1,7 @@
 //! The VCL seam: everything the VLS core needs from VCL, as one trait.
 //!
 //! The core ([`crate::core`]) is written against [`Vcl`] only. With the `vpp`
-//! feature, [`crate::vcl::RealVcl`] implements it over `libvppcom`; the core's
+//! feature, `vcl::RealVcl` implements it over `libvppcom`; the core's
 //! own tests implement it with a small in-memory double. Return values follow
 //! VCL's convention: non-negative on success, a negated errno (`VPPCOM_E*`)
 //! on failure, so the C ABI can pass them through unchanged.

@@ -14,7 +14,7 @@
 //! Order: session lock (see `pool.rs`) → mq lock → session-pool lock. No
 //! thread ever waits for the mq lock while holding the session-pool lock.
 //!
-//! The guards an operation holds live in a thread-local [`Held`] record, not
+//! The guards an operation holds live in a thread-local `Held` record, not
 //! on the operation's stack, because VCL calls back into VLS from inside a
 //! blocking wait ([`MtLocks::before_wait`], [`MtLocks::after_wait`]) and
 //! those callbacks must release and retake the mq lock the operation took.
