@@ -45,6 +45,12 @@ impl Default for Membership {
 }
 
 impl Membership {
+    /// Forgets the set (the session object is being reused).
+    pub fn reset(&self) {
+        self.set.store(-1, Ordering::Release);
+        self.data.store(0, Ordering::Release);
+    }
+
     /// Records that the session joined `set` with application data `data`.
     pub fn join(&self, set: Vlsh, data: u64) {
         self.data.store(data, Ordering::Release);
@@ -167,12 +173,18 @@ impl EpollDemux {
     }
 }
 
-impl Drop for EpollDemux {
-    fn drop(&mut self) {
-        if let Some(w) = self.wake.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+impl EpollDemux {
+    /// Drops parked events and closes the wake fds (the epoll session is
+    /// closed; its object will be reused).
+    pub fn reset(&self) {
+        self.parked.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.has_parked.store(false, Ordering::Release);
+        let mut wake = self.wake.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(w) = wake.take() {
             sys::close(w.epfd);
             sys::close(w.eventfd);
         }
+        self.wake_installed.store(false, Ordering::Release);
     }
 }
 

@@ -26,7 +26,6 @@ mod tests;
 
 use std::ffi::{c_char, c_ulong, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
 
 use crate::error::VppcomError;
 use crate::seam::{sh_from_parts, sh_parts, EpollFns, Sh, Vcl, WaitHooks, INVALID};
@@ -328,7 +327,7 @@ impl<V: Vcl> Vls<V> {
         if sh < 0 {
             return INVALID_VLSH;
         }
-        self.pool.alloc(sh as Sh)
+        self.adopt(sh as Sh, false)
     }
 
     /// `vls_epoll_create`.
@@ -341,7 +340,19 @@ impl<V: Vcl> Vls<V> {
         if sh < 0 {
             return INVALID_VLSH;
         }
-        self.pool.alloc_epoll(sh as Sh)
+        self.adopt(sh as Sh, true)
+    }
+
+    /// Gives a new VCL session a VLS handle; closes it again if the pool is
+    /// full (so nothing leaks).
+    fn adopt(&'static self, sh: Sh, is_epoll: bool) -> Vlsh {
+        let vlsh = if is_epoll { self.pool.alloc_epoll(sh) } else { self.pool.alloc(sh) };
+        if vlsh == INVALID_VLSH {
+            tracing::error!(sh, "VLS session pool is full");
+            let _g = self.op_locks(OpKind::SessionPool, None);
+            self.vcl.close(sh);
+        }
+        vlsh
     }
 
     /// `vls_close`.
@@ -362,7 +373,7 @@ impl<V: Vcl> Vls<V> {
         };
         locked.state.closed = true;
         drop(locked);
-        self.pool.free(&session);
+        self.pool.free(session);
         if rv < 0 {
             tracing::debug!(vlsh, rv = %VppcomError::from_raw(rv), "close");
         }
@@ -407,7 +418,7 @@ impl<V: Vcl> Vls<V> {
         if rv < 0 {
             return rv;
         }
-        self.pool.alloc(rv as Sh)
+        self.adopt(rv as Sh, false)
     }
 
     /// `vls_read`.
@@ -499,7 +510,7 @@ impl<V: Vcl> Vls<V> {
         let (Some(ep), Some(s)) = (self.pool.get(ep_vlsh), self.pool.get(vlsh)) else {
             return EBADFD;
         };
-        if !ep.is_epoll {
+        if !ep.is_epoll() {
             return EBADFD;
         }
         // Two session locks: always in vlsh order, so two threads linking
@@ -554,7 +565,7 @@ impl<V: Vcl> Vls<V> {
         wait: f64,
     ) -> i32 {
         let Some(set) = self.pool.get(ep_vlsh) else { return EBADFD };
-        let Some(demux) = set.demux.as_ref() else { return EBADFD };
+        let Some(demux) = set.demux() else { return EBADFD };
         if max <= 0 {
             return EINVAL;
         }
@@ -644,7 +655,7 @@ impl<V: Vcl> Vls<V> {
     fn park(&self, events: u32, token: u64) {
         let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return };
         if let Some(set) = s.membership.set().and_then(|v| self.pool.get(v)) {
-            if let Some(d) = set.demux.as_ref() {
+            if let Some(d) = set.demux() {
                 d.park(demux::Parked { events, token });
             }
         }
@@ -790,7 +801,7 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// The session behind `vlsh` (for the safe API and tests).
-    pub fn session(&self, vlsh: Vlsh) -> Option<Arc<VlsSession>> {
+    pub fn session(&self, vlsh: Vlsh) -> Option<&VlsSession> {
         self.pool.get(vlsh)
     }
 

@@ -4,20 +4,27 @@
 //! session in the pool; LDP turns it into a file descriptor, so handles are
 //! reused after close, lowest-numbered-last-freed first, like a vppinfra pool.
 //!
-//! Invariants:
-//! - a slot holds `Some(session)` from allocation until the close that
-//!   frees it; the session's `vlsh` equals its slot index;
-//! - a closed session is marked `closed` (under its own lock) *before* its
-//!   slot is emptied, so a thread that fetched it just before the close sees
-//!   `closed` once it gets the lock and reports `EBADFD`;
-//! - the table maps every live session's current VCL handle to its vlsh.
+//! Session objects are allocated once per slot and never freed: a closed
+//! session's object is reused by the next session of that slot, like an
+//! element of a vppinfra pool. That makes lookup lock-free and free of
+//! reference counting (two atomic loads), which matters because every
+//! `vls_*` call starts with one.
 //!
-//! Sessions are reference counted: fetching one clones an `Arc`, so a slot
-//! can be emptied while another thread still holds the session.
+//! Invariants:
+//! - slot `i` holds, once allocated, the same `VlsSession` object forever;
+//!   its `vlsh` is `i`; it is *live* from allocation until the close that
+//!   frees it;
+//! - a closing session is marked `closed` (under its own lock) *before* it
+//!   stops being live, and a reused one is re-initialised under its lock
+//!   *before* it becomes live again; a thread that fetched it just before the
+//!   close sees `closed` once it gets the lock and reports `EBADFD` (or, if
+//!   the slot was reused meanwhile, operates on the new session — the same
+//!   thing that happens to a file descriptor reused after `close`);
+//! - the table maps every live session's current VCL handle to its vlsh.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::demux::{EpollDemux, Membership};
 use crate::seam::{Sh, INVALID};
@@ -30,14 +37,16 @@ pub const INVALID_VLSH: Vlsh = -1;
 
 /// One VLS session.
 pub struct VlsSession {
-    /// Index in the pool; fixed for the life of the session.
+    /// Index in the pool; fixed for the life of the object.
     pub vlsh: Vlsh,
+    /// Live (allocated and not yet freed).
+    live: AtomicBool,
     /// Created by `epoll_create`.
-    pub is_epoll: bool,
+    is_epoll: AtomicBool,
     /// The epoll set this session is in, and the application's event data.
     pub membership: Membership,
-    /// For an epoll session: its demultiplexing state.
-    pub demux: Option<EpollDemux>,
+    /// Demultiplexing state, used when the session is an epoll session.
+    demux: EpollDemux,
     /// Set by close before it waits for the session lock, so a thread blocked
     /// inside VCL on this session can be told to give up.
     pub app_closed: AtomicBool,
@@ -80,18 +89,43 @@ impl LockedSession<'_> {
 }
 
 impl VlsSession {
-    fn new(vlsh: Vlsh, sh: Sh, is_epoll: bool) -> Self {
-        let (wrk, idx) = crate::seam::sh_parts(sh);
+    fn new(vlsh: Vlsh) -> Self {
         VlsSession {
             vlsh,
-            is_epoll,
+            live: AtomicBool::new(false),
+            is_epoll: AtomicBool::new(false),
             membership: Membership::default(),
-            demux: is_epoll.then(EpollDemux::default),
+            demux: EpollDemux::default(),
             app_closed: AtomicBool::new(false),
             libc_epfd: AtomicI32::new(0),
-            sh: AtomicU32::new(sh),
-            state: Mutex::new(SessionState { closed: false, owner_wrk: wrk, per_worker: vec![(wrk, idx)] }),
+            sh: AtomicU32::new(INVALID),
+            state: Mutex::new(SessionState { closed: true, owner_wrk: INVALID, per_worker: Vec::new() }),
         }
+    }
+
+    /// (Re)initialises the object for a new session on VCL handle `sh`.
+    fn init(&self, sh: Sh, is_epoll: bool) {
+        let (wrk, idx) = crate::seam::sh_parts(sh);
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        *st = SessionState { closed: false, owner_wrk: wrk, per_worker: vec![(wrk, idx)] };
+        self.is_epoll.store(is_epoll, Ordering::Relaxed);
+        self.membership.reset();
+        self.demux.reset();
+        self.app_closed.store(false, Ordering::Relaxed);
+        self.libc_epfd.store(0, Ordering::Relaxed);
+        self.sh.store(sh, Ordering::Release);
+        drop(st);
+        self.live.store(true, Ordering::Release);
+    }
+
+    /// Created by `epoll_create`.
+    pub fn is_epoll(&self) -> bool {
+        self.is_epoll.load(Ordering::Acquire)
+    }
+
+    /// The demultiplexing state, for an epoll session.
+    pub fn demux(&self) -> Option<&EpollDemux> {
+        self.is_epoll().then_some(&self.demux)
     }
 
     /// The VCL handle the session maps to now, without locking.
@@ -116,21 +150,39 @@ impl VlsSession {
     }
 }
 
+/// Slots per chunk, and chunks at most (so up to 1M sessions).
+const CHUNK: usize = 1024;
+const MAX_CHUNKS: usize = 1024;
+
+type Chunk = [AtomicPtr<VlsSession>; CHUNK];
+
 #[derive(Default)]
-struct Slab {
-    entries: Vec<Option<Arc<VlsSession>>>,
+struct Allocator {
     free: Vec<usize>,
+    next: usize,
 }
 
 /// Pool of VLS sessions plus the VCL-handle table.
-#[derive(Default)]
 pub struct SessionPool {
-    slab: RwLock<Slab>,
+    /// Chunk pointers, allocated on demand and never freed.
+    chunks: Box<[AtomicPtr<Chunk>]>,
+    alloc: Mutex<Allocator>,
     by_sh: RwLock<HashMap<Sh, Vlsh>>,
 }
 
+impl Default for SessionPool {
+    fn default() -> Self {
+        SessionPool {
+            chunks: (0..MAX_CHUNKS).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+            alloc: Mutex::new(Allocator::default()),
+            by_sh: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
 impl SessionPool {
-    /// Adds a session for VCL handle `sh`; returns its vlsh.
+    /// Adds a session for VCL handle `sh`; returns its vlsh
+    /// (`INVALID_VLSH` if the pool is full).
     pub fn alloc(&self, sh: Sh) -> Vlsh {
         self.alloc_kind(sh, false)
     }
@@ -141,43 +193,74 @@ impl SessionPool {
     }
 
     fn alloc_kind(&self, sh: Sh, is_epoll: bool) -> Vlsh {
-        let mut slab = self.slab.write().unwrap_or_else(PoisonError::into_inner);
-        let index = match slab.free.pop() {
+        let mut a = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = match a.free.pop() {
             Some(i) => i,
-            None => {
-                slab.entries.push(None);
-                slab.entries.len() - 1
+            None if a.next < CHUNK * MAX_CHUNKS => {
+                a.next += 1;
+                a.next - 1
             }
+            None => return INVALID_VLSH,
         };
-        let vlsh = index as Vlsh;
-        slab.entries[index] = Some(Arc::new(VlsSession::new(vlsh, sh, is_epoll)));
-        self.by_sh.write().unwrap_or_else(PoisonError::into_inner).insert(sh, vlsh);
-        vlsh
+        let session = self.slot_object(index);
+        session.init(sh, is_epoll);
+        drop(a);
+        self.by_sh.write().unwrap_or_else(PoisonError::into_inner).insert(sh, session.vlsh);
+        session.vlsh
     }
 
-    /// The session with handle `vlsh`, if it exists.
-    pub fn get(&self, vlsh: Vlsh) -> Option<Arc<VlsSession>> {
+    /// The object of slot `index`, created (with its chunk) if needed.
+    /// Called with the allocator lock held.
+    fn slot_object(&self, index: usize) -> &VlsSession {
+        let chunk_ref = &self.chunks[index / CHUNK];
+        let mut chunk = chunk_ref.load(Ordering::Acquire);
+        if chunk.is_null() {
+            let fresh: Box<Chunk> = Box::new(std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())));
+            chunk = Box::into_raw(fresh);
+            chunk_ref.store(chunk, Ordering::Release);
+        }
+        // SAFETY: chunks are never freed, so the pointer stays valid.
+        let slot = unsafe { &(*chunk)[index % CHUNK] };
+        let mut obj = slot.load(Ordering::Acquire);
+        if obj.is_null() {
+            obj = Box::into_raw(Box::new(VlsSession::new(index as Vlsh)));
+            slot.store(obj, Ordering::Release);
+        }
+        // SAFETY: session objects are never freed.
+        unsafe { &*obj }
+    }
+
+    /// The live session with handle `vlsh`, if any. Lock-free.
+    #[inline]
+    pub fn get(&self, vlsh: Vlsh) -> Option<&VlsSession> {
         let index = usize::try_from(vlsh).ok()?;
-        let slab = self.slab.read().unwrap_or_else(PoisonError::into_inner);
-        slab.entries.get(index)?.clone()
+        let chunk = self.chunks.get(index / CHUNK)?.load(Ordering::Acquire);
+        if chunk.is_null() {
+            return None;
+        }
+        // SAFETY: chunks and session objects are never freed.
+        let obj = unsafe { (*chunk)[index % CHUNK].load(Ordering::Acquire) };
+        if obj.is_null() {
+            return None;
+        }
+        // SAFETY: as above.
+        let s = unsafe { &*obj };
+        s.live.load(Ordering::Acquire).then_some(s)
     }
 
     /// Frees the slot of `session` (which must be marked closed) and removes
     /// its VCL handle from the table.
-    pub fn free(&self, session: &Arc<VlsSession>) {
-        let index = session.vlsh as usize;
+    pub fn free(&self, session: &VlsSession) {
         {
             let mut by_sh = self.by_sh.write().unwrap_or_else(PoisonError::into_inner);
             if by_sh.get(&session.sh()) == Some(&session.vlsh) {
                 by_sh.remove(&session.sh());
             }
         }
-        let mut slab = self.slab.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = slab.entries.get_mut(index) {
-            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
-                *slot = None;
-                slab.free.push(index);
-            }
+        let mut a = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
+        if session.live.swap(false, Ordering::AcqRel) {
+            session.demux.reset();
+            a.free.push(session.vlsh as usize);
         }
     }
 
@@ -203,8 +286,8 @@ impl SessionPool {
 
     /// Number of live sessions.
     pub fn len(&self) -> usize {
-        let slab = self.slab.read().unwrap_or_else(PoisonError::into_inner);
-        slab.entries.len() - slab.free.len()
+        let a = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
+        a.next - a.free.len()
     }
 
     /// True when no session is live.
@@ -213,9 +296,9 @@ impl SessionPool {
     }
 
     /// All live sessions (for shutdown and diagnostics).
-    pub fn all(&self) -> Vec<Arc<VlsSession>> {
-        let slab = self.slab.read().unwrap_or_else(PoisonError::into_inner);
-        slab.entries.iter().flatten().cloned().collect()
+    pub fn all(&self) -> Vec<&VlsSession> {
+        let next = self.alloc.lock().unwrap_or_else(PoisonError::into_inner).next;
+        (0..next).filter_map(|i| self.get(i as Vlsh)).collect()
     }
 }
 
@@ -234,7 +317,7 @@ mod tests {
         assert_eq!(sa.sh(), 0x0100_0001);
         assert_eq!(sa.lock().state.owner_wrk, 1);
         sa.lock().state.closed = true;
-        p.free(&sa);
+        p.free(sa);
         assert!(p.get(a).is_none());
         assert_eq!(p.vlsh_of(0x0100_0001), None);
         assert_eq!(p.alloc(0x0100_0003), 0, "freed slot is reused");
@@ -243,16 +326,30 @@ mod tests {
     }
 
     #[test]
-    fn freeing_a_stale_session_keeps_the_new_one() {
+    fn double_free_is_harmless_and_objects_are_reused() {
         let p = SessionPool::default();
         let a = p.alloc(5);
-        let old = p.get(a).unwrap();
-        p.free(&old);
+        let obj = p.get(a).unwrap() as *const VlsSession;
+        p.free(p.get(a).unwrap());
+        assert!(p.get(a).is_none());
+        // SAFETY: session objects are never freed.
+        p.free(unsafe { &*obj }); // freeing a dead session again: no-op
         let b = p.alloc(6);
-        assert_eq!(a, b);
-        p.free(&old); // a second free of the old session must not touch slot a
-        assert_eq!(p.get(b).unwrap().sh(), 6);
+        assert_eq!(a, b, "slot reused once, not twice");
+        assert_eq!(p.alloc(7), 1, "the free list held slot 0 only once");
+        let s = p.get(b).unwrap();
+        assert!(std::ptr::eq(s, obj), "the same object serves the new session");
+        assert_eq!(s.sh(), 6);
+        assert!(!s.lock().state.closed, "re-initialised");
         assert_eq!(p.vlsh_of(6), Some(b));
+    }
+
+    #[test]
+    fn handles_beyond_the_pool_are_rejected() {
+        let p = SessionPool::default();
+        assert!(p.get((CHUNK * MAX_CHUNKS) as Vlsh).is_none());
+        assert!(p.get(i32::MAX).is_none());
+        assert!(p.get(5000).is_none(), "chunk not allocated yet");
     }
 
     #[test]
