@@ -577,7 +577,7 @@ impl<V: Vcl> Vls<V> {
         if libc_epfd > 0 {
             demux.install_wake(libc_epfd, self.vcl.mq_epoll_fd());
             if wait as i32 == DRAIN_ONLY {
-                return self.drain_into_parked(ep_vlsh, out.len());
+                return self.drain_into_parked(ep_vlsh, out);
             }
         }
         let parked = demux.take(out.len());
@@ -636,16 +636,18 @@ impl<V: Vcl> Vls<V> {
     /// then reads it dry and gets `EAGAIN` on the second report). So the
     /// drained events are parked instead, which wakes the set's libc epoll
     /// fd, and the timeout-0 call returns everything once.
-    fn drain_into_parked(&'static self, ep_vlsh: Vlsh, max: usize) -> i32 {
-        let mut tmp = vec![libc::epoll_event { events: 0, u64: 0 }; max];
+    /// The caller's array serves as scratch space (nothing is returned in it).
+    fn drain_into_parked(&'static self, ep_vlsh: Vlsh, scratch: &mut [libc::epoll_event]) -> i32 {
         let rv = self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| {
-            // SAFETY: `tmp` holds `max` events.
-            unsafe { self.vcl.epoll_wait(ep_sh, tmp.as_mut_ptr(), max as i32, DRAIN_ONLY as f64) }
+            // SAFETY: `scratch` is valid for its length.
+            unsafe {
+                self.vcl.epoll_wait(ep_sh, scratch.as_mut_ptr(), scratch.len() as i32, DRAIN_ONLY as f64)
+            }
         });
         if rv < 0 {
             return rv;
         }
-        for e in &tmp[..rv as usize] {
+        for e in &scratch[..rv as usize] {
             self.park(e.events, e.u64);
         }
         0
