@@ -101,8 +101,10 @@ extern "C" fn at_exit() {
     let _ = catch_unwind(print_stats_at_exit);
 }
 
+/// At exit VCL detaches from VPP by itself; VLS touches nothing of VCL
+/// (other threads may still run) and does no tracing (thread-local state
+/// may already be gone). It only prints the call counts if asked.
 fn print_stats_at_exit() {
-    vls().at_exit();
     if STATS.enabled.load(Ordering::Relaxed) {
         let mut line = String::from("vls-rs: calls:");
         for (n, c) in NAMES.iter().zip(&STATS.counts) {
@@ -324,10 +326,8 @@ pub unsafe extern "C" fn vls_epoll_ctl(
     event: *mut libc::epoll_event,
 ) -> c_int {
     guard(14, EINVAL, || {
-        if event.is_null() && op != libc::EPOLL_CTL_DEL {
-            return EINVAL;
-        }
-        // SAFETY: forwarded contract.
+        // SAFETY: forwarded contract (the core rejects a null event for
+        // ADD/MOD).
         unsafe { vls().epoll_ctl(ep_vlsh, op, vlsh, event) }
     })
 }

@@ -612,7 +612,9 @@ impl<V: Vcl> Vls<V> {
                 let e = out[n + i];
                 let token = e.u64;
                 if let Some(j) = tokens.iter().position(|&t| t == token) {
-                    out[j].events |= self.still_ready(token, e.events);
+                    if let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) {
+                        out[j].events |= self.still_ready(s, e.events);
+                    }
                     continue;
                 }
                 let k = self.deliver(ep_vlsh, e.events, token, &mut out[n + kept..]);
@@ -663,13 +665,12 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
-    /// The bits of an event that still hold for session `token` now (error
+    /// The bits of an event that still hold for session `s` now (error
     /// and hang-up bits always do). An event can be stale: parked while the
     /// owner read the data, or queued by VCL before a read; a "readable"
     /// that reads `EAGAIN` is taken as an error by many applications.
     /// Called with the worker locks held.
-    fn still_ready(&self, token: u64, events: u32) -> u32 {
-        let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return 0 };
+    fn still_ready(&self, s: &VlsSession, events: u32) -> u32 {
         let sh = s.sh();
         let mut ev = events;
         // Readable: data, pending accepts, or closed/reset (the read reports
@@ -700,7 +701,7 @@ impl<V: Vcl> Vls<V> {
         let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return 0 };
         match s.membership.set() {
             Some(set) if set == ep_vlsh => {
-                let events = self.still_ready(token, events);
+                let events = self.still_ready(s, events);
                 if events == 0 {
                     return 0;
                 }
@@ -806,11 +807,6 @@ impl<V: Vcl> Vls<V> {
     pub fn session(&self, vlsh: Vlsh) -> Option<&VlsSession> {
         self.pool.get(vlsh)
     }
-
-    /// Process exit (`atexit`): VCL detaches from VPP by itself; nothing of
-    /// VCL is touched here (other threads may still be running). No tracing
-    /// either: thread-local state may already be gone.
-    pub fn at_exit(&'static self) {}
 }
 
 /// glibc's `PTHREAD_CANCEL_DISABLE` (not exported by the `libc` crate).

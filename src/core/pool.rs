@@ -137,17 +137,6 @@ impl VlsSession {
     pub fn lock(&self) -> LockedSession<'_> {
         LockedSession { session: self, state: self.state.lock().unwrap_or_else(PoisonError::into_inner) }
     }
-
-    /// Locks the session if it is free.
-    pub fn try_lock(&self) -> Option<LockedSession<'_>> {
-        match self.state.try_lock() {
-            Ok(state) => Some(LockedSession { session: self, state }),
-            Err(std::sync::TryLockError::Poisoned(p)) => {
-                Some(LockedSession { session: self, state: p.into_inner() })
-            }
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        }
-    }
 }
 
 /// Slots per chunk, and chunks at most (so up to 1M sessions).
@@ -293,12 +282,6 @@ impl SessionPool {
     /// True when no session is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// All live sessions (for shutdown and diagnostics).
-    pub fn all(&self) -> Vec<&VlsSession> {
-        let next = self.alloc.lock().unwrap_or_else(PoisonError::into_inner).next;
-        (0..next).filter_map(|i| self.get(i as Vlsh)).collect()
     }
 }
 
