@@ -430,16 +430,37 @@ impl Vcl for Double {
         }
         n
     }
-    unsafe fn select(
-        &self,
-        _n: i32,
-        _r: *mut c_ulong,
-        _w: *mut c_ulong,
-        _e: *mut c_ulong,
-        _wait: f64,
-    ) -> i32 {
+    /// Read map only, no waiting. Like VCL, a readable session is counted
+    /// twice (once for its ready state, once for its queued RX event).
+    unsafe fn select(&self, n: i32, r: *mut c_ulong, w: *mut c_ulong, e: *mut c_ulong, _wait: f64) -> i32 {
         let _c = self.enter(Kind::Xpoll);
-        0
+        let st = self.state.lock().unwrap();
+        let word_bits = c_ulong::BITS;
+        let mut count = 0;
+        for map in [w, e] {
+            if !map.is_null() {
+                // SAFETY: caller's contract: `n` bits.
+                unsafe { std::ptr::write_bytes(map, 0, (n as u32).div_ceil(word_bits) as usize) };
+            }
+        }
+        if r.is_null() {
+            return 0;
+        }
+        let wrk = self.wrk();
+        for i in 0..n as u32 {
+            // SAFETY: caller's contract: `n` bits.
+            let word = unsafe { &mut *r.add((i / word_bits) as usize) };
+            let bit: c_ulong = 1 << (i % word_bits);
+            if *word & bit == 0 {
+                continue;
+            }
+            if st.sessions.get(&sh_from_parts(wrk, i)).is_some_and(Self::readable) {
+                count += 2;
+            } else {
+                *word &= !bit;
+            }
+        }
+        count
     }
     unsafe fn poll(&self, _vp: *mut c_void, _n: u32, _wait: f64) -> i32 {
         let _c = self.enter(Kind::Xpoll);

@@ -733,7 +733,16 @@ impl<V: Vcl> Vls<V> {
         self.detect_thread();
         let _g = self.op_locks(OpKind::Xpoll, None);
         // SAFETY: forwarded contract.
-        unsafe { self.vcl.select(n_bits, r, w, e, wait) }
+        let rv = unsafe { self.vcl.select(n_bits, r, w, e, wait) };
+        if rv <= 0 {
+            return rv;
+        }
+        // VCL counts a session once for its ready state and again for every
+        // RX/TX event still queued for it, so its total can exceed the bits
+        // it set. select(2) returns the number of bits set; LDP passes this
+        // value on to the application as is.
+        // SAFETY: forwarded contract (each map null or `n_bits` bits).
+        unsafe { count_set_bits(r, n_bits) + count_set_bits(w, n_bits) + count_set_bits(e, n_bits) }
     }
 
     /// `vls_poll`.
@@ -807,6 +816,28 @@ impl<V: Vcl> Vls<V> {
     pub fn session(&self, vlsh: Vlsh) -> Option<&VlsSession> {
         self.pool.get(vlsh)
     }
+}
+
+/// Number of bits set among the first `n_bits` bits of a select(2)-style
+/// map of `c_ulong` words (0 for a null map or a non-positive `n_bits`).
+///
+/// # Safety
+/// `map` is null or valid for reads of `n_bits` bits rounded up to whole words.
+unsafe fn count_set_bits(map: *const c_ulong, n_bits: i32) -> i32 {
+    if map.is_null() || n_bits <= 0 {
+        return 0;
+    }
+    let word_bits = c_ulong::BITS as usize;
+    let n_bits = n_bits as usize;
+    // SAFETY: caller guarantees `n_bits` bits rounded up to whole words.
+    let words = unsafe { std::slice::from_raw_parts(map, n_bits.div_ceil(word_bits)) };
+    let mut count = 0;
+    for (i, &w) in words.iter().enumerate() {
+        let valid = n_bits - i * word_bits;
+        let w = if valid < word_bits { w & ((1 << valid) - 1) } else { w };
+        count += w.count_ones() as i32;
+    }
+    count
 }
 
 /// glibc's `PTHREAD_CANCEL_DISABLE` (not exported by the `libc` crate).

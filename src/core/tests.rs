@@ -365,3 +365,34 @@ fn events_of_set_b_are_never_returned_by_set_a() {
     assert_eq!({ evs[0].u64 }, 0xAAAA);
     assert_eq!(v.session(ep_b).unwrap().demux().unwrap().parked_len(), 0);
 }
+
+#[test]
+fn select_returns_the_number_of_bits_set() {
+    let v = app(false);
+    let (_l, c, s) = pair(v, true);
+    let (_l2, _c2, s2) = pair(v, true);
+    assert_eq!(write(v, c, b"x"), 1);
+    let (si, _) = v.vlsh_to_session_and_worker(s);
+    let (si2, _) = v.vlsh_to_session_and_worker(s2);
+    let mut map: [libc::c_ulong; 2] = [0; 2];
+    for i in [si, si2] {
+        map[i as usize / 64] |= 1 << (i % 64);
+    }
+    // SAFETY: the map holds 128 bits; null write/except maps.
+    let n = unsafe { v.select(128, map.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), 0.0) };
+    assert_eq!(n, 1, "one readable session, counted once");
+    assert_ne!(map[si as usize / 64] & (1 << (si % 64)), 0);
+    assert_eq!(map[si2 as usize / 64] & (1 << (si2 % 64)), 0);
+}
+
+#[test]
+fn count_set_bits_ignores_bits_past_n_bits() {
+    let map: [libc::c_ulong; 2] = [!0, !0];
+    // SAFETY: the map holds 128 bits.
+    unsafe {
+        assert_eq!(super::count_set_bits(map.as_ptr(), 70), 70);
+        assert_eq!(super::count_set_bits(map.as_ptr(), 64), 64);
+        assert_eq!(super::count_set_bits(map.as_ptr(), 0), 0);
+        assert_eq!(super::count_set_bits(std::ptr::null(), 64), 0);
+    }
+}
