@@ -32,14 +32,14 @@ use std::time::{Duration, Instant};
 #[cfg(loom)]
 use loom::{
     sync::atomic::{AtomicUsize, Ordering},
-    sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Mutex, MutexGuard},
     thread::yield_now,
     thread_local,
 };
 #[cfg(not(loom))]
 use std::{
     sync::atomic::{AtomicUsize, Ordering},
-    sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard},
+    sync::{Mutex, MutexGuard},
     thread::yield_now,
 };
 
@@ -72,22 +72,105 @@ pub enum OpKind {
     Xpoll,
 }
 
-/// Writer-favouring reader-writer lock over VCL's session pool.
+/// Writer-favouring reader-writer lock over VCL's session pool, built so
+/// that readers on different threads do not share a cache line.
 ///
-/// Invariant: `pending_writers` counts threads inside [`SpoolLock::write`]
-/// that have not yet obtained the lock. It is only changed with atomic
-/// read-modify-write operations, so concurrent writers can never leave it
-/// non-zero with no writer waiting (which would stall every reader).
-/// New readers wait while it is non-zero, so a stream of readers cannot
-/// starve a writer.
+/// Almost every call takes this lock for reading; few (create, accept,
+/// close, shutdown) take it for writing. A reader counts itself in its
+/// thread's slot (one cache line each, threads spread over [`SLOTS`]
+/// slots), so two threads working on different sessions never write the
+/// same memory. A writer announces itself in `writers` and waits until every
+/// slot is empty.
+///
+/// Invariants:
+/// - `writers` counts threads inside [`SpoolLock::write`] or holding the
+///   write lock; it only changes by atomic read-modify-write, so concurrent
+///   writers can never leave it non-zero with no writer (which would stall
+///   every reader).
+/// - A reader increments its slot, *then* checks `writers`; a writer
+///   increments `writers`, *then* checks the slots (all `SeqCst`). So either
+///   the reader sees the writer and backs out, or the writer sees the
+///   reader and waits for it: never both inside.
+/// - New readers wait while `writers` is non-zero, so a stream of readers
+///   cannot starve a writer. Writers are serialised by `exclusive`.
 pub struct SpoolLock {
-    rw: RwLock<()>,
-    pending_writers: AtomicUsize,
+    readers: [Slot; SLOTS],
+    writers: AtomicUsize,
+    exclusive: Mutex<()>,
+    /// Slot numbers handed out under loom (a counter inside the model, so
+    /// every execution makes the same choices).
+    #[cfg(loom)]
+    next_slot: AtomicUsize,
+}
+
+/// Number of reader slots (fewer under loom, which explores every one).
+#[cfg(not(loom))]
+pub const SLOTS: usize = 16;
+/// Number of reader slots (fewer under loom, which explores every one).
+#[cfg(loom)]
+pub const SLOTS: usize = 2;
+
+/// One reader count on a cache line of its own.
+#[repr(align(128))]
+struct Slot(AtomicUsize);
+
+/// Source of the per-thread slot numbers.
+#[cfg(not(loom))]
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+
+#[cfg(not(loom))]
+std::thread_local! {
+    /// The calling thread's reader slot (round-robin by first use).
+    static MY_SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+}
+
+/// The calling thread's reader slot.
+#[cfg(not(loom))]
+fn my_slot() -> usize {
+    MY_SLOT.try_with(|s| *s).unwrap_or(0)
+}
+
+#[cfg(loom)]
+thread_local! {
+    /// The calling loom thread's reader slot, once chosen.
+    static LOOM_SLOT: std::cell::Cell<Option<usize>> = std::cell::Cell::new(None);
+}
+
+/// Shared access to the session pool; released on drop.
+#[must_use]
+pub struct SpoolReadGuard<'a> {
+    lock: &'a SpoolLock,
+    slot: usize,
+}
+
+impl Drop for SpoolReadGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.readers[self.slot].0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Exclusive access to the session pool; released on drop.
+#[must_use]
+pub struct SpoolWriteGuard<'a> {
+    lock: &'a SpoolLock,
+    _exclusive: MutexGuard<'a, ()>,
+}
+
+impl Drop for SpoolWriteGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.writers.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Default for SpoolLock {
     fn default() -> Self {
-        SpoolLock { rw: RwLock::new(()), pending_writers: AtomicUsize::new(0) }
+        SpoolLock {
+            readers: std::array::from_fn(|_| Slot(AtomicUsize::new(0))),
+            writers: AtomicUsize::new(0),
+            exclusive: Mutex::new(()),
+            #[cfg(loom)]
+            next_slot: AtomicUsize::new(0),
+        }
     }
 }
 
@@ -99,26 +182,78 @@ impl Default for MtLocks {
 
 impl SpoolLock {
     /// Shared access; waits first for pending writers.
-    pub fn read(&self) -> RwLockReadGuard<'_, ()> {
+    pub fn read(&self) -> SpoolReadGuard<'_> {
+        let slot = self.my_slot();
         let mut round = 0u32;
-        while self.pending_writers.load(Ordering::Acquire) != 0 {
-            backoff(round);
-            round = round.saturating_add(1);
+        loop {
+            while self.writers.load(Ordering::SeqCst) != 0 {
+                backoff(round);
+                round = round.saturating_add(1);
+            }
+            self.readers[slot].0.fetch_add(1, Ordering::SeqCst);
+            if self.writers_after_increment() == 0 {
+                return SpoolReadGuard { lock: self, slot };
+            }
+            // A writer came in between: let it go first.
+            self.readers[slot].0.fetch_sub(1, Ordering::SeqCst);
         }
-        self.rw.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Exclusive access.
-    pub fn write(&self) -> RwLockWriteGuard<'_, ()> {
-        self.pending_writers.fetch_add(1, Ordering::AcqRel);
-        let g = self.rw.write().unwrap_or_else(PoisonError::into_inner);
-        self.pending_writers.fetch_sub(1, Ordering::AcqRel);
-        g
+    pub fn write(&self) -> SpoolWriteGuard<'_> {
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        let exclusive = self.exclusive.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut round = 0u32;
+        for slot in &self.readers {
+            while slot.0.load(Ordering::SeqCst) != 0 {
+                backoff(round);
+                round = round.saturating_add(1);
+            }
+        }
+        SpoolWriteGuard { lock: self, _exclusive: exclusive }
     }
 
-    /// Writers waiting right now (for tests and diagnostics).
+    /// The calling thread's reader slot.
+    #[inline]
+    fn my_slot(&self) -> usize {
+        #[cfg(not(loom))]
+        {
+            my_slot()
+        }
+        #[cfg(loom)]
+        {
+            LOOM_SLOT.with(|c| {
+                c.get().unwrap_or_else(|| {
+                    let s = self.next_slot.fetch_add(1, Ordering::Relaxed) % SLOTS;
+                    c.set(Some(s));
+                    s
+                })
+            })
+        }
+    }
+
+    /// `writers`, read after this reader's slot increment and ordered
+    /// after it. All four accesses of the reader/writer handshake are
+    /// `SeqCst`, so they fall in one total order and a plain load suffices.
+    /// `loom` models `SeqCst` as acquire/release only, under which a load
+    /// could miss the writer; there the check is a read-modify-write, which
+    /// is correct with acquire/release alone (RMWs of one location are
+    /// totally ordered). Readers never write `writers` outside loom.
+    #[inline]
+    fn writers_after_increment(&self) -> usize {
+        #[cfg(loom)]
+        {
+            self.writers.fetch_add(0, Ordering::SeqCst)
+        }
+        #[cfg(not(loom))]
+        {
+            self.writers.load(Ordering::SeqCst)
+        }
+    }
+
+    /// Writers waiting for or holding the lock (for tests and diagnostics).
     pub fn pending_writers(&self) -> usize {
-        self.pending_writers.load(Ordering::Acquire)
+        self.writers.load(Ordering::Acquire)
     }
 }
 
@@ -132,8 +267,8 @@ pub struct MtLocks {
 #[derive(Default)]
 struct Held {
     mq: Option<MutexGuard<'static, ()>>,
-    spool_read: Option<RwLockReadGuard<'static, ()>>,
-    spool_write: Option<RwLockWriteGuard<'static, ()>>,
+    spool_read: Option<SpoolReadGuard<'static>>,
+    spool_write: Option<SpoolWriteGuard<'static>>,
     /// The mq lock was released by `before_wait` and must be retaken.
     mq_dropped_for_wait: bool,
     /// The session-pool write lock was released by `before_wait` (a
