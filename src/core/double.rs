@@ -43,6 +43,10 @@ struct Session {
     peer_closed: bool,
     /// (member, registered event data).
     epoll_members: Vec<(Sh, u64)>,
+    /// Reads (writes) of this session in progress: VCL's rx FIFO has one
+    /// consumer and its tx FIFO one producer, so two at once break it.
+    reading: u32,
+    writing: u32,
 }
 
 #[derive(Default)]
@@ -83,6 +87,23 @@ struct InCall<'a> {
 impl Drop for InCall<'_> {
     fn drop(&mut self) {
         self.d.counter(self.kind).fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A read or write of one session in progress (see [`Double::enter_half`]).
+struct InHalf<'a> {
+    d: &'a Double,
+    sh: Sh,
+    rx: bool,
+}
+
+impl Drop for InHalf<'_> {
+    fn drop(&mut self) {
+        let mut st = self.d.state.lock().unwrap();
+        if let Some(s) = st.sessions.get_mut(&self.sh) {
+            let n = if self.rx { &mut s.reading } else { &mut s.writing };
+            *n = n.saturating_sub(1);
+        }
     }
 }
 
@@ -171,6 +192,20 @@ impl Double {
 
     fn readable(s: &Session) -> bool {
         !s.rx.is_empty() || s.peer_closed || !s.accept_q.is_empty()
+    }
+
+    /// Enters a read (`rx`) or write of session `sh`, counting a violation
+    /// if another of the same kind is in progress on it.
+    fn enter_half(&self, sh: Sh, rx: bool) -> InHalf<'_> {
+        let mut st = self.state.lock().unwrap();
+        if let Some(s) = st.sessions.get_mut(&sh) {
+            let n = if rx { &mut s.reading } else { &mut s.writing };
+            if *n > 0 {
+                self.violations.fetch_add(1, Ordering::SeqCst);
+            }
+            *n += 1;
+        }
+        InHalf { d: self, sh, rx }
     }
 
     /// Blocking wait the way VCL does it: hooks around short sleeps, until
@@ -329,6 +364,7 @@ impl Vcl for Double {
         0
     }
     unsafe fn read(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
+        let _half = self.enter_half(sh, true);
         let nonblocking = {
             let _c = self.enter(Kind::Io);
             let st = self.state.lock().unwrap();
@@ -358,6 +394,7 @@ impl Vcl for Double {
         unsafe { self.read(sh, buf, n as usize) }
     }
     unsafe fn write(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
+        let _half = self.enter_half(sh, false);
         let _c = self.enter(Kind::Io);
         let mut st = self.state.lock().unwrap();
         let Some(peer) = st.sessions.get(&sh).map(|s| s.peer) else { return EBADFD };

@@ -92,10 +92,21 @@ pub enum OpKind {
 ///   the reader sees the writer and backs out, or the writer sees the
 ///   reader and waits for it: never both inside.
 /// - New readers wait while `writers` is non-zero, so a stream of readers
-///   cannot starve a writer. Writers are serialised by `exclusive`.
+///   cannot starve a writer. Writers are serialised by `exclusive` and
+///   count in `writers` only once they hold it.
+/// - Exception to writer preference: while a reader sleeps inside VCL
+///   holding the lock (`sleeping` > 0), a waiting writer withdraws from
+///   `writers`. The sleeper may be waiting for data that only a new reader
+///   can cause (another thread's write, or a peer process that waits for
+///   it), and the writer cannot get in before the sleeper leaves anyway.
+///   `sleeping` > 0 implies some slot is non-zero, so no writer holds the
+///   lock then.
 pub struct SpoolLock {
     readers: [Slot; SLOTS],
     writers: AtomicUsize,
+    /// Readers that hold the lock while sleeping inside VCL (a blocking
+    /// read or write waiting for data or space).
+    sleeping: Slot,
     exclusive: Mutex<()>,
     /// Slot numbers handed out under loom (a counter inside the model, so
     /// every execution makes the same choices).
@@ -167,6 +178,7 @@ impl Default for SpoolLock {
         SpoolLock {
             readers: std::array::from_fn(|_| Slot(AtomicUsize::new(0))),
             writers: AtomicUsize::new(0),
+            sleeping: Slot(AtomicUsize::new(0)),
             exclusive: Mutex::new(()),
             #[cfg(loom)]
             next_slot: AtomicUsize::new(0),
@@ -201,16 +213,41 @@ impl SpoolLock {
 
     /// Exclusive access.
     pub fn write(&self) -> SpoolWriteGuard<'_> {
-        self.writers.fetch_add(1, Ordering::SeqCst);
         let exclusive = self.exclusive.lock().unwrap_or_else(PoisonError::into_inner);
         let mut round = 0u32;
-        for slot in &self.readers {
-            while slot.0.load(Ordering::SeqCst) != 0 {
-                backoff(round);
-                round = round.saturating_add(1);
+        'announce: loop {
+            self.writers.fetch_add(1, Ordering::SeqCst);
+            for slot in &self.readers {
+                while slot.0.load(Ordering::SeqCst) != 0 {
+                    if self.sleeping.0.load(Ordering::SeqCst) != 0 {
+                        // A reader holds the lock across a sleep in VCL and
+                        // may be waiting for what a blocked new reader would
+                        // do (possibly in another process): stop blocking new
+                        // readers until it wakes up.
+                        self.writers.fetch_sub(1, Ordering::SeqCst);
+                        while self.sleeping.0.load(Ordering::SeqCst) != 0 {
+                            backoff(round);
+                            round = round.saturating_add(1);
+                        }
+                        continue 'announce;
+                    }
+                    backoff(round);
+                    round = round.saturating_add(1);
+                }
             }
+            return SpoolWriteGuard { lock: self, _exclusive: exclusive };
         }
-        SpoolWriteGuard { lock: self, _exclusive: exclusive }
+    }
+
+    /// The calling thread, holding the lock for reading, starts sleeping in
+    /// VCL (see [`SpoolLock::write`]).
+    fn sleep_begins(&self) {
+        self.sleeping.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The sleep announced by `sleep_begins` is over.
+    fn sleep_ends(&self) {
+        self.sleeping.0.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The calling thread's reader slot.
@@ -274,11 +311,22 @@ struct Held {
     /// The session-pool write lock was released by `before_wait` (a
     /// blocking accept or connect) and must be retaken.
     write_dropped_for_wait: bool,
+    /// This thread announced a sleep in VCL with the read lock held
+    /// ([`SpoolLock::sleep_begins`]) on this lock.
+    sleeping_on: Option<&'static SpoolLock>,
 }
 
 impl Held {
+    /// Ends an announced sleep, if any.
+    fn end_sleep(&mut self) {
+        if let Some(l) = self.sleeping_on.take() {
+            l.sleep_ends();
+        }
+    }
+
     /// Releases in reverse order of acquisition.
     fn release_all(&mut self) {
+        self.end_sleep();
         self.spool_read = None;
         self.spool_write = None;
         self.mq = None;
@@ -382,6 +430,30 @@ impl MtLocks {
         OpLocks { _not_send: PhantomData }
     }
 
+    /// Runs `f`, a VCL call that may wait for VPP without calling the wait
+    /// hooks (a blocking connect, an epoll wait, select or poll with a
+    /// timeout), as a sleep of this thread's session-pool read lock: a
+    /// writer waiting meanwhile lets new readers in (see [`SpoolLock`]).
+    pub fn sleeping_in_vcl<T>(&'static self, f: impl FnOnce() -> T) -> T {
+        let announced = HELD
+            .try_with(|h| {
+                let mut h = h.borrow_mut();
+                if h.spool_read.is_some() && h.sleeping_on.is_none() {
+                    self.spool.sleep_begins();
+                    h.sleeping_on = Some(&self.spool);
+                    true
+                } else {
+                    false
+                }
+            })
+            .unwrap_or(false);
+        let r = f();
+        if announced {
+            let _ = HELD.try_with(|h| h.borrow_mut().end_sleep());
+        }
+        r
+    }
+
     /// VCL is about to sleep on the message queue: let other threads use it.
     ///
     /// The mq lock is released. So is the session-pool *write* lock of a
@@ -389,9 +461,15 @@ impl MtLocks {
     /// a control event, and holding it would stall every other thread until
     /// a peer shows up). The session-pool *read* lock of a blocking read or
     /// write stays held: VCL keeps a pointer to the session across the wait.
-    pub fn before_wait(&self) {
+    /// The sleep is announced so that a waiting writer lets new readers in
+    /// meanwhile (see [`SpoolLock`]).
+    pub fn before_wait(&'static self) {
         let _ = HELD.try_with(|h| {
             let mut h = h.borrow_mut();
+            if h.spool_read.is_some() && h.sleeping_on.is_none() {
+                self.spool.sleep_begins();
+                h.sleeping_on = Some(&self.spool);
+            }
             if h.mq.take().is_some() {
                 h.mq_dropped_for_wait = true;
             }
@@ -406,6 +484,7 @@ impl MtLocks {
     pub fn after_wait(&'static self) {
         let _ = HELD.try_with(|h| {
             let mut h = h.borrow_mut();
+            h.end_sleep();
             let (mq, write) = (h.mq_dropped_for_wait, h.write_dropped_for_wait);
             h.mq_dropped_for_wait = false;
             h.write_dropped_for_wait = false;

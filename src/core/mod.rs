@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crate::error::VppcomError;
 use crate::seam::{sh_from_parts, sh_parts, EpollFns, Sh, Vcl, WaitHooks, INVALID};
 use locks::{MtLocks, OpKind, OpLocks};
-use pool::{LockedSession, SessionPool, VlsSession, Vlsh, INVALID_VLSH};
+use pool::{Half, LockedSession, SessionPool, VlsSession, Vlsh, INVALID_VLSH};
 
 const EBADFD: i32 = -libc::EBADFD;
 const EINVAL: i32 = -libc::EINVAL;
@@ -271,13 +271,17 @@ impl<V: Vcl> Vls<V> {
 
     /// The VCL handle to use for `locked` from the calling thread.
     fn current_sh(&self, locked: &LockedSession<'_>) -> Result<Sh, i32> {
-        let sh = locked.sh();
+        self.sh_for_this_thread(locked.session.vlsh, locked.sh())
+    }
+
+    /// `sh` if the calling thread may use it (see [`Self::current_sh`]).
+    fn sh_for_this_thread(&self, vlsh: Vlsh, sh: Sh) -> Result<Sh, i32> {
         if self.mt_workers.load(Ordering::Relaxed) {
             let (wrk, _) = sh_parts(sh);
             let me = self.vcl.worker_index();
             if wrk != me {
                 tracing::warn!(
-                    vlsh = locked.session.vlsh,
+                    vlsh,
                     owner = wrk,
                     current = me,
                     "session belongs to another VCL worker; migration is not implemented yet"
@@ -293,11 +297,22 @@ impl<V: Vcl> Vls<V> {
     fn with_session(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
         self.detect_thread();
         let Some(session) = self.pool.get(vlsh) else { return EBADFD };
-        let locked = session.lock();
-        if locked.state.closed {
+        // Reads and writes lock their half of the session and share the
+        // rest; everything else locks the whole session.
+        let (exclusive, io) = match op {
+            OpKind::Read => (None, Some(session.lock_io(Half::Rx))),
+            OpKind::Write => (None, Some(session.lock_io(Half::Tx))),
+            _ => (Some(session.lock()), None),
+        };
+        let (closed, sh) = match (&exclusive, &io) {
+            (Some(l), _) => (l.state.closed, l.sh()),
+            (_, Some(l)) => (l.closed(), l.sh()),
+            _ => unreachable!("one of the two is taken"),
+        };
+        if closed {
             return EBADFD;
         }
-        let sh = match self.current_sh(&locked) {
+        let sh = match self.sh_for_this_thread(vlsh, sh) {
             Ok(sh) => sh,
             Err(e) => return e,
         };
@@ -404,8 +419,13 @@ impl<V: Vcl> Vls<V> {
     /// # Safety
     /// `ep` as for `vppcom_session_connect`.
     pub unsafe fn connect(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
-        // SAFETY: forwarded contract.
-        self.with_session(vlsh, OpKind::Xpoll, |sh| unsafe { self.vcl.connect(sh, ep) })
+        self.with_session(vlsh, OpKind::Xpoll, |sh| {
+            // A blocking connect polls VCL's message queue until VPP answers.
+            self.sleeping_in_vcl(!self.vcl.is_nonblocking(sh), || {
+                // SAFETY: forwarded contract.
+                unsafe { self.vcl.connect(sh, ep) }
+            })
+        })
     }
 
     /// `vls_accept`: returns the new session's vlsh or a `VPPCOM_E*` code.
@@ -600,8 +620,10 @@ impl<V: Vcl> Vls<V> {
             }
             let vcl_wait = if n > 0 && wait >= 0.0 { 0.0 } else { wait };
             let rest_len = out.len() - n;
-            // SAFETY: `out[n..]` is valid for `rest_len` events.
-            let rv = unsafe { self.vcl.epoll_wait(ep_sh, out[n..].as_mut_ptr(), rest_len as i32, vcl_wait) };
+            let rv = self.sleeping_in_vcl(vcl_wait != 0.0, || {
+                // SAFETY: `out[n..]` is valid for `rest_len` events.
+                unsafe { self.vcl.epoll_wait(ep_sh, out[n..].as_mut_ptr(), rest_len as i32, vcl_wait) }
+            });
             if rv < 0 {
                 return rv;
             }
@@ -718,6 +740,17 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
+    /// Runs `f` (a VCL call that may wait for VPP without calling the wait
+    /// hooks) as a sleep of the session-pool read lock, when `may_wait` and
+    /// the locks are in use.
+    fn sleeping_in_vcl<T>(&'static self, may_wait: bool, f: impl FnOnce() -> T) -> T {
+        if may_wait && self.needs_locks.load(Ordering::Acquire) && !self.mt_workers.load(Ordering::Relaxed) {
+            self.locks.sleeping_in_vcl(f)
+        } else {
+            f()
+        }
+    }
+
     /// `vls_select`.
     ///
     /// # Safety
@@ -733,7 +766,7 @@ impl<V: Vcl> Vls<V> {
         self.detect_thread();
         let _g = self.op_locks(OpKind::Xpoll, None);
         // SAFETY: forwarded contract.
-        let rv = unsafe { self.vcl.select(n_bits, r, w, e, wait) };
+        let rv = self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.select(n_bits, r, w, e, wait) });
         if rv <= 0 {
             return rv;
         }
@@ -753,7 +786,7 @@ impl<V: Vcl> Vls<V> {
         self.detect_thread();
         let _g = self.op_locks(OpKind::Xpoll, None);
         // SAFETY: forwarded contract.
-        unsafe { self.vcl.poll(vp, n, wait) }
+        self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.poll(vp, n, wait) })
     }
 
     // ------------------------------------------------------------------

@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::demux::{EpollDemux, Membership};
 use crate::seam::{Sh, INVALID};
@@ -58,7 +58,17 @@ pub struct VlsSession {
     /// Current VCL handle, readable without the lock; written only with
     /// `state` locked.
     sh: AtomicU32,
-    state: Mutex<SessionState>,
+    /// Session lock. Exclusive for every operation but reads and writes,
+    /// which share it and exclude only their own kind through `rx`/`tx`:
+    /// one thread may block reading a session while another writes to it
+    /// (a full-duplex stream shared by a reader and a writer thread). VCL's
+    /// read path touches only the rx FIFO and session flags, its write path
+    /// only the tx FIFO and reads the flags.
+    state: RwLock<SessionState>,
+    /// Serialises reads of this session (taken before `state`).
+    rx: Mutex<()>,
+    /// Serialises writes to this session (taken before `state`).
+    tx: Mutex<()>,
 }
 
 /// The part of a session only its lock holder may read or change.
@@ -73,18 +83,50 @@ pub struct SessionState {
     pub per_worker: Vec<(u32, u32)>,
 }
 
-/// A locked session: the guard of its state plus its VCL handle.
+/// A session locked exclusively: the guard of its state plus its VCL handle.
 pub struct LockedSession<'a> {
     /// The session.
     pub session: &'a VlsSession,
     /// Its state, locked.
-    pub state: MutexGuard<'a, SessionState>,
+    pub state: RwLockWriteGuard<'a, SessionState>,
 }
 
 impl LockedSession<'_> {
     /// The VCL handle the session maps to now.
     pub fn sh(&self) -> Sh {
         self.session.sh.load(Ordering::Acquire)
+    }
+}
+
+/// Which half of a session an I/O operation uses.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Half {
+    /// Reads (rx FIFO).
+    Rx,
+    /// Writes (tx FIFO).
+    Tx,
+}
+
+/// A session locked for one read or one write: its state shared with the
+/// other half's operation, its own half exclusive.
+pub struct IoLocked<'a> {
+    /// The session.
+    pub session: &'a VlsSession,
+    // Field order is drop order: the state before the half (reverse of
+    // acquisition).
+    state: RwLockReadGuard<'a, SessionState>,
+    _half: MutexGuard<'a, ()>,
+}
+
+impl IoLocked<'_> {
+    /// The VCL handle the session maps to now.
+    pub fn sh(&self) -> Sh {
+        self.session.sh.load(Ordering::Acquire)
+    }
+
+    /// The session was closed.
+    pub fn closed(&self) -> bool {
+        self.state.closed
     }
 }
 
@@ -99,14 +141,16 @@ impl VlsSession {
             app_closed: AtomicBool::new(false),
             libc_epfd: AtomicI32::new(0),
             sh: AtomicU32::new(INVALID),
-            state: Mutex::new(SessionState { closed: true, owner_wrk: INVALID, per_worker: Vec::new() }),
+            state: RwLock::new(SessionState { closed: true, owner_wrk: INVALID, per_worker: Vec::new() }),
+            rx: Mutex::new(()),
+            tx: Mutex::new(()),
         }
     }
 
     /// (Re)initialises the object for a new session on VCL handle `sh`.
     fn init(&self, sh: Sh, is_epoll: bool) {
         let (wrk, idx) = crate::seam::sh_parts(sh);
-        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
         *st = SessionState { closed: false, owner_wrk: wrk, per_worker: vec![(wrk, idx)] };
         self.is_epoll.store(is_epoll, Ordering::Relaxed);
         self.membership.reset();
@@ -133,9 +177,21 @@ impl VlsSession {
         self.sh.load(Ordering::Acquire)
     }
 
-    /// Locks the session (blocking).
+    /// Locks the session exclusively (blocking).
     pub fn lock(&self) -> LockedSession<'_> {
-        LockedSession { session: self, state: self.state.lock().unwrap_or_else(PoisonError::into_inner) }
+        LockedSession { session: self, state: self.state.write().unwrap_or_else(PoisonError::into_inner) }
+    }
+
+    /// Locks the session for one read or one write (blocking): its half
+    /// first, then its state, shared.
+    pub fn lock_io(&self, half: Half) -> IoLocked<'_> {
+        let m = match half {
+            Half::Rx => &self.rx,
+            Half::Tx => &self.tx,
+        };
+        let half = m.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        IoLocked { session: self, state, _half: half }
     }
 }
 

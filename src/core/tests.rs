@@ -396,3 +396,61 @@ fn count_set_bits_ignores_bits_past_n_bits() {
         assert_eq!(super::count_set_bits(std::ptr::null(), 64), 0);
     }
 }
+
+/// One thread blocked reading a session does not stop another from writing
+/// to the same session (a full-duplex stream with a reader and a writer
+/// thread); two readers of one session still take turns.
+#[test]
+fn blocked_reader_does_not_block_a_writer_of_the_same_session() {
+    let v = app(false);
+    let (_l, c, s) = pair(v, false);
+    let (done_tx, done_rx) = mpsc::channel();
+    for _ in 0..2 {
+        let done_tx = done_tx.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 8];
+            let n = read(v, s, &mut buf);
+            done_tx.send((n, buf[0])).unwrap();
+        });
+    }
+    thread::sleep(Duration::from_millis(30));
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || tx.send(write(v, s, b"w")).unwrap());
+    assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Ok(1), "the writer must not wait for the reader");
+    let mut got = [0u8; 1];
+    assert_eq!(read(v, c, &mut got), 1);
+    assert_eq!(&got, b"w");
+    assert_eq!(write(v, c, b"x"), 1);
+    let first = done_rx.recv_timeout(Duration::from_secs(2)).expect("a reader got x");
+    assert_eq!(write(v, c, b"y"), 1);
+    let second = done_rx.recv_timeout(Duration::from_secs(2)).expect("the other reader got y");
+    assert_eq!([first, second], [(1, b'x'), (1, b'y')]);
+    assert_eq!(v.vcl().violations(), 0, "two reads of one session overlapped");
+}
+
+/// A reader sleeping in VCL holds the session-pool read lock; a writer of
+/// that lock (a close) must not block the new reader (a write) whose data
+/// the sleeper waits for — a three-way deadlock otherwise.
+#[test]
+fn pending_pool_writer_does_not_block_what_a_sleeping_reader_waits_for() {
+    let v = app(false);
+    let (_l, c, s) = pair(v, false);
+    let other = v.create(0, false);
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    thread::spawn(move || {
+        let mut buf = [0u8; 4];
+        tx.send(("read", read(v, s, &mut buf))).unwrap();
+    });
+    thread::sleep(Duration::from_millis(30));
+    thread::spawn(move || tx2.send(("close", v.close(other))).unwrap());
+    thread::sleep(Duration::from_millis(30));
+    let (wtx, wrx) = mpsc::channel();
+    thread::spawn(move || wtx.send(write(v, c, b"data")).unwrap());
+    assert_eq!(wrx.recv_timeout(Duration::from_secs(3)), Ok(4), "the write must get in");
+    let mut done =
+        [rx.recv_timeout(Duration::from_secs(3)).unwrap(), rx.recv_timeout(Duration::from_secs(3)).unwrap()];
+    done.sort();
+    assert_eq!(done, [("close", 0), ("read", 4)]);
+    assert_eq!(v.vcl().violations(), 0);
+}
