@@ -9,9 +9,42 @@
 //!
 //! ```text
 //!   C ABI (capi: vls_*)  ──> core: pool, handle table, locks, demux ──> seam::Vcl ──> vpp-sys
-//!   (safe API, to come)  ──┘                                           (vcl::RealVcl, or a test double)
-//!   harness: starts a private VPP for tests (processes and files only)
+//!   safe API (App, Tcp*, ──┘                                           (vcl::RealVcl, or a test double)
+//!     UdpSocket, Epoll)
+//!   harness: starts a private VPP for tests and examples (processes and files only)
 //! ```
+//!
+//! ## The safe API (feature `vpp`)
+//!
+//! ```no_run
+//! use std::io::{Read, Write};
+//! use vls::{App, TcpListener, TcpStream};
+//!
+//! App::init("my-app")?; // once per process; reads VCL_CONFIG
+//! let listener = TcpListener::bind("127.0.0.1:7000")?;
+//! std::thread::spawn(move || -> std::io::Result<()> {
+//!     let (mut s, _peer) = listener.accept()?;
+//!     let mut buf = [0; 5];
+//!     s.read_exact(&mut buf)?;
+//!     s.write_all(&buf)
+//! });
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! `App` attaches the process to VPP (VCL allows one application per
+//! process). `TcpListener`, `TcpStream`, `UdpSocket` and `Epoll`
+//! take and return `std::net::SocketAddr`, report errors as `io::Error`
+//! whose message names the VPPCOM code, close on drop, and are `Send +
+//! Sync`: share them with `Arc` or move them between threads.
+//!
+//! **Which mode?** Without `multi-thread-workers` in `vcl.conf` (the
+//! default), all threads of the process share one VCL worker and VLS
+//! serialises what must be (mode 3): any session can be used from any
+//! thread. With `multi-thread-workers` every thread gets a VCL worker of its
+//! own (mode 2), which scales better for thread-per-core designs where each
+//! thread keeps to its own sessions; a session used from another thread
+//! must then migrate, which is not implemented yet (such calls fail with
+//! `VPPCOM_EBADFD`). Use the default unless each thread owns its sessions.
 //!
 //! ## Design in one screen
 //!
@@ -25,7 +58,9 @@
 //!   pthread-key destructor unregisters a thread when it ends; a thread-local
 //!   record releases any lock it still holds.
 //! - **Locks (mode 3).** Session lock (held for the whole call) → mq mutex →
-//!   session-pool rwlock (writer-favouring, atomic pending-writer count). A
+//!   session-pool rwlock (writer-favouring; readers count themselves in
+//!   per-thread slots on separate cache lines, so threads on different
+//!   sessions share no written memory). A
 //!   call takes what its kind needs ([`core::locks::OpKind`]): reads and
 //!   writes that will not block take only the pool read lock; epoll, select,
 //!   poll, listen, connect, blocking I/O and *epoll_ctl* take the mq lock
@@ -46,23 +81,46 @@
 //!
 //! Not yet implemented: session migration between per-thread workers (mode
 //! 2 refuses a session owned by another worker with `EBADFD`), fork handling
-//! and shared sessions (mode 1), and the `std::net`-like safe API.
+//! and shared sessions (mode 1).
 //!
 //! Building with the `vpp` feature needs an installed VPP and its source tree
 //! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`); without it, the core, the
 //! harness and their tests build and run anywhere.
 
 #[cfg(feature = "vpp")]
+pub mod app;
+#[cfg(feature = "vpp")]
 pub mod capi;
+pub mod config;
 pub mod core;
+#[cfg(feature = "vpp")]
+pub mod epoll;
 pub mod error;
 pub mod harness;
 pub mod seam;
 pub mod sockaddr;
 #[cfg(feature = "vpp")]
+pub mod socket;
+#[cfg(feature = "vpp")]
+pub mod tcp;
+#[cfg(feature = "vpp")]
+pub mod udp;
+#[cfg(feature = "vpp")]
 pub mod vcl;
 
+#[cfg(feature = "vpp")]
+pub use app::App;
+pub use config::VclConfig;
+pub use core::Mode;
+#[cfg(feature = "vpp")]
+pub use epoll::{Epoll, Event, Events, Interest};
 pub use error::{cvt, VppcomError};
+#[cfg(feature = "vpp")]
+pub use socket::{AsRawHandle, FromRawHandle, IntoRawHandle, RawHandle};
+#[cfg(feature = "vpp")]
+pub use tcp::{Incoming, TcpListener, TcpStream};
+#[cfg(feature = "vpp")]
+pub use udp::UdpSocket;
 
 /// The raw libvppcom bindings (`vpp-sys`), for code that needs a type or
 /// call this crate does not wrap.

@@ -1,0 +1,73 @@
+//! The examples, each run the way the README says: one command, no
+//! `VCL_CONFIG`, so the example starts its own VPP.
+
+#![cfg(feature = "vpp")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use vls::harness::wait_output_with_timeout;
+
+/// Builds the examples once (debug profile, like the tests).
+fn examples_dir() -> PathBuf {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(d) = &*built {
+        return d.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--features", "vpp", "--examples"])
+        .current_dir(root)
+        .status()
+        .expect("run cargo build --examples");
+    assert!(status.success(), "cargo build --examples failed");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let dir = target.join("debug/examples");
+    *built = Some(dir.clone());
+    dir
+}
+
+/// Runs an example with `args` and no `VCL_CONFIG`; returns its stdout.
+fn run_example(name: &str, args: &[&str]) -> String {
+    let exe = examples_dir().join(name);
+    assert!(exe.is_file(), "{} missing", exe.display());
+    let child = Command::new(&exe)
+        .args(args)
+        .env_remove("VCL_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn example");
+    let out = wait_output_with_timeout(child, Duration::from_secs(120)).expect("wait for example");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "example {name} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn example_echo_pair_runs_against_a_self_started_vpp() {
+    let out = run_example("echo_client", &["127.0.0.1:7300", "8388608"]);
+    assert!(out.contains("8388608 bytes sent and received back intact"), "{out}");
+}
+
+#[test]
+fn example_mt_server_serves_100_connections() {
+    let out = run_example("mt_server", &["127.0.0.1:7301"]);
+    assert!(out.contains("mt_clients: 100 connections echoed"), "{out}");
+}
+
+#[test]
+fn example_udp_echo_through_the_stack() {
+    let out = run_example("udp_echo", &[]);
+    assert!(out.contains(" of 1000 datagrams of 1200 bytes echoed"), "{out}");
+}
