@@ -234,6 +234,8 @@ impl Double {
             if let Some(h) = self.hooks.get() {
                 h.post_wait(sh);
             }
+            // Like VCL, handle the message queue's events after a wait.
+            drop(self.enter(Kind::Xpoll));
         }
     }
 }

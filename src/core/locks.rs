@@ -94,13 +94,16 @@ pub enum OpKind {
 /// - New readers wait while `writers` is non-zero, so a stream of readers
 ///   cannot starve a writer. Writers are serialised by `exclusive` and
 ///   count in `writers` only once they hold it.
-/// - Exception to writer preference: while a reader sleeps inside VCL
+/// - Exception to writer preference: while a reader sleeps inside a VCL
+///   call that waits for VPP without calling the wait hooks (a blocking
+///   connect, an epoll/select/poll wait; see [`MtLocks::sleeping_in_vcl`])
 ///   holding the lock (`sleeping` > 0), a waiting writer withdraws from
-///   `writers`. The sleeper may be waiting for data that only a new reader
+///   `writers`. The sleeper may be waiting for something only a new reader
 ///   can cause (another thread's write, or a peer process that waits for
 ///   it), and the writer cannot get in before the sleeper leaves anyway.
-///   `sleeping` > 0 implies some slot is non-zero, so no writer holds the
-///   lock then.
+///   Such calls hold the mq lock too, so there is at most one sleeper and
+///   the writer gets its turn when it leaves. `sleeping` > 0 implies some
+///   slot is non-zero, so no writer holds the lock then.
 pub struct SpoolLock {
     readers: [Slot; SLOTS],
     writers: AtomicUsize,
@@ -461,15 +464,14 @@ impl MtLocks {
     /// a control event, and holding it would stall every other thread until
     /// a peer shows up). The session-pool *read* lock of a blocking read or
     /// write stays held: VCL keeps a pointer to the session across the wait.
-    /// The sleep is announced so that a waiting writer lets new readers in
-    /// meanwhile (see [`SpoolLock`]).
+    /// It is not announced as a sleep (see [`SpoolLock`]): VCL wakes up at
+    /// least every 200 ms and `after_wait` then releases the read lock
+    /// before retaking it, so a waiting writer gets its turn. Announcing
+    /// these sleeps would let readers that take turns sleeping starve a
+    /// writer.
     pub fn before_wait(&'static self) {
         let _ = HELD.try_with(|h| {
             let mut h = h.borrow_mut();
-            if h.spool_read.is_some() && h.sleeping_on.is_none() {
-                self.spool.sleep_begins();
-                h.sleeping_on = Some(&self.spool);
-            }
             if h.mq.take().is_some() {
                 h.mq_dropped_for_wait = true;
             }
@@ -481,13 +483,19 @@ impl MtLocks {
 
     /// VCL woke up: retake what `before_wait` released, in lock order (mq
     /// before session pool).
+    ///
+    /// A read or write that looked ready (so took no mq lock) can still end
+    /// up waiting (a write larger than the free space); after the wait VCL
+    /// handles the message queue's events, so it takes the mq lock now:
+    /// two threads consuming one message queue corrupt it.
     pub fn after_wait(&'static self) {
         let _ = HELD.try_with(|h| {
             let mut h = h.borrow_mut();
             h.end_sleep();
-            let (mq, write) = (h.mq_dropped_for_wait, h.write_dropped_for_wait);
+            let (mq_dropped, write) = (h.mq_dropped_for_wait, h.write_dropped_for_wait);
             h.mq_dropped_for_wait = false;
             h.write_dropped_for_wait = false;
+            let mq = mq_dropped || (h.spool_read.is_some() && h.mq.is_none());
             if mq {
                 let had_read = h.spool_read.take().is_some();
                 h.mq = Some(self.mq.lock().unwrap_or_else(PoisonError::into_inner));
@@ -528,6 +536,19 @@ mod tests {
 
     fn leak() -> &'static MtLocks {
         Box::leak(Box::default())
+    }
+
+    #[test]
+    fn ready_write_that_ends_up_waiting_holds_mq_after_the_wait() {
+        let l = leak();
+        let g = l.acquire(OpKind::Write, || true);
+        assert_eq!(held_by_current_thread(), (false, true, false));
+        l.before_wait();
+        l.after_wait();
+        assert_eq!(held_by_current_thread(), (true, true, false), "VCL flushes the mq after a wait");
+        drop(g);
+        assert_eq!(held_by_current_thread(), (false, false, false));
+        assert!(l.mq_is_free());
     }
 
     #[test]
