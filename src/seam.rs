@@ -129,4 +129,11 @@ pub trait Vcl: Send + Sync + 'static {
     fn write_ready(&self, sh: Sh) -> bool;
     /// Makes blocked VCL calls on `sh` return: the app closed the session.
     fn set_app_closing(&self, sh: Sh);
+
+    // ---- connect without blocking the worker ----
+    /// Sets or clears `O_NONBLOCK` on the session (local, no message to VPP).
+    fn set_nonblocking(&self, sh: Sh, on: bool);
+    /// A connect in progress: 1 connected, 0 still connecting, or the
+    /// `VPPCOM_E*` code a blocking connect would return.
+    fn connect_state(&self, sh: Sh) -> i32;
 }

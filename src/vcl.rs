@@ -348,4 +348,12 @@ impl seam::Vcl for RealVcl {
         // SAFETY: as above.
         unsafe { sys::vppsys_sh_set_app_closing(sh) }
     }
+    fn set_nonblocking(&self, sh: Sh, on: bool) {
+        // SAFETY: as above.
+        unsafe { sys::vppsys_sh_set_nonblocking(sh, on as u8) }
+    }
+    fn connect_state(&self, sh: Sh) -> i32 {
+        // SAFETY: as above.
+        unsafe { sys::vppsys_sh_connect_state(sh) }
+    }
 }

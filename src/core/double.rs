@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_char, c_ulong, c_void};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,8 @@ struct Session {
     /// consumer and its tx FIFO one producer, so two at once break it.
     reading: u32,
     writing: u32,
+    /// A connect in progress (see [`Double::connect_waits_for_accept`]).
+    connecting: bool,
 }
 
 #[derive(Default)]
@@ -77,6 +79,8 @@ pub struct Double {
     violations: AtomicUsize,
     /// How long each call pauses inside (widens race windows).
     pause: Duration,
+    /// Connects complete only once the server side accepts them.
+    connect_waits_for_accept: AtomicBool,
 }
 
 struct InCall<'a> {
@@ -121,7 +125,16 @@ impl Double {
             io_ops: AtomicU32::new(0),
             violations: AtomicUsize::new(0),
             pause: Duration::from_micros(20),
+            connect_waits_for_accept: AtomicBool::new(false),
         }
+    }
+
+    /// From now on a connect completes only when the server side accepts
+    /// it, as over VPP's cut-through; a blocking connect waits for that
+    /// polling the (modelled) message queue without calling the wait hooks,
+    /// like VCL; a non-blocking one returns `EINPROGRESS`.
+    pub fn connect_waits_for_accept(&self) {
+        self.connect_waits_for_accept.store(true, Ordering::SeqCst);
     }
 
     /// Broken VCL threading rules seen so far.
@@ -192,6 +205,15 @@ impl Double {
 
     fn readable(s: &Session) -> bool {
         !s.rx.is_empty() || s.peer_closed || !s.accept_q.is_empty()
+    }
+
+    /// The client side of accepted server session `server` is connected.
+    fn complete_connect(st: &mut State, server: Sh) {
+        if let Some(c) = st.sessions.get(&server).and_then(|s| s.peer) {
+            if let Some(c) = st.sessions.get_mut(&c) {
+                c.connecting = false;
+            }
+        }
     }
 
     /// Enters a read (`rx`) or write of session `sh`, counting a violation
@@ -331,6 +353,8 @@ impl Vcl for Double {
             let mut st = self.state.lock().unwrap();
             let Some(l) = st.sessions.get_mut(&sh) else { return EBADFD };
             if let Some(c) = l.accept_q.pop_front() {
+                Self::complete_connect(&mut st, c);
+                self.data.notify_all();
                 return c as i32;
             }
             l.nonblocking
@@ -343,7 +367,14 @@ impl Vcl for Double {
         }
         let _c = self.enter(Kind::Pool);
         let mut st = self.state.lock().unwrap();
-        st.sessions.get_mut(&sh).and_then(|l| l.accept_q.pop_front()).map(|c| c as i32).unwrap_or(EAGAIN)
+        match st.sessions.get_mut(&sh).and_then(|l| l.accept_q.pop_front()) {
+            Some(c) => {
+                Self::complete_connect(&mut st, c);
+                self.data.notify_all();
+                c as i32
+            }
+            None => EAGAIN,
+        }
     }
     /// `ep` points at the peer listener's session handle (`u32`): a new
     /// session is queued on that listener and joined to `sh`.
@@ -360,10 +391,28 @@ impl Vcl for Double {
         }
         let server = self.new_session(&mut st, false);
         st.sessions.get_mut(&server).unwrap().peer = Some(sh);
-        st.sessions.get_mut(&sh).unwrap().peer = Some(server);
+        let client = st.sessions.get_mut(&sh).unwrap();
+        client.peer = Some(server);
+        let waits = self.connect_waits_for_accept.load(Ordering::SeqCst);
+        client.connecting = waits;
+        let nonblocking = client.nonblocking;
         st.sessions.get_mut(&listener).unwrap().accept_q.push_back(server);
         self.data.notify_all();
-        0
+        if !waits {
+            return 0;
+        }
+        if nonblocking {
+            return -libc::EINPROGRESS;
+        }
+        // VCL's blocking connect: poll until the state changes, no hooks.
+        loop {
+            match st.sessions.get(&sh) {
+                None => return EBADFD,
+                Some(s) if !s.connecting => return 0,
+                _ => {}
+            }
+            st = self.data.wait_timeout(st, Duration::from_millis(1)).unwrap().0;
+        }
     }
     unsafe fn read(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
         let _half = self.enter_half(sh, true);
@@ -522,5 +571,16 @@ impl Vcl for Double {
             s.app_closing = true;
         }
         self.data.notify_all();
+    }
+    fn set_nonblocking(&self, sh: Sh, on: bool) {
+        if let Some(s) = self.state.lock().unwrap().sessions.get_mut(&sh) {
+            s.nonblocking = on;
+        }
+    }
+    fn connect_state(&self, sh: Sh) -> i32 {
+        match self.state.lock().unwrap().sessions.get(&sh) {
+            None => EBADFD,
+            Some(s) => (!s.connecting) as i32,
+        }
     }
 }

@@ -26,6 +26,7 @@ mod tests;
 
 use std::ffi::{c_char, c_ulong, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::error::VppcomError;
 use crate::seam::{sh_from_parts, sh_parts, EpollFns, Sh, Vcl, WaitHooks, INVALID};
@@ -62,6 +63,8 @@ pub struct Vls<V: Vcl> {
     /// The VCL worker of the thread that created the app.
     process_wrk: AtomicU32,
     app_created: AtomicBool,
+    /// VLS's own VCL epoll session (see `internal_epoll`), or `INVALID`.
+    internal_ep: AtomicU32,
     exit_key: Option<ExitKey>,
 }
 
@@ -115,6 +118,7 @@ impl<V: Vcl> Vls<V> {
             mt_workers: AtomicBool::new(false),
             process_wrk: AtomicU32::new(INVALID),
             app_created: AtomicBool::new(false),
+            internal_ep: AtomicU32::new(INVALID),
             exit_key: ExitKey::new(),
         }))
     }
@@ -418,14 +422,99 @@ impl<V: Vcl> Vls<V> {
     ///
     /// # Safety
     /// `ep` as for `vppcom_session_connect`.
+    ///
+    /// In mode 3 a blocking connect is not left to VCL: VCL waits for VPP's
+    /// answer polling the message queue without calling the wait hooks, so
+    /// it would hold the worker's locks for the whole handshake, and every
+    /// other thread (including one whose close or write the peer waits for
+    /// before it accepts) would stop. Instead VLS starts the connect
+    /// non-blocking and waits itself, taking the locks only to check.
     pub unsafe fn connect(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
-        self.with_session(vlsh, OpKind::Xpoll, |sh| {
-            // A blocking connect polls VCL's message queue until VPP answers.
-            self.sleeping_in_vcl(!self.vcl.is_nonblocking(sh), || {
+        let shared_worker =
+            self.needs_locks.load(Ordering::Acquire) && !self.mt_workers.load(Ordering::Relaxed);
+        let mut waits_here = false;
+        let rv = self.with_session(vlsh, OpKind::Xpoll, |sh| {
+            if !shared_worker || self.vcl.is_nonblocking(sh) {
                 // SAFETY: forwarded contract.
-                unsafe { self.vcl.connect(sh, ep) }
-            })
-        })
+                return unsafe { self.vcl.connect(sh, ep) };
+            }
+            waits_here = true;
+            self.vcl.set_nonblocking(sh, true);
+            // SAFETY: forwarded contract.
+            let rv = unsafe { self.vcl.connect(sh, ep) };
+            self.vcl.set_nonblocking(sh, false);
+            rv
+        });
+        if !waits_here || rv != -libc::EINPROGRESS {
+            return rv;
+        }
+        self.wait_connected(vlsh)
+    }
+
+    /// Waits for the connect started on `vlsh` to succeed (0) or fail (its
+    /// error), with the worker locks held only while checking. Bounded like
+    /// VCL's own wait (`session-timeout`, 10 minutes by default).
+    fn wait_connected(&'static self, vlsh: Vlsh) -> i32 {
+        const LIMIT: Duration = Duration::from_secs(600);
+        let flush_set = self.internal_epoll();
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            let state = self.with_session(vlsh, OpKind::Xpoll, |sh| {
+                let st = self.vcl.connect_state(sh);
+                if st != 0 {
+                    return st;
+                }
+                self.handle_mq_events(flush_set);
+                self.vcl.connect_state(sh)
+            });
+            match state {
+                1 => return 0,
+                0 if start.elapsed() < LIMIT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(1));
+                }
+                0 => return -libc::ETIMEDOUT,
+                e => return e,
+            }
+        }
+    }
+
+    /// A VCL epoll session of VLS's own (no VLS handle, never holds a
+    /// session), used to make VCL handle its message queue's events;
+    /// `INVALID` if VCL could not create one.
+    fn internal_epoll(&'static self) -> Sh {
+        let sh = self.internal_ep.load(Ordering::Acquire);
+        if sh != INVALID {
+            return sh;
+        }
+        let _g = self.op_locks(OpKind::SessionPool, None);
+        let sh = self.internal_ep.load(Ordering::Acquire);
+        if sh != INVALID {
+            return sh;
+        }
+        let rv = self.vcl.epoll_create();
+        if rv < 0 {
+            tracing::warn!(rv = %VppcomError::from_raw(rv), "cannot create VLS's internal epoll session");
+            return INVALID;
+        }
+        self.internal_ep.store(rv as Sh, Ordering::Release);
+        rv as Sh
+    }
+
+    /// Lets VCL handle what its message queue holds (connects, closes,
+    /// data); I/O events are parked on the application's epoll sets as in
+    /// `epoll_wait`. Called with the worker locks held.
+    fn handle_mq_events(&'static self, flush_set: Sh) {
+        if flush_set == INVALID {
+            return;
+        }
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+        // SAFETY: `evs` is valid for its length.
+        let n = unsafe { self.vcl.epoll_wait(flush_set, evs.as_mut_ptr(), evs.len() as i32, 0.0) };
+        for e in &evs[..n.max(0) as usize] {
+            self.park(e.events, e.u64);
+        }
     }
 
     /// `vls_accept`: returns the new session's vlsh or a `VPPCOM_E*` code.

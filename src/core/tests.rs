@@ -454,3 +454,31 @@ fn pending_pool_writer_does_not_block_what_a_sleeping_reader_waits_for() {
     assert_eq!(done, [("close", 0), ("read", 4)]);
     assert_eq!(v.vcl().violations(), 0);
 }
+
+/// Mode 3: a thread blocked in `connect` (the peer has not accepted yet)
+/// does not hold the worker: another thread's close completes meanwhile,
+/// and the connect returns once the peer accepts.
+#[test]
+fn blocking_connect_does_not_stop_other_threads() {
+    let v = app(false);
+    v.vcl().connect_waits_for_accept();
+    let l = v.create(0, false);
+    assert_eq!(v.listen(l, 10), 0);
+    let other = v.create(0, false);
+    let (tx, rx) = mpsc::channel();
+    let conn_tx = tx.clone();
+    thread::spawn(move || {
+        let c = v.create(0, false);
+        let mut target = v.vlsh_to_sh(l);
+        // SAFETY: the double reads a u32 listener handle from `ep`.
+        conn_tx.send(("connect", unsafe { v.connect(c, (&mut target as *mut u32).cast()) })).unwrap();
+    });
+    thread::sleep(Duration::from_millis(50));
+    thread::spawn(move || tx.send(("close", v.close(other))).unwrap());
+    assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Ok(("close", 0)), "close waited for the connect");
+    // SAFETY: null endpoint is accepted by the double.
+    let s = unsafe { v.accept(l, std::ptr::null_mut(), 0) };
+    assert!(s >= 0);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Ok(("connect", 0)));
+    assert_eq!(v.vcl().violations(), 0);
+}

@@ -79,6 +79,12 @@ extern "C" {
     pub fn vppsys_sh_write_nonblk(sh: u32) -> libc::c_int;
     /// Marks the session so blocked VCL calls on it return.
     pub fn vppsys_sh_set_app_closing(sh: u32);
+    /// Sets or clears the session's non-blocking attribute (no message to VPP).
+    pub fn vppsys_sh_set_nonblocking(sh: u32, on: u8);
+    /// A connect in progress: 1 connected, 0 still connecting, or the
+    /// `VPPCOM_E*` code a blocking connect returns (refused, address in use,
+    /// no such session).
+    pub fn vppsys_sh_connect_state(sh: u32) -> libc::c_int;
     /// `multi-thread-workers` from vcl.conf.
     pub fn vppsys_cfg_mt_wrk_supported() -> u8;
     /// `use-mq-eventfd` from vcl.conf.

@@ -128,3 +128,37 @@ vppsys_sh_set_app_closing (uint32_t sh)
   if (s)
     s->flags |= VCL_SESSION_F_APP_CLOSING;
 }
+
+void
+vppsys_sh_set_nonblocking (uint32_t sh, uint8_t on)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s)
+    return;
+  if (on)
+    vcl_session_set_attr (s, VCL_SESS_ATTR_NONBLOCK);
+  else
+    vcl_session_clear_attr (s, VCL_SESS_ATTR_NONBLOCK);
+}
+
+/* Outcome of a connect in progress: 1 connected (open, or already closing),
+ * 0 still connecting, or the error a blocking connect would return. */
+int
+vppsys_sh_connect_state (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s)
+    return VPPCOM_EBADFD;
+  switch (s->session_state)
+    {
+    case VCL_STATE_READY:
+    case VCL_STATE_VPP_CLOSING:
+    case VCL_STATE_DISCONNECT:
+      return 1;
+    case VCL_STATE_DETACHED:
+      return s->vpp_error == SESSION_E_ALREADY_LISTENING ? VPPCOM_EADDRINUSE :
+							    VPPCOM_ECONNREFUSED;
+    default:
+      return 0;
+    }
+}
