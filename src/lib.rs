@@ -57,18 +57,22 @@
 //!   3); from the second thread on, the worker-level locks are used. A
 //!   pthread-key destructor unregisters a thread when it ends; a thread-local
 //!   record releases any lock it still holds.
-//! - **Locks (mode 3).** Session lock (held for the whole call) → mq mutex →
-//!   session-pool rwlock (writer-favouring; readers count themselves in
-//!   per-thread slots on separate cache lines, so threads on different
-//!   sessions share no written memory). A
-//!   call takes what its kind needs ([`core::locks::OpKind`]): reads and
-//!   writes that will not block take only the pool read lock; epoll, select,
-//!   poll, listen, connect, blocking I/O and *epoll_ctl* take the mq lock
-//!   too; create, accept, close and shutdown take the pool write lock. When
-//!   VCL is about to sleep it calls back (wait hooks): the mq lock (and the
-//!   write lock of a blocking accept) is released for the sleep and retaken
-//!   after. Close flags the session first, so a reader blocked in VCL on it
-//!   gives up at its next wake-up.
+//! - **Locks (mode 3).** Session lock (held for the whole call; a read
+//!   takes only its receive half and a write only its send half, so one
+//!   thread can block reading a session while another writes to it) → mq
+//!   mutex → session-pool rwlock (writer-favouring; readers count
+//!   themselves in per-thread slots on separate cache lines, so threads on
+//!   different sessions share no written memory). A call takes what its
+//!   kind needs ([`core::locks::OpKind`]): reads and writes that will not
+//!   block take only the pool read lock; epoll, select, poll, listen,
+//!   connect, blocking I/O and *epoll_ctl* take the mq lock too; create,
+//!   accept, close and shutdown take the pool write lock. When VCL is about
+//!   to sleep it calls back (wait hooks): the mq lock (and the write lock of
+//!   a blocking accept) is released for the sleep and retaken after. VCL
+//!   waits without hooks in a blocking connect, so VLS connects
+//!   non-blocking and waits itself, taking the locks only to check. Close
+//!   flags the session first, so a reader blocked in VCL on it gives up at
+//!   its next wake-up.
 //! - **Epoll sets (mode 3).** VCL's epoll state is per worker, so a wait on
 //!   one set can return events of another. VLS registers each session in
 //!   VCL with its vlsh as event data, routes every event to the set the

@@ -309,7 +309,7 @@ impl<V: Vcl> Vls<V> {
             _ => (Some(session.lock()), None),
         };
         let (closed, sh) = match (&exclusive, &io) {
-            (Some(l), _) => (l.state.closed, l.sh()),
+            (Some(l), _) => (l.closed(), l.sh()),
             (_, Some(l)) => (l.closed(), l.sh()),
             _ => unreachable!("one of the two is taken"),
         };
@@ -382,7 +382,7 @@ impl<V: Vcl> Vls<V> {
         // waiting for them to release the session lock.
         session.app_closed.store(true, Ordering::Release);
         let mut locked = session.lock();
-        if locked.state.closed {
+        if locked.closed() {
             return EBADFD;
         }
         let sh = locked.sh();
@@ -390,7 +390,7 @@ impl<V: Vcl> Vls<V> {
             let _g = self.op_locks(OpKind::SessionPool, Some(sh));
             self.vcl.close(sh)
         };
-        locked.state.closed = true;
+        locked.mark_closed();
         drop(locked);
         self.pool.free(session);
         if rv < 0 {
@@ -628,7 +628,7 @@ impl<V: Vcl> Vls<V> {
         let l1 = first.lock();
         let l2 = second.lock();
         let (ep_l, s_l) = if ep_vlsh < vlsh { (&l1, &l2) } else { (&l2, &l1) };
-        if ep_l.state.closed || s_l.state.closed {
+        if ep_l.closed() || s_l.closed() {
             return EBADFD;
         }
         let ep_sh = match self.current_sh(ep_l) {
@@ -914,7 +914,7 @@ impl<V: Vcl> Vls<V> {
     pub fn set_libc_epfd(&'static self, ep_vlsh: Vlsh, fd: i32) -> i32 {
         self.detect_thread();
         match self.pool.get(ep_vlsh) {
-            Some(s) if !s.lock().state.closed => {
+            Some(s) if !s.lock().closed() => {
                 s.libc_epfd.store(fd, Ordering::Release);
                 0
             }

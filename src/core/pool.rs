@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::demux::{EpollDemux, Membership};
 use crate::seam::{Sh, INVALID};
@@ -58,24 +58,25 @@ pub struct VlsSession {
     /// Current VCL handle, readable without the lock; written only with
     /// `state` locked.
     sh: AtomicU32,
-    /// Session lock. Exclusive for every operation but reads and writes,
-    /// which share it and exclude only their own kind through `rx`/`tx`:
-    /// one thread may block reading a session while another writes to it
-    /// (a full-duplex stream shared by a reader and a writer thread). VCL's
-    /// read path touches only the rx FIFO and session flags, its write path
-    /// only the tx FIFO and reads the flags.
-    state: RwLock<SessionState>,
-    /// Serialises reads of this session (taken before `state`).
+    /// The session was closed; every operation now fails with `EBADFD`.
+    /// Written only with the whole session locked; read with either half.
+    closed: AtomicBool,
+    /// Session lock, in three parts taken in this order: `rx`, `tx`,
+    /// `state`. A read takes only `rx`, a write only `tx`; every other
+    /// operation takes all three. So one thread may block reading a session
+    /// while another writes to it (a full-duplex stream shared by a reader
+    /// and a writer thread): VCL's read path touches only the rx FIFO and
+    /// the session flags, its write path only the tx FIFO and reads the
+    /// flags. Two reads (or two writes) of one session never overlap.
     rx: Mutex<()>,
-    /// Serialises writes to this session (taken before `state`).
+    /// Serialises writes to this session (see `rx`).
     tx: Mutex<()>,
+    state: Mutex<SessionState>,
 }
 
 /// The part of a session only its lock holder may read or change.
 #[derive(Debug)]
 pub struct SessionState {
-    /// The session was closed; every operation now fails with `EBADFD`.
-    pub closed: bool,
     /// VCL worker that owned the session when it was allocated.
     pub owner_wrk: u32,
     /// VCL session of this VLS session on each worker that has one
@@ -83,18 +84,32 @@ pub struct SessionState {
     pub per_worker: Vec<(u32, u32)>,
 }
 
-/// A session locked exclusively: the guard of its state plus its VCL handle.
+/// A session locked exclusively (all three parts): the guard of its state
+/// plus its VCL handle.
 pub struct LockedSession<'a> {
     /// The session.
     pub session: &'a VlsSession,
+    // Field order is drop order: reverse of acquisition.
     /// Its state, locked.
-    pub state: RwLockWriteGuard<'a, SessionState>,
+    pub state: MutexGuard<'a, SessionState>,
+    _tx: MutexGuard<'a, ()>,
+    _rx: MutexGuard<'a, ()>,
 }
 
 impl LockedSession<'_> {
     /// The VCL handle the session maps to now.
     pub fn sh(&self) -> Sh {
         self.session.sh.load(Ordering::Acquire)
+    }
+
+    /// The session was closed.
+    pub fn closed(&self) -> bool {
+        self.session.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the session closed (every later operation gets `EBADFD`).
+    pub fn mark_closed(&mut self) {
+        self.session.closed.store(true, Ordering::Release);
     }
 }
 
@@ -107,14 +122,10 @@ pub enum Half {
     Tx,
 }
 
-/// A session locked for one read or one write: its state shared with the
-/// other half's operation, its own half exclusive.
+/// A session locked for one read or one write: only its half.
 pub struct IoLocked<'a> {
     /// The session.
     pub session: &'a VlsSession,
-    // Field order is drop order: the state before the half (reverse of
-    // acquisition).
-    state: RwLockReadGuard<'a, SessionState>,
     _half: MutexGuard<'a, ()>,
 }
 
@@ -126,7 +137,7 @@ impl IoLocked<'_> {
 
     /// The session was closed.
     pub fn closed(&self) -> bool {
-        self.state.closed
+        self.session.closed.load(Ordering::Acquire)
     }
 }
 
@@ -141,24 +152,26 @@ impl VlsSession {
             app_closed: AtomicBool::new(false),
             libc_epfd: AtomicI32::new(0),
             sh: AtomicU32::new(INVALID),
-            state: RwLock::new(SessionState { closed: true, owner_wrk: INVALID, per_worker: Vec::new() }),
+            closed: AtomicBool::new(true),
             rx: Mutex::new(()),
             tx: Mutex::new(()),
+            state: Mutex::new(SessionState { owner_wrk: INVALID, per_worker: Vec::new() }),
         }
     }
 
     /// (Re)initialises the object for a new session on VCL handle `sh`.
     fn init(&self, sh: Sh, is_epoll: bool) {
         let (wrk, idx) = crate::seam::sh_parts(sh);
-        let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        *st = SessionState { closed: false, owner_wrk: wrk, per_worker: vec![(wrk, idx)] };
+        let mut locked = self.lock();
+        *locked.state = SessionState { owner_wrk: wrk, per_worker: vec![(wrk, idx)] };
         self.is_epoll.store(is_epoll, Ordering::Relaxed);
         self.membership.reset();
         self.demux.reset();
         self.app_closed.store(false, Ordering::Relaxed);
         self.libc_epfd.store(0, Ordering::Relaxed);
         self.sh.store(sh, Ordering::Release);
-        drop(st);
+        self.closed.store(false, Ordering::Release);
+        drop(locked);
         self.live.store(true, Ordering::Release);
     }
 
@@ -179,19 +192,19 @@ impl VlsSession {
 
     /// Locks the session exclusively (blocking).
     pub fn lock(&self) -> LockedSession<'_> {
-        LockedSession { session: self, state: self.state.write().unwrap_or_else(PoisonError::into_inner) }
+        let rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        LockedSession { session: self, state, _tx: tx, _rx: rx }
     }
 
-    /// Locks the session for one read or one write (blocking): its half
-    /// first, then its state, shared.
+    /// Locks the session for one read or one write (blocking).
     pub fn lock_io(&self, half: Half) -> IoLocked<'_> {
         let m = match half {
             Half::Rx => &self.rx,
             Half::Tx => &self.tx,
         };
-        let half = m.lock().unwrap_or_else(PoisonError::into_inner);
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        IoLocked { session: self, state, _half: half }
+        IoLocked { session: self, _half: m.lock().unwrap_or_else(PoisonError::into_inner) }
     }
 }
 
@@ -355,7 +368,7 @@ mod tests {
         let sa = p.get(a).unwrap();
         assert_eq!(sa.sh(), 0x0100_0001);
         assert_eq!(sa.lock().state.owner_wrk, 1);
-        sa.lock().state.closed = true;
+        sa.lock().mark_closed();
         p.free(sa);
         assert!(p.get(a).is_none());
         assert_eq!(p.vlsh_of(0x0100_0001), None);
@@ -379,7 +392,7 @@ mod tests {
         let s = p.get(b).unwrap();
         assert!(std::ptr::eq(s, obj), "the same object serves the new session");
         assert_eq!(s.sh(), 6);
-        assert!(!s.lock().state.closed, "re-initialised");
+        assert!(!s.lock().closed(), "re-initialised");
         assert_eq!(p.vlsh_of(6), Some(b));
     }
 
