@@ -1,4 +1,4 @@
-//! [`Session`]: one owned VLS session, the common part of every socket type.
+//! `Session`: one owned VLS session, the common part of every socket type.
 //!
 //! A `Session` owns a VLS handle and closes it on drop. All calls go through
 //! the VLS core, so a session may be used from any thread of the process
@@ -319,6 +319,8 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        let span = tracing::debug_span!("close", vlsh = self.vlsh);
+        let _e = span.enter();
         let rv = vls().close(self.vlsh);
         if rv < 0 {
             tracing::debug!(vlsh = self.vlsh, rv = %VppcomError::from_raw(rv), "close on drop");
