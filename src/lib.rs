@@ -17,6 +17,8 @@
 //! ## The safe API (feature `vpp`)
 //!
 //! ```no_run
+//! # #[cfg(feature = "vpp")]
+//! # fn main() -> std::io::Result<()> {
 //! use std::io::{Read, Write};
 //! use vls::{App, TcpListener, TcpStream};
 //!
@@ -28,7 +30,14 @@
 //!     s.read_exact(&mut buf)?;
 //!     s.write_all(&buf)
 //! });
-//! # Ok::<(), std::io::Error>(())
+//! // A peer in another application or host (VPP does not connect an
+//! // application to its own listener):
+//! let mut c = TcpStream::connect("10.0.0.2:7000")?;
+//! c.write_all(b"hello")?;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "vpp"))]
+//! # fn main() {}
 //! ```
 //!
 //! `App` attaches the process to VPP (VCL allows one application per
