@@ -70,11 +70,38 @@ fn server(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
+/// A socket connected to `server` that has had one datagram echoed: the
+/// server may not be bound yet when the client starts (a datagram to an
+/// unbound port fails the socket), so retry with a new socket for 10 s.
+fn first_echo(server: SocketAddr) -> io::Result<UdpSocket> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = (|| {
+            let sock = UdpSocket::connect_to(server)?;
+            sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+            sock.send(b"hello")?;
+            let mut buf = [0u8; 16];
+            let n = sock.recv(&mut buf)?;
+            if &buf[..n] != b"hello" {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "first echo differs"));
+            }
+            sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+            Ok(sock)
+        })();
+        match attempt {
+            Ok(sock) => return Ok(sock),
+            Err(e) if Instant::now() < deadline && e.kind() != io::ErrorKind::InvalidData => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Sends DATAGRAMS datagrams one at a time, each waiting for its echo (1 s,
 /// then it counts as lost).
 fn client(server: SocketAddr) -> io::Result<()> {
-    let sock = UdpSocket::connect_to(server)?;
-    sock.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let sock = first_echo(server)?;
     println!("udp_echo: client {} -> {server}", sock.local_addr()?);
     let started = Instant::now();
     let (mut echoed, mut lost) = (0u32, 0u32);
