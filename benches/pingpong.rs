@@ -13,6 +13,12 @@
 //! the time is the layer's and VCL's, not waiting for the peer.
 //!
 //! Run: `VPP_PREFIX=… VPP_SRC_DIR=… cargo bench --features vpp --bench pingpong`
+//!
+//! Wall time on a small shared machine is noisy (VPP's own thread competes
+//! for the cores). With `BENCH_INSTRUCTIONS=1` the single-thread clients
+//! also run once under `valgrind --tool=callgrind`, counting only the
+//! measured loop, and the instructions per call are printed: the same for
+//! the same binaries whatever else the machine does.
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::net::SocketAddr;
@@ -27,6 +33,8 @@ use vls::sockaddr::Endpoint;
 const MSG: usize = 64;
 const ITERS: u64 = 200_000;
 const ROUNDS: usize = 7;
+/// Untimed iterations before each measured loop.
+const WARMUP: u64 = 10_000;
 const PORT: u16 = 7300;
 
 /// The calls a client makes, for one layer. Handles are `i64` so VCL
@@ -168,14 +176,16 @@ fn connect(api: &Api, addr: SocketAddr) -> i32 {
 /// Best of `ROUNDS` runs of [`pingpong_once`]: the machine is shared with
 /// VPP and the echo server, so the minimum is the stable figure.
 fn pingpong(api: Api, h: i32) -> f64 {
-    (0..ROUNDS).map(|_| pingpong_once(api, h)).fold(f64::INFINITY, f64::min)
+    let rounds = if std::env::var_os("BENCH_ONE_ROUND").is_some() { 1 } else { ROUNDS };
+    (0..rounds).map(|_| pingpong_once(api, h)).fold(f64::INFINITY, f64::min)
 }
 
 /// One thread's loop: write 64 bytes, read what is there. Returns ns/call.
+#[inline(never)]
 fn pingpong_once(api: Api, h: i32) -> f64 {
     let mut out = [7u8; MSG];
     let mut inb = [0u8; MSG];
-    for _ in 0..10_000 {
+    for _ in 0..WARMUP {
         // SAFETY: valid buffers.
         unsafe {
             (api.write)(h, out.as_mut_ptr().cast(), MSG);
@@ -324,6 +334,59 @@ fn main() {
         };
         println!("{label:<34} {:>9} {:>9} {:>9} {ratio:>10}", fmt(raw), fmt(c), fmt(rust));
     }
+    if std::env::var_os("BENCH_INSTRUCTIONS").is_some() {
+        println!("\ninstructions per call (callgrind, measured loop only, 1 thread)");
+        let mut counts = Vec::new();
+        for layer in ["raw", "c", "rust"] {
+            let n = instructions_per_call(&exe, &conf, layer);
+            println!("{layer:<6} {}", n.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()));
+            counts.push(n);
+        }
+        if let [Some(raw), Some(c), Some(rust)] = counts[..] {
+            println!("Rust/raw {:.2}  C/raw {:.2}  Rust/C {:.2}", rust / raw, c / raw, rust / c);
+        }
+    }
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// Instructions per call of the single-thread client of `layer`, counted
+/// by callgrind in `pingpong_once` only (warm-up loop included).
+fn instructions_per_call(exe: &std::path::Path, conf: &std::path::Path, layer: &str) -> Option<f64> {
+    let out_file = std::env::temp_dir().join(format!("vls-bench-callgrind-{layer}-{}", std::process::id()));
+    let child = Command::new("valgrind")
+        .args(["--tool=callgrind", "--toggle-collect=*pingpong_once*"])
+        .arg(format!("--callgrind-out-file={}", out_file.display()))
+        .arg(exe)
+        .env("VCL_CONFIG", conf)
+        .env("BENCH_ROLE", "client")
+        .env("BENCH_LAYER", layer)
+        .env("BENCH_THREADS", "1")
+        .env("BENCH_SHARED", "0")
+        .env("BENCH_ONE_ROUND", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let out = wait_output_with_timeout(child, Duration::from_secs(600)).ok()?;
+    let text = std::fs::read_to_string(&out_file).ok();
+    if std::env::var_os("BENCH_KEEP_CALLGRIND").is_some() {
+        eprintln!("callgrind output kept: {}", out_file.display());
+    } else {
+        let _ = std::fs::remove_file(&out_file);
+    }
+    if !out.status.success() {
+        eprintln!("callgrind {layer} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    // "summary: <Ir>" (or "totals:") holds the collected instruction count.
+    let total: f64 = text?
+        .lines()
+        .find_map(|l| l.strip_prefix("summary: ").or_else(|| l.strip_prefix("totals: ")))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(total / (2.0 * (WARMUP + ITERS) as f64))
 }

@@ -279,8 +279,18 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// `sh` if the calling thread may use it (see [`Self::current_sh`]).
+    #[inline]
     fn sh_for_this_thread(&self, vlsh: Vlsh, sh: Sh) -> Result<Sh, i32> {
         if self.mt_workers.load(Ordering::Relaxed) {
+            return self.sh_on_own_worker(vlsh, sh);
+        }
+        Ok(sh)
+    }
+
+    /// Per-thread workers: `sh` if it belongs to the calling thread's worker.
+    #[inline(never)]
+    fn sh_on_own_worker(&self, vlsh: Vlsh, sh: Sh) -> Result<Sh, i32> {
+        {
             let (wrk, _) = sh_parts(sh);
             let me = self.vcl.worker_index();
             if wrk != me {
@@ -301,35 +311,42 @@ impl<V: Vcl> Vls<V> {
     fn with_session(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
         self.detect_thread();
         let Some(session) = self.pool.get(vlsh) else { return EBADFD };
-        // Reads and writes lock their half of the session and share the
-        // rest; everything else locks the whole session.
-        let (exclusive, io) = match op {
-            OpKind::Read => (None, Some(session.lock_io(Half::Rx))),
-            OpKind::Write => (None, Some(session.lock_io(Half::Tx))),
-            _ => (Some(session.lock()), None),
+        // Reads and writes lock their half of the session; everything else
+        // locks the whole session.
+        let rv = match op {
+            OpKind::Read | OpKind::Write => {
+                let locked = session.lock_io(if op == OpKind::Read { Half::Rx } else { Half::Tx });
+                if locked.closed() {
+                    return EBADFD;
+                }
+                self.run_locked(vlsh, op, locked.sh(), f)
+            }
+            _ => {
+                let locked = session.lock();
+                if locked.closed() {
+                    return EBADFD;
+                }
+                self.run_locked(vlsh, op, locked.sh(), f)
+            }
         };
-        let (closed, sh) = match (&exclusive, &io) {
-            (Some(l), _) => (l.closed(), l.sh()),
-            (_, Some(l)) => (l.closed(), l.sh()),
-            _ => unreachable!("one of the two is taken"),
-        };
-        if closed {
-            return EBADFD;
+        // EAGAIN is an answer, not an error (and the hot path of
+        // non-blocking I/O): not logged.
+        if rv < 0 && rv != -libc::EAGAIN {
+            tracing::debug!(vlsh, ?op, rv = %VppcomError::from_raw(rv), "error returned");
         }
+        rv
+    }
+
+    /// Runs `f` on `sh` (the session is locked by the caller) with the
+    /// worker-level locks for `op`.
+    #[inline(always)]
+    fn run_locked(&'static self, vlsh: Vlsh, op: OpKind, sh: Sh, f: impl FnOnce(Sh) -> i32) -> i32 {
         let sh = match self.sh_for_this_thread(vlsh, sh) {
             Ok(sh) => sh,
             Err(e) => return e,
         };
         let _g = self.op_locks(op, Some(sh));
-        let rv = f(sh);
-        if rv < 0 {
-            if rv == -libc::EAGAIN {
-                tracing::trace!(vlsh, ?op, "EAGAIN");
-            } else {
-                tracing::debug!(vlsh, ?op, rv = %VppcomError::from_raw(rv), "error returned");
-            }
-        }
-        rv
+        f(sh)
     }
 
     // ------------------------------------------------------------------
