@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::capi::vls;
 use crate::core::pool::INVALID_VLSH;
+use crate::seam::Vcl as _;
 use crate::socket::{check, epoll_wait_arg, AsRawHandle, Session};
 
 /// Which readiness an [`Epoll`] registration asks for.
@@ -127,10 +128,29 @@ impl Events {
 /// ```
 #[derive(Debug)]
 pub struct Epoll {
+    // Field order is drop order: the VLS set (which removes its wake fd
+    // from the libc epoll fd) before the libc epoll fd.
     session: Session,
+    /// With `use-mq-eventfd`: a libc epoll fd paired with the set, as LDP
+    /// pairs one with each of its sets; waits sleep on it, outside VLS.
+    libc_epfd: LibcEpfd,
 }
 
-/// Longest single wait in VCL while other threads use the same VCL worker:
+/// An owned libc epoll fd (`-1` for none).
+#[derive(Debug)]
+struct LibcEpfd(i32);
+
+impl Drop for LibcEpfd {
+    fn drop(&mut self) {
+        if self.0 >= 0 {
+            // SAFETY: closes an fd this object owns.
+            unsafe { libc::close(self.0) };
+        }
+    }
+}
+
+/// Without `use-mq-eventfd`, longest single wait in VCL while other threads
+/// use the same VCL worker: VCL holds the worker while it sleeps, and
 /// another thread may take this set's notification from the shared message
 /// queue, so the wait is cut into slices that return what was handed over.
 const SHARED_WORKER_SLICE: Duration = Duration::from_millis(10);
@@ -145,7 +165,18 @@ impl Epoll {
         if vlsh == INVALID_VLSH {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "VCL could not create an epoll set"));
         }
-        Ok(Epoll { session: Session::from_vlsh(vlsh) })
+        let session = Session::from_vlsh(vlsh);
+        let mut libc_epfd = LibcEpfd(-1);
+        if vls().vcl().use_eventfd() {
+            // SAFETY: plain syscall.
+            let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc_epfd = LibcEpfd(fd);
+            check(vls().set_libc_epfd(vlsh, fd))?;
+        }
+        Ok(Epoll { session, libc_epfd })
     }
 
     fn ctl(&self, op: i32, source: &impl AsRawHandle, token: u64, interest: u32) -> io::Result<()> {
@@ -173,6 +204,9 @@ impl Epoll {
     /// Waits until at least one event is ready or `timeout` passes (`None`:
     /// no limit), and fills `events` (empty on timeout). Returns the count.
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        if self.libc_epfd.0 >= 0 {
+            return self.wait_outside_vls(events, timeout);
+        }
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let slice = if vls().n_threads() > 1 { SHARED_WORKER_SLICE } else { SLICE };
@@ -191,7 +225,63 @@ impl Epoll {
     }
 }
 
-crate::socket::raw_handle_impls!(Epoll);
+impl Epoll {
+    /// `use-mq-eventfd`: asks VLS without waiting, then sleeps in libc
+    /// epoll on the set's wake fd (VCL's message-queue eventfd, and the fd
+    /// VLS signals when another thread hands this set an event), holding no
+    /// VLS or VCL lock while asleep.
+    fn wait_outside_vls(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            // SAFETY: the buffer is valid for its length.
+            let n = check(unsafe {
+                vls().epoll_wait(self.session.vlsh(), events.buf.as_mut_ptr(), events.buf.len() as i32, 0.0)
+            })?;
+            events.len = n as usize;
+            if n > 0 {
+                return Ok(n as usize);
+            }
+            let ms = match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+                Some(r) if r.is_zero() => return Ok(0),
+                // Rounded up, so a short timeout is not a busy loop.
+                Some(r) => r.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+                None => -1,
+            };
+            let mut ready = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            // SAFETY: `ready` is valid for 4 events; the fd is ours.
+            let rv = unsafe { libc::epoll_wait(self.libc_epfd.0, ready.as_mut_ptr(), 4, ms) };
+            if rv < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl crate::socket::AsRawHandle for Epoll {
+    fn as_raw_handle(&self) -> crate::socket::RawHandle {
+        self.session.vlsh()
+    }
+}
+
+impl crate::socket::IntoRawHandle for Epoll {
+    fn into_raw_handle(self) -> crate::socket::RawHandle {
+        // The libc epoll fd paired with the set stays open with it.
+        let Epoll { session, libc_epfd } = self;
+        std::mem::forget(libc_epfd);
+        session.into_vlsh()
+    }
+}
+
+impl crate::socket::FromRawHandle for Epoll {
+    /// The set's paired libc epoll fd, if any, is not taken over: waits on
+    /// the result slice their time in VCL.
+    unsafe fn from_raw_handle(handle: crate::socket::RawHandle) -> Self {
+        Epoll { session: Session::from_vlsh(handle), libc_epfd: LibcEpfd(-1) }
+    }
+}
 
 /// Waits until a non-blocking connect on a fresh `session` completes, with
 /// a private epoll set; `TimedOut` after `timeout`, `ConnectionRefused` if

@@ -334,15 +334,13 @@ impl Drop for Session {
 /// VPP's notifications (data, closes, connects) to VCL's sessions. Events
 /// of sessions that are in an application's epoll set are kept for it.
 pub(crate) fn wait_for_activity(d: Duration) {
-    static IDLE_SET: OnceLock<Vlsh> = OnceLock::new();
-    let set = *IDLE_SET.get_or_init(|| vls().epoll_create());
-    if set == INVALID_VLSH {
+    static IDLE_SET: OnceLock<Option<crate::Epoll>> = OnceLock::new();
+    let Some(set) = IDLE_SET.get_or_init(|| crate::Epoll::new().ok()) else {
         std::thread::sleep(d);
         return;
-    }
-    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
-    // SAFETY: `evs` is valid for its length.
-    unsafe { vls().epoll_wait(set, evs.as_mut_ptr(), evs.len() as i32, epoll_wait_arg(d)) };
+    };
+    let mut events = crate::Events::with_capacity(4);
+    let _ = set.wait(&mut events, Some(d));
 }
 
 /// The `wait_for_time` argument of `vls_epoll_wait` for `d`: VCL takes

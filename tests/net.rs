@@ -472,3 +472,73 @@ fn net_types_are_send_and_sync() {
     check::<Epoll>();
     check::<&'static App>();
 }
+
+/// Mode 3: two threads each wait on an `Epoll` of their own while the other
+/// thread's sessions are busy on the same VCL worker: every event reaches
+/// its own set's waiter (a lost hand-over would leave a waiter asleep until
+/// its 10 s timeout, and 40 round trips would exceed the test's limit).
+#[test]
+fn net_two_threads_each_with_an_epoll_set() {
+    let ports = [7210u16, 7211];
+    run_pair(
+        "net_two_threads_each_with_an_epoll_set",
+        cut_through,
+        || {
+            app("net-2ep-server");
+            let hs: Vec<_> = ports
+                .iter()
+                .map(|&p| {
+                    thread::spawn(move || {
+                        let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], p))).unwrap();
+                        let (s, _) = l.accept().unwrap();
+                        s.set_nonblocking(true).unwrap();
+                        let ep = Epoll::new().unwrap();
+                        ep.add(&s, 1, Interest::READABLE).unwrap();
+                        let mut events = Events::with_capacity(8);
+                        let mut served = 0;
+                        while served < 20 {
+                            let n = ep.wait(&mut events, Some(Duration::from_secs(10))).unwrap();
+                            assert!(n > 0, "port {p}: no event within 10 s after {served} round trips");
+                            assert!(events.iter().all(|e| e.token() == 1), "an event of another set");
+                            let mut buf = [0u8; 64];
+                            loop {
+                                match (&s).read(&mut buf) {
+                                    Ok(0) => return,
+                                    Ok(k) => {
+                                        (&s).write_all(&buf[..k]).unwrap();
+                                        served += 1;
+                                    }
+                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                                    Err(e) => panic!("read: {e}"),
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+        },
+        || {
+            app("net-2ep-client");
+            let hs: Vec<_> = ports
+                .iter()
+                .map(|&p| {
+                    thread::spawn(move || {
+                        let mut s = connect(SocketAddr::from(([127, 0, 0, 1], p)));
+                        for i in 0..20u8 {
+                            s.write_all(&[i]).unwrap();
+                            let mut b = [0u8; 1];
+                            s.read_exact(&mut b).unwrap();
+                            assert_eq!(b[0], i);
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+        },
+    );
+}
