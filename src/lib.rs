@@ -68,7 +68,8 @@
 //!   record releases any lock it still holds.
 //! - **Locks (mode 3).** Session lock (held for the whole call; a read
 //!   takes only its receive half and a write only its send half, so one
-//!   thread can block reading a session while another writes to it) → mq
+//!   thread can block reading a session while another writes to it; a
+//!   non-blocking read or write takes both, as it never waits) → mq
 //!   mutex → session-pool rwlock (writer-favouring; readers count
 //!   themselves in per-thread slots on separate cache lines, so threads on
 //!   different sessions share no written memory). A call takes what its

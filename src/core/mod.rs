@@ -314,6 +314,16 @@ impl<V: Vcl> Vls<V> {
         // Reads and writes lock their half of the session; everything else
         // locks the whole session.
         let rv = match op {
+            OpKind::Read | OpKind::Write
+                if self.needs_locks.load(Ordering::Relaxed)
+                    && session.nonblocking_hint.load(Ordering::Relaxed) =>
+            {
+                let locked = session.lock_io_both();
+                if locked.closed() {
+                    return EBADFD;
+                }
+                self.run_locked(vlsh, op, locked.sh(), f)
+            }
             OpKind::Read | OpKind::Write => {
                 let locked = session.lock_io(if op == OpKind::Read { Half::Rx } else { Half::Tx });
                 if locked.closed() {
@@ -363,7 +373,7 @@ impl<V: Vcl> Vls<V> {
         if sh < 0 {
             return INVALID_VLSH;
         }
-        self.adopt(sh as Sh, false)
+        self.adopt(sh as Sh, false, nonblocking)
     }
 
     /// `vls_epoll_create`.
@@ -376,17 +386,19 @@ impl<V: Vcl> Vls<V> {
         if sh < 0 {
             return INVALID_VLSH;
         }
-        self.adopt(sh as Sh, true)
+        self.adopt(sh as Sh, true, false)
     }
 
     /// Gives a new VCL session a VLS handle; closes it again if the pool is
     /// full (so nothing leaks).
-    fn adopt(&'static self, sh: Sh, is_epoll: bool) -> Vlsh {
+    fn adopt(&'static self, sh: Sh, is_epoll: bool, nonblocking: bool) -> Vlsh {
         let vlsh = if is_epoll { self.pool.alloc_epoll(sh) } else { self.pool.alloc(sh) };
         if vlsh == INVALID_VLSH {
             tracing::error!(sh, "VLS session pool is full");
             let _g = self.op_locks(OpKind::SessionPool, None);
             self.vcl.close(sh);
+        } else if let Some(s) = self.pool.get(vlsh) {
+            s.nonblocking_hint.store(nonblocking, Ordering::Relaxed);
         }
         vlsh
     }
@@ -539,12 +551,19 @@ impl<V: Vcl> Vls<V> {
     /// # Safety
     /// `ep` as for `vppcom_session_accept`.
     pub unsafe fn accept(&'static self, vlsh: Vlsh, ep: *mut c_void, flags: i32) -> Vlsh {
-        // SAFETY: forwarded contract.
-        let rv = self.with_session(vlsh, OpKind::SessionPool, |sh| unsafe { self.vcl.accept(sh, ep, flags) });
+        let mut nonblocking = false;
+        let rv = self.with_session(vlsh, OpKind::SessionPool, |sh| {
+            // SAFETY: forwarded contract.
+            let rv = unsafe { self.vcl.accept(sh, ep, flags) };
+            if rv >= 0 {
+                nonblocking = self.vcl.is_nonblocking(rv as Sh);
+            }
+            rv
+        });
         if rv < 0 {
             return rv;
         }
-        self.adopt(rv as Sh, false)
+        self.adopt(rv as Sh, false, nonblocking)
     }
 
     /// `vls_read`.
@@ -614,7 +633,11 @@ impl<V: Vcl> Vls<V> {
         // An attribute never blocks: the session-pool read lock is enough.
         self.with_session(vlsh, OpKind::Attr, |sh| {
             // SAFETY: forwarded contract.
-            unsafe { self.vcl.attr(sh, op, buf, len) }
+            let rv = unsafe { self.vcl.attr(sh, op, buf, len) };
+            if let Some(s) = self.pool.get(vlsh) {
+                s.nonblocking_hint.store(self.vcl.is_nonblocking(sh), Ordering::Relaxed);
+            }
+            rv
         })
     }
 

@@ -71,6 +71,12 @@ pub struct VlsSession {
     rx: Mutex<()>,
     /// Serialises writes to this session (see `rx`).
     tx: Mutex<()>,
+    /// The session is non-blocking, as far as VLS knows (set at creation
+    /// and accept, refreshed after every attribute call). Non-blocking
+    /// reads and writes never wait inside VCL, so when threads share the
+    /// worker they take both halves: one call at a time per session, which
+    /// spares the session's memory the traffic of concurrent calls.
+    pub nonblocking_hint: AtomicBool,
     state: Mutex<SessionState>,
 }
 
@@ -122,11 +128,33 @@ pub enum Half {
     Tx,
 }
 
-/// A session locked for one read or one write: only its half.
+/// A session locked for one read or one write: its half.
 pub struct IoLocked<'a> {
     /// The session.
     pub session: &'a VlsSession,
     _half: MutexGuard<'a, ()>,
+}
+
+/// A session locked for one non-blocking read or write while threads share
+/// the worker: both halves (see `nonblocking_hint`).
+pub struct BothHalvesLocked<'a> {
+    /// The session.
+    pub session: &'a VlsSession,
+    // Field order is drop order: reverse of acquisition.
+    _tx: MutexGuard<'a, ()>,
+    _rx: MutexGuard<'a, ()>,
+}
+
+impl BothHalvesLocked<'_> {
+    /// The VCL handle the session maps to now.
+    pub fn sh(&self) -> Sh {
+        self.session.sh.load(Ordering::Acquire)
+    }
+
+    /// The session was closed.
+    pub fn closed(&self) -> bool {
+        self.session.closed.load(Ordering::Acquire)
+    }
 }
 
 impl IoLocked<'_> {
@@ -155,6 +183,7 @@ impl VlsSession {
             closed: AtomicBool::new(true),
             rx: Mutex::new(()),
             tx: Mutex::new(()),
+            nonblocking_hint: AtomicBool::new(false),
             state: Mutex::new(SessionState { owner_wrk: INVALID, per_worker: Vec::new() }),
         }
     }
@@ -171,6 +200,7 @@ impl VlsSession {
         self.libc_epfd.store(0, Ordering::Relaxed);
         self.sh.store(sh, Ordering::Release);
         self.closed.store(false, Ordering::Release);
+        self.nonblocking_hint.store(false, Ordering::Relaxed);
         drop(locked);
         self.live.store(true, Ordering::Release);
     }
@@ -205,6 +235,14 @@ impl VlsSession {
             Half::Tx => &self.tx,
         };
         IoLocked { session: self, _half: m.lock().unwrap_or_else(PoisonError::into_inner) }
+    }
+
+    /// Locks both halves, in order (a non-blocking read or write while
+    /// threads share the worker, see `nonblocking_hint`).
+    pub fn lock_io_both(&self) -> BothHalvesLocked<'_> {
+        let rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        BothHalvesLocked { session: self, _tx: tx, _rx: rx }
     }
 }
 
