@@ -96,6 +96,12 @@ fn guard<T>(name: usize, on_panic: T, f: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Runs at exit before VCL's exit handler (see `Vls::process_exiting`).
+extern "C" fn before_vcl_exit() {
+    // Nothing may unwind out of an atexit handler.
+    let _ = catch_unwind(|| vls().process_exiting());
+}
+
 extern "C" fn at_exit() {
     // Nothing may unwind out of an atexit handler.
     let _ = catch_unwind(print_stats_at_exit);
@@ -143,7 +149,13 @@ pub unsafe extern "C" fn vls_app_create(app_name: *mut c_char) -> c_int {
     guard(21, EINVAL, || {
         init_process_hooks();
         // SAFETY: forwarded contract; null is rejected by the core.
-        unsafe { vls().app_create(app_name) }
+        let rv = unsafe { vls().app_create(app_name) };
+        if rv == 0 {
+            // After VCL's own (registered by the create), so it runs first.
+            // SAFETY: registers a plain `extern "C" fn()`.
+            unsafe { libc::atexit(before_vcl_exit) };
+        }
+        rv
     })
 }
 

@@ -19,7 +19,7 @@ use vls::capi::*;
 use vls::ffi;
 use vls::sockaddr::Endpoint;
 
-use common::{cut_through, pattern, run_pair, through_stack, STACK_SERVER};
+use common::{cut_through, pattern, run_isolated, run_pair, through_stack, STACK_SERVER};
 
 const EBADFD: i32 = -libc::EBADFD;
 const EAGAIN: i32 = -libc::EAGAIN;
@@ -730,6 +730,35 @@ fn mode3_events_of_one_epoll_set_never_reach_another() {
                 }
                 thread::sleep(Duration::from_micros(200));
             }
+        },
+    );
+}
+
+/// The application attached from a thread other than the one that calls
+/// `exit`, and a VLS thread is still alive at exit: VCL's exit handler runs
+/// on a thread without a VCL worker, which VLS must point at the process
+/// worker first (VCL would otherwise look up worker `~0` and crash).
+#[test]
+fn exit_from_a_thread_that_never_used_vls() {
+    run_isolated(
+        "exit_from_a_thread_that_never_used_vls",
+        vls::harness::VclConf::default(),
+        |_| {},
+        || {
+            thread::spawn(|| {
+                app("exit-elsewhere");
+                let (tx, rx) = mpsc::channel();
+                thread::spawn(move || {
+                    let h = vls_create(TCP, 0);
+                    assert!(h >= 0, "create {h}");
+                    tx.send(()).unwrap();
+                    // Still alive when the process exits.
+                    thread::sleep(Duration::from_secs(3600));
+                });
+                rx.recv().unwrap();
+            })
+            .join()
+            .unwrap();
         },
     );
 }

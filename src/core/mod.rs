@@ -66,6 +66,22 @@ pub struct Vls<V: Vcl> {
     /// VLS's own VCL epoll session (see `internal_epoll`), or `INVALID`.
     internal_ep: AtomicU32,
     exit_key: Option<ExitKey>,
+    /// Who tears the process's VCL worker down: the last VLS thread when it
+    /// ends, or VCL's own exit handler when the process exits first. The
+    /// mutex makes the two exclusive (VCL's exit handler would otherwise
+    /// look up a worker another thread is freeing).
+    worker_teardown: std::sync::Mutex<Teardown>,
+}
+
+/// See `Vls::worker_teardown`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Teardown {
+    /// The process worker is in use.
+    Pending,
+    /// The last VLS thread ended and unregistered the process worker.
+    DoneByLastThread,
+    /// The process is exiting; VCL's exit handler cleans up.
+    LeftToExit,
 }
 
 /// Thread-exit hooks, on a pthread key like the C layer: the destructor
@@ -120,6 +136,7 @@ impl<V: Vcl> Vls<V> {
             app_created: AtomicBool::new(false),
             internal_ep: AtomicU32::new(INVALID),
             exit_key: ExitKey::new(),
+            worker_teardown: std::sync::Mutex::new(Teardown::Pending),
         }))
     }
 
@@ -233,6 +250,27 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
+    /// The process is exiting (called from an `atexit` handler that runs
+    /// before VCL's). VCL's exit handler cleans up the *calling* thread's
+    /// worker and assumes it has one; the thread calling `exit` may never
+    /// have used VLS (the application attached from another thread), so it
+    /// is pointed at the process worker, unless the last VLS thread already
+    /// unregistered that. Also stops a thread ending from now on from
+    /// unregistering it concurrently. No tracing (thread-local state may be
+    /// gone).
+    pub fn process_exiting(&'static self) {
+        if !self.is_app_created() {
+            return;
+        }
+        let mut t = self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *t == Teardown::Pending {
+            if self.vcl.worker_index() == INVALID {
+                self.vcl.set_worker_index(self.process_wrk.load(Ordering::Acquire));
+            }
+            *t = Teardown::LeftToExit;
+        }
+    }
+
     /// Runs at thread exit: the thread's locks are released by their own
     /// thread-local destructor; here the thread is unregistered.
     fn thread_exited(&'static self) {
@@ -245,7 +283,11 @@ impl<V: Vcl> Vls<V> {
                 self.vcl.worker_unregister();
             }
         } else if left == 0 {
-            self.vcl.worker_unregister();
+            let mut t = self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *t == Teardown::Pending {
+                self.vcl.worker_unregister();
+                *t = Teardown::DoneByLastThread;
+            }
         }
         // No tracing here: thread-local state (a subscriber's buffers) is
         // already gone when pthread key destructors run.
