@@ -23,12 +23,7 @@ const CHUNK: usize = 64 * 1024;
 
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr: SocketAddr = args
-        .first()
-        .map(String::as_str)
-        .unwrap_or("127.0.0.1:7000")
-        .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad address: {e}")))?;
+    let addr = common::addr_arg(args.first(), "127.0.0.1:7000")?;
     let bytes: u64 = match args.get(1) {
         Some(b) => {
             b.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad BYTES: {e}")))?

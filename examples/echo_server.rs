@@ -8,16 +8,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use vls::harness::VclConf;
 use vls::{App, TcpListener};
 
 fn main() -> std::io::Result<()> {
-    let addr: SocketAddr =
-        std::env::args().nth(1).as_deref().unwrap_or("127.0.0.1:7000").parse().map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad address: {e}"))
-        })?;
+    let addr = common::addr_arg(std::env::args().nth(1).as_ref(), "127.0.0.1:7000")?;
     if std::env::var_os("VCL_CONFIG").is_some() {
         App::init("echo-server")?;
         let listener = TcpListener::bind(addr)?;

@@ -31,12 +31,7 @@ const REQUEST: usize = 16 * 1024;
 
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr: SocketAddr = args
-        .first()
-        .map(String::as_str)
-        .unwrap_or("127.0.0.1:7100")
-        .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad address: {e}")))?;
+    let addr = common::addr_arg(args.first(), "127.0.0.1:7100")?;
     match common::role().as_deref() {
         Some("mt-clients") => {
             App::init("mt-clients")?;

@@ -24,13 +24,7 @@ fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let role = common::role().or_else(|| args.first().cloned());
     let addr_arg = if common::role().is_some() { args.first() } else { args.get(1) };
-    let addr = |default: &str| -> io::Result<SocketAddr> {
-        addr_arg
-            .map(String::as_str)
-            .unwrap_or(default)
-            .parse()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad address: {e}")))
-    };
+    let addr = |default: &str| common::addr_arg(addr_arg, default);
     match (role.as_deref(), std::env::var_os("VCL_CONFIG").is_some()) {
         (Some("server"), true) => {
             App::init("udp-echo-server")?;

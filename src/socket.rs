@@ -171,16 +171,16 @@ impl Session {
 
     pub(crate) fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-        let mut from = None;
+        let mut from = SocketAddr::from(([0, 0, 0, 0], 0));
         let n = self.io(Dir::Read, || {
             // SAFETY: `buf` is valid for `len` bytes; the endpoint for the call.
             let (rv, addr) = with_endpt(None, |ep| unsafe {
                 vls().recvfrom(self.vlsh, buf.as_mut_ptr().cast(), len, 0, ep)
             });
-            from = Some(addr);
+            from = addr;
             rv
         })?;
-        Ok((n as usize, from.expect("set by the read")))
+        Ok((n as usize, from))
     }
 
     pub(crate) fn send_to(&self, buf: &[u8], to: Option<&SocketAddr>) -> io::Result<usize> {
@@ -358,12 +358,7 @@ pub(crate) fn epoll_wait_arg(d: Duration) -> f64 {
 /// the call.
 pub(crate) fn with_endpt<R>(addr: Option<&SocketAddr>, f: impl FnOnce(*mut c_void) -> R) -> (R, SocketAddr) {
     let mut e = addr.map(Endpoint::from_socket_addr).unwrap_or_default();
-    let mut raw = sys::vppcom_endpt_t {
-        is_ip4: e.is_ip4,
-        ip: e.ip.as_mut_ptr(),
-        port: e.port_be,
-        ..Default::default()
-    };
+    let mut raw = crate::vcl::endpt(&mut e);
     let r = f((&mut raw as *mut sys::vppcom_endpt_t).cast());
     e.is_ip4 = raw.is_ip4;
     e.port_be = raw.port;

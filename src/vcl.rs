@@ -29,7 +29,7 @@ pub enum Proto {
 type Result<T> = std::result::Result<T, VppcomError>;
 
 /// `vppcom_endpt_t` whose address pointer refers into `ep`.
-fn endpt(ep: &mut Endpoint) -> sys::vppcom_endpt_t {
+pub(crate) fn endpt(ep: &mut Endpoint) -> sys::vppcom_endpt_t {
     sys::vppcom_endpt_t { is_ip4: ep.is_ip4, ip: ep.ip.as_mut_ptr(), port: ep.port_be, ..Default::default() }
 }
 

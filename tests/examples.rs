@@ -3,7 +3,9 @@
 
 #![cfg(feature = "vpp")]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,16 +19,7 @@ fn examples_dir() -> PathBuf {
     if let Some(d) = &*built {
         return d.clone();
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--features", "vpp", "--examples"])
-        .current_dir(root)
-        .status()
-        .expect("run cargo build --examples");
-    assert!(status.success(), "cargo build --examples failed");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let dir = target.join("debug/examples");
+    let dir = common::cargo_build(&["--features", "vpp", "--examples"]).join("debug/examples");
     *built = Some(dir.clone());
     dir
 }

@@ -7,6 +7,8 @@
 
 #![cfg(feature = "vpp")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -18,15 +20,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Builds the release cdylib and returns its path.
 fn libvls() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--features", "vpp", "--lib"])
-        .current_dir(root)
-        .status()
-        .expect("run cargo build for libvls.so");
-    assert!(status.success(), "building libvls.so failed");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = common::cargo_build(&["--release", "--features", "vpp", "--lib"]);
     let so = target.join("release/libvls.so");
     assert!(so.is_file(), "{} missing", so.display());
     so

@@ -128,3 +128,11 @@ pub fn finish(main: io::Result<Child>, others: Vec<Child>) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The address in `arg`, or `default` when there is none.
+pub fn addr_arg(arg: Option<&String>, default: &str) -> io::Result<SocketAddr> {
+    arg.map(String::as_str)
+        .unwrap_or(default)
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad address: {e}")))
+}

@@ -297,9 +297,16 @@ impl<V: Vcl> Vls<V> {
     // locking helpers
     // ------------------------------------------------------------------
 
+    /// Several threads share the process's VCL worker (mode 3): the
+    /// worker-level locks are in use.
+    #[inline]
+    fn shares_worker(&self) -> bool {
+        self.needs_locks.load(Ordering::Acquire) && !self.mt_workers.load(Ordering::Relaxed)
+    }
+
     /// Worker-level locks for `op` on `sh` (none unless mode 3).
     fn op_locks(&'static self, op: OpKind, sh: Option<Sh>) -> Option<OpLocks> {
-        if !self.needs_locks.load(Ordering::Acquire) || self.mt_workers.load(Ordering::Relaxed) {
+        if !self.shares_worker() {
             return None;
         }
         let vcl = &self.vcl;
@@ -332,18 +339,16 @@ impl<V: Vcl> Vls<V> {
     /// Per-thread workers: `sh` if it belongs to the calling thread's worker.
     #[inline(never)]
     fn sh_on_own_worker(&self, vlsh: Vlsh, sh: Sh) -> Result<Sh, i32> {
-        {
-            let (wrk, _) = sh_parts(sh);
-            let me = self.vcl.worker_index();
-            if wrk != me {
-                tracing::warn!(
-                    vlsh,
-                    owner = wrk,
-                    current = me,
-                    "session belongs to another VCL worker; migration is not implemented yet"
-                );
-                return Err(EBADFD);
-            }
+        let (wrk, _) = sh_parts(sh);
+        let me = self.vcl.worker_index();
+        if wrk != me {
+            tracing::warn!(
+                vlsh,
+                owner = wrk,
+                current = me,
+                "session belongs to another VCL worker; migration is not implemented yet"
+            );
+            return Err(EBADFD);
         }
         Ok(sh)
     }
@@ -360,25 +365,16 @@ impl<V: Vcl> Vls<V> {
                 if self.needs_locks.load(Ordering::Relaxed)
                     && session.nonblocking_hint.load(Ordering::Relaxed) =>
             {
-                let locked = session.lock_io_both();
-                if locked.closed() {
-                    return EBADFD;
-                }
-                self.run_locked(vlsh, op, locked.sh(), f)
+                let _locked = session.lock_io_both();
+                self.run_locked(session, op, f)
             }
             OpKind::Read | OpKind::Write => {
-                let locked = session.lock_io(if op == OpKind::Read { Half::Rx } else { Half::Tx });
-                if locked.closed() {
-                    return EBADFD;
-                }
-                self.run_locked(vlsh, op, locked.sh(), f)
+                let _locked = session.lock_io(if op == OpKind::Read { Half::Rx } else { Half::Tx });
+                self.run_locked(session, op, f)
             }
             _ => {
-                let locked = session.lock();
-                if locked.closed() {
-                    return EBADFD;
-                }
-                self.run_locked(vlsh, op, locked.sh(), f)
+                let _locked = session.lock();
+                self.run_locked(session, op, f)
             }
         };
         // EAGAIN is an answer, not an error (and the hot path of
@@ -389,11 +385,14 @@ impl<V: Vcl> Vls<V> {
         rv
     }
 
-    /// Runs `f` on `sh` (the session is locked by the caller) with the
-    /// worker-level locks for `op`.
+    /// Runs `f` on the session's VCL handle (the session is locked by the
+    /// caller) with the worker-level locks for `op`; `EBADFD` if closed.
     #[inline(always)]
-    fn run_locked(&'static self, vlsh: Vlsh, op: OpKind, sh: Sh, f: impl FnOnce(Sh) -> i32) -> i32 {
-        let sh = match self.sh_for_this_thread(vlsh, sh) {
+    fn run_locked(&'static self, session: &VlsSession, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
+        if session.is_closed() {
+            return EBADFD;
+        }
+        let sh = match self.sh_for_this_thread(session.vlsh, session.sh()) {
             Ok(sh) => sh,
             Err(e) => return e,
         };
@@ -501,8 +500,7 @@ impl<V: Vcl> Vls<V> {
     /// before it accepts) would stop. Instead VLS starts the connect
     /// non-blocking and waits itself, taking the locks only to check.
     pub unsafe fn connect(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
-        let shared_worker =
-            self.needs_locks.load(Ordering::Acquire) && !self.mt_workers.load(Ordering::Relaxed);
+        let shared_worker = self.shares_worker();
         let mut waits_here = false;
         let rv = self.with_session(vlsh, OpKind::Xpoll, |sh| {
             if !shared_worker || self.vcl.is_nonblocking(sh) {
@@ -915,7 +913,7 @@ impl<V: Vcl> Vls<V> {
     /// hooks) as a sleep of the session-pool read lock, when `may_wait` and
     /// the locks are in use.
     fn sleeping_in_vcl<T>(&'static self, may_wait: bool, f: impl FnOnce() -> T) -> T {
-        if may_wait && self.needs_locks.load(Ordering::Acquire) && !self.mt_workers.load(Ordering::Relaxed) {
+        if may_wait && self.shares_worker() {
             self.locks.sleeping_in_vcl(f)
         } else {
             f()
@@ -1060,7 +1058,7 @@ fn disable_cancellation() {
 
 impl<V: Vcl> WaitHooks for Vls<V> {
     fn pre_wait(&'static self, sh: Sh) {
-        if !self.needs_locks.load(Ordering::Acquire) || self.mt_workers.load(Ordering::Relaxed) {
+        if !self.shares_worker() {
             return;
         }
         // A session another thread is closing: make VCL return.
@@ -1074,7 +1072,7 @@ impl<V: Vcl> WaitHooks for Vls<V> {
     }
 
     fn post_wait(&'static self, _sh: Sh) {
-        if !self.needs_locks.load(Ordering::Acquire) || self.mt_workers.load(Ordering::Relaxed) {
+        if !self.shares_worker() {
             return;
         }
         self.locks.after_wait();

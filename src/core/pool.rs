@@ -110,7 +110,7 @@ impl LockedSession<'_> {
 
     /// The session was closed.
     pub fn closed(&self) -> bool {
-        self.session.closed.load(Ordering::Acquire)
+        self.session.is_closed()
     }
 
     /// Marks the session closed (every later operation gets `EBADFD`).
@@ -143,30 +143,6 @@ pub struct BothHalvesLocked<'a> {
     // Field order is drop order: reverse of acquisition.
     _tx: MutexGuard<'a, ()>,
     _rx: MutexGuard<'a, ()>,
-}
-
-impl BothHalvesLocked<'_> {
-    /// The VCL handle the session maps to now.
-    pub fn sh(&self) -> Sh {
-        self.session.sh.load(Ordering::Acquire)
-    }
-
-    /// The session was closed.
-    pub fn closed(&self) -> bool {
-        self.session.closed.load(Ordering::Acquire)
-    }
-}
-
-impl IoLocked<'_> {
-    /// The VCL handle the session maps to now.
-    pub fn sh(&self) -> Sh {
-        self.session.sh.load(Ordering::Acquire)
-    }
-
-    /// The session was closed.
-    pub fn closed(&self) -> bool {
-        self.session.closed.load(Ordering::Acquire)
-    }
 }
 
 impl VlsSession {
@@ -218,6 +194,12 @@ impl VlsSession {
     /// The VCL handle the session maps to now, without locking.
     pub fn sh(&self) -> Sh {
         self.sh.load(Ordering::Acquire)
+    }
+
+    /// The session was closed (meaningful with either half or the whole
+    /// session locked).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Locks the session exclusively (blocking).
