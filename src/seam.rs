@@ -39,6 +39,26 @@ pub trait WaitHooks: Send + Sync {
     fn post_wait(&'static self, sh: Sh);
 }
 
+/// Receives the inter-worker RPCs VCL delivers to a worker (per-thread
+/// workers). VCL calls it on the destination worker's own thread, while
+/// that thread handles its message queue.
+pub trait RpcHandler: Send + Sync {
+    /// `msg` is the payload given to [`Vcl::send_rpc`] (VCL may pad it).
+    fn handle_rpc(&'static self, msg: &[u8]);
+}
+
+/// Why a session could not be moved out of its worker.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MoveError {
+    /// The worker does not exist (any more).
+    NoWorker,
+    /// The session does not exist (any more).
+    NoSession,
+    /// The session is tied to its worker (open, listening, in an epoll set,
+    /// or an epoll set with members).
+    NotMovable,
+}
+
 /// The libc epoll functions LDP hands to VLS (`vls_epoll_fns_t`).
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
@@ -54,6 +74,11 @@ pub struct EpollFns {
 /// What VLS needs from VCL. See the module docs for conventions.
 #[allow(clippy::missing_safety_doc)] // each method's contract is its vppcom_* namesake's
 pub trait Vcl: Send + Sync + 'static {
+    /// A session moved out of its worker (see [`Vcl::move_out`]); owns what
+    /// the session owned until [`Vcl::move_in`] takes it, frees it when
+    /// dropped.
+    type Moved: Send + 'static;
+
     // ---- application and workers ----
     /// `vppcom_app_create`.
     unsafe fn app_create(&self, name: *const c_char) -> i32;
@@ -136,4 +161,21 @@ pub trait Vcl: Send + Sync + 'static {
     /// A connect in progress: 1 connected, 0 still connecting, or the
     /// `VPPCOM_E*` code a blocking connect would return.
     fn connect_state(&self, sh: Sh) -> i32;
+
+    // ---- per-thread workers: moving sessions, inter-worker RPC ----
+    /// Moves session `session_index` out of worker `wrk` (which need not be
+    /// the caller's; the caller makes sure that worker's thread is not
+    /// inside VCL, or is that thread). Only an epoll session without members
+    /// or a session never opened can move.
+    fn move_out(&self, wrk: u32, session_index: u32) -> Result<Self::Moved, MoveError>;
+    /// Puts a moved session on the calling thread's worker; its new handle.
+    fn move_in(&self, moved: Self::Moved) -> Result<Sh, MoveError>;
+    /// Installs the handler of inter-worker RPCs (`vcm->wrk_rpc_fn`).
+    fn install_rpc_handler(&self, handler: &'static dyn RpcHandler);
+    /// Sends `msg` to worker `dst` through VPP (`vcl_send_worker_rpc`);
+    /// 0 or a negative code.
+    fn send_rpc(&self, dst: u32, msg: &[u8]) -> i32;
+    /// Handles what the calling thread's worker has on its message queue,
+    /// RPCs included (`vcl_flush_mq_events`).
+    fn flush_mq(&self);
 }

@@ -177,7 +177,7 @@ fn addr_attr(sh: SessionHandle, op: sys::vppcom_attr_op_t) -> Result<SocketAddr>
 use std::ffi::{c_char, c_ulong, c_void};
 use std::sync::OnceLock;
 
-use crate::seam::{self, EpollFns, Sh, WaitHooks};
+use crate::seam::{self, EpollFns, MoveError, RpcHandler, Sh, WaitHooks};
 
 /// [`seam::Vcl`] over the real libvppcom. Zero-sized: VCL's state is global.
 #[derive(Debug, Default, Clone, Copy)]
@@ -199,7 +199,52 @@ extern "C" fn post_wait_trampoline(sh: u32) {
     }
 }
 
+/// The handler of inter-worker RPCs (one per process).
+static RPC_HANDLER: OnceLock<&'static dyn RpcHandler> = OnceLock::new();
+
+/// Size of the payload of VCL's worker RPC message (`data[64]`).
+const RPC_PAYLOAD: usize = 64;
+
+unsafe extern "C" fn rpc_trampoline(args: *mut c_void) {
+    if args.is_null() {
+        return;
+    }
+    // SAFETY: VCL passes the 64-byte payload of the RPC message.
+    let msg = unsafe { std::slice::from_raw_parts(args as *const u8, RPC_PAYLOAD) };
+    if let Some(h) = RPC_HANDLER.get() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.handle_rpc(msg)));
+    }
+}
+
+/// A VCL session moved out of its worker: a heap copy of VCL's session
+/// record, owning its heap blocks until moved in.
+pub struct MovedSession(Option<Box<std::mem::MaybeUninit<sys::vcl_session_t>>>);
+
+// SAFETY: the copy is plain data plus heap blocks of VCL's (thread-safe)
+// heap; nothing in it is tied to a thread.
+unsafe impl Send for MovedSession {}
+
+impl Drop for MovedSession {
+    fn drop(&mut self) {
+        if let Some(mut b) = self.0.take() {
+            // SAFETY: initialised by `vppsys_session_move_out`; frees only
+            // what the copy owns.
+            unsafe { sys::vppsys_session_discard(b.as_mut_ptr()) };
+        }
+    }
+}
+
+fn move_error(rv: i32) -> MoveError {
+    match rv {
+        sys::VPPSYS_MOVE_NO_SESSION => MoveError::NoSession,
+        sys::VPPSYS_MOVE_NOT_MOVABLE => MoveError::NotMovable,
+        _ => MoveError::NoWorker,
+    }
+}
+
 impl seam::Vcl for RealVcl {
+    type Moved = MovedSession;
+
     unsafe fn app_create(&self, name: *const c_char) -> i32 {
         // SAFETY: caller guarantees a valid C string.
         unsafe { sys::vppcom_app_create(name) }
@@ -355,5 +400,51 @@ impl seam::Vcl for RealVcl {
     fn connect_state(&self, sh: Sh) -> i32 {
         // SAFETY: as above.
         unsafe { sys::vppsys_sh_connect_state(sh) }
+    }
+
+    fn move_out(&self, wrk: u32, session_index: u32) -> std::result::Result<MovedSession, MoveError> {
+        let mut b = Box::new(std::mem::MaybeUninit::<sys::vcl_session_t>::zeroed());
+        // SAFETY: `b` is valid for one session record; the shim takes VCL's
+        // worker-registry lock and checks the indices.
+        let rv = unsafe { sys::vppsys_session_move_out(wrk, session_index, b.as_mut_ptr()) };
+        if rv != 0 {
+            return Err(move_error(rv));
+        }
+        Ok(MovedSession(Some(b)))
+    }
+    fn move_in(&self, mut moved: MovedSession) -> std::result::Result<Sh, MoveError> {
+        let Some(b) = moved.0.as_ref() else { return Err(MoveError::NoSession) };
+        // SAFETY: `b` holds a record made by `vppsys_session_move_out`.
+        let rv = unsafe { sys::vppsys_session_move_in(b.as_ptr()) };
+        if rv < 0 {
+            return Err(move_error(rv));
+        }
+        // The worker's copy owns the heap blocks now.
+        moved.0 = None;
+        Ok(seam::sh_from_parts(worker_index(), rv as u32))
+    }
+    fn install_rpc_handler(&self, handler: &'static dyn RpcHandler) {
+        let _ = RPC_HANDLER.set(handler);
+        // SAFETY: stores a function pointer in `vcm` (set after app create).
+        unsafe { sys::vppsys_set_wrk_rpc_fn(Some(rpc_trampoline)) }
+    }
+    fn send_rpc(&self, dst: u32, msg: &[u8]) -> i32 {
+        if msg.len() > RPC_PAYLOAD {
+            return -libc::EINVAL;
+        }
+        let mut buf = [0u8; RPC_PAYLOAD];
+        buf[..msg.len()].copy_from_slice(msg);
+        // SAFETY: `buf` is valid for its length; VCL copies it.
+        let rv = unsafe { sys::vcl_send_worker_rpc(dst, buf.as_mut_ptr().cast(), RPC_PAYLOAD as u32) };
+        if rv == 0 {
+            0
+        } else {
+            -libc::EBADFD
+        }
+    }
+    fn flush_mq(&self) {
+        // SAFETY: handles the calling thread's worker's queue; the caller
+        // has a worker.
+        unsafe { sys::vcl_flush_mq_events() }
     }
 }

@@ -762,3 +762,119 @@ fn exit_from_a_thread_that_never_used_vls() {
         },
     );
 }
+
+// ---------------------------------------------------------------------------
+// mode 2: per-thread workers (`multi-thread-workers`), sessions move
+// ---------------------------------------------------------------------------
+
+/// Both sides cut-through, the server with per-thread workers.
+fn mt_server(_: &vls::harness::VppInstance) -> (vls::harness::VclConf, vls::harness::VclConf) {
+    (vls::harness::VclConf::default().with("multi-thread-workers"), vls::harness::VclConf::default())
+}
+
+/// One client thread: `n` connections, each writes a message and expects
+/// it echoed.
+fn echo_client(a: SocketAddr, n: usize) {
+    app("mode2-client");
+    for i in 0..n {
+        let c = connect_to(a, TCP);
+        let data = pattern(MSG, i as u64);
+        write_all(c, &data);
+        let mut back = vec![0u8; MSG];
+        read_exact(c, &mut back);
+        assert!(back == data, "echo differs");
+        assert_eq!(vls_close(c), 0);
+    }
+}
+
+/// Serves one echo on accepted session `s` and closes it.
+fn echo_once(s: i32) {
+    let mut buf = vec![0u8; MSG];
+    read_exact(s, &mut buf);
+    write_all(s, &buf);
+    let mut b = [0u8; 1];
+    assert_eq!(read_some(s, &mut b), 0, "client closes");
+    assert_eq!(vls_close(s), 0);
+}
+
+/// The calling thread's VCL worker.
+fn my_worker() -> u32 {
+    // SAFETY: reads the calling thread's worker index.
+    unsafe { ffi::vppsys_worker_index() }
+}
+
+/// A listener created by the main thread is bound, listened on, accepted
+/// on and read by another thread, which has its own VCL worker: the
+/// session moves to that worker while the main thread sits in
+/// `pthread_join` (it never comes back into VLS to answer anything).
+#[test]
+fn mode2_session_created_in_one_thread_is_served_by_another() {
+    let a = addr(7201);
+    run_pair(
+        "mode2_session_created_in_one_thread_is_served_by_another",
+        mt_server,
+        || {
+            app("mode2-server");
+            let l = vls_create(TCP, 0);
+            assert!(l >= 0);
+            let main_wrk = my_worker();
+            thread::spawn(move || {
+                // SAFETY: `ep` is valid during the call.
+                let (rv, _) = with_ep(Some(a), |ep| unsafe { vls_bind(l, ep) });
+                assert_eq!(rv, 0, "bind from another thread");
+                assert_ne!(my_worker(), main_wrk, "a worker of its own");
+                let (mut si, mut wi) = (0u32, 0u32);
+                // SAFETY: valid out pointers.
+                unsafe { vlsh_to_session_and_worker_index(l, &mut si, &mut wi) };
+                assert_eq!(wi, my_worker(), "the listener moved to this thread's worker");
+                assert_eq!(vls_listen(l, 64), 0);
+                for _ in 0..4 {
+                    let s = accept(l);
+                    assert!(s >= 0, "accept {s}");
+                    echo_once(s);
+                }
+                assert_eq!(vls_close(l), 0);
+            })
+            .join()
+            .expect("serving thread");
+        },
+        || echo_client(a, 4),
+    );
+}
+
+/// An epoll set created by the main thread (as wrk does for every thread)
+/// is used and waited on by another thread.
+#[test]
+fn mode2_epoll_created_in_one_thread_is_waited_on_in_another() {
+    let a = addr(7202);
+    run_pair(
+        "mode2_epoll_created_in_one_thread_is_waited_on_in_another",
+        mt_server,
+        || {
+            app("mode2-server");
+            let ep = vls_epoll_create();
+            assert!(ep >= 0);
+            thread::spawn(move || {
+                let l = listen_on(a, TCP, false);
+                let mut e = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 9 };
+                // SAFETY: valid event pointer.
+                assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, l, &mut e) }, 0);
+                for _ in 0..4 {
+                    let mut out = [libc::epoll_event { events: 0, u64: 0 }; 8];
+                    // SAFETY: `out` is valid for 8 events.
+                    let n = until_positive(|| unsafe { vls_epoll_wait(ep, out.as_mut_ptr(), 8, 0.1) });
+                    assert!(n > 0, "epoll_wait: {n}");
+                    assert_eq!({ out[0].u64 }, 9);
+                    let s = accept(l);
+                    assert!(s >= 0, "accept {s}");
+                    echo_once(s);
+                }
+                assert_eq!(vls_close(l), 0);
+                assert_eq!(vls_close(ep), 0);
+            })
+            .join()
+            .expect("serving thread");
+        },
+        || echo_client(a, 4),
+    );
+}

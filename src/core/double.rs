@@ -12,16 +12,20 @@
 //!   work exclusive with itself and with pool changes; reads/writes on
 //!   sessions may overlap each other) are checked on every call, with a short
 //!   pause inside each call to widen race windows. [`Double::violations`]
-//!   counts broken rules.
+//!   counts broken rules; with per-thread workers, so does any use of a
+//!   session from a thread whose worker does not own it;
+//! - moving never-opened sessions and empty epoll sets between workers, and
+//!   inter-worker RPCs, delivered only where VCL handles its message queue
+//!   (blocking waits, epoll waits, flushes) on the destination's thread.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{c_char, c_ulong, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::seam::{sh_from_parts, EpollFns, Sh, Vcl, WaitHooks, INVALID};
+use crate::seam::{sh_from_parts, sh_parts, EpollFns, MoveError, RpcHandler, Sh, Vcl, WaitHooks, INVALID};
 
 const EBADFD: i32 = -libc::EBADFD;
 const EAGAIN: i32 = -libc::EAGAIN;
@@ -29,11 +33,27 @@ const EAGAIN: i32 = -libc::EAGAIN;
 static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
 
 thread_local! {
-    static WORKER: RefCell<HashMap<usize, u32>> = RefCell::new(HashMap::new());
+    /// (double id, worker index) pairs of this thread. Plain data without a
+    /// destructor, like VCL's `__thread` worker index, so it can still be
+    /// read by thread-exit hooks.
+    static WORKER: Cell<[(usize, u32); 8]> = const { Cell::new([(0, INVALID); 8]) };
+}
+
+/// Sets this thread's worker for double `id` (`INVALID` clears it).
+fn set_thread_worker(id: usize, wrk: u32) {
+    WORKER.with(|w| {
+        let mut a = w.get();
+        let slot = a.iter().position(|e| e.0 == id).or_else(|| a.iter().position(|e| e.0 == 0));
+        if let Some(i) = slot {
+            a[i] = if wrk == INVALID { (0, INVALID) } else { (id, wrk) };
+        }
+        w.set(a);
+    });
 }
 
 #[derive(Default)]
-struct Session {
+pub struct Session {
+    is_epoll: bool,
     rx: VecDeque<u8>,
     nonblocking: bool,
     peer: Option<Sh>,
@@ -53,6 +73,10 @@ struct Session {
 
 #[derive(Default)]
 struct State {
+    /// Workers unregistered (their sessions are gone).
+    dead_workers: Vec<u32>,
+    /// RPCs waiting for their destination worker to handle its queue.
+    rpcs: HashMap<u32, VecDeque<Vec<u8>>>,
     next_wrk: u32,
     next_session: HashMap<u32, u32>,
     sessions: HashMap<Sh, Session>,
@@ -73,6 +97,7 @@ pub struct Double {
     state: Mutex<State>,
     data: Condvar,
     hooks: OnceLock<&'static dyn WaitHooks>,
+    rpc_handler: OnceLock<&'static dyn RpcHandler>,
     pool_ops: AtomicU32,
     xpoll_ops: AtomicU32,
     io_ops: AtomicU32,
@@ -120,6 +145,7 @@ impl Double {
             state: Mutex::new(State::default()),
             data: Condvar::new(),
             hooks: OnceLock::new(),
+            rpc_handler: OnceLock::new(),
             pool_ops: AtomicU32::new(0),
             xpoll_ops: AtomicU32::new(0),
             io_ops: AtomicU32::new(0),
@@ -190,8 +216,33 @@ impl Double {
         InCall { d: self, kind: k }
     }
 
+    /// Per-thread workers: a session used from a thread whose worker does
+    /// not own it is a violation (VCL would look the index up in the wrong
+    /// worker's pool).
+    fn check_own(&self, sh: Sh) {
+        if self.mt_workers && sh_parts(sh).0 != self.wrk() {
+            if std::env::var_os("DOUBLE_DEBUG").is_some() {
+                eprintln!("violation: session {sh:#x} used from worker {}", self.wrk());
+            }
+            self.violations.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Handles the calling thread's worker's queued RPCs (as VCL does when
+    /// it handles its message queue).
+    fn handle_rpcs(&self) {
+        let wrk = self.wrk();
+        loop {
+            let msg = self.state.lock().unwrap().rpcs.get_mut(&wrk).and_then(VecDeque::pop_front);
+            let Some(msg) = msg else { return };
+            if let Some(h) = self.rpc_handler.get() {
+                h.handle_rpc(&msg);
+            }
+        }
+    }
+
     fn wrk(&self) -> u32 {
-        WORKER.try_with(|w| w.borrow().get(&self.id).copied().unwrap_or(INVALID)).unwrap_or(INVALID)
+        WORKER.with(|w| w.get().iter().find(|e| e.0 == self.id).map_or(INVALID, |e| e.1))
     }
 
     fn new_session(&self, st: &mut State, nonblocking: bool) -> Sh {
@@ -258,17 +309,20 @@ impl Double {
             }
             // Like VCL, handle the message queue's events after a wait.
             drop(self.enter(Kind::Xpoll));
+            self.handle_rpcs();
         }
     }
 }
 
 #[allow(unused_variables)]
 impl Vcl for Double {
+    type Moved = Session;
+
     unsafe fn app_create(&self, _name: *const c_char) -> i32 {
         let mut st = self.state.lock().unwrap();
         let w = st.next_wrk;
         st.next_wrk += 1;
-        WORKER.with(|m| m.borrow_mut().insert(self.id, w));
+        set_thread_worker(self.id, w);
         0
     }
     fn app_destroy(&self) {}
@@ -276,17 +330,24 @@ impl Vcl for Double {
         self.wrk()
     }
     fn set_worker_index(&self, wrk: u32) {
-        WORKER.with(|m| m.borrow_mut().insert(self.id, wrk));
+        set_thread_worker(self.id, wrk);
     }
     fn worker_register(&self) -> i32 {
         let mut st = self.state.lock().unwrap();
         let w = st.next_wrk;
         st.next_wrk += 1;
-        WORKER.with(|m| m.borrow_mut().insert(self.id, w));
+        set_thread_worker(self.id, w);
         0
     }
     fn worker_unregister(&self) {
-        let _ = WORKER.try_with(|m| m.borrow_mut().remove(&self.id));
+        let wrk = self.wrk();
+        if wrk != INVALID {
+            let mut st = self.state.lock().unwrap();
+            st.sessions.retain(|sh, _| sh_parts(*sh).0 != wrk);
+            st.rpcs.remove(&wrk);
+            st.dead_workers.push(wrk);
+        }
+        set_thread_worker(self.id, INVALID);
     }
     fn mt_workers(&self) -> bool {
         self.mt_workers
@@ -308,6 +369,7 @@ impl Vcl for Double {
         self.new_session(&mut st, nonblocking) as i32
     }
     fn close(&self, sh: Sh) -> i32 {
+        self.check_own(sh);
         let _c = self.enter(Kind::Pool);
         let mut st = self.state.lock().unwrap();
         match st.sessions.remove(&sh) {
@@ -322,6 +384,7 @@ impl Vcl for Double {
         }
     }
     fn shutdown(&self, sh: Sh, _how: i32) -> i32 {
+        self.check_own(sh);
         let _c = self.enter(Kind::Pool);
         if self.state.lock().unwrap().sessions.contains_key(&sh) {
             0
@@ -330,6 +393,7 @@ impl Vcl for Double {
         }
     }
     unsafe fn bind(&self, sh: Sh, _ep: *mut c_void) -> i32 {
+        self.check_own(sh);
         let _c = self.enter(Kind::Xpoll);
         if self.state.lock().unwrap().sessions.contains_key(&sh) {
             0
@@ -338,6 +402,7 @@ impl Vcl for Double {
         }
     }
     fn listen(&self, sh: Sh, _q: u32) -> i32 {
+        self.check_own(sh);
         let _c = self.enter(Kind::Xpoll);
         match self.state.lock().unwrap().sessions.get_mut(&sh) {
             Some(s) => {
@@ -348,6 +413,7 @@ impl Vcl for Double {
         }
     }
     unsafe fn accept(&self, sh: Sh, _ep: *mut c_void, _flags: i32) -> i32 {
+        self.check_own(sh);
         let nonblocking = {
             let _c = self.enter(Kind::Pool);
             let mut st = self.state.lock().unwrap();
@@ -379,6 +445,7 @@ impl Vcl for Double {
     /// `ep` points at the peer listener's session handle (`u32`): a new
     /// session is queued on that listener and joined to `sh`.
     unsafe fn connect(&self, sh: Sh, ep: *mut c_void) -> i32 {
+        self.check_own(sh);
         let _c = self.enter(Kind::Xpoll);
         if ep.is_null() {
             return -libc::EFAULT;
@@ -415,6 +482,7 @@ impl Vcl for Double {
         }
     }
     unsafe fn read(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
+        self.check_own(sh);
         let _half = self.enter_half(sh, true);
         let nonblocking = {
             let _c = self.enter(Kind::Io);
@@ -445,6 +513,7 @@ impl Vcl for Double {
         unsafe { self.read(sh, buf, n as usize) }
     }
     unsafe fn write(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
+        self.check_own(sh);
         let _half = self.enter_half(sh, false);
         let _c = self.enter(Kind::Io);
         let mut st = self.state.lock().unwrap();
@@ -466,6 +535,7 @@ impl Vcl for Double {
         unsafe { self.write(sh, buf, n.max(0) as usize) }
     }
     unsafe fn attr(&self, sh: Sh, _op: u32, _buf: *mut c_void, _len: *mut u32) -> i32 {
+        self.check_own(sh);
         let _c = self.enter(Kind::Io);
         if self.state.lock().unwrap().sessions.contains_key(&sh) {
             0
@@ -476,9 +546,13 @@ impl Vcl for Double {
     fn epoll_create(&self) -> i32 {
         let _c = self.enter(Kind::Pool);
         let mut st = self.state.lock().unwrap();
-        self.new_session(&mut st, true) as i32
+        let sh = self.new_session(&mut st, true);
+        st.sessions.get_mut(&sh).unwrap().is_epoll = true;
+        sh as i32
     }
     unsafe fn epoll_ctl(&self, ep_sh: Sh, op: i32, sh: Sh, _ev: *mut libc::epoll_event) -> i32 {
+        self.check_own(ep_sh);
+        self.check_own(sh);
         let _c = self.enter(Kind::Xpoll);
         let mut st = self.state.lock().unwrap();
         if !st.sessions.contains_key(&sh) {
@@ -496,6 +570,8 @@ impl Vcl for Double {
         0
     }
     unsafe fn epoll_wait(&self, ep_sh: Sh, evs: *mut libc::epoll_event, max: i32, _wait: f64) -> i32 {
+        self.check_own(ep_sh);
+        self.handle_rpcs();
         let _c = self.enter(Kind::Xpoll);
         let st = self.state.lock().unwrap();
         if !st.sessions.contains_key(&ep_sh) {
@@ -582,5 +658,44 @@ impl Vcl for Double {
             None => EBADFD,
             Some(s) => (!s.connecting) as i32,
         }
+    }
+
+    fn move_out(&self, wrk: u32, session_index: u32) -> Result<Session, MoveError> {
+        let mut st = self.state.lock().unwrap();
+        if wrk >= st.next_wrk || st.dead_workers.contains(&wrk) {
+            return Err(MoveError::NoWorker);
+        }
+        let sh = sh_from_parts(wrk, session_index);
+        let Some(s) = st.sessions.get(&sh) else { return Err(MoveError::NoSession) };
+        let in_a_set = st.sessions.values().any(|e| e.epoll_members.iter().any(|m| m.0 == sh));
+        let movable = if s.is_epoll {
+            s.epoll_members.is_empty()
+        } else {
+            !s.listening && s.peer.is_none() && !in_a_set
+        };
+        if !movable {
+            return Err(MoveError::NotMovable);
+        }
+        Ok(st.sessions.remove(&sh).unwrap())
+    }
+    fn move_in(&self, moved: Session) -> Result<Sh, MoveError> {
+        let mut st = self.state.lock().unwrap();
+        let sh = self.new_session(&mut st, false);
+        st.sessions.insert(sh, moved);
+        Ok(sh)
+    }
+    fn install_rpc_handler(&self, handler: &'static dyn RpcHandler) {
+        let _ = self.rpc_handler.set(handler);
+    }
+    fn send_rpc(&self, dst: u32, msg: &[u8]) -> i32 {
+        let mut st = self.state.lock().unwrap();
+        if dst >= st.next_wrk || st.dead_workers.contains(&dst) {
+            return EBADFD;
+        }
+        st.rpcs.entry(dst).or_default().push_back(msg.to_vec());
+        0
+    }
+    fn flush_mq(&self) {
+        self.handle_rpcs();
     }
 }

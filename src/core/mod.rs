@@ -20,6 +20,7 @@ pub mod demux;
 #[cfg(test)]
 mod double;
 pub mod locks;
+pub mod migrate;
 pub mod pool;
 #[cfg(test)]
 mod tests;
@@ -29,8 +30,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::VppcomError;
-use crate::seam::{sh_from_parts, sh_parts, EpollFns, Sh, Vcl, WaitHooks, INVALID};
+use crate::seam::{sh_from_parts, sh_parts, EpollFns, MoveError, RpcHandler, Sh, Vcl, WaitHooks, INVALID};
 use locks::{MtLocks, OpKind, OpLocks};
+use migrate::{Gate, GateGuard, Gates, Rpc, RpcTable, RPC_TIMEOUT};
 use pool::{Half, LockedSession, SessionPool, VlsSession, Vlsh, INVALID_VLSH};
 
 const EBADFD: i32 = -libc::EBADFD;
@@ -71,6 +73,22 @@ pub struct Vls<V: Vcl> {
     /// mutex makes the two exclusive (VCL's exit handler would otherwise
     /// look up a worker another thread is freeing).
     worker_teardown: std::sync::Mutex<Teardown>,
+    /// Per-thread workers: each worker's "inside VCL" gate (see [`migrate`]).
+    gates: Gates,
+    /// Per-thread workers: session moves waiting for an owner's answer.
+    rpcs: RpcTable<V::Moved>,
+    /// Per-thread workers: movers may take an idle owner's gate and move a
+    /// session themselves (default). Off, every move is an RPC (set by
+    /// `VLS_MIGRATE_BY_RPC=1`, to exercise that path).
+    direct_moves: AtomicBool,
+}
+
+/// Worker-level locks held around one VCL call.
+enum WorkerLocks {
+    /// Mode 3: the shared worker's locks for the kind of operation.
+    Shared(#[allow(dead_code)] OpLocks),
+    /// Per-thread workers: the calling thread's own gate.
+    Own(#[allow(dead_code)] GateGuard<'static>),
 }
 
 /// See `Vls::worker_teardown`.
@@ -137,6 +155,9 @@ impl<V: Vcl> Vls<V> {
             internal_ep: AtomicU32::new(INVALID),
             exit_key: ExitKey::new(),
             worker_teardown: std::sync::Mutex::new(Teardown::Pending),
+            gates: Gates::default(),
+            rpcs: RpcTable::default(),
+            direct_moves: AtomicBool::new(true),
         }))
     }
 
@@ -197,6 +218,10 @@ impl<V: Vcl> Vls<V> {
         self.process_wrk.store(self.vcl.worker_index(), Ordering::Release);
         self.n_threads.store(1, Ordering::Release);
         self.vcl.install_wait_hooks(self);
+        self.vcl.install_rpc_handler(self);
+        if std::env::var_os("VLS_MIGRATE_BY_RPC").is_some_and(|v| v == "1") {
+            self.direct_moves.store(false, Ordering::Release);
+        }
         self.on_exit_of_this_thread();
         tracing::info!(
             mode = if mt { "per-thread workers" } else { "per-process worker" },
@@ -230,6 +255,10 @@ impl<V: Vcl> Vls<V> {
                 tracing::error!(rv, "failed to register a VCL worker for a new thread");
             } else {
                 self.vcl.install_wait_hooks(self);
+                // A worker index may be reused after its thread exited.
+                if let Some(g) = self.gates.get(self.vcl.worker_index()) {
+                    g.set_exiting(false);
+                }
             }
         } else {
             self.vcl.set_worker_index(self.process_wrk.load(Ordering::Acquire));
@@ -279,7 +308,16 @@ impl<V: Vcl> Vls<V> {
             return;
         }
         if self.mt_workers.load(Ordering::Acquire) {
-            if self.vcl.worker_index() != self.process_wrk.load(Ordering::Acquire) {
+            let wrk = self.vcl.worker_index();
+            if wrk != self.process_wrk.load(Ordering::Acquire) {
+                // Nothing may move out of the worker from now on, and movers
+                // waiting for this thread's answer give up.
+                let gate = self.gates.get(wrk);
+                if let Some(g) = gate {
+                    g.set_exiting(true);
+                }
+                let _inside = gate.map(Gate::enter);
+                self.orphan_sessions_of(wrk);
                 self.vcl.worker_unregister();
             }
         } else if left == 0 {
@@ -293,6 +331,24 @@ impl<V: Vcl> Vls<V> {
         // already gone when pthread key destructors run.
     }
 
+    /// The worker `wrk` is being torn down, and VCL frees its sessions with
+    /// it: the VLS sessions still on it lose their VCL session (every later
+    /// operation gets `EBADFD`; close frees the handle). Without this, a
+    /// new thread given the same worker index would find them "its own".
+    fn orphan_sessions_of(&self, wrk: u32) {
+        for s in self.pool.live_sessions() {
+            let sh = s.sh();
+            if sh == INVALID || sh_parts(sh).0 != wrk {
+                continue;
+            }
+            let locked = s.lock();
+            let sh = locked.sh();
+            if !locked.closed() && sh != INVALID && sh_parts(sh).0 == wrk {
+                self.pool.unmap(&locked);
+            }
+        }
+    }
+
     // ------------------------------------------------------------------
     // locking helpers
     // ------------------------------------------------------------------
@@ -304,13 +360,22 @@ impl<V: Vcl> Vls<V> {
         self.needs_locks.load(Ordering::Acquire) && !self.mt_workers.load(Ordering::Relaxed)
     }
 
-    /// Worker-level locks for `op` on `sh` (none unless mode 3).
-    fn op_locks(&'static self, op: OpKind, sh: Option<Sh>) -> Option<OpLocks> {
-        if !self.shares_worker() {
+    /// The calling thread's own gate (per-thread workers).
+    fn own_gate(&'static self) -> Option<GateGuard<'static>> {
+        self.gates.get(self.vcl.worker_index()).map(Gate::enter)
+    }
+
+    /// Worker-level locks for `op` on `sh`: in mode 3 the shared worker's
+    /// locks, with per-thread workers the thread's own gate, else none.
+    fn op_locks(&'static self, op: OpKind, sh: Option<Sh>) -> Option<WorkerLocks> {
+        if self.mt_workers.load(Ordering::Relaxed) {
+            return self.own_gate().map(WorkerLocks::Own);
+        }
+        if !self.needs_locks.load(Ordering::Acquire) {
             return None;
         }
         let vcl = &self.vcl;
-        Some(match (op, sh) {
+        Some(WorkerLocks::Shared(match (op, sh) {
             (OpKind::Read, Some(sh)) => {
                 // Any answer but "0 bytes" means the read returns at once.
                 self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.read_ready(sh) != 0)
@@ -319,38 +384,131 @@ impl<V: Vcl> Vls<V> {
                 self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.write_ready(sh))
             }
             _ => self.locks.acquire(op, || true),
-        })
+        }))
     }
 
-    /// The VCL handle to use for `locked` from the calling thread.
-    fn current_sh(&self, locked: &LockedSession<'_>) -> Result<Sh, i32> {
-        self.sh_for_this_thread(locked.session.vlsh, locked.sh())
-    }
-
-    /// `sh` if the calling thread may use it (see [`Self::current_sh`]).
+    /// `sh` is a session of the calling thread's worker.
     #[inline]
-    fn sh_for_this_thread(&self, vlsh: Vlsh, sh: Sh) -> Result<Sh, i32> {
-        if self.mt_workers.load(Ordering::Relaxed) {
-            return self.sh_on_own_worker(vlsh, sh);
-        }
-        Ok(sh)
+    fn is_here(&self, sh: Sh) -> bool {
+        sh != INVALID && sh_parts(sh).0 == self.vcl.worker_index()
     }
 
-    /// Per-thread workers: `sh` if it belongs to the calling thread's worker.
-    #[inline(never)]
-    fn sh_on_own_worker(&self, vlsh: Vlsh, sh: Sh) -> Result<Sh, i32> {
-        let (wrk, _) = sh_parts(sh);
-        let me = self.vcl.worker_index();
-        if wrk != me {
-            tracing::warn!(
-                vlsh,
-                owner = wrk,
-                current = me,
-                "session belongs to another VCL worker; migration is not implemented yet"
-            );
+    /// The VCL handle to use for `locked` from the calling thread: with
+    /// per-thread workers, the session is first moved to the thread's
+    /// worker if it is on another's (see [`migrate`]).
+    fn sh_here(&'static self, locked: &mut LockedSession<'_>) -> Result<Sh, i32> {
+        let sh = locked.sh();
+        if !self.mt_workers.load(Ordering::Relaxed) {
+            return Ok(sh);
+        }
+        if sh == INVALID {
             return Err(EBADFD);
         }
-        Ok(sh)
+        let me = self.vcl.worker_index();
+        let (owner, index) = sh_parts(sh);
+        if owner == me {
+            return Ok(sh);
+        }
+        let vlsh = locked.session.vlsh;
+        let moved = self.move_from(owner, index).map_err(|e| {
+            tracing::warn!(vlsh, owner, current = me, reason = ?e, "session cannot move to this thread's worker");
+            EBADFD
+        })?;
+        let new_sh = {
+            let _inside = self.own_gate();
+            self.vcl.move_in(moved)
+        };
+        let new_sh = match new_sh {
+            Ok(sh) => sh,
+            Err(e) => {
+                // The session left its owner and found no new home: gone.
+                tracing::error!(vlsh, reason = ?e, "moved session could not be placed on this thread's worker");
+                self.pool.unmap(locked);
+                return Err(EBADFD);
+            }
+        };
+        self.pool.remap(locked, new_sh);
+        locked.state.owner_wrk = me;
+        locked.state.per_worker = vec![sh_parts(new_sh)];
+        tracing::debug!(vlsh, from = owner, to = me, "session moved to this thread's worker");
+        Ok(new_sh)
+    }
+
+    /// Takes session `index` out of worker `owner`: directly if the owner's
+    /// thread is outside VCL, else by RPC, waiting at most [`RPC_TIMEOUT`]
+    /// (see [`migrate`] for the protocol).
+    fn move_from(&'static self, owner: u32, index: u32) -> Result<V::Moved, MoveError> {
+        let gate = self.gates.get(owner);
+        let direct = self.direct_moves.load(Ordering::Acquire);
+        let try_direct = || -> Option<Result<V::Moved, MoveError>> {
+            let g = gate?;
+            if g.is_exiting() {
+                return Some(Err(MoveError::NoWorker));
+            }
+            if !direct {
+                return None;
+            }
+            let _held = g.try_enter()?;
+            if g.is_exiting() {
+                return Some(Err(MoveError::NoWorker));
+            }
+            Some(self.vcl.move_out(owner, index))
+        };
+        if let Some(r) = try_direct() {
+            return r;
+        }
+        let request = self.rpcs.register();
+        let msg = Rpc::Move { id: request.id, session_index: index }.encode();
+        let sent = {
+            let _inside = self.own_gate();
+            self.vcl.send_rpc(owner, &msg)
+        };
+        if sent != 0 {
+            return Err(MoveError::NoWorker);
+        }
+        let deadline = Instant::now() + RPC_TIMEOUT;
+        let mut pause = Duration::from_micros(10);
+        loop {
+            if let Some(answer) = request.try_take() {
+                return answer;
+            }
+            if gate.is_some_and(Gate::is_exiting) {
+                return request.abandon().unwrap_or(Err(MoveError::NoWorker));
+            }
+            if let Some(held) = gate.filter(|_| direct).and_then(Gate::try_enter) {
+                // The owner is outside VCL now (it may never come back to
+                // answer). With its gate held it cannot be answering either:
+                // withdraw the request, and move the session directly unless
+                // the answer came in first.
+                if let Some(answer) = request.abandon() {
+                    return answer;
+                }
+                let r = self.vcl.move_out(owner, index);
+                drop(held);
+                return r;
+            }
+            if Instant::now() >= deadline {
+                return match request.abandon() {
+                    Some(answer) => answer,
+                    None => {
+                        tracing::warn!(
+                            owner,
+                            index,
+                            "no answer to a session move request within the RPC timeout"
+                        );
+                        Err(MoveError::NoWorker)
+                    }
+                };
+            }
+            {
+                // Answer what others ask of this worker meanwhile (two
+                // threads moving each other's sessions at once).
+                let _inside = self.own_gate();
+                self.vcl.flush_mq();
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_micros(200));
+        }
     }
 
     /// Runs `f` on the VCL handle of `vlsh` with the session and the
@@ -358,6 +516,17 @@ impl<V: Vcl> Vls<V> {
     fn with_session(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
         self.detect_thread();
         let Some(session) = self.pool.get(vlsh) else { return EBADFD };
+        if self.mt_workers.load(Ordering::Relaxed) && !self.is_here(session.sh()) {
+            // Per-thread workers: bring the session to this thread's worker
+            // first, with the whole session locked.
+            let mut locked = session.lock();
+            if locked.closed() {
+                return EBADFD;
+            }
+            if let Err(e) = self.sh_here(&mut locked) {
+                return e;
+            }
+        }
         // Reads and writes lock their half of the session; everything else
         // locks the whole session.
         let rv = match op {
@@ -392,10 +561,12 @@ impl<V: Vcl> Vls<V> {
         if session.is_closed() {
             return EBADFD;
         }
-        let sh = match self.sh_for_this_thread(session.vlsh, session.sh()) {
-            Ok(sh) => sh,
-            Err(e) => return e,
-        };
+        let sh = session.sh();
+        if self.mt_workers.load(Ordering::Relaxed) && !self.is_here(sh) {
+            // Moved away again (another thread of this process used it in
+            // between), or its worker is gone.
+            return EBADFD;
+        }
         let _g = self.op_locks(op, Some(sh));
         f(sh)
     }
@@ -456,7 +627,12 @@ impl<V: Vcl> Vls<V> {
             return EBADFD;
         }
         let sh = locked.sh();
-        let rv = {
+        let rv = if sh == INVALID {
+            // Orphaned (its worker was torn down with its VCL session).
+            0
+        } else if self.mt_workers.load(Ordering::Relaxed) && !self.is_here(sh) {
+            self.close_on_owner(sh)
+        } else {
             let _g = self.op_locks(OpKind::SessionPool, Some(sh));
             self.vcl.close(sh)
         };
@@ -465,6 +641,34 @@ impl<V: Vcl> Vls<V> {
         self.pool.free(session);
         if rv < 0 {
             tracing::debug!(vlsh, rv = %VppcomError::from_raw(rv), "close");
+        }
+        rv
+    }
+
+    /// Per-thread workers: closes `sh`, a session of another thread's
+    /// worker. If that thread is outside VCL, this thread closes it as that
+    /// worker (holding its gate); otherwise the owner is asked to, by RPC,
+    /// and handles it inside the VCL call it is in.
+    fn close_on_owner(&'static self, sh: Sh) -> i32 {
+        let (owner, index) = sh_parts(sh);
+        if let Some(g) = self.gates.get(owner) {
+            if g.is_exiting() {
+                // VCL frees the worker's sessions with the worker.
+                return 0;
+            }
+            if let Some(_held) = g.try_enter() {
+                let me = self.vcl.worker_index();
+                self.vcl.set_worker_index(owner);
+                let rv = self.vcl.close(sh);
+                self.vcl.set_worker_index(me);
+                return rv;
+            }
+        }
+        let msg = Rpc::Close { session_index: index }.encode();
+        let _inside = self.own_gate();
+        let rv = self.vcl.send_rpc(owner, &msg);
+        if rv != 0 {
+            tracing::warn!(owner, index, "cannot ask a session's worker to close it");
         }
         rv
     }
@@ -705,17 +909,21 @@ impl<V: Vcl> Vls<V> {
         // Two session locks: always in vlsh order, so two threads linking
         // two epoll sessions into each other cannot deadlock.
         let (first, second) = if ep_vlsh < vlsh { (&ep, &s) } else { (&s, &ep) };
-        let l1 = first.lock();
-        let l2 = second.lock();
-        let (ep_l, s_l) = if ep_vlsh < vlsh { (&l1, &l2) } else { (&l2, &l1) };
+        let mut l1 = first.lock();
+        let mut l2 = second.lock();
+        let (ep_l, s_l) = if ep_vlsh < vlsh { (&mut l1, &mut l2) } else { (&mut l2, &mut l1) };
         if ep_l.closed() || s_l.closed() {
             return EBADFD;
         }
-        let ep_sh = match self.current_sh(ep_l) {
+        // Per-thread workers: both must be on this thread's worker.
+        let ep_sh = match self.sh_here(ep_l) {
             Ok(sh) => sh,
             Err(e) => return e,
         };
-        let sh = s_l.sh();
+        let sh = match self.sh_here(s_l) {
+            Ok(sh) => sh,
+            Err(e) => return e,
+        };
         // VCL sees the session's vlsh as event data; the application's data
         // is kept in the session (see `demux`).
         // SAFETY: `ev` is null or valid per the contract; the struct is
@@ -1056,9 +1264,27 @@ fn disable_cancellation() {
     unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &mut old) };
 }
 
+impl<V: Vcl> RpcHandler for Vls<V> {
+    /// Runs on this worker's own thread, inside the VCL call in which it
+    /// handles its message queue.
+    fn handle_rpc(&'static self, msg: &[u8]) {
+        let me = self.vcl.worker_index();
+        match Rpc::decode(msg) {
+            Some(Rpc::Move { id, session_index }) => {
+                // Refused (does nothing) if the mover gave up already.
+                self.rpcs.answer(id, || self.vcl.move_out(me, session_index));
+            }
+            Some(Rpc::Close { session_index }) => {
+                self.vcl.close(sh_from_parts(me, session_index));
+            }
+            None => {}
+        }
+    }
+}
+
 impl<V: Vcl> WaitHooks for Vls<V> {
     fn pre_wait(&'static self, sh: Sh) {
-        if !self.shares_worker() {
+        if !self.needs_locks.load(Ordering::Acquire) {
             return;
         }
         // A session another thread is closing: make VCL return.
@@ -1068,7 +1294,9 @@ impl<V: Vcl> WaitHooks for Vls<V> {
                 return;
             }
         }
-        self.locks.before_wait();
+        if self.shares_worker() {
+            self.locks.before_wait();
+        }
     }
 
     fn post_wait(&'static self, _sh: Sh) {

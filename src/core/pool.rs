@@ -362,6 +362,26 @@ impl SessionPool {
         locked.session.sh.store(new_sh, Ordering::Release);
     }
 
+    /// Detaches `session` from its VCL session, which is gone (its worker
+    /// was torn down): every later operation on it fails with `EBADFD`, and
+    /// closing it only frees the VLS handle. The caller holds the session's
+    /// lock.
+    pub fn unmap(&self, locked: &LockedSession<'_>) {
+        let old = locked.sh();
+        let mut by_sh = self.by_sh.write().unwrap_or_else(PoisonError::into_inner);
+        if by_sh.get(&old) == Some(&locked.session.vlsh) {
+            by_sh.remove(&old);
+        }
+        locked.session.sh.store(INVALID, Ordering::Release);
+    }
+
+    /// The sessions live now (a snapshot: sessions allocated meanwhile may
+    /// be missed, freed ones are skipped).
+    pub fn live_sessions(&self) -> impl Iterator<Item = &VlsSession> + '_ {
+        let next = self.alloc.lock().unwrap_or_else(PoisonError::into_inner).next;
+        (0..next).filter_map(move |i| self.get(i as Vlsh))
+    }
+
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         let a = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);

@@ -89,4 +89,26 @@ extern "C" {
     pub fn vppsys_cfg_mt_wrk_supported() -> u8;
     /// `use-mq-eventfd` from vcl.conf.
     pub fn vppsys_cfg_use_mq_eventfd() -> u8;
+    /// Moves session `session_index` out of worker `wrk_index` into `*out`
+    /// (which then owns the session's heap blocks) and frees it there.
+    /// 0, or [`VPPSYS_MOVE_NO_WORKER`], [`VPPSYS_MOVE_NO_SESSION`],
+    /// [`VPPSYS_MOVE_NOT_MOVABLE`] (only an empty epoll session or a session
+    /// never opened can move). Takes VCL's worker-registry lock.
+    pub fn vppsys_session_move_out(
+        wrk_index: u32,
+        session_index: u32,
+        out: *mut vcl_session_t,
+    ) -> libc::c_int;
+    /// Puts a moved-out session on the calling thread's worker; its new
+    /// session index, or [`VPPSYS_MOVE_NO_WORKER`].
+    pub fn vppsys_session_move_in(moved: *const vcl_session_t) -> libc::c_int;
+    /// Frees the heap blocks a moved-out copy owns (a copy never moved in).
+    pub fn vppsys_session_discard(moved: *mut vcl_session_t);
 }
+
+/// [`vppsys_session_move_out`]: the worker does not exist.
+pub const VPPSYS_MOVE_NO_WORKER: libc::c_int = -1;
+/// [`vppsys_session_move_out`]: the session does not exist.
+pub const VPPSYS_MOVE_NO_SESSION: libc::c_int = -2;
+/// [`vppsys_session_move_out`]: the session is tied to its worker.
+pub const VPPSYS_MOVE_NOT_MOVABLE: libc::c_int = -3;

@@ -162,3 +162,96 @@ vppsys_sh_connect_state (uint32_t sh)
       return 0;
     }
 }
+
+/*
+ * Moving a session between workers (per-thread workers, "migration").
+ *
+ * Only a session that holds nothing tied to its worker can move: an epoll
+ * session with no members, or a session that was created and never opened
+ * (no VPP session, no FIFOs, in no epoll set). Everything else answers
+ * VPPSYS_MOVE_NOT_MOVABLE.
+ *
+ * move_out copies the session into *out and removes it from its worker: the
+ * heap blocks it owns (extended config, endpoint attributes) now belong to
+ * *out, so the freed original does not free them. move_in puts such a copy
+ * on the calling thread's worker; discard frees what a copy owns when it is
+ * not moved in after all.
+ */
+#define VPPSYS_MOVE_NO_WORKER (-1)
+#define VPPSYS_MOVE_NO_SESSION (-2)
+#define VPPSYS_MOVE_NOT_MOVABLE (-3)
+
+static int
+vppsys_session_is_movable (vcl_session_t *s)
+{
+  if (s->flags & VCL_SESSION_F_IS_VEP)
+    return s->vep.next_sh == (uint32_t) ~0;
+  return s->session_state == VCL_STATE_CLOSED &&
+	 s->vpp_handle == SESSION_INVALID_HANDLE && !s->rx_fifo &&
+	 !s->tx_fifo && !(s->flags & VCL_SESSION_F_IS_VEP_SESSION);
+}
+
+int
+vppsys_session_move_out (uint32_t wrk_index, uint32_t session_index,
+			 vcl_session_t *out)
+{
+  vcl_worker_t *wrk;
+  vcl_session_t *s;
+  int rv = 0;
+
+  if (!vcm || !vcm->workers)
+    return VPPSYS_MOVE_NO_WORKER;
+  clib_spinlock_lock (&vcm->workers_lock);
+  if (!vppsys_worker_is_valid (wrk_index))
+    {
+      rv = VPPSYS_MOVE_NO_WORKER;
+      goto done;
+    }
+  wrk = pool_elt_at_index (vcm->workers, wrk_index);
+  if (!wrk->sessions || pool_is_free_index (wrk->sessions, session_index))
+    {
+      rv = VPPSYS_MOVE_NO_SESSION;
+      goto done;
+    }
+  s = pool_elt_at_index (wrk->sessions, session_index);
+  if (!vppsys_session_is_movable (s))
+    {
+      rv = VPPSYS_MOVE_NOT_MOVABLE;
+      goto done;
+    }
+  clib_memcpy (out, s, sizeof (*s));
+  s->ext_config = 0;
+  s->tep_attrs = 0;
+  s->accept_evts_fifo = 0;
+  vcl_session_free (wrk, s);
+done:
+  clib_spinlock_unlock (&vcm->workers_lock);
+  return rv;
+}
+
+int
+vppsys_session_move_in (const vcl_session_t *in)
+{
+  uint32_t wrk_index = vppsys_worker_index ();
+  vcl_worker_t *wrk;
+  vcl_session_t *s;
+  uint32_t session_index;
+
+  if (!vppsys_worker_is_valid (wrk_index))
+    return VPPSYS_MOVE_NO_WORKER;
+  wrk = pool_elt_at_index (vcm->workers, wrk_index);
+  s = vcl_session_alloc (wrk);
+  session_index = s->session_index;
+  clib_memcpy (s, in, sizeof (*s));
+  s->session_index = session_index;
+  return (int) session_index;
+}
+
+void
+vppsys_session_discard (vcl_session_t *copy)
+{
+  if (copy->ext_config)
+    clib_mem_free (copy->ext_config);
+  vec_free (copy->tep_attrs);
+  copy->ext_config = 0;
+}

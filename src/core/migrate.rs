@@ -1,0 +1,353 @@
+//! Per-thread workers (`multi-thread-workers`): moving a session to the
+//! worker of the thread that uses it.
+//!
+//! In this mode every thread has a VCL worker of its own, and a VCL session
+//! belongs to one worker. When a thread uses a VLS session whose VCL session
+//! is on another thread's worker, VLS *moves* it to the caller's worker.
+//! Only what carries no worker state can move: an epoll session without
+//! members, or a session never opened (no VPP session, no FIFOs, in no epoll
+//! set); anything else gets `EBADFD`, as in the C layer. In practice: a
+//! socket or epoll set created by one thread and then used by another
+//! (servers that create listeners in `main`, clients that create every
+//! thread's epoll set before starting it).
+//!
+//! How a move happens, with the VLS session locked throughout:
+//! 1. **Directly**, when the owner thread is not inside VCL. Every thread
+//!    holds its worker's [`Gate`] whenever it is inside VCL; a mover that
+//!    gets the owner's gate with `try_lock` moves the session out of the
+//!    owner's worker itself and into its own. The owner need not come back
+//!    into VLS at all (a thread sitting in `pthread_join`).
+//! 2. **By RPC** otherwise: the owner is inside VCL, where it handles its
+//!    message queue, RPCs included. The mover registers a request in the
+//!    [`RpcTable`], sends its id through VPP, and waits (3 s at most) while
+//!    handling its own queue — so two threads moving each other's sessions
+//!    at the same moment answer each other. The owner's handler moves the
+//!    session out into the request; the mover moves it in.
+//!
+//! Request protocol (the data is in [`Request`], guarded by its mutex):
+//! - `Waiting` → `Answered(result)`: by the handler, on the owner's thread;
+//! - `Waiting` → `Abandoned`: by the mover, on timeout or when it found a
+//!   faster way (the owner's gate became free, or the owner is exiting).
+//!
+//! Exactly one of the two happens, so a late RPC (the owner handles it after
+//! the mover gave up) finds `Abandoned` and does nothing: the session stays
+//! where it is and nothing is copied into memory that was reused. Ids are
+//! never reused (a 64-bit counter), which is the generation check.
+//!
+//! The session moves rather than being cloned: the owner's record is freed
+//! when the copy is made, and its heap blocks go with the copy, so there are
+//! never two records of one session and closing needs no cleanup RPCs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::Duration;
+
+use crate::seam::MoveError;
+
+/// How long a mover waits for the owner's answer (`VLS_WORKER_RPC_TIMEOUT`).
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Workers with a gate; a worker index beyond this has none (its sessions
+/// then only move by RPC). VCL's default limit is 16 workers.
+pub const MAX_GATED_WORKERS: usize = 1024;
+
+/// One VCL worker's gate: held by the worker's thread while it is inside
+/// VCL, and by a mover while it moves a session out of the worker.
+#[derive(Default)]
+pub struct Gate {
+    inside: Mutex<()>,
+    /// The worker's thread is exiting: nothing may move out of it, and
+    /// movers waiting for its answer give up.
+    exiting: AtomicBool,
+}
+
+/// Holding a worker's gate.
+pub type GateGuard<'a> = MutexGuard<'a, ()>;
+
+impl Gate {
+    /// Takes the gate (the worker's own thread, entering VCL).
+    pub fn enter(&self) -> GateGuard<'_> {
+        self.inside.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the gate if its thread is not inside VCL.
+    pub fn try_enter(&self) -> Option<GateGuard<'_>> {
+        match self.inside.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// The worker's thread is exiting.
+    pub fn is_exiting(&self) -> bool {
+        self.exiting.load(Ordering::Acquire)
+    }
+
+    /// Marks the worker exiting (or, when a new thread gets the worker
+    /// index, alive again).
+    pub fn set_exiting(&self, on: bool) {
+        self.exiting.store(on, Ordering::Release);
+    }
+}
+
+/// The gates of all workers, by worker index.
+pub struct Gates(Box<[Gate]>);
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates((0..MAX_GATED_WORKERS).map(|_| Gate::default()).collect())
+    }
+}
+
+impl Gates {
+    /// The gate of worker `wrk`, if it has one.
+    #[inline]
+    pub fn get(&self, wrk: u32) -> Option<&Gate> {
+        self.0.get(wrk as usize)
+    }
+}
+
+/// State of one move request.
+pub enum Request<M> {
+    /// Sent, not handled yet.
+    Waiting,
+    /// Handled by the owner: the moved session or why it could not move.
+    Answered(Result<M, MoveError>),
+    /// The mover gave up; a late handler must do nothing.
+    Abandoned,
+}
+
+/// Move requests in flight, by id.
+pub struct RpcTable<M> {
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, Arc<Mutex<Request<M>>>>>,
+}
+
+impl<M> Default for RpcTable<M> {
+    fn default() -> Self {
+        RpcTable { next_id: AtomicU64::new(1), pending: Mutex::new(HashMap::new()) }
+    }
+}
+
+/// A request registered by a mover; withdrawn from the table when dropped.
+pub struct PendingRequest<'a, M> {
+    table: &'a RpcTable<M>,
+    /// The id sent to the owner.
+    pub id: u64,
+    request: Arc<Mutex<Request<M>>>,
+}
+
+impl<M> RpcTable<M> {
+    /// Registers a new request.
+    pub fn register(&self) -> PendingRequest<'_, M> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request = Arc::new(Mutex::new(Request::Waiting));
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, request.clone());
+        PendingRequest { table: self, id, request }
+    }
+
+    /// The handler's side: if request `id` is still waiting, answers it with
+    /// `work()` (run with the request locked, so the mover cannot give up
+    /// meanwhile). Returns false if the request is unknown or abandoned
+    /// (then `work` is not run).
+    pub fn answer(&self, id: u64, work: impl FnOnce() -> Result<M, MoveError>) -> bool {
+        let Some(request) = self.pending.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
+        else {
+            return false;
+        };
+        let mut r = request.lock().unwrap_or_else(PoisonError::into_inner);
+        if !matches!(*r, Request::Waiting) {
+            return false;
+        }
+        *r = Request::Answered(work());
+        true
+    }
+
+    /// Requests in the table (for tests and diagnostics).
+    pub fn len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// No request in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<M> PendingRequest<'_, M> {
+    /// The answer, if the owner has given it (taken out of the request).
+    pub fn try_take(&self) -> Option<Result<M, MoveError>> {
+        let mut r = self.request.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *r, Request::Abandoned) {
+            Request::Answered(a) => Some(a),
+            other => {
+                *r = other;
+                None
+            }
+        }
+    }
+
+    /// Gives up: from now on a late handler does nothing. Returns the
+    /// answer if it came in first (the caller must use it: the session has
+    /// already left the owner).
+    pub fn abandon(&self) -> Option<Result<M, MoveError>> {
+        let mut r = self.request.lock().unwrap_or_else(PoisonError::into_inner);
+        match std::mem::replace(&mut *r, Request::Abandoned) {
+            Request::Answered(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl<M> Drop for PendingRequest<'_, M> {
+    fn drop(&mut self) {
+        // A request dropped while still waiting is abandoned first, so a
+        // late answer is refused rather than lost.
+        drop(self.abandon());
+        self.table.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.id);
+    }
+}
+
+/// The RPC messages VLS sends between workers of one process.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Rpc {
+    /// Move session `session_index` out of the destination worker into
+    /// request `id` of the [`RpcTable`].
+    Move {
+        /// Request id (ids are never reused).
+        id: u64,
+        /// The session, on the destination worker.
+        session_index: u32,
+    },
+    /// Close session `session_index` of the destination worker: its VLS
+    /// session was closed by another thread while the owner was busy.
+    Close {
+        /// The session, on the destination worker.
+        session_index: u32,
+    },
+}
+
+/// Marks a VLS RPC ("VLSR"), so a stray payload is ignored.
+const MAGIC: u32 = 0x564c_5352;
+const KIND_MOVE: u32 = 1;
+const KIND_CLOSE: u32 = 2;
+
+impl Rpc {
+    /// Encoded length.
+    pub const LEN: usize = 20;
+
+    /// The payload sent through VCL.
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let (kind, id, index) = match *self {
+            Rpc::Move { id, session_index } => (KIND_MOVE, id, session_index),
+            Rpc::Close { session_index } => (KIND_CLOSE, 0, session_index),
+        };
+        let mut b = [0u8; Self::LEN];
+        b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&kind.to_le_bytes());
+        b[8..16].copy_from_slice(&id.to_le_bytes());
+        b[16..20].copy_from_slice(&index.to_le_bytes());
+        b
+    }
+
+    /// Decodes a payload; `None` if it is not one of ours.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let word = |r: std::ops::Range<usize>| Some(u32::from_le_bytes(b.get(r)?.try_into().ok()?));
+        if b.len() < Self::LEN || word(0..4)? != MAGIC {
+            return None;
+        }
+        let id = u64::from_le_bytes(b[8..16].try_into().ok()?);
+        let session_index = word(16..20)?;
+        match word(4..8)? {
+            KIND_MOVE => Some(Rpc::Move { id, session_index }),
+            KIND_CLOSE => Some(Rpc::Close { session_index }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_messages_round_trip_and_strangers_are_rejected() {
+        for m in [Rpc::Move { id: 0x1122_3344_5566_7788, session_index: 42 }, Rpc::Close { session_index: 7 }]
+        {
+            let mut padded = [0u8; 64];
+            padded[..Rpc::LEN].copy_from_slice(&m.encode());
+            assert_eq!(Rpc::decode(&padded), Some(m));
+            assert_eq!(Rpc::decode(&m.encode()[..8]), None);
+        }
+        assert_eq!(Rpc::decode(&[0u8; 64]), None);
+        let mut bad_kind = Rpc::Close { session_index: 1 }.encode();
+        bad_kind[4] = 9;
+        assert_eq!(Rpc::decode(&bad_kind), None);
+    }
+
+    #[test]
+    fn answered_request_is_taken_once() {
+        let t = RpcTable::<u32>::default();
+        let p = t.register();
+        assert!(p.try_take().is_none());
+        assert!(t.answer(p.id, || Ok(7)));
+        assert!(!t.answer(p.id, || Ok(8)), "a request is answered once");
+        assert_eq!(p.try_take(), Some(Ok(7)));
+        drop(p);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn late_answer_after_abandon_does_nothing() {
+        let t = RpcTable::<u32>::default();
+        let p = t.register();
+        let id = p.id;
+        assert!(p.abandon().is_none());
+        let mut ran = false;
+        assert!(!t.answer(id, || {
+            ran = true;
+            Ok(1)
+        }));
+        assert!(!ran, "the handler's work must not run for an abandoned request");
+        drop(p);
+        assert!(!t.answer(id, || Ok(1)), "unknown once withdrawn");
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn abandon_returns_an_answer_that_came_first() {
+        let t = RpcTable::<u32>::default();
+        let p = t.register();
+        assert!(t.answer(p.id, || Err(MoveError::NoSession)));
+        assert_eq!(p.abandon(), Some(Err(MoveError::NoSession)));
+    }
+
+    #[test]
+    fn dropping_a_waiting_request_refuses_a_racing_answer() {
+        let t = Arc::new(RpcTable::<u32>::default());
+        for _ in 0..200 {
+            let p = t.register();
+            let id = p.id;
+            let t2 = t.clone();
+            let h = std::thread::spawn(move || t2.answer(id, || Ok(1)));
+            drop(p);
+            // Either the answer came first (and was dropped with the
+            // request, as the mover would have used it) or it was refused;
+            // never a stale entry.
+            let _ = h.join().unwrap();
+            assert!(t.is_empty());
+        }
+    }
+
+    #[test]
+    fn gate_try_enter_fails_while_held() {
+        let g = Gate::default();
+        let held = g.enter();
+        assert!(g.try_enter().is_none());
+        drop(held);
+        assert!(g.try_enter().is_some());
+        assert!(Gates::default().get(MAX_GATED_WORKERS as u32).is_none());
+    }
+}
