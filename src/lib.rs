@@ -51,9 +51,14 @@
 //! serialises what must be (mode 3): any session can be used from any
 //! thread. With `multi-thread-workers` every thread gets a VCL worker of its
 //! own (mode 2), which scales better for thread-per-core designs where each
-//! thread keeps to its own sessions; a session used from another thread
-//! must then migrate, which is not implemented yet (such calls fail with
-//! `VPPCOM_EBADFD`). Use the default unless each thread owns its sessions.
+//! thread keeps to its own sessions. There a session created by one thread
+//! and first *used* by another (a socket or epoll set made in `main` and
+//! handed to a worker thread) moves to the user's worker; a session already
+//! open (connected, listening, in an epoll set, or an epoll set with
+//! members) stays where it is and other threads get `VPPCOM_EBADFD`, as in
+//! the C layer. With the safe API that means: in mode 2, bind, connect and
+//! accept in the thread that will use the socket. Use the default unless
+//! each thread owns its sessions.
 //!
 //! ## Design in one screen
 //!
@@ -89,13 +94,22 @@
 //!   session is in (parking it there and waking that set's waiter through a
 //!   per-set wake fd LDP sleeps on), drops events that are no longer true,
 //!   and hands the application its own event data ([`core::demux`]).
+//! - **Per-thread workers (mode 2).** Each thread holds its worker's gate
+//!   while inside VCL. A thread using a session of another worker moves it
+//!   ([`core::migrate`]): directly when it can take the owner's gate (the
+//!   owner is outside VCL, e.g. in `pthread_join`), else by an RPC through
+//!   VPP that the owner answers inside VCL, bounded by 3 s, while the
+//!   mover answers requests made of it. The session stays locked
+//!   throughout; the record moves (no clones, no cleanup RPCs); a request
+//!   the mover gave up on is refused when it arrives late. When a thread
+//!   ends, VCL frees its worker's sessions: their VLS handles fail with
+//!   `EBADFD` and close frees them.
 //! - **Errors.** Every failure is a `VPPCOM_E*` code in the C ABI
 //!   ([`error::VppcomError`] maps them to `io::Error`); no panic crosses the
 //!   C boundary.
 //!
-//! Not yet implemented: session migration between per-thread workers (mode
-//! 2 refuses a session owned by another worker with `EBADFD`), fork handling
-//! and shared sessions (mode 1).
+//! Not yet implemented: fork handling and sessions shared between processes
+//! (mode 1: `pthread_atfork`, SIGCHLD cleanup, shared listeners).
 //!
 //! Building with the `vpp` feature needs an installed VPP and its source tree
 //! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`); without it, the core, the

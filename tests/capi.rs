@@ -878,3 +878,146 @@ fn mode2_epoll_created_in_one_thread_is_waited_on_in_another() {
         || echo_client(a, 4),
     );
 }
+
+/// `rounds` rounds of two threads moving each other's fresh sessions at
+/// the same moment (then listening on them, as the new owner). With
+/// `rpc_only`, every move is an RPC and each thread stays inside VCL (in an
+/// epoll wait, handling its queue) until the other is done.
+fn crossed_moves(rpc_only: bool, base_port: u16) {
+    const ROUNDS: usize = 100;
+    if rpc_only {
+        std::env::set_var("VLS_MIGRATE_BY_RPC", "1");
+    }
+    app("mode2-crossed");
+    let barrier = Arc::new(Barrier::new(2));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (tx0, rx0) = mpsc::channel::<i32>();
+    let (tx1, rx1) = mpsc::channel::<i32>();
+    let start = Instant::now();
+    let ts: Vec<_> = [(0u16, tx0, rx1), (1u16, tx1, rx0)]
+        .into_iter()
+        .map(|(t, mine, theirs)| {
+            let (barrier, finished) = (barrier.clone(), finished.clone());
+            thread::spawn(move || {
+                let own_ep = vls_epoll_create();
+                assert!(own_ep >= 0);
+                for round in 1..=ROUNDS {
+                    let h = vls_create(TCP, 0);
+                    assert!(h >= 0);
+                    mine.send(h).unwrap();
+                    let other = theirs.recv().unwrap();
+                    barrier.wait();
+                    let port = base_port + (round * 2) as u16 + t;
+                    // SAFETY: `ep` is valid during the call.
+                    let (rv, _) = with_ep(Some(addr(port)), |ep| unsafe { vls_bind(other, ep) });
+                    assert_eq!(rv, 0, "round {round}: bind after the move");
+                    let (mut si, mut wi) = (0u32, 0u32);
+                    // SAFETY: valid out pointers.
+                    unsafe { vlsh_to_session_and_worker_index(other, &mut si, &mut wi) };
+                    assert_eq!(wi, my_worker(), "round {round}: on this thread's worker");
+                    assert_eq!(vls_listen(other, 8), 0, "round {round}: listen");
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    while finished.load(Ordering::SeqCst) < 2 * round {
+                        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                        // SAFETY: `out` is valid for 4 events.
+                        unsafe { vls_epoll_wait(own_ep, out.as_mut_ptr(), 4, 0.001) };
+                    }
+                    assert_eq!(vls_close(other), 0);
+                }
+                assert_eq!(vls_close(own_ep), 0);
+            })
+        })
+        .collect();
+    for t in ts {
+        t.join().expect("mover thread");
+    }
+    // No move waited for the RPC timeout.
+    assert!(start.elapsed() < Duration::from_secs(20), "took {:?}", start.elapsed());
+}
+
+/// Two threads × 100 rounds moving each other's sessions simultaneously:
+/// no hang, every move lands on the right worker.
+#[test]
+fn mode2_crossed_moves_of_two_threads() {
+    let conf = vls::harness::VclConf::default().with("multi-thread-workers");
+    run_isolated("mode2_crossed_moves_of_two_threads", conf, |_| {}, || crossed_moves(false, 7300));
+}
+
+/// The same, every move an RPC through VPP while both threads are inside
+/// VCL: each answers the other's request while waiting for its own.
+#[test]
+fn mode2_crossed_moves_by_rpc_answer_each_other() {
+    let conf = vls::harness::VclConf::default().with("multi-thread-workers");
+    run_isolated("mode2_crossed_moves_by_rpc_answer_each_other", conf, |_| {}, || crossed_moves(true, 7600));
+}
+
+/// The owner thread exits before another thread uses its session: the
+/// session's VCL session went with the owner's worker, so the use fails
+/// with `EBADFD` at once (no RPC to a dead worker) and close frees the
+/// handle.
+#[test]
+fn mode2_owner_exits_before_the_move() {
+    let conf = vls::harness::VclConf::default().with("multi-thread-workers");
+    run_isolated(
+        "mode2_owner_exits_before_the_move",
+        conf,
+        |_| {},
+        || {
+            app("mode2-owner-exits");
+            let h = thread::spawn(|| vls_create(TCP, 0)).join().unwrap();
+            assert!(h >= 0);
+            let start = Instant::now();
+            assert_eq!(vls_listen(h, 1), EBADFD);
+            assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+            assert_eq!(vls_close(h), 0);
+            assert_eq!(vls_listen(h, 1), EBADFD, "closed");
+            // The handle is free again: the next session gets it.
+            let again = vls_create(TCP, 0);
+            assert_eq!(again, h);
+            assert_eq!(vls_close(again), 0);
+        },
+    );
+}
+
+/// VPP dies while a move waits for the owner's answer (every move by RPC,
+/// the owner idle outside VCL so it never answers): the mover returns
+/// `EBADFD` at the RPC timeout, not later, and nothing hangs.
+#[test]
+fn mode2_vpp_killed_while_a_move_waits() {
+    let conf = vls::harness::VclConf::default().with("multi-thread-workers");
+    run_isolated(
+        "mode2_vpp_killed_while_a_move_waits",
+        conf,
+        |vpp| std::fs::write(vpp.dir().join("vpp.pid"), vpp.pid().to_string()).expect("write pid"),
+        || {
+            let conf = std::path::PathBuf::from(std::env::var_os("VCL_CONFIG").expect("VCL_CONFIG"));
+            let pid: i32 =
+                std::fs::read_to_string(conf.parent().unwrap().join("vpp.pid")).unwrap().parse().unwrap();
+            std::env::set_var("VLS_MIGRATE_BY_RPC", "1");
+            app("mode2-vpp-killed");
+            let (tx, rx) = mpsc::channel();
+            let (stop_tx, stop_rx) = mpsc::channel::<()>();
+            let owner = thread::spawn(move || {
+                tx.send(vls_create(TCP, 0)).unwrap();
+                let _ = stop_rx.recv();
+            });
+            let h = rx.recv().unwrap();
+            assert!(h >= 0);
+            let killer = thread::spawn(move || {
+                thread::sleep(Duration::from_millis(300));
+                // SAFETY: plain syscall.
+                unsafe { libc::kill(pid, libc::SIGKILL) }
+            });
+            let start = Instant::now();
+            assert_eq!(vls_listen(h, 1), EBADFD);
+            let took = start.elapsed();
+            assert_eq!(killer.join().unwrap(), 0, "VPP was killed during the wait");
+            assert!(
+                took >= Duration::from_millis(2900) && took < Duration::from_millis(3500),
+                "took {took:?}"
+            );
+            stop_tx.send(()).unwrap();
+            owner.join().unwrap();
+        },
+    );
+}

@@ -410,7 +410,7 @@ impl<V: Vcl> Vls<V> {
             return Ok(sh);
         }
         let vlsh = locked.session.vlsh;
-        let moved = self.move_from(owner, index).map_err(|e| {
+        let (moved, how) = self.move_from(owner, index).map_err(|e| {
             tracing::warn!(vlsh, owner, current = me, reason = ?e, "session cannot move to this thread's worker");
             EBADFD
         })?;
@@ -430,14 +430,15 @@ impl<V: Vcl> Vls<V> {
         self.pool.remap(locked, new_sh);
         locked.state.owner_wrk = me;
         locked.state.per_worker = vec![sh_parts(new_sh)];
-        tracing::debug!(vlsh, from = owner, to = me, "session moved to this thread's worker");
+        tracing::debug!(vlsh, from = owner, to = me, how, "session moved to this thread's worker");
         Ok(new_sh)
     }
 
     /// Takes session `index` out of worker `owner`: directly if the owner's
     /// thread is outside VCL, else by RPC, waiting at most [`RPC_TIMEOUT`]
     /// (see [`migrate`] for the protocol).
-    fn move_from(&'static self, owner: u32, index: u32) -> Result<V::Moved, MoveError> {
+    /// Also says how: `"directly"` or `"by RPC"`.
+    fn move_from(&'static self, owner: u32, index: u32) -> Result<(V::Moved, &'static str), MoveError> {
         let gate = self.gates.get(owner);
         let direct = self.direct_moves.load(Ordering::Acquire);
         let try_direct = || -> Option<Result<V::Moved, MoveError>> {
@@ -455,7 +456,7 @@ impl<V: Vcl> Vls<V> {
             Some(self.vcl.move_out(owner, index))
         };
         if let Some(r) = try_direct() {
-            return r;
+            return r.map(|m| (m, "directly"));
         }
         let request = self.rpcs.register();
         let msg = Rpc::Move { id: request.id, session_index: index }.encode();
@@ -470,10 +471,10 @@ impl<V: Vcl> Vls<V> {
         let mut pause = Duration::from_micros(10);
         loop {
             if let Some(answer) = request.try_take() {
-                return answer;
+                return answer.map(|m| (m, "by RPC"));
             }
             if gate.is_some_and(Gate::is_exiting) {
-                return request.abandon().unwrap_or(Err(MoveError::NoWorker));
+                return request.abandon().unwrap_or(Err(MoveError::NoWorker)).map(|m| (m, "by RPC"));
             }
             if let Some(held) = gate.filter(|_| direct).and_then(Gate::try_enter) {
                 // The owner is outside VCL now (it may never come back to
@@ -481,15 +482,15 @@ impl<V: Vcl> Vls<V> {
                 // withdraw the request, and move the session directly unless
                 // the answer came in first.
                 if let Some(answer) = request.abandon() {
-                    return answer;
+                    return answer.map(|m| (m, "by RPC"));
                 }
                 let r = self.vcl.move_out(owner, index);
                 drop(held);
-                return r;
+                return r.map(|m| (m, "directly"));
             }
             if Instant::now() >= deadline {
                 return match request.abandon() {
-                    Some(answer) => answer,
+                    Some(answer) => answer.map(|m| (m, "by RPC")),
                     None => {
                         tracing::warn!(
                             owner,
