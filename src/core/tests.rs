@@ -589,6 +589,9 @@ fn open_sessions_and_non_empty_sets_do_not_move() {
 #[test]
 fn busy_owner_answers_a_move_by_rpc() {
     let v = app(true);
+    // By RPC only, whether or not the owner is already inside VCL when
+    // the move starts (a direct move would bypass what is tested here).
+    v.direct_moves.store(false, Ordering::SeqCst);
     let (ready_tx, ready_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let owner = thread::spawn(move || {
@@ -618,6 +621,9 @@ fn busy_owner_answers_a_move_by_rpc() {
 #[test]
 fn unanswered_move_times_out_and_a_late_answer_is_harmless() {
     let v = app(true);
+    // By RPC only, whether or not the owner is already inside VCL when
+    // the move starts (a direct move would bypass what is tested here).
+    v.direct_moves.store(false, Ordering::SeqCst);
     v.vcl().connect_waits_for_accept();
     let l = v.create(0, false);
     assert_eq!(v.listen(l, 10), 0);
@@ -710,12 +716,15 @@ fn sessions_of_an_exited_thread_fail_fast_and_close_cleanly() {
     assert_eq!(v.vcl().violations(), 0);
 }
 
-/// A mover waiting for an owner that exits gives up when the owner leaves,
-/// well before the RPC timeout.
+/// A mover waiting for the answer of an owner that exits instead gives up
+/// when the owner leaves, well before the RPC timeout.
 #[test]
 fn mover_waiting_for_an_exiting_owner_gives_up() {
     let v = app(true);
     v.vcl().connect_waits_for_accept();
+    // By RPC only: the owner's gate is free for a moment between its
+    // connect and its exit, and a direct move then would (rightly) succeed.
+    v.direct_moves.store(false, Ordering::SeqCst);
     // A server thread whose listener accepts the owner's connect late.
     let (l_tx, l_rx) = mpsc::channel();
     let server = thread::spawn(move || {
