@@ -367,8 +367,11 @@ impl<V: Vcl> Vls<V> {
 
     /// Worker-level locks for `op` on `sh`: in mode 3 the shared worker's
     /// locks, with per-thread workers the thread's own gate, else none.
+    #[inline(always)]
     fn op_locks(&'static self, op: OpKind, sh: Option<Sh>) -> Option<WorkerLocks> {
         if self.mt_workers.load(Ordering::Relaxed) {
+            // Always, even while the process has one thread: a second
+            // thread may start moving this one's sessions at any moment.
             return self.own_gate().map(WorkerLocks::Own);
         }
         if !self.needs_locks.load(Ordering::Acquire) {
