@@ -179,23 +179,26 @@ impl<M> RpcTable<M> {
 impl<M> PendingRequest<'_, M> {
     /// The answer, if the owner has given it (taken out of the request).
     pub fn try_take(&self) -> Option<Result<M, MoveError>> {
-        let mut r = self.request.lock().unwrap_or_else(PoisonError::into_inner);
-        match std::mem::replace(&mut *r, Request::Abandoned) {
-            Request::Answered(a) => Some(a),
-            other => {
-                *r = other;
-                None
-            }
-        }
+        self.take_answer(false)
     }
 
     /// Gives up: from now on a late handler does nothing. Returns the
     /// answer if it came in first (the caller must use it: the session has
     /// already left the owner).
     pub fn abandon(&self) -> Option<Result<M, MoveError>> {
+        self.take_answer(true)
+    }
+
+    /// Takes the answer if there is one; otherwise, with `give_up`, marks
+    /// the request abandoned.
+    fn take_answer(&self, give_up: bool) -> Option<Result<M, MoveError>> {
         let mut r = self.request.lock().unwrap_or_else(PoisonError::into_inner);
         match std::mem::replace(&mut *r, Request::Abandoned) {
             Request::Answered(a) => Some(a),
+            Request::Waiting if !give_up => {
+                *r = Request::Waiting;
+                None
+            }
             _ => None,
         }
     }

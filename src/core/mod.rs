@@ -9,7 +9,9 @@
 //!    by pointing it at the process's single VCL worker; from the second
 //!    thread on, the worker-level locks are used;
 //! 2. fetches the VLS session and locks it (the session lock is held for
-//!    the whole operation, also while VCL blocks);
+//!    the whole operation, also while VCL blocks); with per-thread workers,
+//!    first moves it to the calling thread's worker if it is on another
+//!    ([`migrate`]);
 //! 3. takes the worker-level locks its kind needs ([`locks`]), in mode 3;
 //! 4. calls VCL and returns VCL's code unchanged.
 //!
@@ -86,9 +88,31 @@ pub struct Vls<V: Vcl> {
 /// Worker-level locks held around one VCL call.
 enum WorkerLocks {
     /// Mode 3: the shared worker's locks for the kind of operation.
-    Shared(#[allow(dead_code)] OpLocks),
+    Shared { _locks: OpLocks },
     /// Per-thread workers: the calling thread's own gate.
-    Own(#[allow(dead_code)] GateGuard<'static>),
+    Own { _gate: GateGuard<'static> },
+}
+
+/// The calling thread acts as VCL worker `wrk` (VCL's calls use the
+/// thread's worker index) until dropped, which restores its own. Only with
+/// `wrk`'s gate held, so `wrk`'s own thread is outside VCL meanwhile.
+struct ActingAsWorker<'a, V: Vcl> {
+    vcl: &'a V,
+    own: u32,
+}
+
+impl<'a, V: Vcl> ActingAsWorker<'a, V> {
+    fn new(vcl: &'a V, wrk: u32) -> Self {
+        let own = vcl.worker_index();
+        vcl.set_worker_index(wrk);
+        ActingAsWorker { vcl, own }
+    }
+}
+
+impl<V: Vcl> Drop for ActingAsWorker<'_, V> {
+    fn drop(&mut self) {
+        self.vcl.set_worker_index(self.own);
+    }
 }
 
 /// See `Vls::worker_teardown`.
@@ -372,34 +396,36 @@ impl<V: Vcl> Vls<V> {
         if self.mt_workers.load(Ordering::Relaxed) {
             // Always, even while the process has one thread: a second
             // thread may start moving this one's sessions at any moment.
-            return self.own_gate().map(WorkerLocks::Own);
+            return self.own_gate().map(|g| WorkerLocks::Own { _gate: g });
         }
         if !self.needs_locks.load(Ordering::Acquire) {
             return None;
         }
         let vcl = &self.vcl;
-        Some(WorkerLocks::Shared(match (op, sh) {
-            (OpKind::Read, Some(sh)) => {
-                // Any answer but "0 bytes" means the read returns at once.
-                self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.read_ready(sh) != 0)
-            }
-            (OpKind::Write, Some(sh)) => {
-                self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.write_ready(sh))
-            }
-            _ => self.locks.acquire(op, || true),
-        }))
+        Some(WorkerLocks::Shared {
+            _locks: match (op, sh) {
+                (OpKind::Read, Some(sh)) => {
+                    // Any answer but "0 bytes" means the read returns at once.
+                    self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.read_ready(sh) != 0)
+                }
+                (OpKind::Write, Some(sh)) => {
+                    self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.write_ready(sh))
+                }
+                _ => self.locks.acquire(op, || true),
+            },
+        })
     }
 
     /// `sh` is a session of the calling thread's worker.
     #[inline]
     fn is_here(&self, sh: Sh) -> bool {
-        sh != INVALID && sh_parts(sh).0 == self.vcl.worker_index()
+        on_worker(sh, self.vcl.worker_index())
     }
 
     /// The VCL handle to use for `locked` from the calling thread: with
     /// per-thread workers, the session is first moved to the thread's
     /// worker if it is on another's (see [`migrate`]).
-    fn sh_here(&'static self, locked: &mut LockedSession<'_>) -> Result<Sh, i32> {
+    fn sh_here(&'static self, locked: &LockedSession<'_>) -> Result<Sh, i32> {
         let sh = locked.sh();
         if !self.mt_workers.load(Ordering::Relaxed) {
             return Ok(sh);
@@ -431,35 +457,24 @@ impl<V: Vcl> Vls<V> {
             }
         };
         self.pool.remap(locked, new_sh);
-        locked.state.owner_wrk = me;
-        locked.state.per_worker = vec![sh_parts(new_sh)];
         tracing::debug!(vlsh, from = owner, to = me, how, "session moved to this thread's worker");
         Ok(new_sh)
     }
 
     /// Takes session `index` out of worker `owner`: directly if the owner's
     /// thread is outside VCL, else by RPC, waiting at most [`RPC_TIMEOUT`]
-    /// (see [`migrate`] for the protocol).
-    /// Also says how: `"directly"` or `"by RPC"`.
+    /// (see [`migrate`] for the protocol). Also says how: `"directly"` or
+    /// `"by RPC"`.
     fn move_from(&'static self, owner: u32, index: u32) -> Result<(V::Moved, &'static str), MoveError> {
+        // The owner's gate, if movers may take it (not with
+        // `VLS_MIGRATE_BY_RPC=1`).
         let gate = self.gates.get(owner);
-        let direct = self.direct_moves.load(Ordering::Acquire);
-        let try_direct = || -> Option<Result<V::Moved, MoveError>> {
-            let g = gate?;
-            if g.is_exiting() {
-                return Some(Err(MoveError::NoWorker));
-            }
-            if !direct {
-                return None;
-            }
-            let _held = g.try_enter()?;
-            if g.is_exiting() {
-                return Some(Err(MoveError::NoWorker));
-            }
-            Some(self.vcl.move_out(owner, index))
-        };
-        if let Some(r) = try_direct() {
-            return r.map(|m| (m, "directly"));
+        let bypass = gate.filter(|_| self.direct_moves.load(Ordering::Acquire));
+        if gate.is_some_and(Gate::is_exiting) {
+            return Err(MoveError::NoWorker);
+        }
+        if let Some(held) = bypass.and_then(Gate::try_enter) {
+            return self.move_out_holding(owner, index, held).map(|m| (m, "directly"));
         }
         let request = self.rpcs.register();
         let msg = Rpc::Move { id: request.id, session_index: index }.encode();
@@ -479,7 +494,7 @@ impl<V: Vcl> Vls<V> {
             if gate.is_some_and(Gate::is_exiting) {
                 return request.abandon().unwrap_or(Err(MoveError::NoWorker)).map(|m| (m, "by RPC"));
             }
-            if let Some(held) = gate.filter(|_| direct).and_then(Gate::try_enter) {
+            if let Some(held) = bypass.and_then(Gate::try_enter) {
                 // The owner is outside VCL now (it may never come back to
                 // answer). With its gate held it cannot be answering either:
                 // withdraw the request, and move the session directly unless
@@ -487,22 +502,14 @@ impl<V: Vcl> Vls<V> {
                 if let Some(answer) = request.abandon() {
                     return answer.map(|m| (m, "by RPC"));
                 }
-                let r = self.vcl.move_out(owner, index);
-                drop(held);
-                return r.map(|m| (m, "directly"));
+                return self.move_out_holding(owner, index, held).map(|m| (m, "directly"));
             }
             if Instant::now() >= deadline {
-                return match request.abandon() {
-                    Some(answer) => answer.map(|m| (m, "by RPC")),
-                    None => {
-                        tracing::warn!(
-                            owner,
-                            index,
-                            "no answer to a session move request within the RPC timeout"
-                        );
-                        Err(MoveError::NoWorker)
-                    }
-                };
+                if let Some(answer) = request.abandon() {
+                    return answer.map(|m| (m, "by RPC"));
+                }
+                tracing::warn!(owner, index, "no answer to a session move request within the RPC timeout");
+                return Err(MoveError::NoWorker);
             }
             {
                 // Answer what others ask of this worker meanwhile (two
@@ -515,39 +522,57 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
+    /// Moves session `index` out of worker `owner`, whose gate `_held` is
+    /// held (so its thread is outside VCL), unless that thread is exiting.
+    fn move_out_holding(&self, owner: u32, index: u32, _held: GateGuard<'_>) -> Result<V::Moved, MoveError> {
+        if self.gates.get(owner).is_some_and(Gate::is_exiting) {
+            return Err(MoveError::NoWorker);
+        }
+        self.vcl.move_out(owner, index)
+    }
+
     /// Runs `f` on the VCL handle of `vlsh` with the session and the
     /// worker-level locks for `op` held.
     fn with_session(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
         self.detect_thread();
         let Some(session) = self.pool.get(vlsh) else { return EBADFD };
-        if self.mt_workers.load(Ordering::Relaxed) && !self.is_here(session.sh()) {
-            // Per-thread workers: bring the session to this thread's worker
-            // first, with the whole session locked.
-            let mut locked = session.lock();
-            if locked.closed() {
-                return EBADFD;
+        // Per-thread workers: the calling thread's worker, where the session
+        // must be; brought there first, with the whole session locked.
+        let own_wrk = if self.mt_workers.load(Ordering::Relaxed) {
+            let me = self.vcl.worker_index();
+            if !on_worker(session.sh(), me) {
+                let locked = session.lock();
+                if locked.closed() {
+                    return EBADFD;
+                }
+                if let Err(e) = self.sh_here(&locked) {
+                    return e;
+                }
             }
-            if let Err(e) = self.sh_here(&mut locked) {
-                return e;
-            }
-        }
-        // Reads and writes lock their half of the session; everything else
-        // locks the whole session.
-        let rv = match op {
+            Some(me)
+        } else {
+            None
+        };
+        // Reads and writes lock their half of the session, except
+        // non-blocking ones while threads share the worker (see
+        // `nonblocking_hint`); everything else locks the whole session.
+        let half = match op {
             OpKind::Read | OpKind::Write
-                if self.needs_locks.load(Ordering::Relaxed)
-                    && session.nonblocking_hint.load(Ordering::Relaxed) =>
+                if !(self.needs_locks.load(Ordering::Relaxed)
+                    && session.nonblocking_hint.load(Ordering::Relaxed)) =>
             {
-                let _locked = session.lock_io_both();
-                self.run_locked(session, op, f)
+                Some(if op == OpKind::Read { Half::Rx } else { Half::Tx })
             }
-            OpKind::Read | OpKind::Write => {
-                let _locked = session.lock_io(if op == OpKind::Read { Half::Rx } else { Half::Tx });
-                self.run_locked(session, op, f)
+            _ => None,
+        };
+        let rv = match half {
+            Some(half) => {
+                let _locked = session.lock_io(half);
+                self.run_locked(session, op, own_wrk, f)
             }
-            _ => {
+            None => {
                 let _locked = session.lock();
-                self.run_locked(session, op, f)
+                self.run_locked(session, op, own_wrk, f)
             }
         };
         // EAGAIN is an answer, not an error (and the hot path of
@@ -559,14 +584,21 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// Runs `f` on the session's VCL handle (the session is locked by the
-    /// caller) with the worker-level locks for `op`; `EBADFD` if closed.
+    /// caller) with the worker-level locks for `op`; `EBADFD` if closed, or
+    /// (per-thread workers) if the session is not on `own_wrk`.
     #[inline(always)]
-    fn run_locked(&'static self, session: &VlsSession, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
+    fn run_locked(
+        &'static self,
+        session: &VlsSession,
+        op: OpKind,
+        own_wrk: Option<u32>,
+        f: impl FnOnce(Sh) -> i32,
+    ) -> i32 {
         if session.is_closed() {
             return EBADFD;
         }
         let sh = session.sh();
-        if self.mt_workers.load(Ordering::Relaxed) && !self.is_here(sh) {
+        if own_wrk.is_some_and(|me| !on_worker(sh, me)) {
             // Moved away again (another thread of this process used it in
             // between), or its worker is gone.
             return EBADFD;
@@ -661,11 +693,8 @@ impl<V: Vcl> Vls<V> {
                 return 0;
             }
             if let Some(_held) = g.try_enter() {
-                let me = self.vcl.worker_index();
-                self.vcl.set_worker_index(owner);
-                let rv = self.vcl.close(sh);
-                self.vcl.set_worker_index(me);
-                return rv;
+                let _as_owner = ActingAsWorker::new(&self.vcl, owner);
+                return self.vcl.close(sh);
             }
         }
         let msg = Rpc::Close { session_index: index }.encode();
@@ -913,9 +942,9 @@ impl<V: Vcl> Vls<V> {
         // Two session locks: always in vlsh order, so two threads linking
         // two epoll sessions into each other cannot deadlock.
         let (first, second) = if ep_vlsh < vlsh { (&ep, &s) } else { (&s, &ep) };
-        let mut l1 = first.lock();
-        let mut l2 = second.lock();
-        let (ep_l, s_l) = if ep_vlsh < vlsh { (&mut l1, &mut l2) } else { (&mut l2, &mut l1) };
+        let l1 = first.lock();
+        let l2 = second.lock();
+        let (ep_l, s_l) = if ep_vlsh < vlsh { (&l1, &l2) } else { (&l2, &l1) };
         if ep_l.closed() || s_l.closed() {
             return EBADFD;
         }
@@ -1230,6 +1259,12 @@ impl<V: Vcl> Vls<V> {
     pub fn session(&self, vlsh: Vlsh) -> Option<&VlsSession> {
         self.pool.get(vlsh)
     }
+}
+
+/// `sh` is a session of worker `wrk`.
+#[inline]
+fn on_worker(sh: Sh, wrk: u32) -> bool {
+    sh != INVALID && sh_parts(sh).0 == wrk
 }
 
 /// Number of bits set among the first `n_bits` bits of a select(2)-style

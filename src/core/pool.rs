@@ -55,15 +55,16 @@ pub struct VlsSession {
     /// Read without the session lock (LDP reads it while another thread may
     /// be blocked on the session).
     pub libc_epfd: AtomicI32,
-    /// Current VCL handle, readable without the lock; written only with
-    /// `state` locked.
+    /// Current VCL handle (on the worker that has the session now),
+    /// readable without the lock; written only with the whole session
+    /// locked.
     sh: AtomicU32,
     /// The session was closed; every operation now fails with `EBADFD`.
     /// Written only with the whole session locked; read with either half.
     closed: AtomicBool,
-    /// Session lock, in three parts taken in this order: `rx`, `tx`,
-    /// `state`. A read takes only `rx`, a write only `tx`; every other
-    /// operation takes all three. So one thread may block reading a session
+    /// Session lock, in two halves taken in this order: `rx`, `tx`. A read
+    /// takes only `rx`, a write only `tx`; every other operation takes
+    /// both. So one thread may block reading a session
     /// while another writes to it (a full-duplex stream shared by a reader
     /// and a writer thread): VCL's read path touches only the rx FIFO and
     /// the session flags, its write path only the tx FIFO and reads the
@@ -77,27 +78,13 @@ pub struct VlsSession {
     /// worker they take both halves: one call at a time per session, which
     /// spares the session's memory the traffic of concurrent calls.
     pub nonblocking_hint: AtomicBool,
-    state: Mutex<SessionState>,
 }
 
-/// The part of a session only its lock holder may read or change.
-#[derive(Debug)]
-pub struct SessionState {
-    /// VCL worker that owned the session when it was allocated.
-    pub owner_wrk: u32,
-    /// VCL session of this VLS session on each worker that has one
-    /// (more than one only after migration between per-thread workers).
-    pub per_worker: Vec<(u32, u32)>,
-}
-
-/// A session locked exclusively (all three parts): the guard of its state
-/// plus its VCL handle.
+/// A session locked exclusively (both halves).
 pub struct LockedSession<'a> {
     /// The session.
     pub session: &'a VlsSession,
     // Field order is drop order: reverse of acquisition.
-    /// Its state, locked.
-    pub state: MutexGuard<'a, SessionState>,
     _tx: MutexGuard<'a, ()>,
     _rx: MutexGuard<'a, ()>,
 }
@@ -135,16 +122,6 @@ pub struct IoLocked<'a> {
     _half: MutexGuard<'a, ()>,
 }
 
-/// A session locked for one non-blocking read or write while threads share
-/// the worker: both halves (see `nonblocking_hint`).
-pub struct BothHalvesLocked<'a> {
-    /// The session.
-    pub session: &'a VlsSession,
-    // Field order is drop order: reverse of acquisition.
-    _tx: MutexGuard<'a, ()>,
-    _rx: MutexGuard<'a, ()>,
-}
-
 impl VlsSession {
     fn new(vlsh: Vlsh) -> Self {
         VlsSession {
@@ -160,15 +137,12 @@ impl VlsSession {
             rx: Mutex::new(()),
             tx: Mutex::new(()),
             nonblocking_hint: AtomicBool::new(false),
-            state: Mutex::new(SessionState { owner_wrk: INVALID, per_worker: Vec::new() }),
         }
     }
 
     /// (Re)initialises the object for a new session on VCL handle `sh`.
     fn init(&self, sh: Sh, is_epoll: bool) {
-        let (wrk, idx) = crate::seam::sh_parts(sh);
-        let mut locked = self.lock();
-        *locked.state = SessionState { owner_wrk: wrk, per_worker: vec![(wrk, idx)] };
+        let locked = self.lock();
         self.is_epoll.store(is_epoll, Ordering::Relaxed);
         self.membership.reset();
         self.demux.reset();
@@ -202,12 +176,13 @@ impl VlsSession {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Locks the session exclusively (blocking).
+    /// Locks the session exclusively (blocking). Also what a non-blocking
+    /// read or write takes while threads share the worker (see
+    /// `nonblocking_hint`).
     pub fn lock(&self) -> LockedSession<'_> {
         let rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
         let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        LockedSession { session: self, state, _tx: tx, _rx: rx }
+        LockedSession { session: self, _tx: tx, _rx: rx }
     }
 
     /// Locks the session for one read or one write (blocking).
@@ -217,14 +192,6 @@ impl VlsSession {
             Half::Tx => &self.tx,
         };
         IoLocked { session: self, _half: m.lock().unwrap_or_else(PoisonError::into_inner) }
-    }
-
-    /// Locks both halves, in order (a non-blocking read or write while
-    /// threads share the worker, see `nonblocking_hint`).
-    pub fn lock_io_both(&self) -> BothHalvesLocked<'_> {
-        let rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
-        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        BothHalvesLocked { session: self, _tx: tx, _rx: rx }
     }
 }
 
@@ -407,7 +374,7 @@ mod tests {
         assert_eq!(p.vlsh_of(0x0100_0002), Some(1));
         let sa = p.get(a).unwrap();
         assert_eq!(sa.sh(), 0x0100_0001);
-        assert_eq!(sa.lock().state.owner_wrk, 1);
+        assert_eq!(crate::seam::sh_parts(sa.sh()).0, 1, "on worker 1");
         sa.lock().mark_closed();
         p.free(sa);
         assert!(p.get(a).is_none());

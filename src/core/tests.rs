@@ -77,8 +77,10 @@ fn lifecycle_and_bad_handles() {
     assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, 777, std::ptr::null_mut()) }, -libc::EINVAL);
     let plain = v.create(0, false);
     // An epoll handle that is not an epoll session.
+    // SAFETY: valid event pointer.
     assert_eq!(unsafe { v.epoll_ctl(plain, libc::EPOLL_CTL_ADD, ep, &mut e) }, EBADFD);
     let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 1];
+    // SAFETY: `evs` is valid for 1 event.
     assert_eq!(unsafe { v.epoll_wait(plain, evs.as_mut_ptr(), 1, 0.0) }, EBADFD);
 }
 
