@@ -19,7 +19,8 @@ vppsys_worker_index (void)
 void
 vppsys_set_worker_index (uint32_t wrk_index)
 {
-  __vcl_worker_index = wrk_index == (uint32_t) ~0 ? ~0 : wrk_index;
+  /* ~0 must become VCL's uword ~0, not a 32-bit one */
+  __vcl_worker_index = wrk_index == (uint32_t) ~0 ? (uword) ~0 : (uword) wrk_index;
 }
 
 int
