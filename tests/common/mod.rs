@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use vls::harness::{self, VclConf, VppInstance};
 
+#[cfg(feature = "vpp")]
+pub mod capi;
+
 /// How long one test body may run before it is killed and failed.
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 

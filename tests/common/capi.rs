@@ -1,0 +1,110 @@
+//! Helpers of the tests that drive the `vls_*` C ABI directly.
+
+use std::ffi::c_void;
+use std::net::SocketAddr;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use vls::capi::*;
+use vls::ffi;
+use vls::sockaddr::Endpoint;
+
+pub const EBADFD: i32 = -libc::EBADFD;
+pub const EAGAIN: i32 = -libc::EAGAIN;
+pub const TCP: u8 = ffi::VPPCOM_PROTO_TCP as u8;
+pub const UDP: u8 = ffi::VPPCOM_PROTO_UDP as u8;
+
+pub fn app(name: &str) {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { vls_app_create(c.as_ptr() as *mut _) }, 0, "vls_app_create");
+}
+
+/// Calls `f` with a `vppcom_endpt_t*` for `addr` (or an empty one to fill).
+pub fn with_ep<R>(addr: Option<SocketAddr>, f: impl FnOnce(*mut c_void) -> R) -> (R, SocketAddr) {
+    let mut e = addr.map(|a| Endpoint::from_socket_addr(&a)).unwrap_or_default();
+    let mut raw = ffi::vppcom_endpt_t {
+        is_ip4: e.is_ip4,
+        ip: e.ip.as_mut_ptr(),
+        port: e.port_be,
+        ..Default::default()
+    };
+    let r = f((&mut raw as *mut ffi::vppcom_endpt_t).cast());
+    e.is_ip4 = raw.is_ip4;
+    e.port_be = raw.port;
+    (r, e.to_socket_addr())
+}
+
+pub fn listen_on(addr: SocketAddr, proto: u8, nonblocking: bool) -> i32 {
+    let l = vls_create(proto, nonblocking as u8);
+    assert!(l >= 0, "vls_create");
+    // SAFETY: `ep` is valid during the call.
+    let (rv, _) = with_ep(Some(addr), |ep| unsafe { vls_bind(l, ep) });
+    assert_eq!(rv, 0, "bind");
+    assert_eq!(vls_listen(l, 64), 0, "listen");
+    l
+}
+
+pub fn connect_to(addr: SocketAddr, proto: u8) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = vls_create(proto, 0);
+        assert!(h >= 0);
+        // SAFETY: `ep` is valid during the call.
+        let (rv, _) = with_ep(Some(addr), |ep| unsafe { vls_connect(h, ep) });
+        if rv == 0 {
+            return h;
+        }
+        vls_close(h);
+        assert!(rv == -libc::ECONNREFUSED && Instant::now() < deadline, "connect: {rv}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn accept(l: i32) -> i32 {
+    // SAFETY: `ep` is valid during the call.
+    let (h, _) = with_ep(None, |ep| unsafe { vls_accept(l, ep, 0) });
+    h
+}
+
+pub fn write_all(h: i32, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for its length.
+        let n = unsafe { vls_write(h, buf.as_ptr() as *mut c_void, buf.len()) };
+        if n == EAGAIN {
+            thread::yield_now();
+            continue;
+        }
+        assert!(n > 0, "write: {n}");
+        buf = &buf[n as usize..];
+    }
+}
+
+pub fn read_some(h: i32, buf: &mut [u8]) -> isize {
+    // SAFETY: `buf` is valid for its length.
+    unsafe { vls_read(h, buf.as_mut_ptr().cast(), buf.len()) }
+}
+
+pub fn read_exact(h: i32, buf: &mut [u8]) {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = read_some(h, &mut buf[got..]);
+        assert!(n > 0, "read: {n} after {got}");
+        got += n as usize;
+    }
+}
+
+/// Repeats a polling call until it reports something (or 10 s pass).
+pub fn until_positive(mut f: impl FnMut() -> i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = f();
+        if n != 0 || Instant::now() > deadline {
+            return n;
+        }
+    }
+}
+
+pub fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
