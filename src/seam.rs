@@ -178,4 +178,77 @@ pub trait Vcl: Send + Sync + 'static {
     /// Handles what the calling thread's worker has on its message queue,
     /// RPCs included (`vcl_flush_mq_events`).
     fn flush_mq(&self);
+
+    // ---- per-process workers (fork) ----
+    //
+    // The defaults describe a VCL that cannot fork (the core's test
+    // double): hooks are not installed and nothing can be shared.
+
+    /// Makes `hooks` run around `fork` (`pthread_atfork`), once per process.
+    fn install_fork_hooks(&self, hooks: &'static dyn ForkHooks) {
+        let _ = hooks;
+    }
+    /// In a forked child, on the calling thread's new worker: copies the
+    /// sessions of worker `parent_wrk` (same indices), re-bases epoll links,
+    /// subscribes to FIFOs; listeners are copied as [`Listener::Elsewhere`].
+    fn fork_copy_sessions(&self, parent_wrk: u32) -> i32 {
+        let _ = parent_wrk;
+        -libc::ENOTSUP
+    }
+    /// Listener state of `sh` on the calling thread's worker.
+    fn listener_state(&self, sh: Sh) -> Listener {
+        let _ = sh;
+        Listener::No
+    }
+    /// Starts listening on a listener copied at fork; true if a listen
+    /// request was sent.
+    fn listener_start(&self, sh: Sh) -> bool {
+        let _ = sh;
+        false
+    }
+    /// Worker `wrk` (another process's) stops listening on its copy of the
+    /// listener at `session_index`; true if it was listening.
+    fn listener_stop_on(&self, wrk: u32, session_index: u32) -> bool {
+        let _ = (wrk, session_index);
+        false
+    }
+    /// Drops the calling worker's copy of a shared session that others
+    /// keep, handing VPP's events to worker `new_owner` (`INVALID`: keep).
+    /// With `notify_vpp` false nothing is sent to VPP (the copy of a
+    /// process that is gone: VPP cleans up after that worker itself).
+    fn unshare(&self, sh: Sh, new_owner: u32, notify_vpp: bool) -> i32 {
+        let _ = (sh, new_owner, notify_vpp);
+        -libc::ENOTSUP
+    }
+    /// A token that changes when VPP hands session `session_index` over to
+    /// worker `wrk` (its rx FIFO as that worker sees it); 0 if none.
+    fn handover_token(&self, wrk: u32, session_index: u32) -> usize {
+        let _ = (wrk, session_index);
+        0
+    }
+    /// Frees the worker of an exited process.
+    fn worker_cleanup_dead(&self, wrk: u32) {
+        let _ = wrk;
+    }
+}
+
+/// A session's listener state on one worker (per-process workers).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// Not a listener.
+    No,
+    /// Listening: VPP hands this worker new connections.
+    Here,
+    /// A listener copied at fork that this worker has not listened on.
+    Elsewhere,
+}
+
+/// Callbacks around `fork` (see `pthread_atfork`).
+pub trait ForkHooks: Send + Sync {
+    /// In the parent, before the fork.
+    fn before_fork(&'static self);
+    /// In the parent, after the fork.
+    fn after_fork_in_parent(&'static self);
+    /// In the child, after the fork (the only thread of the child).
+    fn after_fork_in_child(&'static self);
 }

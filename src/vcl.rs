@@ -177,7 +177,7 @@ fn addr_attr(sh: SessionHandle, op: sys::vppcom_attr_op_t) -> Result<SocketAddr>
 use std::ffi::{c_char, c_ulong, c_void};
 use std::sync::OnceLock;
 
-use crate::seam::{self, EpollFns, MoveError, RpcHandler, Sh, WaitHooks};
+use crate::seam::{self, EpollFns, ForkHooks, Listener, MoveError, RpcHandler, Sh, WaitHooks};
 
 /// [`seam::Vcl`] over the real libvppcom. Zero-sized: VCL's state is global.
 #[derive(Debug, Default, Clone, Copy)]
@@ -231,6 +231,28 @@ impl Drop for MovedSession {
             // what the copy owns.
             unsafe { sys::vppsys_session_discard(b.as_mut_ptr()) };
         }
+    }
+}
+
+/// The hooks run around `fork` (one set per process).
+static FORK_HOOKS: OnceLock<&'static dyn ForkHooks> = OnceLock::new();
+
+// A panic must not unwind into libc's fork.
+extern "C" fn before_fork_trampoline() {
+    if let Some(h) = FORK_HOOKS.get() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.before_fork()));
+    }
+}
+
+extern "C" fn after_fork_parent_trampoline() {
+    if let Some(h) = FORK_HOOKS.get() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.after_fork_in_parent()));
+    }
+}
+
+extern "C" fn after_fork_child_trampoline() {
+    if let Some(h) = FORK_HOOKS.get() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.after_fork_in_child()));
     }
 }
 
@@ -446,5 +468,55 @@ impl seam::Vcl for RealVcl {
         // SAFETY: handles the calling thread's worker's queue; the caller
         // has a worker.
         unsafe { sys::vcl_flush_mq_events() }
+    }
+
+    fn install_fork_hooks(&self, hooks: &'static dyn ForkHooks) {
+        if FORK_HOOKS.set(hooks).is_ok() {
+            // SAFETY: the handlers are `extern "C"`, never unwind, and stay
+            // valid for the life of the process.
+            let rv = unsafe {
+                libc::pthread_atfork(
+                    Some(before_fork_trampoline),
+                    Some(after_fork_parent_trampoline),
+                    Some(after_fork_child_trampoline),
+                )
+            };
+            if rv != 0 {
+                tracing::error!(rv, "pthread_atfork failed: forked children will not get a VCL worker");
+            }
+        }
+    }
+    fn fork_copy_sessions(&self, parent_wrk: u32) -> i32 {
+        // SAFETY: called in a forked child whose thread has a new worker;
+        // the shim checks both worker indices.
+        unsafe { sys::vppsys_fork_copy_sessions(parent_wrk) }
+    }
+    fn listener_state(&self, sh: Sh) -> Listener {
+        // SAFETY: looks `sh` up on the calling thread's worker (null-safe).
+        match unsafe { sys::vppsys_listener_state(sh) } {
+            sys::VPPSYS_LISTENING_HERE => Listener::Here,
+            sys::VPPSYS_LISTENING_ELSEWHERE => Listener::Elsewhere,
+            _ => Listener::No,
+        }
+    }
+    fn listener_start(&self, sh: Sh) -> bool {
+        // SAFETY: as above; sends on the calling worker's own queue.
+        unsafe { sys::vppsys_listener_start(sh) == 1 }
+    }
+    fn listener_stop_on(&self, wrk: u32, session_index: u32) -> bool {
+        // SAFETY: the shim checks the worker and session exist.
+        unsafe { sys::vppsys_listener_stop_on(wrk, session_index) == 1 }
+    }
+    fn unshare(&self, sh: Sh, new_owner: u32, notify_vpp: bool) -> i32 {
+        // SAFETY: looks `sh` up on the calling thread's worker (null-safe).
+        unsafe { sys::vppsys_session_unshare(sh, new_owner, notify_vpp as i32) }
+    }
+    fn handover_token(&self, wrk: u32, session_index: u32) -> usize {
+        // SAFETY: the shim checks the worker and session exist.
+        unsafe { sys::vppsys_session_rx_fifo(wrk, session_index) }
+    }
+    fn worker_cleanup_dead(&self, wrk: u32) {
+        // SAFETY: the shim checks the worker exists; its process is gone.
+        unsafe { sys::vppsys_worker_cleanup_dead(wrk) }
     }
 }

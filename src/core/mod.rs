@@ -21,6 +21,8 @@
 pub mod demux;
 #[cfg(test)]
 mod double;
+pub mod fork;
+mod fork_hooks;
 pub mod locks;
 pub mod migrate;
 pub mod pool;
@@ -83,6 +85,11 @@ pub struct Vls<V: Vcl> {
     /// session themselves (default). Off, every move is an RPC (set by
     /// `VLS_MIGRATE_BY_RPC=1`, to exercise that path).
     direct_moves: AtomicBool,
+    /// Per-process workers: what forked processes share, mapped before the
+    /// first fork (see [`fork`]).
+    shared: std::sync::OnceLock<fork::SharedTable>,
+    /// Serialises the cleanup of exited children's workers.
+    child_cleanup: std::sync::Mutex<()>,
 }
 
 /// Worker-level locks held around one VCL call.
@@ -182,6 +189,8 @@ impl<V: Vcl> Vls<V> {
             gates: Gates::default(),
             rpcs: RpcTable::default(),
             direct_moves: AtomicBool::new(true),
+            shared: std::sync::OnceLock::new(),
+            child_cleanup: std::sync::Mutex::new(()),
         }))
     }
 
@@ -243,6 +252,7 @@ impl<V: Vcl> Vls<V> {
         self.n_threads.store(1, Ordering::Release);
         self.vcl.install_wait_hooks(self);
         self.vcl.install_rpc_handler(self);
+        self.vcl.install_fork_hooks(self);
         if std::env::var_os("VLS_MIGRATE_BY_RPC").is_some_and(|v| v == "1") {
             self.direct_moves.store(false, Ordering::Release);
         }
@@ -315,11 +325,14 @@ impl<V: Vcl> Vls<V> {
         if !self.is_app_created() {
             return;
         }
+        fork_hooks::quiet_from_now_on();
         let mut t = self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if *t == Teardown::Pending {
             if self.vcl.worker_index() == INVALID {
                 self.vcl.set_worker_index(self.process_wrk.load(Ordering::Acquire));
             }
+            // Forked relatives keep what this process shares with them.
+            self.leave_shared_sessions_at_exit();
             *t = Teardown::LeftToExit;
         }
     }
@@ -344,7 +357,11 @@ impl<V: Vcl> Vls<V> {
                 self.orphan_sessions_of(wrk);
                 self.vcl.worker_unregister();
             }
-        } else if left == 0 {
+        } else if left == 0 && self.shared.get().is_none() {
+            // (A process that forked keeps its worker to the end: VCL's
+            // exit handler runs on whichever thread calls `exit` and, with
+            // relatives' workers in VCL's shared pool, assumes that thread
+            // has a worker; `process_exiting` points it at this one.)
             let mut t = self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if *t == Teardown::Pending {
                 self.vcl.worker_unregister();
@@ -668,6 +685,12 @@ impl<V: Vcl> Vls<V> {
             0
         } else if self.mt_workers.load(Ordering::Relaxed) && !self.is_here(sh) {
             self.close_on_owner(sh)
+        } else if let Some(rv) = {
+            let _g = self.op_locks(OpKind::SessionPool, Some(sh));
+            self.close_shared(session.shared.load(Ordering::Acquire), sh)
+        } {
+            // Shared with forked relatives: this worker left it.
+            rv
         } else {
             let _g = self.op_locks(OpKind::SessionPool, Some(sh));
             self.vcl.close(sh)
@@ -829,7 +852,9 @@ impl<V: Vcl> Vls<V> {
     /// `ep` as for `vppcom_session_accept`.
     pub unsafe fn accept(&'static self, vlsh: Vlsh, ep: *mut c_void, flags: i32) -> Vlsh {
         let mut nonblocking = false;
+        let shared = self.pool.get(vlsh).map_or(INVALID, |s| s.shared.load(Ordering::Acquire));
         let rv = self.with_session(vlsh, OpKind::SessionPool, |sh| {
+            self.shared_listener_in_use(shared, sh);
             // SAFETY: forwarded contract.
             let rv = unsafe { self.vcl.accept(sh, ep, flags) };
             if rv >= 0 {
@@ -969,6 +994,11 @@ impl<V: Vcl> Vls<V> {
         // locks as walking them in epoll_wait.
         let rv = {
             let _g = self.op_locks(OpKind::Xpoll, None);
+            if op != libc::EPOLL_CTL_DEL {
+                // Removing a listener from a set changes nothing (nginx
+                // adds and removes its listeners all the time).
+                self.shared_listener_in_use(s.shared.load(Ordering::Acquire), sh);
+            }
             // SAFETY: forwarded contract; `ev_ptr` is null or `token_ev`.
             unsafe { self.vcl.epoll_ctl(ep_sh, op, sh, ev_ptr) }
         };
@@ -994,6 +1024,7 @@ impl<V: Vcl> Vls<V> {
         max: i32,
         wait: f64,
     ) -> i32 {
+        self.clean_up_exited_children();
         let Some(set) = self.pool.get(ep_vlsh) else { return EBADFD };
         let Some(demux) = set.demux() else { return EBADFD };
         if max <= 0 {
@@ -1174,7 +1205,10 @@ impl<V: Vcl> Vls<V> {
         wait: f64,
     ) -> i32 {
         self.detect_thread();
+        self.clean_up_exited_children();
         let _g = self.op_locks(OpKind::Xpoll, None);
+        // SAFETY: forwarded contract (the read map is null or `n_bits` bits).
+        unsafe { self.shared_listeners_selected(r, n_bits) };
         // SAFETY: forwarded contract.
         let rv = self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.select(n_bits, r, w, e, wait) });
         if rv <= 0 {
@@ -1194,7 +1228,10 @@ impl<V: Vcl> Vls<V> {
     /// `vp` valid for `n` entries.
     pub unsafe fn poll(&'static self, vp: *mut c_void, n: u32, wait: f64) -> i32 {
         self.detect_thread();
+        self.clean_up_exited_children();
         let _g = self.op_locks(OpKind::Xpoll, None);
+        // SAFETY: forwarded contract.
+        unsafe { self.shared_listeners_polled(vp, n) };
         // SAFETY: forwarded contract.
         self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.poll(vp, n, wait) })
     }

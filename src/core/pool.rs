@@ -78,6 +78,10 @@ pub struct VlsSession {
     /// worker they take both halves: one call at a time per session, which
     /// spares the session's memory the traffic of concurrent calls.
     pub nonblocking_hint: AtomicBool,
+    /// Per-process workers: the session's entry in the table forked
+    /// processes share (`core::fork`), or `INVALID` while only this process
+    /// has it.
+    pub shared: AtomicU32,
 }
 
 /// A session locked exclusively (both halves).
@@ -137,6 +141,7 @@ impl VlsSession {
             rx: Mutex::new(()),
             tx: Mutex::new(()),
             nonblocking_hint: AtomicBool::new(false),
+            shared: AtomicU32::new(INVALID),
         }
     }
 
@@ -151,6 +156,7 @@ impl VlsSession {
         self.sh.store(sh, Ordering::Release);
         self.closed.store(false, Ordering::Release);
         self.nonblocking_hint.store(false, Ordering::Relaxed);
+        self.shared.store(INVALID, Ordering::Relaxed);
         drop(locked);
         self.live.store(true, Ordering::Release);
     }

@@ -104,7 +104,37 @@ extern "C" {
     pub fn vppsys_session_move_in(moved: *const vcl_session_t) -> libc::c_int;
     /// Frees the heap blocks a moved-out copy owns (a copy never moved in).
     pub fn vppsys_session_discard(moved: *mut vcl_session_t);
+    /// In a forked child whose thread has just registered its own worker:
+    /// copies the parent worker's sessions to it (same indices), re-bases
+    /// epoll links, subscribes to the FIFOs, and marks listeners as
+    /// listening elsewhere. 0, or -1 if either worker is missing.
+    pub fn vppsys_fork_copy_sessions(parent_wrk_index: u32) -> libc::c_int;
+    /// [`VPPSYS_NOT_LISTENER`], [`VPPSYS_LISTENING_HERE`] or
+    /// [`VPPSYS_LISTENING_ELSEWHERE`] for a session of the current worker.
+    pub fn vppsys_listener_state(sh: u32) -> libc::c_int;
+    /// The current worker starts listening on a listener copied at fork:
+    /// 1 if a listen request was sent, 0 if not needed, -1 if not a listener.
+    pub fn vppsys_listener_start(sh: u32) -> libc::c_int;
+    /// Worker `wrk_index` stops listening on its copy of a listener (sent on
+    /// that worker's queue): 1 if it was listening, else 0.
+    pub fn vppsys_listener_stop_on(wrk_index: u32, session_index: u32) -> libc::c_int;
+    /// The current worker drops its copy of a session others still use,
+    /// handing VPP's events to worker `new_owner_wrk` (or `~0`: keep);
+    /// with `notify_vpp` 0, sends VPP nothing (a dead process's copy).
+    pub fn vppsys_session_unshare(sh: u32, new_owner_wrk: u32, notify_vpp: libc::c_int) -> libc::c_int;
+    /// The rx FIFO of a session as worker `wrk_index` sees it (it changes
+    /// when VPP hands the session over to that worker), or 0.
+    pub fn vppsys_session_rx_fifo(wrk_index: u32, session_index: u32) -> usize;
+    /// Frees the worker of a process that has exited.
+    pub fn vppsys_worker_cleanup_dead(wrk_index: u32);
 }
+
+/// [`vppsys_listener_state`]: not a listener.
+pub const VPPSYS_NOT_LISTENER: libc::c_int = 0;
+/// [`vppsys_listener_state`]: VPP sends this worker new connections.
+pub const VPPSYS_LISTENING_HERE: libc::c_int = 1;
+/// [`vppsys_listener_state`]: a copy made at fork, not listening here yet.
+pub const VPPSYS_LISTENING_ELSEWHERE: libc::c_int = 2;
 
 /// [`vppsys_session_move_out`]: the worker does not exist.
 pub const VPPSYS_MOVE_NO_WORKER: libc::c_int = -1;

@@ -256,3 +256,165 @@ vppsys_session_discard (vcl_session_t *copy)
   vec_free (copy->tep_attrs);
   copy->ext_config = 0;
 }
+
+/*
+ * Per-process workers (fork).
+ *
+ * VCL's heap is a shared mapping, so a forked child sees every worker of the
+ * application. fork_copy_sessions gives the child's (current) worker a copy
+ * of its parent's sessions at the same indices: epoll links are re-based to
+ * the child's worker, the child subscribes to each session's FIFOs, and
+ * listeners are copied as "listening elsewhere" (no message queue) until
+ * the child itself listens (listener_start). Heap blocks a record owns
+ * are duplicated (or, for the parent's pending accepts, not copied), so
+ * no two records point to the same block.
+ */
+int
+vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
+{
+  vcl_worker_t *wrk, *parent;
+  vcl_session_t *s;
+  uint32_t wrk_index = vppsys_worker_index ();
+
+  if (!vppsys_worker_is_valid (wrk_index) ||
+      !vppsys_worker_is_valid (parent_wrk_index))
+    return -1;
+  wrk = pool_elt_at_index (vcm->workers, wrk_index);
+  parent = pool_elt_at_index (vcm->workers, parent_wrk_index);
+  pool_free (wrk->sessions);
+  hash_free (wrk->session_index_by_vpp_handles);
+  wrk->sessions = pool_dup (parent->sessions);
+  wrk->session_index_by_vpp_handles =
+    hash_dup (parent->session_index_by_vpp_handles);
+
+  pool_foreach (s, wrk->sessions)
+    {
+      if (s->vep.vep_sh != (uint32_t) ~0)
+	s->vep.vep_sh = vcl_session_handle_from_index (s->vep.vep_sh & 0xFFFFFF);
+      if (s->vep.next_sh != (uint32_t) ~0)
+	s->vep.next_sh =
+	  vcl_session_handle_from_index (s->vep.next_sh & 0xFFFFFF);
+      if (s->vep.prev_sh != (uint32_t) ~0)
+	s->vep.prev_sh =
+	  vcl_session_handle_from_index (s->vep.prev_sh & 0xFFFFFF);
+      /* Heap blocks the record points to are the parent's: the copy gets
+       * its own (pending accepts were queued for the parent's worker). */
+      s->accept_evts_fifo = 0;
+      if (s->ext_config)
+	{
+	  uword len = clib_mem_size (s->ext_config);
+	  void *cfg = clib_mem_alloc (len);
+	  clib_memcpy (cfg, s->ext_config, len);
+	  s->ext_config = cfg;
+	}
+      s->tep_attrs = vec_dup (s->tep_attrs);
+      if (s->session_state == VCL_STATE_LISTEN)
+	{
+	  s->flags |= VCL_SESSION_F_LISTEN_NO_MQ;
+	  s->flags &= ~VCL_SESSION_F_PENDING_LISTEN;
+	  s->rx_fifo = s->tx_fifo = 0;
+	}
+      else if (s->rx_fifo && s->tx_fifo)
+	vcl_session_share_fifos (s, s->rx_fifo, s->tx_fifo);
+    }
+  return 0;
+}
+
+/* Listener state of a session of the current worker. */
+#define VPPSYS_NOT_LISTENER 0
+#define VPPSYS_LISTENING_HERE 1
+#define VPPSYS_LISTENING_ELSEWHERE 2
+
+int
+vppsys_listener_state (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s || s->session_state != VCL_STATE_LISTEN)
+    return VPPSYS_NOT_LISTENER;
+  if (s->flags & VCL_SESSION_F_LISTEN_NO_MQ)
+    return VPPSYS_LISTENING_ELSEWHERE;
+  return VPPSYS_LISTENING_HERE;
+}
+
+/* The current worker starts listening on a listener copied at fork. */
+int
+vppsys_listener_start (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s || s->session_state != VCL_STATE_LISTEN)
+    return -1;
+  if (!(s->flags & VCL_SESSION_F_LISTEN_NO_MQ) ||
+      (s->flags & VCL_SESSION_F_PENDING_LISTEN))
+    return 0;
+  s->flags &= ~VCL_SESSION_F_LISTEN_NO_MQ;
+  vcl_send_session_listen (vcl_worker_get_current (), s);
+  return 1;
+}
+
+/* Worker wrk_index (another process's) stops listening on a listener. */
+int
+vppsys_listener_stop_on (uint32_t wrk_index, uint32_t session_index)
+{
+  vcl_session_t *s = vppsys_session_get (wrk_index, session_index);
+  if (!s || s->session_state != VCL_STATE_LISTEN ||
+      (s->flags & VCL_SESSION_F_LISTEN_NO_MQ))
+    return 0;
+  vcl_send_session_unlisten (pool_elt_at_index (vcm->workers, wrk_index), s);
+  s->flags |= VCL_SESSION_F_LISTEN_NO_MQ;
+  return 1;
+}
+
+/*
+ * The current worker drops its copy of a session other workers still use:
+ * unsubscribes from the FIFOs, hands VPP's events to new_owner_wrk (a VCL
+ * worker index, ~0 to keep the owner) and frees the copy. Only a listener
+ * listening on this worker is unbound; nothing is sent for a session
+ * without an event queue. With notify_vpp 0 nothing at all is sent to VPP
+ * (the copy of a worker whose process is gone: VPP cleans up that app
+ * worker itself, and messages on its behalf can reach VPP after it did).
+ */
+int
+vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
+{
+  vcl_worker_t *wrk;
+  vcl_session_t *s = vppsys_current_session (sh);
+  int listening_here;
+
+  if (!s)
+    return VPPCOM_EBADFD;
+  wrk = vcl_worker_get_current ();
+  listening_here = s->session_state == VCL_STATE_LISTEN &&
+		   !(s->flags & VCL_SESSION_F_LISTEN_NO_MQ);
+  if (s->session_state != VCL_STATE_LISTEN && s->rx_fifo && s->tx_fifo)
+    {
+      svm_fifo_del_subscriber (s->rx_fifo, wrk->vpp_wrk_index);
+      svm_fifo_del_subscriber (s->tx_fifo, wrk->vpp_wrk_index);
+    }
+  if (notify_vpp && new_owner_wrk != (uint32_t) ~0 && s->vpp_evt_q &&
+      s->session_state != VCL_STATE_LISTEN &&
+      vppsys_worker_is_valid (new_owner_wrk))
+    /* VPP asks the new owner to take the session; that worker completes the
+     * hand-over the next time it handles its queue (epoll_wait, select). */
+    vcl_send_session_worker_update (
+      wrk, s, pool_elt_at_index (vcm->workers, new_owner_wrk)->vpp_wrk_index);
+  return vcl_session_cleanup (wrk, s, sh, notify_vpp && listening_here);
+}
+
+/* Frees the worker of a process that is gone. */
+void
+vppsys_worker_cleanup_dead (uint32_t wrk_index)
+{
+  if (!vppsys_worker_is_valid (wrk_index))
+    return;
+  vcl_worker_cleanup (pool_elt_at_index (vcm->workers, wrk_index),
+		      vcm->cfg.vpp_app_socket_api ? 0 : 1);
+}
+
+/* The rx FIFO of session_index on worker wrk_index as that worker sees it
+ * (it changes when VPP hands the session over to that worker), or 0. */
+uintptr_t
+vppsys_session_rx_fifo (uint32_t wrk_index, uint32_t session_index)
+{
+  vcl_session_t *s = vppsys_session_get (wrk_index, session_index);
+  return s ? (uintptr_t) s->rx_fifo : 0;
+}

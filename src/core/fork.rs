@@ -1,0 +1,668 @@
+//! Per-process workers (mode 1): what forked processes share, and how a
+//! parent learns that a child is gone.
+//!
+//! After `fork` every process of the application has its own VCL worker and
+//! its own copy of every session that existed at the fork (VLS's pool is
+//! copied with the process; VCL's session records are copied to the child's
+//! worker by the VCL seam). What the copies must agree on lives in a
+//! [`SharedTable`], a shared anonymous mapping made before the first fork:
+//!
+//! - per shared session an entry: the *owner* worker (the one VPP sends the
+//!   session's events to), the *subscribed* workers (those holding a copy)
+//!   and the workers *listening* on it (shared listeners), guarded by a
+//!   spin lock in the entry. Closing a copy unsubscribes its worker; the
+//!   last subscriber closes the session for real; an owner that leaves
+//!   hands the session to the next subscriber;
+//! - per worker the process that runs it (pid, parent worker), written by
+//!   the child, and a "fork in progress" flag the parent waits on while the
+//!   child copies its parent's sessions (the parent must not change them
+//!   meanwhile).
+//!
+//! When a child dies its worker and copies must be cleaned up, but not in
+//! the SIGCHLD handler: the signal may interrupt code holding the
+//! allocator's or VCL's locks. The handler ([`intercept_sigchld`]) only
+//! queues the dead child's worker in [`PendingExits`] (atomic bit sets,
+//! async-signal-safe) and then calls the application's own handler; the
+//! cleanup runs later from `epoll_wait`/`select`/`poll` and at exit. The
+//! interceptor is installed once per process and never chains to itself.
+//!
+//! Invariants:
+//! - entry fields are read and written only with the entry's lock held
+//!   (the lock's acquire/release orders them); `in_use` flips 0→1 by
+//!   compare-and-swap (allocation) and 1→0 with the lock held (free);
+//! - a worker's `procs` slot is written by the process running it, before
+//!   it clears its parent's `forking` flag;
+//! - a process killed while holding an entry lock leaves it held (the lock
+//!   is held for a few loads and stores only, never across a VCL call).
+
+use std::cell::UnsafeCell;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+/// Workers a bit set can name (VCL worker indices below this).
+pub const MAX_WORKERS: usize = 1024;
+const WORDS: usize = MAX_WORKERS / 64;
+/// Sessions that can be shared at once across all processes.
+pub const MAX_SHARED: usize = 16 * 1024;
+
+const NONE: u32 = u32::MAX;
+
+/// A set of worker indices, in shared memory.
+#[repr(C)]
+struct WorkerBits([AtomicU64; WORDS]);
+
+impl WorkerBits {
+    fn set(&self, w: u32, on: bool) {
+        let (i, bit) = (w as usize / 64, 1u64 << (w % 64));
+        if on {
+            self.0[i].fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.0[i].fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+    fn get(&self, w: u32) -> bool {
+        self.0[w as usize / 64].load(Ordering::Relaxed) & (1u64 << (w % 64)) != 0
+    }
+    fn first(&self) -> Option<u32> {
+        self.0.iter().enumerate().find_map(|(i, word)| {
+            let v = word.load(Ordering::Relaxed);
+            (v != 0).then(|| (i * 64) as u32 + v.trailing_zeros())
+        })
+    }
+    fn count(&self) -> u32 {
+        self.0.iter().map(|w| w.load(Ordering::Relaxed).count_ones()).sum()
+    }
+    fn clear(&self) {
+        for w in &self.0 {
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One shared session.
+#[repr(C)]
+struct SharedEntry {
+    lock: AtomicU32,
+    in_use: AtomicU32,
+    owner: AtomicU32,
+    session_index: AtomicU32,
+    subscribers: WorkerBits,
+    listeners: WorkerBits,
+}
+
+/// The process running a worker.
+#[repr(C)]
+struct ProcSlot {
+    pid: AtomicI32,
+    parent: AtomicU32,
+}
+
+#[repr(C)]
+struct SharedRegion {
+    forking: [AtomicU32; MAX_WORKERS],
+    procs: [ProcSlot; MAX_WORKERS],
+    alloc_hint: AtomicU32,
+    entries: [SharedEntry; MAX_SHARED],
+}
+
+/// The state forked processes share (see the module docs). Copies of the
+/// handle in parent and children refer to the same memory.
+#[derive(Clone, Copy)]
+pub struct SharedTable {
+    region: &'static SharedRegion,
+}
+
+impl std::fmt::Debug for SharedTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTable").field("region", &(self.region as *const SharedRegion)).finish()
+    }
+}
+
+impl SharedTable {
+    /// Maps a new, empty table (shared with every process forked after).
+    pub fn map() -> io::Result<Self> {
+        let len = std::mem::size_of::<SharedRegion>();
+        // SAFETY: a fresh anonymous mapping; no address hint.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the mapping is zero-filled, page-aligned and `len` bytes
+        // long; all-zero bytes are a valid `SharedRegion` (atomics only).
+        // It is never unmapped, hence `'static`.
+        Ok(SharedTable { region: unsafe { &*(p as *const SharedRegion) } })
+    }
+
+    /// A new entry for session `session_index`, owned by and subscribed by
+    /// `owner`; `None` if the table is full or `owner` is out of range.
+    pub fn alloc(&self, owner: u32, session_index: u32) -> Option<u32> {
+        if owner as usize >= MAX_WORKERS {
+            return None;
+        }
+        let start = self.region.alloc_hint.load(Ordering::Relaxed) as usize;
+        for k in 0..MAX_SHARED {
+            let i = (start + k) % MAX_SHARED;
+            let e = &self.region.entries[i];
+            if e.in_use.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                self.region.alloc_hint.store(((i + 1) % MAX_SHARED) as u32, Ordering::Relaxed);
+                let g = EntryGuard::lock(e);
+                g.e.owner.store(owner, Ordering::Relaxed);
+                g.e.session_index.store(session_index, Ordering::Relaxed);
+                g.e.subscribers.clear();
+                g.e.listeners.clear();
+                g.e.subscribers.set(owner, true);
+                return Some(i as u32);
+            }
+        }
+        None
+    }
+
+    /// Locks entry `index`, if it is in use.
+    pub fn lock(&self, index: u32) -> Option<EntryGuard<'static>> {
+        let e = self.region.entries.get(index as usize)?;
+        if e.in_use.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let g = EntryGuard::lock(e);
+        (e.in_use.load(Ordering::Relaxed) != 0).then_some(g)
+    }
+
+    /// Entries worker `wrk` is subscribed to.
+    pub fn subscribed_by(&self, wrk: u32) -> Vec<u32> {
+        if wrk as usize >= MAX_WORKERS {
+            return Vec::new();
+        }
+        (0..MAX_SHARED as u32)
+            .filter(|&i| {
+                let e = &self.region.entries[i as usize];
+                e.in_use.load(Ordering::Acquire) != 0 && e.subscribers.get(wrk)
+            })
+            .collect()
+    }
+
+    /// Marks a fork by the process of worker `parent` as in progress.
+    pub fn fork_started(&self, parent: u32) {
+        if let Some(f) = self.region.forking.get(parent as usize) {
+            f.store(1, Ordering::Release);
+        }
+    }
+
+    /// The child of `parent` has copied what it needed.
+    pub fn fork_done(&self, parent: u32) {
+        if let Some(f) = self.region.forking.get(parent as usize) {
+            f.store(0, Ordering::Release);
+        }
+    }
+
+    /// Waits until the child of `parent` is done, at most `limit`; false on
+    /// timeout.
+    pub fn wait_fork_done(&self, parent: u32, limit: std::time::Duration) -> bool {
+        let Some(f) = self.region.forking.get(parent as usize) else { return true };
+        let deadline = std::time::Instant::now() + limit;
+        while f.load(Ordering::Acquire) != 0 {
+            if std::time::Instant::now() >= deadline {
+                f.store(0, Ordering::Release);
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        true
+    }
+
+    /// Records that process `pid`, a child of worker `parent`'s process,
+    /// runs worker `wrk`.
+    pub fn set_process(&self, wrk: u32, pid: i32, parent: u32) {
+        if let Some(p) = self.region.procs.get(wrk as usize) {
+            p.parent.store(parent, Ordering::Relaxed);
+            p.pid.store(pid, Ordering::Release);
+        }
+    }
+
+    /// Forgets the process of worker `wrk`.
+    pub fn clear_process(&self, wrk: u32) {
+        if let Some(p) = self.region.procs.get(wrk as usize) {
+            p.pid.store(0, Ordering::Release);
+            p.parent.store(NONE, Ordering::Relaxed);
+        }
+    }
+
+    /// The worker run by process `pid`, if any. Async-signal-safe (loads
+    /// only).
+    pub fn worker_of_pid(&self, pid: i32) -> Option<u32> {
+        if pid <= 0 {
+            return None;
+        }
+        self.region.procs.iter().position(|p| p.pid.load(Ordering::Acquire) == pid).map(|w| w as u32)
+    }
+
+    /// Workers (with their pids) of the children of worker `parent`.
+    pub fn children_of(&self, parent: u32) -> Vec<(u32, i32)> {
+        self.region
+            .procs
+            .iter()
+            .enumerate()
+            .filter_map(|(w, p)| {
+                let pid = p.pid.load(Ordering::Acquire);
+                (pid > 0 && p.parent.load(Ordering::Relaxed) == parent).then_some((w as u32, pid))
+            })
+            .collect()
+    }
+}
+
+/// A locked shared entry; the lock is released on drop.
+pub struct EntryGuard<'a> {
+    e: &'a SharedEntry,
+}
+
+impl<'a> EntryGuard<'a> {
+    fn lock(e: &'a SharedEntry) -> Self {
+        let mut spins = 0u32;
+        while e.lock.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        EntryGuard { e }
+    }
+
+    /// The VCL session index of the session (the same in every copy).
+    pub fn session_index(&self) -> u32 {
+        self.e.session_index.load(Ordering::Relaxed)
+    }
+
+    /// The worker VPP sends the session's events to.
+    pub fn owner(&self) -> u32 {
+        self.e.owner.load(Ordering::Relaxed)
+    }
+
+    /// Worker `w` holds a copy.
+    pub fn subscribe(&self, w: u32) {
+        if (w as usize) < MAX_WORKERS {
+            self.e.subscribers.set(w, true);
+        }
+    }
+
+    /// Is worker `w` subscribed?
+    pub fn is_subscribed(&self, w: u32) -> bool {
+        (w as usize) < MAX_WORKERS && self.e.subscribers.get(w)
+    }
+
+    /// Worker `w` drops its copy (and stops listening). Says what `w` must
+    /// do with its copy.
+    pub fn unsubscribe(&self, w: u32) -> Unsubscribed {
+        if (w as usize) >= MAX_WORKERS || !self.e.subscribers.get(w) {
+            return Unsubscribed::NotSubscribed;
+        }
+        self.e.subscribers.set(w, false);
+        self.e.listeners.set(w, false);
+        match self.e.subscribers.first() {
+            None => Unsubscribed::Last,
+            Some(next) if self.owner() == w => {
+                self.e.owner.store(next, Ordering::Relaxed);
+                Unsubscribed::NewOwner(next)
+            }
+            Some(_) => Unsubscribed::Others,
+        }
+    }
+
+    /// Workers holding a copy.
+    pub fn n_subscribers(&self) -> u32 {
+        self.e.subscribers.count()
+    }
+
+    /// Marks worker `w` as listening (or not) on this shared listener.
+    pub fn set_listening(&self, w: u32, on: bool) {
+        if (w as usize) < MAX_WORKERS {
+            self.e.listeners.set(w, on);
+        }
+    }
+
+    /// Is worker `w` listening on this shared listener?
+    pub fn is_listening(&self, w: u32) -> bool {
+        (w as usize) < MAX_WORKERS && self.e.listeners.get(w)
+    }
+
+    /// Frees the entry (the last subscriber left).
+    pub fn free(self) {
+        self.e.subscribers.clear();
+        self.e.listeners.clear();
+        self.e.owner.store(NONE, Ordering::Relaxed);
+        self.e.in_use.store(0, Ordering::Release);
+    }
+}
+
+impl Drop for EntryGuard<'_> {
+    fn drop(&mut self) {
+        self.e.lock.store(0, Ordering::Release);
+    }
+}
+
+/// What a worker leaving a shared session must do with its copy.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Unsubscribed {
+    /// It was not subscribed: nothing.
+    NotSubscribed,
+    /// It was the last: close the session for real (and free the entry).
+    Last,
+    /// Others remain, one of them owns the session: drop the copy.
+    Others,
+    /// It owned the session; this worker owns it now: tell VPP, drop the copy.
+    NewOwner(u32),
+}
+
+/// Workers of exited children, queued by the SIGCHLD handler and taken by
+/// the deferred cleanup. Only atomic bit operations: async-signal-safe, and
+/// no queue to overflow.
+pub struct PendingExits {
+    bits: [AtomicU64; WORDS],
+    any: AtomicBool,
+}
+
+impl Default for PendingExits {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PendingExits {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        PendingExits { bits: [const { AtomicU64::new(0) }; WORDS], any: AtomicBool::new(false) }
+    }
+
+    /// Queues worker `w` (async-signal-safe).
+    pub fn queue(&self, w: u32) {
+        if (w as usize) < MAX_WORKERS {
+            self.bits[w as usize / 64].fetch_or(1u64 << (w % 64), Ordering::AcqRel);
+        }
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Notes that some child exited, worker unknown (async-signal-safe).
+    pub fn note_exit(&self) {
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Cheap check for the hot path: anything queued or noted?
+    #[inline]
+    pub fn is_pending(&self) -> bool {
+        self.any.load(Ordering::Acquire)
+    }
+
+    /// Takes every queued worker (each exactly once), and clears the "some
+    /// child exited" note.
+    pub fn take(&self) -> Vec<u32> {
+        self.any.store(false, Ordering::Release);
+        let mut out = Vec::new();
+        for (i, word) in self.bits.iter().enumerate() {
+            let mut v = word.swap(0, Ordering::AcqRel);
+            while v != 0 {
+                out.push((i * 64) as u32 + v.trailing_zeros());
+                v &= v - 1;
+            }
+        }
+        out
+    }
+}
+
+/// The process's queue of exited children (filled by the SIGCHLD handler).
+pub static PENDING_EXITS: PendingExits = PendingExits::new();
+
+/// The table the SIGCHLD handler looks pids up in (set before the first fork).
+static SIGNAL_TABLE: AtomicPtr<SharedRegion> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Makes `table` the one the SIGCHLD handler uses.
+pub fn set_signal_table(table: &SharedTable) {
+    SIGNAL_TABLE.store(table.region as *const SharedRegion as *mut SharedRegion, Ordering::Release);
+}
+
+/// What the SIGCHLD handler does for VLS: queue the worker of `pid` (or, if
+/// the pid is unknown, note that a child exited). Async-signal-safe.
+pub fn child_exited(pid: i32) {
+    let p = SIGNAL_TABLE.load(Ordering::Acquire);
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: the region is never unmapped (see `SharedTable::map`).
+    let table = SharedTable { region: unsafe { &*p } };
+    match table.worker_of_pid(pid) {
+        Some(w) => PENDING_EXITS.queue(w),
+        None => PENDING_EXITS.note_exit(),
+    }
+}
+
+/// The application's SIGCHLD action, saved when the interceptor is
+/// installed (written once, before the handler can run; read by it).
+struct SavedAction(UnsafeCell<Option<libc::sigaction>>);
+
+// SAFETY: written only by `intercept_sigchld` under `INSTALL`, before our
+// handler is installed; read-only afterwards.
+unsafe impl Sync for SavedAction {}
+
+/// The interceptor's address, as `sigaction` stores handlers.
+fn interceptor_address() -> usize {
+    on_sigchld as *const () as usize
+}
+
+static PREVIOUS_ACTION: SavedAction = SavedAction(UnsafeCell::new(None));
+static INSTALL: std::sync::Once = std::sync::Once::new();
+
+extern "C" fn on_sigchld(signum: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: errno is thread-local; saved and restored so the interrupted
+    // code does not see ours.
+    let saved_errno = unsafe { *libc::__errno_location() };
+    let pid = if info.is_null() {
+        0
+    } else {
+        // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+        unsafe { (*info).si_pid() }
+    };
+    child_exited(pid);
+    // SAFETY: written before this handler was installed, never after.
+    if let Some(prev) = unsafe { &*PREVIOUS_ACTION.0.get() } {
+        let h = prev.sa_sigaction;
+        if h == libc::SIG_IGN {
+            // The application asked for children to be reaped
+            // automatically; intercepting SIGCHLD turned that off.
+            if pid > 0 {
+                // SAFETY: async-signal-safe; reaps only that child.
+                unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            }
+        } else if h != libc::SIG_DFL && h != interceptor_address() {
+            if prev.sa_flags & libc::SA_SIGINFO != 0 {
+                // SAFETY: the application installed this function with
+                // SA_SIGINFO, so it has this signature.
+                let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
+                    unsafe { std::mem::transmute(h) };
+                f(signum, info, ctx);
+            } else {
+                // SAFETY: installed without SA_SIGINFO: a plain handler.
+                let f: extern "C" fn(i32) = unsafe { std::mem::transmute(h) };
+                f(signum);
+            }
+        }
+    }
+    // SAFETY: see above.
+    unsafe { *libc::__errno_location() = saved_errno };
+}
+
+/// Installs the SIGCHLD interceptor, once per process (later calls, also
+/// after forks, do nothing): the application's action is saved and called
+/// after VLS has queued the exit. True if the interceptor is in place.
+pub fn intercept_sigchld() -> bool {
+    let mut ok = true;
+    INSTALL.call_once(|| {
+        // SAFETY: plain sigaction calls on valid structs; the saved action
+        // is written before ours is installed, so the handler never reads
+        // it half-written.
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) != 0 {
+                ok = false;
+                return;
+            }
+            // Never chain to ourselves (a handler inherited across fork).
+            if old.sa_sigaction != interceptor_address() {
+                *PREVIOUS_ACTION.0.get() = Some(old);
+            }
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = interceptor_address();
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | (old.sa_flags & libc::SA_NOCLDSTOP);
+            libc::sigemptyset(&mut sa.sa_mask);
+            ok = libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut()) == 0;
+        }
+    });
+    ok && is_intercepting()
+}
+
+/// Is VLS's SIGCHLD handler the process's current one?
+pub fn is_intercepting() -> bool {
+    // SAFETY: reads the current action into a valid struct.
+    unsafe {
+        let mut cur: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut cur) == 0
+            && cur.sa_sigaction == interceptor_address()
+    }
+}
+
+/// Has child `pid` (of this process) exited? True once it is a zombie or
+/// already reaped; it is not reaped here (the application still can).
+pub fn has_exited(pid: i32) -> bool {
+    // SAFETY: `info` is a valid out struct; WNOWAIT leaves the child alone.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let rv = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        if rv != 0 {
+            // ECHILD: reaped already (or not our child: then its parent
+            // cleans up; a worker of another process is not ours to free).
+            return io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD);
+        }
+        info.si_pid() == pid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_track_owner_subscribers_and_the_last_one_out() {
+        let t = SharedTable::map().unwrap();
+        let i = t.alloc(0, 7).unwrap();
+        {
+            let g = t.lock(i).unwrap();
+            assert_eq!((g.owner(), g.session_index(), g.n_subscribers()), (0, 7, 1));
+            g.subscribe(3);
+            g.subscribe(5);
+            assert_eq!(g.unsubscribe(3), Unsubscribed::Others);
+            assert_eq!(g.unsubscribe(3), Unsubscribed::NotSubscribed);
+            assert_eq!(g.unsubscribe(0), Unsubscribed::NewOwner(5), "the owner leaves: next subscriber owns");
+            assert_eq!(g.owner(), 5);
+            assert_eq!(g.unsubscribe(5), Unsubscribed::Last);
+            g.free();
+        }
+        assert!(t.lock(i).is_none(), "freed entries cannot be locked");
+        assert_eq!(t.alloc(1, 8), Some((i + 1) % MAX_SHARED as u32), "allocation moves on");
+    }
+
+    #[test]
+    fn listener_bits_are_cleared_with_the_subscription() {
+        let t = SharedTable::map().unwrap();
+        let i = t.alloc(2, 1).unwrap();
+        let g = t.lock(i).unwrap();
+        g.subscribe(4);
+        g.set_listening(4, true);
+        g.set_listening(2, true);
+        assert!(g.is_listening(4) && g.is_listening(2));
+        g.unsubscribe(4);
+        assert!(!g.is_listening(4), "a worker that left does not listen");
+        assert!(g.is_listening(2));
+        assert!(!g.is_listening(5000), "out of range is never listening");
+    }
+
+    #[test]
+    fn the_table_is_shared_with_a_forked_child() {
+        let t = SharedTable::map().unwrap();
+        let i = t.alloc(0, 9).unwrap();
+        t.fork_started(0);
+        // SAFETY: the child only does atomic stores and `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            if let Some(g) = t.lock(i) {
+                g.subscribe(1);
+            }
+            t.set_process(1, std::process::id() as i32, 0);
+            t.fork_done(0);
+            // SAFETY: ends the child without running the test harness's code.
+            unsafe { libc::_exit(0) };
+        }
+        assert!(t.wait_fork_done(0, std::time::Duration::from_secs(10)), "child signalled");
+        assert!(t.lock(i).unwrap().is_subscribed(1), "the child's subscription is visible");
+        assert_eq!(t.worker_of_pid(pid), Some(1));
+        assert_eq!(t.children_of(0), vec![(1, pid)]);
+        let mut status = 0;
+        // SAFETY: reaps our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(has_exited(pid), "a reaped child has exited");
+        assert_eq!(t.subscribed_by(1), vec![i]);
+    }
+
+    #[test]
+    fn pending_exits_hand_out_each_worker_once() {
+        let q = PendingExits::new();
+        assert!(!q.is_pending());
+        q.queue(3);
+        q.queue(700);
+        q.queue(3);
+        q.queue(5000); // out of range: only noted
+        assert!(q.is_pending());
+        assert_eq!(q.take(), vec![3, 700]);
+        assert!(!q.is_pending());
+        assert!(q.take().is_empty());
+        q.note_exit();
+        assert!(q.is_pending() && q.take().is_empty());
+    }
+
+    #[test]
+    fn queueing_from_many_threads_loses_nothing() {
+        let q = std::sync::Arc::new(PendingExits::new());
+        let hs: Vec<_> = (0..4)
+            .map(|t| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    for w in (t..MAX_WORKERS as u32).step_by(4) {
+                        q.queue(w);
+                    }
+                })
+            })
+            .collect();
+        let mut seen = Vec::new();
+        while hs.iter().any(|h| !h.is_finished()) {
+            seen.extend(q.take());
+        }
+        for h in hs {
+            h.join().unwrap();
+        }
+        seen.extend(q.take());
+        seen.sort_unstable();
+        assert_eq!(seen, (0..MAX_WORKERS as u32).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,454 @@
+//! Per-process workers (mode 1): what VLS does around `fork`, when a
+//! process closes or stops using a session its relatives also hold, and
+//! when a child has exited. The shared state and the SIGCHLD interceptor
+//! are in [`super::fork`].
+//!
+//! - Before the fork (parent): every session of the process that is not
+//!   shared yet gets an entry in the shared table (owner and only
+//!   subscriber: the parent's worker); SIGCHLD is intercepted (once).
+//! - In the child: its thread registers a new VCL worker, VCL's sessions are
+//!   copied to it (same indices), VLS's copied pool is pointed at it, and
+//!   the child subscribes to every shared session; the parent waits (at
+//!   most [`FORK_WAIT`]) until the child is done, so the records being
+//!   copied do not change meanwhile.
+//! - Listeners: a process that adds a shared listener to an epoll set,
+//!   selects on it or accepts on it starts listening on its own worker, so
+//!   VPP spreads connections over the processes that accept; the owner
+//!   stops listening then unless it accepts too. Removing a listener from
+//!   an epoll set changes nothing.
+//! - Close / exit: the worker unsubscribes; the last subscriber closes for
+//!   real; an owner that leaves hands VPP's events to the next subscriber.
+//! - An exited child: its worker is queued by the SIGCHLD handler; the next
+//!   `epoll_wait`/`select`/`poll` (or the exit) unsubscribes the child from
+//!   its sessions and frees its copies (acting as the child's worker, in
+//!   memory only: nothing is sent to VPP on behalf of a dead worker; VPP
+//!   cleans up after that app worker itself, closing what it owned), then
+//!   frees the worker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::fork::{self, SharedTable, Unsubscribed};
+use super::{on_worker, ActingAsWorker, Teardown, Vls};
+use crate::seam::{sh_from_parts, sh_parts, ForkHooks, Listener, Sh, Vcl, INVALID};
+
+/// Set once the process is exiting: thread-local state (the log
+/// subscriber's buffers) may be gone, so nothing is logged.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// No logging from here on (see `QUIET`).
+pub(super) fn quiet_from_now_on() {
+    QUIET.store(true, Ordering::Release);
+}
+
+fn may_log() -> bool {
+    !QUIET.load(Ordering::Acquire)
+}
+
+/// How long a parent waits for its child to copy the parent's sessions.
+pub const FORK_WAIT: Duration = Duration::from_secs(10);
+
+/// VCL's `vcl_poll_t` (the items of `vls_poll`).
+#[repr(C)]
+struct PollItem {
+    fds_ndx: u32,
+    sh: u32,
+    events: i16,
+    revents: i16,
+}
+
+/// A session this worker owned, being handed over to worker `to`.
+struct Handover {
+    to: u32,
+    index: u32,
+    /// `to`'s hand-over token before (see [`Vcl::handover_token`]).
+    before: usize,
+}
+
+/// How long an exiting process waits for its relatives to take over the
+/// connections it owned (VPP closes what is still its own when it goes).
+pub const HANDOVER_WAIT: Duration = Duration::from_secs(1);
+
+impl<V: Vcl> ForkHooks for Vls<V> {
+    fn before_fork(&'static self) {
+        let me = self.vcl.worker_index();
+        if !self.is_app_created() || me == INVALID {
+            return;
+        }
+        let Some(table) = self.shared_table() else { return };
+        if !fork::intercept_sigchld() {
+            tracing::warn!(
+                "cannot intercept SIGCHLD: exited children are cleaned up only when found by a poll"
+            );
+        }
+        for s in self.pool.live_sessions() {
+            let sh = s.sh();
+            if s.shared.load(Ordering::Acquire) != INVALID || !on_worker(sh, me) {
+                continue;
+            }
+            match table.alloc(me, sh_parts(sh).1) {
+                Some(entry) => s.shared.store(entry, Ordering::Release),
+                None => tracing::error!(
+                    vlsh = s.vlsh,
+                    "shared session table full: the child will not see this session"
+                ),
+            }
+        }
+        self.vcl.flush_mq();
+        table.fork_started(me);
+    }
+
+    fn after_fork_in_parent(&'static self) {
+        let me = self.vcl.worker_index();
+        let Some(table) = self.shared.get() else { return };
+        if me == INVALID {
+            return;
+        }
+        if !table.wait_fork_done(me, FORK_WAIT) {
+            tracing::warn!(worker = me, "forked child did not finish taking over its sessions in time");
+        }
+    }
+
+    fn after_fork_in_child(&'static self) {
+        self.become_forked_child();
+    }
+}
+
+impl<V: Vcl> Vls<V> {
+    /// The shared table, mapped on first use (before the first fork).
+    fn shared_table(&self) -> Option<SharedTable> {
+        if let Some(t) = self.shared.get() {
+            return Some(*t);
+        }
+        match SharedTable::map() {
+            Ok(t) => {
+                fork::set_signal_table(&t);
+                Some(*self.shared.get_or_init(|| t))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot map the table forked processes share: fork without VLS support");
+                None
+            }
+        }
+    }
+
+    /// The child half of the fork (see the module docs). Runs on the
+    /// child's only thread.
+    fn become_forked_child(&'static self) {
+        let parent = self.vcl.worker_index();
+        let Some(table) = self.shared.get().copied() else { return };
+        if parent == INVALID {
+            return;
+        }
+        // The parent's children are not this process's.
+        let _ = fork::PENDING_EXITS.take();
+        self.vcl.set_worker_index(INVALID);
+        let registered = self.vcl.worker_register();
+        let copied = if registered == 0 { self.vcl.fork_copy_sessions(parent) } else { registered };
+        if copied != 0 {
+            tracing::error!(
+                parent,
+                registered,
+                copied,
+                "forked child could not get a VCL worker: its sessions are unusable"
+            );
+            self.vcl.set_worker_index(INVALID);
+            self.process_wrk.store(INVALID, Ordering::Release);
+            for s in self.pool.live_sessions() {
+                self.pool.unmap(&s.lock());
+            }
+            table.fork_done(parent);
+            return;
+        }
+        let me = self.vcl.worker_index();
+        self.vcl.install_wait_hooks(self);
+        // SAFETY: getpid has no preconditions.
+        table.set_process(me, unsafe { libc::getpid() }, parent);
+        for s in self.pool.live_sessions() {
+            let locked = s.lock();
+            let sh = locked.sh();
+            if locked.closed() || sh == INVALID {
+                continue;
+            }
+            let (wrk, index) = sh_parts(sh);
+            if wrk != parent {
+                // Another thread's worker (per-thread workers): that thread
+                // does not exist in the child.
+                self.pool.unmap(&locked);
+                continue;
+            }
+            self.pool.remap(&locked, sh_from_parts(me, index));
+            let entry = s.shared.load(Ordering::Acquire);
+            match table.lock(entry) {
+                Some(g) if g.session_index() == index => g.subscribe(me),
+                _ => s.shared.store(INVALID, Ordering::Release),
+            }
+        }
+        let ep = self.internal_ep.load(Ordering::Acquire);
+        if on_worker(ep, parent) {
+            self.internal_ep.store(sh_from_parts(me, sh_parts(ep).1), Ordering::Release);
+        }
+        self.process_wrk.store(me, Ordering::Release);
+        self.n_threads.store(1, Ordering::Release);
+        *self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Teardown::Pending;
+        table.fork_done(parent);
+        tracing::info!(parent, worker = me, pid = std::process::id(), "forked child has its own VCL worker");
+    }
+
+    /// Close of a session: if it is shared with other processes, this
+    /// worker leaves it (the last one closes it for real). `None` if the
+    /// session is not shared (the caller closes it).
+    pub(super) fn close_shared(&'static self, entry: u32, sh: Sh) -> Option<i32> {
+        self.leave_shared(entry, sh).map(|(rv, _)| rv)
+    }
+
+    /// [`Self::close_shared`], also saying to whom the session went: a
+    /// hand-over in progress if this worker owned it, with the new owner's
+    /// hand-over token as it was before (see [`Vcl::handover_token`]).
+    fn leave_shared(&'static self, entry: u32, sh: Sh) -> Option<(i32, Option<Handover>)> {
+        if entry == INVALID {
+            return None;
+        }
+        let table = self.shared.get()?;
+        let (me, index) = sh_parts(sh);
+        let what = {
+            let g = table.lock(entry)?;
+            if g.session_index() != index {
+                return None;
+            }
+            let what = g.unsubscribe(me);
+            if what == Unsubscribed::Last {
+                g.free();
+            }
+            what
+        };
+        let handover = match what {
+            Unsubscribed::NewOwner(to) => {
+                Some(Handover { to, index, before: self.vcl.handover_token(to, index) })
+            }
+            _ => None,
+        };
+        Some((self.drop_copy(sh, what), handover))
+    }
+
+    /// Drops the calling worker's copy of a shared session it has just left.
+    fn drop_copy(&self, sh: Sh, what: Unsubscribed) -> i32 {
+        let rv = match what {
+            // A listener copy that never listened here has nothing to
+            // unbind: closing it would unbind the listener of another
+            // worker (VCL sends the copied VPP handle).
+            Unsubscribed::Last if self.vcl.listener_state(sh) != Listener::Elsewhere => self.vcl.close(sh),
+            Unsubscribed::NewOwner(owner) => self.vcl.unshare(sh, owner, true),
+            _ => self.vcl.unshare(sh, INVALID, true),
+        };
+        if may_log() {
+            tracing::debug!(sh, ?what, rv, "left a shared session");
+        }
+        rv
+    }
+
+    /// A process is using shared listener `sh` (epoll add, select, accept):
+    /// it listens on its own worker from now on; the owner stops, unless it
+    /// uses the listener too.
+    pub(super) fn shared_listener_in_use(&'static self, entry: u32, sh: Sh) {
+        if entry == INVALID {
+            return;
+        }
+        let Some(table) = self.shared.get() else { return };
+        let (me, index) = sh_parts(sh);
+        match self.vcl.listener_state(sh) {
+            Listener::No => {}
+            Listener::Here => {
+                if let Some(g) = table.lock(entry) {
+                    g.set_listening(me, true);
+                }
+            }
+            Listener::Elsewhere => {
+                self.vcl.listener_start(sh);
+                let stop_owner = table.lock(entry).and_then(|g| {
+                    g.set_listening(me, true);
+                    let owner = g.owner();
+                    (owner != me && !g.is_listening(owner)).then_some(owner)
+                });
+                if let Some(owner) = stop_owner {
+                    self.vcl.listener_stop_on(owner, index);
+                }
+                tracing::info!(sh, worker = me, stopped_owner = ?stop_owner, "listening on a shared listener");
+            }
+        }
+    }
+
+    /// `select`'s read map names listeners (by session index on this
+    /// worker): the shared ones are in use.
+    ///
+    /// # Safety
+    /// `map` is null or valid for `n_bits` bits rounded up to whole words.
+    pub(super) unsafe fn shared_listeners_selected(&'static self, map: *const libc::c_ulong, n_bits: i32) {
+        if self.shared.get().is_none() || map.is_null() || n_bits <= 0 {
+            return;
+        }
+        let me = self.vcl.worker_index();
+        let word_bits = libc::c_ulong::BITS as usize;
+        // SAFETY: caller's contract.
+        let words = unsafe { std::slice::from_raw_parts(map, (n_bits as usize).div_ceil(word_bits)) };
+        for (i, &w) in words.iter().enumerate() {
+            let mut w = w;
+            while w != 0 {
+                let bit = i * word_bits + w.trailing_zeros() as usize;
+                w &= w - 1;
+                self.shared_listener_by_sh(sh_from_parts(me, bit as u32));
+            }
+        }
+    }
+
+    /// `poll`'s items name sessions by VCL handle: the shared listeners
+    /// among them are in use.
+    ///
+    /// # Safety
+    /// `vp` is valid for `n` `vcl_poll_t` items.
+    pub(super) unsafe fn shared_listeners_polled(&'static self, vp: *const libc::c_void, n: u32) {
+        if self.shared.get().is_none() || vp.is_null() {
+            return;
+        }
+        // SAFETY: caller's contract; `PollItem` is `vcl_poll_t`'s layout.
+        let items = unsafe { std::slice::from_raw_parts(vp as *const PollItem, n as usize) };
+        for it in items {
+            if it.events & libc::POLLIN != 0 {
+                self.shared_listener_by_sh(it.sh);
+            }
+        }
+    }
+
+    fn shared_listener_by_sh(&'static self, sh: Sh) {
+        if let Some(s) = self.pool.vlsh_of(sh).and_then(|v| self.pool.get(v)) {
+            self.shared_listener_in_use(s.shared.load(Ordering::Acquire), sh);
+        }
+    }
+
+    /// Cleans up after children that have exited (queued by the SIGCHLD
+    /// handler, or found exited when a SIGCHLD was seen). Called from
+    /// `epoll_wait`, `select`, `poll` and at exit; cheap when nothing is
+    /// pending.
+    #[inline]
+    pub(super) fn clean_up_exited_children(&'static self) {
+        if fork::PENDING_EXITS.is_pending() {
+            self.clean_up_exited_children_now();
+        }
+    }
+
+    #[cold]
+    fn clean_up_exited_children_now(&'static self) {
+        let _serial = self.child_cleanup.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let queued = fork::PENDING_EXITS.take();
+        let Some(table) = self.shared.get().copied() else { return };
+        let me = self.process_wrk.load(Ordering::Acquire);
+        if me == INVALID {
+            return;
+        }
+        // Signals merge (two children exiting at once may bring one
+        // SIGCHLD), and the application may reap before VLS looks: every
+        // child of this process is checked, not only the queued ones.
+        for (wrk, pid) in table.children_of(me) {
+            if queued.contains(&wrk) || fork::has_exited(pid) {
+                self.clean_up_worker_of_exited(&table, wrk, pid);
+            }
+        }
+    }
+
+    /// Drops every copy the exited process of worker `wrk` held (acting as
+    /// that worker: VCL works on the calling thread's worker; without
+    /// messages to VPP), then frees the worker.
+    fn clean_up_worker_of_exited(&'static self, table: &SharedTable, wrk: u32, pid: i32) {
+        let mut copies = 0;
+        {
+            let _as_child = ActingAsWorker::new(&self.vcl, wrk);
+            for entry in table.subscribed_by(wrk) {
+                let Some(g) = table.lock(entry) else { continue };
+                let index = g.session_index();
+                let what = g.unsubscribe(wrk);
+                if what == Unsubscribed::Last {
+                    g.free();
+                } else {
+                    drop(g);
+                }
+                if what != Unsubscribed::NotSubscribed {
+                    // Memory only: VPP cleans up after the dead worker
+                    // (its listeners, the sessions it owned) by itself.
+                    self.vcl.unshare(sh_from_parts(wrk, index), INVALID, false);
+                    copies += 1;
+                }
+            }
+            self.vcl.worker_cleanup_dead(wrk);
+        }
+        table.clear_process(wrk);
+        if may_log() {
+            tracing::info!(worker = wrk, pid, copies, "cleaned up the worker of an exited child");
+        }
+    }
+
+    /// Waits (at most [`HANDOVER_WAIT`]) until the new owners have taken
+    /// the sessions over: VPP asks each of them, and they answer the next
+    /// time they handle their queue (in `epoll_wait`, `select`, ...).
+    fn wait_for_handovers(&self, handovers: &[Handover]) {
+        let deadline = std::time::Instant::now() + HANDOVER_WAIT;
+        while handovers.iter().any(|h| self.vcl.handover_token(h.to, h.index) == h.before)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// At process exit: exited children are cleaned up, and this worker
+    /// leaves every shared session, so relatives keep them (VCL's own exit
+    /// handler then frees the worker).
+    pub(super) fn leave_shared_sessions_at_exit(&'static self) {
+        if self.shared.get().is_none() {
+            return;
+        }
+        self.clean_up_exited_children_now();
+        let mut handovers = Vec::new();
+        // Connections first, listeners after: VPP may close the connections
+        // a listener accepted when it stops listening, unless they have
+        // been handed over already.
+        for listeners in [false, true] {
+            for s in self.pool.live_sessions() {
+                let locked = s.lock();
+                let sh = locked.sh();
+                if locked.closed()
+                    || !self.is_here(sh)
+                    || (self.vcl.listener_state(sh) != Listener::No) != listeners
+                {
+                    continue;
+                }
+                if let Some((_, handover)) = self.leave_shared(s.shared.load(Ordering::Acquire), sh) {
+                    s.shared.store(INVALID, Ordering::Release);
+                    self.pool.unmap(&locked);
+                    handovers.extend(handover.filter(|h| !listeners && h.before != 0));
+                }
+            }
+            if !listeners {
+                self.wait_for_handovers(&handovers);
+            }
+        }
+    }
+}
+
+impl<V: Vcl> Vls<V> {
+    /// Per-process workers: the forked children of this process that VLS
+    /// knows of and has not cleaned up yet, as (VCL worker, pid).
+    pub fn forked_children(&self) -> Vec<(u32, i32)> {
+        let me = self.process_wrk.load(Ordering::Acquire);
+        self.shared.get().map(|t| t.children_of(me)).unwrap_or_default()
+    }
+
+    /// Per-process workers: how many workers (processes) hold a copy of
+    /// session `vlsh`; 0 if it is not shared.
+    pub fn sharers(&self, vlsh: super::Vlsh) -> u32 {
+        let Some(s) = self.pool.get(vlsh) else { return 0 };
+        let entry = s.shared.load(Ordering::Acquire);
+        match (self.shared.get(), entry) {
+            (Some(t), e) if e != INVALID => t.lock(e).map_or(0, |g| g.n_subscribers()),
+            _ => 0,
+        }
+    }
+}
