@@ -1,0 +1,463 @@
+//! Per-process workers (mode 1) against a real VPP: a server process
+//! listens, forks children that serve on the shared listener, and the
+//! tests check how connections spread, what happens when a child exits or
+//! is killed, and when the parent exits first.
+//!
+//! Server and client are two VCL applications (two processes, through
+//! VPP's TCP stack). The server's children are forked from the server's
+//! test thread; each ends with `exit` (VLS's exit path runs) and has an
+//! `alarm` as a safety net, so a hang fails the test instead of stalling it.
+
+#![cfg(feature = "vpp")]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use vls::capi::*;
+use vls::ffi;
+
+use common::capi::*;
+use common::{run_pair, through_stack, STACK_SERVER};
+
+/// Bytes of a reply: the serving process's pid, right-aligned.
+const REPLY: usize = 10;
+
+fn server_addr(port: u16) -> SocketAddr {
+    SocketAddr::from((STACK_SERVER, port))
+}
+
+fn vcl_worker() -> u32 {
+    // SAFETY: reads the calling thread's worker index through the shim.
+    unsafe { ffi::vppsys_worker_index() }
+}
+
+fn worker_is_valid(wrk: u32) -> bool {
+    // SAFETY: checks the worker pool (null-safe in the shim).
+    unsafe { ffi::vppsys_worker_is_valid(wrk) != 0 }
+}
+
+static APP_SIGCHLD: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn app_sigchld(_: i32) {
+    APP_SIGCHLD.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The application's own SIGCHLD handler, installed before any fork.
+fn install_app_sigchld_handler() {
+    // SAFETY: a plain handler that only does an atomic add.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = app_sigchld as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut()), 0);
+    }
+}
+
+/// Forks; the child runs `f` and exits (0, or 101 if `f` panicked). The
+/// child kills itself after `limit` at the latest.
+fn fork_child(limit: u32, f: impl FnOnce()) -> i32 {
+    // SAFETY: the test's only VLS thread forks; the child runs `f` on it.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // SAFETY: arms SIGALRM (default action: terminate).
+        unsafe { libc::alarm(limit) };
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
+        std::process::exit(if ok { 0 } else { 101 });
+    }
+    pid
+}
+
+/// A pipe children report to their parent on: (read end, write end).
+fn pipe() -> (i32, i32) {
+    let mut fds = [0; 2];
+    // SAFETY: valid out array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[0], fds[1])
+}
+
+fn send_i32(fd: i32, v: i32) {
+    // SAFETY: writes 4 bytes from a local.
+    assert_eq!(unsafe { libc::write(fd, (&v as *const i32).cast(), 4) }, 4);
+}
+
+fn recv_i32(fd: i32) -> i32 {
+    let mut v = 0i32;
+    // SAFETY: reads 4 bytes into a local.
+    assert_eq!(unsafe { libc::read(fd, (&mut v as *mut i32).cast(), 4) }, 4, "read from a child");
+    v
+}
+
+/// Waits for child `pid`, at most `limit`; its exit status.
+fn wait_child(pid: i32, limit: Duration) -> i32 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut status = 0;
+        // SAFETY: reaps our own child, non-blocking.
+        let rv = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if rv == pid {
+            return status;
+        }
+        assert!(rv == 0 && Instant::now() < deadline, "child {pid} did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Calls `vls_epoll_wait` on `ep` (which may be empty) until `done` holds
+/// or `limit` passes; true if it held.
+fn epoll_wait_until(ep: i32, limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: `evs` holds 4 events.
+        unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, 0.02) };
+        if done() {
+            return true;
+        }
+    }
+    false
+}
+
+fn add_to_epoll(ep: i32, h: i32) {
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: h as u64 };
+    // SAFETY: `ev` is valid.
+    assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, h, &mut ev) }, 0, "epoll_ctl add");
+}
+
+/// A forked child's server: adds shared listener `l` to its own epoll set
+/// (so it listens on its own worker), reports its pid on `report`, then
+/// answers requests, one per connection: `helo` → its pid; `kill` → its
+/// pid, then reports it on `report` and waits to be killed; `bye!` → its
+/// pid, then returns.
+fn serve(l: i32, report: i32) {
+    serve_on(listen_in_child(l), l, report)
+}
+
+/// A child starts using shared listener `l`: its own epoll set holds it.
+fn listen_in_child(l: i32) -> i32 {
+    let me = vcl_worker();
+    let (_, l_wrk) = session_and_worker(l);
+    assert_eq!(l_wrk, me, "the child's copy of the listener is on the child's worker");
+    let ep = vls_epoll_create();
+    assert!(ep >= 0);
+    add_to_epoll(ep, l);
+    ep
+}
+
+/// [`serve`] with `l` already in epoll set `ep`.
+fn serve_on(ep: i32, l: i32, report: i32) {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    send_i32(report, pid);
+    loop {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: `evs` holds 8 events.
+        let n = unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 8, 1.0) };
+        assert!(n >= 0, "epoll_wait: {n}");
+        for _ in 0..n {
+            loop {
+                let s = accept(l);
+                if s == EAGAIN {
+                    break;
+                }
+                assert!(s >= 0, "accept: {s}");
+                let mut cmd = [0u8; 4];
+                read_exact(s, &mut cmd);
+                write_all(s, format!("{pid:>REPLY$}").as_bytes());
+                match &cmd {
+                    b"helo" => {}
+                    b"kill" => {
+                        send_i32(report, pid);
+                        std::thread::sleep(Duration::from_secs(60));
+                    }
+                    b"bye!" => {
+                        std::thread::sleep(Duration::from_millis(100));
+                        assert_eq!(vls_close(s), 0);
+                        return;
+                    }
+                    other => panic!("unknown request {other:?}"),
+                }
+                assert_eq!(vls_close(s), 0);
+            }
+        }
+    }
+}
+
+fn session_and_worker(h: i32) -> (u32, u32) {
+    let (mut si, mut wi) = (0u32, 0u32);
+    // SAFETY: valid out pointers.
+    unsafe { vlsh_to_session_and_worker_index(h, &mut si, &mut wi) };
+    (si, wi)
+}
+
+/// Client side: one connection, one request; the pid that answered, or
+/// `None` if nothing answered within 3 s (the connection may have gone to
+/// a worker that just died).
+fn request(a: SocketAddr, ep: i32, cmd: &[u8; 4]) -> Option<i32> {
+    let c = connect_to(a, TCP);
+    write_all(c, cmd);
+    add_to_epoll(ep, c);
+    let mut reply = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while reply.len() < REPLY && Instant::now() < deadline {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 1];
+        // SAFETY: `evs` holds 1 event.
+        if unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 1, 0.1) } <= 0 {
+            continue;
+        }
+        let mut buf = [0u8; REPLY];
+        let n = read_some(c, &mut buf[..REPLY - reply.len()]);
+        if n <= 0 {
+            break;
+        }
+        reply.extend_from_slice(&buf[..n as usize]);
+    }
+    vls_close(c);
+    (reply.len() == REPLY).then(|| String::from_utf8_lossy(&reply).trim().parse().expect("a pid"))
+}
+
+fn client_epoll() -> i32 {
+    let ep = vls_epoll_create();
+    assert!(ep >= 0);
+    ep
+}
+
+/// The server signals "children ready" by listening on a second port
+/// (connections to the shared listener made before the children listen
+/// would go to the parent, which does not accept).
+fn ready_addr(a: SocketAddr) -> SocketAddr {
+    SocketAddr::from((STACK_SERVER, a.port() + 100))
+}
+
+/// Server: listens on the ready port and accepts the client's connection
+/// there (VCL crashes closing a TCP listener with a connection still
+/// waiting to be accepted: it answers on the listener's event queue, which
+/// it does not have).
+fn announce_ready(a: SocketAddr) -> i32 {
+    let l = listen_on(ready_addr(a), TCP, false);
+    let c = accept(l);
+    assert!(c >= 0, "accept on the ready port: {c}");
+    assert_eq!(vls_close(c), 0);
+    l
+}
+
+/// Client: waits until the server's ready port accepts connections.
+fn wait_until_ready(a: SocketAddr) {
+    let c = connect_to(ready_addr(a), TCP);
+    vls_close(c);
+}
+
+/// Sends `bye!` until `n` different processes have said goodbye.
+fn say_goodbye(a: SocketAddr, ep: i32, n: usize) {
+    let mut gone = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gone.len() < n {
+        assert!(Instant::now() < deadline, "only {} of {n} servers said goodbye", gone.len());
+        if let Some(pid) = request(a, ep, b"bye!") {
+            gone.insert(pid);
+        }
+    }
+}
+
+/// Parent listens, forks two children (two forks: the SIGCHLD interceptor
+/// is installed once), both accept on the shared listener through their
+/// own epoll sets; 64 clients are served, by both. Then each child exits
+/// (children exit first, through `exit`): the parent's `epoll_wait`
+/// cleans both workers up, the application's own SIGCHLD handler ran once
+/// per child, and the parent, last holder of the listener, closes it.
+#[test]
+fn fork_two_children_serve_a_shared_listener_and_exit_first() {
+    let a = server_addr(7201);
+    run_pair(
+        "fork_two_children_serve_a_shared_listener_and_exit_first",
+        through_stack,
+        || {
+            app("fork-server");
+            install_app_sigchld_handler();
+            let l = listen_on(a, TCP, true);
+            let parent_wrk = vcl_worker();
+            let (rd, wr) = pipe();
+            let kids: Vec<i32> = (0..2).map(|_| fork_child(25, || serve(l, wr))).collect();
+            let ready: Vec<i32> = (0..2).map(|_| recv_i32(rd)).collect();
+            let ready_l = announce_ready(a);
+            assert_eq!(vcl_worker(), parent_wrk, "the parent keeps its worker");
+            let children = vls().forked_children();
+            assert_eq!(children.len(), 2, "both children known: {children:?}");
+            for (w, pid) in &children {
+                assert!(kids.contains(pid) && ready.contains(pid));
+                assert_ne!(*w, parent_wrk);
+            }
+            assert_eq!(vls().sharers(l), 3, "parent and two children hold the listener");
+            let ep = vls_epoll_create();
+            assert!(
+                epoll_wait_until(ep, Duration::from_secs(20), || vls().forked_children().is_empty()),
+                "the children's workers were not cleaned up: {:?}",
+                vls().forked_children()
+            );
+            for (w, _) in &children {
+                assert!(!worker_is_valid(*w), "worker {w} of an exited child still exists");
+            }
+            for pid in kids {
+                assert_eq!(wait_child(pid, Duration::from_secs(5)), 0, "child {pid} failed");
+            }
+            assert_eq!(
+                APP_SIGCHLD.load(Ordering::SeqCst),
+                2,
+                "the application's handler runs once per child"
+            );
+            assert_eq!(vls().sharers(l), 1, "only the parent holds the listener now");
+            assert_eq!(vls_close(l), 0, "the last holder closes the listener");
+            assert_eq!(vls_close(ready_l), 0);
+        },
+        || {
+            app("fork-client");
+            wait_until_ready(a);
+            let ep = client_epoll();
+            let mut by_pid = std::collections::HashMap::<i32, usize>::new();
+            for _ in 0..64 {
+                let pid = request(a, ep, b"helo").expect("a reply");
+                *by_pid.entry(pid).or_default() += 1;
+            }
+            assert_eq!(by_pid.len(), 2, "both children served: {by_pid:?}");
+            say_goodbye(a, ep, 2);
+        },
+    );
+}
+
+/// A child is killed with SIGKILL (no exit path runs in it): the parent's
+/// next `epoll_wait` cleans its worker up, and the other child keeps
+/// serving.
+#[test]
+fn sigkilled_child_is_cleaned_up_by_the_parents_epoll_wait() {
+    let a = server_addr(7202);
+    run_pair(
+        "sigkilled_child_is_cleaned_up_by_the_parents_epoll_wait",
+        through_stack,
+        || {
+            app("fork-server");
+            let l = listen_on(a, TCP, true);
+            let (rd, wr) = pipe();
+            let kids: Vec<i32> = (0..2).map(|_| fork_child(25, || serve(l, wr))).collect();
+            for _ in 0..2 {
+                recv_i32(rd);
+            }
+            let ready_l = announce_ready(a);
+            let ep = vls_epoll_create();
+            // The child that got the client's "kill" reports its pid.
+            let victim = recv_i32(rd);
+            assert!(kids.contains(&victim));
+            let (victim_wrk, _) =
+                *vls().forked_children().iter().find(|(_, p)| *p == victim).expect("victim known");
+            // Let VPP handle what the victim sent last (its accept reply):
+            // VPP v26.06 crashes handling an accept reply that arrives
+            // after it deleted the sender's app worker.
+            std::thread::sleep(Duration::from_millis(300));
+            // SAFETY: kills our own child.
+            assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+            assert!(
+                epoll_wait_until(ep, Duration::from_secs(10), || !worker_is_valid(victim_wrk)),
+                "the killed child's worker was not cleaned up"
+            );
+            assert_eq!(vls().forked_children().len(), 1);
+            let status = wait_child(victim, Duration::from_secs(5));
+            assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
+            let survivor = *kids.iter().find(|&&p| p != victim).unwrap();
+            assert_eq!(wait_child(survivor, Duration::from_secs(20)), 0, "the survivor failed");
+            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls().forked_children().is_empty()));
+            assert_eq!(vls().sharers(l), 1);
+            assert_eq!(vls_close(l), 0);
+            assert_eq!(vls_close(ready_l), 0);
+        },
+        || {
+            app("fork-client");
+            wait_until_ready(a);
+            let ep = client_epoll();
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..32 {
+                seen.insert(request(a, ep, b"helo").expect("a reply"));
+            }
+            assert_eq!(seen.len(), 2, "both children served");
+            let victim = request(a, ep, b"kill").expect("a reply");
+            // Give VPP a moment to notice the dead worker; requests that
+            // still reach it go unanswered and are retried.
+            std::thread::sleep(Duration::from_millis(500));
+            let mut answered = 0;
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while answered < 16 {
+                assert!(Instant::now() < deadline, "the survivor stopped serving ({answered} answers)");
+                if let Some(pid) = request(a, ep, b"helo") {
+                    assert_ne!(pid, victim, "a killed child answered");
+                    answered += 1;
+                }
+            }
+            say_goodbye(a, ep, 1);
+        },
+    );
+}
+
+/// The parent accepts a connection, forks a child, and exits: the child
+/// (now the only holder of the listener and the connection) answers on
+/// that connection and on new ones.
+#[test]
+fn parent_exits_first_and_its_child_keeps_the_sessions() {
+    let a = server_addr(7203);
+    run_pair(
+        "parent_exits_first_and_its_child_keeps_the_sessions",
+        through_stack,
+        || {
+            app("fork-server");
+            let l = listen_on(a, TCP, false);
+            let s = accept(l);
+            assert!(s >= 0, "accept: {s}");
+            let mut first = [0u8; 5];
+            read_exact(s, &mut first);
+            assert_eq!(&first, b"first");
+            // SAFETY: getpid has no preconditions.
+            let parent = unsafe { libc::getpid() };
+            fork_child(25, move || {
+                let ep = listen_in_child(l);
+                // Wait in epoll_wait (where the parent's connection is
+                // handed over) for the parent to be gone (re-parented).
+                // SAFETY: getppid has no preconditions.
+                let gone =
+                    epoll_wait_until(ep, Duration::from_secs(15), || unsafe { libc::getppid() } != parent);
+                assert!(gone, "the parent did not exit");
+                assert_eq!(vls().sharers(s), 1, "the parent left the connection at exit");
+                // SAFETY: getpid has no preconditions.
+                let pid = unsafe { libc::getpid() };
+                write_all(s, format!("{pid:>REPLY$}").as_bytes());
+                let mut second = [0u8; 6];
+                read_exact(s, &mut second);
+                assert_eq!(&second, b"second");
+                write_all(s, b"ok");
+                let (_, wr) = pipe();
+                serve_on(ep, l, wr);
+                std::thread::sleep(Duration::from_millis(200));
+            });
+            // The parent exits now (the test returns), leaving both
+            // sessions to the child.
+        },
+        || {
+            app("fork-client");
+            let c = connect_to(a, TCP);
+            write_all(c, b"first");
+            let mut reply = [0u8; REPLY];
+            read_exact(c, &mut reply);
+            let child: i32 = String::from_utf8_lossy(&reply).trim().parse().unwrap();
+            write_all(c, b"second");
+            let mut ok = [0u8; 2];
+            read_exact(c, &mut ok);
+            assert_eq!(&ok, b"ok");
+            vls_close(c);
+            let ep = client_epoll();
+            for _ in 0..8 {
+                assert_eq!(request(a, ep, b"helo"), Some(child), "the child serves new connections");
+            }
+            say_goodbye(a, ep, 1);
+        },
+    );
+}
