@@ -513,10 +513,7 @@ pub fn intercept_sigchld() -> bool {
                 ok = false;
                 return;
             }
-            // Never chain to ourselves (a handler inherited across fork).
-            if old.sa_sigaction != interceptor_address() {
-                *PREVIOUS_ACTION.0.get() = Some(old);
-            }
+            *PREVIOUS_ACTION.0.get() = action_to_chain(old);
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = interceptor_address();
             sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART | (old.sa_flags & libc::SA_NOCLDSTOP);
@@ -525,6 +522,14 @@ pub fn intercept_sigchld() -> bool {
         }
     });
     ok && is_intercepting()
+}
+
+/// The action the interceptor calls after its own work, given the action
+/// in place when it is installed: never the interceptor itself (it may be
+/// in place already, inherited across a fork), or it would call itself
+/// forever.
+fn action_to_chain(current: libc::sigaction) -> Option<libc::sigaction> {
+    (current.sa_sigaction != interceptor_address()).then_some(current)
 }
 
 /// Is VLS's SIGCHLD handler the process's current one?
@@ -623,6 +628,80 @@ mod tests {
         unsafe { libc::waitpid(pid, &mut status, 0) };
         assert!(has_exited(pid), "a reaped child has exited");
         assert_eq!(t.subscribed_by(1), vec![i]);
+    }
+
+    static APP_HANDLER_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    extern "C" fn app_handler(_: i32) {
+        APP_HANDLER_RUNS.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn action(handler: usize) -> libc::sigaction {
+        // SAFETY: all-zero is a valid sigaction.
+        let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+        sa.sa_sigaction = handler;
+        sa
+    }
+
+    #[test]
+    fn the_interceptor_never_chains_to_itself() {
+        assert!(action_to_chain(action(interceptor_address())).is_none(), "inherited interceptor");
+        let app = action(app_handler as *const () as usize);
+        assert_eq!(action_to_chain(app).map(|a| a.sa_sigaction), Some(app.sa_sigaction));
+        assert_eq!(action_to_chain(action(libc::SIG_DFL)).map(|a| a.sa_sigaction), Some(libc::SIG_DFL));
+    }
+
+    /// The real signal path: the application's handler is installed, VLS
+    /// intercepts (twice: the second call does nothing), a child exits; the
+    /// interceptor queues the child's worker and the application's handler
+    /// runs.
+    #[test]
+    fn sigchld_queues_the_child_and_runs_the_applications_handler() {
+        // SAFETY: installs a handler that only does an atomic add.
+        unsafe {
+            let mut sa = action(app_handler as *const () as usize);
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut()), 0);
+        }
+        assert!(intercept_sigchld() && intercept_sigchld(), "installed, and a second call is harmless");
+        let t = SharedTable::map().unwrap();
+        set_signal_table(&t);
+        let before = APP_HANDLER_RUNS.load(Ordering::SeqCst);
+        let (rd, wr) = {
+            let mut fds = [0; 2];
+            // SAFETY: valid out array.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            (fds[0], fds[1])
+        };
+        // SAFETY: the child only blocks on a read and calls `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let mut b = 0u8;
+            // SAFETY: waits until the parent has recorded us, then ends.
+            unsafe {
+                libc::read(rd, (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        t.set_process(700, pid, 0);
+        // SAFETY: lets the child go.
+        assert_eq!(unsafe { libc::write(wr, [1u8].as_ptr().cast(), 1) }, 1);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut queued = Vec::new();
+        while !queued.contains(&700) {
+            assert!(std::time::Instant::now() < deadline, "the exit was not queued");
+            queued.extend(PENDING_EXITS.take());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(has_exited(pid));
+        assert!(APP_HANDLER_RUNS.load(Ordering::SeqCst) > before, "the application's handler ran");
+        // SAFETY: reaps our own child; closes our pipe.
+        unsafe {
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+            libc::close(rd);
+            libc::close(wr);
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! - Close / exit: the worker unsubscribes; the last subscriber closes for
 //!   real; an owner that leaves hands VPP's events to the next subscriber.
 //! - An exited child: its worker is queued by the SIGCHLD handler; the next
-//!   `epoll_wait`/`select`/`poll` (or the exit) unsubscribes the child from
+//!   `epoll_wait`/`select`/`poll`, fork or the exit unsubscribes the child from
 //!   its sessions and frees its copies (acting as the child's worker, in
 //!   memory only: nothing is sent to VPP on behalf of a dead worker; VPP
 //!   cleans up after that app worker itself, closing what it owned), then
@@ -76,6 +76,9 @@ impl<V: Vcl> ForkHooks for Vls<V> {
             return;
         }
         let Some(table) = self.shared_table() else { return };
+        // A parent that only forks (nginx's master, respawning a worker
+        // that died) never calls epoll_wait: clean up here too.
+        self.clean_up_exited_children();
         if !fork::intercept_sigchld() {
             tracing::warn!(
                 "cannot intercept SIGCHLD: exited children are cleaned up only when found by a poll"
