@@ -185,6 +185,18 @@ fn wrk_limited(preload: &str, conf: &Path, threads: u32, url: &str, limit: Durat
 /// serving a 4 KiB file on the server namespace's address; returns it and
 /// the file's URL.
 fn start_nginx(vpp: &VppInstance, srv_ns: &AppNamespace, preload: &str) -> (std::process::Child, String) {
+    start_nginx_with(vpp, srv_ns, preload, "master_process off;\nworker_processes 1;", "access_log off;")
+}
+
+/// [`start_nginx`] with `processes` (nginx's process directives) and
+/// `logging` (its `http` block's access log directives).
+fn start_nginx_with(
+    vpp: &VppInstance,
+    srv_ns: &AppNamespace,
+    preload: &str,
+    processes: &str,
+    logging: &str,
+) -> (std::process::Child, String) {
     assert!(Path::new("/usr/sbin/nginx").is_file(), "nginx is needed (Debian: apt-get install nginx-light)");
     let srv_conf = vpp.write_vcl_conf("nginx", &VclConf::in_namespace(srv_ns)).unwrap();
     let dir = vpp.dir().join("nginx");
@@ -192,9 +204,9 @@ fn start_nginx(vpp: &VppInstance, srv_ns: &AppNamespace, preload: &str) -> (std:
     std::fs::write(dir.join("www/index.html"), "x".repeat(4096)).unwrap();
     let d = dir.display();
     let conf = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+        "daemon off;\n{processes}\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          events {{ use epoll; worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {d}/cbt;\n  \
+         http {{\n  {logging}\n  keepalive_requests 1000000;\n  client_body_temp_path {d}/cbt;\n  \
          proxy_temp_path {d}/pt;\n  fastcgi_temp_path {d}/ft;\n  uwsgi_temp_path {d}/ut;\n  scgi_temp_path {d}/st;\n  \
          server {{ listen {}:8080; location / {{ root {d}/www; }} }}\n}}\n",
         srv_ns.addr
@@ -204,9 +216,10 @@ fn start_nginx(vpp: &VppInstance, srv_ns: &AppNamespace, preload: &str) -> (std:
         .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
         .env("LD_PRELOAD", preload)
         .env("VCL_CONFIG", &srv_conf)
+        .env("VLS_RS_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).expect("nginx stderr file"))
         .spawn()
         .expect("spawn nginx");
     std::thread::sleep(Duration::from_secs(1));
@@ -272,4 +285,144 @@ fn ldp_nginx_and_wrk_two_threads_in_mode3() {
 #[test]
 fn ldp_wrk_two_threads_with_per_thread_workers() {
     nginx_and_wrk("per-thread workers (mode 2)", Some("multi-thread-workers"), Duration::from_secs(15));
+}
+
+// ---------------------------------------------------------------------------
+// nginx with two worker processes: per-process workers (mode 1)
+// ---------------------------------------------------------------------------
+
+/// The children of process `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Requests per nginx worker pid in the access log, from line `from` on;
+/// also returns the number of lines.
+fn requests_by_pid(log: &Path, from: usize) -> (std::collections::BTreeMap<u32, u64>, usize) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut by_pid = std::collections::BTreeMap::new();
+    let mut lines = 0;
+    for (i, l) in text.lines().enumerate() {
+        lines = i + 1;
+        if i >= from {
+            if let Ok(pid) = l.trim().parse::<u32>() {
+                *by_pid.entry(pid).or_insert(0) += 1;
+            }
+        }
+    }
+    (by_pid, lines)
+}
+
+/// What one nginx run with two worker processes did.
+struct TwoWorkers {
+    before: WrkResult,
+    before_by_pid: std::collections::BTreeMap<u32, u64>,
+    respawned: bool,
+    /// The master cleaned up the killed worker's VCL worker (Rust layer).
+    cleaned_up: bool,
+    after: WrkResult,
+    after_by_pid: std::collections::BTreeMap<u32, u64>,
+}
+
+/// nginx (master + 2 worker processes) under LDP with `preload`; `wrk
+/// -t1 -c64 -d5s` (under LDP with the Rust layer) before and after one
+/// worker is killed with SIGKILL (the master respawns it).
+fn nginx_two_workers(
+    vpp: &VppInstance,
+    srv_ns: &AppNamespace,
+    cli_conf: &Path,
+    client: &str,
+    preload: &str,
+    tag: &str,
+) -> TwoWorkers {
+    let log = vpp.dir().join(format!("nginx/access-{tag}.log"));
+    let logging = format!("log_format by_pid '$pid';\n  access_log {} by_pid;", log.display());
+    let (mut nginx, url) =
+        start_nginx_with(vpp, srv_ns, preload, "master_process on;\nworker_processes 2;", &logging);
+    let master = nginx.id();
+    let workers = children_of(master);
+    eprintln!("nginx ({tag}): master {master}, workers {workers:?}");
+    let before = wrk_limited(client, cli_conf, 1, &url, Duration::from_secs(30));
+    let (before_by_pid, seen) = requests_by_pid(&log, 0);
+    let victim = workers.first().copied();
+    if let Some(v) = victim {
+        // SAFETY: kills one of nginx's workers (our grandchild).
+        unsafe { libc::kill(v as i32, libc::SIGKILL) };
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let now = children_of(master);
+    let respawned = now.len() == 2 && victim.is_some_and(|v| !now.contains(&v));
+    // The Rust layer logs the cleanup of the dead worker's VCL worker (done
+    // by the master when it forks the new worker); nginx sends its stderr
+    // to its error log once started.
+    let stderr = std::fs::read_to_string(vpp.dir().join("nginx/stderr.log")).unwrap_or_default()
+        + &std::fs::read_to_string(vpp.dir().join("nginx/error.log")).unwrap_or_default();
+    let cleaned_up = victim.is_some_and(|v| {
+        stderr.lines().any(|l| {
+            l.contains("cleaned up the worker of an exited child") && l.contains(&format!("pid={v}"))
+        })
+    });
+    eprintln!("nginx ({tag}): killed worker {victim:?}; workers now {now:?}");
+    let after = wrk_limited(client, cli_conf, 1, &url, Duration::from_secs(30));
+    let (after_by_pid, _) = requests_by_pid(&log, seen);
+    for p in children_of(master) {
+        // SAFETY: ends nginx's workers before the master (no orphans).
+        unsafe { libc::kill(p as i32, libc::SIGKILL) };
+    }
+    let _ = nginx.kill();
+    let _ = nginx.wait();
+    TwoWorkers { before, before_by_pid, respawned, cleaned_up, after, after_by_pid }
+}
+
+/// Debian's nginx with `worker_processes 2` (a master that forks two
+/// workers; every process has its own VCL worker, the listener is shared)
+/// under LDP with the Rust layer serves a static file to `wrk -c64`:
+/// requests spread over both workers (each serves at least 10%); a worker
+/// killed with SIGKILL is respawned by the master and serving continues
+/// (errors under 1%), and the master cleans up the dead worker's VCL
+/// worker (deferred from SIGCHLD to its next fork). The same run with the C layer is printed for
+/// comparison.
+#[test]
+fn ldp_nginx_two_worker_processes_share_the_listener_and_survive_a_killed_worker() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let so = libvls();
+    let vpp = VppInstance::start().expect("vpp");
+    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
+    let cli_conf = vpp.write_vcl_conf("wrk", &VclConf::in_namespace(&cli_ns)).unwrap();
+    let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
+    let rust = format!("{}:{}", so.display(), ldp.display());
+    let c = ldp.display().to_string();
+    let r = nginx_two_workers(&vpp, &srv_ns, &cli_conf, &rust, &rust, "rust");
+    let cl = nginx_two_workers(&vpp, &srv_ns, &cli_conf, &rust, &c, "c");
+    for (name, t) in [("Rust", &r), ("C", &cl)] {
+        eprintln!(
+            "nginx worker_processes 2, {name} VLS: before the kill {:.0} req/s ({} errors), by worker {:?}; \
+             respawned: {}; after {:.0} req/s ({} errors), by worker {:?}",
+            t.before.rps,
+            t.before.errors,
+            t.before_by_pid,
+            t.respawned,
+            t.after.rps,
+            t.after.errors,
+            t.after_by_pid
+        );
+    }
+    assert!(r.before.requests > 1000, "nginx must serve requests");
+    assert_eq!(r.before_by_pid.len(), 2, "both workers must serve: {:?}", r.before_by_pid);
+    let total: u64 = r.before_by_pid.values().sum();
+    for (pid, n) in &r.before_by_pid {
+        assert!(*n * 10 >= total, "worker {pid} served {n} of {total} requests");
+    }
+    assert!(r.respawned, "the master must respawn the killed worker");
+    assert!(r.cleaned_up, "the master must clean up the killed worker's VCL worker");
+    assert!(r.after.requests > 1000, "serving must continue after the kill");
+    assert!(
+        (r.after.errors as f64) < 0.01 * r.after.requests as f64,
+        "{} errors after the kill",
+        r.after.errors
+    );
 }
