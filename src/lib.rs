@@ -60,6 +60,13 @@
 //! accept in the thread that will use the socket. Use the default unless
 //! each thread owns its sessions.
 //!
+//! **Forking** (mode 1) needs no setting: a child forked after the
+//! application attached gets a VCL worker of its own and a copy of every
+//! session; a listener opened before the fork is shared, and every process
+//! that polls or accepts on it gets connections (nginx's master and worker
+//! processes). Fork from a process with one thread using VLS (the child
+//! keeps only the forking thread).
+//!
 //! ## Design in one screen
 //!
 //! - **Handles.** A VLS handle (`vlsh`) indexes the session pool; LDP maps it
@@ -104,12 +111,22 @@
 //!   the mover gave up on is refused when it arrives late. When a thread
 //!   ends, VCL frees its worker's sessions: their VLS handles fail with
 //!   `EBADFD` and close frees them.
+//! - **Per-process workers (mode 1, fork).** `pthread_atfork` hooks: the
+//!   parent enters its sessions in a table shared by all its descendants
+//!   (owner, holders, listening workers; [`core::fork`]); the child
+//!   registers its own VCL worker, gets copies of the parent's VCL sessions
+//!   (own heap blocks, epoll links re-based) and holds every session too.
+//!   Using a shared listener (epoll add, select, accept) starts listening
+//!   on the process's own worker. Closing a shared session drops this
+//!   process's copy; the last holder closes it; an owner that leaves, or
+//!   exits, hands it to another holder first. SIGCHLD is intercepted once
+//!   (the application's handler still runs); the handler only queues the
+//!   dead child's worker, which is cleaned up later from `epoll_wait`,
+//!   `select`, `poll`, the next fork or exit, without messages to VPP on
+//!   the dead worker's behalf.
 //! - **Errors.** Every failure is a `VPPCOM_E*` code in the C ABI
 //!   ([`error::VppcomError`] maps them to `io::Error`); no panic crosses the
 //!   C boundary.
-//!
-//! Not yet implemented: fork handling and sessions shared between processes
-//! (mode 1: `pthread_atfork`, SIGCHLD cleanup, shared listeners).
 //!
 //! Building with the `vpp` feature needs an installed VPP and its source tree
 //! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`); without it, the core, the

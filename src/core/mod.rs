@@ -17,6 +17,11 @@
 //!
 //! Guards release everything on every return path. Failures are `VPPCOM_E*`
 //! codes, never panics; an unknown or closed handle is `EBADFD`.
+//!
+//! Around `fork` (and for sessions shared between the processes that
+//! results in), see [`fork`] (shared state, SIGCHLD) and `fork_hooks`
+//! (what VLS does in parent and child, close and exit of shared sessions,
+//! cleanup after exited children).
 
 pub mod demux;
 #[cfg(test)]
