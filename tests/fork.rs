@@ -134,7 +134,7 @@ fn add_to_epoll(ep: i32, h: i32) {
 /// pid, then reports it on `report` and waits to be killed; `bye!` → its
 /// pid, then returns.
 fn serve(l: i32, report: i32) {
-    serve_on(listen_in_child(l), l, report)
+    serve_on(listen_in_child(l), &[l], report)
 }
 
 /// A child starts using shared listener `l`: its own epoll set holds it.
@@ -148,17 +148,26 @@ fn listen_in_child(l: i32) -> i32 {
     ep
 }
 
-/// [`serve`] with `l` already in epoll set `ep`.
-fn serve_on(ep: i32, l: i32, report: i32) {
+/// [`serve`] with `listeners` already in epoll set `ep` (their handles as
+/// event data). The pid is reported after a first (non-waiting) pass over
+/// the set, which makes inherited listeners listen here.
+fn serve_on(ep: i32, listeners: &[i32], report: i32) {
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
-    send_i32(report, pid);
+    let mut reported = false;
     loop {
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        let wait = if reported { 1.0 } else { 0.0 };
         // SAFETY: `evs` holds 8 events.
-        let n = unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 8, 1.0) };
+        let n = unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 8, wait) };
         assert!(n >= 0, "epoll_wait: {n}");
-        for _ in 0..n {
+        if !reported {
+            send_i32(report, pid);
+            reported = true;
+        }
+        for ev in &evs[..n as usize] {
+            let l = ev.u64 as i32;
+            assert!(listeners.contains(&l), "event for {l}, not a listener");
             loop {
                 let s = accept(l);
                 if s == EAGAIN {
@@ -224,6 +233,15 @@ fn client_epoll() -> i32 {
     let ep = vls_epoll_create();
     assert!(ep >= 0);
     ep
+}
+
+/// Client: `n` requests, one connection each; how many each pid answered.
+fn answers_by_pid(a: SocketAddr, ep: i32, n: usize) -> std::collections::HashMap<i32, usize> {
+    let mut by_pid = std::collections::HashMap::new();
+    for _ in 0..n {
+        *by_pid.entry(request(a, ep, b"helo").expect("a reply")).or_default() += 1;
+    }
+    by_pid
 }
 
 /// The server signals "children ready" by listening on a second port
@@ -311,17 +329,14 @@ fn fork_two_children_serve_a_shared_listener_and_exit_first() {
             );
             assert_eq!(vls().sharers(l), 1, "only the parent holds the listener now");
             assert_eq!(vls_close(l), 0, "the last holder closes the listener");
+            assert_eq!(vls().shared_sessions(), 0, "no shared entry is left behind");
             assert_eq!(vls_close(ready_l), 0);
         },
         || {
             app("fork-client");
             wait_until_ready(a);
             let ep = client_epoll();
-            let mut by_pid = std::collections::HashMap::<i32, usize>::new();
-            for _ in 0..64 {
-                let pid = request(a, ep, b"helo").expect("a reply");
-                *by_pid.entry(pid).or_default() += 1;
-            }
+            let by_pid = answers_by_pid(a, ep, 64);
             assert_eq!(by_pid.len(), 2, "both children served: {by_pid:?}");
             say_goodbye(a, ep, 2);
         },
@@ -435,7 +450,7 @@ fn parent_exits_first_and_its_child_keeps_the_sessions() {
                 assert_eq!(&second, b"second");
                 write_all(s, b"ok");
                 let (_, wr) = pipe();
-                serve_on(ep, l, wr);
+                serve_on(ep, &[l], wr);
                 std::thread::sleep(Duration::from_millis(200));
             });
             // The parent exits now (the test returns), leaving both
@@ -458,6 +473,106 @@ fn parent_exits_first_and_its_child_keeps_the_sessions() {
                 assert_eq!(request(a, ep, b"helo"), Some(child), "the child serves new connections");
             }
             say_goodbye(a, ep, 1);
+        },
+    );
+}
+
+/// An epoll set made before the fork, holding two listeners, works in the
+/// child that inherits it: the set's VCL links are re-based to the child's
+/// worker, and both listeners (several in one set) start listening there
+/// when the child waits on the set.
+#[test]
+fn epoll_set_made_before_fork_serves_both_its_listeners_in_the_child() {
+    let (a1, a2) = (server_addr(7204), server_addr(7205));
+    run_pair(
+        "epoll_set_made_before_fork_serves_both_its_listeners_in_the_child",
+        through_stack,
+        || {
+            app("fork-server");
+            let (l1, l2) = (listen_on(a1, TCP, true), listen_on(a2, TCP, true));
+            let ep = vls_epoll_create();
+            assert!(ep >= 0);
+            add_to_epoll(ep, l1);
+            add_to_epoll(ep, l2);
+            let (rd, wr) = pipe();
+            let child = fork_child(25, || {
+                let (_, ep_wrk) = session_and_worker(ep);
+                assert_eq!(ep_wrk, vcl_worker(), "the inherited set is on the child's worker");
+                serve_on(ep, &[l1, l2], wr);
+            });
+            recv_i32(rd);
+            let ready_l = announce_ready(a1);
+            assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
+            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls().forked_children().is_empty()));
+            assert_eq!(vls_close(l1), 0);
+            assert_eq!(vls_close(l2), 0);
+            assert_eq!(vls().shared_sessions(), 1, "the epoll set is still shared with nobody but us");
+            assert_eq!(vls_close(ep), 0);
+            assert_eq!(vls().shared_sessions(), 0);
+            assert_eq!(vls_close(ready_l), 0);
+        },
+        || {
+            app("fork-client");
+            wait_until_ready(a1);
+            let ep = client_epoll();
+            let mut pids = std::collections::HashSet::new();
+            for _ in 0..8 {
+                pids.insert(request(a1, ep, b"helo").expect("a reply on the first listener"));
+                pids.insert(request(a2, ep, b"helo").expect("a reply on the second listener"));
+            }
+            assert_eq!(pids.len(), 1, "one child served both: {pids:?}");
+            say_goodbye(a1, ep, 1);
+        },
+    );
+}
+
+/// nginx removes listeners from its epoll sets and adds them back all the
+/// time: removing must not stop listening. Child A adds the listener to
+/// its set and removes it again, then sleeps; connections made meanwhile
+/// still go to A (VPP still hands A its share), which answers them when it
+/// wakes. The parent's copy of the listener (not listening since the
+/// children took over) is closed early: that sends VPP nothing and stops
+/// nobody.
+#[test]
+fn removing_a_listener_from_epoll_does_not_stop_it() {
+    let a = server_addr(7206);
+    run_pair(
+        "removing_a_listener_from_epoll_does_not_stop_it",
+        through_stack,
+        || {
+            app("fork-server");
+            let l = listen_on(a, TCP, true);
+            let (rd, wr) = pipe();
+            let sleeper = fork_child(25, || {
+                let ep = listen_in_child(l);
+                // SAFETY: `ev` may be null for a delete.
+                assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_DEL, l, std::ptr::null_mut()) }, 0);
+                // SAFETY: getpid has no preconditions.
+                send_i32(wr, unsafe { libc::getpid() });
+                std::thread::sleep(Duration::from_millis(1500));
+                add_to_epoll(ep, l);
+                serve_on(ep, &[l], wr);
+            });
+            let other = fork_child(25, || serve(l, wr));
+            recv_i32(rd);
+            recv_i32(rd);
+            assert_eq!(vls_close(l), 0, "the parent drops its copy");
+            let ready_l = announce_ready(a);
+            for pid in [sleeper, other] {
+                assert_eq!(wait_child(pid, Duration::from_secs(20)), 0, "child {pid} failed");
+            }
+            let ep = vls_epoll_create();
+            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls().forked_children().is_empty()));
+            assert_eq!(vls().shared_sessions(), 0, "the last child closed the listener");
+            assert_eq!(vls_close(ready_l), 0);
+        },
+        || {
+            app("fork-client");
+            wait_until_ready(a);
+            let ep = client_epoll();
+            let by_pid = answers_by_pid(a, ep, 8);
+            assert_eq!(by_pid.len(), 2, "the sleeping child kept its share: {by_pid:?}");
+            say_goodbye(a, ep, 2);
         },
     );
 }

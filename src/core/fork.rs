@@ -176,6 +176,11 @@ impl SharedTable {
         (e.in_use.load(Ordering::Relaxed) != 0).then_some(g)
     }
 
+    /// Entries in use.
+    pub fn in_use(&self) -> usize {
+        self.region.entries.iter().filter(|e| e.in_use.load(Ordering::Acquire) != 0).count()
+    }
+
     /// Entries worker `wrk` is subscribed to.
     pub fn subscribed_by(&self, wrk: u32) -> Vec<u32> {
         if wrk as usize >= MAX_WORKERS {
@@ -584,6 +589,7 @@ mod tests {
             g.free();
         }
         assert!(t.lock(i).is_none(), "freed entries cannot be locked");
+        assert_eq!(t.in_use(), 0, "nothing leaks");
         assert_eq!(t.alloc(1, 8), Some((i + 1) % MAX_SHARED as u32), "allocation moves on");
     }
 

@@ -11,8 +11,9 @@
 //!   the child subscribes to every shared session; the parent waits (at
 //!   most [`FORK_WAIT`]) until the child is done, so the records being
 //!   copied do not change meanwhile.
-//! - Listeners: a process that adds a shared listener to an epoll set,
-//!   selects on it or accepts on it starts listening on its own worker, so
+//! - Listeners: a process that adds a shared listener to an epoll set
+//!   (or waits on a set it inherited holding one), selects on it, polls it
+//!   or accepts on it starts listening on its own worker, so
 //!   VPP spreads connections over the processes that accept; the owner
 //!   stops listening then unless it accepts too. Removing a listener from
 //!   an epoll set changes nothing.
@@ -192,6 +193,7 @@ impl<V: Vcl> Vls<V> {
             self.internal_ep.store(sh_from_parts(me, sh_parts(ep).1), Ordering::Release);
         }
         self.process_wrk.store(me, Ordering::Release);
+        self.fork_generation.fetch_add(1, Ordering::AcqRel);
         self.n_threads.store(1, Ordering::Release);
         *self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Teardown::Pending;
         table.fork_done(parent);
@@ -277,6 +279,23 @@ impl<V: Vcl> Vls<V> {
                     self.vcl.listener_stop_on(owner, index);
                 }
                 tracing::info!(sh, worker = me, stopped_owner = ?stop_owner, "listening on a shared listener");
+            }
+        }
+    }
+
+    /// A forked child waits on epoll set `ep_vlsh` that it inherited: the
+    /// shared listeners in it are in use (checked once per set and fork).
+    #[inline]
+    pub(super) fn shared_listeners_in_set(&'static self, ep_vlsh: super::Vlsh, set: &super::VlsSession) {
+        let generation = self.fork_generation.load(Ordering::Acquire);
+        if generation == 0 || set.listeners_checked.load(Ordering::Acquire) == generation {
+            return;
+        }
+        set.listeners_checked.store(generation, Ordering::Release);
+        for s in self.pool.live_sessions() {
+            let sh = s.sh();
+            if s.membership.set() == Some(ep_vlsh) && self.is_here(sh) {
+                self.shared_listener_in_use(s.shared.load(Ordering::Acquire), sh);
             }
         }
     }
@@ -442,6 +461,12 @@ impl<V: Vcl> Vls<V> {
     pub fn forked_children(&self) -> Vec<(u32, i32)> {
         let me = self.process_wrk.load(Ordering::Acquire);
         self.shared.get().map(|t| t.children_of(me)).unwrap_or_default()
+    }
+
+    /// Per-process workers: sessions shared with forked relatives now (in
+    /// the whole family of processes).
+    pub fn shared_sessions(&self) -> usize {
+        self.shared.get().map_or(0, |t| t.in_use())
     }
 
     /// Per-process workers: how many workers (processes) hold a copy of

@@ -95,6 +95,9 @@ pub struct Vls<V: Vcl> {
     shared: std::sync::OnceLock<fork::SharedTable>,
     /// Serialises the cleanup of exited children's workers.
     child_cleanup: std::sync::Mutex<()>,
+    /// How many forks made this process (0 in the process that attached;
+    /// each forked child has its parent's count plus one).
+    fork_generation: AtomicU32,
 }
 
 /// Worker-level locks held around one VCL call.
@@ -196,6 +199,7 @@ impl<V: Vcl> Vls<V> {
             direct_moves: AtomicBool::new(true),
             shared: std::sync::OnceLock::new(),
             child_cleanup: std::sync::Mutex::new(()),
+            fork_generation: AtomicU32::new(0),
         }))
     }
 
@@ -1051,6 +1055,9 @@ impl<V: Vcl> Vls<V> {
         // Tokens of the sessions delivered by this call, to merge duplicates.
         let mut tokens: Vec<u64> = Vec::new();
         let rv = self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| {
+            // A forked child waiting on a set it inherited: the shared
+            // listeners in it start listening on this process's worker.
+            self.shared_listeners_in_set(ep_vlsh, set);
             // Parked events first, minus what is no longer true: the owner
             // may have read the data since (a stale "readable" would make
             // the application read EAGAIN, which many count as an error).

@@ -82,6 +82,10 @@ pub struct VlsSession {
     /// processes share (`core::fork`), or `INVALID` while only this process
     /// has it.
     pub shared: AtomicU32,
+    /// Epoll sets: the fork generation (see `Vls::fork_generation`) in
+    /// which the shared listeners in this set were last made to listen on
+    /// this process's worker.
+    pub listeners_checked: AtomicU32,
 }
 
 /// A session locked exclusively (both halves).
@@ -142,6 +146,7 @@ impl VlsSession {
             tx: Mutex::new(()),
             nonblocking_hint: AtomicBool::new(false),
             shared: AtomicU32::new(INVALID),
+            listeners_checked: AtomicU32::new(0),
         }
     }
 
@@ -157,6 +162,7 @@ impl VlsSession {
         self.closed.store(false, Ordering::Release);
         self.nonblocking_hint.store(false, Ordering::Relaxed);
         self.shared.store(INVALID, Ordering::Relaxed);
+        self.listeners_checked.store(0, Ordering::Relaxed);
         drop(locked);
         self.live.store(true, Ordering::Release);
     }
