@@ -728,6 +728,7 @@ fn mode2_session_created_in_one_thread_is_served_by_another() {
                 // SAFETY: valid out pointers.
                 unsafe { vlsh_to_session_and_worker_index(l, &mut si, &mut wi) };
                 assert_eq!(wi, my_worker(), "the listener moved to this thread's worker");
+                assert_eq!(vls_session_index_to_vlsh(si), l, "the handle table follows the move");
                 assert_eq!(vls_listen(l, 64), 0);
                 for _ in 0..4 {
                     let s = accept(l);

@@ -168,6 +168,12 @@ impl Double {
         self.violations.load(Ordering::SeqCst)
     }
 
+    /// VCL frees session `sh` by itself (as after VPP cleaned it up),
+    /// behind VLS's back.
+    pub fn forget_session(&self, sh: Sh) {
+        self.state.lock().unwrap().sessions.remove(&sh);
+    }
+
     /// Number of sessions VCL holds.
     pub fn n_sessions(&self) -> usize {
         self.state.lock().unwrap().sessions.len()

@@ -516,6 +516,8 @@ fn session_created_in_one_thread_is_moved_to_the_thread_that_uses_it() {
     assert_eq!(worker_of(v, l), main_wrk);
     let (wrk, got) = thread::spawn(move || {
         assert_eq!(v.listen(l, 10), 0);
+        let (_, index) = crate::seam::sh_parts(v.vlsh_to_sh(l));
+        assert_eq!(v.session_index_to_vlsh(index), l, "the handle table follows the move");
         let c = v.create(0, false);
         let mut target = v.vlsh_to_sh(l);
         // SAFETY: the double reads a u32 listener handle from `ep`.
@@ -614,6 +616,38 @@ fn busy_owner_answers_a_move_by_rpc() {
     assert_eq!(v.close(s), 0, "closing another worker's open session");
     done_tx.send(()).unwrap();
     assert!(owner.join().unwrap() < 0, "the blocked read gave up");
+    assert_eq!(v.vcl().violations(), 0);
+}
+
+/// The move request reaches an owner whose VCL no longer has the session
+/// (freed in between): the owner answers "session gone", the mover gets
+/// `EBADFD` at once (no timeout), and the handle can still be closed.
+#[test]
+fn move_of_a_session_gone_from_its_owner_fails_at_once() {
+    let v = app(true);
+    v.direct_moves.store(false, Ordering::SeqCst);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let owner = thread::spawn(move || {
+        let h = v.create(0, false);
+        v.vcl().forget_session(v.vlsh_to_sh(h));
+        let (_l, _c, s) = pair(v, false);
+        ready_tx.send((h, s)).unwrap();
+        let mut buf = [0u8; 4];
+        let rv = read(v, s, &mut buf); // blocks, handling requests
+        done_rx.recv().unwrap();
+        rv
+    });
+    let (h, s) = ready_rx.recv().unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let start = Instant::now();
+    assert_eq!(v.listen(h, 1), EBADFD, "the owner answered: gone");
+    assert!(start.elapsed() < Duration::from_secs(2), "no timeout: {:?}", start.elapsed());
+    v.close(h);
+    assert!(v.session(h).is_none(), "the handle is freed");
+    assert_eq!(v.close(s), 0);
+    done_tx.send(()).unwrap();
+    assert!(owner.join().unwrap() < 0);
     assert_eq!(v.vcl().violations(), 0);
 }
 
