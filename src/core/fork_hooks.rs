@@ -9,8 +9,9 @@
 //! - In the child: its thread registers a new VCL worker, VCL's sessions are
 //!   copied to it (same indices), VLS's copied pool is pointed at it, and
 //!   the child subscribes to every shared session; the parent waits (at
-//!   most [`FORK_WAIT`]) until the child is done, so the records being
-//!   copied do not change meanwhile.
+//!   most [`FORK_WAIT`]; not at all if the fork failed, which errno tells)
+//!   until the child is done, so the records being copied do not change
+//!   meanwhile.
 //! - Listeners: a process that adds a shared listener to an epoll set
 //!   (or waits on a set it inherited holding one), selects on it, polls it
 //!   or accepts on it starts listening on its own worker, so
@@ -100,6 +101,11 @@ impl<V: Vcl> ForkHooks for Vls<V> {
         }
         self.vcl.flush_mq();
         table.fork_started(me);
+        // errno tells the parent's hook whether the fork failed (glibc
+        // leaves it alone on success): cleared here, the application's value
+        // is restored after a successful fork.
+        self.errno_before_fork.store(errno(), Ordering::Relaxed);
+        set_errno(0);
     }
 
     fn after_fork_in_parent(&'static self) {
@@ -108,14 +114,30 @@ impl<V: Vcl> ForkHooks for Vls<V> {
         if me == INVALID {
             return;
         }
+        if errno() != 0 {
+            // No child: nobody will say it is done.
+            table.fork_done(me);
+            return;
+        }
         if !table.wait_fork_done(me, FORK_WAIT) {
             tracing::warn!(worker = me, "forked child did not finish taking over its sessions in time");
         }
+        set_errno(self.errno_before_fork.load(Ordering::Relaxed));
     }
 
     fn after_fork_in_child(&'static self) {
         self.become_forked_child();
     }
+}
+
+fn errno() -> i32 {
+    // SAFETY: errno is a valid thread-local.
+    unsafe { *libc::__errno_location() }
+}
+
+fn set_errno(v: i32) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = v };
 }
 
 impl<V: Vcl> Vls<V> {

@@ -98,6 +98,8 @@ pub struct Vls<V: Vcl> {
     /// How many forks made this process (0 in the process that attached;
     /// each forked child has its parent's count plus one).
     fork_generation: AtomicU32,
+    /// The application's errno when a fork started (see `fork_hooks`).
+    errno_before_fork: std::sync::atomic::AtomicI32,
 }
 
 /// Worker-level locks held around one VCL call.
@@ -200,6 +202,7 @@ impl<V: Vcl> Vls<V> {
             shared: std::sync::OnceLock::new(),
             child_cleanup: std::sync::Mutex::new(()),
             fork_generation: AtomicU32::new(0),
+            errno_before_fork: std::sync::atomic::AtomicI32::new(0),
         }))
     }
 
