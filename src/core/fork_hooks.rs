@@ -297,10 +297,10 @@ impl<V: Vcl> Vls<V> {
                     let owner = g.owner();
                     (owner != me && !g.is_listening(owner)).then_some(owner)
                 });
-                if let Some(owner) = stop_owner {
-                    self.vcl.listener_stop_on(owner, index);
-                }
-                tracing::info!(sh, worker = me, stopped_owner = ?stop_owner, "listening on a shared listener");
+                // (The owner's copy may have stopped already: another
+                // relative started first.)
+                let stopped_owner = stop_owner.filter(|&owner| self.vcl.listener_stop_on(owner, index));
+                tracing::info!(sh, worker = me, ?stopped_owner, "listening on a shared listener");
             }
         }
     }

@@ -286,6 +286,9 @@ vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
   wrk->sessions = pool_dup (parent->sessions);
   wrk->session_index_by_vpp_handles =
     hash_dup (parent->session_index_by_vpp_handles);
+  /* The copies keep their places in the level-triggered epoll ring: the
+   * ring's head comes along, or they would never be added again. */
+  wrk->ep_lt_current = parent->ep_lt_current;
 
   pool_foreach (s, wrk->sessions)
     {
