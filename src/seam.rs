@@ -226,6 +226,11 @@ pub trait Vcl: Send + Sync + 'static {
         let _ = (wrk, session_index);
         0
     }
+    /// After a session was handed over to the calling worker: makes VPP
+    /// address its events to this worker's record of it.
+    fn claim_events(&self, sh: Sh) {
+        let _ = sh;
+    }
     /// Frees the worker of an exited process.
     fn worker_cleanup_dead(&self, wrk: u32) {
         let _ = wrk;

@@ -515,6 +515,11 @@ impl seam::Vcl for RealVcl {
         // SAFETY: the shim checks the worker and session exist.
         unsafe { sys::vppsys_session_rx_fifo(wrk, session_index) }
     }
+    fn claim_events(&self, sh: Sh) {
+        // SAFETY: looks `sh` up on the calling thread's worker (null-safe);
+        // sends on the session's own event queue.
+        unsafe { sys::vppsys_session_claim_events(sh) };
+    }
     fn worker_cleanup_dead(&self, wrk: u32) {
         // SAFETY: the shim checks the worker exists; its process is gone.
         unsafe { sys::vppsys_worker_cleanup_dead(wrk) }

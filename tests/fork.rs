@@ -244,6 +244,19 @@ fn answers_by_pid(a: SocketAddr, ep: i32, n: usize) -> std::collections::HashMap
     by_pid
 }
 
+/// Server: attaches, listens on `a` (blocking) and accepts one connection
+/// on which the client sends `first`; returns (listener, connection).
+fn accept_first_connection(a: SocketAddr) -> (i32, i32) {
+    app("fork-server");
+    let l = listen_on(a, TCP, false);
+    let s = accept(l);
+    assert!(s >= 0, "accept: {s}");
+    let mut first = [0u8; 5];
+    read_exact(s, &mut first);
+    assert_eq!(&first, b"first");
+    (l, s)
+}
+
 /// The server signals "children ready" by listening on a second port
 /// (connections to the shared listener made before the children listen
 /// would go to the parent, which does not accept).
@@ -424,13 +437,7 @@ fn parent_exits_first_and_its_child_keeps_the_sessions() {
         "parent_exits_first_and_its_child_keeps_the_sessions",
         through_stack,
         || {
-            app("fork-server");
-            let l = listen_on(a, TCP, false);
-            let s = accept(l);
-            assert!(s >= 0, "accept: {s}");
-            let mut first = [0u8; 5];
-            read_exact(s, &mut first);
-            assert_eq!(&first, b"first");
+            let (l, s) = accept_first_connection(a);
             // SAFETY: getpid has no preconditions.
             let parent = unsafe { libc::getpid() };
             fork_child(25, move || {
@@ -573,6 +580,93 @@ fn removing_a_listener_from_epoll_does_not_stop_it() {
             let by_pid = answers_by_pid(a, ep, 8);
             assert_eq!(by_pid.len(), 2, "the sleeping child kept its share: {by_pid:?}");
             say_goodbye(a, ep, 2);
+        },
+    );
+}
+
+/// Server with per-thread workers, through VPP's stack.
+fn through_stack_mt(vpp: &vls::harness::VppInstance) -> (vls::harness::VclConf, vls::harness::VclConf) {
+    let (srv, cli) = through_stack(vpp);
+    (srv.with("multi-thread-workers"), cli)
+}
+
+/// With per-thread workers on (`multi-thread-workers`): the parent accepts
+/// a connection, forks, and closes its copy; the child, now the only
+/// holder, waits for the connection's events in its own epoll set and
+/// serves it: VPP hands the connection to the child's worker and delivers
+/// its events there (data that came during the hand-over, and later data).
+/// The parent stays alive meanwhile.
+#[test]
+fn connection_accepted_in_the_parent_is_served_by_the_child_after_the_parent_closes_it() {
+    let a = server_addr(7207);
+    run_pair(
+        "connection_accepted_in_the_parent_is_served_by_the_child_after_the_parent_closes_it",
+        through_stack_mt,
+        || {
+            let (l, s) = accept_first_connection(a);
+            let (rd, wr) = pipe();
+            let child = fork_child(25, move || {
+                let ep = vls_epoll_create();
+                assert!(ep >= 0);
+                add_to_epoll(ep, s);
+                // SAFETY: getpid has no preconditions.
+                send_i32(wr, unsafe { libc::getpid() });
+                let wait_for_data = || {
+                    let deadline = Instant::now() + Duration::from_secs(15);
+                    loop {
+                        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 1];
+                        // SAFETY: `evs` holds 1 event.
+                        let n = unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 1, 0.05) };
+                        if n == 1 {
+                            assert_eq!({ evs[0].u64 }, s as u64);
+                            return;
+                        }
+                        assert!(
+                            n == 0 && Instant::now() < deadline,
+                            "no event for the connection in the child: {n}"
+                        );
+                    }
+                };
+                wait_for_data();
+                let mut second = [0u8; 6];
+                read_exact(s, &mut second);
+                assert_eq!(&second, b"second");
+                // SAFETY: getpid has no preconditions.
+                let pid = unsafe { libc::getpid() };
+                write_all(s, format!("{pid:>REPLY$}").as_bytes());
+                // Later data brings its own events to this worker.
+                wait_for_data();
+                let mut third = [0u8; 5];
+                read_exact(s, &mut third);
+                assert_eq!(&third, b"third");
+                let mut eof = [0u8; 1];
+                assert_eq!(read_some(s, &mut eof), 0, "the client closes");
+                assert_eq!(vls_close(s), 0, "the last holder closes it for real");
+            });
+            let child_pid = recv_i32(rd);
+            assert_eq!(child_pid, child);
+            assert_eq!(vls().sharers(s), 2);
+            assert_eq!(vls_close(s), 0, "the parent drops its copy");
+            let ready_l = announce_ready(a);
+            assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
+            let ep = vls_epoll_create();
+            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls().forked_children().is_empty()));
+            assert_eq!(vls_close(l), 0);
+            assert_eq!(vls_close(ready_l), 0);
+        },
+        || {
+            app("fork-client");
+            let c = connect_to(a, TCP);
+            write_all(c, b"first");
+            wait_until_ready(a);
+            write_all(c, b"second");
+            let mut reply = [0u8; REPLY];
+            read_exact(c, &mut reply);
+            let pid: i32 = String::from_utf8_lossy(&reply).trim().parse().expect("a pid");
+            assert!(pid > 0);
+            write_all(c, b"third");
+            std::thread::sleep(Duration::from_millis(200));
+            assert_eq!(vls_close(c), 0);
         },
     );
 }

@@ -67,6 +67,20 @@ struct Handover {
     before: usize,
 }
 
+/// A connection shared with relatives that VPP may hand over to this
+/// process. After a hand-over VPP (v26.06) addresses the connection's
+/// events to the old owner's session index, VCL drops the receive events
+/// that arrive while the hand-over completes, and events sent before it
+/// went to the old owner: data can sit in the connection with no event ever
+/// reaching an `epoll_wait` here. So `epoll_wait` notices hand-overs (the
+/// hand-over token changes), tells VPP this worker's session index
+/// ([`Vcl::claim_events`]) and reports the connection if it is readable.
+pub(super) struct Watched {
+    vlsh: super::Vlsh,
+    entry: u32,
+    token: usize,
+}
+
 /// How long an exiting process waits for its relatives to take over the
 /// connections it owned (VPP closes what is still its own when it goes).
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(1);
@@ -92,7 +106,10 @@ impl<V: Vcl> ForkHooks for Vls<V> {
                 continue;
             }
             match table.alloc(me, sh_parts(sh).1) {
-                Some(entry) => s.shared.store(entry, Ordering::Release),
+                Some(entry) => {
+                    s.shared.store(entry, Ordering::Release);
+                    self.watch_handover(s.vlsh, entry, sh);
+                }
                 None => tracing::error!(
                     vlsh = s.vlsh,
                     "shared session table full: the child will not see this session"
@@ -208,6 +225,19 @@ impl<V: Vcl> Vls<V> {
             match table.lock(entry) {
                 Some(g) if g.session_index() == index => g.subscribe(me),
                 _ => s.shared.store(INVALID, Ordering::Release),
+            }
+        }
+        // The parent's watch list came along; this worker's tokens differ.
+        let watched: Vec<(super::Vlsh, u32)> = {
+            let mut w = self.handover_watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            w.drain(..).map(|x| (x.vlsh, x.entry)).collect()
+        };
+        self.watching.store(false, Ordering::Release);
+        for (vlsh, entry) in watched {
+            if let Some(s) = self.pool.get(vlsh) {
+                if s.shared.load(Ordering::Acquire) == entry {
+                    self.watch_handover(vlsh, entry, s.sh());
+                }
             }
         }
         let ep = self.internal_ep.load(Ordering::Acquire);
@@ -428,6 +458,60 @@ impl<V: Vcl> Vls<V> {
         if may_log() {
             tracing::info!(worker = wrk, pid, copies, "cleaned up the worker of an exited child");
         }
+    }
+
+    /// Watches connection `vlsh` (shared entry `entry`, handle `sh` on this
+    /// worker) for a hand-over to this worker. Listeners and epoll sets are
+    /// not watched.
+    fn watch_handover(&self, vlsh: super::Vlsh, entry: u32, sh: Sh) {
+        if !self.is_here(sh) || self.vcl.listener_state(sh) != Listener::No {
+            return;
+        }
+        let token = self.vcl.handover_token(sh_parts(sh).0, sh_parts(sh).1);
+        if token == 0 {
+            return;
+        }
+        let mut w = self.handover_watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.push(Watched { vlsh, entry, token });
+        self.watching.store(true, Ordering::Release);
+    }
+
+    /// Reports (parks on their epoll sets) the watched connections that
+    /// were handed over to this worker since the last look and have data
+    /// or a pending close; forgets those no longer shared. Cheap when
+    /// nothing is watched.
+    #[inline]
+    pub(super) fn notice_handovers(&'static self) {
+        if self.watching.load(Ordering::Acquire) {
+            self.notice_handovers_now();
+        }
+    }
+
+    #[cold]
+    fn notice_handovers_now(&'static self) {
+        let _g = self.op_locks(super::OpKind::Xpoll, None);
+        let mut w = self.handover_watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        w.retain_mut(|x| {
+            let Some(s) = self.pool.get(x.vlsh) else { return false };
+            let sh = s.sh();
+            if s.is_closed() || s.shared.load(Ordering::Acquire) != x.entry || !self.is_here(sh) {
+                return false;
+            }
+            let (wrk, index) = sh_parts(sh);
+            let token = self.vcl.handover_token(wrk, index);
+            if token != x.token {
+                x.token = token;
+                self.vcl.claim_events(sh);
+                if self.vcl.read_ready(sh) != 0 {
+                    if may_log() {
+                        tracing::debug!(vlsh = x.vlsh, "connection handed over to this process, readable");
+                    }
+                    self.park(libc::EPOLLIN as u32, x.vlsh as u64);
+                }
+            }
+            true
+        });
+        self.watching.store(!w.is_empty(), Ordering::Release);
     }
 
     /// Waits (at most [`HANDOVER_WAIT`]) until the new owners have taken

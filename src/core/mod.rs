@@ -100,6 +100,11 @@ pub struct Vls<V: Vcl> {
     fork_generation: AtomicU32,
     /// The application's errno when a fork started (see `fork_hooks`).
     errno_before_fork: std::sync::atomic::AtomicI32,
+    /// Connections shared with forked relatives, watched for VPP handing
+    /// them over to this process (see `fork_hooks::Watched`).
+    handover_watch: std::sync::Mutex<Vec<fork_hooks::Watched>>,
+    /// `handover_watch` is not empty (checked on every `epoll_wait`).
+    watching: AtomicBool,
 }
 
 /// Worker-level locks held around one VCL call.
@@ -203,6 +208,8 @@ impl<V: Vcl> Vls<V> {
             child_cleanup: std::sync::Mutex::new(()),
             fork_generation: AtomicU32::new(0),
             errno_before_fork: std::sync::atomic::AtomicI32::new(0),
+            handover_watch: std::sync::Mutex::new(Vec::new()),
+            watching: AtomicBool::new(false),
         }))
     }
 
@@ -1053,6 +1060,8 @@ impl<V: Vcl> Vls<V> {
                 return self.drain_into_parked(ep_vlsh, out);
             }
         }
+        // Connections this process just took over from a relative.
+        self.notice_handovers();
         let parked = demux.take(out.len());
         let mut n = 0;
         // Tokens of the sessions delivered by this call, to merge duplicates.

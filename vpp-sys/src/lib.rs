@@ -125,6 +125,10 @@ extern "C" {
     /// The rx FIFO of a session as worker `wrk_index` sees it (it changes
     /// when VPP hands the session over to that worker), or 0.
     pub fn vppsys_session_rx_fifo(wrk_index: u32, session_index: u32) -> usize;
+    /// After a session was handed over to the current worker: tells VPP
+    /// the session's index here (VPP keeps the old owner's otherwise and
+    /// its events go astray). 0, or -1 if not applicable.
+    pub fn vppsys_session_claim_events(sh: u32) -> libc::c_int;
     /// Frees the worker of a process that has exited.
     pub fn vppsys_worker_cleanup_dead(wrk_index: u32);
 }

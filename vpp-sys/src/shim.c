@@ -421,3 +421,33 @@ vppsys_session_rx_fifo (uint32_t wrk_index, uint32_t session_index)
   vcl_session_t *s = vppsys_session_get (wrk_index, session_index);
   return s ? (uintptr_t) s->rx_fifo : 0;
 }
+
+/*
+ * After VPP handed a session over to the current worker (worker update),
+ * VPP v26.06 keeps sending the session's I/O events with the session index
+ * of the old owner's record (it is kept in VPP's fifo structures, which the
+ * hand-over replaces without it). This tells VPP the index on this worker,
+ * with the message that does so at accept time; VPP also re-signals data
+ * already waiting. Not for listeners or sessions without an event queue.
+ */
+int
+vppsys_session_claim_events (uint32_t sh)
+{
+  app_session_evt_t _app_evt, *app_evt = &_app_evt;
+  session_accepted_reply_msg_t *rmp;
+  vcl_session_t *s = vppsys_current_session (sh);
+
+  if (!s || !s->vpp_evt_q || s->session_state == VCL_STATE_LISTEN ||
+      s->vpp_handle == SESSION_INVALID_HANDLE)
+    return -1;
+  app_alloc_ctrl_evt_to_vpp (s->vpp_evt_q, app_evt,
+			     SESSION_CTRL_EVT_ACCEPTED_REPLY);
+  rmp = (session_accepted_reply_msg_t *) app_evt->evt->data;
+  memset (rmp, 0, sizeof (*rmp));
+  rmp->handle = s->vpp_handle;
+  rmp->context = vcm->app_index;
+  rmp->app_session_index = s->session_index;
+  rmp->retval = 0;
+  app_send_ctrl_evt_to_vpp (s->vpp_evt_q, app_evt);
+  return 0;
+}
