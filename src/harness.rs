@@ -595,23 +595,8 @@ pub fn run_test_in_child(name: &str, envs: &[(&str, OsString)], timeout: Duratio
 /// Waits for `child` (stdout/stderr piped) at most `timeout`, killing it
 /// after that; the output gathered so far is returned either way.
 pub fn wait_output_with_timeout(mut child: Child, timeout: Duration) -> io::Result<Output> {
-    use std::io::Read;
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(s) = stdout.as_mut() {
-            let _ = s.read_to_end(&mut buf);
-        }
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(s) = stderr.as_mut() {
-            let _ = s.read_to_end(&mut buf);
-        }
-        buf
-    });
+    let out = OutputReader::spawn(child.stdout.take());
+    let err = OutputReader::spawn(child.stderr.take());
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -620,21 +605,60 @@ pub fn wait_output_with_timeout(mut child: Child, timeout: Duration) -> io::Resu
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            let mut stderr = err_reader.join().unwrap_or_default();
+            // Descendants of the child may still hold the pipes: wait a
+            // little for the end of the output, not for them.
+            let until = Instant::now() + Duration::from_secs(2);
+            let mut stderr = err.collect(until);
             stderr.extend_from_slice(format!("\n[harness: killed after {timeout:?}]\n").as_bytes());
-            return Ok(Output {
-                status: timed_out_status(),
-                stdout: out_reader.join().unwrap_or_default(),
-                stderr,
-            });
+            return Ok(Output { status: timed_out_status(), stdout: out.collect(until), stderr });
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Ok(Output {
-        status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-    })
+    // The output ends when the child's descendants are gone too; give them
+    // until the deadline (plus a moment), then take what came.
+    let until = deadline.max(Instant::now()) + Duration::from_secs(2);
+    Ok(Output { status, stdout: out.collect(until), stderr: err.collect(until) })
+}
+
+/// Reads a child's pipe on a thread of its own, keeping what came so far.
+struct OutputReader {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl OutputReader {
+    fn spawn(src: Option<impl std::io::Read + Send + 'static>) -> Self {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, done) = std::sync::mpsc::channel();
+        let sink = buf.clone();
+        std::thread::spawn(move || {
+            if let Some(mut src) = src {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = src.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .extend_from_slice(&chunk[..n]);
+                }
+            }
+            let _ = tx.send(());
+        });
+        OutputReader { buf, done }
+    }
+
+    /// The output: all of it if the pipe closes by `until`, else what came
+    /// so far (a process that inherited the pipe still holds it; the
+    /// reading thread is left behind).
+    fn collect(self, until: Instant) -> Vec<u8> {
+        let complete = self.done.recv_timeout(until.saturating_duration_since(Instant::now())).is_ok();
+        let mut out = self.buf.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if !complete {
+            out.extend_from_slice(b"\n[harness: output cut: the pipe is still held by a descendant]\n");
+        }
+        out
+    }
 }
 
 fn timed_out_status() -> ExitStatus {

@@ -64,8 +64,10 @@
 //! application attached gets a VCL worker of its own and a copy of every
 //! session; a listener opened before the fork is shared, and every process
 //! that polls or accepts on it gets connections (nginx's master and worker
-//! processes). Fork from a process with one thread using VLS (the child
-//! keeps only the forking thread).
+//! processes). The child has only the forking thread; VLS locks other
+//! threads held at the fork are not inherited as held (VCL's own internal
+//! locks are briefly held inside VCL calls and are not covered: fork while
+//! other threads are inside a VCL call that holds one is not safe).
 //!
 //! ## Design in one screen
 //!

@@ -57,19 +57,46 @@ fn install_app_sigchld_handler() {
     }
 }
 
+/// Children still running that this test process kills when it exits
+/// (also when the test failed), so no child outlives a test and keeps its
+/// output pipes open.
+static CHILDREN: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn kill_children() {
+    if let Ok(kids) = CHILDREN.lock() {
+        for &pid in kids.iter() {
+            // SAFETY: signals our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Forks; the child runs `f` and exits (0, or 101 if `f` panicked). The
-/// child kills itself after `limit` at the latest.
+/// child kills itself after `limit` at the latest, and is killed when this
+/// process exits (unless [`let_outlive`] says otherwise).
 fn fork_child(limit: u32, f: impl FnOnce()) -> i32 {
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain `extern "C" fn()`.
+    AT_EXIT.call_once(|| unsafe {
+        libc::atexit(kill_children);
+    });
     // SAFETY: the test's only VLS thread forks; the child runs `f` on it.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork");
     if pid == 0 {
-        // SAFETY: arms SIGALRM (default action: terminate).
+        CHILDREN.lock().unwrap().clear(); // the parent's, not ours
+                                          // SAFETY: arms SIGALRM (default action: terminate).
         unsafe { libc::alarm(limit) };
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
         std::process::exit(if ok { 0 } else { 101 });
     }
+    CHILDREN.lock().unwrap().push(pid);
     pid
+}
+
+/// Child `pid` may outlive this process (it is not killed at exit).
+fn let_outlive(pid: i32) {
+    CHILDREN.lock().unwrap().retain(|&p| p != pid);
 }
 
 /// A pipe children report to their parent on: (read end, write end).
@@ -85,7 +112,11 @@ fn send_i32(fd: i32, v: i32) {
     assert_eq!(unsafe { libc::write(fd, (&v as *const i32).cast(), 4) }, 4);
 }
 
+/// Reads what a child sent on the pipe, waiting at most 20 s.
 fn recv_i32(fd: i32) -> i32 {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    assert_eq!(unsafe { libc::poll(&mut p, 1, 20_000) }, 1, "no word from a child within 20 s");
     let mut v = 0i32;
     // SAFETY: reads 4 bytes into a local.
     assert_eq!(unsafe { libc::read(fd, (&mut v as *mut i32).cast(), 4) }, 4, "read from a child");
@@ -100,6 +131,7 @@ fn wait_child(pid: i32, limit: Duration) -> i32 {
         // SAFETY: reaps our own child, non-blocking.
         let rv = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if rv == pid {
+            CHILDREN.lock().unwrap().retain(|&p| p != pid);
             return status;
         }
         assert!(rv == 0 && Instant::now() < deadline, "child {pid} did not end");
@@ -440,7 +472,7 @@ fn parent_exits_first_and_its_child_keeps_the_sessions() {
             let (l, s) = accept_first_connection(a);
             // SAFETY: getpid has no preconditions.
             let parent = unsafe { libc::getpid() };
-            fork_child(25, move || {
+            let child = fork_child(25, move || {
                 let ep = listen_in_child(l);
                 // Wait in epoll_wait (where the parent's connection is
                 // handed over) for the parent to be gone (re-parented).
@@ -462,6 +494,7 @@ fn parent_exits_first_and_its_child_keeps_the_sessions() {
             });
             // The parent exits now (the test returns), leaving both
             // sessions to the child.
+            let_outlive(child);
         },
         || {
             app("fork-client");
@@ -667,6 +700,64 @@ fn connection_accepted_in_the_parent_is_served_by_the_child_after_the_parent_clo
             write_all(c, b"third");
             std::thread::sleep(Duration::from_millis(200));
             assert_eq!(vls_close(c), 0);
+        },
+    );
+}
+
+/// A process with two threads forks while its second thread is blocked in
+/// a read (holding that session's lock and the worker's locks in between
+/// waits). The child has only the forking thread: it must not inherit those
+/// locks as held. It closes its copy of that connection and serves new ones
+/// on the shared listener; the parent's reader gets its data afterwards.
+#[test]
+fn fork_while_another_thread_is_blocked_in_a_read() {
+    let a = server_addr(7208);
+    run_pair(
+        "fork_while_another_thread_is_blocked_in_a_read",
+        through_stack,
+        || {
+            app("fork-server");
+            let l = listen_on(a, TCP, true);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let x = loop {
+                let x = accept(l);
+                if x >= 0 {
+                    break x;
+                }
+                assert!(x == EAGAIN && Instant::now() < deadline, "accept: {x}");
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            let reader = std::thread::spawn(move || {
+                let mut buf = [0u8; 4];
+                read_exact(x, &mut buf); // blocks until the client's "wake"
+                buf
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            let (rd, wr) = pipe();
+            let child = fork_child(25, || {
+                assert_eq!(vls_close(x), 0, "the child drops its copy of the blocked connection");
+                serve(l, wr);
+            });
+            assert_eq!(recv_i32(rd), child, "the child came up");
+            let ready_l = announce_ready(a);
+            assert_eq!(&reader.join().unwrap(), b"wake", "the parent's reader got its data");
+            assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
+            let ep = vls_epoll_create();
+            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls().forked_children().is_empty()));
+            assert_eq!(vls_close(x), 0);
+            assert_eq!(vls_close(l), 0);
+            assert_eq!(vls_close(ready_l), 0);
+        },
+        || {
+            app("fork-client");
+            let x = connect_to(a, TCP);
+            wait_until_ready(a);
+            let ep = client_epoll();
+            let pid = request(a, ep, b"helo").expect("the child answers");
+            assert!(pid > 0);
+            write_all(x, b"wake");
+            say_goodbye(a, ep, 1);
+            assert_eq!(vls_close(x), 0);
         },
     );
 }

@@ -174,6 +174,13 @@ impl EpollDemux {
 }
 
 impl EpollDemux {
+    /// One of the demux's locks is held (after a fork: by a thread the
+    /// child does not have).
+    pub fn is_locked(&self) -> bool {
+        matches!(self.parked.try_lock(), Err(std::sync::TryLockError::WouldBlock))
+            || matches!(self.wake.try_lock(), Err(std::sync::TryLockError::WouldBlock))
+    }
+
     /// Drops parked events and closes the wake fds (the epoll session is
     /// closed; its object will be reused).
     pub fn reset(&self) {

@@ -6,12 +6,14 @@
 //! - Before the fork (parent): every session of the process that is not
 //!   shared yet gets an entry in the shared table (owner and only
 //!   subscriber: the parent's worker); SIGCHLD is intercepted (once).
-//! - In the child: its thread registers a new VCL worker, VCL's sessions are
-//!   copied to it (same indices), VLS's copied pool is pointed at it, and
-//!   the child subscribes to every shared session; the parent waits (at
-//!   most [`FORK_WAIT`]; not at all if the fork failed, which errno tells)
-//!   until the child is done, so the records being copied do not change
-//!   meanwhile.
+//! - In the child: locks that other threads of the parent held (the child
+//!   has only the forking thread) are replaced (VLS's pool locks are held
+//!   across the fork instead); its thread registers a new VCL worker, VCL's
+//!   sessions are copied to it (same indices), VLS's copied pool is pointed
+//!   at it, and the child subscribes to every shared session; the parent
+//!   waits (at most [`FORK_WAIT`]; not at all if the fork failed, which
+//!   errno tells) until the child is done, so the records being copied do
+//!   not change meanwhile.
 //! - Listeners: a process that adds a shared listener to an epoll set
 //!   (or waits on a set it inherited holding one), selects on it, polls it
 //!   or accepts on it starts listening on its own worker, so
@@ -31,6 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::fork::{self, SharedTable, Unsubscribed};
+use super::pool::SessionPool;
 use super::{on_worker, ActingAsWorker, Teardown, Vls};
 use crate::seam::{sh_from_parts, sh_parts, ForkHooks, Listener, Sh, Vcl, INVALID};
 
@@ -118,6 +121,9 @@ impl<V: Vcl> ForkHooks for Vls<V> {
         }
         self.vcl.flush_mq();
         table.fork_started(me);
+        // Last: the pool's own locks, held across the fork (released first
+        // thing after it, in parent and child).
+        self.pool.hold_across_fork();
         // errno tells the parent's hook whether the fork failed (glibc
         // leaves it alone on success): cleared here, the application's value
         // is restored after a successful fork.
@@ -126,6 +132,7 @@ impl<V: Vcl> ForkHooks for Vls<V> {
     }
 
     fn after_fork_in_parent(&'static self) {
+        SessionPool::release_after_fork();
         let me = self.vcl.worker_index();
         let Some(table) = self.shared.get() else { return };
         if me == INVALID {
@@ -178,11 +185,19 @@ impl<V: Vcl> Vls<V> {
     /// The child half of the fork (see the module docs). Runs on the
     /// child's only thread.
     fn become_forked_child(&'static self) {
+        SessionPool::release_after_fork();
         let parent = self.vcl.worker_index();
         let Some(table) = self.shared.get().copied() else { return };
         if parent == INVALID {
             return;
         }
+        // The child has only this thread: whatever other threads of the
+        // parent held stays held forever. Fresh worker-level locks, fresh
+        // objects for the sessions they held; one thread again (locks on
+        // when a second one comes).
+        self.fresh_locks();
+        self.needs_locks.store(false, Ordering::Release);
+        let replaced = self.pool.replace_sessions_held_by_lost_threads();
         // The parent's children are not this process's.
         let _ = fork::PENDING_EXITS.take();
         self.vcl.set_worker_index(INVALID);
@@ -228,9 +243,9 @@ impl<V: Vcl> Vls<V> {
             }
         }
         // The parent's watch list came along; this worker's tokens differ.
-        let watched: Vec<(super::Vlsh, u32)> = {
-            let mut w = self.handover_watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            w.drain(..).map(|x| (x.vlsh, x.entry)).collect()
+        let watched: Vec<(super::Vlsh, u32)> = match self.handover_watch.try_lock() {
+            Ok(mut w) => w.drain(..).map(|x| (x.vlsh, x.entry)).collect(),
+            Err(_) => Vec::new(),
         };
         self.watching.store(false, Ordering::Release);
         for (vlsh, entry) in watched {
@@ -247,9 +262,17 @@ impl<V: Vcl> Vls<V> {
         self.process_wrk.store(me, Ordering::Release);
         self.fork_generation.fetch_add(1, Ordering::AcqRel);
         self.n_threads.store(1, Ordering::Release);
-        *self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Teardown::Pending;
+        if let Ok(mut t) = self.worker_teardown.try_lock() {
+            *t = Teardown::Pending;
+        }
         table.fork_done(parent);
-        tracing::info!(parent, worker = me, pid = std::process::id(), "forked child has its own VCL worker");
+        tracing::info!(
+            parent,
+            worker = me,
+            pid = std::process::id(),
+            replaced,
+            "forked child has its own VCL worker"
+        );
     }
 
     /// Close of a session: if it is shared with other processes, this
@@ -540,7 +563,10 @@ impl<V: Vcl> Vls<V> {
         // been handed over already.
         for listeners in [false, true] {
             for s in self.pool.live_sessions() {
-                let locked = s.lock();
+                // A session another thread is using (blocked in a read, say)
+                // is left as it is: waiting for it could take forever, and
+                // VCL's exit handler takes the worker down anyway.
+                let Some(locked) = s.try_lock() else { continue };
                 let sh = locked.sh();
                 if locked.closed()
                     || !self.is_here(sh)

@@ -64,7 +64,10 @@ pub enum Mode {
 pub struct Vls<V: Vcl> {
     vcl: V,
     pool: SessionPool,
-    locks: MtLocks,
+    /// Mode 3's worker-level locks. Behind a pointer so a forked child can
+    /// start with fresh ones (the parent's may be held by threads the child
+    /// does not have); the old ones are leaked.
+    locks: std::sync::atomic::AtomicPtr<MtLocks>,
     /// Threads that called VLS and have not exited.
     n_threads: AtomicU32,
     /// Set once a second thread shows up (mode 3 locking from then on).
@@ -192,7 +195,7 @@ impl<V: Vcl> Vls<V> {
         Box::leak(Box::new(Vls {
             vcl,
             pool: SessionPool::default(),
-            locks: MtLocks::default(),
+            locks: std::sync::atomic::AtomicPtr::new(Box::into_raw(Box::default())),
             n_threads: AtomicU32::new(0),
             needs_locks: AtomicBool::new(false),
             mt_workers: AtomicBool::new(false),
@@ -225,7 +228,20 @@ impl<V: Vcl> Vls<V> {
 
     /// The worker-level locks (for tests).
     pub fn locks(&self) -> &MtLocks {
-        &self.locks
+        self.mt_locks()
+    }
+
+    /// Mode 3's worker-level locks now.
+    #[inline]
+    fn mt_locks(&self) -> &'static MtLocks {
+        // SAFETY: always a leaked box (set at construction, replaced only by
+        // `fresh_locks`, never freed).
+        unsafe { &*self.locks.load(Ordering::Acquire) }
+    }
+
+    /// Replaces the worker-level locks with fresh ones (a forked child).
+    fn fresh_locks(&self) {
+        self.locks.store(Box::into_raw(Box::default()), Ordering::Release);
     }
 
     /// Threads currently registered.
@@ -442,12 +458,12 @@ impl<V: Vcl> Vls<V> {
             _locks: match (op, sh) {
                 (OpKind::Read, Some(sh)) => {
                     // Any answer but "0 bytes" means the read returns at once.
-                    self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.read_ready(sh) != 0)
+                    self.mt_locks().acquire(op, move || vcl.is_nonblocking(sh) || vcl.read_ready(sh) != 0)
                 }
                 (OpKind::Write, Some(sh)) => {
-                    self.locks.acquire(op, move || vcl.is_nonblocking(sh) || vcl.write_ready(sh))
+                    self.mt_locks().acquire(op, move || vcl.is_nonblocking(sh) || vcl.write_ready(sh))
                 }
-                _ => self.locks.acquire(op, || true),
+                _ => self.mt_locks().acquire(op, || true),
             },
         })
     }
@@ -1210,7 +1226,7 @@ impl<V: Vcl> Vls<V> {
     /// the locks are in use.
     fn sleeping_in_vcl<T>(&'static self, may_wait: bool, f: impl FnOnce() -> T) -> T {
         if may_wait && self.shares_worker() {
-            self.locks.sleeping_in_vcl(f)
+            self.mt_locks().sleeping_in_vcl(f)
         } else {
             f()
         }
@@ -1395,7 +1411,7 @@ impl<V: Vcl> WaitHooks for Vls<V> {
             }
         }
         if self.shares_worker() {
-            self.locks.before_wait();
+            self.mt_locks().before_wait();
         }
     }
 
@@ -1403,6 +1419,6 @@ impl<V: Vcl> WaitHooks for Vls<V> {
         if !self.shares_worker() {
             return;
         }
-        self.locks.after_wait();
+        self.mt_locks().after_wait();
     }
 }

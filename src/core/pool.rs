@@ -29,6 +29,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use super::demux::{EpollDemux, Membership};
 use crate::seam::{Sh, INVALID};
 
+type ForkHold = (MutexGuard<'static, Allocator>, std::sync::RwLockWriteGuard<'static, HashMap<Sh, Vlsh>>);
+
+thread_local! {
+    /// The pool locks the forking thread holds across `fork` (see
+    /// `SessionPool::hold_across_fork`).
+    static FORK_HOLD: std::cell::RefCell<Option<ForkHold>> = const { std::cell::RefCell::new(None) };
+}
+
 /// A VLS handle, as in `vcl_locked.h` (`vls_handle_t`).
 pub type Vlsh = i32;
 
@@ -197,6 +205,47 @@ impl VlsSession {
         LockedSession { session: self, _tx: tx, _rx: rx }
     }
 
+    /// Some lock of this session is held. In a forked child (one thread,
+    /// outside VLS) that means held by a thread of the parent that the
+    /// child does not have: it will never be released.
+    fn is_locked(&self) -> bool {
+        let held = |m: &Mutex<()>| matches!(m.try_lock(), Err(std::sync::TryLockError::WouldBlock));
+        held(&self.rx) || held(&self.tx) || self.demux.is_locked()
+    }
+
+    /// A fresh object with this session's state (its locks free, no parked
+    /// events).
+    fn fresh_copy(&self) -> VlsSession {
+        let c = VlsSession::new(self.vlsh);
+        c.live.store(self.live.load(Ordering::Acquire), Ordering::Relaxed);
+        c.is_epoll.store(self.is_epoll.load(Ordering::Acquire), Ordering::Relaxed);
+        if let Some(set) = self.membership.set() {
+            c.membership.join(set, self.membership.data());
+        }
+        c.app_closed.store(self.app_closed.load(Ordering::Acquire), Ordering::Relaxed);
+        c.libc_epfd.store(self.libc_epfd.load(Ordering::Acquire), Ordering::Relaxed);
+        c.sh.store(self.sh.load(Ordering::Acquire), Ordering::Relaxed);
+        c.closed.store(self.closed.load(Ordering::Acquire), Ordering::Relaxed);
+        c.nonblocking_hint.store(self.nonblocking_hint.load(Ordering::Acquire), Ordering::Relaxed);
+        c.shared.store(self.shared.load(Ordering::Acquire), Ordering::Relaxed);
+        c.listeners_checked.store(self.listeners_checked.load(Ordering::Acquire), Ordering::Relaxed);
+        c
+    }
+
+    /// [`VlsSession::lock`], unless another thread holds any part of it.
+    pub fn try_lock(&self) -> Option<LockedSession<'_>> {
+        fn free<'a>(r: std::sync::TryLockResult<MutexGuard<'a, ()>>) -> Option<MutexGuard<'a, ()>> {
+            match r {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
+        }
+        let rx = free(self.rx.try_lock())?;
+        let tx = free(self.tx.try_lock())?;
+        Some(LockedSession { session: self, _tx: tx, _rx: rx })
+    }
+
     /// Locks the session for one read or one write (blocking).
     pub fn lock_io(&self, half: Half) -> IoLocked<'_> {
         let m = match half {
@@ -359,6 +408,52 @@ impl SessionPool {
     pub fn live_sessions(&self) -> impl Iterator<Item = &VlsSession> + '_ {
         let next = self.alloc.lock().unwrap_or_else(PoisonError::into_inner).next;
         (0..next).filter_map(move |i| self.get(i as Vlsh))
+    }
+
+    /// Holds the pool's own locks from just before a fork until
+    /// [`SessionPool::release_after_fork`] runs in the parent and in the
+    /// child (on the forking thread), so the child never inherits them held
+    /// by a thread it does not have. They are only ever held briefly and
+    /// never one while waiting for the other.
+    pub fn hold_across_fork(&'static self) {
+        let a = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
+        let b = self.by_sh.write().unwrap_or_else(PoisonError::into_inner);
+        FORK_HOLD.with(|h| *h.borrow_mut() = Some((a, b)));
+    }
+
+    /// See [`SessionPool::hold_across_fork`].
+    pub fn release_after_fork() {
+        FORK_HOLD.with(|h| drop(h.borrow_mut().take()));
+    }
+
+    /// In a forked child: sessions whose locks were held by threads of the
+    /// parent (the child has only the forking thread) get fresh objects with
+    /// the same state; the old ones are leaked, their locks can never be
+    /// released. Returns how many were replaced.
+    pub fn replace_sessions_held_by_lost_threads(&self) -> usize {
+        let next = self.alloc.lock().unwrap_or_else(PoisonError::into_inner).next;
+        let mut replaced = 0;
+        for index in 0..next {
+            let Some(chunk) = self.chunks.get(index / CHUNK).map(|c| c.load(Ordering::Acquire)) else {
+                break;
+            };
+            if chunk.is_null() {
+                continue;
+            }
+            // SAFETY: non-null chunks are leaked boxes, never freed.
+            let slot = unsafe { &(*chunk)[index % CHUNK] };
+            let obj = slot.load(Ordering::Acquire);
+            if obj.is_null() {
+                continue;
+            }
+            // SAFETY: non-null slots hold leaked boxes, never freed.
+            let old = unsafe { &*obj };
+            if old.is_locked() {
+                slot.store(Box::into_raw(Box::new(old.fresh_copy())), Ordering::Release);
+                replaced += 1;
+            }
+        }
+        replaced
     }
 
     /// Number of live sessions.
