@@ -470,6 +470,10 @@ impl seam::Vcl for RealVcl {
         unsafe { sys::vcl_flush_mq_events() }
     }
 
+    fn pending_accepts(&self, sh: Sh) -> u32 {
+        // SAFETY: looks `sh` up on the calling thread's worker (null-safe).
+        unsafe { sys::vppsys_listener_pending_accepts(sh) }
+    }
     fn install_fork_hooks(&self, hooks: &'static dyn ForkHooks) {
         if FORK_HOOKS.set(hooks).is_ok() {
             // SAFETY: the handlers are `extern "C"`, never unwind, and stay

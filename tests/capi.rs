@@ -193,6 +193,54 @@ fn capi_udp_sendto_recvfrom_and_select() {
     );
 }
 
+/// Closing a listener while a connection waits in its accept queue (VCL
+/// v26.06 alone crashes there): the close succeeds, the waiting peer sees
+/// its connection closed, and the process goes on (a new listener serves).
+#[test]
+fn closing_a_listener_with_a_connection_waiting_to_be_accepted() {
+    let (a, b) = (SocketAddr::from((STACK_SERVER, 7104)), SocketAddr::from((STACK_SERVER, 7105)));
+    run_pair(
+        "closing_a_listener_with_a_connection_waiting_to_be_accepted",
+        through_stack,
+        || {
+            app("close-listener-server");
+            let l = listen_on(a, TCP, true);
+            let ep = vls_epoll_create();
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1 };
+            // SAFETY: valid event.
+            assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, l, &mut ev) }, 0);
+            let n = until_positive(|| {
+                let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 1];
+                // SAFETY: `evs` holds 1 event.
+                unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 1, 0.1) }
+            });
+            assert_eq!(n, 1, "a connection is waiting");
+            assert_eq!(vls_close(l), 0, "close with a connection waiting");
+            let l2 = listen_on(b, TCP, false);
+            let s = accept(l2);
+            assert!(s >= 0, "accept on the new listener: {s}");
+            let mut ping = [0u8; 4];
+            read_exact(s, &mut ping);
+            write_all(s, b"pong");
+            thread::sleep(Duration::from_millis(200));
+            assert_eq!(vls_close(s), 0);
+            assert_eq!(vls_close(l2), 0);
+        },
+        || {
+            app("close-listener-client");
+            let c = connect_to(a, TCP);
+            let mut buf = [0u8; 4];
+            assert!(read_some(c, &mut buf) <= 0, "the waiting connection is closed, not served");
+            vls_close(c);
+            let c2 = connect_to(b, TCP);
+            write_all(c2, b"ping");
+            read_exact(c2, &mut buf);
+            assert_eq!(&buf, b"pong");
+            vls_close(c2);
+        },
+    );
+}
+
 #[test]
 fn capi_bad_handles_give_ebadfd() {
     run_pair(

@@ -297,9 +297,8 @@ fn ready_addr(a: SocketAddr) -> SocketAddr {
 }
 
 /// Server: listens on the ready port and accepts the client's connection
-/// there (VCL crashes closing a TCP listener with a connection still
-/// waiting to be accepted: it answers on the listener's event queue, which
-/// it does not have).
+/// there (so it does not wait in the accept queue until the listener
+/// closes).
 fn announce_ready(a: SocketAddr) -> i32 {
     let l = listen_on(ready_addr(a), TCP, false);
     let c = accept(l);

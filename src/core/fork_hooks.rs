@@ -313,6 +313,10 @@ impl<V: Vcl> Vls<V> {
 
     /// Drops the calling worker's copy of a shared session it has just left.
     fn drop_copy(&self, sh: Sh, what: Unsubscribed) -> i32 {
+        if self.vcl.listener_state(sh) == Listener::Here {
+            // It stops listening here either way.
+            self.refuse_pending_accepts(sh);
+        }
         let rv = match what {
             // A listener copy that never listened here has nothing to
             // unbind: closing it would unbind the listener of another

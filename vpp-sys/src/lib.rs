@@ -129,6 +129,9 @@ extern "C" {
     /// the session's index here (VPP keeps the old owner's otherwise and
     /// its events go astray). 0, or -1 if not applicable.
     pub fn vppsys_session_claim_events(sh: u32) -> libc::c_int;
+    /// Connections waiting in the accept queue of listener `sh` (current
+    /// worker); 0 for anything else.
+    pub fn vppsys_listener_pending_accepts(sh: u32) -> u32;
     /// Frees the worker of a process that has exited.
     pub fn vppsys_worker_cleanup_dead(wrk_index: u32);
 }

@@ -451,3 +451,16 @@ vppsys_session_claim_events (uint32_t sh)
   app_send_ctrl_evt_to_vpp (s->vpp_evt_q, app_evt);
   return 0;
 }
+
+/* Connections waiting in a listener's accept queue on the current worker
+ * (0 for anything else). VCL v26.06 crashes closing a listener whose queue
+ * is not empty (it answers them on the listener's event queue, which a
+ * listener does not have), so VLS accepts and closes them first. */
+uint32_t
+vppsys_listener_pending_accepts (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s || s->session_state != VCL_STATE_LISTEN)
+    return 0;
+  return clib_fifo_elts (s->accept_evts_fifo);
+}
