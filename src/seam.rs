@@ -179,13 +179,6 @@ pub trait Vcl: Send + Sync + 'static {
     /// RPCs included (`vcl_flush_mq_events`).
     fn flush_mq(&self);
 
-    /// Connections waiting in the accept queue of listener `sh` (0 for
-    /// anything else, and in the default: a VCL without the need).
-    fn pending_accepts(&self, sh: Sh) -> u32 {
-        let _ = sh;
-        0
-    }
-
     // ---- per-process workers (fork) ----
     //
     // The defaults describe a VCL that cannot fork (the core's test

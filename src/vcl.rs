@@ -146,7 +146,7 @@ pub fn shutdown(sh: SessionHandle, how: i32) -> Result<()> {
 /// Closes a session.
 pub fn close(sh: SessionHandle) -> Result<()> {
     // SAFETY: plain value; VCL validates the handle.
-    cvt(unsafe { sys::vppcom_session_close(sh) }).map(drop)
+    cvt(unsafe { sys::vppsys_session_close(sh) }).map(drop)
 }
 
 /// The session's local address.
@@ -183,20 +183,23 @@ use crate::seam::{self, EpollFns, ForkHooks, Listener, MoveError, RpcHandler, Sh
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealVcl;
 
+/// Calls the hooks installed in `cell` (if any) from a C callback; a panic
+/// must not unwind into VCL or libc, so it is caught and dropped.
+fn call_hook<H: ?Sized>(cell: &OnceLock<&'static H>, f: impl FnOnce(&'static H)) {
+    if let Some(&h) = cell.get() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(h)));
+    }
+}
+
 /// The hooks VCL calls around blocking waits (one set per process).
 static WAIT_HOOKS: OnceLock<&'static dyn WaitHooks> = OnceLock::new();
 
 extern "C" fn pre_wait_trampoline(sh: u32) {
-    if let Some(h) = WAIT_HOOKS.get() {
-        // A panic must not unwind into VCL.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.pre_wait(sh)));
-    }
+    call_hook(&WAIT_HOOKS, |h| h.pre_wait(sh));
 }
 
 extern "C" fn post_wait_trampoline(sh: u32) {
-    if let Some(h) = WAIT_HOOKS.get() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.post_wait(sh)));
-    }
+    call_hook(&WAIT_HOOKS, |h| h.post_wait(sh));
 }
 
 /// The handler of inter-worker RPCs (one per process).
@@ -211,9 +214,7 @@ unsafe extern "C" fn rpc_trampoline(args: *mut c_void) {
     }
     // SAFETY: VCL passes the 64-byte payload of the RPC message.
     let msg = unsafe { std::slice::from_raw_parts(args as *const u8, RPC_PAYLOAD) };
-    if let Some(h) = RPC_HANDLER.get() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.handle_rpc(msg)));
-    }
+    call_hook(&RPC_HANDLER, |h| h.handle_rpc(msg));
 }
 
 /// A VCL session moved out of its worker: a heap copy of VCL's session
@@ -237,23 +238,16 @@ impl Drop for MovedSession {
 /// The hooks run around `fork` (one set per process).
 static FORK_HOOKS: OnceLock<&'static dyn ForkHooks> = OnceLock::new();
 
-// A panic must not unwind into libc's fork.
 extern "C" fn before_fork_trampoline() {
-    if let Some(h) = FORK_HOOKS.get() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.before_fork()));
-    }
+    call_hook(&FORK_HOOKS, |h| h.before_fork());
 }
 
 extern "C" fn after_fork_parent_trampoline() {
-    if let Some(h) = FORK_HOOKS.get() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.after_fork_in_parent()));
-    }
+    call_hook(&FORK_HOOKS, |h| h.after_fork_in_parent());
 }
 
 extern "C" fn after_fork_child_trampoline() {
-    if let Some(h) = FORK_HOOKS.get() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h.after_fork_in_child()));
-    }
+    call_hook(&FORK_HOOKS, |h| h.after_fork_in_child());
 }
 
 fn move_error(rv: i32) -> MoveError {
@@ -321,8 +315,9 @@ impl seam::Vcl for RealVcl {
         unsafe { sys::vppcom_session_create(proto, nonblocking as u8) }
     }
     fn close(&self, sh: Sh) -> i32 {
-        // SAFETY: VCL validates the handle.
-        unsafe { sys::vppcom_session_close(sh) }
+        // SAFETY: VCL validates the handle (the shim looks it up null-safe
+        // first).
+        unsafe { sys::vppsys_session_close(sh) }
     }
     fn shutdown(&self, sh: Sh, how: i32) -> i32 {
         // SAFETY: VCL validates the handle.
@@ -470,10 +465,6 @@ impl seam::Vcl for RealVcl {
         unsafe { sys::vcl_flush_mq_events() }
     }
 
-    fn pending_accepts(&self, sh: Sh) -> u32 {
-        // SAFETY: looks `sh` up on the calling thread's worker (null-safe).
-        unsafe { sys::vppsys_listener_pending_accepts(sh) }
-    }
     fn install_fork_hooks(&self, hooks: &'static dyn ForkHooks) {
         if FORK_HOOKS.set(hooks).is_ok() {
             // SAFETY: the handlers are `extern "C"`, never unwind, and stay

@@ -140,12 +140,7 @@ fn capi_udp_sendto_recvfrom_and_select() {
             let s = accept(l);
             assert!(s >= 0, "accept ct udp: {s}");
             // select on the session's index for readability
-            let (si, _) = {
-                let (mut si, mut wi) = (0u32, 0u32);
-                // SAFETY: out pointers valid.
-                unsafe { vlsh_to_session_and_worker_index(s, &mut si, &mut wi) };
-                (si, wi)
-            };
+            let (si, _) = session_and_worker(s);
             assert_eq!(vls_session_index_to_vlsh(si), s);
             let mut rmap = [0 as libc::c_ulong; 4];
             let n = until_positive(|| {
@@ -746,12 +741,6 @@ fn echo_once(s: i32) {
     assert_eq!(vls_close(s), 0);
 }
 
-/// The calling thread's VCL worker.
-fn my_worker() -> u32 {
-    // SAFETY: reads the calling thread's worker index.
-    unsafe { ffi::vppsys_worker_index() }
-}
-
 /// A listener created by the main thread is bound, listened on, accepted
 /// on and read by another thread, which has its own VCL worker: the
 /// session moves to that worker while the main thread sits in
@@ -772,9 +761,7 @@ fn mode2_session_created_in_one_thread_is_served_by_another() {
                 let (rv, _) = with_ep(Some(a), |ep| unsafe { vls_bind(l, ep) });
                 assert_eq!(rv, 0, "bind from another thread");
                 assert_ne!(my_worker(), main_wrk, "a worker of its own");
-                let (mut si, mut wi) = (0u32, 0u32);
-                // SAFETY: valid out pointers.
-                unsafe { vlsh_to_session_and_worker_index(l, &mut si, &mut wi) };
+                let (si, wi) = session_and_worker(l);
                 assert_eq!(wi, my_worker(), "the listener moved to this thread's worker");
                 assert_eq!(vls_session_index_to_vlsh(si), l, "the handle table follows the move");
                 assert_eq!(vls_listen(l, 64), 0);
@@ -861,9 +848,7 @@ fn crossed_moves(rpc_only: bool, base_port: u16) {
                     // SAFETY: `ep` is valid during the call.
                     let (rv, _) = with_ep(Some(addr(port)), |ep| unsafe { vls_bind(other, ep) });
                     assert_eq!(rv, 0, "round {round}: bind after the move");
-                    let (mut si, mut wi) = (0u32, 0u32);
-                    // SAFETY: valid out pointers.
-                    unsafe { vlsh_to_session_and_worker_index(other, &mut si, &mut wi) };
+                    let (_, wi) = session_and_worker(other);
                     assert_eq!(wi, my_worker(), "round {round}: on this thread's worker");
                     assert_eq!(vls_listen(other, 8), 0, "round {round}: listen");
                     finished.fetch_add(1, Ordering::SeqCst);

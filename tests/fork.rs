@@ -29,11 +29,6 @@ fn server_addr(port: u16) -> SocketAddr {
     SocketAddr::from((STACK_SERVER, port))
 }
 
-fn vcl_worker() -> u32 {
-    // SAFETY: reads the calling thread's worker index through the shim.
-    unsafe { ffi::vppsys_worker_index() }
-}
-
 fn worker_is_valid(wrk: u32) -> bool {
     // SAFETY: checks the worker pool (null-safe in the shim).
     unsafe { ffi::vppsys_worker_is_valid(wrk) != 0 }
@@ -171,7 +166,7 @@ fn serve(l: i32, report: i32) {
 
 /// A child starts using shared listener `l`: its own epoll set holds it.
 fn listen_in_child(l: i32) -> i32 {
-    let me = vcl_worker();
+    let me = my_worker();
     let (_, l_wrk) = session_and_worker(l);
     assert_eq!(l_wrk, me, "the child's copy of the listener is on the child's worker");
     let ep = vls_epoll_create();
@@ -226,13 +221,6 @@ fn serve_on(ep: i32, listeners: &[i32], report: i32) {
             }
         }
     }
-}
-
-fn session_and_worker(h: i32) -> (u32, u32) {
-    let (mut si, mut wi) = (0u32, 0u32);
-    // SAFETY: valid out pointers.
-    unsafe { vlsh_to_session_and_worker_index(h, &mut si, &mut wi) };
-    (si, wi)
 }
 
 /// Client side: one connection, one request; the pid that answered, or
@@ -341,12 +329,12 @@ fn fork_two_children_serve_a_shared_listener_and_exit_first() {
             app("fork-server");
             install_app_sigchld_handler();
             let l = listen_on(a, TCP, true);
-            let parent_wrk = vcl_worker();
+            let parent_wrk = my_worker();
             let (rd, wr) = pipe();
             let kids: Vec<i32> = (0..2).map(|_| fork_child(25, || serve(l, wr))).collect();
             let ready: Vec<i32> = (0..2).map(|_| recv_i32(rd)).collect();
             let ready_l = announce_ready(a);
-            assert_eq!(vcl_worker(), parent_wrk, "the parent keeps its worker");
+            assert_eq!(my_worker(), parent_wrk, "the parent keeps its worker");
             let children = vls().forked_children();
             assert_eq!(children.len(), 2, "both children known: {children:?}");
             for (w, pid) in &children {
@@ -536,7 +524,7 @@ fn epoll_set_made_before_fork_serves_both_its_listeners_in_the_child() {
             let (rd, wr) = pipe();
             let child = fork_child(25, || {
                 let (_, ep_wrk) = session_and_worker(ep);
-                assert_eq!(ep_wrk, vcl_worker(), "the inherited set is on the child's worker");
+                assert_eq!(ep_wrk, my_worker(), "the inherited set is on the child's worker");
                 serve_on(ep, &[l1, l2], wr);
             });
             recv_i32(rd);

@@ -464,10 +464,21 @@ fn interceptor_address() -> usize {
 static PREVIOUS_ACTION: SavedAction = SavedAction(UnsafeCell::new(None));
 static INSTALL: std::sync::Once = std::sync::Once::new();
 
+/// The calling thread's errno.
+pub(crate) fn errno() -> i32 {
+    // SAFETY: `__errno_location` returns the calling thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's errno.
+pub(crate) fn set_errno(v: i32) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = v };
+}
+
 extern "C" fn on_sigchld(signum: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    // SAFETY: errno is thread-local; saved and restored so the interrupted
-    // code does not see ours.
-    let saved_errno = unsafe { *libc::__errno_location() };
+    // Saved and restored, so the interrupted code does not see ours.
+    let saved_errno = errno();
     let pid = if info.is_null() {
         0
     } else {
@@ -499,8 +510,7 @@ extern "C" fn on_sigchld(signum: i32, info: *mut libc::siginfo_t, ctx: *mut libc
             }
         }
     }
-    // SAFETY: see above.
-    unsafe { *libc::__errno_location() = saved_errno };
+    set_errno(saved_errno);
 }
 
 /// Installs the SIGCHLD interceptor, once per process (later calls, also

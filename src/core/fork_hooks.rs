@@ -32,7 +32,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::fork::{self, SharedTable, Unsubscribed};
+use super::fork::{self, errno, set_errno, SharedTable, Unsubscribed};
 use super::pool::SessionPool;
 use super::{on_worker, ActingAsWorker, Teardown, Vls};
 use crate::seam::{sh_from_parts, sh_parts, ForkHooks, Listener, Sh, Vcl, INVALID};
@@ -152,16 +152,6 @@ impl<V: Vcl> ForkHooks for Vls<V> {
     fn after_fork_in_child(&'static self) {
         self.become_forked_child();
     }
-}
-
-fn errno() -> i32 {
-    // SAFETY: errno is a valid thread-local.
-    unsafe { *libc::__errno_location() }
-}
-
-fn set_errno(v: i32) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = v };
 }
 
 impl<V: Vcl> Vls<V> {
@@ -313,10 +303,6 @@ impl<V: Vcl> Vls<V> {
 
     /// Drops the calling worker's copy of a shared session it has just left.
     fn drop_copy(&self, sh: Sh, what: Unsubscribed) -> i32 {
-        if self.vcl.listener_state(sh) == Listener::Here {
-            // It stops listening here either way.
-            self.refuse_pending_accepts(sh);
-        }
         let rv = match what {
             // A listener copy that never listened here has nothing to
             // unbind: closing it would unbind the listener of another

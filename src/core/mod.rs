@@ -728,7 +728,6 @@ impl<V: Vcl> Vls<V> {
             rv
         } else {
             let _g = self.op_locks(OpKind::SessionPool, Some(sh));
-            self.refuse_pending_accepts(sh);
             self.vcl.close(sh)
         };
         locked.mark_closed();
@@ -738,21 +737,6 @@ impl<V: Vcl> Vls<V> {
             tracing::debug!(vlsh, rv = %VppcomError::from_raw(rv), "close");
         }
         rv
-    }
-
-    /// Before a listener is closed or stops listening here: connections
-    /// still waiting in its accept queue are accepted and closed (VCL
-    /// v26.06 crashes otherwise; their peers see the connection closed).
-    /// Called with the worker locks for a session-pool operation held.
-    fn refuse_pending_accepts(&self, sh: Sh) {
-        for _ in 0..self.vcl.pending_accepts(sh) {
-            // SAFETY: a null endpoint is allowed (VCL fills it if given).
-            let rv = unsafe { self.vcl.accept(sh, std::ptr::null_mut(), 0) };
-            if rv < 0 {
-                break;
-            }
-            self.vcl.close(rv as Sh);
-        }
     }
 
     /// Per-thread workers: closes `sh`, a session of another thread's
@@ -903,7 +887,11 @@ impl<V: Vcl> Vls<V> {
     /// `ep` as for `vppcom_session_accept`.
     pub unsafe fn accept(&'static self, vlsh: Vlsh, ep: *mut c_void, flags: i32) -> Vlsh {
         let mut nonblocking = false;
-        let shared = self.pool.get(vlsh).map_or(INVALID, |s| s.shared.load(Ordering::Acquire));
+        // (Only after a fork can a listener be shared.)
+        let shared = match self.shared.get() {
+            Some(_) => self.pool.get(vlsh).map_or(INVALID, |s| s.shared.load(Ordering::Acquire)),
+            None => INVALID,
+        };
         let rv = self.with_session(vlsh, OpKind::SessionPool, |sh| {
             self.shared_listener_in_use(shared, sh);
             // SAFETY: forwarded contract.

@@ -133,8 +133,6 @@ pub enum Half {
 
 /// A session locked for one read or one write: its half.
 pub struct IoLocked<'a> {
-    /// The session.
-    pub session: &'a VlsSession,
     _half: MutexGuard<'a, ()>,
 }
 
@@ -252,7 +250,7 @@ impl VlsSession {
             Half::Rx => &self.rx,
             Half::Tx => &self.tx,
         };
-        IoLocked { session: self, _half: m.lock().unwrap_or_else(PoisonError::into_inner) }
+        IoLocked { _half: m.lock().unwrap_or_else(PoisonError::into_inner) }
     }
 }
 
@@ -339,19 +337,26 @@ impl SessionPool {
     /// The live session with handle `vlsh`, if any. Lock-free.
     #[inline]
     pub fn get(&self, vlsh: Vlsh) -> Option<&VlsSession> {
-        let index = usize::try_from(vlsh).ok()?;
+        let (_, s) = self.object(usize::try_from(vlsh).ok()?)?;
+        s.live.load(Ordering::Acquire).then_some(s)
+    }
+
+    /// Slot `index` and the session object in it, live or not, if both
+    /// exist.
+    #[inline]
+    fn object(&self, index: usize) -> Option<(&AtomicPtr<VlsSession>, &VlsSession)> {
         let chunk = self.chunks.get(index / CHUNK)?.load(Ordering::Acquire);
         if chunk.is_null() {
             return None;
         }
-        // SAFETY: chunks and session objects are never freed.
-        let obj = unsafe { (*chunk)[index % CHUNK].load(Ordering::Acquire) };
+        // SAFETY: chunks are never freed.
+        let slot = unsafe { &(*chunk)[index % CHUNK] };
+        let obj = slot.load(Ordering::Acquire);
         if obj.is_null() {
             return None;
         }
-        // SAFETY: as above.
-        let s = unsafe { &*obj };
-        s.live.load(Ordering::Acquire).then_some(s)
+        // SAFETY: session objects are never freed (a replaced one is leaked).
+        Some((slot, unsafe { &*obj }))
     }
 
     /// Frees the slot of `session` (which must be marked closed) and removes
@@ -433,21 +438,7 @@ impl SessionPool {
     pub fn replace_sessions_held_by_lost_threads(&self) -> usize {
         let next = self.alloc.lock().unwrap_or_else(PoisonError::into_inner).next;
         let mut replaced = 0;
-        for index in 0..next {
-            let Some(chunk) = self.chunks.get(index / CHUNK).map(|c| c.load(Ordering::Acquire)) else {
-                break;
-            };
-            if chunk.is_null() {
-                continue;
-            }
-            // SAFETY: non-null chunks are leaked boxes, never freed.
-            let slot = unsafe { &(*chunk)[index % CHUNK] };
-            let obj = slot.load(Ordering::Acquire);
-            if obj.is_null() {
-                continue;
-            }
-            // SAFETY: non-null slots hold leaked boxes, never freed.
-            let old = unsafe { &*obj };
+        for (slot, old) in (0..next).filter_map(|i| self.object(i)) {
             if old.is_locked() {
                 slot.store(Box::into_raw(Box::new(old.fresh_copy())), Ordering::Release);
                 replaced += 1;

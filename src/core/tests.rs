@@ -8,6 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::double::Double;
+use super::fork::{errno, set_errno};
 use super::pool::{Vlsh, INVALID_VLSH};
 use super::{Mode, Vls};
 use crate::seam::{Vcl, INVALID};
@@ -593,30 +594,53 @@ fn open_sessions_and_non_empty_sets_do_not_move() {
 #[test]
 fn busy_owner_answers_a_move_by_rpc() {
     let v = app(true);
-    // By RPC only, whether or not the owner is already inside VCL when
-    // the move starts (a direct move would bypass what is tested here).
-    v.direct_moves.store(false, Ordering::SeqCst);
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let owner = thread::spawn(move || {
-        let h = v.create(0, false);
-        let (_l, _c, s) = pair(v, false);
-        ready_tx.send((h, s)).unwrap();
-        let mut buf = [0u8; 4];
-        let rv = read(v, s, &mut buf); // blocks, holding its worker
-        done_rx.recv().unwrap();
-        rv
-    });
-    let (h, s) = ready_rx.recv().unwrap();
-    thread::sleep(Duration::from_millis(50));
+    let owner = BlockedOwner::start(v, |_| {});
     let start = Instant::now();
-    assert_eq!(v.listen(h, 1), 0, "moved by RPC");
+    assert_eq!(v.listen(owner.h, 1), 0, "moved by RPC");
     assert!(start.elapsed() < Duration::from_secs(2), "answered while blocked: {:?}", start.elapsed());
-    assert_eq!(worker_of(v, h), v.vcl().worker_index());
-    assert_eq!(v.close(s), 0, "closing another worker's open session");
-    done_tx.send(()).unwrap();
-    assert!(owner.join().unwrap() < 0, "the blocked read gave up");
+    assert_eq!(worker_of(v, owner.h), v.vcl().worker_index());
+    assert_eq!(v.close(owner.s), 0, "closing another worker's open session");
+    assert!(owner.finish() < 0, "the blocked read gave up");
     assert_eq!(v.vcl().violations(), 0);
+}
+
+/// A thread that creates a session `h` (then runs `prepare` on it), opens
+/// a connected pair and blocks reading its server side `s`, holding its
+/// worker (so only RPCs reach it); moves are by RPC only, whether or not
+/// the owner is already inside VCL (a direct move would bypass the RPC).
+struct BlockedOwner {
+    h: Vlsh,
+    s: Vlsh,
+    done: mpsc::Sender<()>,
+    thread: thread::JoinHandle<i32>,
+}
+
+impl BlockedOwner {
+    fn start(v: &'static Vls<Double>, prepare: impl FnOnce(Vlsh) + Send + 'static) -> Self {
+        v.direct_moves.store(false, Ordering::SeqCst);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (done, done_rx) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            let h = v.create(0, false);
+            prepare(h);
+            let (_l, _c, s) = pair(v, false);
+            ready_tx.send((h, s)).unwrap();
+            let mut buf = [0u8; 4];
+            let rv = read(v, s, &mut buf); // blocks, handling requests
+            done_rx.recv().unwrap();
+            rv
+        });
+        let (h, s) = ready_rx.recv().unwrap();
+        thread::sleep(Duration::from_millis(50));
+        BlockedOwner { h, s, done, thread }
+    }
+
+    /// Lets the owner thread end (its read must have returned); its read's
+    /// result.
+    fn finish(self) -> i32 {
+        self.done.send(()).unwrap();
+        self.thread.join().unwrap()
+    }
 }
 
 /// The move request reaches an owner whose VCL no longer has the session
@@ -625,29 +649,14 @@ fn busy_owner_answers_a_move_by_rpc() {
 #[test]
 fn move_of_a_session_gone_from_its_owner_fails_at_once() {
     let v = app(true);
-    v.direct_moves.store(false, Ordering::SeqCst);
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let owner = thread::spawn(move || {
-        let h = v.create(0, false);
-        v.vcl().forget_session(v.vlsh_to_sh(h));
-        let (_l, _c, s) = pair(v, false);
-        ready_tx.send((h, s)).unwrap();
-        let mut buf = [0u8; 4];
-        let rv = read(v, s, &mut buf); // blocks, handling requests
-        done_rx.recv().unwrap();
-        rv
-    });
-    let (h, s) = ready_rx.recv().unwrap();
-    thread::sleep(Duration::from_millis(50));
+    let owner = BlockedOwner::start(v, move |h| v.vcl().forget_session(v.vlsh_to_sh(h)));
     let start = Instant::now();
-    assert_eq!(v.listen(h, 1), EBADFD, "the owner answered: gone");
+    assert_eq!(v.listen(owner.h, 1), EBADFD, "the owner answered: gone");
     assert!(start.elapsed() < Duration::from_secs(2), "no timeout: {:?}", start.elapsed());
-    v.close(h);
-    assert!(v.session(h).is_none(), "the handle is freed");
-    assert_eq!(v.close(s), 0);
-    done_tx.send(()).unwrap();
-    assert!(owner.join().unwrap() < 0);
+    v.close(owner.h);
+    assert!(v.session(owner.h).is_none(), "the handle is freed");
+    assert_eq!(v.close(owner.s), 0);
+    assert!(owner.finish() < 0);
     assert_eq!(v.vcl().violations(), 0);
 }
 
@@ -791,16 +800,6 @@ fn mover_waiting_for_an_exiting_owner_gives_up() {
     assert!(server.join().unwrap() >= 0);
     assert_eq!(v.close(h), 0);
     assert_eq!(v.vcl().violations(), 0);
-}
-
-fn set_errno(v: i32) {
-    // SAFETY: errno is a valid thread-local.
-    unsafe { *libc::__errno_location() = v };
-}
-
-fn errno() -> i32 {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() }
 }
 
 /// The fork hooks without a fork: before it, the parent's sessions enter

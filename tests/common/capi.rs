@@ -108,3 +108,17 @@ pub fn until_positive(mut f: impl FnMut() -> i32) -> i32 {
 pub fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
+
+/// The calling thread's VCL worker index.
+pub fn my_worker() -> u32 {
+    // SAFETY: reads the calling thread's worker index through the shim.
+    unsafe { ffi::vppsys_worker_index() }
+}
+
+/// (VCL session index, VCL worker index) of handle `h`.
+pub fn session_and_worker(h: i32) -> (u32, u32) {
+    let (mut si, mut wi) = (0u32, 0u32);
+    // SAFETY: valid out pointers.
+    unsafe { vlsh_to_session_and_worker_index(h, &mut si, &mut wi) };
+    (si, wi)
+}

@@ -104,6 +104,10 @@ extern "C" {
     pub fn vppsys_session_move_in(moved: *const vcl_session_t) -> libc::c_int;
     /// Frees the heap blocks a moved-out copy owns (a copy never moved in).
     pub fn vppsys_session_discard(moved: *mut vcl_session_t);
+    /// `vppcom_session_close`, first accepting and closing the connections
+    /// waiting in a listener's accept queue (VCL v26.06 crashes closing a
+    /// listener that has some).
+    pub fn vppsys_session_close(sh: u32) -> libc::c_int;
     /// In a forked child whose thread has just registered its own worker:
     /// copies the parent worker's sessions to it (same indices), re-bases
     /// epoll links, subscribes to the FIFOs, and marks listeners as
@@ -129,9 +133,6 @@ extern "C" {
     /// the session's index here (VPP keeps the old owner's otherwise and
     /// its events go astray). 0, or -1 if not applicable.
     pub fn vppsys_session_claim_events(sh: u32) -> libc::c_int;
-    /// Connections waiting in the accept queue of listener `sh` (current
-    /// worker); 0 for anything else.
-    pub fn vppsys_listener_pending_accepts(sh: u32) -> u32;
     /// Frees the worker of a process that has exited.
     pub fn vppsys_worker_cleanup_dead(wrk_index: u32);
 }

@@ -368,6 +368,40 @@ vppsys_listener_stop_on (uint32_t wrk_index, uint32_t session_index)
 }
 
 /*
+ * VCL v26.06 crashes closing (unbinding) a listener while connections wait
+ * in its accept queue: it answers them on the listener's event queue, which
+ * a listener does not have. They are accepted and closed first (their
+ * peers see the connection closed).
+ */
+static void
+vppsys_refuse_pending_accepts (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  uint32_t n;
+  int a;
+
+  if (!s || s->session_state != VCL_STATE_LISTEN)
+    return;
+  n = clib_fifo_elts (s->accept_evts_fifo);
+  while (n--)
+    {
+      /* Taken from the queue, so it never waits; may move `s`. */
+      a = vppcom_session_accept (sh, 0, 0);
+      if (a < 0)
+	break;
+      vppcom_session_close ((uint32_t) a);
+    }
+}
+
+/* vppcom_session_close, safe for a listener with connections waiting. */
+int
+vppsys_session_close (uint32_t sh)
+{
+  vppsys_refuse_pending_accepts (sh);
+  return vppcom_session_close (sh);
+}
+
+/*
  * The current worker drops its copy of a session other workers still use:
  * unsubscribes from the FIFOs, hands VPP's events to new_owner_wrk (a VCL
  * worker index, ~0 to keep the owner) and frees the copy. Only a listener
@@ -385,9 +419,16 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
 
   if (!s)
     return VPPCOM_EBADFD;
-  wrk = vcl_worker_get_current ();
   listening_here = s->session_state == VCL_STATE_LISTEN &&
 		   !(s->flags & VCL_SESSION_F_LISTEN_NO_MQ);
+  if (notify_vpp && listening_here)
+    {
+      vppsys_refuse_pending_accepts (sh);
+      s = vppsys_current_session (sh);
+      if (!s)
+	return VPPCOM_EBADFD;
+    }
+  wrk = vcl_worker_get_current ();
   if (s->session_state != VCL_STATE_LISTEN && s->rx_fifo && s->tx_fifo)
     {
       svm_fifo_del_subscriber (s->rx_fifo, wrk->vpp_wrk_index);
@@ -452,15 +493,3 @@ vppsys_session_claim_events (uint32_t sh)
   return 0;
 }
 
-/* Connections waiting in a listener's accept queue on the current worker
- * (0 for anything else). VCL v26.06 crashes closing a listener whose queue
- * is not empty (it answers them on the listener's event queue, which a
- * listener does not have), so VLS accepts and closes them first. */
-uint32_t
-vppsys_listener_pending_accepts (uint32_t sh)
-{
-  vcl_session_t *s = vppsys_current_session (sh);
-  if (!s || s->session_state != VCL_STATE_LISTEN)
-    return 0;
-  return clib_fifo_elts (s->accept_evts_fifo);
-}
