@@ -450,11 +450,17 @@ impl MtLocks {
                 }
             })
             .unwrap_or(false);
-        let r = f();
-        if announced {
-            let _ = HELD.try_with(|h| h.borrow_mut().end_sleep());
+        // Ends the announced sleep on every way out of `f`.
+        struct SleepEnds(bool);
+        impl Drop for SleepEnds {
+            fn drop(&mut self) {
+                if self.0 {
+                    let _ = HELD.try_with(|h| h.borrow_mut().end_sleep());
+                }
+            }
         }
-        r
+        let _ends = SleepEnds(announced);
+        f()
     }
 
     /// VCL is about to sleep on the message queue: let other threads use it.

@@ -655,7 +655,12 @@ impl<V: Vcl> Vls<V> {
             // between), or its worker is gone.
             return EBADFD;
         }
-        let _g = self.op_locks(op, Some(sh));
+        // Per-thread workers: the own worker's gate, with the index already
+        // at hand (saves `op_locks` a second thread-local lookup).
+        let _g = match own_wrk {
+            Some(me) => self.gates.get(me).map(|g| WorkerLocks::Own { _gate: g.enter() }),
+            None => self.op_locks(op, Some(sh)),
+        };
         f(sh)
     }
 
