@@ -103,9 +103,12 @@ impl App {
     }
 }
 
-/// The attached application, or an error telling the caller to attach.
-pub(crate) fn require() -> io::Result<&'static App> {
-    App::get().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::NotConnected, "no VCL application: call vls::App::init first")
-    })
+/// Ok if the process is attached (through `App::init` or the C ABI), else
+/// an error telling the caller to attach.
+pub(crate) fn require() -> io::Result<()> {
+    if crate::capi::vls().is_app_created() {
+        Ok(())
+    } else {
+        Err(io::Error::new(io::ErrorKind::NotConnected, "no VCL application: call vls::App::init first"))
+    }
 }

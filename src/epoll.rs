@@ -166,17 +166,19 @@ impl Epoll {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "VCL could not create an epoll set"));
         }
         let session = Session::from_vlsh(vlsh);
-        let mut libc_epfd = LibcEpfd(-1);
-        if vls().vcl().use_eventfd() {
-            // SAFETY: plain syscall.
-            let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            libc_epfd = LibcEpfd(fd);
-            check(vls().set_libc_epfd(vlsh, fd))?;
+        if !vls().vcl().use_eventfd() {
+            return Ok(Epoll { session, libc_epfd: LibcEpfd(-1) });
         }
-        Ok(Epoll { session, libc_epfd })
+        // SAFETY: plain syscall.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Built before the last step, so an error drops the parts in the
+        // struct's order.
+        let ep = Epoll { session, libc_epfd: LibcEpfd(fd) };
+        check(vls().set_libc_epfd(vlsh, fd))?;
+        Ok(ep)
     }
 
     fn ctl(&self, op: i32, source: &impl AsRawHandle, token: u64, interest: u32) -> io::Result<()> {
@@ -204,10 +206,11 @@ impl Epoll {
     /// Waits until at least one event is ready or `timeout` passes (`None`:
     /// no limit), and fills `events` (empty on timeout). Returns the count.
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
-        if self.libc_epfd.0 >= 0 {
+        if self.libc_epfd.0 > 0 {
             return self.wait_outside_vls(events, timeout);
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large for `Instant` is no limit.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             let slice = if vls().n_threads() > 1 { SHARED_WORKER_SLICE } else { SLICE };
             let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
@@ -231,7 +234,8 @@ impl Epoll {
     /// VLS signals when another thread hands this set an event), holding no
     /// VLS or VCL lock while asleep.
     fn wait_outside_vls(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large for `Instant` is no limit.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             // SAFETY: the buffer is valid for its length.
             let n = check(unsafe {
@@ -276,10 +280,11 @@ impl crate::socket::IntoRawHandle for Epoll {
 }
 
 impl crate::socket::FromRawHandle for Epoll {
-    /// The set's paired libc epoll fd, if any, is not taken over: waits on
-    /// the result slice their time in VCL.
+    /// Takes over the set and the libc epoll fd paired with it, if any
+    /// (as `into_raw_handle` leaves it).
     unsafe fn from_raw_handle(handle: crate::socket::RawHandle) -> Self {
-        Epoll { session: Session::from_vlsh(handle), libc_epfd: LibcEpfd(-1) }
+        let fd = vls().get_libc_epfd(handle);
+        Epoll { session: Session::from_vlsh(handle), libc_epfd: LibcEpfd(if fd > 0 { fd } else { -1 }) }
     }
 }
 

@@ -58,21 +58,7 @@ pub(crate) fn check(rv: i32) -> io::Result<i32> {
     cvt(rv).map_err(io::Error::from)
 }
 
-/// Transport protocol of a session.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    fn raw(self) -> u8 {
-        match self {
-            Proto::Tcp => sys::VPPCOM_PROTO_TCP as u8,
-            Proto::Udp => sys::VPPCOM_PROTO_UDP as u8,
-        }
-    }
-}
+pub(crate) use crate::vcl::Proto;
 
 /// Direction of an I/O wait.
 #[derive(Copy, Clone)]
@@ -96,7 +82,7 @@ impl Session {
     /// A new blocking session.
     pub(crate) fn new(proto: Proto) -> io::Result<Session> {
         crate::app::require()?;
-        let vlsh = vls().create(proto.raw(), false);
+        let vlsh = vls().create(proto as u8, false);
         if vlsh == INVALID_VLSH {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "VCL could not create a session"));
         }
@@ -285,34 +271,46 @@ impl Session {
     }
 
     /// Runs `op` with the application's blocking semantics: once when
-    /// blocking in VCL or non-blocking; with a timeout, retried after short
+    /// non-blocking, or blocking in VCL (no timeout in either direction);
+    /// else (VCL is non-blocking because of a timeout) retried after short
     /// waits for message-queue activity until it stops saying `EAGAIN` or
-    /// the time is up (`TimedOut`).
+    /// this direction's time is up (`TimedOut`; no limit without one).
     fn io(&self, dir: Dir, mut op: impl FnMut() -> i32) -> io::Result<i32> {
+        if self.nonblocking.load(Ordering::Acquire)
+            || (self.read_timeout.load(Ordering::Acquire) == 0
+                && self.write_timeout.load(Ordering::Acquire) == 0)
+        {
+            return check(op());
+        }
         let timeout = match dir {
             Dir::Read => self.timeout(true),
             Dir::Write => self.timeout(false),
         };
-        let nonblocking = self.nonblocking.load(Ordering::Acquire);
-        let Some(timeout) = timeout.filter(|_| !nonblocking) else { return check(op()) };
-        let deadline = Instant::now() + timeout;
+        // A timeout too large for `Instant` is no limit.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             let rv = op();
             if rv != VppcomError::EAGAIN.raw() {
                 return check(rv);
             }
             let now = Instant::now();
-            if now >= deadline {
-                let what = match dir {
-                    Dir::Read => "read",
-                    Dir::Write => "write",
-                };
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("{what} timed out after {timeout:?}"),
-                ));
-            }
-            wait_for_activity((deadline - now).min(Duration::from_millis(1)));
+            let slice = Duration::from_millis(1);
+            let pause = match deadline {
+                Some(d) if now >= d => {
+                    let what = match dir {
+                        Dir::Read => "read",
+                        Dir::Write => "write",
+                    };
+                    let t = timeout.unwrap_or_default();
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{what} timed out after {t:?}"),
+                    ));
+                }
+                Some(d) => (d - now).min(slice),
+                None => slice,
+            };
+            wait_for_activity(pause);
         }
     }
 }

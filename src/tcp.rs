@@ -1,7 +1,7 @@
 //! TCP over VPP's host stack: [`TcpListener`] and [`TcpStream`], shaped
 //! like `std::net`'s.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -230,12 +230,6 @@ impl Write for &TcpStream {
             return Ok(0);
         }
         self.session.write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match bufs.iter().find(|b| !b.is_empty()) {
-            Some(b) => self.write(b),
-            None => Ok(0),
-        }
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -169,6 +169,37 @@ fn net_udp_round_trip_through_stack() {
 
 /// A stream accepted on one thread, read half-way, then moved to another
 /// thread that finishes it.
+/// A read timeout makes VLS run the session non-blocking in VCL; writes,
+/// which have no timeout, must still block until all is written (12 MiB,
+/// three times the FIFO, to a peer that starts reading late).
+#[test]
+fn net_read_timeout_leaves_writes_blocking() {
+    let a: SocketAddr = "127.0.0.1:7209".parse().unwrap();
+    const LEN: usize = 12 << 20;
+    run_pair(
+        "net_read_timeout_leaves_writes_blocking",
+        cut_through,
+        || {
+            app("net-timeout-server");
+            let l = TcpListener::bind(a).unwrap();
+            let (mut s, _) = l.accept().unwrap();
+            thread::sleep(Duration::from_millis(500));
+            let mut got = vec![0u8; LEN];
+            s.read_exact(&mut got).unwrap();
+            assert!(got == pattern(LEN, 9), "bytes differ");
+            s.write_all(b"k").unwrap();
+        },
+        || {
+            app("net-timeout-client");
+            let mut s = connect(a);
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(&pattern(LEN, 9)).expect("a blocking write with only a read timeout set");
+            let mut k = [0u8; 1];
+            s.read_exact(&mut k).unwrap();
+        },
+    );
+}
+
 #[test]
 fn net_stream_moved_to_another_thread_mid_stream() {
     let a: SocketAddr = "127.0.0.1:7205".parse().unwrap();
