@@ -12,11 +12,11 @@
 //! waits for message-queue activity (a wait on an internal empty epoll set,
 //! which also applies VPP's notifications such as a peer's close).
 
+use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use vpp_sys as sys;
@@ -331,14 +331,30 @@ impl Drop for Session {
 /// Waits up to `d` for activity on the worker's message queue, applying
 /// VPP's notifications (data, closes, connects) to VCL's sessions. Events
 /// of sessions that are in an application's epoll set are kept for it.
+///
+/// Each thread waits on an empty epoll set of its own (made on first use,
+/// retried if that fails; closed when the thread ends), so threads do not
+/// queue on one set's lock, and with per-thread workers no set moves
+/// between workers.
 pub(crate) fn wait_for_activity(d: Duration) {
-    static IDLE_SET: OnceLock<Option<crate::Epoll>> = OnceLock::new();
-    let Some(set) = IDLE_SET.get_or_init(|| crate::Epoll::new().ok()) else {
+    thread_local! {
+        static IDLE: RefCell<Option<(crate::Epoll, crate::Events)>> = const { RefCell::new(None) };
+    }
+    let waited = IDLE
+        .try_with(|idle| {
+            let mut idle = idle.borrow_mut();
+            if idle.is_none() {
+                *idle = crate::Epoll::new().ok().map(|set| (set, crate::Events::with_capacity(4)));
+            }
+            let (set, events) = idle.as_mut()?;
+            let _ = set.wait(events, Some(d));
+            Some(())
+        })
+        .ok()
+        .flatten();
+    if waited.is_none() {
         std::thread::sleep(d);
-        return;
-    };
-    let mut events = crate::Events::with_capacity(4);
-    let _ = set.wait(&mut events, Some(d));
+    }
 }
 
 /// The `wait_for_time` argument of `vls_epoll_wait` for `d`: VCL takes
