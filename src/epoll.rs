@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::capi::vls;
 use crate::core::pool::INVALID_VLSH;
 use crate::seam::Vcl as _;
-use crate::socket::{check, epoll_wait_arg, AsRawHandle, Session};
+use crate::socket::{check, AsRawHandle, Session};
 
 /// Which readiness an [`Epoll`] registration asks for.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -318,5 +318,15 @@ struct RawSession(crate::socket::RawHandle);
 impl AsRawHandle for RawSession {
     fn as_raw_handle(&self) -> crate::socket::RawHandle {
         self.0
+    }
+}
+
+/// The `wait_for_time` argument of `vls_epoll_wait` for `d`: VCL takes
+/// milliseconds with `use-mq-eventfd` and seconds without.
+fn epoll_wait_arg(d: Duration) -> f64 {
+    if vls().vcl().use_eventfd() {
+        d.as_millis().max(1) as f64
+    } else {
+        d.as_secs_f64()
     }
 }

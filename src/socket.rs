@@ -24,8 +24,7 @@ use vpp_sys as sys;
 use crate::capi::vls;
 use crate::core::pool::{Vlsh, INVALID_VLSH};
 use crate::error::{cvt, VppcomError};
-use crate::seam::Vcl as _;
-use crate::sockaddr::Endpoint;
+use crate::vcl::with_endpt;
 
 /// A VLS handle: the value the C ABI (`vls_*`) uses for a session.
 pub type RawHandle = Vlsh;
@@ -355,28 +354,6 @@ pub(crate) fn wait_for_activity(d: Duration) {
     if waited.is_none() {
         std::thread::sleep(d);
     }
-}
-
-/// The `wait_for_time` argument of `vls_epoll_wait` for `d`: VCL takes
-/// milliseconds with `use-mq-eventfd` and seconds without.
-pub(crate) fn epoll_wait_arg(d: Duration) -> f64 {
-    if vls().vcl().use_eventfd() {
-        d.as_millis().max(1) as f64
-    } else {
-        d.as_secs_f64()
-    }
-}
-
-/// Calls `f` with a `vppcom_endpt_t*` for `addr` (or an empty endpoint for
-/// VCL to fill), and returns `f`'s result with the endpoint's address after
-/// the call.
-pub(crate) fn with_endpt<R>(addr: Option<&SocketAddr>, f: impl FnOnce(*mut c_void) -> R) -> (R, SocketAddr) {
-    let mut e = addr.map(Endpoint::from_socket_addr).unwrap_or_default();
-    let mut raw = crate::vcl::endpt(&mut e);
-    let r = f((&mut raw as *mut sys::vppcom_endpt_t).cast());
-    e.is_ip4 = raw.is_ip4;
-    e.port_be = raw.port;
-    (r, e.to_socket_addr())
 }
 
 /// `AsRawHandle`, `FromRawHandle` and `IntoRawHandle` for socket types

@@ -33,6 +33,18 @@ pub(crate) fn endpt(ep: &mut Endpoint) -> sys::vppcom_endpt_t {
     sys::vppcom_endpt_t { is_ip4: ep.is_ip4, ip: ep.ip.as_mut_ptr(), port: ep.port_be, ..Default::default() }
 }
 
+/// Calls `f` with a `vppcom_endpt_t*` for `addr` (or an empty endpoint for
+/// VCL to fill), and returns `f`'s result with the endpoint's address after
+/// the call.
+pub(crate) fn with_endpt<R>(addr: Option<&SocketAddr>, f: impl FnOnce(*mut c_void) -> R) -> (R, SocketAddr) {
+    let mut e = addr.map(Endpoint::from_socket_addr).unwrap_or_default();
+    let mut raw = endpt(&mut e);
+    let r = f((&mut raw as *mut sys::vppcom_endpt_t).cast());
+    e.is_ip4 = raw.is_ip4;
+    e.port_be = raw.port;
+    (r, e.to_socket_addr())
+}
+
 /// Attaches this process to VPP as application `name` (reads `VCL_CONFIG`).
 pub fn app_create(name: &str) -> Result<()> {
     let name = CString::new(name).map_err(|_| VppcomError::EINVAL)?;
@@ -86,13 +98,9 @@ pub fn listen(sh: SessionHandle, backlog: u32) -> Result<()> {
 
 /// Accepts one connection; returns its handle and the peer address.
 pub fn accept(sh: SessionHandle, flags: i32) -> Result<(SessionHandle, SocketAddr)> {
-    let mut ep = Endpoint::default();
-    let mut e = endpt(&mut ep);
-    // SAFETY: `e` points at 16 writable bytes owned by `ep`.
-    let h = cvt(unsafe { sys::vppcom_session_accept(sh, &mut e, flags as u32) })?;
-    ep.is_ip4 = e.is_ip4;
-    ep.port_be = e.port;
-    Ok((h as u32, ep.to_socket_addr()))
+    // SAFETY: `e` points at an endpoint valid for the call.
+    let (h, peer) = with_endpt(None, |e| unsafe { sys::vppcom_session_accept(sh, e.cast(), flags as u32) });
+    Ok((cvt(h)? as u32, peer))
 }
 
 /// Connects `sh` to `addr`.
@@ -128,13 +136,12 @@ pub fn sendto(sh: SessionHandle, buf: &[u8], to: Option<&SocketAddr>) -> Result<
 /// Receives one datagram (or stream bytes); returns its length and source.
 pub fn recvfrom(sh: SessionHandle, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
     let len = u32::try_from(buf.len()).map_err(|_| VppcomError::EINVAL)?;
-    let mut ep = Endpoint::default();
-    let mut e = endpt(&mut ep);
-    // SAFETY: `buf` is valid for `len` bytes; `e` points into `ep`.
-    let n = cvt(unsafe { sys::vppcom_session_recvfrom(sh, buf.as_mut_ptr().cast(), len, 0, &mut e) })?;
-    ep.is_ip4 = e.is_ip4;
-    ep.port_be = e.port;
-    Ok((n as usize, ep.to_socket_addr()))
+    // SAFETY: `buf` is valid for `len` bytes; `e` points at an endpoint
+    // valid for the call.
+    let (n, from) = with_endpt(None, |e| unsafe {
+        sys::vppcom_session_recvfrom(sh, buf.as_mut_ptr().cast(), len, 0, e.cast())
+    });
+    Ok((cvt(n)? as usize, from))
 }
 
 /// Shuts down one or both directions (`libc::SHUT_*`).
@@ -160,14 +167,10 @@ pub fn peer_addr(sh: SessionHandle) -> Result<SocketAddr> {
 }
 
 fn addr_attr(sh: SessionHandle, op: sys::vppcom_attr_op_t) -> Result<SocketAddr> {
-    let mut ep = Endpoint::default();
-    let mut e = endpt(&mut ep);
     let mut len = std::mem::size_of::<sys::vppcom_endpt_t>() as u32;
-    // SAFETY: `e` is a valid endpoint of `len` bytes pointing into `ep`.
-    cvt(unsafe { sys::vppcom_session_attr(sh, op, (&mut e as *mut sys::vppcom_endpt_t).cast(), &mut len) })?;
-    ep.is_ip4 = e.is_ip4;
-    ep.port_be = e.port;
-    Ok(ep.to_socket_addr())
+    // SAFETY: `e` is a valid endpoint of `len` bytes for the call.
+    let (rv, addr) = with_endpt(None, |e| unsafe { sys::vppcom_session_attr(sh, op, e, &mut len) });
+    cvt(rv).map(|_| addr)
 }
 
 // ---------------------------------------------------------------------------
