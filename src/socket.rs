@@ -15,7 +15,7 @@
 use std::cell::RefCell;
 use std::ffi::c_void;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,9 @@ pub(crate) struct Session {
     /// Timeouts in nanoseconds, 0 for none.
     read_timeout: AtomicU64,
     write_timeout: AtomicU64,
+    /// Serialises updates of VCL's flags from the three settings above
+    /// (a read-modify-write of the session's flags).
+    flags_update: std::sync::Mutex<()>,
 }
 
 impl Session {
@@ -94,6 +97,7 @@ impl Session {
             nonblocking: AtomicBool::new(false),
             read_timeout: AtomicU64::new(0),
             write_timeout: AtomicU64::new(0),
+            flags_update: std::sync::Mutex::new(()),
         }
     }
 
@@ -254,6 +258,7 @@ impl Session {
     /// VCL's `O_NONBLOCK`: on when the application wants non-blocking I/O
     /// or a timeout is set (timeouts are emulated, see the module docs).
     fn sync_vcl_flags(&self) -> io::Result<()> {
+        let _one_at_a_time = self.flags_update.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let vcl_nonblocking = self.nonblocking.load(Ordering::Acquire)
             || self.read_timeout.load(Ordering::Acquire) != 0
             || self.write_timeout.load(Ordering::Acquire) != 0;
@@ -354,6 +359,22 @@ pub(crate) fn wait_for_activity(d: Duration) {
     if waited.is_none() {
         std::thread::sleep(d);
     }
+}
+
+/// Tries each address `f` accepts, returning the first success or the last
+/// error.
+pub(crate) fn each_addr<T>(
+    addr: impl ToSocketAddrs,
+    mut f: impl FnMut(&SocketAddr) -> io::Result<T>,
+) -> io::Result<T> {
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match f(&a) {
+            Ok(v) => return Ok(v),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no addresses to use")))
 }
 
 /// `AsRawHandle`, `FromRawHandle` and `IntoRawHandle` for socket types

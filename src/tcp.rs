@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use vpp_sys as sys;
 
-use crate::socket::{Proto, Session};
+use crate::socket::{each_addr, Proto, Session};
 
 /// A TCP socket listening on VPP's host stack.
 ///
@@ -48,19 +48,6 @@ pub struct TcpListener {
 #[derive(Debug)]
 pub struct TcpStream {
     session: Session,
-}
-
-/// Tries each address `f` accepts, returning the first success or the last
-/// error.
-fn each_addr<T>(addr: impl ToSocketAddrs, mut f: impl FnMut(&SocketAddr) -> io::Result<T>) -> io::Result<T> {
-    let mut last = None;
-    for a in addr.to_socket_addrs()? {
-        match f(&a) {
-            Ok(v) => return Ok(v),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no addresses to use")))
 }
 
 impl TcpListener {

@@ -10,7 +10,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::socket::{Proto, Session};
+use crate::socket::{each_addr, Proto, Session};
 
 /// A UDP socket on VPP's host stack.
 ///
@@ -38,22 +38,24 @@ fn first_addr(addr: impl ToSocketAddrs) -> io::Result<SocketAddr> {
 impl UdpSocket {
     /// A socket bound to `addr` (VPP needs a concrete port).
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<UdpSocket> {
-        let a = first_addr(addr)?;
-        let session = Session::new(Proto::Udp)?;
-        session.bind(&a)?;
-        tracing::debug!(vlsh = session.vlsh(), addr = %a, "udp bound");
-        Ok(UdpSocket { session })
+        each_addr(addr, |a| {
+            let session = Session::new(Proto::Udp)?;
+            session.bind(a)?;
+            tracing::debug!(vlsh = session.vlsh(), addr = %a, "udp bound");
+            Ok(UdpSocket { session })
+        })
     }
 
     /// A socket connected to `addr` with a local address VPP picks: the
     /// usual client. [`send`](Self::send) and [`recv`](Self::recv) then
     /// talk to `addr`.
     pub fn connect_to(addr: impl ToSocketAddrs) -> io::Result<UdpSocket> {
-        let a = first_addr(addr)?;
-        let session = Session::new(Proto::Udp)?;
-        session.connect(&a)?;
-        tracing::debug!(vlsh = session.vlsh(), peer = %a, "udp connected");
-        Ok(UdpSocket { session })
+        each_addr(addr, |a| {
+            let session = Session::new(Proto::Udp)?;
+            session.connect(a)?;
+            tracing::debug!(vlsh = session.vlsh(), peer = %a, "udp connected");
+            Ok(UdpSocket { session })
+        })
     }
 
     /// Connects a bound socket to `addr`.
