@@ -14,11 +14,15 @@
 //!
 //! Run: `VPP_PREFIX=… VPP_SRC_DIR=… cargo bench --features vpp --bench pingpong`
 //!
-//! Wall time on a small shared machine is noisy (VPP's own thread competes
-//! for the cores). With `BENCH_INSTRUCTIONS=1` the single-thread clients
-//! also run once under `valgrind --tool=callgrind`, counting only the
-//! measured loop, and the instructions per call are printed: the same for
-//! the same binaries whatever else the machine does.
+//! Wall time on a small shared machine is noisy (VPP's own thread and the
+//! echo server compete for the cores), so each client thread is pinned to a
+//! CPU of its own, every variant runs `BENCH_REPEAT` times (default 5) in
+//! alternating order of the layers, each client process reports the best of
+//! its rounds, and the table shows the median over the repetitions with the
+//! range. With `BENCH_INSTRUCTIONS=1` the single-thread clients also run once
+//! under `valgrind --tool=callgrind`, counting only the measured loop, and the
+//! instructions per call are printed: the same for the same binaries
+//! whatever else the machine does.
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::net::SocketAddr;
@@ -27,12 +31,15 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use vls::ffi;
-use vls::harness::{wait_output_with_timeout, VclConf, VppInstance};
+use vls::harness::{wait_output_with_timeout, VclConf, VppInstall, VppInstance, VppOptions};
 use vls::sockaddr::Endpoint;
 
 const MSG: usize = 64;
 const ITERS: u64 = 200_000;
-const ROUNDS: usize = 7;
+/// Measured loops per client process (its best is reported).
+const ROUNDS: usize = 3;
+/// Client processes per variant and layer, unless `BENCH_REPEAT` says.
+const REPEAT: usize = 5;
 /// Untimed iterations before each measured loop.
 const WARMUP: u64 = 10_000;
 const PORT: u16 = 7300;
@@ -213,15 +220,26 @@ fn client(layer: &str, threads: usize, shared: bool) {
     let hs: Vec<i32> = (0..n_sessions).map(|_| connect(&api, addr)).collect();
     if threads == 1 {
         // Raw VCL may only be used from the thread that created the app.
+        pin_to_cpu(0);
         println!("RESULT {:.1}", pingpong(api, hs[0]));
         return;
     }
     let barrier = Arc::new(Barrier::new(threads));
+    // SAFETY: plain read of the calling thread's VCL worker index.
+    let wrk = unsafe { ffi::vppsys_worker_index() };
+    let raw = layer == "raw";
     let ts: Vec<_> = (0..threads)
         .map(|i| {
             let h = hs[i % hs.len()];
             let b = barrier.clone();
             std::thread::spawn(move || {
+                if raw {
+                    // Calibration only (see `main`): the thread uses the
+                    // app's worker without any locking layer.
+                    // SAFETY: plain write of this thread's worker index.
+                    unsafe { ffi::vppsys_set_worker_index(wrk) };
+                }
+                pin_to_cpu(i);
                 b.wait();
                 pingpong(api, h)
             })
@@ -231,9 +249,31 @@ fn client(layer: &str, threads: usize, shared: bool) {
     println!("RESULT {:.1}", per.iter().sum::<f64>() / per.len() as f64);
 }
 
+/// Pins the calling thread to the `i`-th CPU counted from the last one the
+/// process may use (wrapping around), or the first one for `usize::MAX`:
+/// client threads on CPUs of their own from the last one down, the echo
+/// server and VPP (which sleep most of the time) on the first.
+fn pin_to_cpu(i: usize) {
+    // SAFETY: `set` is a plain bit set owned by this frame; 0 = this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) != 0 {
+            return;
+        }
+        let cpus: Vec<usize> =
+            (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect();
+        let pick = if i == usize::MAX { cpus.first() } else { cpus.iter().rev().nth(i % cpus.len().max(1)) };
+        let Some(&cpu) = pick else { return };
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set);
+    }
+}
+
 /// Echo server: non-blocking accept, then every millisecond drain and echo
 /// every session (sleeping in between keeps a core free for the client).
 fn server() {
+    pin_to_cpu(usize::MAX);
     let name = CString::new("bench-server").unwrap();
     // SAFETY: valid C string.
     assert_eq!(unsafe { ffi::vppcom_app_create(name.as_ptr()) }, 0);
@@ -277,7 +317,11 @@ fn main() {
         _ => {}
     }
     // `cargo bench` passes `--bench`; nothing else is accepted.
-    let vpp = VppInstance::start().expect("start VPP (set VPP_PREFIX)");
+    // VPP's main thread on the first CPU, like the echo server: the clients
+    // start from the last one.
+    let options = VppOptions { extra_startup: "cpu { main-core 0 }\n".into(), ..VppOptions::default() };
+    let vpp =
+        VppInstance::start_with(VppInstall::from_env().expect("set VPP_PREFIX"), options).expect("start VPP");
     let conf = vpp.write_vcl_conf("bench", &VclConf::default()).unwrap();
     let exe = std::env::current_exe().unwrap();
     let spawn = |envs: &[(&str, &str)]| {
@@ -315,53 +359,125 @@ fn main() {
         r
     };
 
-    println!(
-        "\nwrite+read of {MSG}-byte messages, cut-through TCP, {ITERS} iterations per thread; ns per call"
-    );
-    println!("{:<34} {:>9} {:>9} {:>9} {:>10}", "variant", "raw", "C VLS", "Rust VLS", "Rust/C");
-    let fmt = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
-    for (label, threads, shared) in [
+    let repeat: usize =
+        std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(REPEAT).max(1);
+    let variants = [
         ("1 thread", 1, false),
         ("2 threads, distinct sessions", 2, false),
         ("2 threads, one shared session", 2, true),
-    ] {
-        let raw = if threads == 1 { run("raw", 1, false) } else { None };
-        let c = run("c", threads, shared);
-        let rust = run("rust", threads, shared);
-        let ratio = match (rust, c) {
-            (Some(r), Some(c)) => format!("{:.2}", r / c),
-            _ => "-".into(),
-        };
-        println!("{label:<34} {:>9} {:>9} {:>9} {ratio:>10}", fmt(raw), fmt(c), fmt(rust));
+    ];
+    // samples[variant][layer]: one figure per client process.
+    let mut samples = vec![[const { Vec::new() }; 3]; variants.len()];
+    for rep in 0..repeat {
+        for (v, &(_, threads, shared)) in variants.iter().enumerate() {
+            let mut layers = vec![(0, "raw"), (1, "c"), (2, "rust")];
+            if shared {
+                // Raw VCL is not thread-safe. Two threads on two
+                // non-blocking sessions of one worker do run (nothing
+                // creates or closes sessions meanwhile): measured as the
+                // floor of what any locking layer can reach there.
+                layers.remove(0);
+            }
+            if rep % 2 == 1 {
+                layers.reverse();
+            }
+            for (l, layer) in layers {
+                if let Some(ns) = run(layer, threads, shared) {
+                    samples[v][l].push(ns);
+                }
+            }
+        }
     }
+
+    println!(
+        "\nwrite+read of {MSG}-byte messages, cut-through TCP, {ITERS} iterations per thread; ns per call,\n\
+         median of {repeat} client processes (each the best of {ROUNDS} loops), range in brackets"
+    );
+    println!("{:<31} {:>17} {:>17} {:>17} {:>7}", "variant", "raw", "C VLS", "Rust VLS", "Rust/C");
+    let medians: Vec<[Option<f64>; 3]> =
+        samples.iter().map(|layers| layers.each_ref().map(|s| median(s))).collect();
+    for ((label, _, _), (layers, med)) in variants.iter().zip(samples.iter().zip(&medians)) {
+        let cell = |l: usize| match med[l] {
+            Some(m) => {
+                let lo = layers[l].iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = layers[l].iter().copied().fold(0.0, f64::max);
+                format!("{m:.1} [{lo:.0}-{hi:.0}]")
+            }
+            None => "-".into(),
+        };
+        println!("{label:<31} {:>17} {:>17} {:>17} {:>7}", cell(0), cell(1), cell(2), ratio(med[2], med[1]));
+    }
+    println!(
+        "uncontended cost over raw: C {}  Rust {}",
+        ratio(medians[0][1], medians[0][0]),
+        ratio(medians[0][2], medians[0][0])
+    );
+    println!(
+        "2 threads on distinct sessions over 1 thread: raw (no locking, calibration) {}  C {}  Rust {}",
+        ratio(medians[1][0], medians[0][0]),
+        ratio(medians[1][1], medians[0][1]),
+        ratio(medians[1][2], medians[0][2])
+    );
     if std::env::var_os("BENCH_INSTRUCTIONS").is_some() {
-        println!("\ninstructions per call (callgrind, measured loop only, 1 thread)");
+        println!(
+            "\ninstructions per call (callgrind, measured loop only; callgrind runs one thread at a time,\n\
+             so the 2-thread column is the locking work without contention)"
+        );
+        println!("{:<6} {:>10} {:>26}", "layer", "1 thread", "2 threads, distinct sessions");
         let mut counts = Vec::new();
         for layer in ["raw", "c", "rust"] {
-            let n = instructions_per_call(&exe, &conf, layer);
-            println!("{layer:<6} {}", n.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into()));
-            counts.push(n);
+            let one = instructions_per_call(&exe, &conf, layer, 1);
+            let two = instructions_per_call(&exe, &conf, layer, 2);
+            let fmt = |n: Option<f64>| n.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
+            println!("{layer:<6} {:>10} {:>26}", fmt(one), fmt(two));
+            counts.push(one);
         }
         if let [Some(raw), Some(c), Some(rust)] = counts[..] {
-            println!("Rust/raw {:.2}  C/raw {:.2}  Rust/C {:.2}", rust / raw, c / raw, rust / c);
+            println!("1 thread: Rust/raw {:.2}  C/raw {:.2}  Rust/C {:.2}", rust / raw, c / raw, rust / c);
         }
     }
     let _ = server.kill();
     let _ = server.wait();
 }
 
-/// Instructions per call of the single-thread client of `layer`, counted
-/// by callgrind in `pingpong_once` only (warm-up loop included).
-fn instructions_per_call(exe: &std::path::Path, conf: &std::path::Path, layer: &str) -> Option<f64> {
-    let out_file = std::env::temp_dir().join(format!("vls-bench-callgrind-{layer}-{}", std::process::id()));
+/// Median of `samples`, if any.
+fn median(samples: &[f64]) -> Option<f64> {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(s[n / 2]),
+        n => Some((s[n / 2 - 1] + s[n / 2]) / 2.0),
+    }
+}
+
+/// `a / b` with two decimals, `-` if either is missing.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+/// Instructions per call of the client of `layer` with `threads` threads
+/// (distinct sessions), counted by callgrind in `pingpong_once` only
+/// (warm-up loop included).
+fn instructions_per_call(
+    exe: &std::path::Path,
+    conf: &std::path::Path,
+    layer: &str,
+    threads: usize,
+) -> Option<f64> {
+    let out_file =
+        std::env::temp_dir().join(format!("vls-bench-callgrind-{layer}-{threads}-{}", std::process::id()));
     let child = Command::new("valgrind")
-        .args(["--tool=callgrind", "--toggle-collect=*pingpong_once*"])
+        .args(["--tool=callgrind", "--toggle-collect=*pingpong_once*", "--dump-instr=yes"])
         .arg(format!("--callgrind-out-file={}", out_file.display()))
         .arg(exe)
         .env("VCL_CONFIG", conf)
         .env("BENCH_ROLE", "client")
         .env("BENCH_LAYER", layer)
-        .env("BENCH_THREADS", "1")
+        .env("BENCH_THREADS", threads.to_string())
         .env("BENCH_SHARED", "0")
         .env("BENCH_ONE_ROUND", "1")
         .stdin(Stdio::null())
@@ -388,5 +504,5 @@ fn instructions_per_call(exe: &std::path::Path, conf: &std::path::Path, layer: &
         .next()?
         .parse()
         .ok()?;
-    Some(total / (2.0 * (WARMUP + ITERS) as f64))
+    Some(total / (2.0 * (WARMUP + ITERS) as f64 * threads as f64))
 }
