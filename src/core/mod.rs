@@ -31,6 +31,7 @@ mod fork_hooks;
 pub mod locks;
 pub mod migrate;
 pub mod pool;
+mod session_lock;
 #[cfg(test)]
 mod tests;
 

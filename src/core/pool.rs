@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::demux::{EpollDemux, Membership};
+use super::session_lock::{self, SessionLock, SessionLockGuard};
 use crate::seam::{Sh, INVALID};
 
 type ForkHold = (MutexGuard<'static, Allocator>, std::sync::RwLockWriteGuard<'static, HashMap<Sh, Vlsh>>);
@@ -43,7 +44,9 @@ pub type Vlsh = i32;
 /// `VLS_INVALID_HANDLE`.
 pub const INVALID_VLSH: Vlsh = -1;
 
-/// One VLS session.
+/// One VLS session. Cache-line aligned (two lines): sessions used by
+/// different threads never share a line.
+#[repr(align(128))]
 pub struct VlsSession {
     /// Index in the pool; fixed for the life of the object.
     pub vlsh: Vlsh,
@@ -70,16 +73,15 @@ pub struct VlsSession {
     /// The session was closed; every operation now fails with `EBADFD`.
     /// Written only with the whole session locked; read with either half.
     closed: AtomicBool,
-    /// Session lock, in two halves taken in this order: `rx`, `tx`. A read
-    /// takes only `rx`, a write only `tx`; every other operation takes
-    /// both. So one thread may block reading a session
-    /// while another writes to it (a full-duplex stream shared by a reader
-    /// and a writer thread): VCL's read path touches only the rx FIFO and
-    /// the session flags, its write path only the tx FIFO and reads the
-    /// flags. Two reads (or two writes) of one session never overlap.
-    rx: Mutex<()>,
-    /// Serialises writes to this session (see `rx`).
-    tx: Mutex<()>,
+    /// Session lock, in two halves (`RX`, `TX`, bits of one word: see
+    /// [`SessionLock`]). A read takes only `RX`, a write only `TX`; every
+    /// other operation takes both. So one thread may block reading a
+    /// session while another writes to it (a full-duplex stream shared by a
+    /// reader and a writer thread): VCL's read path touches only the rx
+    /// FIFO and the session flags, its write path only the tx FIFO and
+    /// reads the flags. Two reads (or two writes) of one session never
+    /// overlap.
+    lock: SessionLock,
     /// The session is non-blocking, as far as VLS knows (set at creation
     /// and accept, refreshed after every attribute call). Non-blocking
     /// reads and writes never wait inside VCL, so when threads share the
@@ -100,9 +102,7 @@ pub struct VlsSession {
 pub struct LockedSession<'a> {
     /// The session.
     pub session: &'a VlsSession,
-    // Field order is drop order: reverse of acquisition.
-    _tx: MutexGuard<'a, ()>,
-    _rx: MutexGuard<'a, ()>,
+    _both: SessionLockGuard<'a>,
 }
 
 impl LockedSession<'_> {
@@ -133,7 +133,7 @@ pub enum Half {
 
 /// A session locked for one read or one write: its half.
 pub struct IoLocked<'a> {
-    _half: MutexGuard<'a, ()>,
+    _half: SessionLockGuard<'a>,
 }
 
 impl VlsSession {
@@ -148,8 +148,7 @@ impl VlsSession {
             libc_epfd: AtomicI32::new(0),
             sh: AtomicU32::new(INVALID),
             closed: AtomicBool::new(true),
-            rx: Mutex::new(()),
-            tx: Mutex::new(()),
+            lock: SessionLock::default(),
             nonblocking_hint: AtomicBool::new(false),
             shared: AtomicU32::new(INVALID),
             listeners_checked: AtomicU32::new(0),
@@ -198,17 +197,14 @@ impl VlsSession {
     /// read or write takes while threads share the worker (see
     /// `nonblocking_hint`).
     pub fn lock(&self) -> LockedSession<'_> {
-        let rx = self.rx.lock().unwrap_or_else(PoisonError::into_inner);
-        let tx = self.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        LockedSession { session: self, _tx: tx, _rx: rx }
+        LockedSession { session: self, _both: self.lock.lock(session_lock::BOTH) }
     }
 
     /// Some lock of this session is held. In a forked child (one thread,
     /// outside VLS) that means held by a thread of the parent that the
     /// child does not have: it will never be released.
     fn is_locked(&self) -> bool {
-        let held = |m: &Mutex<()>| matches!(m.try_lock(), Err(std::sync::TryLockError::WouldBlock));
-        held(&self.rx) || held(&self.tx) || self.demux.is_locked()
+        self.lock.is_locked() || self.demux.is_locked()
     }
 
     /// A fresh object with this session's state (its locks free, no parked
@@ -232,25 +228,16 @@ impl VlsSession {
 
     /// [`VlsSession::lock`], unless another thread holds any part of it.
     pub fn try_lock(&self) -> Option<LockedSession<'_>> {
-        fn free<'a>(r: std::sync::TryLockResult<MutexGuard<'a, ()>>) -> Option<MutexGuard<'a, ()>> {
-            match r {
-                Ok(g) => Some(g),
-                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) => None,
-            }
-        }
-        let rx = free(self.rx.try_lock())?;
-        let tx = free(self.tx.try_lock())?;
-        Some(LockedSession { session: self, _tx: tx, _rx: rx })
+        Some(LockedSession { session: self, _both: self.lock.try_lock(session_lock::BOTH)? })
     }
 
     /// Locks the session for one read or one write (blocking).
     pub fn lock_io(&self, half: Half) -> IoLocked<'_> {
-        let m = match half {
-            Half::Rx => &self.rx,
-            Half::Tx => &self.tx,
+        let bits = match half {
+            Half::Rx => session_lock::RX,
+            Half::Tx => session_lock::TX,
         };
-        IoLocked { _half: m.lock().unwrap_or_else(PoisonError::into_inner) }
+        IoLocked { _half: self.lock.lock(bits) }
     }
 }
 
