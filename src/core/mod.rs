@@ -446,6 +446,20 @@ impl<V: Vcl> Vls<V> {
     /// locks, with per-thread workers the thread's own gate, else none.
     #[inline(always)]
     fn op_locks(&'static self, op: OpKind, sh: Option<Sh>) -> Option<WorkerLocks> {
+        self.op_locks_hinted(op, sh, false)
+    }
+
+    /// [`Self::op_locks`] for a read or write of a session VLS knows to be
+    /// non-blocking (`nonblocking_hint`): ready without asking VCL. (Were
+    /// the hint wrong, VCL would wait, and the wait hooks take the mq lock
+    /// after the wait as for any read or write that looked ready.)
+    #[inline(always)]
+    fn op_locks_hinted(
+        &'static self,
+        op: OpKind,
+        sh: Option<Sh>,
+        nonblocking_hint: bool,
+    ) -> Option<WorkerLocks> {
         if self.mt_workers.load(Ordering::Relaxed) {
             // Always, even while the process has one thread: a second
             // thread may start moving this one's sessions at any moment.
@@ -457,6 +471,9 @@ impl<V: Vcl> Vls<V> {
         let vcl = &self.vcl;
         Some(WorkerLocks::Shared {
             _locks: match (op, sh) {
+                (OpKind::Read | OpKind::Write, Some(_)) if nonblocking_hint => {
+                    self.mt_locks().acquire(op, || true)
+                }
                 (OpKind::Read, Some(sh)) => {
                     // Any answer but "0 bytes" means the read returns at once.
                     self.mt_locks().acquire(op, move || vcl.is_nonblocking(sh) || vcl.read_ready(sh) != 0)
@@ -660,7 +677,7 @@ impl<V: Vcl> Vls<V> {
         // at hand (saves `op_locks` a second thread-local lookup).
         let _g = match own_wrk {
             Some(me) => self.gates.get(me).map(|g| WorkerLocks::Own { _gate: g.enter() }),
-            None => self.op_locks(op, Some(sh)),
+            None => self.op_locks_hinted(op, Some(sh), session.nonblocking_hint.load(Ordering::Relaxed)),
         };
         f(sh)
     }
