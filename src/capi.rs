@@ -82,6 +82,12 @@ fn count(i: usize) {
 #[inline]
 fn guard<T>(name: usize, on_panic: T, f: impl FnOnce() -> T) -> T {
     count(name);
+    catch_panic(name, on_panic, f)
+}
+
+/// [`guard`] without counting the call.
+#[inline]
+fn catch_panic<T>(name: usize, on_panic: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(e) => {
@@ -229,13 +235,23 @@ pub unsafe extern "C" fn vls_accept(vlsh: Vlsh, ep: *mut c_void, flags: c_int) -
 /// `buf` is valid for `nbytes` writable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn vls_read(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> isize {
-    guard(7, EINVAL as isize, || {
-        if buf.is_null() {
-            return EFAULT as isize;
-        }
-        // SAFETY: forwarded contract.
-        unsafe { vls().read(vlsh, buf, nbytes) as isize }
-    })
+    count(7);
+    if buf.is_null() {
+        return EFAULT as isize;
+    }
+    // The hot path, outside `catch_unwind` (it cannot panic): the only
+    // thread reading a non-blocking session.
+    // SAFETY: forwarded contract.
+    if let Some(rv) = unsafe { vls().read_lock_free(vlsh, buf, nbytes) } {
+        return rv as isize;
+    }
+    read_with_locks(vlsh, buf, nbytes)
+}
+
+#[inline(never)]
+fn read_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> isize {
+    // SAFETY: `vls_read`'s contract.
+    catch_panic(7, EINVAL as isize, || unsafe { vls().read(vlsh, buf, nbytes) as isize })
 }
 
 /// `vls_recvfrom`.
@@ -265,13 +281,22 @@ pub unsafe extern "C" fn vls_recvfrom(
 /// `buf` is valid for `nbytes` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn vls_write(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
-    guard(9, EINVAL, || {
-        if buf.is_null() {
-            return EFAULT;
-        }
-        // SAFETY: forwarded contract.
-        unsafe { vls().write(vlsh, buf, nbytes) }
-    })
+    count(9);
+    if buf.is_null() {
+        return EFAULT;
+    }
+    // The hot path, outside `catch_unwind` (see `vls_read`).
+    // SAFETY: forwarded contract.
+    if let Some(rv) = unsafe { vls().write_lock_free(vlsh, buf, nbytes) } {
+        return rv;
+    }
+    write_with_locks(vlsh, buf, nbytes)
+}
+
+#[inline(never)]
+fn write_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
+    // SAFETY: `vls_write`'s contract.
+    catch_panic(9, EINVAL, || unsafe { vls().write(vlsh, buf, nbytes) })
 }
 
 /// `vls_write_msg`.

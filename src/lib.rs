@@ -80,10 +80,18 @@
 //!   3); from the second thread on, the worker-level locks are used. A
 //!   pthread-key destructor unregisters a thread when it ends; a thread-local
 //!   record releases any lock it still holds.
+//! - **One thread: no locks.** While a single thread has used VLS, its
+//!   non-blocking reads and writes take no lock at all, only a flag it
+//!   writes with plain stores. The second thread's first call turns the
+//!   locks on, then waits for that flag after a `membarrier(2)` (which
+//!   orders the first thread's plain stores for it) so the first thread is
+//!   never mid-call unlocked while locking starts ([`core::solo`]).
+//!   Without `membarrier` every call locks.
 //! - **Locks (mode 3).** Session lock (held for the whole call; a read
 //!   takes only its receive half and a write only its send half, so one
 //!   thread can block reading a session while another writes to it; a
-//!   non-blocking read or write takes both, as it never waits) → mq
+//!   non-blocking read or write takes both, as it never waits; both halves
+//!   are bits of one word) → mq
 //!   mutex → session-pool rwlock (writer-favouring; readers count
 //!   themselves in per-thread slots on separate cache lines, so threads on
 //!   different sessions share no written memory). A call takes what its

@@ -425,6 +425,79 @@ fn mode3_two_threads_write_one_session() {
     );
 }
 
+/// A single-threaded app's non-blocking reads and writes take no lock;
+/// when a second thread starts using VLS (creating and closing sessions
+/// while the first keeps echoing), locking switches on without losing or
+/// corrupting data and without crashing either thread.
+#[test]
+fn lock_free_io_of_one_thread_ends_when_a_second_thread_arrives() {
+    const ROUNDS: usize = 4000;
+    const LEN: usize = 100;
+    let a = addr(7109);
+    run_pair(
+        "lock_free_io_of_one_thread_ends_when_a_second_thread_arrives",
+        cut_through,
+        || {
+            app("lf-server");
+            let l = listen_on(a, TCP, false);
+            let s = accept(l);
+            let mut buf = [0u8; 4096];
+            let mut left = ROUNDS * LEN;
+            while left > 0 {
+                let n = read_some(s, &mut buf[..left.min(4096)]);
+                assert!(n > 0, "read: {n}");
+                write_all(s, &buf[..n as usize]);
+                left -= n as usize;
+            }
+            vls_close(s);
+        },
+        || {
+            app("lf-client");
+            let c = connect_to(a, TCP);
+            let mut flags = libc::O_NONBLOCK as u32;
+            let mut len = 4u32;
+            // SAFETY: 4-byte buffer.
+            let rv =
+                unsafe { vls_attr(c, ffi::VPPCOM_ATTR_SET_FLAGS, (&mut flags as *mut u32).cast(), &mut len) };
+            assert_eq!(rv, 0);
+            assert!(vls().lock_free_io(), "one thread so far: lock-free I/O");
+            let echo = |round: usize| {
+                let msg = pattern(LEN, round as u64);
+                write_all(c, &msg);
+                let mut got = vec![0u8; LEN];
+                let mut have = 0;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while have < LEN {
+                    let n = read_some(c, &mut got[have..]);
+                    if n == EAGAIN as isize {
+                        assert!(Instant::now() < deadline, "echo {round} stalled");
+                        continue;
+                    }
+                    assert!(n > 0, "read: {n}");
+                    have += n as usize;
+                }
+                assert_eq!(got, msg, "echo {round} corrupted");
+            };
+            for round in 0..ROUNDS / 2 {
+                echo(round);
+            }
+            let second = thread::spawn(|| {
+                for _ in 0..200 {
+                    let h = vls_create(TCP, 1);
+                    assert!(h >= 0, "create: {h}");
+                    assert_eq!(vls_close(h), 0);
+                }
+            });
+            for round in ROUNDS / 2..ROUNDS {
+                echo(round);
+            }
+            second.join().unwrap();
+            assert!(!vls().lock_free_io(), "a second thread switched the locks on");
+            vls_close(c);
+        },
+    );
+}
+
 /// One thread blocks reading a session; another closes it: the reader
 /// wakes with an error, nothing deadlocks, and a thread that exits leaves
 /// the rest of the app working.

@@ -187,6 +187,9 @@ impl<V: Vcl> Vls<V> {
         // when a second one comes).
         self.fresh_locks();
         self.needs_locks.store(false, Ordering::Release);
+        if !self.mt_workers.load(Ordering::Acquire) {
+            self.solo.start();
+        }
         let replaced = self.pool.replace_sessions_held_by_lost_threads();
         // The parent's children are not this process's.
         let _ = fork::PENDING_EXITS.take();

@@ -18,6 +18,10 @@
 //! Guards release everything on every return path. Failures are `VPPCOM_E*`
 //! codes, never panics; an unknown or closed handle is `EBADFD`.
 //!
+//! Exception: while only one thread has used VLS (modes 1 and 3), a
+//! non-blocking read or write skips steps 2 and 3 (`solo`: no lock, a
+//! handshake with the second thread when it arrives).
+//!
 //! Around `fork` (and for sessions shared between the processes that
 //! results in), see [`fork`] (shared state, SIGCHLD) and `fork_hooks`
 //! (what VLS does in parent and child, close and exit of shared sessions,
@@ -32,6 +36,7 @@ pub mod locks;
 pub mod migrate;
 pub mod pool;
 mod session_lock;
+pub mod solo;
 #[cfg(test)]
 mod tests;
 
@@ -49,6 +54,16 @@ const EBADFD: i32 = -libc::EBADFD;
 const EINVAL: i32 = -libc::EINVAL;
 /// `wait_for_time` with which LDP asks only for already-known events.
 const DRAIN_ONLY: i32 = -2;
+
+/// Traces an error an operation on `vlsh` returns (out of the hot path).
+/// Never unwinds (it runs where nothing else can panic).
+#[cold]
+#[inline(never)]
+fn log_error(vlsh: Vlsh, op: OpKind, rv: i32) {
+    let _ = std::panic::catch_unwind(|| {
+        tracing::debug!(vlsh, ?op, rv = %VppcomError::from_raw(rv), "error returned");
+    });
+}
 
 /// How VLS maps application threads to VCL workers.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -73,6 +88,8 @@ pub struct Vls<V: Vcl> {
     n_threads: AtomicU32,
     /// Set once a second thread shows up (mode 3 locking from then on).
     needs_locks: AtomicBool,
+    /// Until then, the one thread's non-blocking I/O takes no lock at all.
+    solo: solo::Solo,
     /// `multi-thread-workers`, read at app creation.
     mt_workers: AtomicBool,
     /// The VCL worker of the thread that created the app.
@@ -199,6 +216,7 @@ impl<V: Vcl> Vls<V> {
             locks: std::sync::atomic::AtomicPtr::new(Box::into_raw(Box::default())),
             n_threads: AtomicU32::new(0),
             needs_locks: AtomicBool::new(false),
+            solo: solo::Solo::default(),
             mt_workers: AtomicBool::new(false),
             process_wrk: AtomicU32::new(INVALID),
             app_created: AtomicBool::new(false),
@@ -245,6 +263,12 @@ impl<V: Vcl> Vls<V> {
         self.locks.store(Box::into_raw(Box::default()), Ordering::Release);
     }
 
+    /// The single thread's non-blocking reads and writes take no lock (one
+    /// thread only has used VLS so far; see [`solo`]).
+    pub fn lock_free_io(&self) -> bool {
+        self.solo.is_active()
+    }
+
     /// Threads currently registered.
     pub fn n_threads(&self) -> u32 {
         self.n_threads.load(Ordering::Acquire)
@@ -281,9 +305,14 @@ impl<V: Vcl> Vls<V> {
         if rv != 0 {
             return rv;
         }
-        self.app_created.store(true, Ordering::Release);
         let mt = self.vcl.mt_workers();
         self.mt_workers.store(mt, Ordering::Release);
+        if !mt {
+            // Before other threads can see the app (and end the solo
+            // period).
+            self.solo.start();
+        }
+        self.app_created.store(true, Ordering::Release);
         self.process_wrk.store(self.vcl.worker_index(), Ordering::Release);
         self.n_threads.store(1, Ordering::Release);
         self.vcl.install_wait_hooks(self);
@@ -319,6 +348,8 @@ impl<V: Vcl> Vls<V> {
     pub fn register_thread(&'static self) {
         let n = self.n_threads.fetch_add(1, Ordering::AcqRel) + 1;
         self.needs_locks.store(true, Ordering::Release);
+        // The first thread may be inside an unlocked call: wait for it.
+        self.solo.end();
         if self.mt_workers.load(Ordering::Acquire) {
             let rv = self.vcl.worker_register();
             if rv != 0 {
@@ -376,6 +407,7 @@ impl<V: Vcl> Vls<V> {
     /// Runs at thread exit: the thread's locks are released by their own
     /// thread-local destructor; here the thread is unregistered.
     fn thread_exited(&'static self) {
+        self.solo.thread_exits();
         let left = self.n_threads.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
         if self.vcl.worker_index() == INVALID {
             return;
@@ -602,8 +634,69 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// Runs `f` on the VCL handle of `vlsh` with the session and the
-    /// worker-level locks for `op` held.
+    /// worker-level locks for `op` held — or, for a non-blocking read or
+    /// write while one thread only uses VLS, with no lock at all (see
+    /// [`solo`]).
+    #[inline(always)]
     fn with_session(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
+        let f = match op {
+            OpKind::Read | OpKind::Write => match self.lock_free(vlsh, op, f) {
+                Ok(rv) => return rv,
+                Err(f) => f,
+            },
+            _ => f,
+        };
+        self.with_session_locked(vlsh, op, f)
+    }
+
+    /// Runs `f` (a read or write) on the VCL handle of `vlsh` without any
+    /// lock if the calling thread is the only one that has used VLS and the
+    /// session is non-blocking (see [`solo`]); else gives `f` back. Cannot
+    /// panic.
+    #[inline(always)]
+    fn lock_free<F: FnOnce(Sh) -> i32>(&self, vlsh: Vlsh, op: OpKind, f: F) -> Result<i32, F> {
+        let Some(_call) = self.solo.enter() else { return Err(f) };
+        let Some(session) = self.pool.get(vlsh) else { return Err(f) };
+        if !session.nonblocking_hint.load(Ordering::Relaxed) {
+            return Err(f);
+        }
+        if session.is_closed() {
+            return Ok(EBADFD);
+        }
+        let rv = f(session.sh());
+        if rv < 0 && rv != -libc::EAGAIN {
+            log_error(vlsh, op, rv);
+        }
+        Ok(rv)
+    }
+
+    /// `vls_read` if it can be done without locks: the calling thread is
+    /// the only one that has used VLS and the session is non-blocking (see
+    /// [`solo`]); `None` otherwise (use [`Self::read`]). Cannot panic.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` writable bytes.
+    #[inline(always)]
+    pub unsafe fn read_lock_free(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> Option<i32> {
+        // SAFETY: forwarded contract.
+        self.lock_free(vlsh, OpKind::Read, |sh| unsafe { self.vcl.read(sh, buf, n) }).ok()
+    }
+
+    /// `vls_write` if it can be done without locks (as
+    /// [`Self::read_lock_free`]); `None` otherwise (use [`Self::write`]).
+    /// Cannot panic.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` readable bytes.
+    #[inline(always)]
+    pub unsafe fn write_lock_free(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> Option<i32> {
+        // SAFETY: forwarded contract.
+        self.lock_free(vlsh, OpKind::Write, |sh| unsafe { self.vcl.write(sh, buf, n) }).ok()
+    }
+
+    /// [`Self::with_session`] with the locks.
+    #[inline(never)]
+    fn with_session_locked(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
         self.detect_thread();
         let Some(session) = self.pool.get(vlsh) else { return EBADFD };
         // Per-thread workers: the calling thread's worker, where the session
@@ -648,7 +741,7 @@ impl<V: Vcl> Vls<V> {
         // EAGAIN is an answer, not an error (and the hot path of
         // non-blocking I/O): not logged.
         if rv < 0 && rv != -libc::EAGAIN {
-            tracing::debug!(vlsh, ?op, rv = %VppcomError::from_raw(rv), "error returned");
+            log_error(vlsh, op, rv);
         }
         rv
     }

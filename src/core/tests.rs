@@ -120,6 +120,45 @@ fn second_thread_switches_to_shared_worker_mode_and_exit_is_counted() {
 }
 
 #[test]
+fn a_second_thread_waits_for_the_first_threads_lock_free_io() {
+    // The first thread reads a non-blocking session without locks; a
+    // second thread arrives and creates and closes sessions (pool changes)
+    // at once. The double flags a pool change during a read in progress.
+    // (Each round on a thread of its own: the double keeps a few apps per
+    // thread only.)
+    for round in 0..20u64 {
+        thread::spawn(move || {
+            let v = app(false);
+            let (_l, c, _s) = pair(v, true);
+            assert!(v.lock_free_io(), "one thread, membarrier available: lock-free I/O");
+            let arrived = Arc::new(AtomicBool::new(false));
+            let a = arrived.clone();
+            let second = thread::spawn(move || {
+                thread::sleep(Duration::from_micros(100 + 37 * round));
+                for _ in 0..5 {
+                    let h = v.create(0, true);
+                    a.store(true, Ordering::Release);
+                    assert_eq!(v.close(h), 0);
+                }
+            });
+            let mut buf = [0u8; 4];
+            let mut after = 0;
+            while after < 50 {
+                assert_eq!(read(v, c, &mut buf), -libc::EAGAIN);
+                if arrived.load(Ordering::Acquire) {
+                    after += 1;
+                }
+            }
+            second.join().unwrap();
+            assert!(!v.lock_free_io(), "a second thread ends lock-free I/O");
+            assert_eq!(v.vcl().violations(), 0, "round {round}: a pool change overlapped a lock-free read");
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+#[test]
 fn per_thread_workers_register_a_worker_each() {
     let v = app(true);
     let main_wrk = v.vcl().worker_index();

@@ -1,0 +1,249 @@
+//! Lock-free calls while a single thread uses VLS.
+//!
+//! As long as one thread only has called VLS (mode 3 before a second thread
+//! shows up, or a forked child), nothing can race its calls, and the hot
+//! path — a non-blocking read or write — needs no lock at all. The hard part
+//! is the moment a second thread arrives: it must not start using locks
+//! while the first thread is still inside an unlocked call (a close of that
+//! session would free what VCL is working on).
+//!
+//! The hand-over is an asymmetric Dekker handshake:
+//!
+//! - the solo thread, per call: `busy = true`; compiler fence; check
+//!   `active`; … the call …; `busy = false`. No atomic read-modify-write
+//!   and no hardware fence: a few plain moves.
+//! - the arriving thread, once: `active = false`; `membarrier()` (every
+//!   running thread of the process executes a full memory barrier); wait
+//!   until `busy` is false.
+//!
+//! After the `membarrier`, either the solo thread's `busy = true` is
+//! visible to the arriving thread (which then waits for the call to end), or
+//! the solo thread's check comes after the barrier and sees
+//! `active == false` (and takes the locked path). Without a working
+//! `membarrier` (old kernels, seccomp) the solo path is never used.
+//!
+//! Only calls that cannot wait in VCL take this path (non-blocking reads and
+//! writes): the arriving thread waits for the call to finish, and a call
+//! blocked waiting for data the arriving thread is about to send would never
+//! finish.
+//!
+//! Invariants:
+//! - `active` is only true between [`Solo::start`] and [`Solo::end`], and
+//!   only the solo thread may enter while it is.
+//! - `busy` is written only by the solo thread (true only inside a
+//!   [`SoloCall`]), so a `SoloCall` never overlaps another one.
+
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicUsize, Ordering};
+
+/// `membarrier(2)` commands (linux/membarrier.h).
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// Keeps `busy` (written by the solo thread on every call) away from what
+/// other threads read on their own hot paths.
+#[repr(align(128))]
+struct Padded(AtomicBool);
+
+/// The single-thread fast path's state (see the module docs).
+pub struct Solo {
+    /// The fast path may be used (by `thread` only).
+    active: AtomicBool,
+    /// The solo thread (its [`this_thread`]); 0 once the period ended (so
+    /// `enter` needs one check to refuse).
+    thread: AtomicUsize,
+    /// The solo thread is inside an unlocked call.
+    busy: Padded,
+}
+
+impl Default for Solo {
+    fn default() -> Self {
+        Solo {
+            active: AtomicBool::new(false),
+            thread: AtomicUsize::new(0),
+            busy: Padded(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// The solo thread inside an unlocked call; ends it on drop.
+#[must_use]
+pub struct SoloCall<'a> {
+    busy: &'a AtomicBool,
+}
+
+impl Drop for SoloCall<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.busy.store(false, Ordering::Release);
+    }
+}
+
+/// An identity of the calling thread, unique among live threads: the
+/// thread pointer (what `pthread_self` returns; read directly on x86-64,
+/// where the ABI keeps it at `%fs:0`, to save a call on the hot path).
+#[inline(always)]
+fn this_thread() -> usize {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        let tp: usize;
+        // SAFETY: on x86-64 Linux `%fs:0` always holds the thread control
+        // block's address (the TLS ABI requires it); reading it has no
+        // side effects.
+        unsafe {
+            std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags, pure));
+        }
+        tp
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    // SAFETY: no preconditions.
+    unsafe {
+        libc::pthread_self() as usize
+    }
+}
+
+/// Runs `membarrier(cmd)`; true on success.
+fn membarrier(cmd: libc::c_long) -> bool {
+    // SAFETY: plain system call with integer arguments.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_long, 0 as libc::c_long) == 0 }
+}
+
+impl Solo {
+    /// Makes the calling thread the solo thread, if the kernel offers the
+    /// barrier the hand-over needs. Call only while no other thread uses
+    /// VLS (app creation, a forked child).
+    pub fn start(&self) -> bool {
+        // Registration is per address space: done again in a forked child.
+        let ok = !cfg!(loom) && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+        if !ok {
+            tracing::debug!("membarrier unavailable: single-thread calls take the locks");
+        }
+        self.busy.0.store(false, Ordering::Relaxed);
+        self.thread.store(if ok { this_thread() } else { 0 }, Ordering::Relaxed);
+        self.active.store(ok, Ordering::Release);
+        ok
+    }
+
+    /// Enters an unlocked call, if the calling thread is the solo thread
+    /// and no other thread has arrived.
+    #[inline(always)]
+    pub fn enter(&self) -> Option<SoloCall<'_>> {
+        if self.thread.load(Ordering::Relaxed) != this_thread() {
+            return None;
+        }
+        let busy = &self.busy.0;
+        busy.store(true, Ordering::Relaxed);
+        // The store above and the load below stay in this order in the
+        // code; the hardware order is the arriving thread's `membarrier`'s
+        // business.
+        compiler_fence(Ordering::SeqCst);
+        let call = SoloCall { busy };
+        // Acquire: an arriving thread's writes before `end` (it switched
+        // the locks on) are visible if the fast path is refused.
+        self.active.load(Ordering::Acquire).then_some(call)
+    }
+
+    /// Ends the solo period (another thread arrived): from now on every
+    /// call takes the locked path. Returns once the solo thread is outside
+    /// any unlocked call. Called by the arriving thread, after it switched
+    /// the locks on.
+    pub fn end(&self) {
+        if !self.active.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        self.thread.store(0, Ordering::Relaxed);
+        if !membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) {
+            // Cannot happen after a successful registration; waiting on
+            // `busy` is the best left to do.
+            tracing::error!(errno = std::io::Error::last_os_error().raw_os_error(), "membarrier failed");
+        }
+        let mut spins = 0u32;
+        while self.busy.0.load(Ordering::Acquire) {
+            // Unlocked calls never wait in VCL: this is short.
+            if spins < 100 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// The solo thread is exiting: nobody uses the fast path any more (a
+    /// new thread could get the same `pthread_t`).
+    pub fn thread_exits(&self) {
+        if self.thread.load(Ordering::Relaxed) == this_thread() {
+            self.active.store(false, Ordering::Release);
+            self.thread.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The fast path is in use.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn only_the_solo_thread_enters_and_only_until_the_end() {
+        let solo = Arc::new(Solo::default());
+        assert!(solo.enter().is_none(), "not started");
+        assert!(solo.start(), "membarrier is available on the test machines");
+        assert!(solo.enter().is_some());
+        let s = solo.clone();
+        std::thread::spawn(move || assert!(s.enter().is_none(), "another thread entered")).join().unwrap();
+        solo.end();
+        assert!(solo.enter().is_none(), "entered after the end");
+        assert!(!solo.is_active());
+    }
+
+    #[test]
+    fn end_waits_for_the_call_in_progress() {
+        let solo: &'static Solo = Box::leak(Box::default());
+        assert!(solo.start());
+        let inside = Arc::new(AtomicU32::new(0));
+        let call = solo.enter().expect("solo thread enters");
+        inside.store(1, Ordering::SeqCst);
+        let i = inside.clone();
+        let arriving = std::thread::spawn(move || {
+            solo.end();
+            // The call must have ended before `end` returned.
+            i.load(Ordering::SeqCst)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!arriving.is_finished(), "end returned while the call was in progress");
+        inside.store(2, Ordering::SeqCst);
+        drop(call);
+        assert_eq!(arriving.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn thread_identity_is_pthread_self() {
+        // SAFETY: no preconditions.
+        assert_eq!(this_thread(), unsafe { libc::pthread_self() } as usize);
+        let other = std::thread::spawn(this_thread).join().unwrap();
+        assert_ne!(other, this_thread());
+    }
+
+    #[test]
+    fn exit_of_the_solo_thread_ends_the_fast_path() {
+        let solo: &'static Solo = Box::leak(Box::default());
+        std::thread::spawn(move || {
+            assert!(solo.start());
+            solo.thread_exits();
+        })
+        .join()
+        .unwrap();
+        assert!(!solo.is_active());
+        // Another thread's exit does not end it.
+        assert!(solo.start());
+        std::thread::spawn(move || solo.thread_exits()).join().unwrap();
+        assert!(solo.is_active());
+    }
+}
