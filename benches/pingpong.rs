@@ -14,6 +14,9 @@
 //!
 //! Run: `VPP_PREFIX=… VPP_SRC_DIR=… cargo bench --features vpp --bench pingpong`
 //!
+//! `BENCH_VARIANTS` (comma-separated `1`, `2d`, `2s`) and `BENCH_LAYERS`
+//! (`raw`, `c`, `rust`) restrict the runs, e.g. to profile one client.
+//!
 //! Wall time on a small shared machine is noisy (VPP's own thread and the
 //! echo server compete for the cores), so each client thread is pinned to a
 //! CPU of its own, every variant runs `BENCH_REPEAT` times (default 5) in
@@ -381,6 +384,17 @@ fn main() {
             if rep % 2 == 1 {
                 layers.reverse();
             }
+            let wanted =
+                |var: &str, name: &str| std::env::var(var).map_or(true, |v| v.split(',').any(|w| w == name));
+            let variant_name = match (threads, shared) {
+                (1, _) => "1",
+                (_, false) => "2d",
+                (_, true) => "2s",
+            };
+            if !wanted("BENCH_VARIANTS", variant_name) {
+                continue;
+            }
+            layers.retain(|(_, layer)| wanted("BENCH_LAYERS", layer));
             for (l, layer) in layers {
                 if let Some(ns) = run(layer, threads, shared) {
                     samples[v][l].push(ns);
