@@ -134,14 +134,25 @@ static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
 
 #[cfg(not(loom))]
 std::thread_local! {
-    /// The calling thread's reader slot (round-robin by first use).
-    static MY_SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+    /// The calling thread's reader slot (round-robin by first use;
+    /// `usize::MAX` until then). Constant-initialised and without a
+    /// destructor: reading it is a plain thread-local access.
+    static MY_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
 }
 
 /// The calling thread's reader slot.
 #[cfg(not(loom))]
+#[inline]
 fn my_slot() -> usize {
-    MY_SLOT.try_with(|s| *s).unwrap_or(0)
+    MY_SLOT.with(|s| {
+        let slot = s.get();
+        if slot != usize::MAX {
+            return slot;
+        }
+        let slot = NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+        s.set(slot);
+        slot
+    })
 }
 
 #[cfg(loom)]
@@ -197,6 +208,7 @@ impl Default for MtLocks {
 
 impl SpoolLock {
     /// Shared access; waits first for pending writers.
+    #[inline]
     pub fn read(&self) -> SpoolReadGuard<'_> {
         let slot = self.my_slot();
         let mut round = 0u32;
@@ -513,6 +525,17 @@ impl MtLocks {
                 h.spool_write = Some(self.spool.write());
             }
         });
+    }
+
+    /// The session-pool read lock for a read or write that cannot wait in
+    /// VCL (its session is non-blocking, checked with the session locked).
+    /// Held by the caller's guard and not recorded for the wait hooks: VCL
+    /// calls them only around a wait, and such a call never waits. Nothing
+    /// else may be held at the worker level (the lock order is mq, then
+    /// this).
+    #[inline]
+    pub fn nonblocking_io(&self) -> SpoolReadGuard<'_> {
+        self.spool.read()
     }
 
     /// The session-pool lock (for tests).

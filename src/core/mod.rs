@@ -642,11 +642,52 @@ impl<V: Vcl> Vls<V> {
         let f = match op {
             OpKind::Read | OpKind::Write => match self.lock_free(vlsh, op, f) {
                 Ok(rv) => return rv,
-                Err(f) => f,
+                Err(f) => match self.shared_worker_nonblocking_io(vlsh, op, f) {
+                    Ok(rv) => return rv,
+                    Err(f) => f,
+                },
             },
             _ => f,
         };
         self.with_session_locked(vlsh, op, f)
+    }
+
+    /// A non-blocking read or write of a thread registered in mode 3: the
+    /// whole session locked (one call at a time per session), the pool read
+    /// lock, the call — [`Self::with_session_locked`] with its choices
+    /// already made, for the hot path, and without recording the pool lock
+    /// for the wait hooks (a non-blocking call never waits). Gives `f` back
+    /// if it does not apply.
+    #[inline(always)]
+    fn shared_worker_nonblocking_io<F: FnOnce(Sh) -> i32>(
+        &'static self,
+        vlsh: Vlsh,
+        op: OpKind,
+        f: F,
+    ) -> Result<i32, F> {
+        if !self.shares_worker() || self.vcl.worker_index() == INVALID {
+            return Err(f);
+        }
+        let Some(session) = self.pool.get(vlsh) else { return Err(f) };
+        if !session.nonblocking_hint.load(Ordering::Relaxed) {
+            return Err(f);
+        }
+        let locked = session.lock();
+        if session.is_closed() {
+            return Ok(EBADFD);
+        }
+        // Attribute changes hold the session lock: with it held, the hint
+        // is VCL's flag, and VCL will not wait.
+        if !session.nonblocking_hint.load(Ordering::Relaxed) {
+            drop(locked);
+            return Err(f);
+        }
+        let _pool = self.mt_locks().nonblocking_io();
+        let rv = f(session.sh());
+        if rv < 0 && rv != -libc::EAGAIN {
+            log_error(vlsh, op, rv);
+        }
+        Ok(rv)
     }
 
     /// Runs `f` (a read or write) on the VCL handle of `vlsh` without any
