@@ -96,8 +96,10 @@
 //!   themselves in per-thread slots on separate cache lines, so threads on
 //!   different sessions share no written memory). A call takes what its
 //!   kind needs ([`core::locks::OpKind`]): reads and writes that will not
-//!   block take only the pool read lock; epoll, select, poll, listen,
-//!   connect, blocking I/O and *epoll_ctl* take the mq lock too; create,
+//!   block take only the pool read lock (a non-blocking one through a
+//!   direct path: it never waits, so the wait hooks need no record of
+//!   it); epoll, select, poll, listen, connect, blocking I/O and
+//!   *epoll_ctl* take the mq lock too; create,
 //!   accept, close and shutdown take the pool write lock. When VCL is about
 //!   to sleep it calls back (wait hooks): the mq lock (and the write lock of
 //!   a blocking accept) is released for the sleep and retaken after. VCL

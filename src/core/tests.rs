@@ -159,6 +159,36 @@ fn a_second_thread_waits_for_the_first_threads_lock_free_io() {
 }
 
 #[test]
+fn nonblocking_reads_of_a_session_two_threads_share_never_overlap() {
+    // Mode 3, both threads reading one non-blocking session (the direct
+    // path: whole session lock, then the pool read lock). The double flags
+    // two reads of one session in progress at once (each call pauses
+    // inside).
+    let v = app(false);
+    thread::spawn(move || assert!(v.create(0, false) >= 0)).join().unwrap();
+    assert_eq!(v.mode(), Mode::SharedWorker);
+    for _ in 0..4 {
+        let (_l, c, _s) = pair(v, true);
+        let barrier = Arc::new(Barrier::new(2));
+        let ts: Vec<_> = (0..2)
+            .map(|_| {
+                let b = barrier.clone();
+                thread::spawn(move || {
+                    b.wait();
+                    for _ in 0..100 {
+                        assert_eq!(read(v, c, &mut [0u8; 4]), -libc::EAGAIN);
+                    }
+                })
+            })
+            .collect();
+        for t in ts {
+            t.join().unwrap();
+        }
+    }
+    assert_eq!(v.vcl().violations(), 0, "two reads of one session overlapped");
+}
+
+#[test]
 fn per_thread_workers_register_a_worker_each() {
     let v = app(true);
     let main_wrk = v.vcl().worker_index();
