@@ -26,10 +26,18 @@ use crate::vcl::RealVcl;
 const EINVAL: c_int = -libc::EINVAL;
 const EFAULT: c_int = -libc::EFAULT;
 
+static VLS: OnceLock<&'static Vls<RealVcl>> = OnceLock::new();
+
 /// The process's VLS.
 pub fn vls() -> &'static Vls<RealVcl> {
-    static VLS: OnceLock<&'static Vls<RealVcl>> = OnceLock::new();
     VLS.get_or_init(|| Vls::new_static(RealVcl))
+}
+
+/// The process's VLS if it exists already (for paths outside
+/// `catch_unwind`, where making it must not happen).
+#[inline]
+fn vls_if_made() -> Option<&'static Vls<RealVcl>> {
+    VLS.get().copied()
 }
 
 /// Calls per C function, when `VLS_RS_STATS` is set.
@@ -242,7 +250,7 @@ pub unsafe extern "C" fn vls_read(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -
     // The hot path, outside `catch_unwind` (it cannot panic): the only
     // thread reading a non-blocking session.
     // SAFETY: forwarded contract.
-    if let Some(rv) = unsafe { vls().read_lock_free(vlsh, buf, nbytes) } {
+    if let Some(rv) = vls_if_made().and_then(|v| unsafe { v.read_lock_free(vlsh, buf, nbytes) }) {
         return rv as isize;
     }
     read_with_locks(vlsh, buf, nbytes)
@@ -287,7 +295,7 @@ pub unsafe extern "C" fn vls_write(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) 
     }
     // The hot path, outside `catch_unwind` (see `vls_read`).
     // SAFETY: forwarded contract.
-    if let Some(rv) = unsafe { vls().write_lock_free(vlsh, buf, nbytes) } {
+    if let Some(rv) = vls_if_made().and_then(|v| unsafe { v.write_lock_free(vlsh, buf, nbytes) }) {
         return rv;
     }
     write_with_locks(vlsh, buf, nbytes)
