@@ -55,8 +55,19 @@ const EINVAL: i32 = -libc::EINVAL;
 /// `wait_for_time` with which LDP asks only for already-known events.
 const DRAIN_ONLY: i32 = -2;
 
-/// Traces an error an operation on `vlsh` returns (out of the hot path).
-/// Never unwinds (it runs where nothing else can panic).
+/// Returns `rv`, what an operation on `vlsh` returned, tracing it if it is
+/// an error. `EAGAIN` is an answer, not an error (and the hot path of
+/// non-blocking I/O): not traced.
+#[inline(always)]
+fn traced(vlsh: Vlsh, op: OpKind, rv: i32) -> i32 {
+    if rv < 0 && rv != -libc::EAGAIN {
+        log_error(vlsh, op, rv);
+    }
+    rv
+}
+
+/// Traces an error (out of the hot path). Never unwinds (it runs where
+/// nothing else can panic).
 #[cold]
 #[inline(never)]
 fn log_error(vlsh: Vlsh, op: OpKind, rv: i32) {
@@ -683,11 +694,7 @@ impl<V: Vcl> Vls<V> {
             return Err(f);
         }
         let _pool = self.mt_locks().nonblocking_io();
-        let rv = f(session.sh());
-        if rv < 0 && rv != -libc::EAGAIN {
-            log_error(vlsh, op, rv);
-        }
-        Ok(rv)
+        Ok(traced(vlsh, op, f(session.sh())))
     }
 
     /// Runs `f` (a read or write) on the VCL handle of `vlsh` without any
@@ -704,11 +711,7 @@ impl<V: Vcl> Vls<V> {
         if session.is_closed() {
             return Ok(EBADFD);
         }
-        let rv = f(session.sh());
-        if rv < 0 && rv != -libc::EAGAIN {
-            log_error(vlsh, op, rv);
-        }
-        Ok(rv)
+        Ok(traced(vlsh, op, f(session.sh())))
     }
 
     /// `vls_read` if it can be done without locks: the calling thread is
@@ -779,12 +782,7 @@ impl<V: Vcl> Vls<V> {
                 self.run_locked(session, op, own_wrk, f)
             }
         };
-        // EAGAIN is an answer, not an error (and the hot path of
-        // non-blocking I/O): not logged.
-        if rv < 0 && rv != -libc::EAGAIN {
-            log_error(vlsh, op, rv);
-        }
-        rv
+        traced(vlsh, op, rv)
     }
 
     /// Runs `f` on the session's VCL handle (the session is locked by the
