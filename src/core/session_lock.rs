@@ -175,10 +175,14 @@ mod tests {
         let t = std::thread::spawn(move || {
             let _g = l.lock(BOTH);
         });
-        // Long enough for the waiter to give up spinning and sleep.
-        std::thread::sleep(Duration::from_millis(50));
+        // The waiter gives up spinning and announces its sleep.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while l.state.load(Ordering::Relaxed) & SLEEPERS == 0 {
+            assert!(std::time::Instant::now() < deadline, "the waiter never announced its sleep");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
         assert!(!t.is_finished());
-        assert_ne!(l.state.load(Ordering::Relaxed) & SLEEPERS, 0, "the waiter announced its sleep");
         drop(held);
         t.join().unwrap();
         assert_eq!(l.state.load(Ordering::Relaxed), 0);
