@@ -2,8 +2,8 @@
 //!
 //! A read holds `RX`, a write `TX`, everything else (and, while threads
 //! share the worker, a non-blocking read or write) both. Keeping both
-//! halves in one word makes "both" one compare-and-swap and one atomic AND
-//! instead of two of each, and there is no poisoning to check: a panic
+//! halves in one word makes "both" one compare-and-swap and one atomic
+//! subtract instead of two of each, and there is no poisoning to check: a panic
 //! never happens while VLS holds a session lock in a state it could not
 //! continue from (the guard releases on unwind).
 //!
@@ -13,6 +13,11 @@
 //! and wakes every sleeper, and those still blocked set it again before
 //! they sleep. Invariant: while a thread sleeps on the word, the word has
 //! the sleeper bit or is about to change (so its `FUTEX_WAIT` returns).
+//!
+//! A whole-session locker that cannot take both halves at once takes `RX`,
+//! then `TX` (the order every whole-session locker uses), so readers and
+//! writers that keep one half or the other busy cannot starve it by never
+//! leaving both free at the same moment.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -55,7 +60,10 @@ impl SessionLock {
     #[inline]
     pub fn lock(&self, bits: u32) -> SessionLockGuard<'_> {
         debug_assert!(bits != 0 && bits & !BOTH == 0);
-        if self.state.compare_exchange(0, bits, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        let s = self.state.load(Ordering::Relaxed);
+        if s & bits != 0
+            || self.state.compare_exchange(s, s | bits, Ordering::Acquire, Ordering::Relaxed).is_err()
+        {
             self.lock_contended(bits);
         }
         SessionLockGuard { lock: self, bits }
@@ -80,6 +88,15 @@ impl SessionLock {
 
     #[cold]
     fn lock_contended(&self, bits: u32) {
+        for half in [RX, TX] {
+            if bits & half != 0 {
+                self.lock_half(half);
+            }
+        }
+    }
+
+    /// Waits for and takes one half.
+    fn lock_half(&self, bits: u32) {
         let mut spins = 0;
         let mut s = self.state.load(Ordering::Relaxed);
         loop {
