@@ -253,13 +253,18 @@ pub unsafe extern "C" fn vls_read(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -
     if let Some(rv) = vls_if_made().and_then(|v| unsafe { v.read_lock_free(vlsh, buf, nbytes) }) {
         return rv as isize;
     }
-    read_with_locks(vlsh, buf, nbytes)
+    // SAFETY: forwarded contract.
+    unsafe { read_with_locks(vlsh, buf, nbytes) }
 }
 
+/// `vls_read` once the lock-free path declined.
+///
+/// # Safety
+/// As `vls_read`.
 #[inline(never)]
-fn read_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> isize {
-    // SAFETY: `vls_read`'s contract.
-    catch_panic(7, EINVAL as isize, || unsafe { vls().read(vlsh, buf, nbytes) as isize })
+unsafe fn read_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> isize {
+    // SAFETY: forwarded contract.
+    catch_panic(7, EINVAL as isize, || unsafe { vls().read_with_locks(vlsh, buf, nbytes) as isize })
 }
 
 /// `vls_recvfrom`.
@@ -298,13 +303,18 @@ pub unsafe extern "C" fn vls_write(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) 
     if let Some(rv) = vls_if_made().and_then(|v| unsafe { v.write_lock_free(vlsh, buf, nbytes) }) {
         return rv;
     }
-    write_with_locks(vlsh, buf, nbytes)
+    // SAFETY: forwarded contract.
+    unsafe { write_with_locks(vlsh, buf, nbytes) }
 }
 
+/// `vls_write` once the lock-free path declined.
+///
+/// # Safety
+/// As `vls_write`.
 #[inline(never)]
-fn write_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
-    // SAFETY: `vls_write`'s contract.
-    catch_panic(9, EINVAL, || unsafe { vls().write(vlsh, buf, nbytes) })
+unsafe fn write_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
+    // SAFETY: forwarded contract.
+    catch_panic(9, EINVAL, || unsafe { vls().write_with_locks(vlsh, buf, nbytes) })
 }
 
 /// `vls_write_msg`.

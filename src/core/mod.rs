@@ -318,9 +318,10 @@ impl<V: Vcl> Vls<V> {
         }
         let mt = self.vcl.mt_workers();
         self.mt_workers.store(mt, Ordering::Release);
-        if !mt {
+        if !mt && self.exit_key.is_some() {
             // Before other threads can see the app (and end the solo
-            // period).
+            // period). Not without the thread-exit hook: a later thread
+            // could get the exited solo thread's identity.
             self.solo.start();
         }
         self.app_created.store(true, Ordering::Release);
@@ -489,20 +490,6 @@ impl<V: Vcl> Vls<V> {
     /// locks, with per-thread workers the thread's own gate, else none.
     #[inline(always)]
     fn op_locks(&'static self, op: OpKind, sh: Option<Sh>) -> Option<WorkerLocks> {
-        self.op_locks_hinted(op, sh, false)
-    }
-
-    /// [`Self::op_locks`] for a read or write of a session VLS knows to be
-    /// non-blocking (`nonblocking_hint`): ready without asking VCL. (Were
-    /// the hint wrong, VCL would wait, and the wait hooks take the mq lock
-    /// after the wait as for any read or write that looked ready.)
-    #[inline(always)]
-    fn op_locks_hinted(
-        &'static self,
-        op: OpKind,
-        sh: Option<Sh>,
-        nonblocking_hint: bool,
-    ) -> Option<WorkerLocks> {
         if self.mt_workers.load(Ordering::Relaxed) {
             // Always, even while the process has one thread: a second
             // thread may start moving this one's sessions at any moment.
@@ -514,9 +501,6 @@ impl<V: Vcl> Vls<V> {
         let vcl = &self.vcl;
         Some(WorkerLocks::Shared {
             _locks: match (op, sh) {
-                (OpKind::Read | OpKind::Write, Some(_)) if nonblocking_hint => {
-                    self.mt_locks().acquire(op, || true)
-                }
                 (OpKind::Read, Some(sh)) => {
                     // Any answer but "0 bytes" means the read returns at once.
                     self.mt_locks().acquire(op, move || vcl.is_nonblocking(sh) || vcl.read_ready(sh) != 0)
@@ -653,10 +637,21 @@ impl<V: Vcl> Vls<V> {
         let f = match op {
             OpKind::Read | OpKind::Write => match self.lock_free(vlsh, op, f) {
                 Ok(rv) => return rv,
-                Err(f) => match self.shared_worker_nonblocking_io(vlsh, op, f) {
-                    Ok(rv) => return rv,
-                    Err(f) => f,
-                },
+                Err(f) => f,
+            },
+            _ => f,
+        };
+        self.with_session_after_lock_free(vlsh, op, f)
+    }
+
+    /// [`Self::with_session`] once the lock-free path declined (or does not
+    /// apply).
+    #[inline(always)]
+    fn with_session_after_lock_free(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
+        let f = match op {
+            OpKind::Read | OpKind::Write => match self.shared_worker_nonblocking_io(vlsh, op, f) {
+                Ok(rv) => return rv,
+                Err(f) => f,
             },
             _ => f,
         };
@@ -738,6 +733,25 @@ impl<V: Vcl> Vls<V> {
         self.lock_free(vlsh, OpKind::Write, |sh| unsafe { self.vcl.write(sh, buf, n) }).ok()
     }
 
+    /// `vls_read` after [`Self::read_lock_free`] declined (the lock-free
+    /// path is not tried again).
+    ///
+    /// # Safety
+    /// `buf` valid for `n` writable bytes.
+    pub unsafe fn read_with_locks(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session_after_lock_free(vlsh, OpKind::Read, |sh| unsafe { self.vcl.read(sh, buf, n) })
+    }
+
+    /// `vls_write` after [`Self::write_lock_free`] declined.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` readable bytes.
+    pub unsafe fn write_with_locks(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session_after_lock_free(vlsh, OpKind::Write, |sh| unsafe { self.vcl.write(sh, buf, n) })
+    }
+
     /// [`Self::with_session`] with the locks.
     #[inline(never)]
     fn with_session_locked(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
@@ -760,16 +774,12 @@ impl<V: Vcl> Vls<V> {
         } else {
             None
         };
-        // Reads and writes lock their half of the session, except
-        // non-blocking ones while threads share the worker (see
-        // `nonblocking_hint`); everything else locks the whole session.
+        // Reads and writes lock their half of the session (non-blocking ones
+        // of a registered thread took a shorter path above); everything else
+        // locks the whole session.
         let half = match op {
-            OpKind::Read | OpKind::Write
-                if !(self.needs_locks.load(Ordering::Relaxed)
-                    && session.nonblocking_hint.load(Ordering::Relaxed)) =>
-            {
-                Some(if op == OpKind::Read { Half::Rx } else { Half::Tx })
-            }
+            OpKind::Read => Some(Half::Rx),
+            OpKind::Write => Some(Half::Tx),
             _ => None,
         };
         let rv = match half {
@@ -809,7 +819,7 @@ impl<V: Vcl> Vls<V> {
         // at hand (saves `op_locks` a second thread-local lookup).
         let _g = match own_wrk {
             Some(me) => self.gates.get(me).map(|g| WorkerLocks::Own { _gate: g.enter() }),
-            None => self.op_locks_hinted(op, Some(sh), session.nonblocking_hint.load(Ordering::Relaxed)),
+            None => self.op_locks(op, Some(sh)),
         };
         f(sh)
     }
@@ -875,15 +885,12 @@ impl<V: Vcl> Vls<V> {
             0
         } else if self.mt_workers.load(Ordering::Relaxed) && !self.is_here(sh) {
             self.close_on_owner(sh)
-        } else if let Some(rv) = {
-            let _g = self.op_locks(OpKind::SessionPool, Some(sh));
-            self.close_shared(session.shared.load(Ordering::Acquire), sh)
-        } {
-            // Shared with forked relatives: this worker left it.
-            rv
         } else {
             let _g = self.op_locks(OpKind::SessionPool, Some(sh));
-            self.vcl.close(sh)
+            // Shared with forked relatives: this worker leaves it (the last
+            // one closes it); else a plain close.
+            self.close_shared(session.shared.load(Ordering::Acquire), sh)
+                .unwrap_or_else(|| self.vcl.close(sh))
         };
         locked.mark_closed();
         drop(locked);
