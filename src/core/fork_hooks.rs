@@ -29,7 +29,9 @@
 //!   cleans up after that app worker itself, closing what it owned), then
 //!   frees the worker.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::fork::{self, errno, set_errno, SharedTable, Unsubscribed};
@@ -121,9 +123,9 @@ impl<V: Vcl> ForkHooks for Vls<V> {
         }
         self.vcl.flush_mq();
         table.fork_started(me);
-        // Last: the pool's own locks, held across the fork (released first
-        // thing after it, in parent and child).
-        self.pool.hold_across_fork();
+        // Last: VLS's own locks, held across the fork (released first thing
+        // after it, in parent and child).
+        self.hold_locks_across_fork();
         // errno tells the parent's hook whether the fork failed (glibc
         // leaves it alone on success): cleared here, the application's value
         // is restored after a successful fork.
@@ -132,7 +134,7 @@ impl<V: Vcl> ForkHooks for Vls<V> {
     }
 
     fn after_fork_in_parent(&'static self) {
-        SessionPool::release_after_fork();
+        release_locks_after_fork();
         let me = self.vcl.worker_index();
         let Some(table) = self.shared.get() else { return };
         if me == INVALID {
@@ -154,7 +156,36 @@ impl<V: Vcl> ForkHooks for Vls<V> {
     }
 }
 
+/// VLS's own mutexes the forking thread holds across `fork` (so the child
+/// does not inherit one held by a thread it does not have).
+type HeldAcrossFork =
+    (MutexGuard<'static, Teardown>, MutexGuard<'static, ()>, MutexGuard<'static, Vec<Watched>>);
+
+std::thread_local! {
+    static HELD_ACROSS_FORK: RefCell<Option<HeldAcrossFork>> = const { RefCell::new(None) };
+}
+
+/// Releases what [`Vls::hold_locks_across_fork`] took (in parent and child,
+/// first thing after the fork; also after a failed fork).
+fn release_locks_after_fork() {
+    SessionPool::release_after_fork();
+    HELD_ACROSS_FORK.with(|h| drop(h.borrow_mut().take()));
+}
+
 impl<V: Vcl> Vls<V> {
+    /// Takes VLS's own locks for the fork: exit teardown, child cleanup,
+    /// the hand-over watch list (in the order other paths nest them), then
+    /// the session pool's.
+    fn hold_locks_across_fork(&'static self) {
+        let held = (
+            self.worker_teardown.lock().unwrap_or_else(PoisonError::into_inner),
+            self.child_cleanup.lock().unwrap_or_else(PoisonError::into_inner),
+            self.handover_watch.lock().unwrap_or_else(PoisonError::into_inner),
+        );
+        HELD_ACROSS_FORK.with(|h| *h.borrow_mut() = Some(held));
+        self.pool.hold_across_fork();
+    }
+
     /// The shared table, mapped on first use (before the first fork).
     fn shared_table(&self) -> Option<SharedTable> {
         if let Some(t) = self.shared.get() {
@@ -175,7 +206,7 @@ impl<V: Vcl> Vls<V> {
     /// The child half of the fork (see the module docs). Runs on the
     /// child's only thread.
     fn become_forked_child(&'static self) {
-        SessionPool::release_after_fork();
+        release_locks_after_fork();
         let parent = self.vcl.worker_index();
         let Some(table) = self.shared.get().copied() else { return };
         if parent == INVALID {
@@ -187,7 +218,7 @@ impl<V: Vcl> Vls<V> {
         // when a second one comes).
         self.fresh_locks();
         self.needs_locks.store(false, Ordering::Release);
-        if !self.mt_workers.load(Ordering::Acquire) {
+        if !self.mt_workers.load(Ordering::Acquire) && self.exit_key.is_some() {
             self.solo.start();
         }
         let replaced = self.pool.replace_sessions_held_by_lost_threads();
@@ -236,10 +267,13 @@ impl<V: Vcl> Vls<V> {
             }
         }
         // The parent's watch list came along; this worker's tokens differ.
-        let watched: Vec<(super::Vlsh, u32)> = match self.handover_watch.try_lock() {
-            Ok(mut w) => w.drain(..).map(|x| (x.vlsh, x.entry)).collect(),
-            Err(_) => Vec::new(),
-        };
+        let watched: Vec<(super::Vlsh, u32)> = self
+            .handover_watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .map(|x| (x.vlsh, x.entry))
+            .collect();
         self.watching.store(false, Ordering::Release);
         for (vlsh, entry) in watched {
             if let Some(s) = self.pool.get(vlsh) {
@@ -255,9 +289,7 @@ impl<V: Vcl> Vls<V> {
         self.process_wrk.store(me, Ordering::Release);
         self.fork_generation.fetch_add(1, Ordering::AcqRel);
         self.n_threads.store(1, Ordering::Release);
-        if let Ok(mut t) = self.worker_teardown.try_lock() {
-            *t = Teardown::Pending;
-        }
+        *self.worker_teardown.lock().unwrap_or_else(PoisonError::into_inner) = Teardown::Pending;
         table.fork_done(parent);
         tracing::info!(
             parent,
@@ -428,7 +460,7 @@ impl<V: Vcl> Vls<V> {
 
     #[cold]
     fn clean_up_exited_children_now(&'static self) {
-        let _serial = self.child_cleanup.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _serial = self.child_cleanup.lock().unwrap_or_else(PoisonError::into_inner);
         let queued = fork::PENDING_EXITS.take();
         let Some(table) = self.shared.get().copied() else { return };
         let me = self.process_wrk.load(Ordering::Acquire);
@@ -487,15 +519,15 @@ impl<V: Vcl> Vls<V> {
         if token == 0 {
             return;
         }
-        let mut w = self.handover_watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut w = self.handover_watch.lock().unwrap_or_else(PoisonError::into_inner);
         w.push(Watched { vlsh, entry, token });
         self.watching.store(true, Ordering::Release);
     }
 
     /// Reports (parks on their epoll sets) the watched connections that
     /// were handed over to this worker since the last look and have data
-    /// or a pending close; forgets those no longer shared. Cheap when
-    /// nothing is watched.
+    /// or a pending close; forgets those handed over or no longer shared.
+    /// Cheap when nothing is watched.
     #[inline]
     pub(super) fn notice_handovers(&'static self) {
         if self.watching.load(Ordering::Acquire) {
@@ -506,26 +538,27 @@ impl<V: Vcl> Vls<V> {
     #[cold]
     fn notice_handovers_now(&'static self) {
         let _g = self.op_locks(super::OpKind::Xpoll, None);
-        let mut w = self.handover_watch.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        w.retain_mut(|x| {
+        let mut w = self.handover_watch.lock().unwrap_or_else(PoisonError::into_inner);
+        w.retain(|x| {
             let Some(s) = self.pool.get(x.vlsh) else { return false };
             let sh = s.sh();
             if s.is_closed() || s.shared.load(Ordering::Acquire) != x.entry || !self.is_here(sh) {
                 return false;
             }
             let (wrk, index) = sh_parts(sh);
-            let token = self.vcl.handover_token(wrk, index);
-            if token != x.token {
-                x.token = token;
-                self.vcl.claim_events(sh);
-                if self.vcl.read_ready(sh) != 0 {
-                    if may_log() {
-                        tracing::debug!(vlsh = x.vlsh, "connection handed over to this process, readable");
-                    }
-                    self.park(libc::EPOLLIN as u32, x.vlsh as u64);
-                }
+            if self.vcl.handover_token(wrk, index) == x.token {
+                return true;
             }
-            true
+            // Handed over to this worker, which now owns it until it
+            // closes it: claimed once, then no longer watched.
+            self.vcl.claim_events(sh);
+            if self.vcl.read_ready(sh) != 0 {
+                if may_log() {
+                    tracing::debug!(vlsh = x.vlsh, "connection handed over to this process, readable");
+                }
+                self.park(libc::EPOLLIN as u32, x.vlsh as u64);
+            }
+            false
         });
         self.watching.store(!w.is_empty(), Ordering::Release);
     }
