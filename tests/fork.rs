@@ -79,8 +79,9 @@ fn fork_child(limit: u32, f: impl FnOnce()) -> i32 {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork");
     if pid == 0 {
-        CHILDREN.lock().unwrap().clear(); // the parent's, not ours
-                                          // SAFETY: arms SIGALRM (default action: terminate).
+        // The parent's children, not ours.
+        CHILDREN.lock().unwrap().clear();
+        // SAFETY: arms SIGALRM (default action: terminate).
         unsafe { libc::alarm(limit) };
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_ok();
         std::process::exit(if ok { 0 } else { 101 });

@@ -167,8 +167,6 @@ fn net_udp_round_trip_through_stack() {
     );
 }
 
-/// A stream accepted on one thread, read half-way, then moved to another
-/// thread that finishes it.
 /// A read timeout makes VLS run the session non-blocking in VCL; writes,
 /// which have no timeout, must still block until all is written (12 MiB,
 /// three times the FIFO, to a peer that starts reading late).
@@ -200,6 +198,8 @@ fn net_read_timeout_leaves_writes_blocking() {
     );
 }
 
+/// A stream accepted on one thread, read half-way, then moved to another
+/// thread that finishes it.
 #[test]
 fn net_stream_moved_to_another_thread_mid_stream() {
     let a: SocketAddr = "127.0.0.1:7205".parse().unwrap();
