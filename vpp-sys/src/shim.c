@@ -6,7 +6,12 @@
  * - vppinfra pool/hash macros (pool_is_free_index, pool_elts, hash_get);
  * - fields of the global `vcm` that are set once at start-up.
  *
- * Every function is a few lines, has no state of its own and never blocks.
+ * - what VLS does inside VCL that VCL has no call for: moving a session
+ *   between workers, copying a parent's sessions into a forked child,
+ *   listening and handing sessions over between related processes.
+ *
+ * No function has state of its own or blocks (the move takes VCL's
+ * workers_lock for a memcpy).
  */
 #include <vcl/vcl_private.h>
 
@@ -31,6 +36,15 @@ vppsys_worker_is_valid (uint32_t wrk_index)
   return !pool_is_free_index (vcm->workers, wrk_index);
 }
 
+/* Worker wrk_index, or 0 when it is gone. */
+static vcl_worker_t *
+vppsys_worker_get (uint32_t wrk_index)
+{
+  return vppsys_worker_is_valid (wrk_index) ?
+	   pool_elt_at_index (vcm->workers, wrk_index) :
+	   0;
+}
+
 uint32_t
 vppsys_n_workers (void)
 {
@@ -41,11 +55,9 @@ vppsys_n_workers (void)
 vcl_session_t *
 vppsys_session_get (uint32_t wrk_index, uint32_t session_index)
 {
-  vcl_worker_t *wrk;
-  if (!vppsys_worker_is_valid (wrk_index))
-    return 0;
-  wrk = pool_elt_at_index (vcm->workers, wrk_index);
-  if (!wrk->sessions || pool_is_free_index (wrk->sessions, session_index))
+  vcl_worker_t *wrk = vppsys_worker_get (wrk_index);
+  if (!wrk || !wrk->sessions ||
+      pool_is_free_index (wrk->sessions, session_index))
     return 0;
   return pool_elt_at_index (wrk->sessions, session_index);
 }
@@ -203,18 +215,18 @@ vppsys_session_move_out (uint32_t wrk_index, uint32_t session_index,
   if (!vcm || !vcm->workers)
     return VPPSYS_MOVE_NO_WORKER;
   clib_spinlock_lock (&vcm->workers_lock);
-  if (!vppsys_worker_is_valid (wrk_index))
+  wrk = vppsys_worker_get (wrk_index);
+  if (!wrk)
     {
       rv = VPPSYS_MOVE_NO_WORKER;
       goto done;
     }
-  wrk = pool_elt_at_index (vcm->workers, wrk_index);
-  if (!wrk->sessions || pool_is_free_index (wrk->sessions, session_index))
+  s = vppsys_session_get (wrk_index, session_index);
+  if (!s)
     {
       rv = VPPSYS_MOVE_NO_SESSION;
       goto done;
     }
-  s = pool_elt_at_index (wrk->sessions, session_index);
   if (!vppsys_session_is_movable (s))
     {
       rv = VPPSYS_MOVE_NOT_MOVABLE;
@@ -233,14 +245,12 @@ done:
 int
 vppsys_session_move_in (const vcl_session_t *in)
 {
-  uint32_t wrk_index = vppsys_worker_index ();
-  vcl_worker_t *wrk;
+  vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
   vcl_session_t *s;
   uint32_t session_index;
 
-  if (!vppsys_worker_is_valid (wrk_index))
+  if (!wrk)
     return VPPSYS_MOVE_NO_WORKER;
-  wrk = pool_elt_at_index (vcm->workers, wrk_index);
   s = vcl_session_alloc (wrk);
   session_index = s->session_index;
   clib_memcpy (s, in, sizeof (*s));
@@ -272,15 +282,12 @@ vppsys_session_discard (vcl_session_t *copy)
 int
 vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
 {
-  vcl_worker_t *wrk, *parent;
+  vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
+  vcl_worker_t *parent = vppsys_worker_get (parent_wrk_index);
   vcl_session_t *s;
-  uint32_t wrk_index = vppsys_worker_index ();
 
-  if (!vppsys_worker_is_valid (wrk_index) ||
-      !vppsys_worker_is_valid (parent_wrk_index))
+  if (!wrk || !parent)
     return -1;
-  wrk = pool_elt_at_index (vcm->workers, wrk_index);
-  parent = pool_elt_at_index (vcm->workers, parent_wrk_index);
   pool_free (wrk->sessions);
   hash_free (wrk->session_index_by_vpp_handles);
   wrk->sessions = pool_dup (parent->sessions);
@@ -362,7 +369,7 @@ vppsys_listener_stop_on (uint32_t wrk_index, uint32_t session_index)
   if (!s || s->session_state != VCL_STATE_LISTEN ||
       (s->flags & VCL_SESSION_F_LISTEN_NO_MQ))
     return 0;
-  vcl_send_session_unlisten (pool_elt_at_index (vcm->workers, wrk_index), s);
+  vcl_send_session_unlisten (vppsys_worker_get (wrk_index), s);
   s->flags |= VCL_SESSION_F_LISTEN_NO_MQ;
   return 1;
 }
@@ -413,7 +420,7 @@ vppsys_session_close (uint32_t sh)
 int
 vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
 {
-  vcl_worker_t *wrk;
+  vcl_worker_t *wrk, *new_owner;
   vcl_session_t *s = vppsys_current_session (sh);
   int listening_here;
 
@@ -434,13 +441,12 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
       svm_fifo_del_subscriber (s->rx_fifo, wrk->vpp_wrk_index);
       svm_fifo_del_subscriber (s->tx_fifo, wrk->vpp_wrk_index);
     }
-  if (notify_vpp && new_owner_wrk != (uint32_t) ~0 && s->vpp_evt_q &&
-      s->session_state != VCL_STATE_LISTEN &&
-      vppsys_worker_is_valid (new_owner_wrk))
+  new_owner = vppsys_worker_get (new_owner_wrk);
+  if (notify_vpp && new_owner && s->vpp_evt_q &&
+      s->session_state != VCL_STATE_LISTEN)
     /* VPP asks the new owner to take the session; that worker completes the
      * hand-over the next time it handles its queue (epoll_wait, select). */
-    vcl_send_session_worker_update (
-      wrk, s, pool_elt_at_index (vcm->workers, new_owner_wrk)->vpp_wrk_index);
+    vcl_send_session_worker_update (wrk, s, new_owner->vpp_wrk_index);
   return vcl_session_cleanup (wrk, s, sh, notify_vpp && listening_here);
 }
 
@@ -448,10 +454,9 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
 void
 vppsys_worker_cleanup_dead (uint32_t wrk_index)
 {
-  if (!vppsys_worker_is_valid (wrk_index))
-    return;
-  vcl_worker_cleanup (pool_elt_at_index (vcm->workers, wrk_index),
-		      vcm->cfg.vpp_app_socket_api ? 0 : 1);
+  vcl_worker_t *wrk = vppsys_worker_get (wrk_index);
+  if (wrk)
+    vcl_worker_cleanup (wrk, vcm->cfg.vpp_app_socket_api ? 0 : 1);
 }
 
 /* The rx FIFO of session_index on worker wrk_index as that worker sees it
