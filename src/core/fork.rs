@@ -322,6 +322,16 @@ impl<'a> EntryGuard<'a> {
         }
     }
 
+    /// [`Self::unsubscribe`], freeing the entry if `w` was the last holder;
+    /// unlocks it.
+    pub fn leave(self, w: u32) -> Unsubscribed {
+        let what = self.unsubscribe(w);
+        if what == Unsubscribed::Last {
+            self.free();
+        }
+        what
+    }
+
     /// Workers holding a copy.
     pub fn n_subscribers(&self) -> u32 {
         self.e.subscribers.count()

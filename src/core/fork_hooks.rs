@@ -321,11 +321,7 @@ impl<V: Vcl> Vls<V> {
             if g.session_index() != index {
                 return None;
             }
-            let what = g.unsubscribe(me);
-            if what == Unsubscribed::Last {
-                g.free();
-            }
-            what
+            g.leave(me)
         };
         let handover = match what {
             Unsubscribed::NewOwner(to) => {
@@ -487,12 +483,7 @@ impl<V: Vcl> Vls<V> {
             for entry in table.subscribed_by(wrk) {
                 let Some(g) = table.lock(entry) else { continue };
                 let index = g.session_index();
-                let what = g.unsubscribe(wrk);
-                if what == Unsubscribed::Last {
-                    g.free();
-                } else {
-                    drop(g);
-                }
+                let what = g.leave(wrk);
                 if what != Unsubscribed::NotSubscribed {
                     // Memory only: VPP cleans up after the dead worker
                     // (its listeners, the sessions it owned) by itself.
