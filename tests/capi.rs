@@ -324,13 +324,8 @@ fn mode3_four_threads_share_a_listener_and_its_sessions() {
                         for _ in 0..CONNS_PER_THREAD {
                             let s = accept(l);
                             assert!(s >= 0, "accept {s}");
-                            let mut buf = vec![0u8; MSG];
-                            read_exact(s, &mut buf);
-                            write_all(s, &buf);
+                            echo_once(s);
                             served.fetch_add(1, Ordering::SeqCst);
-                            let mut b = [0u8; 1];
-                            assert_eq!(read_some(s, &mut b), 0, "client closes");
-                            assert_eq!(vls_close(s), 0);
                         }
                     })
                 })
@@ -344,19 +339,7 @@ fn mode3_four_threads_share_a_listener_and_its_sessions() {
         || {
             app("mt-client");
             let ts: Vec<_> = (0..THREADS)
-                .map(|t| {
-                    thread::spawn(move || {
-                        for i in 0..CONNS_PER_THREAD {
-                            let c = connect_to(a, TCP);
-                            let data = pattern(MSG, (t * 100 + i) as u64);
-                            write_all(c, &data);
-                            let mut back = vec![0u8; MSG];
-                            read_exact(c, &mut back);
-                            assert!(back == data, "echo differs");
-                            assert_eq!(vls_close(c), 0);
-                        }
-                    })
-                })
+                .map(|t| thread::spawn(move || echo_conns(a, CONNS_PER_THREAD, t * 100)))
                 .collect();
             for t in ts {
                 t.join().expect("client thread");
@@ -798,9 +781,14 @@ fn mt_server(_: &vls::harness::VppInstance) -> (vls::harness::VclConf, vls::harn
 /// it echoed.
 fn echo_client(a: SocketAddr, n: usize) {
     app("mode2-client");
+    echo_conns(a, n, 0);
+}
+
+/// `n` connections, one echo each (data seeded from `seed`).
+fn echo_conns(a: SocketAddr, n: usize, seed: usize) {
     for i in 0..n {
         let c = connect_to(a, TCP);
-        let data = pattern(MSG, i as u64);
+        let data = pattern(MSG, (seed + i) as u64);
         write_all(c, &data);
         let mut back = vec![0u8; MSG];
         read_exact(c, &mut back);
