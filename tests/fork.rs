@@ -150,6 +150,15 @@ fn epoll_wait_until(ep: i32, limit: Duration, mut done: impl FnMut() -> bool) ->
     false
 }
 
+/// Waits (on an epoll set of its own, as an application that polls) until
+/// every exited child's worker has been cleaned up; true if so in `limit`.
+fn children_cleaned_up(limit: Duration) -> bool {
+    let ep = vls_epoll_create();
+    let done = epoll_wait_until(ep, limit, || vls().forked_children().is_empty());
+    assert_eq!(vls_close(ep), 0);
+    done
+}
+
 fn add_to_epoll(ep: i32, h: i32) {
     let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: h as u64 };
     // SAFETY: `ev` is valid.
@@ -343,9 +352,8 @@ fn fork_two_children_serve_a_shared_listener_and_exit_first() {
                 assert_ne!(*w, parent_wrk);
             }
             assert_eq!(vls().sharers(l), 3, "parent and two children hold the listener");
-            let ep = vls_epoll_create();
             assert!(
-                epoll_wait_until(ep, Duration::from_secs(20), || vls().forked_children().is_empty()),
+                children_cleaned_up(Duration::from_secs(20)),
                 "the children's workers were not cleaned up: {:?}",
                 vls().forked_children()
             );
@@ -589,8 +597,7 @@ fn removing_a_listener_from_epoll_does_not_stop_it() {
             for pid in [sleeper, other] {
                 assert_eq!(wait_child(pid, Duration::from_secs(20)), 0, "child {pid} failed");
             }
-            let ep = vls_epoll_create();
-            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls().forked_children().is_empty()));
+            assert!(children_cleaned_up(Duration::from_secs(5)));
             assert_eq!(vls().shared_sessions(), 0, "the last child closed the listener");
             assert_eq!(vls_close(ready_l), 0);
         },
@@ -670,8 +677,7 @@ fn connection_accepted_in_the_parent_is_served_by_the_child_after_the_parent_clo
             assert_eq!(vls_close(s), 0, "the parent drops its copy");
             let ready_l = announce_ready(a);
             assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
-            let ep = vls_epoll_create();
-            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls().forked_children().is_empty()));
+            assert!(children_cleaned_up(Duration::from_secs(5)));
             assert_eq!(vls_close(l), 0);
             assert_eq!(vls_close(ready_l), 0);
         },
@@ -730,8 +736,7 @@ fn fork_while_another_thread_is_blocked_in_a_read() {
             let ready_l = announce_ready(a);
             assert_eq!(&reader.join().unwrap(), b"wake", "the parent's reader got its data");
             assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
-            let ep = vls_epoll_create();
-            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls().forked_children().is_empty()));
+            assert!(children_cleaned_up(Duration::from_secs(5)));
             assert_eq!(vls_close(x), 0);
             assert_eq!(vls_close(l), 0);
             assert_eq!(vls_close(ready_l), 0);
