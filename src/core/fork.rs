@@ -445,7 +445,7 @@ pub fn set_signal_table(table: &SharedTable) {
 
 /// What the SIGCHLD handler does for VLS: queue the worker of `pid` (or, if
 /// the pid is unknown, note that a child exited). Async-signal-safe.
-pub fn child_exited(pid: i32) {
+pub(crate) fn child_exited(pid: i32) {
     let p = SIGNAL_TABLE.load(Ordering::Acquire);
     if p.is_null() {
         return;
@@ -558,7 +558,7 @@ fn action_to_chain(current: libc::sigaction) -> Option<libc::sigaction> {
 }
 
 /// Is VLS's SIGCHLD handler the process's current one?
-pub fn is_intercepting() -> bool {
+pub(crate) fn is_intercepting() -> bool {
     // SAFETY: reads the current action into a valid struct.
     unsafe {
         let mut cur: libc::sigaction = std::mem::zeroed();
