@@ -738,6 +738,7 @@ impl<V: Vcl> Vls<V> {
     ///
     /// # Safety
     /// `buf` valid for `n` writable bytes.
+    #[inline(always)]
     pub unsafe fn read_with_locks(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
         // SAFETY: forwarded contract.
         self.with_session_after_lock_free(vlsh, OpKind::Read, |sh| unsafe { self.vcl.read(sh, buf, n) })
@@ -747,6 +748,7 @@ impl<V: Vcl> Vls<V> {
     ///
     /// # Safety
     /// `buf` valid for `n` readable bytes.
+    #[inline(always)]
     pub unsafe fn write_with_locks(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
         // SAFETY: forwarded contract.
         self.with_session_after_lock_free(vlsh, OpKind::Write, |sh| unsafe { self.vcl.write(sh, buf, n) })
