@@ -98,7 +98,10 @@
 //!   kind needs ([`core::locks::OpKind`]): reads and writes that will not
 //!   block take only the pool read lock (a non-blocking one through a
 //!   direct path: it never waits, so the wait hooks need no record of
-//!   it); epoll, select, poll, listen, connect, blocking I/O and
+//!   it), except a non-blocking read that may empty its FIFO: VCL may then
+//!   append the session's re-armed event to the worker's unhandled-events
+//!   vector, which epoll waits walk, so it takes the mq lock too; epoll,
+//!   select, poll, listen, connect, blocking I/O and
 //!   *epoll_ctl* take the mq lock too; create,
 //!   accept, close and shutdown take the pool write lock. When VCL is about
 //!   to sleep it calls back (wait hooks): the mq lock (and the write lock of

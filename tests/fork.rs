@@ -384,6 +384,58 @@ fn fork_two_children_serve_a_shared_listener_and_exit_first() {
     );
 }
 
+/// The mq epoll fd number of (another process's) worker `wrk`, as recorded
+/// in VCL's shared worker record.
+fn victims_mq_epoll_fd(wrk: u32) -> i32 {
+    // SAFETY: the shim returns the worker record or null; the record stays
+    // valid while the worker is (no cleanup runs on this thread meanwhile).
+    let w = unsafe { ffi::vppsys_worker_get(wrk) };
+    assert!(!w.is_null(), "worker {wrk} is not known");
+    // SAFETY: non-null worker record.
+    let fd = unsafe { (*w).mqs_epfd };
+    assert!(fd > 2, "the worker has an mq epoll fd ({fd})");
+    fd
+}
+
+/// A descriptor of this process and the file it refers to.
+struct ParentFile {
+    fd: i32,
+    dev_ino: (u64, u64),
+}
+
+fn dev_ino(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: fstat into a zeroed local.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out pointer.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
+/// Makes `fd` a file of this process (an eventfd put there unless it
+/// already is one of ours).
+fn parent_file_at(fd: i32) -> ParentFile {
+    if dev_ino(fd).is_none() {
+        // SAFETY: plain syscalls; dup2 onto a number that is not open.
+        unsafe {
+            let e = libc::eventfd(0, libc::EFD_CLOEXEC);
+            assert!(e >= 0);
+            assert_eq!(libc::dup2(e, fd), fd);
+            libc::close(e);
+        }
+    }
+    ParentFile { fd, dev_ino: dev_ino(fd).expect("open") }
+}
+
+impl ParentFile {
+    fn assert_still_open(&self) {
+        assert_eq!(
+            dev_ino(self.fd),
+            Some(self.dev_ino),
+            "fd {} of this process was closed (or replaced) by the dead child's cleanup",
+            self.fd
+        );
+    }
+}
+
 /// A child is killed with SIGKILL (no exit path runs in it): the parent's
 /// next `epoll_wait` cleans its worker up, and the other child keeps
 /// serving.
@@ -412,12 +464,17 @@ fn sigkilled_child_is_cleaned_up_by_the_parents_epoll_wait() {
             // VPP v26.06 crashes handling an accept reply that arrives
             // after it deleted the sender's app worker.
             std::thread::sleep(Duration::from_millis(300));
+            // The victim's mq epoll fd is a number of the victim's; here it
+            // is (made) a file of the parent's, which the cleanup of the
+            // victim's worker must leave alone.
+            let own = parent_file_at(victims_mq_epoll_fd(victim_wrk));
             // SAFETY: kills our own child.
             assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
             assert!(
                 epoll_wait_until(ep, Duration::from_secs(10), || !worker_is_valid(victim_wrk)),
                 "the killed child's worker was not cleaned up"
             );
+            own.assert_still_open();
             assert_eq!(vls().forked_children().len(), 1);
             let status = wait_child(victim, Duration::from_secs(5));
             assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);

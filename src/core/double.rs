@@ -10,7 +10,10 @@
 //! - a **conflict checker**: VCL's rules for one worker shared by threads
 //!   (session-pool changes exclusive with everything, message-queue/epoll
 //!   work exclusive with itself and with pool changes; reads/writes on
-//!   sessions may overlap each other) are checked on every call, with a short
+//!   sessions may overlap each other, except that a non-blocking read that
+//!   empties its session's queue touches worker state like epoll work does:
+//!   VCL then appends to the worker's unhandled-events vector if data came
+//!   in meanwhile) are checked on every call, with a short
 //!   pause inside each call to widen race windows. [`Double::violations`]
 //!   counts broken rules; with per-thread workers, so does any use of a
 //!   session from a thread whose worker does not own it;
@@ -88,6 +91,10 @@ enum Kind {
     Pool,
     Xpoll,
     Io,
+    /// The end of a non-blocking read that emptied the session's queue:
+    /// VCL re-arms the session's event there and may append it to the
+    /// worker's unhandled-events vector, which epoll waits walk and reset.
+    Drain,
 }
 
 /// The test double.
@@ -101,6 +108,7 @@ pub struct Double {
     pool_ops: AtomicU32,
     xpoll_ops: AtomicU32,
     io_ops: AtomicU32,
+    drain_ops: AtomicU32,
     violations: AtomicUsize,
     /// How long each call pauses inside (widens race windows).
     pause: Duration,
@@ -149,6 +157,7 @@ impl Double {
             pool_ops: AtomicU32::new(0),
             xpoll_ops: AtomicU32::new(0),
             io_ops: AtomicU32::new(0),
+            drain_ops: AtomicU32::new(0),
             violations: AtomicUsize::new(0),
             pause: Duration::from_micros(20),
             connect_waits_for_accept: AtomicBool::new(false),
@@ -184,6 +193,7 @@ impl Double {
             Kind::Pool => &self.pool_ops,
             Kind::Xpoll => &self.xpoll_ops,
             Kind::Io => &self.io_ops,
+            Kind::Drain => &self.drain_ops,
         }
     }
 
@@ -195,10 +205,12 @@ impl Double {
             let pool = self.pool_ops.load(Ordering::SeqCst);
             let xpoll = self.xpoll_ops.load(Ordering::SeqCst);
             let io = self.io_ops.load(Ordering::SeqCst);
+            let drain = self.drain_ops.load(Ordering::SeqCst);
             let bad = match k {
-                Kind::Pool => mine > 0 || xpoll > 0 || io > 0,
-                Kind::Xpoll => mine > 0 || pool > 0,
+                Kind::Pool => mine > 0 || xpoll > 0 || io > 0 || drain > 0,
+                Kind::Xpoll => mine > 0 || pool > 0 || drain > 0,
                 Kind::Io => pool > 0,
+                Kind::Drain => mine > 0 || pool > 0 || xpoll > 0,
             };
             if bad {
                 if std::env::var_os("DOUBLE_DEBUG").is_some() {
@@ -208,6 +220,7 @@ impl Double {
                             Kind::Pool => "pool",
                             Kind::Xpoll => "xpoll",
                             Kind::Io => "io",
+                            Kind::Drain => "drain",
                         },
                         std::backtrace::Backtrace::force_capture()
                     );
@@ -511,6 +524,12 @@ impl Vcl for Double {
         for i in 0..k {
             // SAFETY: `buf` is valid for `n >= k` bytes.
             unsafe { *(buf as *mut u8).add(i) = s.rx.pop_front().unwrap() };
+        }
+        let emptied = s.rx.is_empty() && nonblocking;
+        drop(st);
+        if emptied {
+            // Where VCL may append to the worker's unhandled events.
+            drop(self.enter(Kind::Drain));
         }
         k as i32
     }

@@ -309,6 +309,14 @@ impl SpoolLock {
     }
 }
 
+/// The worker-level locks of one non-blocking read or write (see
+/// [`MtLocks::nonblocking_io`]); released on drop, pool lock first.
+#[must_use]
+pub struct NonblockingIoGuard<'a> {
+    _spool: SpoolReadGuard<'a>,
+    _mq: Option<MutexGuard<'a, ()>>,
+}
+
 /// The two worker-level locks of one process.
 pub struct MtLocks {
     mq: Mutex<()>,
@@ -533,9 +541,16 @@ impl MtLocks {
     /// calls them only around a wait, and such a call never waits. Nothing
     /// else may be held at the worker level (the lock order is mq, then
     /// this).
+    ///
+    /// `touches_worker`: the call may change worker-level VCL state, which
+    /// a non-blocking read that empties its session's FIFO does (VCL
+    /// re-arms the session's event and may append it to the worker's
+    /// unhandled-events vector, which epoll waits walk and reset). Then the
+    /// mq lock is taken first, as for epoll work.
     #[inline]
-    pub fn nonblocking_io(&self) -> SpoolReadGuard<'_> {
-        self.spool.read()
+    pub fn nonblocking_io(&self, touches_worker: bool) -> NonblockingIoGuard<'_> {
+        let mq = touches_worker.then(|| self.mq.lock().unwrap_or_else(PoisonError::into_inner));
+        NonblockingIoGuard { _spool: self.spool.read(), _mq: mq }
     }
 
     /// The session-pool lock (for tests).

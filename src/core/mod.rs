@@ -502,8 +502,11 @@ impl<V: Vcl> Vls<V> {
         Some(WorkerLocks::Shared {
             _locks: match (op, sh) {
                 (OpKind::Read, Some(sh)) => {
-                    // Any answer but "0 bytes" means the read returns at once.
-                    self.mt_locks().acquire(op, move || vcl.is_nonblocking(sh) || vcl.read_ready(sh) != 0)
+                    // Any answer but "0 bytes" means a blocking read returns
+                    // at once. A non-blocking read may empty the FIFO and
+                    // then touch worker state (see `read_may_empty`): it
+                    // takes the mq lock.
+                    self.mt_locks().acquire(op, move || !vcl.is_nonblocking(sh) && vcl.read_ready(sh) != 0)
                 }
                 (OpKind::Write, Some(sh)) => {
                     self.mt_locks().acquire(op, move || vcl.is_nonblocking(sh) || vcl.write_ready(sh))
@@ -634,6 +637,19 @@ impl<V: Vcl> Vls<V> {
     /// [`solo`]).
     #[inline(always)]
     fn with_session(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
+        self.with_session_io(vlsh, op, usize::MAX, f)
+    }
+
+    /// [`Self::with_session`] for a call that reads at most `read_len`
+    /// bytes (`usize::MAX`: unknown, or not a read).
+    #[inline(always)]
+    fn with_session_io(
+        &'static self,
+        vlsh: Vlsh,
+        op: OpKind,
+        read_len: usize,
+        f: impl FnOnce(Sh) -> i32,
+    ) -> i32 {
         let f = match op {
             OpKind::Read | OpKind::Write => match self.lock_free(vlsh, op, f) {
                 Ok(rv) => return rv,
@@ -641,21 +657,38 @@ impl<V: Vcl> Vls<V> {
             },
             _ => f,
         };
-        self.with_session_after_lock_free(vlsh, op, f)
+        self.with_session_after_lock_free(vlsh, op, read_len, f)
     }
 
-    /// [`Self::with_session`] once the lock-free path declined (or does not
-    /// apply).
+    /// [`Self::with_session_io`] once the lock-free path declined (or does
+    /// not apply).
     #[inline(always)]
-    fn with_session_after_lock_free(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
+    fn with_session_after_lock_free(
+        &'static self,
+        vlsh: Vlsh,
+        op: OpKind,
+        read_len: usize,
+        f: impl FnOnce(Sh) -> i32,
+    ) -> i32 {
         let f = match op {
-            OpKind::Read | OpKind::Write => match self.shared_worker_nonblocking_io(vlsh, op, f) {
+            OpKind::Read | OpKind::Write => match self.shared_worker_nonblocking_io(vlsh, op, read_len, f) {
                 Ok(rv) => return rv,
                 Err(f) => f,
             },
             _ => f,
         };
         self.with_session_locked(vlsh, op, f)
+    }
+
+    /// A non-blocking read of at most `read_len` bytes of `sh` may empty
+    /// its FIFO, after which VCL touches worker state (see
+    /// [`locks::MtLocks::nonblocking_io`]). Data only grows meanwhile (the
+    /// session is locked), so a FIFO holding more than `read_len` bytes
+    /// cannot end empty.
+    #[inline(always)]
+    fn read_may_empty(&self, sh: Sh, read_len: usize) -> bool {
+        let ready = self.vcl.read_ready(sh);
+        !(ready > 0 && ready as usize > read_len)
     }
 
     /// A non-blocking read or write of a thread registered in mode 3: the
@@ -669,6 +702,7 @@ impl<V: Vcl> Vls<V> {
         &'static self,
         vlsh: Vlsh,
         op: OpKind,
+        read_len: usize,
         f: F,
     ) -> Result<i32, F> {
         if !self.shares_worker() || self.vcl.worker_index() == INVALID {
@@ -688,8 +722,10 @@ impl<V: Vcl> Vls<V> {
             drop(locked);
             return Err(f);
         }
-        let _pool = self.mt_locks().nonblocking_io();
-        Ok(traced(vlsh, op, f(session.sh())))
+        let sh = session.sh();
+        let touches_worker = op == OpKind::Read && self.read_may_empty(sh, read_len);
+        let _locks = self.mt_locks().nonblocking_io(touches_worker);
+        Ok(traced(vlsh, op, f(sh)))
     }
 
     /// Runs `f` (a read or write) on the VCL handle of `vlsh` without any
@@ -741,7 +777,7 @@ impl<V: Vcl> Vls<V> {
     #[inline(always)]
     pub unsafe fn read_with_locks(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
         // SAFETY: forwarded contract.
-        self.with_session_after_lock_free(vlsh, OpKind::Read, |sh| unsafe { self.vcl.read(sh, buf, n) })
+        self.with_session_after_lock_free(vlsh, OpKind::Read, n, |sh| unsafe { self.vcl.read(sh, buf, n) })
     }
 
     /// `vls_write` after [`Self::write_lock_free`] declined.
@@ -751,7 +787,9 @@ impl<V: Vcl> Vls<V> {
     #[inline(always)]
     pub unsafe fn write_with_locks(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
         // SAFETY: forwarded contract.
-        self.with_session_after_lock_free(vlsh, OpKind::Write, |sh| unsafe { self.vcl.write(sh, buf, n) })
+        self.with_session_after_lock_free(vlsh, OpKind::Write, usize::MAX, |sh| unsafe {
+            self.vcl.write(sh, buf, n)
+        })
     }
 
     /// [`Self::with_session`] with the locks.
@@ -1077,7 +1115,7 @@ impl<V: Vcl> Vls<V> {
     /// `buf` valid for `n` writable bytes.
     pub unsafe fn read(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
         // SAFETY: forwarded contract.
-        self.with_session(vlsh, OpKind::Read, |sh| unsafe { self.vcl.read(sh, buf, n) })
+        self.with_session_io(vlsh, OpKind::Read, n, |sh| unsafe { self.vcl.read(sh, buf, n) })
     }
 
     /// `vls_recvfrom`.
@@ -1195,7 +1233,7 @@ impl<V: Vcl> Vls<V> {
         // VCL's epoll chains and level-triggered ring are per worker, shared
         // by every epoll set of the worker: changing them needs the same
         // locks as walking them in epoll_wait.
-        let rv = {
+        {
             let _g = self.op_locks(OpKind::Xpoll, None);
             if op != libc::EPOLL_CTL_DEL {
                 // Removing a listener from a set changes nothing (nginx
@@ -1203,16 +1241,21 @@ impl<V: Vcl> Vls<V> {
                 self.shared_listener_in_use(s.shared.load(Ordering::Acquire), sh);
             }
             // SAFETY: forwarded contract; `ev_ptr` is null or `token_ev`.
-            unsafe { self.vcl.epoll_ctl(ep_sh, op, sh, ev_ptr) }
-        };
-        if rv == 0 {
-            match op {
-                libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => s.membership.join(ep_vlsh, app_data),
-                libc::EPOLL_CTL_DEL => s.membership.leave(ep_vlsh),
-                _ => {}
+            let rv = unsafe { self.vcl.epoll_ctl(ep_sh, op, sh, ev_ptr) };
+            // The membership changes under the same locks: an epoll wait of
+            // another thread must never see the session in VCL's set but
+            // not yet in ours (it would drop the event VCL generates for a
+            // session added with data waiting, and an edge-triggered
+            // session is not reported again).
+            if rv == 0 {
+                match op {
+                    libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => s.membership.join(ep_vlsh, app_data),
+                    libc::EPOLL_CTL_DEL => s.membership.leave(ep_vlsh),
+                    _ => {}
+                }
             }
+            rv
         }
-        rv
     }
 
     /// `vls_epoll_wait`: parked events of this set first, then VCL's,
@@ -1250,7 +1293,9 @@ impl<V: Vcl> Vls<V> {
         let mut n = 0;
         // Tokens of the sessions delivered by this call, to merge duplicates.
         let mut tokens: Vec<u64> = Vec::new();
+        let mut ran = false;
         let rv = self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| {
+            ran = true;
             // A forked child waiting on a set it inherited: the shared
             // listeners in it start listening on this process's worker.
             self.shared_listeners_in_set(ep_vlsh, set);
@@ -1296,6 +1341,14 @@ impl<V: Vcl> Vls<V> {
             }
             kept as i32
         });
+        if !ran {
+            // The set could not be used (closed meanwhile, or it cannot move
+            // to this thread's worker): the events taken stay parked for
+            // whoever waits on it next.
+            for p in parked {
+                demux.park(p);
+            }
+        }
         if rv < 0 {
             return if n > 0 { n as i32 } else { rv };
         }
@@ -1313,17 +1366,17 @@ impl<V: Vcl> Vls<V> {
     fn drain_into_parked(&'static self, ep_vlsh: Vlsh, scratch: &mut [libc::epoll_event]) -> i32 {
         let rv = self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| {
             // SAFETY: `scratch` is valid for its length.
-            unsafe {
+            let rv = unsafe {
                 self.vcl.epoll_wait(ep_sh, scratch.as_mut_ptr(), scratch.len() as i32, DRAIN_ONLY as f64)
+            };
+            // Parked with the locks still held, like `epoll_wait` routes its
+            // events: memberships cannot change in between.
+            for e in &scratch[..rv.max(0) as usize] {
+                self.park(e.events, e.u64);
             }
+            rv
         });
-        if rv < 0 {
-            return rv;
-        }
-        for e in &scratch[..rv as usize] {
-            self.park(e.events, e.u64);
-        }
-        0
+        rv.min(0)
     }
 
     /// Parks an event on the set its session is in (dropped if none).

@@ -189,6 +189,43 @@ fn nonblocking_reads_of_a_session_two_threads_share_never_overlap() {
 }
 
 #[test]
+fn nonblocking_read_that_empties_a_session_never_overlaps_an_epoll_wait() {
+    // Mode 3: a non-blocking read that empties its session's queue may make
+    // VCL append the session's re-armed event to the worker's
+    // unhandled-events vector, which another thread's epoll wait walks and
+    // resets: the event is lost (the session is never reported again) or the
+    // vector reallocated under the walker. Such reads take the mq lock; the
+    // double flags the overlap.
+    let v = app(false);
+    thread::spawn(move || assert!(v.create(0, false) >= 0)).join().unwrap();
+    assert_eq!(v.mode(), Mode::SharedWorker);
+    let ep = v.epoll_create();
+    let (_l2, _c2, watched) = pair(v, false);
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1 };
+    // SAFETY: valid event.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, watched, &mut ev) }, 0);
+    let (_l, c, s) = pair(v, true);
+    let barrier = Arc::new(Barrier::new(2));
+    let b = barrier.clone();
+    let waiter = thread::spawn(move || {
+        b.wait();
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        for _ in 0..300 {
+            // SAFETY: `evs` holds 4 events.
+            assert!(unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 4, 0.0) } >= 0);
+        }
+    });
+    barrier.wait();
+    for _ in 0..300 {
+        assert_eq!(write(v, s, b"ping"), 4);
+        // Reads exactly what is queued: the queue ends empty.
+        assert_eq!(read(v, c, &mut [0u8; 4]), 4);
+    }
+    waiter.join().unwrap();
+    assert_eq!(v.vcl().violations(), 0, "a draining read overlapped an epoll wait");
+}
+
+#[test]
 fn per_thread_workers_register_a_worker_each() {
     let v = app(true);
     let main_wrk = v.vcl().worker_index();
@@ -631,6 +668,38 @@ fn epoll_set_created_in_one_thread_is_waited_on_in_another() {
     .unwrap();
     assert_eq!(n, 1);
     assert_eq!(v.vcl().violations(), 0);
+}
+
+/// Events parked for a set stay parked when a wait on the set fails (here:
+/// a thread of another worker cannot take the non-empty set).
+#[test]
+fn parked_events_survive_a_failed_wait() {
+    let v = app(true);
+    let (ep1, ep2) = (v.epoll_create(), v.epoll_create());
+    let (_l, c, s) = pair(v, false);
+    let mut e = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 9 };
+    // SAFETY: valid event pointer.
+    assert_eq!(unsafe { v.epoll_ctl(ep2, libc::EPOLL_CTL_ADD, s, &mut e) }, 0);
+    assert_eq!(write(v, c, b"x"), 1);
+    let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+    // VCL reports the worker's events to any of its sets: set 2's is parked.
+    // SAFETY: `out` is valid for 4 events.
+    assert_eq!(unsafe { v.epoll_wait(ep1, out.as_mut_ptr(), 4, 0.0) }, 0);
+    let parked = || v.session(ep2).unwrap().demux().unwrap().parked_len();
+    assert_eq!(parked(), 1);
+    let rv = thread::spawn(move || {
+        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: `out` is valid for 4 events.
+        unsafe { v.epoll_wait(ep2, out.as_mut_ptr(), 4, 0.0) }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(rv, EBADFD);
+    assert_eq!(parked(), 1, "the failed wait lost the parked event");
+    // SAFETY: `out` is valid for 4 events.
+    assert_eq!(unsafe { v.epoll_wait(ep2, out.as_mut_ptr(), 4, 0.0) }, 1);
+    assert_eq!({ out[0].u64 }, 9);
+    assert_eq!(parked(), 0);
 }
 
 /// A non-empty epoll set or an open session cannot move: `EBADFD`, and

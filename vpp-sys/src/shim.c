@@ -450,13 +450,17 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
   return vcl_session_cleanup (wrk, s, sh, notify_vpp && listening_here);
 }
 
-/* Frees the worker of a process that is gone. */
+/* Frees the worker of a process that is gone. Its descriptors were that
+ * process's: the same numbers here may be files of this process (VCL's
+ * cleanup closes the worker's mq epoll fd), so they are forgotten first. */
 void
 vppsys_worker_cleanup_dead (uint32_t wrk_index)
 {
   vcl_worker_t *wrk = vppsys_worker_get (wrk_index);
-  if (wrk)
-    vcl_worker_cleanup (wrk, vcm->cfg.vpp_app_socket_api ? 0 : 1);
+  if (!wrk)
+    return;
+  wrk->mqs_epfd = -1;
+  vcl_worker_cleanup (wrk, vcm->cfg.vpp_app_socket_api ? 0 : 1);
 }
 
 /* The rx FIFO of session_index on worker wrk_index as that worker sees it
