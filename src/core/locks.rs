@@ -374,12 +374,21 @@ thread_local! {
 /// Not `Send`: it refers to thread-local state.
 #[must_use]
 pub struct OpLocks {
+    /// The guards themselves when the thread-local record is gone (a call
+    /// made from another thread-local's destructor as the thread ends); VCL
+    /// waits of such a call keep the locks held.
+    unrecorded: Option<Held>,
     _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for OpLocks {
     fn drop(&mut self) {
-        let _ = HELD.try_with(|h| h.borrow_mut().release_all());
+        match self.unrecorded.take() {
+            Some(mut held) => held.release_all(),
+            None => {
+                let _ = HELD.try_with(|h| h.borrow_mut().release_all());
+            }
+        }
     }
 }
 
@@ -402,9 +411,21 @@ impl MtLocks {
     /// ready does not take the mq lock, so threads working on different
     /// ready sessions do not serialise.
     pub fn acquire(&'static self, op: OpKind, ready: impl Fn() -> bool) -> OpLocks {
-        HELD.with(|h| {
+        let mut taken = Held::default();
+        self.take(op, ready, &mut taken);
+        // Recorded for the wait hooks, unless this thread's record is
+        // already destroyed (the thread is ending).
+        let recorded = HELD.try_with(|h| {
             let mut h = h.borrow_mut();
             debug_assert!(h.mq.is_none() && h.spool_read.is_none() && h.spool_write.is_none());
+            std::mem::swap(&mut *h, &mut taken);
+        });
+        OpLocks { unrecorded: recorded.is_err().then_some(taken), _not_send: PhantomData }
+    }
+
+    /// Takes the locks `op` needs into `h` (see [`MtLocks::acquire`]).
+    fn take(&'static self, op: OpKind, ready: impl Fn() -> bool, h: &mut Held) {
+        {
             match op {
                 OpKind::Read | OpKind::Write => {
                     let r = self.spool.read();
@@ -449,8 +470,7 @@ impl MtLocks {
                     h.spool_write = Some(timed("spool", || self.spool.write()));
                 }
             }
-        });
-        OpLocks { _not_send: PhantomData }
+        }
     }
 
     /// Runs `f`, a VCL call that may wait for VPP without calling the wait

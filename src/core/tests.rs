@@ -225,6 +225,49 @@ fn nonblocking_read_that_empties_a_session_never_overlaps_an_epoll_wait() {
     assert_eq!(v.vcl().violations(), 0, "a draining read overlapped an epoll wait");
 }
 
+/// Closes a session when the thread-local holding it is destroyed.
+struct CloseAtThreadExit(Option<(&'static Vls<Double>, Vlsh)>);
+
+impl Drop for CloseAtThreadExit {
+    fn drop(&mut self) {
+        if let Some((v, h)) = self.0.take() {
+            CLOSED_AT_EXIT.store(v.close(h), Ordering::SeqCst);
+        }
+    }
+}
+
+static CLOSED_AT_EXIT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(i32::MIN);
+
+thread_local! {
+    static HOLDS_A_SESSION: std::cell::RefCell<CloseAtThreadExit> =
+        const { std::cell::RefCell::new(CloseAtThreadExit(None)) };
+}
+
+#[test]
+fn session_closed_from_a_thread_local_destructor_after_the_lock_record_is_gone() {
+    // Mode 3 (locks on). The thread-local holding the session is made
+    // before VLS's own per-thread lock record, so it is destroyed after it
+    // (destructors run in reverse order): the close runs without the
+    // record and must still lock and not panic (a panic in a thread-local
+    // destructor aborts the process).
+    let v = app(false);
+    thread::spawn(move || assert!(v.create(0, false) >= 0)).join().unwrap();
+    assert_eq!(v.mode(), Mode::SharedWorker);
+    let h = thread::spawn(move || {
+        HOLDS_A_SESSION.with(|_| {});
+        let h = v.create(0, false);
+        assert!(h >= 0);
+        HOLDS_A_SESSION.with(|c| c.borrow_mut().0 = Some((v, h)));
+        h
+    })
+    .join()
+    .unwrap();
+    assert_eq!(CLOSED_AT_EXIT.load(Ordering::SeqCst), 0, "closed from the thread-local's destructor");
+    assert!(v.session(h).is_none(), "the session is gone");
+    assert!(v.locks().mq_is_free());
+    assert_eq!(v.vcl().violations(), 0);
+}
+
 #[test]
 fn per_thread_workers_register_a_worker_each() {
     let v = app(true);
