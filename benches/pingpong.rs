@@ -280,27 +280,30 @@ fn server() {
     let name = CString::new("bench-server").unwrap();
     // SAFETY: valid C string.
     assert_eq!(unsafe { ffi::vppcom_app_create(name.as_ptr()) }, 0);
-    let l = vls::vcl::session_create(vls::vcl::Proto::Tcp, true).unwrap();
-    vls::vcl::bind(l, &SocketAddr::from(([127, 0, 0, 1], PORT))).unwrap();
-    vls::vcl::listen(l, 64).unwrap();
+    // SAFETY (every `vls::vcl` call below): this process's only VCL user
+    // is this thread.
+    use vls::vcl;
+    let l = unsafe { vcl::session_create(vcl::Proto::Tcp, true) }.unwrap();
+    unsafe { vcl::bind(l, &SocketAddr::from(([127, 0, 0, 1], PORT))) }.unwrap();
+    unsafe { vcl::listen(l, 64) }.unwrap();
     let mut sessions = Vec::new();
     let mut buf = [0u8; 65536];
     loop {
-        if let Ok((s, _)) = vls::vcl::accept(l, libc::O_NONBLOCK) {
+        if let Ok((s, _)) = unsafe { vcl::accept(l, libc::O_NONBLOCK) } {
             sessions.push(s);
         }
-        sessions.retain(|&s| match vls::vcl::read(s, &mut buf) {
+        sessions.retain(|&s| match unsafe { vcl::read(s, &mut buf) } {
             Ok(0) => {
-                let _ = vls::vcl::close(s);
+                let _ = unsafe { vcl::close(s) };
                 false
             }
             Ok(n) => {
-                let _ = vls::vcl::write(s, &buf[..n]);
+                let _ = unsafe { vcl::write(s, &buf[..n]) };
                 true
             }
             Err(e) if e == vls::VppcomError::EAGAIN => true,
             Err(_) => {
-                let _ = vls::vcl::close(s);
+                let _ = unsafe { vcl::close(s) };
                 false
             }
         });

@@ -39,9 +39,16 @@ impl App {
         Self::attach(name, None)
     }
 
-    /// Like [`init`](Self::init), configured by `config`. `VCL_CONFIG` is
-    /// set for this process to the file used (call this before starting
-    /// threads that read the environment).
+    /// Like [`init`](Self::init), configured by `config`.
+    ///
+    /// VCL reads its configuration from the file `VCL_CONFIG` names, so this
+    /// sets `VCL_CONFIG` for the process (to the given file, or to a private
+    /// temporary file holding the entries, removed once attached). Changing
+    /// the environment while other threads may read it is undefined
+    /// behaviour in C, so this fails with `ErrorKind::Unsupported` when the
+    /// process already runs several threads and `VCL_CONFIG` would change:
+    /// call it first thing in `main`, or set `VCL_CONFIG` before starting
+    /// the program and use [`init`](Self::init).
     pub fn init_with(name: &str, config: &VclConfig) -> io::Result<&'static App> {
         Self::attach(name, Some(config))
     }
@@ -57,7 +64,7 @@ impl App {
     }
 
     /// The configuration file used, when set through [`init_with`](Self::init_with)
-    /// or `VCL_CONFIG`.
+    /// with a file or by `VCL_CONFIG` (not the temporary file of entries).
     pub fn config_file(&self) -> Option<&Path> {
         self.config.as_deref()
     }
@@ -75,17 +82,34 @@ impl App {
         let cname = CString::new(name).map_err(|_| {
             io::Error::new(io::ErrorKind::InvalidInput, "application name contains a NUL byte")
         })?;
+        // Kept until VCL has read it (a generated file is removed on drop).
+        let generated;
         let config_file = match config {
             Some(c) => {
                 let f = c.to_file()?;
-                // Single call site under the APP lock, before VCL reads it.
-                std::env::set_var("VCL_CONFIG", &f);
-                Some(f)
+                if std::env::var_os("VCL_CONFIG").as_deref() != Some(f.path().as_os_str()) {
+                    if threads_in_process() != Some(1) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            "App::init_with must set VCL_CONFIG, which is unsafe once the process runs \
+                             several threads: call it before starting threads, or set VCL_CONFIG and \
+                             call App::init",
+                        ));
+                    }
+                    // One thread (this one), under the APP lock.
+                    std::env::set_var("VCL_CONFIG", f.path());
+                }
+                let path = (!f.is_generated()).then(|| f.path().to_path_buf());
+                generated = Some(f);
+                path
             }
-            None => std::env::var_os("VCL_CONFIG").map(PathBuf::from),
+            None => {
+                generated = None;
+                std::env::var_os("VCL_CONFIG").map(PathBuf::from)
+            }
         };
         // SAFETY: `cname` is a valid C string for the duration of the call.
-        let rv = unsafe { crate::capi::vls_app_create(cname.as_ptr() as *mut _) };
+        let rv = unsafe { crate::capi::attach(cname.as_ptr() as *mut _) };
         if rv != 0 {
             let e = crate::VppcomError::from_raw(rv);
             return Err(io::Error::new(
@@ -96,11 +120,18 @@ impl App {
                 ),
             ));
         }
+        drop(generated);
         let a: &'static App = Box::leak(Box::new(App { name: name.to_string(), config: config_file }));
         *app = Some(a);
         tracing::info!(name, "VCL application attached");
         Ok(a)
     }
+}
+
+/// The number of threads of this process, from `/proc/self/status`.
+fn threads_in_process() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
 }
 
 /// Ok if the process is attached (through `App::init` or the C ABI), else

@@ -30,7 +30,7 @@ static VLS: OnceLock<&'static Vls<RealVcl>> = OnceLock::new();
 
 /// The process's VLS.
 pub fn vls() -> &'static Vls<RealVcl> {
-    VLS.get_or_init(|| Vls::new_static(RealVcl))
+    VLS.get_or_init(|| Vls::new_static(RealVcl::new()))
 }
 
 /// The process's VLS if it exists already (for paths outside
@@ -137,13 +137,16 @@ fn print_stats_at_exit() {
     }
 }
 
-fn init_process_hooks() {
+/// What a C program gets from `VLS_RS_STATS` and `VLS_RS_LOG` (the Rust API
+/// leaves logging to the application and keeps no call statistics).
+fn init_c_program_diagnostics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("VLS_RS_STATS").is_some_and(|v| !v.is_empty() && v != "0") {
             STATS.enabled.store(true, Ordering::Relaxed);
         }
         if let Ok(filter) = std::env::var("VLS_RS_LOG") {
+            // Only if the program has no subscriber of its own.
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
                 .with_writer(std::io::stderr)
@@ -154,6 +157,21 @@ fn init_process_hooks() {
     });
 }
 
+/// Attaches the process-wide VLS (the application create of both APIs).
+///
+/// # Safety
+/// `app_name` is null or a valid C string.
+pub(crate) unsafe fn attach(app_name: *mut c_char) -> c_int {
+    // SAFETY: forwarded contract; null is rejected by the core.
+    let rv = unsafe { vls().app_create(app_name) };
+    if rv == 0 {
+        // After VCL's own (registered by the create), so it runs first.
+        // SAFETY: registers a plain `extern "C" fn()`.
+        unsafe { libc::atexit(before_vcl_exit) };
+    }
+    rv
+}
+
 /// `vls_app_create`.
 ///
 /// # Safety
@@ -161,15 +179,9 @@ fn init_process_hooks() {
 #[no_mangle]
 pub unsafe extern "C" fn vls_app_create(app_name: *mut c_char) -> c_int {
     guard(21, EINVAL, || {
-        init_process_hooks();
-        // SAFETY: forwarded contract; null is rejected by the core.
-        let rv = unsafe { vls().app_create(app_name) };
-        if rv == 0 {
-            // After VCL's own (registered by the create), so it runs first.
-            // SAFETY: registers a plain `extern "C" fn()`.
-            unsafe { libc::atexit(before_vcl_exit) };
-        }
-        rv
+        init_c_program_diagnostics();
+        // SAFETY: forwarded contract.
+        unsafe { attach(app_name) }
     })
 }
 

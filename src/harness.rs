@@ -64,7 +64,13 @@ impl VppInstall {
     /// Uses `VPP_PREFIX` if set, else the first of [`DEFAULT_PREFIXES`] that
     /// holds `bin/vpp`.
     pub fn from_env() -> io::Result<Self> {
-        if let Some(p) = std::env::var_os(VPP_PREFIX_ENV) {
+        Self::find(std::env::var_os(VPP_PREFIX_ENV), DEFAULT_PREFIXES)
+    }
+
+    /// [`from_env`](Self::from_env) with the variable's value and the
+    /// defaults given.
+    fn find(prefix: Option<std::ffi::OsString>, defaults: &[&str]) -> io::Result<Self> {
+        if let Some(p) = prefix {
             let install = VppInstall { prefix: PathBuf::from(p) };
             if install.vpp_bin().is_file() {
                 return Ok(install);
@@ -74,7 +80,7 @@ impl VppInstall {
                 format!("VPP_PREFIX is set but {} does not exist", install.vpp_bin().display()),
             ));
         }
-        DEFAULT_PREFIXES
+        defaults
             .iter()
             .map(|p| VppInstall { prefix: PathBuf::from(p) })
             .find(|i| i.vpp_bin().is_file())
@@ -83,7 +89,7 @@ impl VppInstall {
                     io::ErrorKind::NotFound,
                     format!(
                         "no VPP found: set VPP_PREFIX to an install prefix holding bin/vpp (looked in {})",
-                        DEFAULT_PREFIXES.join(", ")
+                        defaults.join(", ")
                     ),
                 )
             })
@@ -708,10 +714,19 @@ mod tests {
 
     #[test]
     fn missing_vpp_prefix_is_a_clear_error() {
-        // Uses a prefix that cannot exist; does not touch the environment.
-        let i = VppInstall { prefix: "/nonexistent/vls".into() };
-        assert!(!i.vpp_bin().is_file());
-        assert!(i.libdir().is_none());
+        // A prefix that cannot exist, as `VPP_PREFIX` would give it (the
+        // environment itself is not touched).
+        let e = VppInstall::find(Some("/nonexistent/vls".into()), DEFAULT_PREFIXES).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(
+            e.to_string().contains("VPP_PREFIX is set but /nonexistent/vls/bin/vpp does not exist"),
+            "{e}"
+        );
+        // Nothing set and nothing at the defaults: every place is named.
+        let e = VppInstall::find(None, &["/nonexistent/a", "/nonexistent/b"]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("looked in /nonexistent/a, /nonexistent/b"), "{e}");
+        assert!(VppInstall { prefix: "/nonexistent/vls".into() }.libdir().is_none());
     }
 
     #[test]

@@ -1,9 +1,18 @@
-//! Thin, safe wrappers over the raw `libvppcom` calls (`vppcom_*`).
+//! Thin wrappers over the raw `libvppcom` calls (`vppcom_*`).
 //!
 //! Each function checks its arguments, makes exactly one VCL call and
 //! converts the return code with [`cvt`]. There is no locking here: VCL is
 //! not thread safe, and a VCL worker must be used by one thread at a time.
 //! This module is the only place that calls `vppcom_*` functions.
+//!
+//! # Safety
+//!
+//! The session functions are `unsafe`: the caller guarantees what VCL
+//! needs and cannot check itself, namely that no other thread uses the
+//! calling thread's VCL worker during the call (in a process that also uses
+//! VLS — [`crate::capi`], the safe API — only VLS may call VCL; use those
+//! instead), and that a session handle is one of the calling thread's
+//! worker (a handle of another worker indexes the wrong session pool).
 
 use std::ffi::CString;
 use std::net::SocketAddr;
@@ -46,26 +55,38 @@ pub(crate) fn with_endpt<R>(addr: Option<&SocketAddr>, f: impl FnOnce(*mut c_voi
 }
 
 /// Attaches this process to VPP as application `name` (reads `VCL_CONFIG`).
-pub fn app_create(name: &str) -> Result<()> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn app_create(name: &str) -> Result<()> {
     let name = CString::new(name).map_err(|_| VppcomError::EINVAL)?;
     // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
     cvt(unsafe { sys::vppcom_app_create(name.as_ptr()) }).map(drop)
 }
 
 /// Detaches from VPP.
-pub fn app_destroy() {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn app_destroy() {
     // SAFETY: no arguments; VCL tolerates a call without a prior create.
     unsafe { sys::vppcom_app_destroy() }
 }
 
 /// Registers the calling thread as a new VCL worker.
-pub fn worker_register() -> Result<()> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn worker_register() -> Result<()> {
     // SAFETY: no arguments; registers the current thread.
     cvt(unsafe { sys::vppcom_worker_register() }).map(drop)
 }
 
 /// Unregisters the calling thread's VCL worker.
-pub fn worker_unregister() {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn worker_unregister() {
     // SAFETY: VCL cleans the current worker; callers register first.
     unsafe { sys::vppcom_worker_unregister() }
 }
@@ -77,13 +98,19 @@ pub fn worker_index() -> u32 {
 }
 
 /// Creates a session.
-pub fn session_create(proto: Proto, nonblocking: bool) -> Result<SessionHandle> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn session_create(proto: Proto, nonblocking: bool) -> Result<SessionHandle> {
     // SAFETY: plain values.
     cvt(unsafe { sys::vppcom_session_create(proto as u8, nonblocking as u8) }).map(|h| h as u32)
 }
 
 /// Binds `sh` to `addr`.
-pub fn bind(sh: SessionHandle, addr: &SocketAddr) -> Result<()> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn bind(sh: SessionHandle, addr: &SocketAddr) -> Result<()> {
     let mut ep = Endpoint::from_socket_addr(addr);
     let mut e = endpt(&mut ep);
     // SAFETY: `e` and the address bytes it points to live across the call.
@@ -91,20 +118,29 @@ pub fn bind(sh: SessionHandle, addr: &SocketAddr) -> Result<()> {
 }
 
 /// Starts listening on a bound session.
-pub fn listen(sh: SessionHandle, backlog: u32) -> Result<()> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn listen(sh: SessionHandle, backlog: u32) -> Result<()> {
     // SAFETY: plain values.
     cvt(unsafe { sys::vppcom_session_listen(sh, backlog) }).map(drop)
 }
 
 /// Accepts one connection; returns its handle and the peer address.
-pub fn accept(sh: SessionHandle, flags: i32) -> Result<(SessionHandle, SocketAddr)> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn accept(sh: SessionHandle, flags: i32) -> Result<(SessionHandle, SocketAddr)> {
     // SAFETY: `e` points at an endpoint valid for the call.
     let (h, peer) = with_endpt(None, |e| unsafe { sys::vppcom_session_accept(sh, e.cast(), flags as u32) });
     Ok((cvt(h)? as u32, peer))
 }
 
 /// Connects `sh` to `addr`.
-pub fn connect(sh: SessionHandle, addr: &SocketAddr) -> Result<()> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn connect(sh: SessionHandle, addr: &SocketAddr) -> Result<()> {
     let mut ep = Endpoint::from_socket_addr(addr);
     let mut e = endpt(&mut ep);
     // SAFETY: `e` and the address bytes it points to live across the call.
@@ -112,19 +148,28 @@ pub fn connect(sh: SessionHandle, addr: &SocketAddr) -> Result<()> {
 }
 
 /// Reads into `buf`; `Ok(0)` means the peer closed.
-pub fn read(sh: SessionHandle, buf: &mut [u8]) -> Result<usize> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn read(sh: SessionHandle, buf: &mut [u8]) -> Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` writable bytes.
     cvt(unsafe { sys::vppcom_session_read(sh, buf.as_mut_ptr().cast(), buf.len()) }).map(|n| n as usize)
 }
 
 /// Writes from `buf` (may write less than all of it).
-pub fn write(sh: SessionHandle, buf: &[u8]) -> Result<usize> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn write(sh: SessionHandle, buf: &[u8]) -> Result<usize> {
     // SAFETY: VCL only reads `buf.len()` bytes from the pointer.
     cvt(unsafe { sys::vppcom_session_write(sh, buf.as_ptr() as *mut _, buf.len()) }).map(|n| n as usize)
 }
 
 /// Sends `buf` to `to` (or to the connected peer when `None`).
-pub fn sendto(sh: SessionHandle, buf: &[u8], to: Option<&SocketAddr>) -> Result<usize> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn sendto(sh: SessionHandle, buf: &[u8], to: Option<&SocketAddr>) -> Result<usize> {
     let len = u32::try_from(buf.len()).map_err(|_| VppcomError::EINVAL)?;
     let mut ep = to.map(Endpoint::from_socket_addr).unwrap_or_default();
     let mut e = endpt(&mut ep);
@@ -134,7 +179,10 @@ pub fn sendto(sh: SessionHandle, buf: &[u8], to: Option<&SocketAddr>) -> Result<
 }
 
 /// Receives one datagram (or stream bytes); returns its length and source.
-pub fn recvfrom(sh: SessionHandle, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn recvfrom(sh: SessionHandle, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
     let len = u32::try_from(buf.len()).map_err(|_| VppcomError::EINVAL)?;
     // SAFETY: `buf` is valid for `len` bytes; `e` points at an endpoint
     // valid for the call.
@@ -145,24 +193,36 @@ pub fn recvfrom(sh: SessionHandle, buf: &mut [u8]) -> Result<(usize, SocketAddr)
 }
 
 /// Shuts down one or both directions (`libc::SHUT_*`).
-pub fn shutdown(sh: SessionHandle, how: i32) -> Result<()> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn shutdown(sh: SessionHandle, how: i32) -> Result<()> {
     // SAFETY: plain values.
     cvt(unsafe { sys::vppcom_session_shutdown(sh, how) }).map(drop)
 }
 
 /// Closes a session.
-pub fn close(sh: SessionHandle) -> Result<()> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn close(sh: SessionHandle) -> Result<()> {
     // SAFETY: plain value; VCL validates the handle.
     cvt(unsafe { sys::vppsys_session_close(sh) }).map(drop)
 }
 
 /// The session's local address.
-pub fn local_addr(sh: SessionHandle) -> Result<SocketAddr> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn local_addr(sh: SessionHandle) -> Result<SocketAddr> {
     addr_attr(sh, sys::VPPCOM_ATTR_GET_LCL_ADDR)
 }
 
 /// The session's peer address.
-pub fn peer_addr(sh: SessionHandle) -> Result<SocketAddr> {
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn peer_addr(sh: SessionHandle) -> Result<SocketAddr> {
     addr_attr(sh, sys::VPPCOM_ATTR_GET_PEER_ADDR)
 }
 
@@ -183,8 +243,18 @@ use std::sync::OnceLock;
 use crate::seam::{self, EpollFns, ForkHooks, Listener, MoveError, RpcHandler, Sh, WaitHooks};
 
 /// [`seam::Vcl`] over the real libvppcom. Zero-sized: VCL's state is global.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct RealVcl;
+///
+/// Its methods make VCL calls without any locking, so only this crate makes
+/// one (the process-wide VLS owns it); outside code reaches VCL through VLS.
+#[derive(Debug)]
+pub struct RealVcl(());
+
+impl RealVcl {
+    /// The one VCL of the process, for the process-wide VLS.
+    pub(crate) const fn new() -> Self {
+        RealVcl(())
+    }
+}
 
 /// Calls the hooks installed in `cell` (if any) from a C callback; a panic
 /// must not unwind into VCL or libc, so it is caught and dropped.

@@ -8,11 +8,48 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
+use vcl::Proto;
 use vls::harness::VclConf;
-use vls::vcl::{self, Proto};
 use vls::VppcomError;
 
 use common::{cut_through, pattern, retry_refused, run_isolated, run_pair, through_stack, STACK_SERVER};
+
+/// The raw VCL calls these tests make. Each test process uses VCL from its
+/// one thread and never through VLS, which is what `vls::vcl` asks of its
+/// callers.
+mod vcl {
+    use std::net::SocketAddr;
+    pub use vls::vcl::{Proto, SessionHandle};
+    use vls::VppcomError;
+
+    type R<T> = Result<T, VppcomError>;
+
+    macro_rules! single_threaded {
+        ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {$(
+            pub fn $name($($arg: $ty),*) -> $ret {
+                // SAFETY: the test process's only VCL user is this thread.
+                unsafe { vls::vcl::$name($($arg),*) }
+            }
+        )*};
+    }
+
+    single_threaded! {
+        app_create(name: &str) -> R<()>;
+        app_destroy() -> ();
+        session_create(proto: Proto, nonblocking: bool) -> R<SessionHandle>;
+        bind(sh: SessionHandle, addr: &SocketAddr) -> R<()>;
+        listen(sh: SessionHandle, backlog: u32) -> R<()>;
+        accept(sh: SessionHandle, flags: i32) -> R<(SessionHandle, SocketAddr)>;
+        connect(sh: SessionHandle, addr: &SocketAddr) -> R<()>;
+        read(sh: SessionHandle, buf: &mut [u8]) -> R<usize>;
+        write(sh: SessionHandle, buf: &[u8]) -> R<usize>;
+        sendto(sh: SessionHandle, buf: &[u8], to: Option<&SocketAddr>) -> R<usize>;
+        recvfrom(sh: SessionHandle, buf: &mut [u8]) -> R<(usize, SocketAddr)>;
+        close(sh: SessionHandle) -> R<()>;
+        local_addr(sh: SessionHandle) -> R<SocketAddr>;
+        peer_addr(sh: SessionHandle) -> R<SocketAddr>;
+    }
+}
 
 const TOTAL: usize = 2 << 20; // 2 MiB each way
 const TCP_CHUNK: usize = 64 << 10;

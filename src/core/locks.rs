@@ -602,6 +602,16 @@ mod tests {
         Box::leak(Box::default())
     }
 
+    /// Runs `f` on a thread of its own and fails if it has not returned
+    /// within `limit` (a hang is a failure, not a stuck test run).
+    fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(limit).unwrap_or_else(|_| panic!("{what}: not done within {limit:?} (deadlock?)"))
+    }
+
     #[test]
     fn ready_write_that_ends_up_waiting_holds_mq_after_the_wait() {
         let l = leak();
@@ -683,26 +693,29 @@ mod tests {
         .join()
         .unwrap();
         assert!(l.mq_is_free(), "mq lock leaked by an exited thread");
-        let _w = l.spool.write(); // would hang if the read lock leaked
+        within(Duration::from_secs(10), "write lock after the reader's exit", move || drop(l.spool.write()));
     }
 
     #[test]
     fn concurrent_writers_leave_no_pending_count() {
         let l = leak();
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                std::thread::spawn(move || {
-                    for _ in 0..2000 {
-                        drop(l.spool.write());
-                    }
+        within(Duration::from_secs(30), "4 threads taking the write lock 2000 times", move || {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        for _ in 0..2000 {
+                            drop(l.spool.write());
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(l.spool.pending_writers(), 0);
-        drop(l.spool.read());
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        });
+        assert_eq!(l.spool.pending_writers(), 0, "a lost update left a writer count with no writer");
+        // A reader is not held back by a phantom writer.
+        within(Duration::from_secs(10), "a read lock after the writers", move || drop(l.spool.read()));
     }
 
     #[test]
@@ -720,14 +733,21 @@ mod tests {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(20));
-        for _ in 0..100 {
-            drop(l.spool.write());
+        // The readers hold the lock in turns, back to back, from now on.
+        while l.spool.readers.iter().all(|s| s.0.load(Ordering::SeqCst) == 0) {
+            std::thread::yield_now();
         }
+        let writes = within(Duration::from_secs(20), "100 writes among 3 busy readers", move || {
+            for _ in 0..100 {
+                drop(l.spool.write());
+            }
+            100
+        });
         stop.store(true, Ordering::Relaxed);
         for r in readers {
             r.join().unwrap();
         }
+        assert_eq!(writes, 100);
     }
 }
 
@@ -752,6 +772,27 @@ mod loom_models {
         b.preemption_bound = Some(2);
         b.max_branches = 100_000;
         b.check(f);
+    }
+
+    /// What a blocked VCL call waits for (data, a connection).
+    #[derive(Default)]
+    struct Signal {
+        set: Mutex<bool>,
+        cv: loom::sync::Condvar,
+    }
+
+    impl Signal {
+        fn set(&self) {
+            *self.set.lock().unwrap() = true;
+            self.cv.notify_all();
+        }
+
+        fn wait(&self) {
+            let mut set = self.set.lock().unwrap();
+            while !*set {
+                set = self.cv.wait(set).unwrap();
+            }
+        }
     }
 
     /// Who is inside "VCL" right now, by what the thread holds.
@@ -794,34 +835,18 @@ mod loom_models {
         }
 
         /// An operation that blocks inside VCL until `until` is set (by the
-        /// other thread's operation, as data or a connection would arrive).
-        /// Like VCL, it sleeps in bounded rounds, each between the wait hooks.
-        ///
-        /// With `max_rounds`, it gives up after that many rounds (a timed-out
-        /// wait): loom does not assume a fair scheduler, and a writer that
-        /// retakes its lock in a tight loop could otherwise starve the other
-        /// thread in some schedule (VCL's real rounds sleep for a millisecond).
-        fn blocking_op(
-            &self,
-            l: &'static MtLocks,
-            op: OpKind,
-            until: &'static AtomicUsize,
-            max_rounds: Option<u32>,
-        ) {
+        /// other thread's operation, as data or a connection would arrive):
+        /// between the wait hooks it sleeps on a condition variable, without
+        /// a time limit, so a schedule in which the other thread cannot get
+        /// in while this one sleeps is a deadlock that loom reports (a
+        /// bounded wait would turn it into a timeout and pass).
+        fn blocking_op(&self, l: &'static MtLocks, op: OpKind, until: &'static Signal) {
             let g = l.acquire(op, || false);
             let h = self.enter();
             self.leave(h);
-            let mut rounds = 0;
-            loop {
-                l.before_wait();
-                let arrived = until.load(Ordering::SeqCst) != 0;
-                l.after_wait();
-                rounds += 1;
-                if arrived || max_rounds.is_some_and(|m| rounds >= m) {
-                    break;
-                }
-                thread::yield_now();
-            }
+            l.before_wait();
+            until.wait();
+            l.after_wait();
             let h = self.enter();
             self.leave(h);
             drop(g);
@@ -833,17 +858,11 @@ mod loom_models {
 
         /// A non-blocking operation that, while inside VCL, makes the other
         /// thread's wait end (sets `done`).
-        fn quick_op_then(
-            &self,
-            l: &'static MtLocks,
-            op: OpKind,
-            ready: bool,
-            done: Option<&'static AtomicUsize>,
-        ) {
+        fn quick_op_then(&self, l: &'static MtLocks, op: OpKind, ready: bool, done: Option<&'static Signal>) {
             let g = l.acquire(op, move || ready);
             let h = self.enter();
             if let Some(d) = done {
-                d.store(1, Ordering::SeqCst);
+                d.set();
             }
             self.leave(h);
             drop(g);
@@ -857,8 +876,8 @@ mod loom_models {
         model(|| {
             let l = leak(MtLocks::default());
             let inside = leak(Inside::default());
-            let data = leak(AtomicUsize::new(0));
-            let reader = thread::spawn(move || inside.blocking_op(l, OpKind::Read, data, Some(3)));
+            let data = leak(Signal::default());
+            let reader = thread::spawn(move || inside.blocking_op(l, OpKind::Read, data));
             inside.quick_op_then(l, OpKind::SessionPool, true, Some(data));
             reader.join().unwrap();
         });
@@ -871,8 +890,8 @@ mod loom_models {
         model(|| {
             let l = leak(MtLocks::default());
             let inside = leak(Inside::default());
-            let data = leak(AtomicUsize::new(0));
-            let reader = thread::spawn(move || inside.blocking_op(l, OpKind::Read, data, None));
+            let data = leak(Signal::default());
+            let reader = thread::spawn(move || inside.blocking_op(l, OpKind::Read, data));
             inside.quick_op_then(l, OpKind::Xpoll, true, Some(data));
             reader.join().unwrap();
         });
@@ -885,8 +904,8 @@ mod loom_models {
         model(|| {
             let l = leak(MtLocks::default());
             let inside = leak(Inside::default());
-            let conn = leak(AtomicUsize::new(0));
-            let acceptor = thread::spawn(move || inside.blocking_op(l, OpKind::SessionPool, conn, Some(3)));
+            let conn = leak(Signal::default());
+            let acceptor = thread::spawn(move || inside.blocking_op(l, OpKind::SessionPool, conn));
             inside.quick_op_then(l, OpKind::Read, true, Some(conn));
             acceptor.join().unwrap();
         });
