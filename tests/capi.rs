@@ -89,26 +89,25 @@ fn capi_single_thread_tcp_epoll_poll_shutdown_attr() {
             assert_eq!(vls_shutdown(s, libc::SHUT_WR), 0);
             // SAFETY: valid buffer.
             let rv = unsafe { vls_write(s, b"x".as_ptr() as *mut c_void, 1) };
-            assert!(rv < 0, "write after SHUT_WR must fail, got {rv}");
+            assert_eq!(rv, -libc::EPIPE, "write after SHUT_WR");
+            // GET_NREAD returns the bytes waiting (the client's "after",
+            // written in one piece once it saw our EOF).
+            let nread = || {
+                let mut nread: u32 = 0;
+                let mut len = 4u32;
+                // SAFETY: 4-byte buffer.
+                unsafe { vls_attr(s, ffi::VPPCOM_ATTR_GET_NREAD, (&mut nread as *mut u32).cast(), &mut len) }
+            };
             let deadline = Instant::now() + Duration::from_secs(10);
-            let mut got = Vec::new();
-            while got.len() < 5 && Instant::now() < deadline {
-                let mut b = [0u8; 8];
-                let n = read_some(s, &mut b);
-                if n > 0 {
-                    got.extend_from_slice(&b[..n as usize]);
-                } else {
-                    assert_eq!(n, EAGAIN as isize, "read after our SHUT_WR");
-                    thread::sleep(Duration::from_millis(5));
-                }
+            while nread() == 0 {
+                assert!(Instant::now() < deadline, "data after our SHUT_WR never arrived");
+                thread::sleep(Duration::from_millis(5));
             }
-            assert_eq!(&got, b"after", "data after our SHUT_WR still arrives");
-            let mut nread: u32 = 0;
-            let mut len = 4u32;
-            // SAFETY: 4-byte buffer.
-            let rv =
-                unsafe { vls_attr(s, ffi::VPPCOM_ATTR_GET_NREAD, (&mut nread as *mut u32).cast(), &mut len) };
-            assert!(rv >= 0);
+            assert_eq!(nread(), 5);
+            let mut b = [0u8; 8];
+            assert_eq!(read_some(s, &mut b), 5);
+            assert_eq!(&b[..5], b"after", "data after our SHUT_WR still arrives");
+            assert_eq!(nread(), 0, "all read");
             for h in [s, ep, l] {
                 assert_eq!(vls_close(h), 0);
             }
@@ -169,7 +168,8 @@ fn capi_udp_sendto_recvfrom_and_select() {
         },
         || {
             app("udp-client");
-            thread::sleep(Duration::from_millis(300));
+            // (connect_to retries until the server listens: over
+            // cut-through a UDP connect is refused before that.)
             let c = connect_to(a, UDP);
             for i in 0..50u8 {
                 let mut d = [i; 1000];
@@ -982,7 +982,8 @@ fn mode2_owner_exits_before_the_move() {
 
 /// VPP dies while a move waits for the owner's answer (every move by RPC,
 /// the owner idle outside VCL so it never answers): the mover returns
-/// `EBADFD` at the RPC timeout, not later, and nothing hangs.
+/// `EBADFD` at the RPC timeout (`VLS_RPC_TIMEOUT_MS`, 1 s here) and nothing
+/// hangs.
 #[test]
 fn mode2_vpp_killed_while_a_move_waits() {
     let conf = vls::harness::VclConf::default().with("multi-thread-workers");
@@ -995,6 +996,7 @@ fn mode2_vpp_killed_while_a_move_waits() {
             let pid: i32 =
                 std::fs::read_to_string(conf.parent().unwrap().join("vpp.pid")).unwrap().parse().unwrap();
             std::env::set_var("VLS_MIGRATE_BY_RPC", "1");
+            std::env::set_var("VLS_RPC_TIMEOUT_MS", "1000");
             app("mode2-vpp-killed");
             let (tx, rx) = mpsc::channel();
             let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -1013,10 +1015,9 @@ fn mode2_vpp_killed_while_a_move_waits() {
             assert_eq!(vls_listen(h, 1), EBADFD);
             let took = start.elapsed();
             assert_eq!(killer.join().unwrap(), 0, "VPP was killed during the wait");
-            assert!(
-                took >= Duration::from_millis(2900) && took < Duration::from_millis(3500),
-                "took {took:?}"
-            );
+            // Not before the (1 s) timeout; the upper bound only catches a
+            // hang (a loaded machine may be slow).
+            assert!(took >= Duration::from_millis(950) && took < Duration::from_secs(10), "took {took:?}");
             stop_tx.send(()).unwrap();
             owner.join().unwrap();
         },

@@ -123,6 +123,7 @@ fn ldp_iperf3_tcp_runs_over_the_rust_layer() {
 struct WrkResult {
     requests: u64,
     rps: f64,
+    /// Socket errors plus responses that were not 2xx or 3xx.
     errors: u64,
 }
 
@@ -139,7 +140,12 @@ fn parse_wrk(out: &str) -> WrkResult {
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
     let rps = num_after("Requests/sec:").unwrap_or(0.0);
-    let errors = ["connect ", "read ", "write ", "timeout "]
+    let bad_responses: u64 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let socket_errors: u64 = ["connect ", "read ", "write ", "timeout "]
         .iter()
         .map(|k| {
             out.lines()
@@ -151,7 +157,7 @@ fn parse_wrk(out: &str) -> WrkResult {
                 .unwrap_or(0)
         })
         .sum();
-    WrkResult { requests, rps, errors }
+    WrkResult { requests, rps, errors: socket_errors + bad_responses }
 }
 
 fn wrk(preload: &str, conf: &Path, threads: u32, url: &str) -> WrkResult {
@@ -184,7 +190,32 @@ fn wrk_limited(preload: &str, conf: &Path, threads: u32, url: &str, limit: Durat
 /// Starts nginx (one worker process, no master) under LDP with `preload`,
 /// serving a 4 KiB file on the server namespace's address; returns it and
 /// the file's URL.
-fn start_nginx(vpp: &VppInstance, srv_ns: &AppNamespace, preload: &str) -> (std::process::Child, String) {
+/// A program started in a process group of its own, with everything it
+/// forks: the whole group is killed (and the leader reaped) on drop, also
+/// when the test fails, so no worker process outlives the test.
+struct ProcessGroup(std::process::Child);
+
+impl ProcessGroup {
+    fn spawn(cmd: &mut Command) -> Self {
+        use std::os::unix::process::CommandExt;
+        ProcessGroup(cmd.process_group(0).spawn().expect("spawn"))
+    }
+
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: signals the group this test started (its pgid is the
+        // leader's pid).
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+fn start_nginx(vpp: &VppInstance, srv_ns: &AppNamespace, preload: &str) -> (ProcessGroup, String) {
     start_nginx_with(vpp, srv_ns, preload, "master_process off;\nworker_processes 1;", "access_log off;")
 }
 
@@ -196,7 +227,7 @@ fn start_nginx_with(
     preload: &str,
     processes: &str,
     logging: &str,
-) -> (std::process::Child, String) {
+) -> (ProcessGroup, String) {
     assert!(Path::new("/usr/sbin/nginx").is_file(), "nginx is needed (Debian: apt-get install nginx-light)");
     let srv_conf = vpp.write_vcl_conf("nginx", &VclConf::in_namespace(srv_ns)).unwrap();
     let dir = vpp.dir().join("nginx");
@@ -212,16 +243,16 @@ fn start_nginx_with(
         srv_ns.addr
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let nginx = Command::new("/usr/sbin/nginx")
-        .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
-        .env("LD_PRELOAD", preload)
-        .env("VCL_CONFIG", &srv_conf)
-        .env("VLS_RS_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("stderr.log")).expect("nginx stderr file"))
-        .spawn()
-        .expect("spawn nginx");
+    let nginx = ProcessGroup::spawn(
+        Command::new("/usr/sbin/nginx")
+            .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
+            .env("LD_PRELOAD", preload)
+            .env("VCL_CONFIG", &srv_conf)
+            .env("VLS_RS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).expect("nginx stderr file")),
+    );
     std::thread::sleep(Duration::from_secs(1));
     (nginx, format!("http://{}:8080/index.html", srv_ns.addr))
 }
@@ -229,8 +260,8 @@ fn start_nginx_with(
 /// nginx under LDP with the Rust layer, and `wrk -c64 -d5s` under LDP
 /// against it: `-t1` and `-t2` with the Rust layer, then `-t2` with the C
 /// layer (killed after `c_limit`), the client's `vcl.conf` plus `extra`.
-/// Prints the three results; asserts the Rust `-t2` run served at least
-/// half the requests/s of `-t1` with socket errors under 1%.
+/// Prints the three results; asserts both Rust runs served requests with no
+/// socket error and no bad response (ratios are for the benchmarks).
 fn nginx_and_wrk(what: &str, extra: Option<&str>, c_limit: Duration) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let so = libvls();
@@ -243,32 +274,31 @@ fn nginx_and_wrk(what: &str, extra: Option<&str>, c_limit: Duration) {
     let cli_conf = vpp.write_vcl_conf("wrk", &cli).unwrap();
     let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
     let rust = format!("{}:{}", so.display(), ldp.display());
-    let (mut nginx, url) = start_nginx(&vpp, &srv_ns, &rust);
+    let (nginx, url) = start_nginx(&vpp, &srv_ns, &rust);
 
     let one = wrk(&rust, &cli_conf, 1, &url);
     let two = wrk(&rust, &cli_conf, 2, &url);
     let c_two = wrk_limited(&ldp.display().to_string(), &cli_conf, 2, &url, c_limit);
-    let _ = nginx.kill();
-    let _ = nginx.wait();
+    drop(nginx);
     eprintln!(
         "wrk -c64 -d5s, {what}: Rust VLS -t1 {:.0} req/s, -t2 {:.0} req/s ({} errors); C VLS -t2 {:.0} req/s ({} errors)",
         one.rps, two.rps, two.errors, c_two.rps, c_two.errors
     );
-    assert!(one.requests > 1000, "the -t1 baseline must serve requests");
-    assert!(two.requests > 1000, "-t2 must serve requests");
-    assert!(two.rps >= 0.5 * one.rps, "-t2 {:.0} req/s < half of -t1 {:.0} req/s", two.rps, one.rps);
-    assert!(
-        (two.errors as f64) < 0.01 * two.requests as f64,
-        "-t2: {} socket errors for {} requests",
-        two.errors,
-        two.requests
-    );
+    // Functional checks only (throughput ratios belong to benchmarks).
+    for (name, r) in [("-t1", &one), ("-t2", &two)] {
+        assert!(r.requests > 1000, "{name} must serve requests");
+        assert_eq!(
+            r.errors, 0,
+            "{name}: {} socket errors or bad responses for {} requests",
+            r.errors, r.requests
+        );
+    }
 }
 
 /// nginx (one worker process) serves a static file over VPP's TCP stack to
 /// `wrk -t2 -c64`; both run under LDP with the Rust layer. wrk's threads
-/// share one VCL worker (mode 3). Acceptance: no crash or hang, requests/s
-/// at least half of the same run with `-t1`, socket errors under 1%.
+/// share one VCL worker (mode 3). Acceptance: no crash or hang, requests
+/// served with no socket error and no bad response.
 /// The C layer's result for the same `-t2` run is printed for comparison.
 #[test]
 fn ldp_nginx_and_wrk_two_threads_in_mode3() {
@@ -326,6 +356,10 @@ struct TwoWorkers {
     cleaned_up: bool,
     after: WrkResult,
     after_by_pid: std::collections::BTreeMap<u32, u64>,
+    /// `[alert]` lines of nginx's error log other than the killed worker's
+    /// exit (e.g. the master's `close() channel failed (9: Bad file
+    /// descriptor)` when a cleanup closed a descriptor of its own).
+    alerts: Vec<String>,
 }
 
 /// nginx (master + 2 worker processes) under LDP with `preload`; `wrk
@@ -340,8 +374,11 @@ fn nginx_two_workers(
     tag: &str,
 ) -> TwoWorkers {
     let log = vpp.dir().join(format!("nginx/access-{tag}.log"));
+    // The error log is shared by the runs: this run's lines come after these.
+    let errors_before =
+        std::fs::read_to_string(vpp.dir().join("nginx/error.log")).map_or(0, |t| t.lines().count());
     let logging = format!("log_format by_pid '$pid';\n  access_log {} by_pid;", log.display());
-    let (mut nginx, url) =
+    let (nginx, url) =
         start_nginx_with(vpp, srv_ns, preload, "master_process on;\nworker_processes 2;", &logging);
     let master = nginx.id();
     let workers = children_of(master);
@@ -369,23 +406,28 @@ fn nginx_two_workers(
     eprintln!("nginx ({tag}): killed worker {victim:?}; workers now {now:?}");
     let after = wrk_limited(client, cli_conf, 1, &url, Duration::from_secs(30));
     let (after_by_pid, _) = requests_by_pid(&log, seen);
-    for p in children_of(master) {
-        // SAFETY: ends nginx's workers before the master (no orphans).
-        unsafe { libc::kill(p as i32, libc::SIGKILL) };
-    }
-    let _ = nginx.kill();
-    let _ = nginx.wait();
-    TwoWorkers { before, before_by_pid, respawned, cleaned_up, after, after_by_pid }
+    drop(nginx);
+    // What the master logged as alerts, but for the killed worker's exit.
+    let alerts = std::fs::read_to_string(vpp.dir().join("nginx/error.log"))
+        .unwrap_or_default()
+        .lines()
+        .skip(errors_before)
+        .filter(|l| l.contains("[alert]") && !l.contains("exited on signal 9"))
+        .map(str::to_string)
+        .collect();
+    TwoWorkers { before, before_by_pid, respawned, cleaned_up, after, after_by_pid, alerts }
 }
 
 /// Debian's nginx with `worker_processes 2` (a master that forks two
 /// workers; every process has its own VCL worker, the listener is shared)
 /// under LDP with the Rust layer serves a static file to `wrk -c64`:
-/// requests spread over both workers (each serves at least 10%); a worker
-/// killed with SIGKILL is respawned by the master and serving continues
-/// (errors under 1%), and the master cleans up the dead worker's VCL
-/// worker (deferred from SIGCHLD to its next fork). The same run with the C layer is printed for
-/// comparison.
+/// both workers serve requests; a worker killed with SIGKILL is respawned
+/// by the master and serving continues (errors only for connections the
+/// killed worker held), the master cleans up the dead worker's VCL worker
+/// (deferred from SIGCHLD to its next fork) and logs no alert but the
+/// worker's exit (a cleanup that closed a descriptor of the master's shows
+/// as `close() channel failed`). The same run with the C layer is printed
+/// for comparison.
 #[test]
 fn ldp_nginx_two_worker_processes_share_the_listener_and_survive_a_killed_worker() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -412,19 +454,14 @@ fn ldp_nginx_two_worker_processes_share_the_listener_and_survive_a_killed_worker
         );
     }
     assert!(r.before.requests > 1000, "nginx must serve requests");
+    assert_eq!(r.before.errors, 0, "errors before the kill");
     assert_eq!(r.before_by_pid.len(), 2, "both workers must serve: {:?}", r.before_by_pid);
-    let total: u64 = r.before_by_pid.values().sum();
-    for (pid, n) in &r.before_by_pid {
-        assert!(*n * 10 >= total, "worker {pid} served {n} of {total} requests");
-    }
     assert!(r.respawned, "the master must respawn the killed worker");
     assert!(r.cleaned_up, "the master must clean up the killed worker's VCL worker");
     assert!(r.after.requests > 1000, "serving must continue after the kill");
-    assert!(
-        (r.after.errors as f64) < 0.01 * r.after.requests as f64,
-        "{} errors after the kill",
-        r.after.errors
-    );
+    // Connections the killed worker held are lost with it; nothing else.
+    assert!(r.after.errors <= 64, "{} errors after the kill", r.after.errors);
+    assert!(r.alerts.is_empty(), "nginx logged alerts: {:#?}", r.alerts);
 }
 
 // ---------------------------------------------------------------------------

@@ -114,6 +114,8 @@ pub struct Double {
     pause: Duration,
     /// Connects complete only once the server side accepts them.
     connect_waits_for_accept: AtomicBool,
+    /// Threads blocked in a wait inside a call (read, write, accept).
+    blocked: AtomicUsize,
 }
 
 struct InCall<'a> {
@@ -161,6 +163,7 @@ impl Double {
             violations: AtomicUsize::new(0),
             pause: Duration::from_micros(20),
             connect_waits_for_accept: AtomicBool::new(false),
+            blocked: AtomicUsize::new(0),
         }
     }
 
@@ -170,6 +173,18 @@ impl Double {
     /// like VCL; a non-blocking one returns `EINPROGRESS`.
     pub fn connect_waits_for_accept(&self) {
         self.connect_waits_for_accept.store(true, Ordering::SeqCst);
+    }
+
+    /// Threads blocked inside a read, write or accept right now (a test
+    /// waits for this instead of assuming a thread blocked by now).
+    pub fn blocked(&self) -> usize {
+        self.blocked.load(Ordering::SeqCst)
+    }
+
+    /// Connects made and not yet accepted (their callers are waiting, or
+    /// about to).
+    pub fn connects_waiting(&self) -> usize {
+        self.state.lock().unwrap().sessions.values().filter(|s| s.connecting).count()
     }
 
     /// Broken VCL threading rules seen so far.
@@ -303,6 +318,15 @@ impl Double {
     /// Blocking wait the way VCL does it: hooks around short sleeps, until
     /// `done` or the app marks the session closing.
     fn wait_for(&self, sh: Sh, done: impl Fn(&Session) -> bool) -> Result<(), i32> {
+        struct Blocked<'a>(Option<&'a AtomicUsize>);
+        impl Drop for Blocked<'_> {
+            fn drop(&mut self) {
+                if let Some(b) = self.0 {
+                    b.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+        let mut blocked = Blocked(None);
         loop {
             {
                 let st = self.state.lock().unwrap();
@@ -312,6 +336,10 @@ impl Double {
                     Some(s) if done(s) => return Ok(()),
                     _ => {}
                 }
+            }
+            if blocked.0.is_none() {
+                self.blocked.fetch_add(1, Ordering::SeqCst);
+                blocked.0 = Some(&self.blocked);
             }
             if let Some(h) = self.hooks.get() {
                 h.pre_wait(sh);

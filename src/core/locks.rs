@@ -670,13 +670,22 @@ mod tests {
     fn read_waiting_for_mq_proceeds_when_ready() {
         let l = leak();
         let ready = Arc::new(AtomicBool::new(false));
+        let checks = Arc::new(AtomicUsize::new(0));
         let holder = l.mq.lock().unwrap();
-        let r2 = ready.clone();
+        let (r2, c2) = (ready.clone(), checks.clone());
         let t = std::thread::spawn(move || {
-            let _g = l.acquire(OpKind::Read, || r2.load(Ordering::SeqCst));
+            let _g = l.acquire(OpKind::Read, || {
+                c2.fetch_add(1, Ordering::SeqCst);
+                r2.load(Ordering::SeqCst)
+            });
             held_by_current_thread()
         });
-        std::thread::sleep(Duration::from_millis(50));
+        // A second readiness check means it is waiting for the mq lock.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while checks.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline, "the read never waited for the mq lock");
+            std::thread::yield_now();
+        }
         ready.store(true, Ordering::SeqCst);
         let held = t.join().unwrap();
         assert_eq!(held, (false, true, false), "became ready: no mq needed");

@@ -122,6 +122,10 @@ pub struct Vls<V: Vcl> {
     /// session themselves (default). Off, every move is an RPC (set by
     /// `VLS_MIGRATE_BY_RPC=1`, to exercise that path).
     direct_moves: AtomicBool,
+    /// Per-thread workers: how long a mover waits for the owner's answer,
+    /// in milliseconds ([`RPC_TIMEOUT`] unless `VLS_RPC_TIMEOUT_MS` says
+    /// otherwise at app creation).
+    rpc_timeout_ms: std::sync::atomic::AtomicU64,
     /// Per-process workers: what forked processes share, mapped before the
     /// first fork (see [`fork`]).
     shared: std::sync::OnceLock<fork::SharedTable>,
@@ -237,6 +241,7 @@ impl<V: Vcl> Vls<V> {
             gates: Gates::default(),
             rpcs: RpcTable::default(),
             direct_moves: AtomicBool::new(true),
+            rpc_timeout_ms: std::sync::atomic::AtomicU64::new(RPC_TIMEOUT.as_millis() as u64),
             shared: std::sync::OnceLock::new(),
             child_cleanup: std::sync::Mutex::new(()),
             fork_generation: AtomicU32::new(0),
@@ -244,6 +249,18 @@ impl<V: Vcl> Vls<V> {
             handover_watch: std::sync::Mutex::new(Vec::new()),
             watching: AtomicBool::new(false),
         }))
+    }
+
+    /// How long a session move waits for the owner's answer (per-thread
+    /// workers).
+    pub fn rpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.rpc_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sets [`Self::rpc_timeout`] (`VLS_RPC_TIMEOUT_MS` does it at app
+    /// creation; tests use a short one).
+    pub fn set_rpc_timeout(&self, d: Duration) {
+        self.rpc_timeout_ms.store(d.as_millis().clamp(1, u64::MAX as u128) as u64, Ordering::Relaxed);
     }
 
     /// The VCL implementation underneath.
@@ -332,6 +349,9 @@ impl<V: Vcl> Vls<V> {
         self.vcl.install_fork_hooks(self);
         if std::env::var_os("VLS_MIGRATE_BY_RPC").is_some_and(|v| v == "1") {
             self.direct_moves.store(false, Ordering::Release);
+        }
+        if let Some(ms) = std::env::var("VLS_RPC_TIMEOUT_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+            self.set_rpc_timeout(Duration::from_millis(ms.max(1)));
         }
         self.on_exit_of_this_thread();
         tracing::info!(
@@ -562,7 +582,7 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// Takes session `index` out of worker `owner`: directly if the owner's
-    /// thread is outside VCL, else by RPC, waiting at most [`RPC_TIMEOUT`]
+    /// thread is outside VCL, else by RPC, waiting at most [`Self::rpc_timeout`]
     /// (see [`migrate`] for the protocol). Also says how: `"directly"` or
     /// `"by RPC"`.
     fn move_from(&'static self, owner: u32, index: u32) -> Result<(V::Moved, &'static str), MoveError> {
@@ -585,7 +605,7 @@ impl<V: Vcl> Vls<V> {
         if sent != 0 {
             return Err(MoveError::NoWorker);
         }
-        let deadline = Instant::now() + RPC_TIMEOUT;
+        let deadline = Instant::now() + self.rpc_timeout();
         let mut pause = Duration::from_micros(10);
         loop {
             if let Some(answer) = request.try_take() {

@@ -36,6 +36,16 @@ fn pair(v: &'static Vls<Double>, nonblocking: bool) -> (Vlsh, Vlsh, Vlsh) {
     (l, c, s)
 }
 
+/// Waits until `cond` holds, at most 10 s (then fails: `what` never
+/// happened).
+fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        thread::yield_now();
+    }
+}
+
 fn write(v: &'static Vls<Double>, h: Vlsh, data: &[u8]) -> i32 {
     // SAFETY: `data` is valid for its length.
     unsafe { v.write(h, data.as_ptr() as *mut c_void, data.len()) }
@@ -294,7 +304,7 @@ fn close_wakes_a_blocked_reader() {
         tx.send(()).unwrap();
         (rv, t.elapsed())
     });
-    thread::sleep(Duration::from_millis(50));
+    until("the reader blocks", || v.vcl().blocked() == 1);
     assert!(rx.try_recv().is_err(), "reader should be blocked");
     assert_eq!(v.close(s), 0);
     let (rv, waited) = reader.join().unwrap();
@@ -312,7 +322,7 @@ fn blocked_reader_does_not_block_other_threads() {
         let mut buf = [0u8; 8];
         read(v, s1, &mut buf)
     });
-    thread::sleep(Duration::from_millis(30));
+    until("the reader blocks", || v.vcl().blocked() == 1);
     // Another thread can still do xpoll work and I/O on other sessions
     // while the reader sleeps inside VCL (mq lock dropped for the wait).
     let t = thread::spawn(move || {
@@ -557,7 +567,7 @@ fn blocked_reader_does_not_block_a_writer_of_the_same_session() {
             done_tx.send((n, buf[0])).unwrap();
         });
     }
-    thread::sleep(Duration::from_millis(30));
+    until("a reader blocks", || v.vcl().blocked() == 1);
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || tx.send(write(v, s, b"w")).unwrap());
     assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Ok(1), "the writer must not wait for the reader");
@@ -586,9 +596,9 @@ fn pending_pool_writer_does_not_block_what_a_sleeping_reader_waits_for() {
         let mut buf = [0u8; 4];
         tx.send(("read", read(v, s, &mut buf))).unwrap();
     });
-    thread::sleep(Duration::from_millis(30));
+    until("the reader blocks", || v.vcl().blocked() == 1);
     thread::spawn(move || tx2.send(("close", v.close(other))).unwrap());
-    thread::sleep(Duration::from_millis(30));
+    until("the close waits for the pool lock", || v.locks().spool().pending_writers() > 0);
     let (wtx, wrx) = mpsc::channel();
     thread::spawn(move || wtx.send(write(v, c, b"data")).unwrap());
     assert_eq!(wrx.recv_timeout(Duration::from_secs(3)), Ok(4), "the write must get in");
@@ -617,7 +627,7 @@ fn blocking_connect_does_not_stop_other_threads() {
         // SAFETY: the double reads a u32 listener handle from `ep`.
         conn_tx.send(("connect", unsafe { v.connect(c, (&mut target as *mut u32).cast()) })).unwrap();
     });
-    thread::sleep(Duration::from_millis(50));
+    until("the connect waits", || v.vcl().connects_waiting() == 1);
     thread::spawn(move || tx.send(("close", v.close(other))).unwrap());
     assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Ok(("close", 0)), "close waited for the connect");
     // SAFETY: null endpoint is accepted by the double.
@@ -812,7 +822,7 @@ impl BlockedOwner {
             rv
         });
         let (h, s) = ready_rx.recv().unwrap();
-        thread::sleep(Duration::from_millis(50));
+        until("the owner blocks in its read", || v.vcl().blocked() == 1);
         BlockedOwner { h, s, done, thread }
     }
 
@@ -850,6 +860,7 @@ fn unanswered_move_times_out_and_a_late_answer_is_harmless() {
     // By RPC only, whether or not the owner is already inside VCL when
     // the move starts (a direct move would bypass what is tested here).
     v.direct_moves.store(false, Ordering::SeqCst);
+    v.set_rpc_timeout(Duration::from_millis(300));
     v.vcl().connect_waits_for_accept();
     let l = v.create(0, false);
     assert_eq!(v.listen(l, 10), 0);
@@ -869,11 +880,18 @@ fn unanswered_move_times_out_and_a_late_answer_is_harmless() {
         (v.listen(h, 1), worker_of(v, h) == v.vcl().worker_index())
     });
     let h = h_rx.recv().unwrap();
-    thread::sleep(Duration::from_millis(50));
+    // The owner is blocked inside VCL (it answers no RPC) once its connect
+    // waits for the accept.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while v.vcl().connects_waiting() == 0 {
+        assert!(Instant::now() < deadline, "the owner never blocked in its connect");
+        thread::yield_now();
+    }
     let start = Instant::now();
     assert_eq!(v.listen(h, 1), EBADFD);
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(2900) && took < Duration::from_secs(5), "took {took:?}");
+    // Not before the timeout; the upper bound only catches a hang.
+    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(10), "took {took:?}");
     // SAFETY: null endpoint is accepted by the double.
     assert!(unsafe { v.accept(l, std::ptr::null_mut(), 0) } >= 0);
     go_tx.send(()).unwrap();
@@ -957,7 +975,8 @@ fn mover_waiting_for_an_exiting_owner_gives_up() {
         let l = v.create(0, false);
         assert_eq!(v.listen(l, 10), 0);
         l_tx.send(v.vlsh_to_sh(l)).unwrap();
-        thread::sleep(Duration::from_millis(300));
+        // Accepts once the mover waits for the owner's answer.
+        until("the mover's request is pending", || !v.rpcs.is_empty());
         // SAFETY: null endpoint is accepted by the double.
         unsafe { v.accept(l, std::ptr::null_mut(), 0) }
     });
@@ -973,10 +992,14 @@ fn mover_waiting_for_an_exiting_owner_gives_up() {
         unsafe { v.connect(c, (&mut target as *mut u32).cast()) }
     });
     let h = h_rx.recv().unwrap();
-    thread::sleep(Duration::from_millis(50));
+    until("the owner's connect waits", || v.vcl().connects_waiting() == 1);
     let start = Instant::now();
     assert_eq!(v.listen(h, 1), EBADFD);
-    assert!(start.elapsed() < Duration::from_millis(2500), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < v.rpc_timeout(),
+        "took {:?}: the mover waited for the timeout",
+        start.elapsed()
+    );
     assert_eq!(owner.join().unwrap(), 0);
     assert!(server.join().unwrap() >= 0);
     assert_eq!(v.close(h), 0);
