@@ -181,6 +181,11 @@ impl Double {
         self.blocked.load(Ordering::SeqCst)
     }
 
+    /// Reads of session `sh` in progress (blocked ones included).
+    pub fn reads_in_progress(&self, sh: Sh) -> u32 {
+        self.state.lock().unwrap().sessions.get(&sh).map_or(0, |s| s.reading)
+    }
+
     /// Connects made and not yet accepted (their callers are waiting, or
     /// about to).
     pub fn connects_waiting(&self) -> usize {
@@ -459,14 +464,21 @@ impl Vcl for Double {
             None => EBADFD,
         }
     }
-    unsafe fn accept(&self, sh: Sh, _ep: *mut c_void, _flags: i32) -> i32 {
+    unsafe fn accept(&self, sh: Sh, _ep: *mut c_void, flags: i32) -> i32 {
         self.check_own(sh);
+        // Like VCL, O_NONBLOCK in `flags` makes the new session non-blocking.
+        let accepted = |st: &mut State, c: Sh| {
+            if let Some(s) = st.sessions.get_mut(&c) {
+                s.nonblocking = flags & libc::O_NONBLOCK != 0;
+            }
+            Self::complete_connect(st, c);
+        };
         let nonblocking = {
             let _c = self.enter(Kind::Pool);
             let mut st = self.state.lock().unwrap();
             let Some(l) = st.sessions.get_mut(&sh) else { return EBADFD };
             if let Some(c) = l.accept_q.pop_front() {
-                Self::complete_connect(&mut st, c);
+                accepted(&mut st, c);
                 self.data.notify_all();
                 return c as i32;
             }
@@ -482,7 +494,7 @@ impl Vcl for Double {
         let mut st = self.state.lock().unwrap();
         match st.sessions.get_mut(&sh).and_then(|l| l.accept_q.pop_front()) {
             Some(c) => {
-                Self::complete_connect(&mut st, c);
+                accepted(&mut st, c);
                 self.data.notify_all();
                 c as i32
             }

@@ -35,6 +35,8 @@ mod fork_hooks;
 pub mod locks;
 pub mod migrate;
 pub mod pool;
+#[cfg(test)]
+mod random_ops;
 mod session_lock;
 pub mod solo;
 #[cfg(test)]

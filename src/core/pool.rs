@@ -444,6 +444,12 @@ impl SessionPool {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Number of entries of the VCL-handle table (equal to the live
+    /// sessions that have a VCL session).
+    pub fn table_len(&self) -> usize {
+        self.by_sh.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
 }
 
 #[cfg(test)]
