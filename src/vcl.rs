@@ -339,7 +339,8 @@ impl seam::Vcl for RealVcl {
         unsafe { sys::vppcom_app_create(name) }
     }
     fn app_destroy(&self) {
-        app_destroy()
+        // SAFETY: the core calls this only from its own detach path.
+        unsafe { app_destroy() }
     }
     fn worker_index(&self) -> u32 {
         worker_index()
@@ -353,7 +354,9 @@ impl seam::Vcl for RealVcl {
         unsafe { sys::vppcom_worker_register() }
     }
     fn worker_unregister(&self) {
-        worker_unregister()
+        // SAFETY: the core unregisters only the calling thread's own worker,
+        // as that thread ends.
+        unsafe { worker_unregister() }
     }
     fn mt_workers(&self) -> bool {
         // SAFETY: reads a configuration byte of `vcm` (null-checked in C).

@@ -387,13 +387,9 @@ fn fork_two_children_serve_a_shared_listener_and_exit_first() {
 /// The mq epoll fd number of (another process's) worker `wrk`, as recorded
 /// in VCL's shared worker record.
 fn victims_mq_epoll_fd(wrk: u32) -> i32 {
-    // SAFETY: the shim returns the worker record or null; the record stays
-    // valid while the worker is (no cleanup runs on this thread meanwhile).
-    let w = unsafe { ffi::vppsys_worker_get(wrk) };
-    assert!(!w.is_null(), "worker {wrk} is not known");
-    // SAFETY: non-null worker record.
-    let fd = unsafe { (*w).mqs_epfd };
-    assert!(fd > 2, "the worker has an mq epoll fd ({fd})");
+    // SAFETY: reads a field of the worker record (null-checked in C).
+    let fd = unsafe { ffi::vppsys_worker_mqs_epfd(wrk) };
+    assert!(fd > 2, "worker {wrk} has an mq epoll fd ({fd})");
     fd
 }
 

@@ -796,6 +796,10 @@ mod loom_models {
             self.cv.notify_all();
         }
 
+        fn is_set(&self) -> bool {
+            *self.set.lock().unwrap()
+        }
+
         fn wait(&self) {
             let mut set = self.set.lock().unwrap();
             while !*set {
@@ -861,6 +865,30 @@ mod loom_models {
             drop(g);
         }
 
+        /// A blocking read as VCL runs it: rounds of (wait hooks around a
+        /// short sleep, then a look for data), without a round limit. The
+        /// read keeps the session-pool read lock across its rounds; each
+        /// `after_wait` releases and retakes it, which is where a waiting
+        /// writer gets in. A writer that could never get in is a livelock
+        /// loom reports (it exceeds its branch budget), not a timeout.
+        fn blocking_op_in_rounds(&self, l: &'static MtLocks, op: OpKind, until: &'static Signal) {
+            let g = l.acquire(op, || false);
+            let h = self.enter();
+            self.leave(h);
+            loop {
+                l.before_wait();
+                let arrived = until.is_set();
+                l.after_wait();
+                if arrived {
+                    break;
+                }
+                thread::yield_now();
+            }
+            let h = self.enter();
+            self.leave(h);
+            drop(g);
+        }
+
         fn quick_op(&self, l: &'static MtLocks, op: OpKind, ready: bool) {
             self.quick_op_then(l, op, ready, None);
         }
@@ -886,7 +914,7 @@ mod loom_models {
             let l = leak(MtLocks::default());
             let inside = leak(Inside::default());
             let data = leak(Signal::default());
-            let reader = thread::spawn(move || inside.blocking_op(l, OpKind::Read, data));
+            let reader = thread::spawn(move || inside.blocking_op_in_rounds(l, OpKind::Read, data));
             inside.quick_op_then(l, OpKind::SessionPool, true, Some(data));
             reader.join().unwrap();
         });

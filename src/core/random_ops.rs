@@ -201,6 +201,9 @@ impl World {
             // is left to its fate then (it ends when that session closes).
             // (It may instead wait for the session's lock, held by a stray
             // call of another thread on `s`: then the close wakes both.)
+            if rng.below(2) == 0 {
+                thread::yield_now();
+            }
             let sh = v.vlsh_to_sh(s);
             let until = std::time::Instant::now() + Duration::from_secs(1);
             while !r.is_finished()

@@ -45,6 +45,9 @@ extern "C" {
     pub fn vppsys_worker_is_valid(wrk_index: u32) -> libc::c_int;
     /// Number of live VCL workers.
     pub fn vppsys_n_workers() -> u32;
+    /// The mq epoll fd recorded in worker `wrk_index` (a descriptor number
+    /// of the process that registered it), or -1 if there is no such worker.
+    pub fn vppsys_worker_mqs_epfd(wrk_index: u32) -> libc::c_int;
     /// The session, or null when the worker or the session does not exist.
     pub fn vppsys_session_get(wrk_index: u32, session_index: u32) -> *mut vcl_session_t;
     /// Installs the inter-worker RPC handler (`vcm->wrk_rpc_fn`).

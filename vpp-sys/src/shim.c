@@ -45,6 +45,15 @@ vppsys_worker_get (uint32_t wrk_index)
 	   0;
 }
 
+/* Worker wrk_index's mq epoll fd as recorded in the worker (a descriptor
+ * number of the process that registered the worker), or -1. */
+int
+vppsys_worker_mqs_epfd (uint32_t wrk_index)
+{
+  vcl_worker_t *wrk = vppsys_worker_get (wrk_index);
+  return wrk ? wrk->mqs_epfd : -1;
+}
+
 uint32_t
 vppsys_n_workers (void)
 {
