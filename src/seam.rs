@@ -154,6 +154,9 @@ pub trait Vcl: Send + Sync + 'static {
     fn write_ready(&self, sh: Sh) -> bool;
     /// Makes blocked VCL calls on `sh` return: the app closed the session.
     fn set_app_closing(&self, sh: Sh);
+    /// Events the calling thread's worker read from its message queue and
+    /// keeps for the next epoll wait (VCL's unhandled-events vector).
+    fn unhandled_events(&self) -> u32;
 
     // ---- connect without blocking the worker ----
     /// Sets or clears `O_NONBLOCK` on the session (local, no message to VPP).

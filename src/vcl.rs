@@ -486,6 +486,10 @@ impl seam::Vcl for RealVcl {
         // SAFETY: as above.
         unsafe { sys::vppsys_sh_set_app_closing(sh) }
     }
+    fn unhandled_events(&self) -> u32 {
+        // SAFETY: reads a vector length of the calling thread's worker.
+        unsafe { sys::vppsys_worker_unhandled_events() }
+    }
     fn set_nonblocking(&self, sh: Sh, on: bool) {
         // SAFETY: as above.
         unsafe { sys::vppsys_sh_set_nonblocking(sh, on as u8) }

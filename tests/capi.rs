@@ -509,7 +509,11 @@ fn mode3_close_wakes_blocked_reader_and_thread_exit_is_harmless() {
                 tx.send(()).unwrap();
                 (n, t.elapsed())
             });
-            thread::sleep(Duration::from_millis(300));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while vls().threads_waiting_in_vcl() == 0 {
+                assert!(Instant::now() < deadline, "the reader never blocked in VCL");
+                thread::sleep(Duration::from_millis(1));
+            }
             assert!(rx.try_recv().is_err(), "reader must be blocked (client sends nothing)");
             // a short-lived thread does some work and exits
             thread::spawn(move || write_all(s2, b"ping")).join().unwrap();
@@ -558,8 +562,17 @@ fn mode3_epoll_ctl_churn_while_another_set_waits_then_concurrent_closes() {
             let l = listen_on(a, TCP, false);
             let sessions: Vec<i32> = (0..N).map(|_| accept(l)).collect();
             assert!(sessions.iter().all(|&s| s >= 0));
-            // Every session has unread data: level-triggered events stay on.
-            thread::sleep(Duration::from_millis(300));
+            // Every session has unread data (level-triggered events stay
+            // on) once what the client sent has arrived.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !sessions.iter().all(|&s| {
+                let mut len = 4u32;
+                // SAFETY: GET_NREAD writes nothing through the buffer.
+                unsafe { vls_attr(s, ffi::VPPCOM_ATTR_GET_NREAD, std::ptr::null_mut(), &mut len) > 0 }
+            }) {
+                assert!(Instant::now() < deadline, "the client's data never arrived");
+                thread::sleep(Duration::from_millis(5));
+            }
             let (set_a, set_b) = sessions.split_at(N / 2);
             let (set_a, set_b) = (set_a.to_vec(), set_b.to_vec());
             let ep_a = vls_epoll_create();

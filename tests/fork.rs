@@ -779,7 +779,11 @@ fn fork_while_another_thread_is_blocked_in_a_read() {
                 read_exact(x, &mut buf); // blocks until the client's "wake"
                 buf
             });
-            std::thread::sleep(Duration::from_millis(300));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while vls().threads_waiting_in_vcl() == 0 {
+                assert!(Instant::now() < deadline, "the reader never blocked in VCL");
+                std::thread::sleep(Duration::from_millis(1));
+            }
             let (rd, wr) = pipe();
             let child = fork_child(25, || {
                 assert_eq!(vls_close(x), 0, "the child drops its copy of the blocked connection");

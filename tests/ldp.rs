@@ -568,3 +568,18 @@ fn ldp_pipelined_soak() {
     eprintln!("ldp_pipelined_soak: {runs} client runs in 60 s, all intact");
     assert!(runs > 0);
 }
+
+/// For manual runs: starts a VPP, prints the `vcl.conf` to use and the
+/// preload list, and keeps VPP up for `VLS_HOLD_VPP_SECS` (default 600).
+/// `cargo test --features vpp --test ldp hold_a_vpp -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn hold_a_vpp_for_manual_runs() {
+    let so = libvls();
+    let vpp = VppInstance::start().expect("vpp");
+    let conf = vpp.write_vcl_conf("manual", &VclConf::default()).unwrap();
+    let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
+    println!("VCL_CONFIG={} LD_PRELOAD={}:{}", conf.display(), so.display(), ldp.display());
+    let secs = std::env::var("VLS_HOLD_VPP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
+    std::thread::sleep(Duration::from_secs(secs));
+}

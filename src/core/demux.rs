@@ -98,6 +98,9 @@ pub struct EpollDemux {
     parked: Mutex<Vec<Parked>>,
     /// Set when `parked` may be non-empty (cheap check on the fast path).
     has_parked: AtomicBool,
+    /// Set by [`EpollDemux::wake`]: the wake fd was signalled with nothing
+    /// parked, and must be drained by the next [`EpollDemux::take`].
+    woken: AtomicBool,
     wake: Mutex<Option<WakeFds>>,
     /// The wake fd is installed in the set's libc epoll fd.
     wake_installed: AtomicBool,
@@ -120,8 +123,24 @@ impl EpollDemux {
         }
     }
 
+    /// Wakes the set's waiter without parking anything (it will look at
+    /// VCL's events).
+    pub fn wake(&self) {
+        if let Some(w) = self.wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            self.woken.store(true, Ordering::Release);
+            sys::eventfd_signal(w.eventfd);
+        }
+    }
+
     /// Takes up to `max` parked events.
     pub fn take(&self, max: usize) -> Vec<Parked> {
+        // A wake without parked events: drain it first (a park after this
+        // is seen below, or signals again).
+        if self.woken.load(Ordering::Acquire) && self.woken.swap(false, Ordering::AcqRel) {
+            if let Some(w) = self.wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
+                sys::eventfd_drain(w.eventfd);
+            }
+        }
         if !self.has_parked.load(Ordering::Acquire) || max == 0 {
             return Vec::new();
         }

@@ -707,6 +707,9 @@ impl Vcl for Double {
     fn write_ready(&self, _sh: Sh) -> bool {
         true
     }
+    fn unhandled_events(&self) -> u32 {
+        0
+    }
     fn set_app_closing(&self, sh: Sh) {
         if let Some(s) = self.state.lock().unwrap().sessions.get_mut(&sh) {
             s.app_closing = true;

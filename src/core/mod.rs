@@ -124,6 +124,8 @@ pub struct Vls<V: Vcl> {
     /// session themselves (default). Off, every move is an RPC (set by
     /// `VLS_MIGRATE_BY_RPC=1`, to exercise that path).
     direct_moves: AtomicBool,
+    /// Threads inside a VCL wait (between the wait hooks) right now.
+    waiting_in_vcl: AtomicU32,
     /// Per-thread workers: how long a mover waits for the owner's answer,
     /// in milliseconds ([`RPC_TIMEOUT`] unless `VLS_RPC_TIMEOUT_MS` says
     /// otherwise at app creation).
@@ -244,6 +246,7 @@ impl<V: Vcl> Vls<V> {
             rpcs: RpcTable::default(),
             direct_moves: AtomicBool::new(true),
             rpc_timeout_ms: std::sync::atomic::AtomicU64::new(RPC_TIMEOUT.as_millis() as u64),
+            waiting_in_vcl: AtomicU32::new(0),
             shared: std::sync::OnceLock::new(),
             child_cleanup: std::sync::Mutex::new(()),
             fork_generation: AtomicU32::new(0),
@@ -263,6 +266,13 @@ impl<V: Vcl> Vls<V> {
     /// creation; tests use a short one).
     pub fn set_rpc_timeout(&self, d: Duration) {
         self.rpc_timeout_ms.store(d.as_millis().clamp(1, u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    /// Threads blocked inside VCL (a blocking read, write, accept, ...)
+    /// right now: a diagnostic, and what tests wait for instead of assuming
+    /// a thread has blocked by now.
+    pub fn threads_waiting_in_vcl(&self) -> u32 {
+        self.waiting_in_vcl.load(Ordering::SeqCst)
     }
 
     /// The VCL implementation underneath.
@@ -854,6 +864,9 @@ impl<V: Vcl> Vls<V> {
                 self.run_locked(session, op, own_wrk, f)
             }
         };
+        if WAITED_IN_VCL.replace(false) {
+            self.route_events_after_a_wait();
+        }
         traced(vlsh, op, rv)
     }
 
@@ -1098,11 +1111,43 @@ impl<V: Vcl> Vls<V> {
             return;
         }
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
-        // SAFETY: `evs` is valid for its length.
-        let n = unsafe { self.vcl.epoll_wait(flush_set, evs.as_mut_ptr(), evs.len() as i32, 0.0) };
-        for e in &evs[..n.max(0) as usize] {
-            self.park(e.events, e.u64);
+        // A full batch may leave more behind (VCL keeps the rest queued).
+        for _ in 0..64 {
+            // SAFETY: `evs` is valid for its length.
+            let n = unsafe { self.vcl.epoll_wait(flush_set, evs.as_mut_ptr(), evs.len() as i32, 0.0) };
+            for e in &evs[..n.max(0) as usize] {
+                self.park(e.events, e.u64);
+            }
+            if n < evs.len() as i32 {
+                break;
+            }
         }
+    }
+
+    /// Wakes the waiter of every epoll set (through its wake fd).
+    fn wake_every_set(&self) {
+        for set in self.pool.live_sessions() {
+            if let Some(d) = set.demux() {
+                d.wake();
+            }
+        }
+    }
+
+    /// After a call that waited inside VCL in mode 3: while it waited, VCL
+    /// consumed the worker's message-queue notifications and queued the
+    /// events it read as unhandled, for the next epoll wait — but the
+    /// threads that would make that wait sleep in the kernel on the very
+    /// notification that was consumed (LDP sleeps on each set's libc epoll
+    /// fd). So the events are routed to their sets now, which wakes their
+    /// waiters (a thread blocked in `accept` would otherwise delay every
+    /// other thread's I/O by up to its epoll timeout, or for ever).
+    fn route_events_after_a_wait(&'static self) {
+        if !self.shares_worker() {
+            return;
+        }
+        let flush_set = self.internal_epoll();
+        let _g = self.op_locks(OpKind::Xpoll, None);
+        self.handle_mq_events(flush_set);
     }
 
     /// `vls_accept`: returns the new session's vlsh or a `VPPCOM_E*` code.
@@ -1641,24 +1686,42 @@ impl<V: Vcl> RpcHandler for Vls<V> {
     }
 }
 
+std::thread_local! {
+    /// The calling thread's current call waited inside VCL (set by the
+    /// post-wait hook; see [`Vls::route_events_after_a_wait`]).
+    static WAITED_IN_VCL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 impl<V: Vcl> WaitHooks for Vls<V> {
     fn pre_wait(&'static self, sh: Sh) {
-        if !self.needs_locks.load(Ordering::Acquire) {
-            return;
-        }
-        // A session another thread is closing: make VCL return.
-        if let Some(s) = self.pool.vlsh_of(sh).and_then(|v| self.pool.get(v)) {
-            if s.app_closed.load(Ordering::Acquire) {
-                self.vcl.set_app_closing(sh);
-                return;
+        let needs_locks = self.needs_locks.load(Ordering::Acquire);
+        if needs_locks {
+            // A session another thread is closing: make VCL return (it then
+            // skips the post-wait call).
+            if let Some(s) = self.pool.vlsh_of(sh).and_then(|v| self.pool.get(v)) {
+                if s.app_closed.load(Ordering::Acquire) {
+                    self.vcl.set_app_closing(sh);
+                    return;
+                }
             }
         }
-        if self.shares_worker() {
+        self.waiting_in_vcl.fetch_add(1, Ordering::SeqCst);
+        if needs_locks && self.shares_worker() {
+            // Still holding the worker's locks: events VCL read from the
+            // message queue in this call (before waiting again) wait in its
+            // unhandled vector for an epoll wait, while the threads that
+            // would make it sleep on the notification this call consumed.
+            // Wake them (their wait runs once this one releases the mq lock).
+            if self.vcl.unhandled_events() > 0 {
+                self.wake_every_set();
+            }
             self.mt_locks().before_wait();
         }
     }
 
     fn post_wait(&'static self, _sh: Sh) {
+        let _ = self.waiting_in_vcl.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        WAITED_IN_VCL.set(true);
         if !self.shares_worker() {
             return;
         }

@@ -82,6 +82,9 @@ extern "C" {
     pub fn vppsys_sh_write_nonblk(sh: u32) -> libc::c_int;
     /// Marks the session so blocked VCL calls on it return.
     pub fn vppsys_sh_set_app_closing(sh: u32);
+    /// Length of the calling thread's worker's unhandled-events vector (0
+    /// without a worker).
+    pub fn vppsys_worker_unhandled_events() -> u32;
     /// Sets or clears the session's non-blocking attribute (no message to VPP).
     pub fn vppsys_sh_set_nonblocking(sh: u32, on: u8);
     /// A connect in progress: 1 connected, 0 still connecting, or the

@@ -55,6 +55,13 @@ vppsys_worker_mqs_epfd (uint32_t wrk_index)
 }
 
 uint32_t
+vppsys_worker_unhandled_events (void)
+{
+  vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
+  return wrk ? vec_len (wrk->unhandled_evts_vector) : 0;
+}
+
+uint32_t
 vppsys_n_workers (void)
 {
   return vcm && vcm->workers ? pool_elts (vcm->workers) : 0;
