@@ -115,7 +115,13 @@
 //!   VCL with its vlsh as event data, routes every event to the set the
 //!   session is in (parking it there and waking that set's waiter through a
 //!   per-set wake fd LDP sleeps on), drops events that are no longer true,
-//!   and hands the application its own event data ([`core::demux`]).
+//!   and hands the application its own event data ([`core::demux`]). A
+//!   set's membership changes under the same locks as VCL's, so a waiter
+//!   never sees a session in VCL's set but not in VLS's. A thread waiting
+//!   inside VCL (a blocking accept, read or write) consumes the worker's
+//!   message-queue notifications; VCL keeps the events it read for the next
+//!   epoll wait, so VLS wakes every set before each such wait round when
+//!   VCL holds some, and routes them to their sets when the call returns.
 //! - **Per-thread workers (mode 2).** Each thread holds its worker's gate
 //!   while inside VCL. A thread using a session of another worker moves it
 //!   ([`core::migrate`]): directly when it can take the owner's gate (the

@@ -483,7 +483,10 @@ impl Drop for KillOnDrop {
 
 /// The `ldp_pipeline` example (plain libc sockets and epoll).
 fn ldp_pipeline() -> PathBuf {
-    let exe = common::cargo_build(&["--example", "ldp_pipeline"]).join("debug/examples/ldp_pipeline");
+    // With the suite's features: a build without them would replace the
+    // library the rest of the suite (doctests included) links.
+    let exe = common::cargo_build(&["--features", "vpp", "--example", "ldp_pipeline"])
+        .join("debug/examples/ldp_pipeline");
     assert!(exe.is_file(), "{} missing", exe.display());
     exe
 }
