@@ -171,24 +171,66 @@ impl EpollDemux {
         if self.wake_installed.load(Ordering::Acquire) {
             return;
         }
-        let Some(w) = sys::wake_fds(mq_fd) else {
-            tracing::warn!(
-                "cannot create the epoll-set wake fd; events of other threads' sets may be delayed"
-            );
+        let Some(epfd) = Self::wake_fds_in(&mut wake, mq_fd) else {
             self.wake_installed.store(true, Ordering::Release);
             return;
         };
         // LDP tagged the mq fd (if it is here) with data.fd = mq_fd; the
         // wake fd carries the same tag.
         sys::epoll_del(libc_epfd, mq_fd);
-        if !sys::epoll_add(libc_epfd, w.epfd, mq_fd as u32 as u64) {
+        if !sys::epoll_add(libc_epfd, epfd, mq_fd as u32 as u64) {
             tracing::warn!(libc_epfd, "cannot add the wake fd to the libc epoll fd");
         }
-        if self.has_parked.load(Ordering::Acquire) {
-            sys::eventfd_signal(w.eventfd);
-        }
-        *wake = Some(w);
+        self.signal_if_parked(&wake);
         self.wake_installed.store(true, Ordering::Release);
+    }
+
+    /// Sleeps until the set may have something to report (events parked
+    /// for it, a wake, or activity on VCL's message queue `mq_fd`), or for
+    /// `timeout_ms` (-1: no limit); takes no lock of VLS's. False if the set
+    /// has no wake fd and none can be made (the caller then waits in
+    /// bounded slices).
+    pub fn sleep(&self, mq_fd: i32, timeout_ms: i32) -> bool {
+        let epfd = {
+            let mut wake = self.wake.lock().unwrap_or_else(PoisonError::into_inner);
+            match Self::wake_fds_in(&mut wake, mq_fd) {
+                Some(epfd) => {
+                    self.signal_if_parked(&wake);
+                    epfd
+                }
+                None => return false,
+            }
+        };
+        sys::wait_readable(epfd, timeout_ms);
+        true
+    }
+
+    /// The set's wake fds, made now if it has none (`mq_fd` < 0: VCL has no
+    /// message-queue fd, nothing to make); their epoll fd.
+    fn wake_fds_in(wake: &mut Option<WakeFds>, mq_fd: i32) -> Option<i32> {
+        if let Some(w) = wake.as_ref() {
+            return Some(w.epfd);
+        }
+        if mq_fd < 0 {
+            return None;
+        }
+        let Some(w) = sys::wake_fds(mq_fd) else {
+            tracing::warn!(
+                "cannot create the epoll-set wake fd; events of other threads' sets may be delayed"
+            );
+            return None;
+        };
+        let epfd = w.epfd;
+        *wake = Some(w);
+        Some(epfd)
+    }
+
+    fn signal_if_parked(&self, wake: &Option<WakeFds>) {
+        if let Some(w) = wake.as_ref() {
+            if self.has_parked.load(Ordering::Acquire) {
+                sys::eventfd_signal(w.eventfd);
+            }
+        }
     }
 }
 
@@ -267,6 +309,34 @@ mod sys {
             return None;
         }
         Some(WakeFds { eventfd, epfd })
+    }
+
+    /// Waits until `fd` (an epoll fd) is readable, at most `timeout_ms`
+    /// (-1: no limit); an interrupted wait just returns.
+    pub fn wait_readable(fd: i32, timeout_ms: i32) {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; `ppoll` with a null timeout waits without
+        // limit (raw syscall: LDP interposes poll).
+        unsafe {
+            let ts;
+            let tsp = if timeout_ms < 0 {
+                std::ptr::null()
+            } else {
+                ts = libc::timespec {
+                    tv_sec: (timeout_ms / 1000) as libc::time_t,
+                    tv_nsec: ((timeout_ms % 1000) as libc::c_long) * 1_000_000,
+                };
+                &ts as *const libc::timespec
+            };
+            libc::syscall(
+                libc::SYS_ppoll,
+                &mut p as *mut libc::pollfd,
+                1usize,
+                tsp,
+                std::ptr::null::<u8>(),
+                0usize,
+            );
+        }
     }
 
     #[cfg(test)]

@@ -1326,11 +1326,77 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// `vls_epoll_wait`: parked events of this set first, then VCL's,
-    /// demultiplexed (see [`demux`]).
+    /// demultiplexed (see [`demux`]). `wait` in milliseconds as for VCL (0:
+    /// no wait, negative: no limit, -2: LDP's drain-only call).
     ///
     /// # Safety
     /// `evs` valid for `max` events.
     pub unsafe fn epoll_wait(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> i32 {
+        if wait != 0.0 && wait as i32 != DRAIN_ONLY && self.shares_worker() {
+            // SAFETY: forwarded contract.
+            return unsafe { self.epoll_wait_outside_locks(ep_vlsh, evs, max, wait) };
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.epoll_wait_now(ep_vlsh, evs, max, wait) }
+    }
+
+    /// Mode 3: a wait with a timeout sleeps outside the worker's locks.
+    /// VCL's own wait would hold them (it handles the message queue when it
+    /// wakes), stopping every other thread's accept, connect, `epoll_ctl`
+    /// or blocking I/O until it returned — for ever with no timeout. So:
+    /// look without waiting (with the locks), and if nothing is there sleep
+    /// on the set's wake fd (VCL's message-queue fd, and what other threads
+    /// park for the set) without them; again until events or the timeout.
+    /// Sleeps last at most a second, a safety net for a notification some
+    /// other VCL call consumed without telling the set.
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    unsafe fn epoll_wait_outside_locks(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> i32 {
+        const SLICE_MS: i32 = 1000;
+        let deadline = (wait > 0.0).then(|| Instant::now() + Duration::from_secs_f64(wait / 1e3));
+        loop {
+            // SAFETY: forwarded contract.
+            let n = unsafe { self.epoll_wait_now(ep_vlsh, evs, max, 0.0) };
+            if n != 0 {
+                return n;
+            }
+            let slice_ms = match deadline {
+                None => SLICE_MS,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return 0;
+                    }
+                    (left.as_millis().max(1) as i32).min(SLICE_MS)
+                }
+            };
+            let Some(demux) = self.pool.get(ep_vlsh).and_then(|s| s.demux()) else { return EBADFD };
+            if !demux.sleep(self.vcl.mq_epoll_fd(), slice_ms) {
+                // No fd to sleep on (VCL without use-mq-eventfd).
+                std::thread::sleep(Duration::from_millis(slice_ms.min(2) as u64));
+            }
+        }
+    }
+
+    /// [`Self::epoll_wait`] with VCL waiting (if `wait` says so) inside the
+    /// call.
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    unsafe fn epoll_wait_now(
         &'static self,
         ep_vlsh: Vlsh,
         evs: *mut libc::epoll_event,
