@@ -527,7 +527,7 @@ impl<V: Vcl> Vls<V> {
             // thread may start moving this one's sessions at any moment.
             return self.own_gate().map(|g| WorkerLocks::Own { _gate: g });
         }
-        if !self.needs_locks.load(Ordering::Acquire) {
+        if !self.needs_locks.load(Ordering::Acquire) && !self.may_wait_in_vcl(op, sh) {
             return None;
         }
         let vcl = &self.vcl;
@@ -546,6 +546,18 @@ impl<V: Vcl> Vls<V> {
                 _ => self.mt_locks().acquire(op, || true),
             },
         })
+    }
+
+    /// A call of kind `op` on `sh` may wait inside VCL (a blocking accept,
+    /// read or write). Such a call takes the worker-level locks even while
+    /// this is the process's only thread (uncontended, and the call is slow
+    /// anyway): a second thread may arrive while it waits, and must find
+    /// the worker locked instead of entering VCL beside it. The wait hooks
+    /// release the locks for each wait and retake them after, as usual.
+    #[inline]
+    fn may_wait_in_vcl(&self, op: OpKind, sh: Option<Sh>) -> bool {
+        matches!(op, OpKind::Read | OpKind::Write | OpKind::SessionPool)
+            && sh.is_some_and(|sh| !self.vcl.is_nonblocking(sh))
     }
 
     /// `sh` is a session of the calling thread's worker.
@@ -1338,7 +1350,14 @@ impl<V: Vcl> Vls<V> {
         max: i32,
         wait: f64,
     ) -> i32 {
-        if wait != 0.0 && wait as i32 != DRAIN_ONLY && self.shares_worker() {
+        // (Mode 3, also while one thread only: another may arrive while this
+        // one would wait inside VCL without locks. Not in a forked child,
+        // whose sets' wake fds were made for its parent's worker.)
+        if wait != 0.0
+            && wait as i32 != DRAIN_ONLY
+            && !self.mt_workers.load(Ordering::Relaxed)
+            && self.fork_generation.load(Ordering::Relaxed) == 0
+        {
             // SAFETY: forwarded contract.
             return unsafe { self.epoll_wait_outside_locks(ep_vlsh, evs, max, wait) };
         }
@@ -1772,15 +1791,20 @@ impl<V: Vcl> WaitHooks for Vls<V> {
             }
         }
         self.waiting_in_vcl.fetch_add(1, Ordering::SeqCst);
-        if needs_locks && self.shares_worker() {
-            // Still holding the worker's locks: events VCL read from the
-            // message queue in this call (before waiting again) wait in its
-            // unhandled vector for an epoll wait, while the threads that
-            // would make it sleep on the notification this call consumed.
-            // Wake them (their wait runs once this one releases the mq lock).
-            if self.vcl.unhandled_events() > 0 {
-                self.wake_every_set();
+        if !self.mt_workers.load(Ordering::Relaxed) {
+            if needs_locks {
+                // Still holding the worker's locks: events VCL read from the
+                // message queue in this call (before waiting again) wait in
+                // its unhandled vector for an epoll wait, while the threads
+                // that would make it sleep on the notification this call
+                // consumed. Wake them (their wait runs once this one
+                // releases the mq lock).
+                if self.vcl.unhandled_events() > 0 {
+                    self.wake_every_set();
+                }
             }
+            // Whatever this call holds (also a call that locked while it
+            // was the only thread, see `may_wait_in_vcl`).
             self.mt_locks().before_wait();
         }
     }
@@ -1788,7 +1812,7 @@ impl<V: Vcl> WaitHooks for Vls<V> {
     fn post_wait(&'static self, _sh: Sh) {
         let _ = self.waiting_in_vcl.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         WAITED_IN_VCL.set(true);
-        if !self.shares_worker() {
+        if self.mt_workers.load(Ordering::Relaxed) {
             return;
         }
         self.mt_locks().after_wait();
