@@ -86,7 +86,10 @@
 //!   locks on, then waits for that flag after a `membarrier(2)` (which
 //!   orders the first thread's plain stores for it) so the first thread is
 //!   never mid-call unlocked while locking starts ([`core::solo`]).
-//!   Without `membarrier` every call locks.
+//!   Without `membarrier` every call locks. A call that may wait inside VCL
+//!   (a blocking accept, read or write) locks even with one thread, and an
+//!   epoll wait with a timeout sleeps outside VCL (below), so a second
+//!   thread never finds the worker in use unlocked.
 //! - **Locks (mode 3).** Session lock (held for the whole call; a read
 //!   takes only its receive half and a write only its send half, so one
 //!   thread can block reading a session while another writes to it; a
@@ -122,6 +125,9 @@
 //!   message-queue notifications; VCL keeps the events it read for the next
 //!   epoll wait, so VLS wakes every set before each such wait round when
 //!   VCL holds some, and routes them to their sets when the call returns.
+//!   An epoll wait with a timeout looks without waiting, then sleeps on the
+//!   set's wake fd outside every lock (at most a second at a time), instead
+//!   of inside VCL holding the worker's locks.
 //! - **Per-thread workers (mode 2).** Each thread holds its worker's gate
 //!   while inside VCL. A thread using a session of another worker moves it
 //!   ([`core::migrate`]): directly when it can take the owner's gate (the
