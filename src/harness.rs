@@ -365,9 +365,10 @@ impl VppInstance {
         &self.install
     }
 
-    /// VPP's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    /// VPP's process id; `None` for a VPP the harness did not start
+    /// ([`EXTERNAL_VPP_ENV`]), which tests must not signal.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// The instance's private directory (removed on drop).

@@ -1000,41 +1000,36 @@ fn mode2_owner_exits_before_the_move() {
 #[test]
 fn mode2_vpp_killed_while_a_move_waits() {
     let conf = vls::harness::VclConf::default().with("multi-thread-workers");
-    run_isolated(
-        "mode2_vpp_killed_while_a_move_waits",
-        conf,
-        |vpp| std::fs::write(vpp.dir().join("vpp.pid"), vpp.pid().to_string()).expect("write pid"),
-        || {
-            let conf = std::path::PathBuf::from(std::env::var_os("VCL_CONFIG").expect("VCL_CONFIG"));
-            let pid: i32 =
-                std::fs::read_to_string(conf.parent().unwrap().join("vpp.pid")).unwrap().parse().unwrap();
-            std::env::set_var("VLS_MIGRATE_BY_RPC", "1");
-            std::env::set_var("VLS_RPC_TIMEOUT_MS", "1000");
-            app("mode2-vpp-killed");
-            let (tx, rx) = mpsc::channel();
-            let (stop_tx, stop_rx) = mpsc::channel::<()>();
-            let owner = thread::spawn(move || {
-                tx.send(vls_create(TCP, 0)).unwrap();
-                let _ = stop_rx.recv();
-            });
-            let h = rx.recv().unwrap();
-            assert!(h >= 0);
-            let killer = thread::spawn(move || {
-                thread::sleep(Duration::from_millis(300));
-                // SAFETY: plain syscall.
-                unsafe { libc::kill(pid, libc::SIGKILL) }
-            });
-            let start = Instant::now();
-            assert_eq!(vls_listen(h, 1), EBADFD);
-            let took = start.elapsed();
-            assert_eq!(killer.join().unwrap(), 0, "VPP was killed during the wait");
-            // Not before the (1 s) timeout; the upper bound only catches a
-            // hang (a loaded machine may be slow).
-            assert!(took >= Duration::from_millis(950) && took < Duration::from_secs(10), "took {took:?}");
-            stop_tx.send(()).unwrap();
-            owner.join().unwrap();
-        },
-    );
+    run_isolated("mode2_vpp_killed_while_a_move_waits", conf, write_pid_of_own_vpp, || {
+        let conf = std::path::PathBuf::from(std::env::var_os("VCL_CONFIG").expect("VCL_CONFIG"));
+        let pid: i32 =
+            std::fs::read_to_string(conf.parent().unwrap().join("vpp.pid")).unwrap().parse().unwrap();
+        std::env::set_var("VLS_MIGRATE_BY_RPC", "1");
+        std::env::set_var("VLS_RPC_TIMEOUT_MS", "1000");
+        app("mode2-vpp-killed");
+        let (tx, rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let owner = thread::spawn(move || {
+            tx.send(vls_create(TCP, 0)).unwrap();
+            let _ = stop_rx.recv();
+        });
+        let h = rx.recv().unwrap();
+        assert!(h >= 0);
+        let killer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            // SAFETY: plain syscall.
+            unsafe { libc::kill(pid, libc::SIGKILL) }
+        });
+        let start = Instant::now();
+        assert_eq!(vls_listen(h, 1), EBADFD);
+        let took = start.elapsed();
+        assert_eq!(killer.join().unwrap(), 0, "VPP was killed during the wait");
+        // Not before the (1 s) timeout; the upper bound only catches a
+        // hang (a loaded machine may be slow).
+        assert!(took >= Duration::from_millis(950) && took < Duration::from_secs(10), "took {took:?}");
+        stop_tx.send(()).unwrap();
+        owner.join().unwrap();
+    });
 }
 
 /// VPP is killed while three threads of one process (mode 3) are blocked:
@@ -1054,65 +1049,66 @@ fn mode2_vpp_killed_while_a_move_waits() {
 #[ignore = "known failure: the process crashes when VPP dies during blocking waits (see the doc comment)"]
 fn vpp_killed_while_threads_are_blocked() {
     let conf = vls::harness::VclConf::default();
-    run_isolated(
-        "vpp_killed_while_threads_are_blocked",
-        conf,
-        |vpp| std::fs::write(vpp.dir().join("vpp.pid"), vpp.pid().to_string()).expect("write pid"),
-        || {
-            let conf = std::path::PathBuf::from(std::env::var_os("VCL_CONFIG").expect("VCL_CONFIG"));
-            let pid: i32 =
-                std::fs::read_to_string(conf.parent().unwrap().join("vpp.pid")).unwrap().parse().unwrap();
-            app("vpp-killed");
-            let l = listen_on(addr(7120), TCP, false);
-            let u = listen_on(addr(7121), UDP, false);
-            let l2 = listen_on(addr(7122), TCP, true);
-            let ep = vls_epoll_create();
-            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1 };
-            // SAFETY: valid event.
-            assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, l2, &mut ev) }, 0);
-            let (tx, rx) = mpsc::channel();
-            let mut threads = Vec::new();
-            for what in ["accept", "read", "epoll_wait"] {
-                let tx = tx.clone();
-                threads.push(thread::spawn(move || {
-                    let rv = match what {
-                        "accept" => accept(l),
-                        "read" => read_some(u, &mut [0u8; 64]) as i32,
-                        _ => {
-                            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
-                            // SAFETY: `evs` holds 4 events.
-                            unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, -1.0) }
-                        }
-                    };
-                    tx.send((what, rv, Instant::now())).unwrap();
-                }));
+    run_isolated("vpp_killed_while_threads_are_blocked", conf, write_pid_of_own_vpp, || {
+        let conf = std::path::PathBuf::from(std::env::var_os("VCL_CONFIG").expect("VCL_CONFIG"));
+        let pid: i32 =
+            std::fs::read_to_string(conf.parent().unwrap().join("vpp.pid")).unwrap().parse().unwrap();
+        app("vpp-killed");
+        let l = listen_on(addr(7120), TCP, false);
+        let u = listen_on(addr(7121), UDP, false);
+        let l2 = listen_on(addr(7122), TCP, true);
+        let ep = vls_epoll_create();
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1 };
+        // SAFETY: valid event.
+        assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, l2, &mut ev) }, 0);
+        let (tx, rx) = mpsc::channel();
+        let mut threads = Vec::new();
+        for what in ["accept", "read", "epoll_wait"] {
+            let tx = tx.clone();
+            threads.push(thread::spawn(move || {
+                let rv = match what {
+                    "accept" => accept(l),
+                    "read" => read_some(u, &mut [0u8; 64]) as i32,
+                    _ => {
+                        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                        // SAFETY: `evs` holds 4 events.
+                        unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, -1.0) }
+                    }
+                };
+                tx.send((what, rv, Instant::now())).unwrap();
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while vls().threads_waiting_in_vcl() < 2 {
+            if let Ok((what, rv, _)) = rx.try_recv() {
+                panic!("{what} returned {rv} before VPP was killed");
             }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while vls().threads_waiting_in_vcl() < 2 {
-                if let Ok((what, rv, _)) = rx.try_recv() {
-                    panic!("{what} returned {rv} before VPP was killed");
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the accept and the read never blocked in VCL ({} waiting)",
-                    vls().threads_waiting_in_vcl()
-                );
-                thread::sleep(Duration::from_millis(5));
-            }
-            thread::sleep(Duration::from_millis(100)); // the epoll wait is inside VCL too
-                                                       // SAFETY: plain syscall.
-            assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-            let killed = Instant::now();
-            for _ in 0..3 {
-                let (what, rv, at) =
-                    rx.recv_timeout(Duration::from_secs(10)).expect("a blocked call returned");
-                eprintln!("{what} returned {rv} {:?} after the kill", at - killed);
-                assert!(at - killed < Duration::from_secs(5), "{what} took {:?}", at - killed);
-                assert!(rv <= 0, "{what} returned {rv}");
-            }
-            for t in threads {
-                t.join().unwrap();
-            }
-        },
-    );
+            assert!(
+                Instant::now() < deadline,
+                "the accept and the read never blocked in VCL ({} waiting)",
+                vls().threads_waiting_in_vcl()
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        thread::sleep(Duration::from_millis(100)); // the epoll wait is inside VCL too
+                                                   // SAFETY: plain syscall.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let killed = Instant::now();
+        for _ in 0..3 {
+            let (what, rv, at) = rx.recv_timeout(Duration::from_secs(10)).expect("a blocked call returned");
+            eprintln!("{what} returned {rv} {:?} after the kill", at - killed);
+            assert!(at - killed < Duration::from_secs(5), "{what} took {:?}", at - killed);
+            assert!(rv <= 0, "{what} returned {rv}");
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+}
+
+/// Set-up of the tests that kill VPP: its pid, for the test body, in the
+/// instance's directory. Such a test needs a VPP it started itself.
+fn write_pid_of_own_vpp(vpp: &vls::harness::VppInstance) {
+    let pid = vpp.pid().expect("this test kills VPP: it needs one it started (not VLS_VPP_EXTERNAL_DIR)");
+    std::fs::write(vpp.dir().join("vpp.pid"), pid.to_string()).expect("write pid");
 }

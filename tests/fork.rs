@@ -540,6 +540,9 @@ fn parent_exits_first_and_its_child_keeps_the_sessions() {
                 let (_, wr) = pipe();
                 serve_on(ep, &[l], wr);
                 std::thread::sleep(Duration::from_millis(200));
+                // Its parent is gone: its result goes to a file the client
+                // checks (a failed assertion above never writes it).
+                std::fs::write(outliving_child_result(), "done").expect("write the child's result");
             });
             // The parent exits now (the test returns), leaving both
             // sessions to the child.
@@ -562,8 +565,23 @@ fn parent_exits_first_and_its_child_keeps_the_sessions() {
                 assert_eq!(request(a, ep, b"helo"), Some(child), "the child serves new connections");
             }
             say_goodbye(a, ep, 1);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::fs::read_to_string(outliving_child_result()).ok().as_deref() != Some("done") {
+                assert!(
+                    Instant::now() < deadline,
+                    "the child that outlived its parent did not finish cleanly"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         },
     );
+}
+
+/// Where the child of `parent_exits_first_and_its_child_keeps_the_sessions`
+/// reports that it finished (beside both roles' `vcl.conf`).
+fn outliving_child_result() -> std::path::PathBuf {
+    let conf = std::path::PathBuf::from(std::env::var_os("VCL_CONFIG").expect("VCL_CONFIG"));
+    conf.parent().expect("the instance's directory").join("outliving-child.result")
 }
 
 /// An epoll set made before the fork, holding two listeners, works in the

@@ -16,7 +16,7 @@ fn process_alive(pid: u32) -> bool {
 #[test]
 fn starts_answers_and_cleans_up() {
     let vpp = VppInstance::start().expect("vpp starts");
-    let pid = vpp.pid();
+    let pid = vpp.pid().expect("a VPP this test started (not VLS_VPP_EXTERNAL_DIR)");
     let dir = vpp.dir().to_path_buf();
     assert!(vpp.vppctl("show version").unwrap().contains("vpp v"));
     assert!(vpp.app_socket().exists(), "app socket missing");
@@ -34,7 +34,8 @@ fn cleans_up_when_the_test_panics() {
     let mut seen: Option<(u32, PathBuf, Vec<PathBuf>)> = None;
     let result = panic::catch_unwind(panic::AssertUnwindSafe(|| {
         let vpp = VppInstance::start().expect("vpp starts");
-        seen = Some((vpp.pid(), vpp.dir().to_path_buf(), vpp.shm_files()));
+        let pid = vpp.pid().expect("a VPP this test started (not VLS_VPP_EXTERNAL_DIR)");
+        seen = Some((pid, vpp.dir().to_path_buf(), vpp.shm_files()));
         panic!("deliberate panic while VPP runs");
     }));
     assert!(result.is_err());
