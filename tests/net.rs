@@ -171,10 +171,14 @@ fn net_udp_round_trip_through_stack() {
                         assert_eq!(&back[..n], &[0u8; 1000][..], "datagram 0");
                         break;
                     }
+                    // (NotConnected: seen under load right after the
+                    // connect returned, before VPP confirmed it.)
                     Err(e)
                         if matches!(
                             e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::NotConnected
                         ) =>
                     {
                         tries += 1;
