@@ -452,9 +452,14 @@ fn net_epoll_server() {
         cut_through,
         || {
             app("net-epoll-server");
+            // A non-blocking accept with nothing pending: on a listener no
+            // client knows of (the client connects to `a` as soon as it can).
+            let idle = TcpListener::bind("127.0.0.1:7213").unwrap();
+            idle.set_nonblocking(true).unwrap();
+            assert_eq!(idle.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
+            drop(idle);
             let l = TcpListener::bind(a).unwrap();
             l.set_nonblocking(true).unwrap();
-            assert_eq!(l.accept().unwrap_err().kind(), io::ErrorKind::WouldBlock);
             let ep = Epoll::new().unwrap();
             ep.add(&l, u64::MAX, Interest::READABLE).unwrap();
             let mut events = Events::with_capacity(16);
