@@ -584,6 +584,17 @@ impl MtLocks {
     }
 }
 
+/// The calling thread holds the mq lock or the session-pool write lock:
+/// VCL's worker-level state (its message queue and event vectors) is
+/// stable for it.
+pub fn holds_worker_state() -> bool {
+    HELD.try_with(|h| {
+        let h = h.borrow();
+        h.mq.is_some() || h.spool_write.is_some()
+    })
+    .unwrap_or(false)
+}
+
 /// What the calling thread holds (for tests): (mq, spool read, spool write).
 pub fn held_by_current_thread() -> (bool, bool, bool) {
     HELD.with(|h| {

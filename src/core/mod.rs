@@ -1799,7 +1799,9 @@ impl<V: Vcl> WaitHooks for Vls<V> {
                 // that would make it sleep on the notification this call
                 // consumed. Wake them (their wait runs once this one
                 // releases the mq lock).
-                if self.vcl.unhandled_events() > 0 {
+                // (Read only with the worker's state stable: another thread
+                // may be growing that vector otherwise.)
+                if locks::holds_worker_state() && self.vcl.unhandled_events() > 0 {
                     self.wake_every_set();
                 }
             }
