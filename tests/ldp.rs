@@ -34,6 +34,9 @@ fn iperf3() -> PathBuf {
 
 struct Run {
     gbits: f64,
+    /// Bytes the client sent and the server received (iperf3's totals).
+    sent: f64,
+    received: f64,
     server_err: String,
     client_err: String,
 }
@@ -76,7 +79,26 @@ fn iperf_run(vcl_conf: &Path, preload: &str, port: u16) -> Run {
             f.iter().position(|w| *w == "Gbits/sec").and_then(|i| f[i - 1].parse().ok())
         })
         .unwrap_or_else(|| panic!("no receiver line in iperf3 output:\n{c_out}"));
-    Run { gbits, server_err: s_err, client_err: c_err }
+    let (sent, received) = (transfer(&c_out, "sender"), transfer(&c_out, "receiver"));
+    Run { gbits, sent, received, server_err: s_err, client_err: c_err }
+}
+
+/// The transfer total of iperf3's summary line ending in `which`
+/// (`sender` or `receiver`), in bytes.
+fn transfer(out: &str, which: &str) -> f64 {
+    let line = out
+        .lines()
+        .rfind(|l| l.trim_end().ends_with(which))
+        .unwrap_or_else(|| panic!("no {which} line in iperf3 output:\n{out}"));
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let i = f.iter().position(|w| w.ends_with("Bytes")).unwrap_or_else(|| panic!("no transfer in {line:?}"));
+    let scale = match f[i] {
+        "KBytes" => 1024.0,
+        "MBytes" => 1024.0 * 1024.0,
+        "GBytes" => 1024.0 * 1024.0 * 1024.0,
+        _ => 1.0,
+    };
+    f[i - 1].parse::<f64>().unwrap_or_else(|_| panic!("no number in {line:?}")) * scale
 }
 
 fn calls(stderr: &str, name: &str) -> u64 {
@@ -105,7 +127,15 @@ fn ldp_iperf3_tcp_runs_over_the_rust_layer() {
     assert_eq!(calls(&rust.server_err, "accept"), 2, "control + data connection");
     assert!(calls(&rust.client_err, "write_msg") + calls(&rust.client_err, "write") > 100);
     assert!(calls(&rust.server_err, "read") > 100);
-    assert!(rust.gbits > 0.0);
+    // Everything sent arrived (TCP: iperf3's totals agree, up to the
+    // rounding of its 3 significant digits), and it was a real transfer.
+    assert!(rust.sent > 10.0 * 1024.0 * 1024.0, "iperf3 sent only {} bytes", rust.sent);
+    assert!(
+        (rust.received - rust.sent).abs() <= 0.01 * rust.sent,
+        "iperf3: sent {} bytes, received {}",
+        rust.sent,
+        rust.received
+    );
 
     // Same run with the C layer (libvcl_ldpreload.so alone), for comparison.
     let c = iperf_run(&conf, &ldp.display().to_string(), 5202);
