@@ -1,0 +1,525 @@
+//! How a call of [`Vls`] reaches VCL: the locks it takes and the paths it
+//! may take, and the hooks VCL calls around its waits.
+//!
+//! - **Lock-free** (one thread has used VLS, non-blocking I/O; see
+//!   [`super::solo`]): no lock at all.
+//! - **Direct** (mode 3, non-blocking I/O): the whole session lock and the
+//!   session-pool read lock, plus the mq lock for a read that may empty
+//!   its FIFO (VCL then writes worker state other threads' epoll waits use).
+//! - **Locked** (everything else): the session lock (a read or write only
+//!   its half), then the worker-level locks the kind of call needs
+//!   ([`super::locks::OpKind`]); with per-thread workers the session first
+//!   moves to the calling thread's worker ([`super::migrate`]). A call that
+//!   may wait inside VCL locks even while its thread is the only one, so a
+//!   thread arriving meanwhile never finds the worker in use unlocked.
+//! - **Wait hooks**: VCL calls them around each wait inside a call; they
+//!   release the worker-level locks for the wait and retake them after,
+//!   and wake the epoll sets when VCL kept events for them
+//!   ([`super::readiness`]).
+
+use std::ffi::c_void;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::locks::{self, OpKind, OpLocks};
+use super::migrate::{Gate, GateGuard, Rpc};
+use super::pool::{Half, LockedSession, VlsSession, Vlsh};
+use super::{on_worker, traced, Vls, EBADFD};
+use crate::seam::{sh_from_parts, sh_parts, MoveError, RpcHandler, Sh, Vcl, WaitHooks, INVALID};
+
+/// Worker-level locks held around one VCL call.
+pub(super) enum WorkerLocks {
+    /// Mode 3: the shared worker's locks for the kind of operation.
+    Shared { _locks: OpLocks },
+    /// Per-thread workers: the calling thread's own gate.
+    Own { _gate: GateGuard<'static> },
+}
+
+impl<V: Vcl> Vls<V> {
+    /// Several threads share the process's VCL worker (mode 3): the
+    /// worker-level locks are in use.
+    #[inline]
+    pub(super) fn shares_worker(&self) -> bool {
+        self.needs_locks.load(Ordering::Acquire) && !self.mt_workers.load(Ordering::Relaxed)
+    }
+
+    /// The calling thread's own gate (per-thread workers).
+    pub(super) fn own_gate(&'static self) -> Option<GateGuard<'static>> {
+        self.gates.get(self.vcl.worker_index()).map(Gate::enter)
+    }
+
+    /// Worker-level locks for `op` on `sh`: in mode 3 the shared worker's
+    /// locks, with per-thread workers the thread's own gate, else none.
+    #[inline(always)]
+    pub(super) fn op_locks(&'static self, op: OpKind, sh: Option<Sh>) -> Option<WorkerLocks> {
+        if self.mt_workers.load(Ordering::Relaxed) {
+            // Always, even while the process has one thread: a second
+            // thread may start moving this one's sessions at any moment.
+            return self.own_gate().map(|g| WorkerLocks::Own { _gate: g });
+        }
+        if !self.needs_locks.load(Ordering::Acquire) && !self.may_wait_in_vcl(op, sh) {
+            return None;
+        }
+        let vcl = &self.vcl;
+        Some(WorkerLocks::Shared {
+            _locks: match (op, sh) {
+                (OpKind::Read, Some(sh)) => {
+                    // Any answer but "0 bytes" means a blocking read returns
+                    // at once. A non-blocking read may empty the FIFO and
+                    // then touch worker state (see `read_may_empty`): it
+                    // takes the mq lock.
+                    self.mt_locks().acquire(op, move || !vcl.is_nonblocking(sh) && vcl.read_ready(sh) != 0)
+                }
+                (OpKind::Write, Some(sh)) => {
+                    self.mt_locks().acquire(op, move || vcl.is_nonblocking(sh) || vcl.write_ready(sh))
+                }
+                _ => self.mt_locks().acquire(op, || true),
+            },
+        })
+    }
+
+    /// A call of kind `op` on `sh` may wait inside VCL (a blocking accept,
+    /// read or write). Such a call takes the worker-level locks even while
+    /// this is the process's only thread (uncontended, and the call is slow
+    /// anyway): a second thread may arrive while it waits, and must find
+    /// the worker locked instead of entering VCL beside it. The wait hooks
+    /// release the locks for each wait and retake them after, as usual.
+    #[inline]
+    pub(super) fn may_wait_in_vcl(&self, op: OpKind, sh: Option<Sh>) -> bool {
+        matches!(op, OpKind::Read | OpKind::Write | OpKind::SessionPool)
+            && sh.is_some_and(|sh| !self.vcl.is_nonblocking(sh))
+    }
+
+    /// `sh` is a session of the calling thread's worker.
+    #[inline]
+    pub(super) fn is_here(&self, sh: Sh) -> bool {
+        on_worker(sh, self.vcl.worker_index())
+    }
+
+    /// The VCL handle to use for `locked` from the calling thread: with
+    /// per-thread workers, the session is first moved to the thread's
+    /// worker if it is on another's (see [`migrate`]).
+    pub(super) fn sh_here(&'static self, locked: &LockedSession<'_>) -> Result<Sh, i32> {
+        let sh = locked.sh();
+        if !self.mt_workers.load(Ordering::Relaxed) {
+            return Ok(sh);
+        }
+        if sh == INVALID {
+            return Err(EBADFD);
+        }
+        let me = self.vcl.worker_index();
+        let (owner, index) = sh_parts(sh);
+        if owner == me {
+            return Ok(sh);
+        }
+        let vlsh = locked.session.vlsh;
+        let (moved, how) = self.move_from(owner, index).map_err(|e| {
+            tracing::warn!(vlsh, owner, current = me, reason = ?e, "session cannot move to this thread's worker");
+            EBADFD
+        })?;
+        let new_sh = {
+            let _inside = self.own_gate();
+            self.vcl.move_in(moved)
+        };
+        let new_sh = match new_sh {
+            Ok(sh) => sh,
+            Err(e) => {
+                // The session left its owner and found no new home: gone.
+                tracing::error!(vlsh, reason = ?e, "moved session could not be placed on this thread's worker");
+                self.pool.unmap(locked);
+                return Err(EBADFD);
+            }
+        };
+        self.pool.remap(locked, new_sh);
+        tracing::debug!(vlsh, from = owner, to = me, how, "session moved to this thread's worker");
+        Ok(new_sh)
+    }
+
+    /// Takes session `index` out of worker `owner`: directly if the owner's
+    /// thread is outside VCL, else by RPC, waiting at most [`Self::rpc_timeout`]
+    /// (see [`migrate`] for the protocol). Also says how: `"directly"` or
+    /// `"by RPC"`.
+    pub(super) fn move_from(
+        &'static self,
+        owner: u32,
+        index: u32,
+    ) -> Result<(V::Moved, &'static str), MoveError> {
+        // The owner's gate, if movers may take it (not with
+        // `VLS_MIGRATE_BY_RPC=1`).
+        let gate = self.gates.get(owner);
+        let bypass = gate.filter(|_| self.direct_moves.load(Ordering::Acquire));
+        if gate.is_some_and(Gate::is_exiting) {
+            return Err(MoveError::NoWorker);
+        }
+        if let Some(held) = bypass.and_then(Gate::try_enter) {
+            return self.move_out_holding(owner, index, held).map(|m| (m, "directly"));
+        }
+        let request = self.rpcs.register();
+        let msg = Rpc::Move { id: request.id, session_index: index }.encode();
+        let sent = {
+            let _inside = self.own_gate();
+            self.vcl.send_rpc(owner, &msg)
+        };
+        if sent != 0 {
+            return Err(MoveError::NoWorker);
+        }
+        let deadline = Instant::now() + self.rpc_timeout();
+        let mut pause = Duration::from_micros(10);
+        loop {
+            if let Some(answer) = request.try_take() {
+                return answer.map(|m| (m, "by RPC"));
+            }
+            if gate.is_some_and(Gate::is_exiting) {
+                return request.abandon().unwrap_or(Err(MoveError::NoWorker)).map(|m| (m, "by RPC"));
+            }
+            if let Some(held) = bypass.and_then(Gate::try_enter) {
+                // The owner is outside VCL now (it may never come back to
+                // answer). With its gate held it cannot be answering either:
+                // withdraw the request, and move the session directly unless
+                // the answer came in first.
+                if let Some(answer) = request.abandon() {
+                    return answer.map(|m| (m, "by RPC"));
+                }
+                return self.move_out_holding(owner, index, held).map(|m| (m, "directly"));
+            }
+            if Instant::now() >= deadline {
+                if let Some(answer) = request.abandon() {
+                    return answer.map(|m| (m, "by RPC"));
+                }
+                tracing::warn!(owner, index, "no answer to a session move request within the RPC timeout");
+                return Err(MoveError::NoWorker);
+            }
+            {
+                // Answer what others ask of this worker meanwhile (two
+                // threads moving each other's sessions at once).
+                let _inside = self.own_gate();
+                self.vcl.flush_mq();
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_micros(200));
+        }
+    }
+
+    /// Moves session `index` out of worker `owner`, whose gate `_held` is
+    /// held (so its thread is outside VCL), unless that thread is exiting.
+    pub(super) fn move_out_holding(
+        &self,
+        owner: u32,
+        index: u32,
+        _held: GateGuard<'_>,
+    ) -> Result<V::Moved, MoveError> {
+        if self.gates.get(owner).is_some_and(Gate::is_exiting) {
+            return Err(MoveError::NoWorker);
+        }
+        self.vcl.move_out(owner, index)
+    }
+
+    /// Runs `f` on the VCL handle of `vlsh` with the session and the
+    /// worker-level locks for `op` held — or, for a non-blocking read or
+    /// write while one thread only uses VLS, with no lock at all (see
+    /// [`super::solo`]).
+    #[inline(always)]
+    pub(super) fn with_session(&'static self, vlsh: Vlsh, op: OpKind, f: impl FnOnce(Sh) -> i32) -> i32 {
+        self.with_session_io(vlsh, op, usize::MAX, f)
+    }
+
+    /// [`Self::with_session`] for a call that reads at most `read_len`
+    /// bytes (`usize::MAX`: unknown, or not a read).
+    #[inline(always)]
+    pub(super) fn with_session_io(
+        &'static self,
+        vlsh: Vlsh,
+        op: OpKind,
+        read_len: usize,
+        f: impl FnOnce(Sh) -> i32,
+    ) -> i32 {
+        let f = match op {
+            OpKind::Read | OpKind::Write => match self.lock_free(vlsh, op, f) {
+                Ok(rv) => return rv,
+                Err(f) => f,
+            },
+            _ => f,
+        };
+        self.with_session_after_lock_free(vlsh, op, read_len, f)
+    }
+
+    /// [`Self::with_session_io`] once the lock-free path declined (or does
+    /// not apply).
+    #[inline(always)]
+    pub(super) fn with_session_after_lock_free(
+        &'static self,
+        vlsh: Vlsh,
+        op: OpKind,
+        read_len: usize,
+        f: impl FnOnce(Sh) -> i32,
+    ) -> i32 {
+        let f = match op {
+            OpKind::Read | OpKind::Write => match self.shared_worker_nonblocking_io(vlsh, op, read_len, f) {
+                Ok(rv) => return rv,
+                Err(f) => f,
+            },
+            _ => f,
+        };
+        self.with_session_locked(vlsh, op, f)
+    }
+
+    /// A non-blocking read of at most `read_len` bytes of `sh` may empty
+    /// its FIFO, after which VCL touches worker state (see
+    /// [`locks::MtLocks::nonblocking_io`]). Data only grows meanwhile (the
+    /// session is locked), so a FIFO holding more than `read_len` bytes
+    /// cannot end empty.
+    #[inline(always)]
+    pub(super) fn read_may_empty(&self, sh: Sh, read_len: usize) -> bool {
+        let ready = self.vcl.read_ready(sh);
+        !(ready > 0 && ready as usize > read_len)
+    }
+
+    /// A non-blocking read or write of a thread registered in mode 3: the
+    /// whole session locked (one call at a time per session), the pool read
+    /// lock, the call — [`Self::with_session_locked`] with its choices
+    /// already made, for the hot path, and without recording the pool lock
+    /// for the wait hooks (a non-blocking call never waits). Gives `f` back
+    /// if it does not apply.
+    #[inline(always)]
+    pub(super) fn shared_worker_nonblocking_io<F: FnOnce(Sh) -> i32>(
+        &'static self,
+        vlsh: Vlsh,
+        op: OpKind,
+        read_len: usize,
+        f: F,
+    ) -> Result<i32, F> {
+        if !self.shares_worker() || self.vcl.worker_index() == INVALID {
+            return Err(f);
+        }
+        let Some(session) = self.pool.get(vlsh) else { return Err(f) };
+        if !session.nonblocking_hint.load(Ordering::Relaxed) {
+            return Err(f);
+        }
+        let locked = session.lock();
+        if session.is_closed() {
+            return Ok(EBADFD);
+        }
+        // Attribute changes hold the session lock: with it held, the hint
+        // is VCL's flag, and VCL will not wait.
+        if !session.nonblocking_hint.load(Ordering::Relaxed) {
+            drop(locked);
+            return Err(f);
+        }
+        let sh = session.sh();
+        let touches_worker = op == OpKind::Read && self.read_may_empty(sh, read_len);
+        let _locks = self.mt_locks().nonblocking_io(touches_worker);
+        Ok(traced(vlsh, op, f(sh)))
+    }
+
+    /// Runs `f` (a read or write) on the VCL handle of `vlsh` without any
+    /// lock if the calling thread is the only one that has used VLS and the
+    /// session is non-blocking (see [`super::solo`]); else gives `f` back. Cannot
+    /// panic.
+    #[inline(always)]
+    pub(super) fn lock_free<F: FnOnce(Sh) -> i32>(&self, vlsh: Vlsh, op: OpKind, f: F) -> Result<i32, F> {
+        let Some(_call) = self.solo.enter() else { return Err(f) };
+        let Some(session) = self.pool.get(vlsh) else { return Err(f) };
+        if !session.nonblocking_hint.load(Ordering::Relaxed) {
+            return Err(f);
+        }
+        if session.is_closed() {
+            return Ok(EBADFD);
+        }
+        Ok(traced(vlsh, op, f(session.sh())))
+    }
+
+    /// `vls_read` if it can be done without locks: the calling thread is
+    /// the only one that has used VLS and the session is non-blocking (see
+    /// [`super::solo`]); `None` otherwise (use [`Self::read`]). Cannot panic.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` writable bytes.
+    #[inline(always)]
+    pub unsafe fn read_lock_free(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> Option<i32> {
+        // SAFETY: forwarded contract.
+        self.lock_free(vlsh, OpKind::Read, |sh| unsafe { self.vcl.read(sh, buf, n) }).ok()
+    }
+
+    /// `vls_write` if it can be done without locks (as
+    /// [`Self::read_lock_free`]); `None` otherwise (use [`Self::write`]).
+    /// Cannot panic.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` readable bytes.
+    #[inline(always)]
+    pub unsafe fn write_lock_free(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> Option<i32> {
+        // SAFETY: forwarded contract.
+        self.lock_free(vlsh, OpKind::Write, |sh| unsafe { self.vcl.write(sh, buf, n) }).ok()
+    }
+
+    /// `vls_read` after [`Self::read_lock_free`] declined (the lock-free
+    /// path is not tried again).
+    ///
+    /// # Safety
+    /// `buf` valid for `n` writable bytes.
+    #[inline(always)]
+    pub unsafe fn read_with_locks(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session_after_lock_free(vlsh, OpKind::Read, n, |sh| unsafe { self.vcl.read(sh, buf, n) })
+    }
+
+    /// `vls_write` after [`Self::write_lock_free`] declined.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` readable bytes.
+    #[inline(always)]
+    pub unsafe fn write_with_locks(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session_after_lock_free(vlsh, OpKind::Write, usize::MAX, |sh| unsafe {
+            self.vcl.write(sh, buf, n)
+        })
+    }
+
+    /// [`Self::with_session`] with the locks.
+    #[inline(never)]
+    pub(super) fn with_session_locked(
+        &'static self,
+        vlsh: Vlsh,
+        op: OpKind,
+        f: impl FnOnce(Sh) -> i32,
+    ) -> i32 {
+        self.detect_thread();
+        let Some(session) = self.pool.get(vlsh) else { return EBADFD };
+        // Per-thread workers: the calling thread's worker, where the session
+        // must be; brought there first, with the whole session locked.
+        let own_wrk = if self.mt_workers.load(Ordering::Relaxed) {
+            let me = self.vcl.worker_index();
+            if !on_worker(session.sh(), me) {
+                let locked = session.lock();
+                if locked.closed() {
+                    return EBADFD;
+                }
+                if let Err(e) = self.sh_here(&locked) {
+                    return e;
+                }
+            }
+            Some(me)
+        } else {
+            None
+        };
+        // Reads and writes lock their half of the session (non-blocking ones
+        // of a registered thread took a shorter path above); everything else
+        // locks the whole session.
+        let half = match op {
+            OpKind::Read => Some(Half::Rx),
+            OpKind::Write => Some(Half::Tx),
+            _ => None,
+        };
+        let rv = match half {
+            Some(half) => {
+                let _locked = session.lock_io(half);
+                self.run_locked(session, op, own_wrk, f)
+            }
+            None => {
+                let _locked = session.lock();
+                self.run_locked(session, op, own_wrk, f)
+            }
+        };
+        if WAITED_IN_VCL.replace(false) {
+            self.route_events_after_a_wait();
+        }
+        traced(vlsh, op, rv)
+    }
+
+    /// Runs `f` on the session's VCL handle (the session is locked by the
+    /// caller) with the worker-level locks for `op`; `EBADFD` if closed, or
+    /// (per-thread workers) if the session is not on `own_wrk`.
+    #[inline(always)]
+    pub(super) fn run_locked(
+        &'static self,
+        session: &VlsSession,
+        op: OpKind,
+        own_wrk: Option<u32>,
+        f: impl FnOnce(Sh) -> i32,
+    ) -> i32 {
+        if session.is_closed() {
+            return EBADFD;
+        }
+        let sh = session.sh();
+        if own_wrk.is_some_and(|me| !on_worker(sh, me)) {
+            // Moved away again (another thread of this process used it in
+            // between), or its worker is gone.
+            return EBADFD;
+        }
+        // Per-thread workers: the own worker's gate, with the index already
+        // at hand (saves `op_locks` a second thread-local lookup).
+        let _g = match own_wrk {
+            Some(me) => self.gates.get(me).map(|g| WorkerLocks::Own { _gate: g.enter() }),
+            None => self.op_locks(op, Some(sh)),
+        };
+        f(sh)
+    }
+}
+
+impl<V: Vcl> RpcHandler for Vls<V> {
+    /// Runs on this worker's own thread, inside the VCL call in which it
+    /// handles its message queue.
+    fn handle_rpc(&'static self, msg: &[u8]) {
+        let me = self.vcl.worker_index();
+        match Rpc::decode(msg) {
+            Some(Rpc::Move { id, session_index }) => {
+                // Refused (does nothing) if the mover gave up already.
+                self.rpcs.answer(id, || self.vcl.move_out(me, session_index));
+            }
+            Some(Rpc::Close { session_index }) => {
+                self.vcl.close(sh_from_parts(me, session_index));
+            }
+            None => {}
+        }
+    }
+}
+
+std::thread_local! {
+    /// The calling thread's current call waited inside VCL (set by the
+    /// post-wait hook; see [`Vls::route_events_after_a_wait`]).
+    static WAITED_IN_VCL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl<V: Vcl> WaitHooks for Vls<V> {
+    fn pre_wait(&'static self, sh: Sh) {
+        let needs_locks = self.needs_locks.load(Ordering::Acquire);
+        if needs_locks {
+            // A session another thread is closing: make VCL return (it then
+            // skips the post-wait call).
+            if let Some(s) = self.pool.vlsh_of(sh).and_then(|v| self.pool.get(v)) {
+                if s.app_closed.load(Ordering::Acquire) {
+                    self.vcl.set_app_closing(sh);
+                    return;
+                }
+            }
+        }
+        self.waiting_in_vcl.fetch_add(1, Ordering::SeqCst);
+        if !self.mt_workers.load(Ordering::Relaxed) {
+            if needs_locks {
+                // Still holding the worker's locks: events VCL read from the
+                // message queue in this call (before waiting again) wait in
+                // its unhandled vector for an epoll wait, while the threads
+                // that would make it sleep on the notification this call
+                // consumed. Wake them (their wait runs once this one
+                // releases the mq lock).
+                // (Read only with the worker's state stable: another thread
+                // may be growing that vector otherwise.)
+                if locks::holds_worker_state() && self.vcl.unhandled_events() > 0 {
+                    self.wake_every_set();
+                }
+            }
+            // Whatever this call holds (also a call that locked while it
+            // was the only thread, see `may_wait_in_vcl`).
+            self.mt_locks().before_wait();
+        }
+    }
+
+    fn post_wait(&'static self, _sh: Sh) {
+        let _ = self.waiting_in_vcl.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        WAITED_IN_VCL.set(true);
+        if self.mt_workers.load(Ordering::Relaxed) {
+            return;
+        }
+        self.mt_locks().after_wait();
+    }
+}

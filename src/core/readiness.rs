@@ -1,0 +1,500 @@
+//! Readiness: the epoll sets, `select` and `poll` of [`Vls`], and the
+//! routing of VCL's events to the set each session is in (mode 3, where all
+//! threads share one VCL worker whose epoll state VCL keeps per worker; the
+//! queues and wake fds of a set are in [`super::demux`]).
+//!
+//! - `epoll_ctl` registers a session in VCL with its vlsh as event data and
+//!   records the set it is in under the same locks as VCL's change;
+//! - `epoll_wait` returns the set's parked events first, then VCL's, each
+//!   routed through its token: this set's are returned with the
+//!   application's data, other sets' are parked there (waking their
+//!   waiters), stale ones dropped;
+//! - a wait with a timeout sleeps on the set's wake fd outside every lock;
+//! - events VCL read while another call waited inside it are routed to
+//!   their sets afterwards ([`Vls::route_events_after_a_wait`]).
+
+use std::ffi::{c_ulong, c_void};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::locks::OpKind;
+use super::pool::{VlsSession, Vlsh};
+use super::{count_set_bits, demux, Vls, DRAIN_ONLY, EBADFD, EINVAL};
+use crate::error::VppcomError;
+use crate::seam::{Sh, Vcl, INVALID};
+
+impl<V: Vcl> Vls<V> {
+    /// A VCL epoll session of VLS's own (no VLS handle, never holds a
+    /// session), used to make VCL handle its message queue's events;
+    /// `INVALID` if VCL could not create one.
+    pub(super) fn internal_epoll(&'static self) -> Sh {
+        let sh = self.internal_ep.load(Ordering::Acquire);
+        if sh != INVALID {
+            return sh;
+        }
+        let _g = self.op_locks(OpKind::SessionPool, None);
+        let sh = self.internal_ep.load(Ordering::Acquire);
+        if sh != INVALID {
+            return sh;
+        }
+        let rv = self.vcl.epoll_create();
+        if rv < 0 {
+            tracing::warn!(rv = %VppcomError::from_raw(rv), "cannot create VLS's internal epoll session");
+            return INVALID;
+        }
+        self.internal_ep.store(rv as Sh, Ordering::Release);
+        rv as Sh
+    }
+
+    /// Lets VCL handle what its message queue holds (connects, closes,
+    /// data); I/O events are parked on the application's epoll sets as in
+    /// `epoll_wait`. Called with the worker locks held.
+    pub(super) fn handle_mq_events(&'static self, flush_set: Sh) {
+        if flush_set == INVALID {
+            return;
+        }
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+        // A full batch may leave more behind (VCL keeps the rest queued).
+        for _ in 0..64 {
+            // SAFETY: `evs` is valid for its length.
+            let n = unsafe { self.vcl.epoll_wait(flush_set, evs.as_mut_ptr(), evs.len() as i32, 0.0) };
+            for e in &evs[..n.max(0) as usize] {
+                self.park(e.events, e.u64);
+            }
+            if n < evs.len() as i32 {
+                break;
+            }
+        }
+    }
+
+    /// Wakes the waiter of every epoll set (through its wake fd).
+    pub(super) fn wake_every_set(&self) {
+        for set in self.pool.live_sessions() {
+            if let Some(d) = set.demux() {
+                d.wake();
+            }
+        }
+    }
+
+    /// After a call that waited inside VCL in mode 3: while it waited, VCL
+    /// consumed the worker's message-queue notifications and queued the
+    /// events it read as unhandled, for the next epoll wait — but the
+    /// threads that would make that wait sleep in the kernel on the very
+    /// notification that was consumed (LDP sleeps on each set's libc epoll
+    /// fd). So the events are routed to their sets now, which wakes their
+    /// waiters (a thread blocked in `accept` would otherwise delay every
+    /// other thread's I/O by up to its epoll timeout, or for ever).
+    pub(super) fn route_events_after_a_wait(&'static self) {
+        if !self.shares_worker() {
+            return;
+        }
+        let flush_set = self.internal_epoll();
+        let _g = self.op_locks(OpKind::Xpoll, None);
+        self.handle_mq_events(flush_set);
+    }
+
+    /// `vls_epoll_ctl`.
+    ///
+    /// # Safety
+    /// `ev` as for `vppcom_epoll_ctl`.
+    pub unsafe fn epoll_ctl(
+        &'static self,
+        ep_vlsh: Vlsh,
+        op: i32,
+        vlsh: Vlsh,
+        ev: *mut libc::epoll_event,
+    ) -> i32 {
+        self.detect_thread();
+        if ep_vlsh == vlsh || (ev.is_null() && op != libc::EPOLL_CTL_DEL) {
+            return EINVAL;
+        }
+        let (Some(ep), Some(s)) = (self.pool.get(ep_vlsh), self.pool.get(vlsh)) else {
+            return EBADFD;
+        };
+        if !ep.is_epoll() {
+            return EBADFD;
+        }
+        // Two session locks: always in vlsh order, so two threads linking
+        // two epoll sessions into each other cannot deadlock.
+        let (first, second) = if ep_vlsh < vlsh { (&ep, &s) } else { (&s, &ep) };
+        let l1 = first.lock();
+        let l2 = second.lock();
+        let (ep_l, s_l) = if ep_vlsh < vlsh { (&l1, &l2) } else { (&l2, &l1) };
+        if ep_l.closed() || s_l.closed() {
+            return EBADFD;
+        }
+        // Per-thread workers: both must be on this thread's worker.
+        let ep_sh = match self.sh_here(ep_l) {
+            Ok(sh) => sh,
+            Err(e) => return e,
+        };
+        let sh = match self.sh_here(s_l) {
+            Ok(sh) => sh,
+            Err(e) => return e,
+        };
+        // VCL sees the session's vlsh as event data; the application's data
+        // is kept in the session (see `demux`).
+        // SAFETY: `ev` is null or valid per the contract; the struct is
+        // packed, so its fields are read by value.
+        let (app_events, app_data) = if ev.is_null() { (0, 0) } else { unsafe { ((*ev).events, (*ev).u64) } };
+        let mut token_ev = libc::epoll_event { events: app_events, u64: vlsh as u64 };
+        let ev_ptr = if ev.is_null() { ev } else { &mut token_ev as *mut libc::epoll_event };
+        // VCL's epoll chains and level-triggered ring are per worker, shared
+        // by every epoll set of the worker: changing them needs the same
+        // locks as walking them in epoll_wait.
+        {
+            let _g = self.op_locks(OpKind::Xpoll, None);
+            if op != libc::EPOLL_CTL_DEL {
+                // Removing a listener from a set changes nothing (nginx
+                // adds and removes its listeners all the time).
+                self.shared_listener_in_use(s.shared.load(Ordering::Acquire), sh);
+            }
+            // SAFETY: forwarded contract; `ev_ptr` is null or `token_ev`.
+            let rv = unsafe { self.vcl.epoll_ctl(ep_sh, op, sh, ev_ptr) };
+            // The membership changes under the same locks: an epoll wait of
+            // another thread must never see the session in VCL's set but
+            // not yet in ours (it would drop the event VCL generates for a
+            // session added with data waiting, and an edge-triggered
+            // session is not reported again).
+            if rv == 0 {
+                match op {
+                    libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => s.membership.join(ep_vlsh, app_data),
+                    libc::EPOLL_CTL_DEL => s.membership.leave(ep_vlsh),
+                    _ => {}
+                }
+            }
+            rv
+        }
+    }
+
+    /// `vls_epoll_wait`: parked events of this set first, then VCL's,
+    /// demultiplexed (see [`demux`]). `wait` in milliseconds as for VCL (0:
+    /// no wait, negative: no limit, -2: LDP's drain-only call).
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    pub unsafe fn epoll_wait(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> i32 {
+        // (Mode 3, also while one thread only: another may arrive while this
+        // one would wait inside VCL without locks. Not in a forked child,
+        // whose sets' wake fds were made for its parent's worker.)
+        if wait != 0.0
+            && wait as i32 != DRAIN_ONLY
+            && !self.mt_workers.load(Ordering::Relaxed)
+            && self.fork_generation.load(Ordering::Relaxed) == 0
+        {
+            // SAFETY: forwarded contract.
+            return unsafe { self.epoll_wait_outside_locks(ep_vlsh, evs, max, wait) };
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.epoll_wait_now(ep_vlsh, evs, max, wait) }
+    }
+
+    /// Mode 3: a wait with a timeout sleeps outside the worker's locks.
+    /// VCL's own wait would hold them (it handles the message queue when it
+    /// wakes), stopping every other thread's accept, connect, `epoll_ctl`
+    /// or blocking I/O until it returned — for ever with no timeout. So:
+    /// look without waiting (with the locks), and if nothing is there sleep
+    /// on the set's wake fd (VCL's message-queue fd, and what other threads
+    /// park for the set) without them; again until events or the timeout.
+    /// Sleeps last at most a second, a safety net for a notification some
+    /// other VCL call consumed without telling the set.
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    unsafe fn epoll_wait_outside_locks(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> i32 {
+        const SLICE_MS: i32 = 1000;
+        let deadline = (wait > 0.0).then(|| Instant::now() + Duration::from_secs_f64(wait / 1e3));
+        loop {
+            // SAFETY: forwarded contract.
+            let n = unsafe { self.epoll_wait_now(ep_vlsh, evs, max, 0.0) };
+            if n != 0 {
+                return n;
+            }
+            let slice_ms = match deadline {
+                None => SLICE_MS,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return 0;
+                    }
+                    (left.as_millis().max(1) as i32).min(SLICE_MS)
+                }
+            };
+            let Some(demux) = self.pool.get(ep_vlsh).and_then(|s| s.demux()) else { return EBADFD };
+            if !demux.sleep(self.vcl.mq_epoll_fd(), slice_ms) {
+                // No fd to sleep on (VCL without use-mq-eventfd).
+                std::thread::sleep(Duration::from_millis(slice_ms.min(2) as u64));
+            }
+        }
+    }
+
+    /// [`Self::epoll_wait`] with VCL waiting (if `wait` says so) inside the
+    /// call.
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    unsafe fn epoll_wait_now(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> i32 {
+        self.clean_up_exited_children();
+        let Some(set) = self.pool.get(ep_vlsh) else { return EBADFD };
+        let Some(demux) = set.demux() else { return EBADFD };
+        if max <= 0 {
+            return EINVAL;
+        }
+        // SAFETY: `evs` is valid for `max` events per the contract.
+        let out = unsafe { std::slice::from_raw_parts_mut(evs, max as usize) };
+        // Waiters in LDP sleep on the set's libc epoll fd: make sure events
+        // parked for this set (and VCL activity) wake it.
+        let libc_epfd = set.libc_epfd.load(Ordering::Acquire);
+        if libc_epfd > 0 {
+            demux.install_wake(libc_epfd, self.vcl.mq_epoll_fd());
+            if wait as i32 == DRAIN_ONLY {
+                return self.drain_into_parked(ep_vlsh, out);
+            }
+        }
+        // Connections this process just took over from a relative.
+        self.notice_handovers();
+        let parked = demux.take(out.len());
+        let mut n = 0;
+        // Tokens of the sessions delivered by this call, to merge duplicates.
+        let mut tokens: Vec<u64> = Vec::new();
+        let mut ran = false;
+        let rv = self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| {
+            ran = true;
+            // A forked child waiting on a set it inherited: the shared
+            // listeners in it start listening on this process's worker.
+            self.shared_listeners_in_set(ep_vlsh, set);
+            // Parked events first, minus what is no longer true: the owner
+            // may have read the data since (a stale "readable" would make
+            // the application read EAGAIN, which many count as an error).
+            for p in &parked {
+                let k = self.deliver(ep_vlsh, p.events, p.token, &mut out[n..]);
+                if k == 1 {
+                    tokens.push(p.token);
+                }
+                n += k;
+            }
+            if n == out.len() {
+                return 0;
+            }
+            let vcl_wait = if n > 0 && wait >= 0.0 { 0.0 } else { wait };
+            let rest_len = out.len() - n;
+            let rv = self.sleeping_in_vcl(vcl_wait != 0.0, || {
+                // SAFETY: `out[n..]` is valid for `rest_len` events.
+                unsafe { self.vcl.epoll_wait(ep_sh, out[n..].as_mut_ptr(), rest_len as i32, vcl_wait) }
+            });
+            if rv < 0 {
+                return rv;
+            }
+            // Demultiplex in place: keep this set's events, park the
+            // others'. A session both parked and reported is returned once.
+            let mut kept = 0;
+            for i in 0..rv as usize {
+                let e = out[n + i];
+                let token = e.u64;
+                if let Some(j) = tokens.iter().position(|&t| t == token) {
+                    if let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) {
+                        out[j].events |= self.still_ready(s, e.events);
+                    }
+                    continue;
+                }
+                let k = self.deliver(ep_vlsh, e.events, token, &mut out[n + kept..]);
+                if k == 1 {
+                    tokens.push(token);
+                }
+                kept += k;
+            }
+            kept as i32
+        });
+        if !ran {
+            // The set could not be used (closed meanwhile, or it cannot move
+            // to this thread's worker): the events taken stay parked for
+            // whoever waits on it next.
+            for p in parked {
+                demux.park(p);
+            }
+        }
+        if rv < 0 {
+            return if n > 0 { n as i32 } else { rv };
+        }
+        (n as i32) + rv
+    }
+
+    /// LDP's "drain only" call (`wait == -2`), made before it sleeps in libc
+    /// epoll and, when woken, followed by a call with timeout 0 in the *same*
+    /// `epoll_wait` of the application. Returning events from both calls
+    /// can report one session twice in one `epoll_wait` (the application
+    /// then reads it dry and gets `EAGAIN` on the second report). So the
+    /// drained events are parked instead, which wakes the set's libc epoll
+    /// fd, and the timeout-0 call returns everything once.
+    /// The caller's array serves as scratch space (nothing is returned in it).
+    fn drain_into_parked(&'static self, ep_vlsh: Vlsh, scratch: &mut [libc::epoll_event]) -> i32 {
+        let rv = self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| {
+            // SAFETY: `scratch` is valid for its length.
+            let rv = unsafe {
+                self.vcl.epoll_wait(ep_sh, scratch.as_mut_ptr(), scratch.len() as i32, DRAIN_ONLY as f64)
+            };
+            // Parked with the locks still held, like `epoll_wait` routes its
+            // events: memberships cannot change in between.
+            for e in &scratch[..rv.max(0) as usize] {
+                self.park(e.events, e.u64);
+            }
+            rv
+        });
+        rv.min(0)
+    }
+
+    /// Parks an event on the set its session is in (dropped if none).
+    pub(super) fn park(&self, events: u32, token: u64) {
+        let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return };
+        if let Some(set) = s.membership.set().and_then(|v| self.pool.get(v)) {
+            if let Some(d) = set.demux() {
+                d.park(demux::Parked { events, token });
+            }
+        }
+    }
+
+    /// The bits of an event that still hold for session `s` now (error
+    /// and hang-up bits always do). An event can be stale: parked while the
+    /// owner read the data, or queued by VCL before a read; a "readable"
+    /// that reads `EAGAIN` is taken as an error by many applications.
+    /// Called with the worker locks held.
+    fn still_ready(&self, s: &VlsSession, events: u32) -> u32 {
+        let sh = s.sh();
+        let mut ev = events;
+        // Readable: data, pending accepts, or closed/reset (the read reports
+        // it); not while 0 bytes are queued or the session is still
+        // connecting (ENOTCONN).
+        let r = self.vcl.read_ready(sh);
+        if ev & libc::EPOLLIN as u32 != 0 && (r == 0 || r == -libc::ENOTCONN) {
+            ev &= !(libc::EPOLLIN as u32);
+        }
+        if ev & libc::EPOLLOUT as u32 != 0 && !self.vcl.write_ready(sh) {
+            ev &= !(libc::EPOLLOUT as u32);
+        }
+        let meaningful =
+            (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
+        if ev & meaningful == 0 {
+            0
+        } else {
+            ev
+        }
+    }
+
+    /// Routes one event with session token `token` seen while waiting on
+    /// set `ep_vlsh`: written to `out[0]` with the application's data if the
+    /// session is in this set and the event still holds (returns 1), parked
+    /// on its own set if it is in another, dropped otherwise (returns 0).
+    /// Called with the worker locks held.
+    fn deliver(&self, ep_vlsh: Vlsh, events: u32, token: u64, out: &mut [libc::epoll_event]) -> usize {
+        let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return 0 };
+        match s.membership.set() {
+            Some(set) if set == ep_vlsh => {
+                let events = self.still_ready(s, events);
+                if events == 0 {
+                    return 0;
+                }
+                tracing::trace!(session = s.vlsh, set = ep_vlsh, events, "event delivered");
+                out[0] = libc::epoll_event { events, u64: s.membership.data() };
+                1
+            }
+            Some(other) => {
+                tracing::trace!(session = s.vlsh, from = ep_vlsh, to = other, "event parked for its own set");
+                self.park(events, token);
+                0
+            }
+            None => 0,
+        }
+    }
+
+    /// Runs `f` (a VCL call that may wait for VPP without calling the wait
+    /// hooks) as a sleep of the session-pool read lock, when `may_wait` and
+    /// the locks are in use.
+    pub(super) fn sleeping_in_vcl<T>(&'static self, may_wait: bool, f: impl FnOnce() -> T) -> T {
+        if may_wait && self.shares_worker() {
+            self.mt_locks().sleeping_in_vcl(f)
+        } else {
+            f()
+        }
+    }
+
+    /// `vls_select`.
+    ///
+    /// # Safety
+    /// Maps null or valid for `n_bits` bits.
+    pub unsafe fn select(
+        &'static self,
+        n_bits: i32,
+        r: *mut c_ulong,
+        w: *mut c_ulong,
+        e: *mut c_ulong,
+        wait: f64,
+    ) -> i32 {
+        self.detect_thread();
+        self.clean_up_exited_children();
+        let _g = self.op_locks(OpKind::Xpoll, None);
+        // SAFETY: forwarded contract (the read map is null or `n_bits` bits).
+        unsafe { self.shared_listeners_selected(r, n_bits) };
+        // SAFETY: forwarded contract.
+        let rv = self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.select(n_bits, r, w, e, wait) });
+        if rv <= 0 {
+            return rv;
+        }
+        // VCL counts a session once for its ready state and again for every
+        // RX/TX event still queued for it, so its total can exceed the bits
+        // it set. select(2) returns the number of bits set; LDP passes this
+        // value on to the application as is.
+        // SAFETY: forwarded contract (each map null or `n_bits` bits).
+        unsafe { count_set_bits(r, n_bits) + count_set_bits(w, n_bits) + count_set_bits(e, n_bits) }
+    }
+
+    /// `vls_poll`.
+    ///
+    /// # Safety
+    /// `vp` valid for `n` entries.
+    pub unsafe fn poll(&'static self, vp: *mut c_void, n: u32, wait: f64) -> i32 {
+        self.detect_thread();
+        self.clean_up_exited_children();
+        let _g = self.op_locks(OpKind::Xpoll, None);
+        // SAFETY: forwarded contract.
+        unsafe { self.shared_listeners_polled(vp, n) };
+        // SAFETY: forwarded contract.
+        self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.poll(vp, n, wait) })
+    }
+
+    /// `vls_set_libc_epfd`.
+    pub fn set_libc_epfd(&'static self, ep_vlsh: Vlsh, fd: i32) -> i32 {
+        self.detect_thread();
+        match self.pool.get(ep_vlsh) {
+            Some(s) if !s.lock().closed() => {
+                s.libc_epfd.store(fd, Ordering::Release);
+                0
+            }
+            _ => EBADFD,
+        }
+    }
+
+    /// `vls_get_libc_epfd`: read without the session lock (another thread
+    /// may be blocked on the session while this one closes it).
+    pub fn get_libc_epfd(&'static self, ep_vlsh: Vlsh) -> i32 {
+        self.detect_thread();
+        self.pool.get(ep_vlsh).map(|s| s.libc_epfd.load(Ordering::Acquire)).unwrap_or(EBADFD)
+    }
+}
