@@ -280,29 +280,35 @@ fn server() {
     let name = CString::new("bench-server").unwrap();
     // SAFETY: valid C string.
     assert_eq!(unsafe { ffi::vppcom_app_create(name.as_ptr()) }, 0);
-    // SAFETY (every `vls::vcl` call below): this process's only VCL user
-    // is this thread.
     use vls::vcl;
+    // SAFETY: the only VCL user of this process is this thread.
     let l = unsafe { vcl::session_create(vcl::Proto::Tcp, true) }.unwrap();
+    // SAFETY: the only VCL user of this process is this thread.
     unsafe { vcl::bind(l, &SocketAddr::from(([127, 0, 0, 1], PORT))) }.unwrap();
+    // SAFETY: the only VCL user of this process is this thread.
     unsafe { vcl::listen(l, 64) }.unwrap();
     let mut sessions = Vec::new();
     let mut buf = [0u8; 65536];
     loop {
+        // SAFETY: the only VCL user of this process is this thread.
         if let Ok((s, _)) = unsafe { vcl::accept(l, libc::O_NONBLOCK) } {
             sessions.push(s);
         }
+        // SAFETY: the only VCL user of this process is this thread.
         sessions.retain(|&s| match unsafe { vcl::read(s, &mut buf) } {
             Ok(0) => {
+                // SAFETY: the only VCL user of this process is this thread.
                 let _ = unsafe { vcl::close(s) };
                 false
             }
             Ok(n) => {
+                // SAFETY: the only VCL user of this process is this thread.
                 let _ = unsafe { vcl::write(s, &buf[..n]) };
                 true
             }
             Err(e) if e == vls::VppcomError::EAGAIN => true,
             Err(_) => {
+                // SAFETY: the only VCL user of this process is this thread.
                 let _ = unsafe { vcl::close(s) };
                 false
             }
