@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::config::VclConfig;
-use crate::core::Mode;
+use crate::engine::Mode;
 
 /// This process's VCL application. Obtained from [`App::init`] or
 /// [`App::init_with`]; sockets need it to exist first.

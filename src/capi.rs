@@ -3,7 +3,7 @@
 //! Built into `libvls.so`; with `LD_PRELOAD=libvls.so:libvcl_ldpreload.so`
 //! these symbols take the place of libvppcom's own `vls_*` for LDP. Each
 //! function only converts arguments and return codes; the logic is in
-//! [`crate::core`]. No panic crosses this boundary: one is caught, logged
+//! [`crate::engine`]. No panic crosses this boundary: one is caught, logged
 //! and turned into `VPPCOM_EINVAL` (or the function's "invalid" value).
 //!
 //! Environment (read once, at `vls_app_create`):
@@ -18,8 +18,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use crate::core::pool::{Vlsh, INVALID_VLSH};
-use crate::core::Vls;
+use crate::engine::pool::{Vlsh, INVALID_VLSH};
+use crate::engine::Vls;
 use crate::seam::{EpollFns, Vcl, INVALID};
 use crate::vcl::RealVcl;
 

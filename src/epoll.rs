@@ -10,7 +10,7 @@ use std::ops::BitOr;
 use std::time::{Duration, Instant};
 
 use crate::capi::vls;
-use crate::core::pool::INVALID_VLSH;
+use crate::engine::pool::INVALID_VLSH;
 use crate::seam::Vcl as _;
 use crate::socket::{check, AsRawHandle, Session};
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use vpp_sys as sys;
 
 use crate::capi::vls;
-use crate::core::pool::{Vlsh, INVALID_VLSH};
+use crate::engine::pool::{Vlsh, INVALID_VLSH};
 use crate::error::{cvt, VppcomError};
 use crate::vcl::with_endpt;
 

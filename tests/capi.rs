@@ -446,7 +446,7 @@ fn lock_free_io_of_one_thread_ends_when_a_second_thread_arrives() {
             // (Where the kernel has no membarrier, every call locks.)
             assert_eq!(
                 vls().lock_free_io(),
-                vls::core::solo::lock_free_expected(),
+                vls::engine::solo::lock_free_expected(),
                 "one thread so far: lock-free I/O"
             );
             let echo = |round: usize| {

@@ -89,7 +89,7 @@ pub struct VlsSession {
     /// spares the session's memory the traffic of concurrent calls.
     pub nonblocking_hint: AtomicBool,
     /// Per-process workers: the session's entry in the table forked
-    /// processes share (`core::fork`), or `INVALID` while only this process
+    /// processes share (`engine::fork`), or `INVALID` while only this process
     /// has it.
     pub shared: AtomicU32,
     /// Epoll sets: the fork generation (see `Vls::fork_generation`) in

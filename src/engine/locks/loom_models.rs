@@ -1,6 +1,6 @@
 //! Model checks of the lock protocol over every interleaving `loom`
 //! explores. Run with:
-//! `RUSTFLAGS="--cfg loom" cargo test --release --lib core::locks::loom_models`
+//! `RUSTFLAGS="--cfg loom" cargo test --release --lib engine::locks::loom_models`
 
 use super::*;
 use loom::sync::atomic::AtomicUsize;
