@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use vls::ffi;
 use vls::harness::{wait_output_with_timeout, VclConf, VppInstall, VppInstance, VppOptions};
-use vls::sockaddr::Endpoint;
+use vls::raw::with_endpt;
 
 const MSG: usize = 64;
 const ITERS: u64 = 200_000;
@@ -159,15 +159,8 @@ fn connect(api: &Api, addr: SocketAddr) -> i32 {
         // SAFETY: plain values.
         let h = unsafe { (api.create)(ffi::VPPCOM_PROTO_TCP as u8, 0) };
         assert!(h >= 0, "create {h}");
-        let mut e = Endpoint::from_socket_addr(&addr);
-        let mut raw = ffi::vppcom_endpt_t {
-            is_ip4: e.is_ip4,
-            ip: e.ip.as_mut_ptr(),
-            port: e.port_be,
-            ..Default::default()
-        };
-        // SAFETY: `raw` points into `e`, both live across the call.
-        let rv = unsafe { (api.connect)(h, (&mut raw as *mut ffi::vppcom_endpt_t).cast()) };
+        // SAFETY: the endpoint is valid during the call.
+        let (rv, _) = with_endpt(Some(&addr), |ep| unsafe { (api.connect)(h, ep) });
         if rv == 0 {
             let mut flags = libc::O_NONBLOCK as u32;
             let mut len = 4u32;
@@ -280,7 +273,7 @@ fn server() {
     let name = CString::new("bench-server").unwrap();
     // SAFETY: valid C string.
     assert_eq!(unsafe { ffi::vppcom_app_create(name.as_ptr()) }, 0);
-    use vls::vcl;
+    use vls::raw::vcl;
     // SAFETY: the only VCL user of this process is this thread.
     let l = unsafe { vcl::session_create(vcl::Proto::Tcp, true) }.unwrap();
     // SAFETY: the only VCL user of this process is this thread.

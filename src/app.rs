@@ -71,7 +71,7 @@ impl App {
 
     /// How VLS maps threads to VCL workers now (see the crate docs).
     pub fn mode(&self) -> Mode {
-        crate::capi::vls().mode()
+        crate::process::vls().mode()
     }
 
     fn attach(name: &str, config: Option<&VclConfig>) -> io::Result<&'static App> {
@@ -109,7 +109,7 @@ impl App {
             }
         };
         // SAFETY: `cname` is a valid C string for the duration of the call.
-        let rv = unsafe { crate::capi::attach(cname.as_ptr() as *mut _) };
+        let rv = unsafe { crate::process::attach(cname.as_ptr() as *mut _) };
         if rv != 0 {
             let e = crate::VppcomError::from_raw(rv);
             return Err(io::Error::new(
@@ -137,7 +137,7 @@ fn threads_in_process() -> Option<usize> {
 /// Ok if the process is attached (through `App::init` or the C ABI), else
 /// an error telling the caller to attach.
 pub(crate) fn require() -> io::Result<()> {
-    if crate::capi::vls().is_app_created() {
+    if crate::process::vls().is_app_created() {
         Ok(())
     } else {
         Err(io::Error::new(io::ErrorKind::NotConnected, "no VCL application: call vls::App::init first"))

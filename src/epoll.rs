@@ -9,8 +9,8 @@ use std::io;
 use std::ops::BitOr;
 use std::time::{Duration, Instant};
 
-use crate::capi::vls;
-use crate::engine::pool::INVALID_VLSH;
+use crate::handle::INVALID_VLSH;
+use crate::process::vls;
 use crate::seam::Vcl as _;
 use crate::socket::{check, AsRawHandle, Session};
 

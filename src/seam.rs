@@ -1,6 +1,6 @@
 //! The VCL seam: everything the VLS core needs from VCL, as one trait.
 //!
-//! The core ([`crate::core`]) is written against [`Vcl`] only. With the `vpp`
+//! The core ([`crate::engine`]) is written against [`Vcl`] only. With the `vpp`
 //! feature, `vcl::RealVcl` implements it over `libvppcom`; the core's
 //! own tests implement it with a small in-memory double. Return values follow
 //! VCL's convention: non-negative on success, a negated errno (`VPPCOM_E*`)
@@ -11,24 +11,7 @@
 
 use std::ffi::{c_char, c_ulong, c_void};
 
-/// A VCL session handle: VCL worker index in the top 8 bits, session index
-/// in the low 24.
-pub type Sh = u32;
-
-/// "No session" / "no worker".
-pub const INVALID: u32 = u32::MAX;
-
-/// Builds a session handle from its worker and session index.
-#[inline]
-pub fn sh_from_parts(wrk_index: u32, session_index: u32) -> Sh {
-    (wrk_index << 24) | (session_index & 0x00FF_FFFF)
-}
-
-/// Splits a session handle into (worker index, session index).
-#[inline]
-pub fn sh_parts(sh: Sh) -> (u32, u32) {
-    (sh >> 24, sh & 0x00FF_FFFF)
-}
+use crate::handle::Sh;
 
 /// Callbacks VCL makes around a blocking wait on its message queue, so the
 /// locking layer can drop its locks while the thread sleeps.
@@ -82,8 +65,6 @@ pub trait Vcl: Send + Sync + 'static {
     // ---- application and workers ----
     /// `vppcom_app_create`.
     unsafe fn app_create(&self, name: *const c_char) -> i32;
-    /// `vppcom_app_destroy`.
-    fn app_destroy(&self);
     /// The calling thread's VCL worker index, [`INVALID`] if none.
     fn worker_index(&self) -> u32;
     /// Makes the calling thread use VCL worker `wrk`.

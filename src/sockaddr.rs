@@ -4,7 +4,12 @@
 //! address bytes and a port in network byte order. [`Endpoint`] owns that
 //! storage so the pointer handed to VCL stays valid for the call.
 
+#[cfg(feature = "vpp")]
+use std::ffi::c_void;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
+
+#[cfg(feature = "vpp")]
+use vpp_sys as sys;
 
 /// Owned storage for one VCL endpoint.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -43,6 +48,25 @@ impl Endpoint {
             SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(self.ip), port, 0, 0))
         }
     }
+}
+
+#[cfg(feature = "vpp")]
+/// `vppcom_endpt_t` whose address pointer refers into `ep`.
+pub(crate) fn endpt(ep: &mut Endpoint) -> sys::vppcom_endpt_t {
+    sys::vppcom_endpt_t { is_ip4: ep.is_ip4, ip: ep.ip.as_mut_ptr(), port: ep.port_be, ..Default::default() }
+}
+#[cfg(feature = "vpp")]
+/// Calls `f` with a `vppcom_endpt_t*` for `addr` (or an empty endpoint for
+/// VCL to fill), and returns `f`'s result with the endpoint's address after
+/// the call: the one way this crate, its tests and its benchmarks hand an
+/// address to a `vppcom_*` or `vls_*` call.
+pub fn with_endpt<R>(addr: Option<&SocketAddr>, f: impl FnOnce(*mut c_void) -> R) -> (R, SocketAddr) {
+    let mut e = addr.map(Endpoint::from_socket_addr).unwrap_or_default();
+    let mut raw = endpt(&mut e);
+    let r = f((&mut raw as *mut sys::vppcom_endpt_t).cast());
+    e.is_ip4 = raw.is_ip4;
+    e.port_be = raw.port;
+    (r, e.to_socket_addr())
 }
 
 #[cfg(test)]

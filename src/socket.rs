@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use vpp_sys as sys;
 
-use crate::capi::vls;
-use crate::engine::pool::{Vlsh, INVALID_VLSH};
 use crate::error::{cvt, VppcomError};
-use crate::vcl::with_endpt;
+use crate::handle::{Vlsh, INVALID_VLSH};
+use crate::process::vls;
+use crate::sockaddr::with_endpt;
 
 /// A VLS handle: the value the C ABI (`vls_*`) uses for a session.
 pub type RawHandle = Vlsh;
@@ -57,7 +57,7 @@ pub(crate) fn check(rv: i32) -> io::Result<i32> {
     cvt(rv).map_err(io::Error::from)
 }
 
-pub(crate) use crate::vcl::Proto;
+pub(crate) use crate::raw::vcl::Proto;
 
 /// Direction of an I/O wait.
 #[derive(Copy, Clone)]

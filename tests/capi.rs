@@ -153,7 +153,7 @@ fn capi_udp_sendto_recvfrom_and_select() {
             for i in 0..50u8 {
                 let mut buf = [0u8; 2048];
                 // SAFETY: buffers valid.
-                let (n, _) = with_ep(None, |ep| unsafe {
+                let (n, _) = with_endpt(None, |ep| unsafe {
                     vls_recvfrom(s, buf.as_mut_ptr().cast(), buf.len() as u32, 0, ep)
                 });
                 assert_eq!(n, 1000, "datagram size");
@@ -173,8 +173,8 @@ fn capi_udp_sendto_recvfrom_and_select() {
             let c = connect_to(a, UDP);
             for i in 0..50u8 {
                 let mut d = [i; 1000];
-                // SAFETY: valid buffer; null endpoint: connected session.
                 assert_eq!(
+                    // SAFETY: valid buffer; null endpoint: connected session.
                     unsafe { vls_sendto(c, d.as_mut_ptr().cast(), 1000, 0, std::ptr::null_mut()) },
                     1000
                 );
@@ -259,9 +259,9 @@ fn capi_bad_handles_give_ebadfd() {
                 unsafe {
                     assert_eq!(vls_write(h, buf.as_mut_ptr().cast(), 8), EBADFD);
                     assert_eq!(vls_write_msg(h, buf.as_mut_ptr().cast(), 8), EBADFD);
-                    assert_eq!(with_ep(Some(addr(1)), |e| vls_bind(h, e)).0, EBADFD);
-                    assert_eq!(with_ep(Some(addr(1)), |e| vls_connect(h, e)).0, EBADFD);
-                    assert_eq!(with_ep(None, |e| vls_accept(h, e, 0)).0, EBADFD);
+                    assert_eq!(with_endpt(Some(&addr(1)), |e| vls_bind(h, e)).0, EBADFD);
+                    assert_eq!(with_endpt(Some(&addr(1)), |e| vls_connect(h, e)).0, EBADFD);
+                    assert_eq!(with_endpt(None, |e| vls_accept(h, e, 0)).0, EBADFD);
                     assert_eq!(vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, h, &mut ev), EBADFD);
                     assert_eq!(vls_epoll_ctl(h, libc::EPOLL_CTL_ADD, live, &mut ev), EBADFD);
                     assert_eq!(vls_epoll_wait(h, evs.as_mut_ptr(), 2, 0.0), EBADFD);
@@ -445,8 +445,8 @@ fn lock_free_io_of_one_thread_ends_when_a_second_thread_arrives() {
             assert_eq!(rv, 0);
             // (Where the kernel has no membarrier, every call locks.)
             assert_eq!(
-                vls().lock_free_io(),
-                vls::engine::solo::lock_free_expected(),
+                vls::raw::lock_free_io(),
+                vls::raw::lock_free_expected(),
                 "one thread so far: lock-free I/O"
             );
             let echo = |round: usize| {
@@ -480,7 +480,7 @@ fn lock_free_io_of_one_thread_ends_when_a_second_thread_arrives() {
                 echo(round);
             }
             second.join().unwrap();
-            assert!(!vls().lock_free_io(), "a second thread switched the locks on");
+            assert!(!vls::raw::lock_free_io(), "a second thread switched the locks on");
             vls_close(c);
         },
     );
@@ -510,7 +510,7 @@ fn mode3_close_wakes_blocked_reader_and_thread_exit_is_harmless() {
                 (n, t.elapsed())
             });
             let deadline = Instant::now() + Duration::from_secs(10);
-            while vls().threads_waiting_in_vcl() == 0 {
+            while vls::raw::threads_waiting_in_vcl() == 0 {
                 assert!(Instant::now() < deadline, "the reader never blocked in VCL");
                 thread::sleep(Duration::from_millis(1));
             }
@@ -682,8 +682,8 @@ fn mode3_events_of_one_epoll_set_never_reach_another() {
             for &s in &sessions {
                 let mut flags = libc::O_NONBLOCK as u32;
                 let mut len = 4u32;
-                // SAFETY: 4-byte buffer.
                 assert_eq!(
+                    // SAFETY: 4-byte buffer.
                     unsafe {
                         vls_attr(s, ffi::VPPCOM_ATTR_SET_FLAGS, (&mut flags as *mut u32).cast(), &mut len)
                     },
@@ -837,7 +837,7 @@ fn mode2_session_created_in_one_thread_is_served_by_another() {
             let main_wrk = my_worker();
             thread::spawn(move || {
                 // SAFETY: `ep` is valid during the call.
-                let (rv, _) = with_ep(Some(a), |ep| unsafe { vls_bind(l, ep) });
+                let (rv, _) = with_endpt(Some(&a), |ep| unsafe { vls_bind(l, ep) });
                 assert_eq!(rv, 0, "bind from another thread");
                 assert_ne!(my_worker(), main_wrk, "a worker of its own");
                 let (si, wi) = session_and_worker(l);
@@ -925,7 +925,7 @@ fn crossed_moves(rpc_only: bool, base_port: u16) {
                     barrier.wait();
                     let port = base_port + (round * 2) as u16 + t;
                     // SAFETY: `ep` is valid during the call.
-                    let (rv, _) = with_ep(Some(addr(port)), |ep| unsafe { vls_bind(other, ep) });
+                    let (rv, _) = with_endpt(Some(&addr(port)), |ep| unsafe { vls_bind(other, ep) });
                     assert_eq!(rv, 0, "round {round}: bind after the move");
                     let (_, wi) = session_and_worker(other);
                     assert_eq!(wi, my_worker(), "round {round}: on this thread's worker");
@@ -1079,14 +1079,14 @@ fn vpp_killed_while_threads_are_blocked() {
             }));
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while vls().threads_waiting_in_vcl() < 2 {
+        while vls::raw::threads_waiting_in_vcl() < 2 {
             if let Ok((what, rv, _)) = rx.try_recv() {
                 panic!("{what} returned {rv} before VPP was killed");
             }
             assert!(
                 Instant::now() < deadline,
                 "the accept and the read never blocked in VCL ({} waiting)",
-                vls().threads_waiting_in_vcl()
+                vls::raw::threads_waiting_in_vcl()
             );
             thread::sleep(Duration::from_millis(5));
         }

@@ -154,7 +154,7 @@ fn epoll_wait_until(ep: i32, limit: Duration, mut done: impl FnMut() -> bool) ->
 /// every exited child's worker has been cleaned up; true if so in `limit`.
 fn children_cleaned_up(limit: Duration) -> bool {
     let ep = vls_epoll_create();
-    let done = epoll_wait_until(ep, limit, || vls().forked_children().is_empty());
+    let done = epoll_wait_until(ep, limit, || vls::raw::forked_children().is_empty());
     assert_eq!(vls_close(ep), 0);
     done
 }
@@ -340,22 +340,31 @@ fn fork_two_children_serve_a_shared_listener_and_exit_first() {
             install_app_sigchld_handler();
             let l = listen_on(a, TCP, true);
             let parent_wrk = my_worker();
+            assert_eq!(vls::raw::mode(), vls::Mode::SingleThread, "nothing forked yet");
             let (rd, wr) = pipe();
-            let kids: Vec<i32> = (0..2).map(|_| fork_child(25, || serve(l, wr))).collect();
+            let kids: Vec<i32> = (0..2)
+                .map(|_| {
+                    fork_child(25, || {
+                        assert_eq!(vls::raw::mode(), vls::Mode::PerProcessWorkers, "a forked child");
+                        serve(l, wr)
+                    })
+                })
+                .collect();
             let ready: Vec<i32> = (0..2).map(|_| recv_i32(rd)).collect();
             let ready_l = announce_ready(a);
             assert_eq!(my_worker(), parent_wrk, "the parent keeps its worker");
-            let children = vls().forked_children();
+            assert_eq!(vls::raw::mode(), vls::Mode::PerProcessWorkers, "a parent that forked");
+            let children = vls::raw::forked_children();
             assert_eq!(children.len(), 2, "both children known: {children:?}");
             for (w, pid) in &children {
                 assert!(kids.contains(pid) && ready.contains(pid));
                 assert_ne!(*w, parent_wrk);
             }
-            assert_eq!(vls().sharers(l), 3, "parent and two children hold the listener");
+            assert_eq!(vls::raw::sharers(l), 3, "parent and two children hold the listener");
             assert!(
                 children_cleaned_up(Duration::from_secs(20)),
                 "the children's workers were not cleaned up: {:?}",
-                vls().forked_children()
+                vls::raw::forked_children()
             );
             for (w, _) in &children {
                 assert!(!worker_is_valid(*w), "worker {w} of an exited child still exists");
@@ -368,9 +377,9 @@ fn fork_two_children_serve_a_shared_listener_and_exit_first() {
                 2,
                 "the application's handler runs once per child"
             );
-            assert_eq!(vls().sharers(l), 1, "only the parent holds the listener now");
+            assert_eq!(vls::raw::sharers(l), 1, "only the parent holds the listener now");
             assert_eq!(vls_close(l), 0, "the last holder closes the listener");
-            assert_eq!(vls().shared_sessions(), 0, "no shared entry is left behind");
+            assert_eq!(vls::raw::shared_sessions(), 0, "no shared entry is left behind");
             assert_eq!(vls_close(ready_l), 0);
         },
         || {
@@ -455,7 +464,7 @@ fn sigkilled_child_is_cleaned_up_by_the_parents_epoll_wait() {
             let victim = recv_i32(rd);
             assert!(kids.contains(&victim));
             let (victim_wrk, _) =
-                *vls().forked_children().iter().find(|(_, p)| *p == victim).expect("victim known");
+                *vls::raw::forked_children().iter().find(|(_, p)| *p == victim).expect("victim known");
             // Let VPP handle what the victim sent last (its accept reply):
             // VPP v26.06 crashes handling an accept reply that arrives
             // after it deleted the sender's app worker.
@@ -471,13 +480,13 @@ fn sigkilled_child_is_cleaned_up_by_the_parents_epoll_wait() {
                 "the killed child's worker was not cleaned up"
             );
             own.assert_still_open();
-            assert_eq!(vls().forked_children().len(), 1);
+            assert_eq!(vls::raw::forked_children().len(), 1);
             let status = wait_child(victim, Duration::from_secs(5));
             assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
             let survivor = *kids.iter().find(|&&p| p != victim).unwrap();
             assert_eq!(wait_child(survivor, Duration::from_secs(20)), 0, "the survivor failed");
-            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls().forked_children().is_empty()));
-            assert_eq!(vls().sharers(l), 1);
+            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls::raw::forked_children().is_empty()));
+            assert_eq!(vls::raw::sharers(l), 1);
             assert_eq!(vls_close(l), 0);
             assert_eq!(vls_close(ready_l), 0);
         },
@@ -529,7 +538,7 @@ fn parent_exits_first_and_its_child_keeps_the_sessions() {
                 let gone =
                     epoll_wait_until(ep, Duration::from_secs(15), || unsafe { libc::getppid() } != parent);
                 assert!(gone, "the parent did not exit");
-                assert_eq!(vls().sharers(s), 1, "the parent left the connection at exit");
+                assert_eq!(vls::raw::sharers(s), 1, "the parent left the connection at exit");
                 // SAFETY: getpid has no preconditions.
                 let pid = unsafe { libc::getpid() };
                 write_all(s, format!("{pid:>REPLY$}").as_bytes());
@@ -610,12 +619,12 @@ fn epoll_set_made_before_fork_serves_both_its_listeners_in_the_child() {
             recv_i32(rd);
             let ready_l = announce_ready(a1);
             assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
-            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls().forked_children().is_empty()));
+            assert!(epoll_wait_until(ep, Duration::from_secs(5), || vls::raw::forked_children().is_empty()));
             assert_eq!(vls_close(l1), 0);
             assert_eq!(vls_close(l2), 0);
-            assert_eq!(vls().shared_sessions(), 1, "the epoll set is still shared with nobody but us");
+            assert_eq!(vls::raw::shared_sessions(), 1, "the epoll set is still shared with nobody but us");
             assert_eq!(vls_close(ep), 0);
-            assert_eq!(vls().shared_sessions(), 0);
+            assert_eq!(vls::raw::shared_sessions(), 0);
             assert_eq!(vls_close(ready_l), 0);
         },
         || {
@@ -669,7 +678,7 @@ fn removing_a_listener_from_epoll_does_not_stop_it() {
                 assert_eq!(wait_child(pid, Duration::from_secs(20)), 0, "child {pid} failed");
             }
             assert!(children_cleaned_up(Duration::from_secs(5)));
-            assert_eq!(vls().shared_sessions(), 0, "the last child closed the listener");
+            assert_eq!(vls::raw::shared_sessions(), 0, "the last child closed the listener");
             assert_eq!(vls_close(ready_l), 0);
         },
         || {
@@ -744,7 +753,7 @@ fn connection_accepted_in_the_parent_is_served_by_the_child_after_the_parent_clo
             });
             let child_pid = recv_i32(rd);
             assert_eq!(child_pid, child);
-            assert_eq!(vls().sharers(s), 2);
+            assert_eq!(vls::raw::sharers(s), 2);
             assert_eq!(vls_close(s), 0, "the parent drops its copy");
             let ready_l = announce_ready(a);
             assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
@@ -798,7 +807,7 @@ fn fork_while_another_thread_is_blocked_in_a_read() {
                 buf
             });
             let deadline = Instant::now() + Duration::from_secs(10);
-            while vls().threads_waiting_in_vcl() == 0 {
+            while vls::raw::threads_waiting_in_vcl() == 0 {
                 assert!(Instant::now() < deadline, "the reader never blocked in VCL");
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -15,11 +15,11 @@ use vls::VppcomError;
 use common::{cut_through, pattern, retry_refused, run_isolated, run_pair, through_stack, STACK_SERVER};
 
 /// The raw VCL calls these tests make. Each test process uses VCL from its
-/// one thread and never through VLS, which is what `vls::vcl` asks of its
+/// one thread and never through VLS, which is what `vls::raw::vcl` asks of its
 /// callers.
 mod vcl {
     use std::net::SocketAddr;
-    pub use vls::vcl::{Proto, SessionHandle};
+    pub use vls::raw::vcl::{Proto, SessionHandle};
     use vls::VppcomError;
 
     type R<T> = Result<T, VppcomError>;
@@ -28,7 +28,7 @@ mod vcl {
         ($($name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {$(
             pub fn $name($($arg: $ty),*) -> $ret {
                 // SAFETY: the test process's only VCL user is this thread.
-                unsafe { vls::vcl::$name($($arg),*) }
+                unsafe { vls::raw::vcl::$name($($arg),*) }
             }
         )*};
     }

@@ -23,9 +23,11 @@ use std::time::{Duration, Instant};
 
 use super::locks::{self, OpKind, OpLocks};
 use super::migrate::{Gate, GateGuard, Rpc};
-use super::pool::{Half, LockedSession, VlsSession, Vlsh};
+use super::pool::{Half, LockedSession, VlsSession};
 use super::{on_worker, traced, Vls, EBADFD};
-use crate::seam::{sh_from_parts, sh_parts, MoveError, RpcHandler, Sh, Vcl, WaitHooks, INVALID};
+use crate::handle::Vlsh;
+use crate::handle::{sh_from_parts, sh_parts, Sh, INVALID};
+use crate::seam::{MoveError, RpcHandler, Vcl, WaitHooks};
 
 /// Worker-level locks held around one VCL call.
 pub(super) enum WorkerLocks {

@@ -29,7 +29,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use super::pool::Vlsh;
+use crate::handle::Vlsh;
 
 /// Which epoll set a session is in, and the application's event data.
 /// Written under the session lock (epoll_ctl); read lock-free by waiters.
@@ -156,6 +156,7 @@ impl EpollDemux {
         out
     }
 
+    #[cfg(test)]
     /// Number of parked events (for tests).
     pub fn parked_len(&self) -> usize {
         self.parked.lock().unwrap_or_else(PoisonError::into_inner).len()

@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::seam::{sh_from_parts, sh_parts, EpollFns, MoveError, RpcHandler, Sh, Vcl, WaitHooks, INVALID};
+use crate::handle::{sh_from_parts, sh_parts, Sh, INVALID};
+use crate::seam::{EpollFns, MoveError, RpcHandler, Vcl, WaitHooks};
 
 const EBADFD: i32 = -libc::EBADFD;
 const EAGAIN: i32 = -libc::EAGAIN;
@@ -89,7 +90,7 @@ struct State {
 #[derive(Copy, Clone)]
 enum Kind {
     Pool,
-    Xpoll,
+    MessageQueue,
     Io,
     /// The end of a non-blocking read that emptied the session's queue:
     /// VCL re-arms the session's event there and may append it to the
@@ -106,7 +107,7 @@ pub struct Double {
     hooks: OnceLock<&'static dyn WaitHooks>,
     rpc_handler: OnceLock<&'static dyn RpcHandler>,
     pool_ops: AtomicU32,
-    xpoll_ops: AtomicU32,
+    mq_ops: AtomicU32,
     io_ops: AtomicU32,
     drain_ops: AtomicU32,
     violations: AtomicUsize,
@@ -157,7 +158,7 @@ impl Double {
             hooks: OnceLock::new(),
             rpc_handler: OnceLock::new(),
             pool_ops: AtomicU32::new(0),
-            xpoll_ops: AtomicU32::new(0),
+            mq_ops: AtomicU32::new(0),
             io_ops: AtomicU32::new(0),
             drain_ops: AtomicU32::new(0),
             violations: AtomicUsize::new(0),
@@ -211,7 +212,7 @@ impl Double {
     fn counter(&self, k: Kind) -> &AtomicU32 {
         match k {
             Kind::Pool => &self.pool_ops,
-            Kind::Xpoll => &self.xpoll_ops,
+            Kind::MessageQueue => &self.mq_ops,
             Kind::Io => &self.io_ops,
             Kind::Drain => &self.drain_ops,
         }
@@ -223,22 +224,22 @@ impl Double {
         let mine = self.counter(k).fetch_add(1, Ordering::SeqCst);
         if !self.mt_workers {
             let pool = self.pool_ops.load(Ordering::SeqCst);
-            let xpoll = self.xpoll_ops.load(Ordering::SeqCst);
+            let mq = self.mq_ops.load(Ordering::SeqCst);
             let io = self.io_ops.load(Ordering::SeqCst);
             let drain = self.drain_ops.load(Ordering::SeqCst);
             let bad = match k {
-                Kind::Pool => mine > 0 || xpoll > 0 || io > 0 || drain > 0,
-                Kind::Xpoll => mine > 0 || pool > 0 || drain > 0,
+                Kind::Pool => mine > 0 || mq > 0 || io > 0 || drain > 0,
+                Kind::MessageQueue => mine > 0 || pool > 0 || drain > 0,
                 Kind::Io => pool > 0,
-                Kind::Drain => mine > 0 || pool > 0 || xpoll > 0,
+                Kind::Drain => mine > 0 || pool > 0 || mq > 0,
             };
             if bad {
                 if std::env::var_os("DOUBLE_DEBUG").is_some() {
                     eprintln!(
-                        "violation: {} while pool={pool} xpoll={xpoll} io={io}\n{}",
+                        "violation: {} while pool={pool} mq={mq} io={io}\n{}",
                         match k {
                             Kind::Pool => "pool",
-                            Kind::Xpoll => "xpoll",
+                            Kind::MessageQueue => "message-queue",
                             Kind::Io => "io",
                             Kind::Drain => "drain",
                         },
@@ -360,7 +361,7 @@ impl Double {
                 h.post_wait(sh);
             }
             // Like VCL, handle the message queue's events after a wait.
-            drop(self.enter(Kind::Xpoll));
+            drop(self.enter(Kind::MessageQueue));
             self.handle_rpcs();
         }
     }
@@ -377,7 +378,6 @@ impl Vcl for Double {
         set_thread_worker(self.id, w);
         0
     }
-    fn app_destroy(&self) {}
     fn worker_index(&self) -> u32 {
         self.wrk()
     }
@@ -446,7 +446,7 @@ impl Vcl for Double {
     }
     unsafe fn bind(&self, sh: Sh, _ep: *mut c_void) -> i32 {
         self.check_own(sh);
-        let _c = self.enter(Kind::Xpoll);
+        let _c = self.enter(Kind::MessageQueue);
         if self.state.lock().unwrap().sessions.contains_key(&sh) {
             0
         } else {
@@ -455,7 +455,7 @@ impl Vcl for Double {
     }
     fn listen(&self, sh: Sh, _q: u32) -> i32 {
         self.check_own(sh);
-        let _c = self.enter(Kind::Xpoll);
+        let _c = self.enter(Kind::MessageQueue);
         match self.state.lock().unwrap().sessions.get_mut(&sh) {
             Some(s) => {
                 s.listening = true;
@@ -505,7 +505,7 @@ impl Vcl for Double {
     /// session is queued on that listener and joined to `sh`.
     unsafe fn connect(&self, sh: Sh, ep: *mut c_void) -> i32 {
         self.check_own(sh);
-        let _c = self.enter(Kind::Xpoll);
+        let _c = self.enter(Kind::MessageQueue);
         if ep.is_null() {
             return -libc::EFAULT;
         }
@@ -618,7 +618,7 @@ impl Vcl for Double {
     unsafe fn epoll_ctl(&self, ep_sh: Sh, op: i32, sh: Sh, _ev: *mut libc::epoll_event) -> i32 {
         self.check_own(ep_sh);
         self.check_own(sh);
-        let _c = self.enter(Kind::Xpoll);
+        let _c = self.enter(Kind::MessageQueue);
         let mut st = self.state.lock().unwrap();
         if !st.sessions.contains_key(&sh) {
             return EBADFD;
@@ -637,16 +637,16 @@ impl Vcl for Double {
     unsafe fn epoll_wait(&self, ep_sh: Sh, evs: *mut libc::epoll_event, max: i32, _wait: f64) -> i32 {
         self.check_own(ep_sh);
         self.handle_rpcs();
-        let _c = self.enter(Kind::Xpoll);
+        let _c = self.enter(Kind::MessageQueue);
         let st = self.state.lock().unwrap();
         if !st.sessions.contains_key(&ep_sh) {
             return EBADFD;
         }
         // Like VCL, epoll state is per worker: readable members of *every*
         // epoll set of the worker are reported, whichever set is waited on.
-        let wrk = crate::seam::sh_parts(ep_sh).0;
+        let wrk = crate::handle::sh_parts(ep_sh).0;
         let mut n = 0;
-        for (_, ep) in st.sessions.iter().filter(|(h, _)| crate::seam::sh_parts(**h).0 == wrk) {
+        for (_, ep) in st.sessions.iter().filter(|(h, _)| crate::handle::sh_parts(**h).0 == wrk) {
             for &(m, data) in &ep.epoll_members {
                 if n < max && st.sessions.get(&m).is_some_and(Self::readable) {
                     // SAFETY: `evs` is valid for `max` events.
@@ -662,7 +662,7 @@ impl Vcl for Double {
     /// Read map only, no waiting. Like VCL, a readable session is counted
     /// twice (once for its ready state, once for its queued RX event).
     unsafe fn select(&self, n: i32, r: *mut c_ulong, w: *mut c_ulong, e: *mut c_ulong, _wait: f64) -> i32 {
-        let _c = self.enter(Kind::Xpoll);
+        let _c = self.enter(Kind::MessageQueue);
         let st = self.state.lock().unwrap();
         let word_bits = c_ulong::BITS;
         let mut count = 0;
@@ -692,7 +692,7 @@ impl Vcl for Double {
         count
     }
     unsafe fn poll(&self, _vp: *mut c_void, _n: u32, _wait: f64) -> i32 {
-        let _c = self.enter(Kind::Xpoll);
+        let _c = self.enter(Kind::MessageQueue);
         0
     }
     fn is_nonblocking(&self, sh: Sh) -> bool {

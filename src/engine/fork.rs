@@ -175,7 +175,6 @@ impl SharedTable {
         let g = EntryGuard::lock(e);
         (e.in_use.load(Ordering::Relaxed) != 0).then_some(g)
     }
-
     /// Entries in use.
     pub fn in_use(&self) -> usize {
         self.region.entries.iter().filter(|e| e.in_use.load(Ordering::Acquire) != 0).count()
@@ -299,6 +298,7 @@ impl<'a> EntryGuard<'a> {
         }
     }
 
+    #[cfg(test)]
     /// Is worker `w` subscribed?
     pub fn is_subscribed(&self, w: u32) -> bool {
         (w as usize) < MAX_WORKERS && self.e.subscribers.get(w)
@@ -331,7 +331,6 @@ impl<'a> EntryGuard<'a> {
         }
         what
     }
-
     /// Workers holding a copy.
     pub fn n_subscribers(&self) -> u32 {
         self.e.subscribers.count()

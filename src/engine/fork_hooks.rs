@@ -37,7 +37,8 @@ use std::time::Duration;
 use super::fork::{self, errno, set_errno, SharedTable, Unsubscribed};
 use super::pool::SessionPool;
 use super::{on_worker, ActingAsWorker, Teardown, Vls};
-use crate::seam::{sh_from_parts, sh_parts, ForkHooks, Listener, Sh, Vcl, INVALID};
+use crate::handle::{sh_from_parts, sh_parts, Sh, INVALID};
+use crate::seam::{ForkHooks, Listener, Vcl};
 
 /// Set once the process is exiting: thread-local state (the log
 /// subscriber's buffers) may be gone, so nothing is logged.
@@ -528,7 +529,7 @@ impl<V: Vcl> Vls<V> {
 
     #[cold]
     fn notice_handovers_now(&'static self) {
-        let _g = self.op_locks(super::OpKind::Xpoll, None);
+        let _g = self.op_locks(super::OpKind::MessageQueue, None);
         let mut w = self.handover_watch.lock().unwrap_or_else(PoisonError::into_inner);
         w.retain(|x| {
             let Some(s) = self.pool.get(x.vlsh) else { return false };

@@ -68,8 +68,10 @@ pub enum OpKind {
     SessionPool,
     /// Reads or sets a session attribute (never blocks).
     Attr,
-    /// Consumes the worker's message queue or epoll state.
-    Xpoll,
+    /// Uses the worker's message queue or epoll state: epoll create, ctl
+    /// and wait, select, poll, and the calls that send a request to VPP and
+    /// read its reply from the queue (bind, listen, connect).
+    MessageQueue,
 }
 
 /// Writer-favouring reader-writer lock over VCL's session pool, built so
@@ -303,6 +305,7 @@ impl SpoolLock {
         }
     }
 
+    #[cfg(test)]
     /// Writers waiting for or holding the lock (for tests and diagnostics).
     pub fn pending_writers(&self) -> usize {
         self.writers.load(Ordering::Acquire)
@@ -462,7 +465,7 @@ impl MtLocks {
                 OpKind::Attr => {
                     h.spool_read = Some(self.spool.read());
                 }
-                OpKind::Xpoll => {
+                OpKind::MessageQueue => {
                     h.mq = Some(timed("mq", || self.mq.lock().unwrap_or_else(PoisonError::into_inner)));
                     h.spool_read = Some(self.spool.read());
                 }
@@ -573,11 +576,13 @@ impl MtLocks {
         NonblockingIoGuard { _spool: self.spool.read(), _mq: mq }
     }
 
+    #[cfg(test)]
     /// The session-pool lock (for tests).
     pub fn spool(&self) -> &SpoolLock {
         &self.spool
     }
 
+    #[cfg(test)]
     /// True if the mq lock is free right now (for tests).
     pub fn mq_is_free(&self) -> bool {
         self.mq.try_lock().is_ok()
@@ -595,6 +600,7 @@ pub fn holds_worker_state() -> bool {
     .unwrap_or(false)
 }
 
+#[cfg(test)]
 /// What the calling thread holds (for tests): (mq, spool read, spool write).
 pub fn held_by_current_thread() -> (bool, bool, bool) {
     HELD.with(|h| {

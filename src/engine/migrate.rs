@@ -165,11 +165,13 @@ impl<M> RpcTable<M> {
         true
     }
 
+    #[cfg(test)]
     /// Requests in the table (for tests and diagnostics).
     pub fn len(&self) -> usize {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
+    #[cfg(test)]
     /// No request in flight.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

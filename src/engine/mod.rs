@@ -49,10 +49,12 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::VppcomError;
-use crate::seam::{sh_from_parts, sh_parts, EpollFns, Sh, Vcl, INVALID};
+use crate::handle::{sh_from_parts, sh_parts, Sh, INVALID};
+use crate::handle::{Vlsh, INVALID_VLSH};
+use crate::seam::{EpollFns, Vcl};
 use locks::{MtLocks, OpKind};
 use migrate::{Gate, Gates, Rpc, RpcTable, RPC_TIMEOUT};
-use pool::{SessionPool, VlsSession, Vlsh, INVALID_VLSH};
+use pool::{SessionPool, VlsSession};
 
 const EBADFD: i32 = -libc::EBADFD;
 const EINVAL: i32 = -libc::EINVAL;
@@ -80,14 +82,23 @@ fn log_error(vlsh: Vlsh, op: OpKind, rv: i32) {
     });
 }
 
-/// How VLS maps application threads to VCL workers.
+/// How VLS maps the application's threads and processes to VCL workers.
+///
+/// The numbers are those of the C layer's design (`vcl_locked.c`). A
+/// process can be in mode 1 and in mode 2 or 3 at once (a forked child with
+/// several threads); [`Vls::mode`] reports the thread mode first.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
-    /// One thread (so far) per process: no locks needed.
+    /// One thread, one process so far: no locks needed, nothing shared.
     SingleThread,
-    /// `multi-thread-workers`: every thread has its own VCL worker.
+    /// Mode 1: the process forked after it attached, or is a forked child,
+    /// and one thread uses VLS: every process has its own VCL worker and
+    /// sessions opened before a fork are shared by the processes.
+    PerProcessWorkers,
+    /// Mode 2, `multi-thread-workers`: every thread has its own VCL worker.
     PerThreadWorkers,
-    /// Many threads share the process's one VCL worker (locks on).
+    /// Mode 3: several threads share the process's one VCL worker (locks
+    /// on).
     SharedWorker,
 }
 
@@ -274,11 +285,13 @@ impl<V: Vcl> Vls<V> {
         &self.vcl
     }
 
+    #[cfg(test)]
     /// The session pool (for diagnostics and tests).
     pub fn pool(&self) -> &SessionPool {
         &self.pool
     }
 
+    #[cfg(test)]
     /// The worker-level locks (for tests).
     pub fn locks(&self) -> &MtLocks {
         self.mt_locks()
@@ -314,6 +327,8 @@ impl<V: Vcl> Vls<V> {
             Mode::PerThreadWorkers
         } else if self.needs_locks.load(Ordering::Acquire) {
             Mode::SharedWorker
+        } else if self.shared.get().is_some() {
+            Mode::PerProcessWorkers
         } else {
             Mode::SingleThread
         }
@@ -609,12 +624,12 @@ impl<V: Vcl> Vls<V> {
     /// `ep` as for `vppcom_session_bind`.
     pub unsafe fn bind(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
         // SAFETY: forwarded contract.
-        self.with_session(vlsh, OpKind::Xpoll, |sh| unsafe { self.vcl.bind(sh, ep) })
+        self.with_session(vlsh, OpKind::MessageQueue, |sh| unsafe { self.vcl.bind(sh, ep) })
     }
 
     /// `vls_listen`.
     pub fn listen(&'static self, vlsh: Vlsh, q_len: i32) -> i32 {
-        self.with_session(vlsh, OpKind::Xpoll, |sh| self.vcl.listen(sh, q_len.max(0) as u32))
+        self.with_session(vlsh, OpKind::MessageQueue, |sh| self.vcl.listen(sh, q_len.max(0) as u32))
     }
 
     /// `vls_connect`.
@@ -631,7 +646,7 @@ impl<V: Vcl> Vls<V> {
     pub unsafe fn connect(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
         let shared_worker = self.shares_worker();
         let mut waits_here = false;
-        let rv = self.with_session(vlsh, OpKind::Xpoll, |sh| {
+        let rv = self.with_session(vlsh, OpKind::MessageQueue, |sh| {
             if !shared_worker || self.vcl.is_nonblocking(sh) {
                 // SAFETY: forwarded contract.
                 return unsafe { self.vcl.connect(sh, ep) };
@@ -658,7 +673,7 @@ impl<V: Vcl> Vls<V> {
         let start = Instant::now();
         let mut pause = Duration::from_micros(20);
         loop {
-            let state = self.with_session(vlsh, OpKind::Xpoll, |sh| {
+            let state = self.with_session(vlsh, OpKind::MessageQueue, |sh| {
                 let st = self.vcl.connect_state(sh);
                 if st != 0 {
                     return st;
@@ -815,6 +830,7 @@ impl<V: Vcl> Vls<V> {
         self.vcl.set_epoll_fns(fns);
     }
 
+    #[cfg(test)]
     /// The session behind `vlsh` (for the safe API and tests).
     pub fn session(&self, vlsh: Vlsh) -> Option<&VlsSession> {
         self.pool.get(vlsh)

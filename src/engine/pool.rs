@@ -28,7 +28,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::demux::{EpollDemux, Membership};
 use super::session_lock::{self, SessionLock, SessionLockGuard};
-use crate::seam::{Sh, INVALID};
+use crate::handle::{Sh, Vlsh, INVALID, INVALID_VLSH};
 
 type ForkHold = (MutexGuard<'static, Allocator>, std::sync::RwLockWriteGuard<'static, HashMap<Sh, Vlsh>>);
 
@@ -37,12 +37,6 @@ thread_local! {
     /// `SessionPool::hold_across_fork`).
     static FORK_HOLD: std::cell::RefCell<Option<ForkHold>> = const { std::cell::RefCell::new(None) };
 }
-
-/// A VLS handle, as in `vcl_locked.h` (`vls_handle_t`).
-pub type Vlsh = i32;
-
-/// `VLS_INVALID_HANDLE`.
-pub const INVALID_VLSH: Vlsh = -1;
 
 /// One VLS session. Cache-line aligned (two lines): sessions used by
 /// different threads never share a line.
@@ -434,17 +428,20 @@ impl SessionPool {
         replaced
     }
 
+    #[cfg(test)]
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         let a = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
         a.next - a.free.len()
     }
 
+    #[cfg(test)]
     /// True when no session is live.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    #[cfg(test)]
     /// Number of entries of the VCL-handle table (equal to the live
     /// sessions that have a VCL session).
     pub fn table_len(&self) -> usize {
@@ -465,7 +462,7 @@ mod tests {
         assert_eq!(p.vlsh_of(0x0100_0002), Some(1));
         let sa = p.get(a).unwrap();
         assert_eq!(sa.sh(), 0x0100_0001);
-        assert_eq!(crate::seam::sh_parts(sa.sh()).0, 1, "on worker 1");
+        assert_eq!(crate::handle::sh_parts(sa.sh()).0, 1, "on worker 1");
         sa.lock().mark_closed();
         p.free(sa);
         assert!(p.get(a).is_none());
@@ -505,15 +502,15 @@ mod tests {
     #[test]
     fn remap_moves_the_table_entry() {
         let p = SessionPool::default();
-        let a = p.alloc(crate::seam::sh_from_parts(0, 3));
+        let a = p.alloc(crate::handle::sh_from_parts(0, 3));
         let s = p.get(a).unwrap();
-        let new_sh = crate::seam::sh_from_parts(2, 9);
+        let new_sh = crate::handle::sh_from_parts(2, 9);
         {
             let l = s.lock();
             p.remap(&l, new_sh);
         }
         assert_eq!(s.sh(), new_sh);
         assert_eq!(p.vlsh_of(new_sh), Some(a));
-        assert_eq!(p.vlsh_of(crate::seam::sh_from_parts(0, 3)), None);
+        assert_eq!(p.vlsh_of(crate::handle::sh_from_parts(0, 3)), None);
     }
 }

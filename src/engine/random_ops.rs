@@ -19,9 +19,9 @@ use std::thread;
 use std::time::Duration;
 
 use super::double::Double;
-use super::pool::Vlsh;
 use super::Vls;
 use crate::error::VppcomError;
+use crate::handle::Vlsh;
 
 /// Handles the threads share: created ones land in random slots.
 const SLOTS: usize = 64;

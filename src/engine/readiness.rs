@@ -18,10 +18,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::locks::OpKind;
-use super::pool::{VlsSession, Vlsh};
+use super::pool::VlsSession;
 use super::{count_set_bits, demux, Vls, DRAIN_ONLY, EBADFD, EINVAL};
 use crate::error::VppcomError;
-use crate::seam::{Sh, Vcl, INVALID};
+use crate::handle::Vlsh;
+use crate::handle::{Sh, INVALID};
+use crate::seam::Vcl;
 
 impl<V: Vcl> Vls<V> {
     /// A VCL epoll session of VLS's own (no VLS handle, never holds a
@@ -89,7 +91,7 @@ impl<V: Vcl> Vls<V> {
             return;
         }
         let flush_set = self.internal_epoll();
-        let _g = self.op_locks(OpKind::Xpoll, None);
+        let _g = self.op_locks(OpKind::MessageQueue, None);
         self.handle_mq_events(flush_set);
     }
 
@@ -143,7 +145,7 @@ impl<V: Vcl> Vls<V> {
         // by every epoll set of the worker: changing them needs the same
         // locks as walking them in epoll_wait.
         {
-            let _g = self.op_locks(OpKind::Xpoll, None);
+            let _g = self.op_locks(OpKind::MessageQueue, None);
             if op != libc::EPOLL_CTL_DEL {
                 // Removing a listener from a set changes nothing (nginx
                 // adds and removes its listeners all the time).
@@ -276,7 +278,7 @@ impl<V: Vcl> Vls<V> {
         // Tokens of the sessions delivered by this call, to merge duplicates.
         let mut tokens: Vec<u64> = Vec::new();
         let mut ran = false;
-        let rv = self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| {
+        let rv = self.with_session(ep_vlsh, OpKind::MessageQueue, |ep_sh| {
             ran = true;
             // A forked child waiting on a set it inherited: the shared
             // listeners in it start listening on this process's worker.
@@ -346,7 +348,7 @@ impl<V: Vcl> Vls<V> {
     /// fd, and the timeout-0 call returns everything once.
     /// The caller's array serves as scratch space (nothing is returned in it).
     fn drain_into_parked(&'static self, ep_vlsh: Vlsh, scratch: &mut [libc::epoll_event]) -> i32 {
-        let rv = self.with_session(ep_vlsh, OpKind::Xpoll, |ep_sh| {
+        let rv = self.with_session(ep_vlsh, OpKind::MessageQueue, |ep_sh| {
             // SAFETY: `scratch` is valid for its length.
             let rv = unsafe {
                 self.vcl.epoll_wait(ep_sh, scratch.as_mut_ptr(), scratch.len() as i32, DRAIN_ONLY as f64)
@@ -449,7 +451,7 @@ impl<V: Vcl> Vls<V> {
     ) -> i32 {
         self.detect_thread();
         self.clean_up_exited_children();
-        let _g = self.op_locks(OpKind::Xpoll, None);
+        let _g = self.op_locks(OpKind::MessageQueue, None);
         // SAFETY: forwarded contract (the read map is null or `n_bits` bits).
         unsafe { self.shared_listeners_selected(r, n_bits) };
         // SAFETY: forwarded contract.
@@ -472,7 +474,7 @@ impl<V: Vcl> Vls<V> {
     pub unsafe fn poll(&'static self, vp: *mut c_void, n: u32, wait: f64) -> i32 {
         self.detect_thread();
         self.clean_up_exited_children();
-        let _g = self.op_locks(OpKind::Xpoll, None);
+        let _g = self.op_locks(OpKind::MessageQueue, None);
         // SAFETY: forwarded contract.
         unsafe { self.shared_listeners_polled(vp, n) };
         // SAFETY: forwarded contract.

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::double::Double;
 use super::fork::{errno, set_errno};
-use super::pool::{Vlsh, INVALID_VLSH};
 use super::{Mode, Vls};
-use crate::seam::{Vcl, INVALID};
+use crate::handle::INVALID;
+use crate::handle::{Vlsh, INVALID_VLSH};
+use crate::seam::Vcl;
 
 const EBADFD: i32 = -libc::EBADFD;
 
@@ -83,8 +84,11 @@ fn lifecycle_and_bad_handles() {
     let mut e = libc::epoll_event { events: 0, u64: 0 };
     // SAFETY: valid event pointers throughout.
     assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, ep, &mut e) }, -libc::EINVAL);
+    // SAFETY: as above.
     assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, 777, &mut e) }, EBADFD);
+    // SAFETY: as above.
     assert_eq!(unsafe { v.epoll_ctl(777, libc::EPOLL_CTL_ADD, ep, &mut e) }, EBADFD);
+    // SAFETY: as above (a null event is rejected before any use).
     assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, 777, std::ptr::null_mut()) }, -libc::EINVAL);
     let plain = v.create(0, false);
     // An epoll handle that is not an epoll session.
@@ -323,7 +327,7 @@ fn blocked_reader_does_not_block_other_threads() {
         read(v, s1, &mut buf)
     });
     until("the reader blocks", || v.vcl().blocked() == 1);
-    // Another thread can still do xpoll work and I/O on other sessions
+    // Another thread can still use the message queue and I/O on other sessions
     // while the reader sleeps inside VCL (mq lock dropped for the wait).
     let t = thread::spawn(move || {
         let ep = v.epoll_create();
@@ -686,7 +690,7 @@ fn session_created_in_one_thread_is_moved_to_the_thread_that_uses_it() {
     assert_eq!(worker_of(v, l), main_wrk);
     let (wrk, got) = thread::spawn(move || {
         assert_eq!(v.listen(l, 10), 0);
-        let (_, index) = crate::seam::sh_parts(v.vlsh_to_sh(l));
+        let (_, index) = crate::handle::sh_parts(v.vlsh_to_sh(l));
         assert_eq!(v.session_index_to_vlsh(index), l, "the handle table follows the move");
         let c = v.create(0, false);
         let mut target = v.vlsh_to_sh(l);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use vls::capi::*;
 use vls::ffi;
-use vls::sockaddr::Endpoint;
+pub use vls::raw::with_endpt;
 
 pub const EBADFD: i32 = -libc::EBADFD;
 pub const EAGAIN: i32 = -libc::EAGAIN;
@@ -20,26 +20,11 @@ pub fn app(name: &str) {
     assert_eq!(unsafe { vls_app_create(c.as_ptr() as *mut _) }, 0, "vls_app_create");
 }
 
-/// Calls `f` with a `vppcom_endpt_t*` for `addr` (or an empty one to fill).
-pub fn with_ep<R>(addr: Option<SocketAddr>, f: impl FnOnce(*mut c_void) -> R) -> (R, SocketAddr) {
-    let mut e = addr.map(|a| Endpoint::from_socket_addr(&a)).unwrap_or_default();
-    let mut raw = ffi::vppcom_endpt_t {
-        is_ip4: e.is_ip4,
-        ip: e.ip.as_mut_ptr(),
-        port: e.port_be,
-        ..Default::default()
-    };
-    let r = f((&mut raw as *mut ffi::vppcom_endpt_t).cast());
-    e.is_ip4 = raw.is_ip4;
-    e.port_be = raw.port;
-    (r, e.to_socket_addr())
-}
-
 pub fn listen_on(addr: SocketAddr, proto: u8, nonblocking: bool) -> i32 {
     let l = vls_create(proto, nonblocking as u8);
     assert!(l >= 0, "vls_create");
     // SAFETY: `ep` is valid during the call.
-    let (rv, _) = with_ep(Some(addr), |ep| unsafe { vls_bind(l, ep) });
+    let (rv, _) = with_endpt(Some(&addr), |ep| unsafe { vls_bind(l, ep) });
     assert_eq!(rv, 0, "bind");
     assert_eq!(vls_listen(l, 64), 0, "listen");
     l
@@ -51,7 +36,7 @@ pub fn connect_to(addr: SocketAddr, proto: u8) -> i32 {
         let h = vls_create(proto, 0);
         assert!(h >= 0);
         // SAFETY: `ep` is valid during the call.
-        let (rv, _) = with_ep(Some(addr), |ep| unsafe { vls_connect(h, ep) });
+        let (rv, _) = with_endpt(Some(&addr), |ep| unsafe { vls_connect(h, ep) });
         if rv == 0 {
             return h;
         }
@@ -63,7 +48,7 @@ pub fn connect_to(addr: SocketAddr, proto: u8) -> i32 {
 
 pub fn accept(l: i32) -> i32 {
     // SAFETY: `ep` is valid during the call.
-    let (h, _) = with_ep(None, |ep| unsafe { vls_accept(l, ep, 0) });
+    let (h, _) = with_endpt(None, |ep| unsafe { vls_accept(l, ep, 0) });
     h
 }
 

@@ -160,13 +160,13 @@ fn blocking_read_races_close() {
 /// A blocking read races an epoll wait: the mq lock is never held by
 /// both inside VCL, and the reader's wait lets the poller through.
 #[test]
-fn blocking_read_races_xpoll() {
+fn blocking_read_races_message_queue_use() {
     model(|| {
         let l = leak(MtLocks::default());
         let inside = leak(Inside::default());
         let data = leak(Signal::default());
         let reader = thread::spawn(move || inside.blocking_op(l, OpKind::Read, data));
-        inside.quick_op_then(l, OpKind::Xpoll, true, Some(data));
+        inside.quick_op_then(l, OpKind::MessageQueue, true, Some(data));
         reader.join().unwrap();
     });
 }
@@ -208,11 +208,11 @@ fn thread_exit_releases_locks() {
         let l = leak(MtLocks::default());
         let inside = leak(Inside::default());
         let t = thread::spawn(move || {
-            let g = l.acquire(OpKind::Xpoll, || true);
+            let g = l.acquire(OpKind::MessageQueue, || true);
             std::mem::forget(g);
         });
         t.join().unwrap();
         inside.quick_op(l, OpKind::SessionPool, true);
-        inside.quick_op(l, OpKind::Xpoll, true);
+        inside.quick_op(l, OpKind::MessageQueue, true);
     });
 }

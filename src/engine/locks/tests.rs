@@ -102,7 +102,7 @@ fn read_waiting_for_mq_proceeds_when_ready() {
 fn thread_exit_releases_held_locks() {
     let l = leak();
     std::thread::spawn(move || {
-        let g = l.acquire(OpKind::Xpoll, || false);
+        let g = l.acquire(OpKind::MessageQueue, || false);
         std::mem::forget(g); // as if the thread died mid-operation
     })
     .join()

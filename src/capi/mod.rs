@@ -15,87 +15,27 @@
 
 use std::ffi::{c_char, c_int, c_uchar, c_ulong, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
 
-use crate::engine::pool::{Vlsh, INVALID_VLSH};
-use crate::engine::Vls;
-use crate::seam::{EpollFns, Vcl, INVALID};
-use crate::vcl::RealVcl;
+mod stats;
+
+use crate::handle::{Vlsh, INVALID, INVALID_VLSH};
+use crate::process::{attach, vls, vls_if_made};
+use crate::seam::{EpollFns, Vcl};
+use stats::{count, init_c_program_diagnostics, Call};
 
 const EINVAL: c_int = -libc::EINVAL;
 const EFAULT: c_int = -libc::EFAULT;
 
-static VLS: OnceLock<&'static Vls<RealVcl>> = OnceLock::new();
-
-/// The process's VLS.
-pub fn vls() -> &'static Vls<RealVcl> {
-    VLS.get_or_init(|| Vls::new_static(RealVcl::new()))
-}
-
-/// The process's VLS if it exists already (for paths outside
-/// `catch_unwind`, where making it must not happen).
+/// Runs `f`, counting the call and turning a panic into `on_panic` (logged).
 #[inline]
-fn vls_if_made() -> Option<&'static Vls<RealVcl>> {
-    VLS.get().copied()
-}
-
-/// Calls per C function, when `VLS_RS_STATS` is set.
-struct Stats {
-    enabled: AtomicBool,
-    counts: [AtomicU64; NAMES.len()],
-}
-
-const NAMES: [&str; 28] = [
-    "create",
-    "shutdown",
-    "close",
-    "bind",
-    "listen",
-    "connect",
-    "accept",
-    "read",
-    "recvfrom",
-    "write",
-    "write_msg",
-    "sendto",
-    "attr",
-    "epoll_create",
-    "epoll_ctl",
-    "epoll_wait",
-    "select",
-    "poll",
-    "vlsh_to_sh",
-    "vlsh_to_session_and_worker_index",
-    "session_index_to_vlsh",
-    "app_create",
-    "use_eventfd",
-    "mt_wrk_supported",
-    "set_libc_epfd",
-    "get_libc_epfd",
-    "set_epoll_fns",
-    "register_vcl_worker",
-];
-
-static STATS: Stats = Stats { enabled: AtomicBool::new(false), counts: [const { AtomicU64::new(0) }; 28] };
-
-#[inline]
-fn count(i: usize) {
-    if STATS.enabled.load(Ordering::Relaxed) {
-        STATS.counts[i].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Runs `f`, turning a panic into `on_panic` (logged).
-#[inline]
-fn guard<T>(name: usize, on_panic: T, f: impl FnOnce() -> T) -> T {
-    count(name);
-    catch_panic(name, on_panic, f)
+fn guard<T>(call: Call, on_panic: T, f: impl FnOnce() -> T) -> T {
+    count(call);
+    catch_panic(call, on_panic, f)
 }
 
 /// [`guard`] without counting the call.
 #[inline]
-fn catch_panic<T>(name: usize, on_panic: T, f: impl FnOnce() -> T) -> T {
+fn catch_panic<T>(call: Call, on_panic: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(e) => {
@@ -104,72 +44,10 @@ fn catch_panic<T>(name: usize, on_panic: T, f: impl FnOnce() -> T) -> T {
                 .map(|s| s.to_string())
                 .or_else(|| e.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(function = NAMES[name], panic = %msg, "panic caught at the C ABI");
+            tracing::error!(function = call.name(), panic = %msg, "panic caught at the C ABI");
             on_panic
         }
     }
-}
-
-/// Runs at exit before VCL's exit handler (see `Vls::process_exiting`).
-extern "C" fn before_vcl_exit() {
-    // Nothing may unwind out of an atexit handler.
-    let _ = catch_unwind(|| vls().process_exiting());
-}
-
-extern "C" fn at_exit() {
-    // Nothing may unwind out of an atexit handler.
-    let _ = catch_unwind(print_stats_at_exit);
-}
-
-/// At exit VCL detaches from VPP by itself; VLS touches nothing of VCL
-/// (other threads may still run) and does no tracing (thread-local state
-/// may already be gone). It only prints the call counts if asked.
-fn print_stats_at_exit() {
-    if STATS.enabled.load(Ordering::Relaxed) {
-        let mut line = String::from("vls-rs: calls:");
-        for (n, c) in NAMES.iter().zip(&STATS.counts) {
-            let c = c.load(Ordering::Relaxed);
-            if c > 0 {
-                line.push_str(&format!(" {n}={c}"));
-            }
-        }
-        eprintln!("{line}");
-    }
-}
-
-/// What a C program gets from `VLS_RS_STATS` and `VLS_RS_LOG` (the Rust API
-/// leaves logging to the application and keeps no call statistics).
-fn init_c_program_diagnostics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os("VLS_RS_STATS").is_some_and(|v| !v.is_empty() && v != "0") {
-            STATS.enabled.store(true, Ordering::Relaxed);
-        }
-        if let Ok(filter) = std::env::var("VLS_RS_LOG") {
-            // Only if the program has no subscriber of its own.
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(std::io::stderr)
-                .try_init();
-        }
-        // SAFETY: registers a plain `extern "C" fn()`.
-        unsafe { libc::atexit(at_exit) };
-    });
-}
-
-/// Attaches the process-wide VLS (the application create of both APIs).
-///
-/// # Safety
-/// `app_name` is null or a valid C string.
-pub(crate) unsafe fn attach(app_name: *mut c_char) -> c_int {
-    // SAFETY: forwarded contract; null is rejected by the core.
-    let rv = unsafe { vls().app_create(app_name) };
-    if rv == 0 {
-        // After VCL's own (registered by the create), so it runs first.
-        // SAFETY: registers a plain `extern "C" fn()`.
-        unsafe { libc::atexit(before_vcl_exit) };
-    }
-    rv
 }
 
 /// `vls_app_create`.
@@ -178,7 +56,7 @@ pub(crate) unsafe fn attach(app_name: *mut c_char) -> c_int {
 /// `app_name` is null or a valid C string.
 #[no_mangle]
 pub unsafe extern "C" fn vls_app_create(app_name: *mut c_char) -> c_int {
-    guard(21, EINVAL, || {
+    guard(Call::AppCreate, EINVAL, || {
         init_c_program_diagnostics();
         // SAFETY: forwarded contract.
         unsafe { attach(app_name) }
@@ -188,19 +66,19 @@ pub unsafe extern "C" fn vls_app_create(app_name: *mut c_char) -> c_int {
 /// `vls_create`.
 #[no_mangle]
 pub extern "C" fn vls_create(proto: u8, is_nonblocking: u8) -> Vlsh {
-    guard(0, INVALID_VLSH, || vls().create(proto, is_nonblocking != 0))
+    guard(Call::Create, INVALID_VLSH, || vls().create(proto, is_nonblocking != 0))
 }
 
 /// `vls_shutdown`.
 #[no_mangle]
 pub extern "C" fn vls_shutdown(vlsh: Vlsh, how: c_int) -> c_int {
-    guard(1, EINVAL, || vls().shutdown(vlsh, how))
+    guard(Call::Shutdown, EINVAL, || vls().shutdown(vlsh, how))
 }
 
 /// `vls_close`.
 #[no_mangle]
 pub extern "C" fn vls_close(vlsh: Vlsh) -> c_int {
-    guard(2, EINVAL, || vls().close(vlsh))
+    guard(Call::Close, EINVAL, || vls().close(vlsh))
 }
 
 /// `vls_bind`.
@@ -209,7 +87,7 @@ pub extern "C" fn vls_close(vlsh: Vlsh) -> c_int {
 /// `ep` is null or points to a valid `vppcom_endpt_t`.
 #[no_mangle]
 pub unsafe extern "C" fn vls_bind(vlsh: Vlsh, ep: *mut c_void) -> c_int {
-    guard(3, EINVAL, || {
+    guard(Call::Bind, EINVAL, || {
         if ep.is_null() {
             return EINVAL;
         }
@@ -221,7 +99,7 @@ pub unsafe extern "C" fn vls_bind(vlsh: Vlsh, ep: *mut c_void) -> c_int {
 /// `vls_listen`.
 #[no_mangle]
 pub extern "C" fn vls_listen(vlsh: Vlsh, q_len: c_int) -> c_int {
-    guard(4, EINVAL, || vls().listen(vlsh, q_len))
+    guard(Call::Listen, EINVAL, || vls().listen(vlsh, q_len))
 }
 
 /// `vls_connect`.
@@ -230,7 +108,7 @@ pub extern "C" fn vls_listen(vlsh: Vlsh, q_len: c_int) -> c_int {
 /// `server_ep` is null or points to a valid `vppcom_endpt_t`.
 #[no_mangle]
 pub unsafe extern "C" fn vls_connect(vlsh: Vlsh, server_ep: *mut c_void) -> c_int {
-    guard(5, EINVAL, || {
+    guard(Call::Connect, EINVAL, || {
         if server_ep.is_null() {
             return EFAULT;
         }
@@ -246,7 +124,7 @@ pub unsafe extern "C" fn vls_connect(vlsh: Vlsh, server_ep: *mut c_void) -> c_in
 #[no_mangle]
 pub unsafe extern "C" fn vls_accept(vlsh: Vlsh, ep: *mut c_void, flags: c_int) -> Vlsh {
     // SAFETY: forwarded contract.
-    guard(6, EINVAL, || unsafe { vls().accept(vlsh, ep, flags) })
+    guard(Call::Accept, EINVAL, || unsafe { vls().accept(vlsh, ep, flags) })
 }
 
 /// `vls_read`.
@@ -255,7 +133,7 @@ pub unsafe extern "C" fn vls_accept(vlsh: Vlsh, ep: *mut c_void, flags: c_int) -
 /// `buf` is valid for `nbytes` writable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn vls_read(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> isize {
-    count(7);
+    count(Call::Read);
     if buf.is_null() {
         return EFAULT as isize;
     }
@@ -276,7 +154,7 @@ pub unsafe extern "C" fn vls_read(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -
 #[inline(never)]
 unsafe fn read_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> isize {
     // SAFETY: forwarded contract.
-    catch_panic(7, EINVAL as isize, || unsafe { vls().read_with_locks(vlsh, buf, nbytes) as isize })
+    catch_panic(Call::Read, EINVAL as isize, || unsafe { vls().read_with_locks(vlsh, buf, nbytes) as isize })
 }
 
 /// `vls_recvfrom`.
@@ -291,7 +169,7 @@ pub unsafe extern "C" fn vls_recvfrom(
     flags: c_int,
     ep: *mut c_void,
 ) -> isize {
-    guard(8, EINVAL as isize, || {
+    guard(Call::Recvfrom, EINVAL as isize, || {
         if buffer.is_null() {
             return EFAULT as isize;
         }
@@ -306,7 +184,7 @@ pub unsafe extern "C" fn vls_recvfrom(
 /// `buf` is valid for `nbytes` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn vls_write(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
-    count(9);
+    count(Call::Write);
     if buf.is_null() {
         return EFAULT;
     }
@@ -326,7 +204,7 @@ pub unsafe extern "C" fn vls_write(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) 
 #[inline(never)]
 unsafe fn write_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
     // SAFETY: forwarded contract.
-    catch_panic(9, EINVAL, || unsafe { vls().write_with_locks(vlsh, buf, nbytes) })
+    catch_panic(Call::Write, EINVAL, || unsafe { vls().write_with_locks(vlsh, buf, nbytes) })
 }
 
 /// `vls_write_msg`.
@@ -335,7 +213,7 @@ unsafe fn write_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int
 /// `buf` is valid for `nbytes` readable bytes.
 #[no_mangle]
 pub unsafe extern "C" fn vls_write_msg(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
-    guard(10, EINVAL, || {
+    guard(Call::WriteMsg, EINVAL, || {
         if buf.is_null() {
             return EFAULT;
         }
@@ -356,7 +234,7 @@ pub unsafe extern "C" fn vls_sendto(
     flags: c_int,
     ep: *mut c_void,
 ) -> c_int {
-    guard(11, EINVAL, || {
+    guard(Call::Sendto, EINVAL, || {
         if buf.is_null() {
             return EFAULT;
         }
@@ -372,13 +250,13 @@ pub unsafe extern "C" fn vls_sendto(
 #[no_mangle]
 pub unsafe extern "C" fn vls_attr(vlsh: Vlsh, op: u32, buffer: *mut c_void, buflen: *mut u32) -> c_int {
     // SAFETY: forwarded contract (VCL checks null buffers per op).
-    guard(12, EINVAL, || unsafe { vls().attr(vlsh, op, buffer, buflen) })
+    guard(Call::Attr, EINVAL, || unsafe { vls().attr(vlsh, op, buffer, buflen) })
 }
 
 /// `vls_epoll_create`.
 #[no_mangle]
 pub extern "C" fn vls_epoll_create() -> Vlsh {
-    guard(13, INVALID_VLSH, || vls().epoll_create())
+    guard(Call::EpollCreate, INVALID_VLSH, || vls().epoll_create())
 }
 
 /// `vls_epoll_ctl`.
@@ -392,7 +270,7 @@ pub unsafe extern "C" fn vls_epoll_ctl(
     vlsh: Vlsh,
     event: *mut libc::epoll_event,
 ) -> c_int {
-    guard(14, EINVAL, || {
+    guard(Call::EpollCtl, EINVAL, || {
         // SAFETY: forwarded contract (the core rejects a null event for
         // ADD/MOD).
         unsafe { vls().epoll_ctl(ep_vlsh, op, vlsh, event) }
@@ -410,7 +288,7 @@ pub unsafe extern "C" fn vls_epoll_wait(
     maxevents: c_int,
     wait_for_time: f64,
 ) -> c_int {
-    guard(15, EINVAL, || {
+    guard(Call::EpollWait, EINVAL, || {
         if events.is_null() || maxevents <= 0 {
             return EINVAL;
         }
@@ -432,7 +310,9 @@ pub unsafe extern "C" fn vls_select(
     wait_for_time: f64,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    guard(16, EINVAL, || unsafe { vls().select(n_bits, read_map, write_map, except_map, wait_for_time) })
+    guard(Call::Select, EINVAL, || unsafe {
+        vls().select(n_bits, read_map, write_map, except_map, wait_for_time)
+    })
 }
 
 /// `vls_poll`.
@@ -441,7 +321,7 @@ pub unsafe extern "C" fn vls_select(
 /// `vp` is valid for `n_sids` `vcl_poll_t` entries.
 #[no_mangle]
 pub unsafe extern "C" fn vls_poll(vp: *mut c_void, n_sids: u32, wait_for_time: f64) -> c_int {
-    guard(17, EINVAL, || {
+    guard(Call::Poll, EINVAL, || {
         if vp.is_null() && n_sids > 0 {
             return EFAULT;
         }
@@ -453,7 +333,7 @@ pub unsafe extern "C" fn vls_poll(vp: *mut c_void, n_sids: u32, wait_for_time: f
 /// `vlsh_to_sh`: the VCL session handle, `~0` if unknown.
 #[no_mangle]
 pub extern "C" fn vlsh_to_sh(vlsh: Vlsh) -> u32 {
-    guard(18, INVALID, || vls().vlsh_to_sh(vlsh))
+    guard(Call::VlshToSh, INVALID, || vls().vlsh_to_sh(vlsh))
 }
 
 /// `vlsh_to_session_and_worker_index`.
@@ -466,7 +346,7 @@ pub unsafe extern "C" fn vlsh_to_session_and_worker_index(
     session_index: *mut u32,
     wrk_index: *mut u32,
 ) {
-    guard(19, (), || {
+    guard(Call::VlshToSessionAndWorkerIndex, (), || {
         let (s, w) = vls().vlsh_to_session_and_worker(vlsh);
         // SAFETY: non-null out pointers are valid per the contract.
         unsafe {
@@ -483,41 +363,41 @@ pub unsafe extern "C" fn vlsh_to_session_and_worker_index(
 /// `vls_session_index_to_vlsh`.
 #[no_mangle]
 pub extern "C" fn vls_session_index_to_vlsh(session_index: u32) -> Vlsh {
-    guard(20, INVALID_VLSH, || vls().session_index_to_vlsh(session_index))
+    guard(Call::SessionIndexToVlsh, INVALID_VLSH, || vls().session_index_to_vlsh(session_index))
 }
 
 /// `vls_use_eventfd`.
 #[no_mangle]
 pub extern "C" fn vls_use_eventfd() -> c_uchar {
-    guard(22, 0, || vls().vcl().use_eventfd() as c_uchar)
+    guard(Call::UseEventfd, 0, || vls().vcl().use_eventfd() as c_uchar)
 }
 
 /// `vls_mt_wrk_supported`.
 #[no_mangle]
 pub extern "C" fn vls_mt_wrk_supported() -> c_uchar {
-    guard(23, 0, || vls().vcl().mt_workers() as c_uchar)
+    guard(Call::MtWrkSupported, 0, || vls().vcl().mt_workers() as c_uchar)
 }
 
 /// `vls_set_libc_epfd`.
 #[no_mangle]
 pub extern "C" fn vls_set_libc_epfd(ep_vlsh: Vlsh, libc_epfd: c_int) -> c_int {
-    guard(24, EINVAL, || vls().set_libc_epfd(ep_vlsh, libc_epfd))
+    guard(Call::SetLibcEpfd, EINVAL, || vls().set_libc_epfd(ep_vlsh, libc_epfd))
 }
 
 /// `vls_get_libc_epfd`.
 #[no_mangle]
 pub extern "C" fn vls_get_libc_epfd(ep_vlsh: Vlsh) -> c_int {
-    guard(25, EINVAL, || vls().get_libc_epfd(ep_vlsh))
+    guard(Call::GetLibcEpfd, EINVAL, || vls().get_libc_epfd(ep_vlsh))
 }
 
 /// `vls_set_epoll_fns`.
 #[no_mangle]
 pub extern "C" fn vls_set_epoll_fns(ep_fns: EpollFns) {
-    guard(26, (), || vls().set_epoll_fns(ep_fns))
+    guard(Call::SetEpollFns, (), || vls().set_epoll_fns(ep_fns))
 }
 
 /// `vls_register_vcl_worker`.
 #[no_mangle]
 pub extern "C" fn vls_register_vcl_worker() {
-    guard(27, (), || vls().register_thread())
+    guard(Call::RegisterVclWorker, (), || vls().register_thread())
 }

@@ -1,0 +1,82 @@
+//! Below the safe API: what tests, benchmarks and diagnostics of a VPP
+//! application need and ordinary code does not.
+//!
+//! - [`vcl`]: single-thread wrappers of the raw `vppcom_*` calls, with no
+//!   VLS in between (for comparisons with plain VCL and for programs that
+//!   manage VCL workers themselves). Their contract is in the module docs:
+//!   in a process that also uses VLS, only VLS may call VCL.
+//! - [`Endpoint`] and [`with_endpt`]: `SocketAddr` ⇄ VCL's
+//!   `vppcom_endpt_t`, for `vppcom_*` and `vls_*` calls made by hand.
+//! - Diagnostics of the process-wide VLS ([`lock_free_io`],
+//!   [`threads_waiting_in_vcl`]) and of the machine
+//!   ([`lock_free_expected`]): what a test waits for instead of assuming a
+//!   thread has blocked by now, or checks before it relies on the
+//!   lock-free single-thread path.
+//!
+//! ```no_run
+//! # #[cfg(feature = "vpp")]
+//! # fn main() -> std::io::Result<()> {
+//! use vls::{raw, App, TcpListener};
+//!
+//! App::init("diag")?;
+//! let listener = TcpListener::bind("127.0.0.1:7001")?;
+//! std::thread::spawn(move || listener.accept());
+//! while raw::threads_waiting_in_vcl() == 0 {
+//!     std::thread::yield_now(); // the accept has not blocked yet
+//! }
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "vpp"))]
+//! # fn main() {}
+//! ```
+
+#[cfg(feature = "vpp")]
+pub mod vcl;
+
+pub use crate::engine::solo::lock_free_expected;
+#[cfg(feature = "vpp")]
+pub use crate::sockaddr::with_endpt;
+pub use crate::sockaddr::Endpoint;
+
+/// Whether the process's single thread does its non-blocking reads and
+/// writes without any lock right now (true until a second thread uses
+/// VLS, where `membarrier(2)` is available).
+#[cfg(feature = "vpp")]
+pub fn lock_free_io() -> bool {
+    crate::process::vls().lock_free_io()
+}
+
+/// Threads of this process blocked inside VCL right now (a blocking read,
+/// write or accept), as counted by VLS.
+#[cfg(feature = "vpp")]
+pub fn threads_waiting_in_vcl() -> u32 {
+    crate::process::vls().threads_waiting_in_vcl()
+}
+
+/// Per-process workers: the forked children of this process that VLS knows
+/// of and has not cleaned up yet, as (VCL worker index, pid).
+#[cfg(feature = "vpp")]
+pub fn forked_children() -> Vec<(u32, i32)> {
+    crate::process::vls().forked_children()
+}
+
+/// Per-process workers: sessions shared with forked relatives now, in the
+/// whole family of processes.
+#[cfg(feature = "vpp")]
+pub fn shared_sessions() -> usize {
+    crate::process::vls().shared_sessions()
+}
+
+/// Per-process workers: how many processes hold a copy of session `vlsh`
+/// (0 if it is not shared).
+#[cfg(feature = "vpp")]
+pub fn sharers(vlsh: crate::handle::Vlsh) -> u32 {
+    crate::process::vls().sharers(vlsh)
+}
+
+/// The mode the process-wide VLS is in now (as [`crate::App::mode`], also
+/// for programs that attached through the C ABI).
+#[cfg(feature = "vpp")]
+pub fn mode() -> crate::Mode {
+    crate::process::vls().mode()
+}
