@@ -47,7 +47,7 @@ impl<V: Vcl> Vls<V> {
 
     /// The calling thread's own gate (per-thread workers).
     pub(super) fn own_gate(&'static self) -> Option<GateGuard<'static>> {
-        self.gates.get(self.vcl.worker_index()).map(Gate::enter)
+        self.moves.gates.get(self.vcl.worker_index()).map(Gate::enter)
     }
 
     /// Worker-level locks for `op` on `sh`: in mode 3 the shared worker's
@@ -148,15 +148,15 @@ impl<V: Vcl> Vls<V> {
     ) -> Result<(V::Moved, &'static str), MoveError> {
         // The owner's gate, if movers may take it (not with
         // `VLS_MIGRATE_BY_RPC=1`).
-        let gate = self.gates.get(owner);
-        let bypass = gate.filter(|_| self.direct_moves.load(Ordering::Acquire));
+        let gate = self.moves.gates.get(owner);
+        let bypass = gate.filter(|_| self.moves.direct_moves.load(Ordering::Acquire));
         if gate.is_some_and(Gate::is_exiting) {
             return Err(MoveError::NoWorker);
         }
         if let Some(held) = bypass.and_then(Gate::try_enter) {
             return self.move_out_holding(owner, index, held).map(|m| (m, "directly"));
         }
-        let request = self.rpcs.register();
+        let request = self.moves.rpcs.register();
         let msg = Rpc::Move { id: request.id, session_index: index }.encode();
         let sent = {
             let _inside = self.own_gate();
@@ -210,7 +210,7 @@ impl<V: Vcl> Vls<V> {
         index: u32,
         _held: GateGuard<'_>,
     ) -> Result<V::Moved, MoveError> {
-        if self.gates.get(owner).is_some_and(Gate::is_exiting) {
+        if self.moves.gates.get(owner).is_some_and(Gate::is_exiting) {
             return Err(MoveError::NoWorker);
         }
         self.vcl.move_out(owner, index)
@@ -451,7 +451,7 @@ impl<V: Vcl> Vls<V> {
         // Per-thread workers: the own worker's gate, with the index already
         // at hand (saves `op_locks` a second thread-local lookup).
         let _g = match own_wrk {
-            Some(me) => self.gates.get(me).map(|g| WorkerLocks::Own { _gate: g.enter() }),
+            Some(me) => self.moves.gates.get(me).map(|g| WorkerLocks::Own { _gate: g.enter() }),
             None => self.op_locks(op, Some(sh)),
         };
         f(sh)
@@ -466,7 +466,7 @@ impl<V: Vcl> RpcHandler for Vls<V> {
         match Rpc::decode(msg) {
             Some(Rpc::Move { id, session_index }) => {
                 // Refused (does nothing) if the mover gave up already.
-                self.rpcs.answer(id, || self.vcl.move_out(me, session_index));
+                self.moves.rpcs.answer(id, || self.vcl.move_out(me, session_index));
             }
             Some(Rpc::Close { session_index }) => {
                 self.vcl.close(sh_from_parts(me, session_index));

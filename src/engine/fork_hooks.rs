@@ -40,6 +40,27 @@ use super::{on_worker, ActingAsWorker, Teardown, Vls};
 use crate::handle::{sh_from_parts, sh_parts, Sh, INVALID};
 use crate::seam::{ForkHooks, Listener, Vcl};
 
+/// What fork and the sharing of sessions between processes need, one per
+/// process (a field of `Vls`).
+#[derive(Default)]
+pub(super) struct Forks {
+    /// What forked processes share, mapped before the first fork (see
+    /// [`fork`]).
+    pub shared: std::sync::OnceLock<SharedTable>,
+    /// Serialises the cleanup of exited children's workers.
+    pub child_cleanup: std::sync::Mutex<()>,
+    /// How many forks made this process (0 in the process that attached;
+    /// each forked child has its parent's count plus one).
+    pub fork_generation: std::sync::atomic::AtomicU32,
+    /// The application's errno when a fork started.
+    pub errno_before_fork: std::sync::atomic::AtomicI32,
+    /// Connections shared with forked relatives, watched for VPP handing
+    /// them over to this process (see [`Watched`]).
+    pub handover_watch: std::sync::Mutex<Vec<Watched>>,
+    /// `handover_watch` is not empty (checked on every `epoll_wait`).
+    pub watching: AtomicBool,
+}
+
 /// Set once the process is exiting: thread-local state (the log
 /// subscriber's buffers) may be gone, so nothing is logged.
 static QUIET: AtomicBool = AtomicBool::new(false);
@@ -130,14 +151,14 @@ impl<V: Vcl> ForkHooks for Vls<V> {
         // errno tells the parent's hook whether the fork failed (glibc
         // leaves it alone on success): cleared here, the application's value
         // is restored after a successful fork.
-        self.errno_before_fork.store(errno(), Ordering::Relaxed);
+        self.forks.errno_before_fork.store(errno(), Ordering::Relaxed);
         set_errno(0);
     }
 
     fn after_fork_in_parent(&'static self) {
         release_locks_after_fork();
         let me = self.vcl.worker_index();
-        let Some(table) = self.shared.get() else { return };
+        let Some(table) = self.forks.shared.get() else { return };
         if me == INVALID {
             return;
         }
@@ -149,7 +170,7 @@ impl<V: Vcl> ForkHooks for Vls<V> {
         if !table.wait_fork_done(me, FORK_WAIT) {
             tracing::warn!(worker = me, "forked child did not finish taking over its sessions in time");
         }
-        set_errno(self.errno_before_fork.load(Ordering::Relaxed));
+        set_errno(self.forks.errno_before_fork.load(Ordering::Relaxed));
     }
 
     fn after_fork_in_child(&'static self) {
@@ -180,8 +201,8 @@ impl<V: Vcl> Vls<V> {
     fn hold_locks_across_fork(&'static self) {
         let held = (
             self.worker_teardown.lock().unwrap_or_else(PoisonError::into_inner),
-            self.child_cleanup.lock().unwrap_or_else(PoisonError::into_inner),
-            self.handover_watch.lock().unwrap_or_else(PoisonError::into_inner),
+            self.forks.child_cleanup.lock().unwrap_or_else(PoisonError::into_inner),
+            self.forks.handover_watch.lock().unwrap_or_else(PoisonError::into_inner),
         );
         HELD_ACROSS_FORK.with(|h| *h.borrow_mut() = Some(held));
         self.pool.hold_across_fork();
@@ -189,13 +210,13 @@ impl<V: Vcl> Vls<V> {
 
     /// The shared table, mapped on first use (before the first fork).
     fn shared_table(&self) -> Option<SharedTable> {
-        if let Some(t) = self.shared.get() {
+        if let Some(t) = self.forks.shared.get() {
             return Some(*t);
         }
         match SharedTable::map() {
             Ok(t) => {
                 fork::set_signal_table(&t);
-                Some(*self.shared.get_or_init(|| t))
+                Some(*self.forks.shared.get_or_init(|| t))
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot map the table forked processes share: fork without VLS support");
@@ -209,7 +230,7 @@ impl<V: Vcl> Vls<V> {
     fn become_forked_child(&'static self) {
         release_locks_after_fork();
         let parent = self.vcl.worker_index();
-        let Some(table) = self.shared.get().copied() else { return };
+        let Some(table) = self.forks.shared.get().copied() else { return };
         if parent == INVALID {
             return;
         }
@@ -269,13 +290,14 @@ impl<V: Vcl> Vls<V> {
         }
         // The parent's watch list came along; this worker's tokens differ.
         let watched: Vec<(super::Vlsh, u32)> = self
+            .forks
             .handover_watch
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .drain(..)
             .map(|x| (x.vlsh, x.entry))
             .collect();
-        self.watching.store(false, Ordering::Release);
+        self.forks.watching.store(false, Ordering::Release);
         for (vlsh, entry) in watched {
             if let Some(s) = self.pool.get(vlsh) {
                 if s.shared.load(Ordering::Acquire) == entry {
@@ -288,7 +310,7 @@ impl<V: Vcl> Vls<V> {
             self.internal_ep.store(sh_from_parts(me, sh_parts(ep).1), Ordering::Release);
         }
         self.process_wrk.store(me, Ordering::Release);
-        self.fork_generation.fetch_add(1, Ordering::AcqRel);
+        self.forks.fork_generation.fetch_add(1, Ordering::AcqRel);
         self.n_threads.store(1, Ordering::Release);
         *self.worker_teardown.lock().unwrap_or_else(PoisonError::into_inner) = Teardown::Pending;
         table.fork_done(parent);
@@ -315,7 +337,7 @@ impl<V: Vcl> Vls<V> {
         if entry == INVALID {
             return None;
         }
-        let table = self.shared.get()?;
+        let table = self.forks.shared.get()?;
         let (me, index) = sh_parts(sh);
         let what = {
             let g = table.lock(entry)?;
@@ -356,7 +378,7 @@ impl<V: Vcl> Vls<V> {
         if entry == INVALID {
             return;
         }
-        let Some(table) = self.shared.get() else { return };
+        let Some(table) = self.forks.shared.get() else { return };
         let (me, index) = sh_parts(sh);
         match self.vcl.listener_state(sh) {
             Listener::No => {}
@@ -384,7 +406,7 @@ impl<V: Vcl> Vls<V> {
     /// shared listeners in it are in use (checked once per set and fork).
     #[inline]
     pub(super) fn shared_listeners_in_set(&'static self, ep_vlsh: super::Vlsh, set: &super::VlsSession) {
-        let generation = self.fork_generation.load(Ordering::Acquire);
+        let generation = self.forks.fork_generation.load(Ordering::Acquire);
         if generation == 0 || set.listeners_checked.load(Ordering::Acquire) == generation {
             return;
         }
@@ -403,7 +425,7 @@ impl<V: Vcl> Vls<V> {
     /// # Safety
     /// `map` is null or valid for `n_bits` bits rounded up to whole words.
     pub(super) unsafe fn shared_listeners_selected(&'static self, map: *const libc::c_ulong, n_bits: i32) {
-        if self.shared.get().is_none() || map.is_null() || n_bits <= 0 {
+        if self.forks.shared.get().is_none() || map.is_null() || n_bits <= 0 {
             return;
         }
         let me = self.vcl.worker_index();
@@ -426,7 +448,7 @@ impl<V: Vcl> Vls<V> {
     /// # Safety
     /// `vp` is valid for `n` `vcl_poll_t` items.
     pub(super) unsafe fn shared_listeners_polled(&'static self, vp: *const libc::c_void, n: u32) {
-        if self.shared.get().is_none() || vp.is_null() {
+        if self.forks.shared.get().is_none() || vp.is_null() {
             return;
         }
         // SAFETY: caller's contract; `PollItem` is `vcl_poll_t`'s layout.
@@ -457,9 +479,9 @@ impl<V: Vcl> Vls<V> {
 
     #[cold]
     fn clean_up_exited_children_now(&'static self) {
-        let _serial = self.child_cleanup.lock().unwrap_or_else(PoisonError::into_inner);
+        let _serial = self.forks.child_cleanup.lock().unwrap_or_else(PoisonError::into_inner);
         let queued = fork::PENDING_EXITS.take();
-        let Some(table) = self.shared.get().copied() else { return };
+        let Some(table) = self.forks.shared.get().copied() else { return };
         let me = self.process_wrk.load(Ordering::Acquire);
         if me == INVALID {
             return;
@@ -511,9 +533,9 @@ impl<V: Vcl> Vls<V> {
         if token == 0 {
             return;
         }
-        let mut w = self.handover_watch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut w = self.forks.handover_watch.lock().unwrap_or_else(PoisonError::into_inner);
         w.push(Watched { vlsh, entry, token });
-        self.watching.store(true, Ordering::Release);
+        self.forks.watching.store(true, Ordering::Release);
     }
 
     /// Reports (parks on their epoll sets) the watched connections that
@@ -522,7 +544,7 @@ impl<V: Vcl> Vls<V> {
     /// Cheap when nothing is watched.
     #[inline]
     pub(super) fn notice_handovers(&'static self) {
-        if self.watching.load(Ordering::Acquire) {
+        if self.forks.watching.load(Ordering::Acquire) {
             self.notice_handovers_now();
         }
     }
@@ -530,7 +552,7 @@ impl<V: Vcl> Vls<V> {
     #[cold]
     fn notice_handovers_now(&'static self) {
         let _g = self.op_locks(super::OpKind::MessageQueue, None);
-        let mut w = self.handover_watch.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut w = self.forks.handover_watch.lock().unwrap_or_else(PoisonError::into_inner);
         w.retain(|x| {
             let Some(s) = self.pool.get(x.vlsh) else { return false };
             let sh = s.sh();
@@ -552,7 +574,7 @@ impl<V: Vcl> Vls<V> {
             }
             false
         });
-        self.watching.store(!w.is_empty(), Ordering::Release);
+        self.forks.watching.store(!w.is_empty(), Ordering::Release);
     }
 
     /// Waits (at most [`HANDOVER_WAIT`]) until the new owners have taken
@@ -571,7 +593,7 @@ impl<V: Vcl> Vls<V> {
     /// leaves every shared session, so relatives keep them (VCL's own exit
     /// handler then frees the worker).
     pub(super) fn leave_shared_sessions_at_exit(&'static self) {
-        if self.shared.get().is_none() {
+        if self.forks.shared.get().is_none() {
             return;
         }
         self.clean_up_exited_children_now();
@@ -610,13 +632,13 @@ impl<V: Vcl> Vls<V> {
     /// knows of and has not cleaned up yet, as (VCL worker, pid).
     pub fn forked_children(&self) -> Vec<(u32, i32)> {
         let me = self.process_wrk.load(Ordering::Acquire);
-        self.shared.get().map(|t| t.children_of(me)).unwrap_or_default()
+        self.forks.shared.get().map(|t| t.children_of(me)).unwrap_or_default()
     }
 
     /// Per-process workers: sessions shared with forked relatives now (in
     /// the whole family of processes).
     pub fn shared_sessions(&self) -> usize {
-        self.shared.get().map_or(0, |t| t.in_use())
+        self.forks.shared.get().map_or(0, |t| t.in_use())
     }
 
     /// Per-process workers: how many workers (processes) hold a copy of
@@ -624,7 +646,7 @@ impl<V: Vcl> Vls<V> {
     pub fn sharers(&self, vlsh: super::Vlsh) -> u32 {
         let Some(s) = self.pool.get(vlsh) else { return 0 };
         let entry = s.shared.load(Ordering::Acquire);
-        match (self.shared.get(), entry) {
+        match (self.forks.shared.get(), entry) {
             (Some(t), e) if e != INVALID => t.lock(e).map_or(0, |g| g.n_subscribers()),
             _ => 0,
         }

@@ -273,6 +273,33 @@ impl Rpc {
     }
 }
 
+/// The state of session moves between per-thread workers, one per process.
+pub(super) struct Moves<M> {
+    /// Each worker's "inside VCL" gate.
+    pub gates: Gates,
+    /// Moves waiting for an owner's answer.
+    pub rpcs: RpcTable<M>,
+    /// Movers may take an idle owner's gate and move a session themselves
+    /// (default). Off, every move is an RPC (set by `VLS_MIGRATE_BY_RPC=1`,
+    /// to exercise that path).
+    pub direct_moves: AtomicBool,
+    /// How long a mover waits for the owner's answer, in milliseconds
+    /// ([`RPC_TIMEOUT`] unless `VLS_RPC_TIMEOUT_MS` says otherwise at app
+    /// creation).
+    pub rpc_timeout_ms: AtomicU64,
+}
+
+impl<M> Default for Moves<M> {
+    fn default() -> Self {
+        Moves {
+            gates: Gates::default(),
+            rpcs: RpcTable::default(),
+            direct_moves: AtomicBool::new(true),
+            rpc_timeout_ms: AtomicU64::new(RPC_TIMEOUT.as_millis() as u64),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

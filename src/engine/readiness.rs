@@ -188,7 +188,7 @@ impl<V: Vcl> Vls<V> {
         if wait != 0.0
             && wait as i32 != DRAIN_ONLY
             && !self.mt_workers.load(Ordering::Relaxed)
-            && self.fork_generation.load(Ordering::Relaxed) == 0
+            && self.forks.fork_generation.load(Ordering::Relaxed) == 0
         {
             // SAFETY: forwarded contract.
             return unsafe { self.epoll_wait_outside_locks(ep_vlsh, evs, max, wait) };

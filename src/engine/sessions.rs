@@ -1,0 +1,332 @@
+//! The session operations of the C ABI (`vls_create` … `vls_attr`, with
+//! `vcl_locked.h`'s return conventions) and the handle conversions LDP
+//! uses. Each one goes through the call dispatch in `access.rs`; the epoll,
+//! select and poll calls are in `readiness.rs`.
+
+use std::ffi::c_void;
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+impl<V: Vcl> Vls<V> {
+    /// `vls_create`.
+    pub fn create(&'static self, proto: u8, nonblocking: bool) -> Vlsh {
+        self.detect_thread();
+        let sh = {
+            let _g = self.op_locks(OpKind::SessionPool, None);
+            self.vcl.create(proto, nonblocking)
+        };
+        if sh < 0 {
+            return INVALID_VLSH;
+        }
+        self.adopt(sh as Sh, false, nonblocking)
+    }
+
+    /// `vls_epoll_create`.
+    pub fn epoll_create(&'static self) -> Vlsh {
+        self.detect_thread();
+        let sh = {
+            let _g = self.op_locks(OpKind::SessionPool, None);
+            self.vcl.epoll_create()
+        };
+        if sh < 0 {
+            return INVALID_VLSH;
+        }
+        self.adopt(sh as Sh, true, false)
+    }
+
+    /// Gives a new VCL session a VLS handle; closes it again if the pool is
+    /// full (so nothing leaks).
+    fn adopt(&'static self, sh: Sh, is_epoll: bool, nonblocking: bool) -> Vlsh {
+        let vlsh = if is_epoll { self.pool.alloc_epoll(sh) } else { self.pool.alloc(sh) };
+        if vlsh == INVALID_VLSH {
+            tracing::error!(sh, "VLS session pool is full");
+            let _g = self.op_locks(OpKind::SessionPool, None);
+            self.vcl.close(sh);
+        } else if let Some(s) = self.pool.get(vlsh) {
+            s.nonblocking_hint.store(nonblocking, Ordering::Relaxed);
+        }
+        vlsh
+    }
+
+    /// `vls_close`.
+    pub fn close(&'static self, vlsh: Vlsh) -> i32 {
+        self.detect_thread();
+        let Some(session) = self.pool.get(vlsh) else { return EBADFD };
+        // Tell threads blocked in VCL on this session to give up, before
+        // waiting for them to release the session lock.
+        session.app_closed.store(true, Ordering::Release);
+        let mut locked = session.lock();
+        if locked.closed() {
+            return EBADFD;
+        }
+        let sh = locked.sh();
+        let rv = if sh == INVALID {
+            // Orphaned (its worker was torn down with its VCL session).
+            0
+        } else if self.mt_workers.load(Ordering::Relaxed) && !self.is_here(sh) {
+            self.close_on_owner(sh)
+        } else {
+            let _g = self.op_locks(OpKind::SessionPool, Some(sh));
+            // Shared with forked relatives: this worker leaves it (the last
+            // one closes it); else a plain close.
+            self.close_shared(session.shared.load(Ordering::Acquire), sh)
+                .unwrap_or_else(|| self.vcl.close(sh))
+        };
+        locked.mark_closed();
+        drop(locked);
+        self.pool.free(session);
+        if rv < 0 {
+            tracing::debug!(vlsh, rv = %VppcomError::from_raw(rv), "close");
+        }
+        rv
+    }
+
+    /// Per-thread workers: closes `sh`, a session of another thread's
+    /// worker. If that thread is outside VCL, this thread closes it as that
+    /// worker (holding its gate); otherwise the owner is asked to, by RPC,
+    /// and handles it inside the VCL call it is in.
+    fn close_on_owner(&'static self, sh: Sh) -> i32 {
+        let (owner, index) = sh_parts(sh);
+        if let Some(g) = self.moves.gates.get(owner) {
+            if g.is_exiting() {
+                // VCL frees the worker's sessions with the worker.
+                return 0;
+            }
+            if let Some(_held) = g.try_enter() {
+                let _as_owner = ActingAsWorker::new(&self.vcl, owner);
+                return self.vcl.close(sh);
+            }
+        }
+        let msg = Rpc::Close { session_index: index }.encode();
+        let _inside = self.own_gate();
+        let rv = self.vcl.send_rpc(owner, &msg);
+        if rv != 0 {
+            tracing::warn!(owner, index, "cannot ask a session's worker to close it");
+        }
+        rv
+    }
+
+    /// `vls_shutdown`.
+    pub fn shutdown(&'static self, vlsh: Vlsh, how: i32) -> i32 {
+        self.with_session(vlsh, OpKind::SessionPool, |sh| self.vcl.shutdown(sh, how))
+    }
+
+    /// `vls_bind`.
+    ///
+    /// # Safety
+    /// `ep` as for `vppcom_session_bind`.
+    pub unsafe fn bind(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::MessageQueue, |sh| unsafe { self.vcl.bind(sh, ep) })
+    }
+
+    /// `vls_listen`.
+    pub fn listen(&'static self, vlsh: Vlsh, q_len: i32) -> i32 {
+        self.with_session(vlsh, OpKind::MessageQueue, |sh| self.vcl.listen(sh, q_len.max(0) as u32))
+    }
+
+    /// `vls_connect`.
+    ///
+    /// # Safety
+    /// `ep` as for `vppcom_session_connect`.
+    ///
+    /// In mode 3 a blocking connect is not left to VCL: VCL waits for VPP's
+    /// answer polling the message queue without calling the wait hooks, so
+    /// it would hold the worker's locks for the whole handshake, and every
+    /// other thread (including one whose close or write the peer waits for
+    /// before it accepts) would stop. Instead VLS starts the connect
+    /// non-blocking and waits itself, taking the locks only to check.
+    pub unsafe fn connect(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
+        let shared_worker = self.shares_worker();
+        let mut waits_here = false;
+        let rv = self.with_session(vlsh, OpKind::MessageQueue, |sh| {
+            if !shared_worker || self.vcl.is_nonblocking(sh) {
+                // SAFETY: forwarded contract.
+                return unsafe { self.vcl.connect(sh, ep) };
+            }
+            waits_here = true;
+            self.vcl.set_nonblocking(sh, true);
+            // SAFETY: forwarded contract.
+            let rv = unsafe { self.vcl.connect(sh, ep) };
+            self.vcl.set_nonblocking(sh, false);
+            rv
+        });
+        if !waits_here || rv != -libc::EINPROGRESS {
+            return rv;
+        }
+        self.wait_connected(vlsh)
+    }
+
+    /// Waits for the connect started on `vlsh` to succeed (0) or fail (its
+    /// error), with the worker locks held only while checking. Bounded like
+    /// VCL's own wait (`session-timeout`, 10 minutes by default).
+    fn wait_connected(&'static self, vlsh: Vlsh) -> i32 {
+        const LIMIT: Duration = Duration::from_secs(600);
+        let flush_set = self.internal_epoll();
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            let state = self.with_session(vlsh, OpKind::MessageQueue, |sh| {
+                let st = self.vcl.connect_state(sh);
+                if st != 0 {
+                    return st;
+                }
+                self.handle_mq_events(flush_set);
+                self.vcl.connect_state(sh)
+            });
+            match state {
+                1 => return 0,
+                0 if start.elapsed() < LIMIT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(1));
+                }
+                0 => return -libc::ETIMEDOUT,
+                e => return e,
+            }
+        }
+    }
+    /// `vls_accept`: returns the new session's vlsh or a `VPPCOM_E*` code.
+    ///
+    /// # Safety
+    /// `ep` as for `vppcom_session_accept`.
+    pub unsafe fn accept(&'static self, vlsh: Vlsh, ep: *mut c_void, flags: i32) -> Vlsh {
+        let mut nonblocking = false;
+        // (Only after a fork can a listener be shared.)
+        let shared = match self.forks.shared.get() {
+            Some(_) => self.pool.get(vlsh).map_or(INVALID, |s| s.shared.load(Ordering::Acquire)),
+            None => INVALID,
+        };
+        let rv = self.with_session(vlsh, OpKind::SessionPool, |sh| {
+            self.shared_listener_in_use(shared, sh);
+            // SAFETY: forwarded contract.
+            let rv = unsafe { self.vcl.accept(sh, ep, flags) };
+            if rv >= 0 {
+                nonblocking = self.vcl.is_nonblocking(rv as Sh);
+            }
+            rv
+        });
+        if rv < 0 {
+            return rv;
+        }
+        self.adopt(rv as Sh, false, nonblocking)
+    }
+
+    /// `vls_read`.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` writable bytes.
+    pub unsafe fn read(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session_io(vlsh, OpKind::Read, n, |sh| unsafe { self.vcl.read(sh, buf, n) })
+    }
+
+    /// `vls_recvfrom`.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` writable bytes; `ep` as for `vppcom_session_recvfrom`.
+    pub unsafe fn recvfrom(
+        &'static self,
+        vlsh: Vlsh,
+        buf: *mut c_void,
+        n: u32,
+        flags: i32,
+        ep: *mut c_void,
+    ) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::Read, |sh| unsafe { self.vcl.recvfrom(sh, buf, n, flags, ep) })
+    }
+
+    /// `vls_write`.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` readable bytes.
+    pub unsafe fn write(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::Write, |sh| unsafe { self.vcl.write(sh, buf, n) })
+    }
+
+    /// `vls_write_msg`.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` readable bytes.
+    pub unsafe fn write_msg(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::Write, |sh| unsafe { self.vcl.write_msg(sh, buf, n) })
+    }
+
+    /// `vls_sendto`.
+    ///
+    /// # Safety
+    /// `buf` valid for `n` readable bytes; `ep` null or valid.
+    pub unsafe fn sendto(
+        &'static self,
+        vlsh: Vlsh,
+        buf: *mut c_void,
+        n: i32,
+        flags: i32,
+        ep: *mut c_void,
+    ) -> i32 {
+        // SAFETY: forwarded contract.
+        self.with_session(vlsh, OpKind::Write, |sh| unsafe { self.vcl.sendto(sh, buf, n, flags, ep) })
+    }
+
+    /// `vls_attr`.
+    ///
+    /// # Safety
+    /// `buf`/`len` as for `vppcom_session_attr`.
+    pub unsafe fn attr(&'static self, vlsh: Vlsh, op: u32, buf: *mut c_void, len: *mut u32) -> i32 {
+        // An attribute never blocks: the session-pool read lock is enough.
+        self.with_session(vlsh, OpKind::Attr, |sh| {
+            // SAFETY: forwarded contract.
+            let rv = unsafe { self.vcl.attr(sh, op, buf, len) };
+            if let Some(s) = self.pool.get(vlsh) {
+                s.nonblocking_hint.store(self.vcl.is_nonblocking(sh), Ordering::Relaxed);
+            }
+            rv
+        })
+    }
+
+    // ------------------------------------------------------------------
+    // handle conversions and small accessors
+    // ------------------------------------------------------------------
+
+    /// `vlsh_to_sh`: the VCL handle, or `INVALID` (`~0`).
+    pub fn vlsh_to_sh(&'static self, vlsh: Vlsh) -> Sh {
+        self.detect_thread();
+        self.pool.get(vlsh).map(|s| s.sh()).unwrap_or(INVALID)
+    }
+
+    /// `vlsh_to_session_and_worker_index`: (session index, worker index),
+    /// both `~0` for an unknown handle.
+    pub fn vlsh_to_session_and_worker(&'static self, vlsh: Vlsh) -> (u32, u32) {
+        match self.vlsh_to_sh(vlsh) {
+            INVALID => (INVALID, INVALID),
+            sh => {
+                let (w, s) = sh_parts(sh);
+                (s, w)
+            }
+        }
+    }
+
+    /// `vls_session_index_to_vlsh` on the calling thread's worker.
+    pub fn session_index_to_vlsh(&'static self, session_index: u32) -> Vlsh {
+        self.detect_thread();
+        let wrk = self.vcl.worker_index();
+        if wrk == INVALID {
+            return INVALID_VLSH;
+        }
+        self.pool.vlsh_of(sh_from_parts(wrk, session_index)).unwrap_or(INVALID_VLSH)
+    }
+
+    /// `vls_set_epoll_fns`.
+    pub fn set_epoll_fns(&self, fns: EpollFns) {
+        self.vcl.set_epoll_fns(fns);
+    }
+
+    #[cfg(test)]
+    /// The session behind `vlsh` (for the safe API and tests).
+    pub fn session(&self, vlsh: Vlsh) -> Option<&VlsSession> {
+        self.pool.get(vlsh)
+    }
+}

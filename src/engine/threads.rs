@@ -1,0 +1,233 @@
+//! Threads and the process's lifetime: application create, detection and
+//! registration of new threads (a VCL worker of their own in mode 2, the
+//! process's worker in mode 3), what happens when a thread ends (its
+//! worker's sessions fail with `EBADFD`; the last thread tears the
+//! process's worker down) and at process exit (VCL's exit handler does).
+
+use std::ffi::c_char;
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+/// See `Vls::worker_teardown`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(super) enum Teardown {
+    /// The process worker is in use.
+    Pending,
+    /// The last VLS thread ended and unregistered the process worker.
+    DoneByLastThread,
+    /// The process is exiting; VCL's exit handler cleans up.
+    LeftToExit,
+}
+
+/// Thread-exit hooks, on a pthread key like the C layer: the destructor
+/// runs when a thread ends (returns or calls `pthread_exit`), but not for the
+/// main thread at `exit()`, when VCL tears itself down. The key's value is a
+/// leaked `Box<Box<dyn FnOnce()>>` (one per thread and key).
+pub(super) struct ExitKey(libc::pthread_key_t);
+
+unsafe extern "C" fn run_exit_hook(value: *mut std::ffi::c_void) {
+    if value.is_null() {
+        return;
+    }
+    // SAFETY: the key only ever holds pointers made by `ExitKey::set`.
+    let hook = unsafe { Box::from_raw(value as *mut Box<dyn FnOnce()>) };
+    // Nothing may unwind out of a pthread destructor.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook));
+}
+
+impl ExitKey {
+    pub(super) fn new() -> Option<Self> {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: valid out pointer and destructor.
+        (unsafe { libc::pthread_key_create(&mut key, Some(run_exit_hook)) } == 0).then_some(ExitKey(key))
+    }
+
+    /// Runs `hook` when the calling thread exits (replacing an earlier one).
+    fn set(&self, hook: Box<dyn FnOnce()>) {
+        // SAFETY: reads this thread's value of our key.
+        let old = unsafe { libc::pthread_getspecific(self.0) };
+        if !old.is_null() {
+            // SAFETY: made by a previous `set`; dropped without running.
+            drop(unsafe { Box::from_raw(old as *mut Box<dyn FnOnce()>) });
+        }
+        let p = Box::into_raw(Box::new(hook));
+        // SAFETY: stores a pointer the destructor will free.
+        unsafe { libc::pthread_setspecific(self.0, p.cast()) };
+    }
+}
+
+impl<V: Vcl> Vls<V> {
+    /// `vls_app_create`: attaches to VPP and registers the calling thread.
+    ///
+    /// # Safety
+    /// `name` is null or a valid NUL-terminated string.
+    pub unsafe fn app_create(&'static self, name: *const c_char) -> i32 {
+        if name.is_null() {
+            return EINVAL;
+        }
+        if self.app_created.load(Ordering::Acquire) {
+            return -libc::EEXIST;
+        }
+        // SAFETY: `name` is valid per this function's contract.
+        let rv = unsafe { self.vcl.app_create(name) };
+        if rv != 0 {
+            return rv;
+        }
+        let mt = self.vcl.mt_workers();
+        self.mt_workers.store(mt, Ordering::Release);
+        if !mt && self.exit_key.is_some() {
+            // Before other threads can see the app (and end the solo
+            // period). Not without the thread-exit hook: a later thread
+            // could get the exited solo thread's identity.
+            self.solo.start();
+        }
+        self.app_created.store(true, Ordering::Release);
+        self.process_wrk.store(self.vcl.worker_index(), Ordering::Release);
+        self.n_threads.store(1, Ordering::Release);
+        self.vcl.install_wait_hooks(self);
+        self.vcl.install_rpc_handler(self);
+        self.vcl.install_fork_hooks(self);
+        if std::env::var_os("VLS_MIGRATE_BY_RPC").is_some_and(|v| v == "1") {
+            self.moves.direct_moves.store(false, Ordering::Release);
+        }
+        if let Some(ms) = std::env::var("VLS_RPC_TIMEOUT_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+            self.set_rpc_timeout(Duration::from_millis(ms.max(1)));
+        }
+        self.on_exit_of_this_thread();
+        tracing::info!(
+            mode = if mt { "per-thread workers" } else { "per-process worker" },
+            vcl_worker = self.vcl.worker_index(),
+            "vls app created"
+        );
+        0
+    }
+
+    /// True once `app_create` succeeded.
+    pub fn is_app_created(&self) -> bool {
+        self.app_created.load(Ordering::Acquire)
+    }
+
+    /// Registers the calling thread if VLS has not seen it yet
+    /// (`vls_mt_detect`).
+    #[inline]
+    pub fn detect_thread(&'static self) {
+        if self.vcl.worker_index() == INVALID && self.is_app_created() {
+            self.register_thread();
+        }
+    }
+
+    /// `vls_register_vcl_worker`: registers the calling thread.
+    pub fn register_thread(&'static self) {
+        let n = self.n_threads.fetch_add(1, Ordering::AcqRel) + 1;
+        self.needs_locks.store(true, Ordering::Release);
+        // The first thread may be inside an unlocked call: wait for it.
+        self.solo.end();
+        if self.mt_workers.load(Ordering::Acquire) {
+            let rv = self.vcl.worker_register();
+            if rv != 0 {
+                tracing::error!(rv, "failed to register a VCL worker for a new thread");
+            } else {
+                self.vcl.install_wait_hooks(self);
+                // A worker index may be reused after its thread exited.
+                if let Some(g) = self.moves.gates.get(self.vcl.worker_index()) {
+                    g.set_exiting(false);
+                }
+            }
+        } else {
+            self.vcl.set_worker_index(self.process_wrk.load(Ordering::Acquire));
+        }
+        if n >= 2 {
+            // Cancellation inside VCL would leave its state half-updated;
+            // like the C layer, new threads are not cancellable in VLS.
+            disable_cancellation();
+        }
+        tracing::debug!(threads = n, vcl_worker = self.vcl.worker_index(), mode = ?self.mode(), "thread registered");
+        self.on_exit_of_this_thread();
+    }
+
+    fn on_exit_of_this_thread(&'static self) {
+        match &self.exit_key {
+            Some(k) => k.set(Box::new(move || self.thread_exited())),
+            None => tracing::warn!("no pthread key: thread exits will not be noticed"),
+        }
+    }
+
+    /// The process is exiting (called from an `atexit` handler that runs
+    /// before VCL's). VCL's exit handler cleans up the *calling* thread's
+    /// worker and assumes it has one; the thread calling `exit` may never
+    /// have used VLS (the application attached from another thread), so it
+    /// is pointed at the process worker, unless the last VLS thread already
+    /// unregistered that. Also stops a thread ending from now on from
+    /// unregistering it concurrently. No tracing (thread-local state may be
+    /// gone).
+    pub fn process_exiting(&'static self) {
+        if !self.is_app_created() {
+            return;
+        }
+        fork_hooks::quiet_from_now_on();
+        let mut t = self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *t == Teardown::Pending {
+            if self.vcl.worker_index() == INVALID {
+                self.vcl.set_worker_index(self.process_wrk.load(Ordering::Acquire));
+            }
+            // Forked relatives keep what this process shares with them.
+            self.leave_shared_sessions_at_exit();
+            *t = Teardown::LeftToExit;
+        }
+    }
+
+    /// Runs at thread exit: the thread's locks are released by their own
+    /// thread-local destructor; here the thread is unregistered.
+    fn thread_exited(&'static self) {
+        self.solo.thread_exits();
+        let left = self.n_threads.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        if self.vcl.worker_index() == INVALID {
+            return;
+        }
+        if self.mt_workers.load(Ordering::Acquire) {
+            let wrk = self.vcl.worker_index();
+            if wrk != self.process_wrk.load(Ordering::Acquire) {
+                // Nothing may move out of the worker from now on, and movers
+                // waiting for this thread's answer give up.
+                let gate = self.moves.gates.get(wrk);
+                if let Some(g) = gate {
+                    g.set_exiting(true);
+                }
+                let _inside = gate.map(Gate::enter);
+                self.orphan_sessions_of(wrk);
+                self.vcl.worker_unregister();
+            }
+        } else if left == 0 && self.forks.shared.get().is_none() {
+            // (A process that forked keeps its worker to the end: VCL's
+            // exit handler runs on whichever thread calls `exit` and, with
+            // relatives' workers in VCL's shared pool, assumes that thread
+            // has a worker; `process_exiting` points it at this one.)
+            let mut t = self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *t == Teardown::Pending {
+                self.vcl.worker_unregister();
+                *t = Teardown::DoneByLastThread;
+            }
+        }
+        // No tracing here: thread-local state (a subscriber's buffers) is
+        // already gone when pthread key destructors run.
+    }
+
+    /// The worker `wrk` is being torn down, and VCL frees its sessions with
+    /// it: the VLS sessions still on it lose their VCL session (every later
+    /// operation gets `EBADFD`; close frees the handle). Without this, a
+    /// new thread given the same worker index would find them "its own".
+    fn orphan_sessions_of(&self, wrk: u32) {
+        for s in self.pool.live_sessions() {
+            let sh = s.sh();
+            if sh == INVALID || sh_parts(sh).0 != wrk {
+                continue;
+            }
+            let locked = s.lock();
+            let sh = locked.sh();
+            if !locked.closed() && sh != INVALID && sh_parts(sh).0 == wrk {
+                self.pool.unmap(&locked);
+            }
+        }
+    }
+}
