@@ -8,11 +8,15 @@
 //! reimplements it over the real libvppcom.
 //!
 //! ```text
-//!   C ABI (capi: vls_*)  ──> core: pool, handle table, locks, demux ──> seam::Vcl ──> vpp-sys
-//!   safe API (App, Tcp*, ──┘                                           (vcl::RealVcl, or a test double)
-//!     UdpSocket, Epoll)
-//!   harness: starts a private VPP for tests and examples (processes and files only)
+//!   C ABI (capi: vls_*, for LDP)  ──┐
+//!                                   ├─> process: the one Vls ─> engine ─> seam::Vcl ─> real_vcl ─> vpp-sys
+//!   safe API (App, TcpListener,   ──┘                           (pool, locks,       (or the engine's
+//!     TcpStream, UdpSocket, Epoll)                               demux, moves, fork)  test double)
+//!   raw: raw VCL calls, endpoints, diagnostics (tests, benchmarks)
 //! ```
+//!
+//! The harness that starts private VPP instances for tests is a crate of
+//! its own (`vpp-harness`), apart from the product.
 //!
 //! ## The safe API (feature `vpp`)
 //!
@@ -85,7 +89,7 @@
 //!   writes with plain stores. The second thread's first call turns the
 //!   locks on, then waits for that flag after a `membarrier(2)` (which
 //!   orders the first thread's plain stores for it) so the first thread is
-//!   never mid-call unlocked while locking starts ([`engine::solo`]).
+//!   never mid-call unlocked while locking starts (`engine::solo`).
 //!   Without `membarrier` every call locks. A call that may wait inside VCL
 //!   (a blocking accept, read or write) locks even with one thread, and an
 //!   epoll wait with a timeout sleeps outside VCL (below), so a second
@@ -98,7 +102,7 @@
 //!   mutex → session-pool rwlock (writer-favouring; readers count
 //!   themselves in per-thread slots on separate cache lines, so threads on
 //!   different sessions share no written memory). A call takes what its
-//!   kind needs ([`engine::locks::OpKind`]): reads and writes that will not
+//!   kind needs (`engine::locks::OpKind`): reads and writes that will not
 //!   block take only the pool read lock (a non-blocking one through a
 //!   direct path: it never waits, so the wait hooks need no record of
 //!   it), except a non-blocking read that may empty its FIFO: VCL may then
@@ -118,7 +122,7 @@
 //!   VCL with its vlsh as event data, routes every event to the set the
 //!   session is in (parking it there and waking that set's waiter through a
 //!   per-set wake fd LDP sleeps on), drops events that are no longer true,
-//!   and hands the application its own event data ([`engine::demux`]). A
+//!   and hands the application its own event data (`engine::demux`). A
 //!   set's membership changes under the same locks as VCL's, so a waiter
 //!   never sees a session in VCL's set but not in VLS's. A thread waiting
 //!   inside VCL (a blocking accept, read or write) consumes the worker's
@@ -130,7 +134,7 @@
 //!   of inside VCL holding the worker's locks.
 //! - **Per-thread workers (mode 2).** Each thread holds its worker's gate
 //!   while inside VCL. A thread using a session of another worker moves it
-//!   ([`engine::migrate`]): directly when it can take the owner's gate (the
+//!   (`engine::migrate`): directly when it can take the owner's gate (the
 //!   owner is outside VCL, e.g. in `pthread_join`), else by an RPC through
 //!   VPP that the owner answers inside VCL, bounded by 3 s, while the
 //!   mover answers requests made of it. The session stays locked
@@ -140,7 +144,7 @@
 //!   `EBADFD` and close frees them.
 //! - **Per-process workers (mode 1, fork).** `pthread_atfork` hooks: the
 //!   parent enters its sessions in a table shared by all its descendants
-//!   (owner, holders, listening workers; [`engine::fork`]); the child
+//!   (owner, holders, listening workers; `engine::fork`); the child
 //!   registers its own VCL worker, gets copies of the parent's VCL sessions
 //!   (own heap blocks, epoll links re-based) and holds every session too.
 //!   Using a shared listener (epoll add, select, accept) starts listening

@@ -4,8 +4,6 @@
 //! Each test runs a server and a client in two processes (VPP never
 //! connects an app to its own listener over cut-through).
 
-#![cfg(feature = "vpp")]
-
 mod common;
 
 use std::ffi::c_void;

@@ -1,8 +1,6 @@
 //! The examples, each run the way the README says: one command, no
 //! `VCL_CONFIG`, so the example starts its own VPP.
 
-#![cfg(feature = "vpp")]
-
 mod common;
 
 use std::path::PathBuf;

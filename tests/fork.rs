@@ -8,8 +8,6 @@
 //! test thread; each ends with `exit` (VLS's exit path runs) and has an
 //! `alarm` as a safety net, so a hang fails the test instead of stalling it.
 
-#![cfg(feature = "vpp")]
-
 mod common;
 
 use std::net::SocketAddr;

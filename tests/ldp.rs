@@ -5,8 +5,6 @@
 //! Needs `iperf3` on PATH (Debian's package). The test builds the release
 //! `libvls.so` itself (`cargo build --release --features vpp --lib`).
 
-#![cfg(feature = "vpp")]
-
 mod common;
 
 use std::path::{Path, PathBuf};

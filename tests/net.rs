@@ -2,8 +2,6 @@
 //! against a real VPP. Each test runs server and client as two processes
 //! (`common::run_pair`).
 
-#![cfg(feature = "vpp")]
-
 mod common;
 
 use std::io::{self, Read, Write};

@@ -2,8 +2,6 @@
 //! VPP with the raw VCL calls (no locking layer): TCP and UDP echo, over
 //! cut-through and through VPP's IP stack, plus bad-handle errors.
 
-#![cfg(feature = "vpp")]
-
 mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
