@@ -7,14 +7,17 @@
 //! - `Rust`: this crate's `vls_*`.
 //!
 //! Variants: one thread on one session; two threads on two distinct
-//! sessions; two threads sharing one session (mode 3: one VCL worker).
+//! sessions; two threads sharing one session (mode 3: one VCL worker); and
+//! one thread's event loop as LDP runs it for a single-threaded server
+//! (`1e`: LDP's `epoll_wait` sequence, including its drain-only call, then
+//! read, write and `EPOLL_CTL_MOD` of the one session it returns).
 //! Each client runs in its own process (one VCL app per process); an echo
 //! server in another process drains and echoes. Calls are non-blocking, so
 //! the time is the layer's and VCL's, not waiting for the peer.
 //!
 //! Run: `VPP_PREFIX=… VPP_SRC_DIR=… cargo bench --features vpp --bench pingpong`
 //!
-//! `BENCH_VARIANTS` (comma-separated `1`, `2d`, `2s`) and `BENCH_LAYERS`
+//! `BENCH_VARIANTS` (comma-separated `1`, `2d`, `2s`, `1e`) and `BENCH_LAYERS`
 //! (`raw`, `c`, `rust`) restrict the runs, e.g. to profile one client.
 //!
 //! Wall time on a small shared machine is noisy (VPP's own thread and the
@@ -46,6 +49,8 @@ const REPEAT: usize = 5;
 /// Untimed iterations before each measured loop.
 const WARMUP: u64 = 10_000;
 const PORT: u16 = 7300;
+/// The echo server of the epoll variant, which polls more often.
+const EPOLL_PORT: u16 = 7301;
 
 /// The calls a client makes, for one layer. Handles are `i64` so VCL
 /// session handles (`u32`) and VLS handles (`i32`) both fit.
@@ -57,6 +62,10 @@ struct Api {
     attr: unsafe extern "C" fn(i32, u32, *mut c_void, *mut u32) -> c_int,
     write: unsafe extern "C" fn(i32, *mut c_void, usize) -> c_int,
     read: unsafe extern "C" fn(i32, *mut c_void, usize) -> isize,
+    epoll_create: unsafe extern "C" fn() -> c_int,
+    epoll_ctl: unsafe extern "C" fn(i32, c_int, i32, *mut libc::epoll_event) -> c_int,
+    epoll_wait: unsafe extern "C" fn(i32, *mut libc::epoll_event, c_int, f64) -> c_int,
+    set_libc_epfd: unsafe extern "C" fn(i32, c_int) -> c_int,
 }
 
 // Raw vppcom, adapted to the same shapes.
@@ -85,6 +94,29 @@ unsafe extern "C" fn raw_read(h: i32, b: *mut c_void, n: usize) -> isize {
     unsafe { ffi::vppcom_session_read(h as u32, b, n) as isize }
 }
 
+unsafe extern "C" fn raw_epoll_create() -> c_int {
+    // SAFETY: no arguments.
+    unsafe { ffi::vppcom_epoll_create() }
+}
+unsafe extern "C" fn raw_epoll_ctl(ep: i32, op: c_int, h: i32, ev: *mut libc::epoll_event) -> c_int {
+    // SAFETY: valid event from the caller (same layout as VCL's).
+    unsafe { ffi::vppcom_epoll_ctl(ep as u32, op, h as u32, ev.cast()) }
+}
+unsafe extern "C" fn raw_epoll_wait(ep: i32, evs: *mut libc::epoll_event, max: c_int, wait: f64) -> c_int {
+    // SAFETY: valid events array from the caller (same layout as VCL's).
+    unsafe { ffi::vppcom_epoll_wait(ep as u32, evs.cast(), max, wait) }
+}
+/// Raw VCL has no place for LDP's libc epoll fd (the caller keeps it).
+unsafe extern "C" fn raw_set_libc_epfd(_ep: i32, _libc_epfd: c_int) -> c_int {
+    0
+}
+unsafe extern "C" fn vls_epoll_create_adapter() -> c_int {
+    vls::capi::vls_epoll_create()
+}
+unsafe extern "C" fn vls_set_libc_epfd_adapter(ep: i32, libc_epfd: c_int) -> c_int {
+    vls::capi::vls_set_libc_epfd(ep, libc_epfd)
+}
+
 fn api(layer: &str) -> Api {
     match layer {
         "raw" => Api {
@@ -94,6 +126,10 @@ fn api(layer: &str) -> Api {
             attr: raw_attr,
             write: raw_write,
             read: raw_read,
+            epoll_create: raw_epoll_create,
+            epoll_ctl: raw_epoll_ctl,
+            epoll_wait: raw_epoll_wait,
+            set_libc_epfd: raw_set_libc_epfd,
         },
         "rust" => Api {
             app_create: vls::capi::vls_app_create,
@@ -102,6 +138,10 @@ fn api(layer: &str) -> Api {
             attr: vls::capi::vls_attr,
             write: vls::capi::vls_write,
             read: vls::capi::vls_read,
+            epoll_create: vls_epoll_create_adapter,
+            epoll_ctl: vls::capi::vls_epoll_ctl,
+            epoll_wait: vls::capi::vls_epoll_wait,
+            set_libc_epfd: vls_set_libc_epfd_adapter,
         },
         "c" => c_api(),
         other => panic!("unknown layer {other}"),
@@ -148,6 +188,20 @@ fn c_api() -> Api {
             ),
             read: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(i32, *mut c_void, usize) -> isize>(
                 sym("vls_read"),
+            ),
+            epoll_create: std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> c_int>(sym(
+                "vls_epoll_create",
+            )),
+            epoll_ctl: std::mem::transmute::<
+                *mut c_void,
+                unsafe extern "C" fn(i32, c_int, i32, *mut libc::epoll_event) -> c_int,
+            >(sym("vls_epoll_ctl")),
+            epoll_wait: std::mem::transmute::<
+                *mut c_void,
+                unsafe extern "C" fn(i32, *mut libc::epoll_event, c_int, f64) -> c_int,
+            >(sym("vls_epoll_wait")),
+            set_libc_epfd: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(i32, c_int) -> c_int>(
+                sym("vls_set_libc_epfd"),
             ),
         }
     }
@@ -206,18 +260,182 @@ fn pingpong_once(api: Api, h: i32) -> f64 {
     t.elapsed().as_nanos() as f64 / (2 * ITERS) as f64
 }
 
+/// Token of the measured session in the epoll variant.
+const TOKEN: u64 = 0x5eed;
+/// Bytes the epoll variant keeps queued for reading (the echo server
+/// returns what the loop writes, so the level stays about the same).
+const PRELOAD: usize = 256 * 1024;
+
+/// What LDP's `epoll_wait` does with `use-mq-eventfd` (`ldp.c`,
+/// `ldp_epoll_pwait_eventfd`), call for call: the layer's drain-only wait
+/// (-2); a libc `epoll_wait` on the set's libc epoll fd (timeout 0 if the
+/// drain found events), which holds VCL's message-queue fd tagged with its
+/// own number; and for that fd, the layer's wait with timeout 0. One retry
+/// when VCL woke it without events.
+///
+/// # Safety
+/// `evs` is valid for `max` events; `ep` is a set of `api`'s layer.
+unsafe fn ldp_epoll_wait(
+    api: &Api,
+    ep: i32,
+    libc_epfd: i32,
+    mq_fd: i32,
+    evs: &mut [libc::epoll_event],
+    mut timeout: c_int,
+) -> i32 {
+    let mut max = evs.len() as c_int;
+    // SAFETY: `evs` is valid for `max` events.
+    let mut rv = unsafe { (api.epoll_wait)(ep, evs.as_mut_ptr(), max, -2.0) };
+    if rv > 0 {
+        timeout = 0;
+        if rv >= max {
+            return rv;
+        }
+        max -= rv;
+    } else if rv < 0 {
+        return rv;
+    }
+    let mut woken_empty = 0;
+    loop {
+        let libc_evts = &mut evs[rv as usize..];
+        // SAFETY: `libc_evts` is valid for `max` events.
+        let mut n = unsafe { libc::epoll_wait(libc_epfd, libc_evts.as_mut_ptr(), max, timeout) };
+        if n <= 0 {
+            return rv;
+        }
+        let mut again = false;
+        for i in 0..n as usize {
+            if libc_evts[i].u64 as u32 as i32 == mq_fd {
+                n -= 1;
+                libc_evts[i] = libc_evts[n as usize];
+                // SAFETY: the rest of `libc_evts` is valid for `max - n` events.
+                let k = unsafe { (api.epoll_wait)(ep, libc_evts[n as usize..].as_mut_ptr(), max - n, 0.0) };
+                if k > 0 {
+                    rv += k;
+                }
+                again = rv == 0 && n == 0 && timeout != 0 && {
+                    woken_empty += 1;
+                    woken_empty <= 1
+                };
+                break;
+            }
+        }
+        if !again {
+            return rv + n;
+        }
+    }
+}
+
+/// Best of `ROUNDS` runs of [`epoll_loop_once`].
+fn epoll_loop(api: Api, h: i32) -> f64 {
+    // The set and its libc epoll fd, made as LDP makes them.
+    // SAFETY: plain calls; `ev` is valid during the call.
+    let (ep, libc_epfd, mq_fd) = unsafe {
+        let ep = (api.epoll_create)();
+        assert!(ep >= 0, "epoll_create {ep}");
+        let libc_epfd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        assert!(libc_epfd > 0);
+        assert_eq!((api.set_libc_epfd)(ep, libc_epfd), 0);
+        let mq_fd = ffi::vppcom_mq_epoll_fd();
+        assert!(mq_fd >= 0, "VCL without use-mq-eventfd");
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: mq_fd as u64 };
+        assert_eq!(libc::epoll_ctl(libc_epfd, libc::EPOLL_CTL_ADD, mq_fd, &mut ev), 0);
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: TOKEN };
+        assert_eq!((api.epoll_ctl)(ep, libc::EPOLL_CTL_ADD, h, &mut ev), 0);
+        (ep, libc_epfd, mq_fd)
+    };
+    preload(&api, h);
+    let rounds = if std::env::var_os("BENCH_ONE_ROUND").is_some() { 1 } else { ROUNDS };
+    (0..rounds).map(|_| epoll_loop_once(api, h, ep, libc_epfd, mq_fd)).fold(f64::INFINITY, f64::min)
+}
+
+/// Writes [`PRELOAD`] bytes and waits until the echo server has returned
+/// them, so the session stays readable throughout the measured loop.
+fn preload(api: &Api, h: i32) {
+    let chunk = [1u8; 4096];
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sent < PRELOAD {
+        // SAFETY: valid buffer.
+        let n = unsafe { (api.write)(h, chunk.as_ptr() as *mut c_void, chunk.len()) };
+        if n > 0 {
+            sent += n as usize;
+        }
+        assert!(Instant::now() < deadline, "preload: cannot write");
+    }
+    loop {
+        // SAFETY: NREAD needs no buffer.
+        let queued =
+            unsafe { (api.attr)(h, ffi::VPPCOM_ATTR_GET_NREAD, std::ptr::null_mut(), std::ptr::null_mut()) };
+        if queued as usize >= PRELOAD {
+            return;
+        }
+        assert!(Instant::now() < deadline, "preload: {queued} of {PRELOAD} bytes came back");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// One thread's event loop, as a single-threaded server under LDP runs
+/// it: `epoll_wait` (LDP's sequence) returns the session, the loop reads 64
+/// bytes, writes 64 bytes and re-arms the session (`EPOLL_CTL_MOD`).
+/// Returns ns per iteration; fails if an iteration finds no event (the
+/// session is always readable, so a miss is a lost or late event).
+#[inline(never)]
+fn epoll_loop_once(api: Api, h: i32, ep: i32, libc_epfd: i32, mq_fd: i32) -> f64 {
+    let mut out = [7u8; MSG];
+    let mut inb = [0u8; MSG];
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+    let mut misses = 0u64;
+    let mut iteration = || {
+        // SAFETY: valid buffers; `ep` is this layer's set.
+        unsafe {
+            let n = ldp_epoll_wait(&api, ep, libc_epfd, mq_fd, &mut evs, 1000);
+            let mut seen = false;
+            for e in &evs[..n.max(0) as usize] {
+                if e.u64 == TOKEN && e.events & libc::EPOLLIN as u32 != 0 {
+                    seen = true;
+                }
+            }
+            if !seen {
+                misses += 1;
+                return;
+            }
+            std::hint::black_box((api.read)(h, inb.as_mut_ptr().cast(), MSG));
+            std::hint::black_box((api.write)(h, out.as_mut_ptr().cast(), MSG));
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: TOKEN };
+            std::hint::black_box((api.epoll_ctl)(ep, libc::EPOLL_CTL_MOD, h, &mut ev));
+        }
+    };
+    for _ in 0..WARMUP {
+        iteration();
+    }
+    let t = Instant::now();
+    for _ in 0..ITERS {
+        iteration();
+    }
+    let ns = t.elapsed().as_nanos() as f64 / ITERS as f64;
+    assert!(misses * 1000 < ITERS, "{misses} iterations found no event for an always-readable session");
+    ns
+}
+
 fn client(layer: &str, threads: usize, shared: bool) {
     let api = api(layer);
     let name = CString::new(format!("bench-{layer}")).unwrap();
     // SAFETY: valid C string.
     assert_eq!(unsafe { (api.app_create)(name.as_ptr() as *mut _) }, 0);
-    let addr = SocketAddr::from(([127, 0, 0, 1], PORT));
+    let port = if std::env::var_os("BENCH_EPOLL").is_some() { EPOLL_PORT } else { PORT };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let n_sessions = if shared { 1 } else { threads };
     let hs: Vec<i32> = (0..n_sessions).map(|_| connect(&api, addr)).collect();
     if threads == 1 {
         // Raw VCL may only be used from the thread that created the app.
         pin_to_cpu(0);
-        println!("RESULT {:.1}", pingpong(api, hs[0]));
+        let ns = if std::env::var_os("BENCH_EPOLL").is_some() {
+            epoll_loop(api, hs[0])
+        } else {
+            pingpong(api, hs[0])
+        };
+        println!("RESULT {ns:.1}");
         return;
     }
     let barrier = Arc::new(Barrier::new(threads));
@@ -266,9 +484,14 @@ fn pin_to_cpu(i: usize) {
     }
 }
 
-/// Echo server: non-blocking accept, then every millisecond drain and echo
-/// every session (sleeping in between keeps a core free for the client).
+/// Echo server: non-blocking accept, then every `BENCH_SERVER_SLEEP_US`
+/// (default 1000) drain and echo every session (sleeping in between keeps
+/// a core free for the clients), on `BENCH_PORT`.
 fn server() {
+    let port: u16 = std::env::var("BENCH_PORT").ok().and_then(|v| v.parse().ok()).unwrap_or(PORT);
+    let nap = Duration::from_micros(
+        std::env::var("BENCH_SERVER_SLEEP_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000),
+    );
     pin_to_cpu(usize::MAX);
     let name = CString::new("bench-server").unwrap();
     // SAFETY: valid C string.
@@ -277,7 +500,7 @@ fn server() {
     // SAFETY: the only VCL user of this process is this thread.
     let l = unsafe { vcl::session_create(vcl::Proto::Tcp, true) }.unwrap();
     // SAFETY: the only VCL user of this process is this thread.
-    unsafe { vcl::bind(l, &SocketAddr::from(([127, 0, 0, 1], PORT))) }.unwrap();
+    unsafe { vcl::bind(l, &SocketAddr::from(([127, 0, 0, 1], port))) }.unwrap();
     // SAFETY: the only VCL user of this process is this thread.
     unsafe { vcl::listen(l, 64) }.unwrap();
     let mut sessions = Vec::new();
@@ -287,26 +510,31 @@ fn server() {
         if let Ok((s, _)) = unsafe { vcl::accept(l, libc::O_NONBLOCK) } {
             sessions.push(s);
         }
-        // SAFETY: the only VCL user of this process is this thread.
-        sessions.retain(|&s| match unsafe { vcl::read(s, &mut buf) } {
-            Ok(0) => {
+        sessions.retain(|&s| {
+            // Everything queued, a bounded number of reads at a time.
+            for _ in 0..64 {
                 // SAFETY: the only VCL user of this process is this thread.
-                let _ = unsafe { vcl::close(s) };
-                false
+                match unsafe { vcl::read(s, &mut buf) } {
+                    Ok(0) => {
+                        // SAFETY: the only VCL user of this process is this thread.
+                        let _ = unsafe { vcl::close(s) };
+                        return false;
+                    }
+                    Ok(n) => {
+                        // SAFETY: the only VCL user of this process is this thread.
+                        let _ = unsafe { vcl::write(s, &buf[..n]) };
+                    }
+                    Err(e) if e == vls::VppcomError::EAGAIN => return true,
+                    Err(_) => {
+                        // SAFETY: the only VCL user of this process is this thread.
+                        let _ = unsafe { vcl::close(s) };
+                        return false;
+                    }
+                }
             }
-            Ok(n) => {
-                // SAFETY: the only VCL user of this process is this thread.
-                let _ = unsafe { vcl::write(s, &buf[..n]) };
-                true
-            }
-            Err(e) if e == vls::VppcomError::EAGAIN => true,
-            Err(_) => {
-                // SAFETY: the only VCL user of this process is this thread.
-                let _ = unsafe { vcl::close(s) };
-                false
-            }
+            true
         });
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(nap);
     }
 }
 
@@ -338,16 +566,31 @@ fn main() {
         c.spawn().unwrap()
     };
     let mut server = spawn(&[("BENCH_ROLE", "server")]);
+
+    let wanted = |var: &str, name: &str| std::env::var(var).map_or(true, |v| v.split(',').any(|w| w == name));
+    // The epoll variant's echo server polls every 50 µs, so the session it
+    // echoes to stays readable however fast the loop consumes.
+    let mut epoll_server = wanted("BENCH_VARIANTS", "1e").then(|| {
+        spawn(&[
+            ("BENCH_ROLE", "server"),
+            ("BENCH_PORT", &EPOLL_PORT.to_string()),
+            ("BENCH_SERVER_SLEEP_US", "50"),
+        ])
+    });
     std::thread::sleep(Duration::from_millis(500));
 
-    let run = |layer: &str, threads: usize, shared: bool| -> Option<f64> {
+    let run = |layer: &str, threads: usize, shared: bool, epoll: bool| -> Option<f64> {
         let t = threads.to_string();
-        let child = spawn(&[
+        let mut envs = vec![
             ("BENCH_ROLE", "client"),
             ("BENCH_LAYER", layer),
             ("BENCH_THREADS", &t),
             ("BENCH_SHARED", if shared { "1" } else { "0" }),
-        ]);
+        ];
+        if epoll {
+            envs.push(("BENCH_EPOLL", "1"));
+        }
+        let child = spawn(&envs);
         let out = wait_output_with_timeout(child, Duration::from_secs(120)).unwrap();
         if std::env::var_os("BENCH_VERBOSE").is_some() {
             eprintln!("{}", String::from_utf8_lossy(&out.stderr));
@@ -366,15 +609,19 @@ fn main() {
 
     let repeat: usize =
         std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(REPEAT).max(1);
+    // (label, name in BENCH_VARIANTS, threads, one shared session, epoll loop)
     let variants = [
-        ("1 thread", 1, false),
-        ("2 threads, distinct sessions", 2, false),
-        ("2 threads, one shared session", 2, true),
+        ("1 thread", "1", 1, false, false),
+        ("2 threads, distinct sessions", "2d", 2, false, false),
+        ("2 threads, one shared session", "2s", 2, true, false),
+        ("1 thread, LDP epoll loop", "1e", 1, false, true),
     ];
     // samples[variant][layer]: one figure per client process.
     let mut samples = vec![[const { Vec::new() }; 3]; variants.len()];
-    for rep in 0..repeat {
-        for (v, &(_, threads, shared)) in variants.iter().enumerate() {
+    // `BENCH_TIMING=0`: instruction counts only.
+    let timed_reps = if std::env::var("BENCH_TIMING").as_deref() == Ok("0") { 0 } else { repeat };
+    for rep in 0..timed_reps {
+        for (v, &(_, variant_name, threads, shared, epoll)) in variants.iter().enumerate() {
             let mut layers = vec![(0, "raw"), (1, "c"), (2, "rust")];
             if shared {
                 // Raw VCL is not thread-safe. Two threads on two
@@ -386,19 +633,12 @@ fn main() {
             if rep % 2 == 1 {
                 layers.reverse();
             }
-            let wanted =
-                |var: &str, name: &str| std::env::var(var).map_or(true, |v| v.split(',').any(|w| w == name));
-            let variant_name = match (threads, shared) {
-                (1, _) => "1",
-                (_, false) => "2d",
-                (_, true) => "2s",
-            };
             if !wanted("BENCH_VARIANTS", variant_name) {
                 continue;
             }
             layers.retain(|(_, layer)| wanted("BENCH_LAYERS", layer));
             for (l, layer) in layers {
-                if let Some(ns) = run(layer, threads, shared) {
+                if let Some(ns) = run(layer, threads, shared, epoll) {
                     samples[v][l].push(ns);
                 }
             }
@@ -407,12 +647,14 @@ fn main() {
 
     println!(
         "\nwrite+read of {MSG}-byte messages, cut-through TCP, {ITERS} iterations per thread; ns per call,\n\
-         median of {repeat} client processes (each the best of {ROUNDS} loops), range in brackets"
+         median of {repeat} client processes (each the best of {ROUNDS} loops), range in brackets;\n\
+         the epoll loop: ns per iteration (LDP's epoll_wait sequence returning the session, read 64,\n\
+         write 64, EPOLL_CTL_MOD)"
     );
     println!("{:<31} {:>17} {:>17} {:>17} {:>7}", "variant", "raw", "C VLS", "Rust VLS", "Rust/C");
     let medians: Vec<[Option<f64>; 3]> =
         samples.iter().map(|layers| layers.each_ref().map(|s| median(s))).collect();
-    for ((label, _, _), (layers, med)) in variants.iter().zip(samples.iter().zip(&medians)) {
+    for ((label, ..), (layers, med)) in variants.iter().zip(samples.iter().zip(&medians)) {
         let cell = |l: usize| match med[l] {
             Some(m) => {
                 let lo = layers[l].iter().copied().fold(f64::INFINITY, f64::min);
@@ -439,21 +681,35 @@ fn main() {
             "\ninstructions per call (callgrind, measured loop only; callgrind runs one thread at a time,\n\
              so the 2-thread column is the locking work without contention)"
         );
-        println!("{:<6} {:>10} {:>26}", "layer", "1 thread", "2 threads, distinct sessions");
+        println!(
+            "{:<6} {:>10} {:>30} {:>28}",
+            "layer", "1 thread", "2 threads, distinct sessions", "epoll loop, per iteration"
+        );
         let mut counts = Vec::new();
+        let mut loops = Vec::new();
         for layer in ["raw", "c", "rust"] {
-            let one = instructions_per_call(&exe, &conf, layer, 1);
-            let two = instructions_per_call(&exe, &conf, layer, 2);
+            let count = |variant: &str, threads: usize, epoll: bool| {
+                wanted("BENCH_VARIANTS", variant)
+                    .then(|| instructions_per_call(&exe, &conf, layer, threads, epoll))
+                    .flatten()
+            };
+            let (one, two, ep) = (count("1", 1, false), count("2d", 2, false), count("1e", 1, true));
             let fmt = |n: Option<f64>| n.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
-            println!("{layer:<6} {:>10} {:>26}", fmt(one), fmt(two));
+            println!("{layer:<6} {:>10} {:>30} {:>28}", fmt(one), fmt(two), fmt(ep));
             counts.push(one);
+            loops.push(ep);
         }
         if let [Some(raw), Some(c), Some(rust)] = counts[..] {
             println!("1 thread: Rust/raw {:.2}  C/raw {:.2}  Rust/C {:.2}", rust / raw, c / raw, rust / c);
         }
+        if let [Some(raw), Some(c), Some(rust)] = loops[..] {
+            println!("epoll loop: Rust/raw {:.2}  C/raw {:.2}  Rust/C {:.2}", rust / raw, c / raw, rust / c);
+        }
     }
-    let _ = server.kill();
-    let _ = server.wait();
+    for s in std::iter::once(&mut server).chain(epoll_server.as_mut()) {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
 }
 
 /// Median of `samples`, if any.
@@ -477,17 +733,25 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 
 /// Instructions per call of the client of `layer` with `threads` threads
 /// (distinct sessions), counted by callgrind in `pingpong_once` only
-/// (warm-up loop included).
+/// (warm-up loop included); with `epoll`, per iteration of
+/// `epoll_loop_once`.
 fn instructions_per_call(
     exe: &std::path::Path,
     conf: &std::path::Path,
     layer: &str,
     threads: usize,
+    epoll: bool,
 ) -> Option<f64> {
-    let out_file =
-        std::env::temp_dir().join(format!("vls-bench-callgrind-{layer}-{threads}-{}", std::process::id()));
-    let child = Command::new("valgrind")
-        .args(["--tool=callgrind", "--toggle-collect=*pingpong_once*", "--dump-instr=yes"])
+    let out_file = std::env::temp_dir()
+        .join(format!("vls-bench-callgrind-{layer}-{threads}-{epoll}-{}", std::process::id()));
+    let mut cmd = Command::new("valgrind");
+    if epoll {
+        cmd.env("BENCH_EPOLL", "1");
+    }
+    let toggle =
+        if epoll { "--toggle-collect=*epoll_loop_once*" } else { "--toggle-collect=*pingpong_once*" };
+    let child = cmd
+        .args(["--tool=callgrind", toggle, "--dump-instr=yes"])
         .arg(format!("--callgrind-out-file={}", out_file.display()))
         .arg(exe)
         .env("VCL_CONFIG", conf)
@@ -520,5 +784,8 @@ fn instructions_per_call(
         .next()?
         .parse()
         .ok()?;
-    Some(total / (2.0 * (WARMUP + ITERS) as f64 * threads as f64))
+    // The ping-pong loop makes 2 calls per iteration; the epoll loop's
+    // figure is per iteration.
+    let per_iteration = if epoll { 1.0 } else { 2.0 };
+    Some(total / (per_iteration * (WARMUP + ITERS) as f64 * threads as f64))
 }

@@ -21,8 +21,8 @@ use super::locks::OpKind;
 use super::pool::VlsSession;
 use super::{count_set_bits, demux, Vls, DRAIN_ONLY, EBADFD, EINVAL};
 use crate::error::VppcomError;
-use crate::handle::Vlsh;
 use crate::handle::{Sh, INVALID};
+use crate::handle::{Vlsh, INVALID_VLSH};
 use crate::seam::Vcl;
 
 impl<V: Vcl> Vls<V> {
@@ -243,7 +243,19 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// [`Self::epoll_wait`] with VCL waiting (if `wait` says so) inside the
-    /// call.
+    /// call. `wait` -2 (LDP's drain-only call) asks VCL only for the events
+    /// it already holds (unhandled and level-triggered ones), without
+    /// reading its message queue.
+    ///
+    /// LDP calls the drain before it looks at its libc epoll fd and, if VCL's
+    /// message queue fd is ready there, calls again with timeout 0 within the
+    /// *same* `epoll_wait` of the application, writing behind the drain's
+    /// events. A session both calls report would reach the application
+    /// twice in one `epoll_wait` (it reads it dry on the first, then gets
+    /// `EAGAIN`). So the drain leaves a record of what it returned (a
+    /// [`DrainRound`] of this thread), and the timeout-0 call that follows on
+    /// the same set returns none of those sessions again (new bits of theirs
+    /// are parked for the next wait).
     ///
     /// # Safety
     /// `evs` valid for `max` events.
@@ -260,6 +272,7 @@ impl<V: Vcl> Vls<V> {
         if max <= 0 {
             return EINVAL;
         }
+        let drain_only = wait as i32 == DRAIN_ONLY;
         // SAFETY: `evs` is valid for `max` events per the contract.
         let out = unsafe { std::slice::from_raw_parts_mut(evs, max as usize) };
         // Waiters in LDP sleep on the set's libc epoll fd: make sure events
@@ -267,16 +280,21 @@ impl<V: Vcl> Vls<V> {
         let libc_epfd = set.libc_epfd.load(Ordering::Acquire);
         if libc_epfd > 0 {
             demux.install_wake(libc_epfd, self.vcl.mq_epoll_fd());
-            if wait as i32 == DRAIN_ONLY {
-                return self.drain_into_parked(ep_vlsh, out);
-            }
         }
         // Connections this process just took over from a relative.
         self.notice_handovers();
+        // Sessions already reported in this `epoll_wait` of the application.
+        let mut reported = Reported::default();
+        DRAIN_ROUND.with(|r| {
+            let mut r = r.borrow_mut();
+            if !drain_only && wait == 0.0 && r.set == ep_vlsh {
+                reported.earlier_call.extend_from_slice(&r.tokens);
+            }
+            r.set = INVALID_VLSH;
+            r.tokens.clear();
+        });
         let parked = demux.take(out.len());
         let mut n = 0;
-        // Tokens of the sessions delivered by this call, to merge duplicates.
-        let mut tokens: Vec<u64> = Vec::new();
         let mut ran = false;
         let rv = self.with_session(ep_vlsh, OpKind::MessageQueue, |ep_sh| {
             ran = true;
@@ -287,18 +305,14 @@ impl<V: Vcl> Vls<V> {
             // may have read the data since (a stale "readable" would make
             // the application read EAGAIN, which many count as an error).
             for p in &parked {
-                let k = self.deliver(ep_vlsh, p.events, p.token, &mut out[n..]);
-                if k == 1 {
-                    tokens.push(p.token);
-                }
-                n += k;
+                n += self.deliver_once(ep_vlsh, p.events, p.token, out, n, &mut reported);
             }
             if n == out.len() {
                 return 0;
             }
             let vcl_wait = if n > 0 && wait >= 0.0 { 0.0 } else { wait };
             let rest_len = out.len() - n;
-            let rv = self.sleeping_in_vcl(vcl_wait != 0.0, || {
+            let rv = self.sleeping_in_vcl(vcl_wait != 0.0 && !drain_only, || {
                 // SAFETY: `out[n..]` is valid for `rest_len` events.
                 unsafe { self.vcl.epoll_wait(ep_sh, out[n..].as_mut_ptr(), rest_len as i32, vcl_wait) }
             });
@@ -306,22 +320,11 @@ impl<V: Vcl> Vls<V> {
                 return rv;
             }
             // Demultiplex in place: keep this set's events, park the
-            // others'. A session both parked and reported is returned once.
+            // others'. A session reported twice is returned once.
             let mut kept = 0;
             for i in 0..rv as usize {
                 let e = out[n + i];
-                let token = e.u64;
-                if let Some(j) = tokens.iter().position(|&t| t == token) {
-                    if let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) {
-                        out[j].events |= self.still_ready(s, e.events);
-                    }
-                    continue;
-                }
-                let k = self.deliver(ep_vlsh, e.events, token, &mut out[n + kept..]);
-                if k == 1 {
-                    tokens.push(token);
-                }
-                kept += k;
+                kept += self.deliver_once(ep_vlsh, e.events, e.u64, out, n + kept, &mut reported);
             }
             kept as i32
         });
@@ -333,34 +336,47 @@ impl<V: Vcl> Vls<V> {
                 demux.park(p);
             }
         }
+        if drain_only && !reported.this_call.is_empty() {
+            DRAIN_ROUND.with(|r| {
+                let mut r = r.borrow_mut();
+                r.set = ep_vlsh;
+                r.tokens.extend(reported.this_call.iter().map(|&(token, _)| token));
+            });
+        }
         if rv < 0 {
             return if n > 0 { n as i32 } else { rv };
         }
         (n as i32) + rv
     }
 
-    /// LDP's "drain only" call (`wait == -2`), made before it sleeps in libc
-    /// epoll and, when woken, followed by a call with timeout 0 in the *same*
-    /// `epoll_wait` of the application. Returning events from both calls
-    /// can report one session twice in one `epoll_wait` (the application
-    /// then reads it dry and gets `EAGAIN` on the second report). So the
-    /// drained events are parked instead, which wakes the set's libc epoll
-    /// fd, and the timeout-0 call returns everything once.
-    /// The caller's array serves as scratch space (nothing is returned in it).
-    fn drain_into_parked(&'static self, ep_vlsh: Vlsh, scratch: &mut [libc::epoll_event]) -> i32 {
-        let rv = self.with_session(ep_vlsh, OpKind::MessageQueue, |ep_sh| {
-            // SAFETY: `scratch` is valid for its length.
-            let rv = unsafe {
-                self.vcl.epoll_wait(ep_sh, scratch.as_mut_ptr(), scratch.len() as i32, DRAIN_ONLY as f64)
-            };
-            // Parked with the locks still held, like `epoll_wait` routes its
-            // events: memberships cannot change in between.
-            for e in &scratch[..rv.max(0) as usize] {
-                self.park(e.events, e.u64);
+    /// [`Self::deliver`] of one event into `out[at]`, unless its session was
+    /// reported already: in this call, its bits are added to that entry (if
+    /// still true); in the drain call before it, new bits are parked for
+    /// the next wait. Returns 1 if `out[at]` was filled.
+    fn deliver_once(
+        &self,
+        ep_vlsh: Vlsh,
+        events: u32,
+        token: u64,
+        out: &mut [libc::epoll_event],
+        at: usize,
+        reported: &mut Reported,
+    ) -> usize {
+        if let Some(&(_, j)) = reported.this_call.iter().find(|&&(t, _)| t == token) {
+            if let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) {
+                out[j].events |= self.still_ready(s, events);
             }
-            rv
-        });
-        rv.min(0)
+            return 0;
+        }
+        if reported.earlier_call.contains(&token) {
+            self.park(events, token);
+            return 0;
+        }
+        let k = self.deliver(ep_vlsh, events, token, &mut out[at..]);
+        if k == 1 {
+            reported.this_call.push((token, at));
+        }
+        k
     }
 
     /// Parks an event on the set its session is in (dropped if none).
@@ -499,4 +515,74 @@ impl<V: Vcl> Vls<V> {
         self.detect_thread();
         self.pool.get(ep_vlsh).map(|s| s.libc_epfd.load(Ordering::Acquire)).unwrap_or(EBADFD)
     }
+}
+
+/// Sessions (tokens) already reported in one `epoll_wait` of the
+/// application. Kept on the stack for the usual few events.
+#[derive(Default)]
+struct Reported {
+    /// Reported by this call: (token, index in the output).
+    this_call: SmallList<(u64, usize)>,
+    /// Reported by LDP's drain-only call just before this one.
+    earlier_call: SmallList<u64>,
+}
+
+/// A list that lives on the stack up to 16 entries (an epoll wait usually
+/// reports a few sessions; the list is scanned linearly).
+struct SmallList<T: Copy + Default> {
+    inline: [T; 16],
+    len: usize,
+    spill: Vec<T>,
+}
+
+impl<T: Copy + Default> Default for SmallList<T> {
+    fn default() -> Self {
+        SmallList { inline: [T::default(); 16], len: 0, spill: Vec::new() }
+    }
+}
+
+impl<T: Copy + Default> SmallList<T> {
+    fn push(&mut self, v: T) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = v;
+            self.len += 1;
+        } else {
+            self.spill.push(v);
+        }
+    }
+
+    fn extend_from_slice(&mut self, vs: &[T]) {
+        for &v in vs {
+            self.push(v);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.inline[..self.len].iter().chain(self.spill.iter())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<T: Copy + Default + PartialEq> SmallList<T> {
+    fn contains(&self, v: &T) -> bool {
+        self.iter().any(|x| x == v)
+    }
+}
+
+/// What this thread's last drain-only wait returned, for the timeout-0
+/// wait LDP may make next in the same `epoll_wait` (see
+/// `Vls::epoll_wait_now`). Any other wait of the thread clears it.
+struct DrainRound {
+    /// The set drained, or `INVALID_VLSH`.
+    set: Vlsh,
+    /// The sessions it returned (kept allocated between rounds).
+    tokens: Vec<u64>,
+}
+
+thread_local! {
+    static DRAIN_ROUND: std::cell::RefCell<DrainRound> =
+        const { std::cell::RefCell::new(DrainRound { set: INVALID_VLSH, tokens: Vec::new() }) };
 }

@@ -69,3 +69,43 @@ fn count_set_bits_ignores_bits_past_n_bits() {
         assert_eq!(crate::engine::count_set_bits(std::ptr::null(), 64), 0);
     }
 }
+
+/// LDP's `epoll_wait` makes a drain-only call (-2) and then, when VCL's
+/// message queue fd is ready, a timeout-0 call writing behind the drain's
+/// events: a session both report reaches the application once. The next
+/// `epoll_wait` of the application (a new drain) reports it again while it
+/// is still readable (level-triggered), and a timeout-0 call with no drain
+/// before it has nothing to skip.
+#[test]
+fn ldp_drain_then_timeout_zero_reports_a_session_once() {
+    let v = app(false);
+    let ep = v.epoll_create();
+    let (_l, c, s) = pair(v, true);
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0x5e };
+    // SAFETY: valid event.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut ev) }, 0);
+    assert_eq!(write(v, c, b"data"), 4);
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    for round in 0..3 {
+        // SAFETY: `evs` holds 8 events.
+        let drained = unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, -2.0) };
+        assert_eq!(drained, 1, "round {round}: the drain returns the readable session");
+        assert_eq!({ evs[0].u64 }, 0x5e);
+        // SAFETY: `evs[1..]` holds 7 events.
+        let more = unsafe { v.epoll_wait(ep, evs[1..].as_mut_ptr(), 7, 0.0) };
+        assert_eq!(more, 0, "round {round}: the same session is not reported twice in one epoll_wait");
+    }
+    // Without a drain first, a timeout-0 wait reports it.
+    // SAFETY: as above.
+    let n = unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, 0.0) };
+    assert_eq!(n, 1, "reported by a plain wait");
+    assert_eq!({ evs[0].u64 }, 0x5e);
+    // Once read dry, nothing is reported (not even what the skipped
+    // duplicate left parked).
+    let mut buf = [0u8; 16];
+    assert_eq!(read(v, s, &mut buf), 4);
+    // SAFETY: as above.
+    assert_eq!(unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, -2.0) }, 0, "nothing left to drain");
+    // SAFETY: as above.
+    assert_eq!(unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, 0.0) }, 0, "nothing stale");
+}
