@@ -1,6 +1,7 @@
 //! Build script of `vpp-sys`: discover VPP, generate bindings, compile the
-//! shim, link libvppcom, and export `include`/`libdir`/`version` metadata
-//! (`DEP_VPPCOM_*`) for dependants.
+//! shim, link libvppcom, and export `prefix`/`include`/`libdir`/`src`/`version`
+//! metadata (`DEP_VPPCOM_*`) for dependants' build scripts. The prefix is
+//! also compiled in (`VPP_PREFIX` in the crate).
 
 mod find;
 mod run_bindgen;
@@ -46,6 +47,9 @@ fn main() {
     // DEP_VPPCOM_LIBDIR and add their own (see the root build.rs).
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", vpp.libdir.display());
 
+    println!("cargo:rustc-env=VPPSYS_PREFIX={}", vpp.prefix.display());
+
+    println!("cargo:prefix={}", vpp.prefix.display());
     println!("cargo:include={}", vpp.include.display());
     println!("cargo:libdir={}", vpp.libdir.display());
     println!("cargo:src={}", vpp.src.display());
