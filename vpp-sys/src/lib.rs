@@ -44,7 +44,9 @@ include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 /// Programs that start a VPP of their own (tests, examples, benchmarks)
 /// should start this one, so that the VPP they talk to is of the release
 /// whose headers were compiled in, whatever `VPP_PREFIX` says at run time.
-/// Build scripts of dependants get it as `DEP_VPPCOM_PREFIX`.
+/// Build scripts of dependants get it as `DEP_VPPCOM_PREFIX`; the
+/// release is `DEP_VPPCOM_RELEASE` (e.g. `26.06`) and, in this crate, the
+/// cfg `vpp_release = "26.06"`.
 pub const VPP_PREFIX: &str = env!("VPPSYS_PREFIX");
 
 extern "C" {
