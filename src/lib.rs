@@ -11,7 +11,6 @@
 //!   C ABI (capi: vls_*)  ──> core: pool, handle table, locks, demux ──> seam::Vcl ──> vpp-sys
 //!   safe API (App, Tcp*, ──┘                                           (vcl::RealVcl, or a test double)
 //!     UdpSocket, Epoll)
-//!   harness: starts a private VPP for tests and examples (processes and files only)
 //! ```
 //!
 //! ## The safe API (feature `vpp`)
@@ -156,8 +155,8 @@
 //!   C boundary.
 //!
 //! Building with the `vpp` feature needs an installed VPP and its source tree
-//! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`); without it, the core, the
-//! harness and their tests build and run anywhere.
+//! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`); without it, the core and
+//! its tests build and run anywhere.
 
 #[cfg(feature = "vpp")]
 pub mod app;
@@ -168,7 +167,6 @@ pub mod core;
 #[cfg(feature = "vpp")]
 pub mod epoll;
 pub mod error;
-pub mod harness;
 pub mod seam;
 pub mod sockaddr;
 #[cfg(feature = "vpp")]
