@@ -3,12 +3,13 @@
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// Environment variable naming the VPP install prefix (`bin/vpp`, `bin/vppctl`).
 pub const VPP_PREFIX_ENV: &str = "VPP_PREFIX";
 
-/// Where VPP is looked for when `VPP_PREFIX` is not set.
-pub const DEFAULT_PREFIXES: &[&str] = &["/opt/vpp", "/usr"];
+/// The prefix looked at last by [`VppInstall::discover`].
+pub const FALLBACK_PREFIX: &str = "/usr";
 
 /// An installed VPP: the prefix holding `bin/vpp` and `bin/vppctl`.
 #[derive(Debug, Clone)]
@@ -33,13 +34,23 @@ impl VppInstall {
         ))
     }
 
-    /// Uses `VPP_PREFIX` if set, else the first of [`DEFAULT_PREFIXES`] that
-    /// holds `bin/vpp`.
-    pub fn from_env() -> io::Result<Self> {
-        Self::find(std::env::var_os(VPP_PREFIX_ENV), DEFAULT_PREFIXES)
+    /// Looks for VPP in the order `vpp-sys`' build script uses for the
+    /// libvppcom it links:
+    ///
+    /// 1. `VPP_PREFIX`, if set (and then nowhere else);
+    /// 2. the `prefix` variable of pkg-config's `vppcom` package
+    ///    (`pkg-config --variable=prefix vppcom`, or the program named by
+    ///    `PKG_CONFIG`), when pkg-config is there and knows it;
+    /// 3. [`FALLBACK_PREFIX`] (`/usr`).
+    ///
+    /// The first that holds `bin/vpp` is used.
+    pub fn discover() -> io::Result<Self> {
+        let mut candidates: Vec<PathBuf> = pkg_config_prefix().into_iter().collect();
+        candidates.push(PathBuf::from(FALLBACK_PREFIX));
+        Self::find(std::env::var_os(VPP_PREFIX_ENV), &candidates)
     }
 
-    /// [`from_env`](Self::from_env) with the variable's value and the
+    /// [`discover`](Self::discover) with the variable's value and the
     /// candidates after it given.
     pub(crate) fn find<P: AsRef<Path>>(prefix: Option<OsString>, candidates: &[P]) -> io::Result<Self> {
         if let Some(p) = prefix {
@@ -88,6 +99,20 @@ impl VppInstall {
     }
 }
 
+/// `pkg-config --variable=prefix vppcom`, if pkg-config runs and knows
+/// the package.
+fn pkg_config_prefix() -> Option<PathBuf> {
+    let program = std::env::var_os("PKG_CONFIG").unwrap_or_else(|| "pkg-config".into());
+    let out = Command::new(program)
+        .args(["--variable=prefix", "vppcom"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let prefix = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !prefix.is_empty()).then(|| PathBuf::from(prefix))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,7 +121,7 @@ mod tests {
     fn missing_vpp_prefix_is_a_clear_error() {
         // A prefix that cannot exist, as `VPP_PREFIX` would give it (the
         // environment itself is not touched).
-        let e = VppInstall::find(Some("/nonexistent/vls".into()), DEFAULT_PREFIXES).unwrap_err();
+        let e = VppInstall::find(Some("/nonexistent/vls".into()), &[FALLBACK_PREFIX]).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(
             e.to_string().contains("VPP_PREFIX is set but /nonexistent/vls/bin/vpp does not exist"),
@@ -111,5 +136,24 @@ mod tests {
         let e = VppInstall::at("/nonexistent/vls").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("/nonexistent/vls/bin/vpp does not exist"), "{e}");
+    }
+
+    #[test]
+    fn discovery_takes_the_first_prefix_holding_bin_vpp() {
+        let root = std::env::temp_dir().join(format!("vpp-harness-install-{}", std::process::id()));
+        let (a, b) = (root.join("a"), root.join("b"));
+        for p in [&a, &b] {
+            std::fs::create_dir_all(p.join("bin")).unwrap();
+            std::fs::write(p.join("bin/vpp"), "").unwrap();
+        }
+        let none = root.join("none");
+        // The variable wins over every candidate.
+        let found = VppInstall::find(Some(b.clone().into()), &[&a]).unwrap();
+        assert_eq!(found.prefix(), b);
+        // Without it, candidates in order, skipping one without bin/vpp.
+        let found = VppInstall::find(None, &[&none, &a, &b]).unwrap();
+        assert_eq!(found.prefix(), a);
+        assert_eq!(VppInstall::at(&b).unwrap().vppctl_bin(), b.join("bin/vppctl"));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -63,10 +63,10 @@ pub struct VppInstance {
 }
 
 impl VppInstance {
-    /// Starts VPP from [`VppInstall::from_env`] with default options, or
+    /// Starts VPP from [`VppInstall::discover`] with default options, or
     /// attaches to the VPP named by [`EXTERNAL_VPP_ENV`] when that is set.
     pub fn start() -> io::Result<Self> {
-        Self::start_from(VppInstall::from_env()?)
+        Self::start_from(VppInstall::discover()?)
     }
 
     /// Starts the VPP installed at `prefix` with default options, or

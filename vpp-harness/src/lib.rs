@@ -30,8 +30,9 @@
 //!
 //! ## Which VPP
 //!
-//! [`VppInstall::from_env`] (used by [`VppInstance::start`]) looks at
-//! `VPP_PREFIX`, then [`DEFAULT_PREFIXES`]. A program linked with
+//! [`VppInstall::discover`] (used by [`VppInstance::start`]) looks at
+//! `VPP_PREFIX`, then pkg-config's `vppcom` package, then `/usr` — the order
+//! in which `vpp-sys` finds the libvppcom it links. A program linked with
 //! libvppcom should start the VPP it linked, whatever the environment says
 //! at run time: [`VppInstance::start_from_prefix`]`(vpp_sys::VPP_PREFIX)`.
 //! With [`EXTERNAL_VPP_ENV`] set, instances attach to a VPP that is already
@@ -59,7 +60,7 @@
 //! use vpp_harness::{wait_output_with_timeout, VclConf, VppInstance};
 //!
 //! # fn main() -> std::io::Result<()> {
-//! let vpp = VppInstance::start()?; // VPP_PREFIX, /opt/vpp, /usr
+//! let vpp = VppInstance::start()?; // VPP_PREFIX, pkg-config `vppcom`, /usr
 //! println!("{}", vpp.vppctl("show version")?);
 //! // Two app namespaces, so that client and server talk through VPP's
 //! // TCP stack instead of cut-through.
@@ -92,7 +93,7 @@
 //!
 //! // In `tests/echo.rs`, under `#[test]`:
 //! fn echo_over_cut_through() {
-//!     let vpp = VppInstall::from_env().expect("an installed VPP");
+//!     let vpp = VppInstall::discover().expect("an installed VPP");
 //!     run_pair(
 //!         &vpp,
 //!         "echo_over_cut_through", // the test's own name: the children run it
@@ -117,7 +118,7 @@ mod role;
 mod vcl_conf;
 
 pub use child::{die_with_parent, in_child, run_test_in_child, wait_output_with_timeout, CHILD_ENV};
-pub use install::{VppInstall, DEFAULT_PREFIXES, VPP_PREFIX_ENV};
+pub use install::{VppInstall, FALLBACK_PREFIX, VPP_PREFIX_ENV};
 pub use instance::{VppInstance, VppOptions, EXTERNAL_VPP_ENV};
 pub use isolated::{cut_through, run_isolated, run_pair, through_stack, CHILD_TIMEOUT, STACK_SERVER};
 pub use pattern::pattern;

@@ -1,6 +1,6 @@
 //! The harness against a real VPP: start, CLI, isolation between
 //! instances, and cleanup — also when the owning test panics. Needs the
-//! feature `vpp` and an installed VPP (found by `VppInstall::from_env`).
+//! feature `vpp` and an installed VPP (found by `VppInstall::discover`).
 
 #![cfg(feature = "vpp")]
 
