@@ -37,8 +37,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use vls::ffi;
-use vls::harness::{wait_output_with_timeout, VclConf, VppInstall, VppInstance, VppOptions};
 use vls::raw::with_endpt;
+use vpp_harness::{wait_output_with_timeout, VclConf, VppInstall, VppInstance, VppOptions};
 
 const MSG: usize = 64;
 const ITERS: u64 = 200_000;
@@ -553,8 +553,8 @@ fn main() {
     // VPP's main thread on the first CPU, like the echo server: the clients
     // start from the last one.
     let options = VppOptions { extra_startup: "cpu { main-core 0 }\n".into(), ..VppOptions::default() };
-    let vpp =
-        VppInstance::start_with(VppInstall::from_env().expect("set VPP_PREFIX"), options).expect("start VPP");
+    let install = VppInstall::at(ffi::VPP_PREFIX).expect("the VPP install vpp-sys linked");
+    let vpp = VppInstance::start_with(install, options).expect("start VPP");
     let conf = vpp.write_vcl_conf("bench", &VclConf::default()).unwrap();
     let exe = std::env::current_exe().unwrap();
     let spawn = |envs: &[(&str, &str)]| {

@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::Instant;
 
-use vls::harness::VclConf;
 use vls::{App, TcpListener};
+use vpp_harness::{finish, role, spawn_role, VclConf};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -31,7 +31,7 @@ fn main() -> io::Result<()> {
         None => 64 << 20,
     };
 
-    match common::role().as_deref() {
+    match role().as_deref() {
         Some("echo-server") => {
             App::init("echo-server")?;
             let listener = TcpListener::bind(addr)?;
@@ -47,12 +47,12 @@ fn main() -> io::Result<()> {
         }
         None => {
             // This process only runs VPP; server and client are children.
-            let vpp = common::PrivateVpp::start()?;
+            let vpp = common::start_private_vpp()?;
             let server =
-                common::spawn_role("echo-server", &vpp.vcl_conf("echo-server", &VclConf::default())?, &args)?;
+                spawn_role("echo-server", &vpp.write_vcl_conf("echo-server", &VclConf::default())?, &args)?;
             let client =
-                common::spawn_role("echo-client", &vpp.vcl_conf("echo-client", &VclConf::default())?, &args);
-            common::finish(client, vec![server])
+                spawn_role("echo-client", &vpp.write_vcl_conf("echo-client", &VclConf::default())?, &args);
+            finish(client, vec![server])
         }
     }
 }

@@ -8,8 +8,8 @@
 
 mod common;
 
-use vls::harness::VclConf;
 use vls::{App, TcpListener};
+use vpp_harness::{finish, spawn_role, VclConf};
 
 fn main() -> std::io::Result<()> {
     let addr = common::addr_arg(std::env::args().nth(1).as_ref(), "127.0.0.1:7000")?;
@@ -21,14 +21,13 @@ fn main() -> std::io::Result<()> {
     }
     // This process only runs VPP; the server is this program again, in a
     // child process attached with the written vcl.conf.
-    let vpp = common::PrivateVpp::start()?;
-    let server_conf = vpp.vcl_conf("echo-server", &VclConf::default())?;
-    let client_conf = vpp.vcl_conf("echo-client", &VclConf::default())?;
+    let vpp = common::start_private_vpp()?;
+    let server_conf = vpp.write_vcl_conf("echo-server", &VclConf::default())?;
+    let client_conf = vpp.write_vcl_conf("echo-client", &VclConf::default())?;
     println!(
         "run a client with:\n  VCL_CONFIG={} cargo run --features vpp --example echo_client -- {addr}",
         client_conf.display()
     );
-    let server =
-        common::spawn_role("echo-server", &server_conf, &std::env::args().skip(1).collect::<Vec<_>>());
-    common::finish(server, vec![])
+    let server = spawn_role("echo-server", &server_conf, std::env::args().skip(1));
+    finish(server, vec![])
 }

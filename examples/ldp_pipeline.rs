@@ -197,16 +197,8 @@ struct Conn {
 /// Request `seq` of connection `id`: 64..4160 bytes of a pattern that
 /// depends on both.
 fn request(id: u64, seq: u64) -> Vec<u8> {
-    let mut x = (id << 32 | seq).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let len = 64 + (x % 4096) as usize;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let seed = (id << 32 | seq).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    vpp_harness::pattern(64 + (seed % 4096) as usize, seed)
 }
 
 impl Conn {

@@ -20,8 +20,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vls::harness::VclConf;
 use vls::{App, TcpListener, TcpStream};
+use vpp_harness::{finish, role, spawn_role, VclConf};
 
 const WORKERS: usize = 4;
 const ACCEPTORS: usize = 2;
@@ -32,7 +32,7 @@ const REQUEST: usize = 16 * 1024;
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let addr = common::addr_arg(args.first(), "127.0.0.1:7100")?;
-    match common::role().as_deref() {
+    match role().as_deref() {
         Some("mt-clients") => {
             App::init("mt-clients")?;
             clients(addr)
@@ -46,12 +46,12 @@ fn main() -> io::Result<()> {
             serve(addr)
         }
         None => {
-            let vpp = common::PrivateVpp::start()?;
+            let vpp = common::start_private_vpp()?;
             let server =
-                common::spawn_role("mt-server", &vpp.vcl_conf("mt-server", &VclConf::default())?, &args)?;
+                spawn_role("mt-server", &vpp.write_vcl_conf("mt-server", &VclConf::default())?, &args)?;
             let clients =
-                common::spawn_role("mt-clients", &vpp.vcl_conf("mt-clients", &VclConf::default())?, &args);
-            common::finish(clients, vec![server])
+                spawn_role("mt-clients", &vpp.write_vcl_conf("mt-clients", &VclConf::default())?, &args);
+            finish(clients, vec![server])
         }
     }
 }

@@ -14,16 +14,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use vls::harness::VclConf;
 use vls::{App, UdpSocket};
+use vpp_harness::{finish, spawn_role, VclConf};
 
 const DATAGRAMS: u32 = 1000;
 const SIZE: usize = 1200;
 
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let role = common::role().or_else(|| args.first().cloned());
-    let addr_arg = if common::role().is_some() { args.first() } else { args.get(1) };
+    let role = vpp_harness::role().or_else(|| args.first().cloned());
+    let addr_arg = if vpp_harness::role().is_some() { args.first() } else { args.get(1) };
     let addr = |default: &str| common::addr_arg(addr_arg, default);
     match (role.as_deref(), std::env::var_os("VCL_CONFIG").is_some()) {
         (Some("server"), true) => {
@@ -36,20 +36,20 @@ fn main() -> io::Result<()> {
         }
         (_, true) => Err(io::Error::new(io::ErrorKind::InvalidInput, "usage: udp_echo server|client ADDR")),
         (_, false) => {
-            let vpp = common::PrivateVpp::start()?;
-            let (srv, cli) = vpp.vpp.setup_stack_namespaces()?;
+            let vpp = common::start_private_vpp()?;
+            let (srv, cli) = vpp.setup_stack_namespaces()?;
             let target = SocketAddr::from((srv.addr, 7001)).to_string();
-            let server = common::spawn_role(
+            let server = spawn_role(
                 "server",
-                &vpp.vcl_conf("udp-echo-server", &VclConf::in_namespace(&srv))?,
+                &vpp.write_vcl_conf("udp-echo-server", &VclConf::in_namespace(&srv))?,
                 std::slice::from_ref(&target),
             )?;
-            let client = common::spawn_role(
+            let client = spawn_role(
                 "client",
-                &vpp.vcl_conf("udp-echo-client", &VclConf::in_namespace(&cli))?,
+                &vpp.write_vcl_conf("udp-echo-client", &VclConf::in_namespace(&cli))?,
                 std::slice::from_ref(&target),
             );
-            common::finish(client, vec![server])
+            finish(client, vec![server])
         }
     }
 }

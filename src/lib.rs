@@ -160,8 +160,8 @@
 //!   C boundary.
 //!
 //! Building with the `vpp` feature needs an installed VPP and its source tree
-//! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`); without it, the core, the
-//! harness and their tests build and run anywhere.
+//! (see the README: `VPP_PREFIX`, `VPP_SRC_DIR`); without it, the core and
+//! its tests build and run anywhere.
 
 #[cfg(feature = "vpp")]
 pub mod app;
@@ -176,7 +176,6 @@ mod engine;
 pub mod epoll;
 pub mod error;
 pub mod handle;
-pub mod harness;
 #[cfg(feature = "vpp")]
 mod process;
 pub mod raw;

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use vls::capi::*;
 use vls::ffi;
 
-use common::{cut_through, pattern, run_isolated, run_pair, through_stack, STACK_SERVER};
+use common::{run_isolated, run_pair};
+use vpp_harness::{cut_through, pattern, through_stack, STACK_SERVER};
 
 use common::capi::*;
 
@@ -758,7 +759,7 @@ fn mode3_events_of_one_epoll_set_never_reach_another() {
 fn exit_from_a_thread_that_never_used_vls() {
     run_isolated(
         "exit_from_a_thread_that_never_used_vls",
-        vls::harness::VclConf::default(),
+        vpp_harness::VclConf::default(),
         |_| {},
         || {
             thread::spawn(|| {
@@ -784,8 +785,8 @@ fn exit_from_a_thread_that_never_used_vls() {
 // ---------------------------------------------------------------------------
 
 /// Both sides cut-through, the server with per-thread workers.
-fn mt_server(_: &vls::harness::VppInstance) -> (vls::harness::VclConf, vls::harness::VclConf) {
-    (vls::harness::VclConf::default().with("multi-thread-workers"), vls::harness::VclConf::default())
+fn mt_server(_: &vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf) {
+    (vpp_harness::VclConf::default().with("multi-thread-workers"), vpp_harness::VclConf::default())
 }
 
 /// One client thread: `n` connections, each writes a message and expects
@@ -951,7 +952,7 @@ fn crossed_moves(rpc_only: bool, base_port: u16) {
 /// no hang, every move lands on the right worker.
 #[test]
 fn mode2_crossed_moves_of_two_threads() {
-    let conf = vls::harness::VclConf::default().with("multi-thread-workers");
+    let conf = vpp_harness::VclConf::default().with("multi-thread-workers");
     run_isolated("mode2_crossed_moves_of_two_threads", conf, |_| {}, || crossed_moves(false, 7300));
 }
 
@@ -959,7 +960,7 @@ fn mode2_crossed_moves_of_two_threads() {
 /// VCL: each answers the other's request while waiting for its own.
 #[test]
 fn mode2_crossed_moves_by_rpc_answer_each_other() {
-    let conf = vls::harness::VclConf::default().with("multi-thread-workers");
+    let conf = vpp_harness::VclConf::default().with("multi-thread-workers");
     run_isolated("mode2_crossed_moves_by_rpc_answer_each_other", conf, |_| {}, || crossed_moves(true, 7600));
 }
 
@@ -969,7 +970,7 @@ fn mode2_crossed_moves_by_rpc_answer_each_other() {
 /// handle.
 #[test]
 fn mode2_owner_exits_before_the_move() {
-    let conf = vls::harness::VclConf::default().with("multi-thread-workers");
+    let conf = vpp_harness::VclConf::default().with("multi-thread-workers");
     run_isolated(
         "mode2_owner_exits_before_the_move",
         conf,
@@ -997,7 +998,7 @@ fn mode2_owner_exits_before_the_move() {
 /// hangs.
 #[test]
 fn mode2_vpp_killed_while_a_move_waits() {
-    let conf = vls::harness::VclConf::default().with("multi-thread-workers");
+    let conf = vpp_harness::VclConf::default().with("multi-thread-workers");
     run_isolated("mode2_vpp_killed_while_a_move_waits", conf, write_pid_of_own_vpp, || {
         let conf = std::path::PathBuf::from(std::env::var_os("VCL_CONFIG").expect("VCL_CONFIG"));
         let pid: i32 =
@@ -1046,7 +1047,7 @@ fn mode2_vpp_killed_while_a_move_waits() {
 #[test]
 #[ignore = "known failure: the process crashes when VPP dies during blocking waits (see the doc comment)"]
 fn vpp_killed_while_threads_are_blocked() {
-    let conf = vls::harness::VclConf::default();
+    let conf = vpp_harness::VclConf::default();
     run_isolated("vpp_killed_while_threads_are_blocked", conf, write_pid_of_own_vpp, || {
         let conf = std::path::PathBuf::from(std::env::var_os("VCL_CONFIG").expect("VCL_CONFIG"));
         let pid: i32 =
@@ -1106,7 +1107,7 @@ fn vpp_killed_while_threads_are_blocked() {
 
 /// Set-up of the tests that kill VPP: its pid, for the test body, in the
 /// instance's directory. Such a test needs a VPP it started itself.
-fn write_pid_of_own_vpp(vpp: &vls::harness::VppInstance) {
+fn write_pid_of_own_vpp(vpp: &vpp_harness::VppInstance) {
     let pid = vpp.pid().expect("this test kills VPP: it needs one it started (not VLS_VPP_EXTERNAL_DIR)");
     std::fs::write(vpp.dir().join("vpp.pid"), pid.to_string()).expect("write pid");
 }

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use vls::harness::wait_output_with_timeout;
+use vpp_harness::wait_output_with_timeout;
 
 /// Builds the examples once (debug profile, like the tests).
 fn examples_dir() -> PathBuf {

@@ -18,7 +18,8 @@ use vls::capi::*;
 use vls::ffi;
 
 use common::capi::*;
-use common::{run_pair, through_stack, STACK_SERVER};
+use common::run_pair;
+use vpp_harness::{through_stack, STACK_SERVER};
 
 /// Bytes of a reply: the serving process's pid, right-aligned.
 const REPLY: usize = 10;
@@ -691,7 +692,7 @@ fn removing_a_listener_from_epoll_does_not_stop_it() {
 }
 
 /// Server with per-thread workers, through VPP's stack.
-fn through_stack_mt(vpp: &vls::harness::VppInstance) -> (vls::harness::VclConf, vls::harness::VclConf) {
+fn through_stack_mt(vpp: &vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf) {
     let (srv, cli) = through_stack(vpp);
     (srv.with("multi-thread-workers"), cli)
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vls::harness::{wait_output_with_timeout, AppNamespace, VclConf, VppInstance};
+use vpp_harness::{wait_output_with_timeout, AppNamespace, VclConf, VppInstance};
 
 /// The LDP tests measure throughput: they run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -112,7 +112,7 @@ fn calls(stderr: &str, name: &str) -> u64 {
 fn ldp_iperf3_tcp_runs_over_the_rust_layer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let so = libvls();
-    let vpp = VppInstance::start().expect("vpp");
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
     let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
     assert!(ldp.is_file(), "{} missing", ldp.display());
     let conf = vpp.write_vcl_conf("ldp", &VclConf::default()).unwrap();
@@ -293,7 +293,7 @@ fn start_nginx_with(
 fn nginx_and_wrk(what: &str, extra: Option<&str>, c_limit: Duration) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let so = libvls();
-    let vpp = VppInstance::start().expect("vpp");
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
     let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
     let mut cli = VclConf::in_namespace(&cli_ns);
     if let Some(line) = extra {
@@ -462,7 +462,7 @@ fn nginx_two_workers(
 fn ldp_nginx_two_worker_processes_share_the_listener_and_survive_a_killed_worker() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let so = libvls();
-    let vpp = VppInstance::start().expect("vpp");
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
     let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
     let cli_conf = vpp.write_vcl_conf("wrk", &VclConf::in_namespace(&cli_ns)).unwrap();
     let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
@@ -530,7 +530,7 @@ fn ldp_pipeline() -> PathBuf {
 fn pipeline_rounds(plan: &[(u32, u32)], until: Option<std::time::Instant>) -> u32 {
     let so = libvls();
     let exe = ldp_pipeline();
-    let vpp = VppInstance::start().expect("vpp");
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
     let conf = vpp.write_vcl_conf("pipeline", &VclConf::default()).unwrap();
     let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
     let preload = format!("{}:{}", so.display(), ldp.display());
@@ -609,7 +609,7 @@ fn ldp_pipelined_soak() {
 #[ignore]
 fn hold_a_vpp_for_manual_runs() {
     let so = libvls();
-    let vpp = VppInstance::start().expect("vpp");
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
     let conf = vpp.write_vcl_conf("manual", &VclConf::default()).unwrap();
     let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
     println!("VCL_CONFIG={} LD_PRELOAD={}:{}", conf.display(), so.display(), ldp.display());

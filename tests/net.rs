@@ -10,11 +10,12 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{cut_through, pattern, run_pair, through_stack, STACK_SERVER};
+use common::run_pair;
 use vls::{
     App, AsRawHandle, Epoll, Events, FromRawHandle, Interest, IntoRawHandle, TcpListener, TcpStream,
     UdpSocket,
 };
+use vpp_harness::{cut_through, pattern, through_stack, STACK_SERVER};
 
 fn app(name: &str) {
     let a = App::init(name).expect("App::init");

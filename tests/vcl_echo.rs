@@ -7,10 +7,10 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use vcl::Proto;
-use vls::harness::VclConf;
 use vls::VppcomError;
 
-use common::{cut_through, pattern, retry_refused, run_isolated, run_pair, through_stack, STACK_SERVER};
+use common::{retry_refused, run_isolated, run_pair};
+use vpp_harness::{cut_through, pattern, through_stack, VclConf, STACK_SERVER};
 
 /// The raw VCL calls these tests make. Each test process uses VCL from its
 /// one thread and never through VLS, which is what `vls::raw::vcl` asks of its

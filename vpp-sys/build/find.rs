@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 
 /// What the build found.
 pub struct Vpp {
+    /// The install prefix (`bin/vpp`, `include/`, `lib*/`); for a
+    /// pkg-config install, the `.pc` file's `prefix` variable.
+    pub prefix: PathBuf,
     /// Directory holding `vcl/vppcom.h`, `vppinfra/`, `vnet/`, `vpp/app/version.h`.
     pub include: PathBuf,
     /// Directory holding `libvppcom.so`.
@@ -32,19 +35,20 @@ pub fn find() -> Result<Vpp, String> {
     let install = find_install(&mut attempts);
     let src = find_src(&mut attempts);
     match (install, src) {
-        (Some((include, libdir)), Some(src)) => {
+        (Some((prefix, include, libdir)), Some(src)) => {
             let version = read_installed_version(&include).unwrap_or_else(|| "unknown".into());
-            Ok(Vpp { include, libdir, src, version })
+            Ok(Vpp { prefix, include, libdir, src, version })
         }
         _ => Err(explain(&attempts)),
     }
 }
 
-fn find_install(attempts: &mut Vec<Attempt>) -> Option<(PathBuf, PathBuf)> {
+/// (prefix, include dir, lib dir) of the install found.
+fn find_install(attempts: &mut Vec<Attempt>) -> Option<(PathBuf, PathBuf, PathBuf)> {
     if let Some(prefix) = env::var_os("VPP_PREFIX") {
         let prefix = PathBuf::from(prefix);
         return match check_prefix(&prefix) {
-            Ok(found) => Some(found),
+            Ok((include, libdir)) => Some((prefix, include, libdir)),
             Err(why) => {
                 attempts.push(Attempt { what: format!("VPP_PREFIX={}", prefix.display()), why });
                 None
@@ -58,7 +62,16 @@ fn find_install(attempts: &mut Vec<Attempt>) -> Option<(PathBuf, PathBuf)> {
             let include = lib.include_paths.iter().find(|p| p.join("vcl/vppcom.h").is_file()).cloned();
             let libdir = lib.link_paths.iter().find(|p| has_libvppcom(p)).cloned();
             match (include, libdir) {
-                (Some(i), Some(l)) => return Some((i, l)),
+                (Some(i), Some(l)) => {
+                    // The .pc file's own prefix; else the one its include
+                    // directory lies in.
+                    let prefix = pkg_config::get_variable("vppcom", "prefix")
+                        .ok()
+                        .filter(|p| !p.trim().is_empty())
+                        .map(|p| PathBuf::from(p.trim()))
+                        .unwrap_or_else(|| i.parent().unwrap_or(&i).to_path_buf());
+                    return Some((prefix, i, l));
+                }
                 _ => attempts.push(Attempt {
                     what: "pkg-config vppcom".into(),
                     why: "found, but its paths hold no vcl/vppcom.h or libvppcom.so".into(),
@@ -75,7 +88,7 @@ fn find_install(attempts: &mut Vec<Attempt>) -> Option<(PathBuf, PathBuf)> {
     }
 
     match check_prefix(Path::new("/usr")) {
-        Ok(found) => Some(found),
+        Ok((include, libdir)) => Some((PathBuf::from("/usr"), include, libdir)),
         Err(why) => {
             attempts.push(Attempt { what: "prefix /usr".into(), why });
             None

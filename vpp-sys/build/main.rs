@@ -1,6 +1,9 @@
-//! Build script of `vpp-sys`: discover VPP, generate bindings, compile the
-//! shim, link libvppcom, and export `include`/`libdir`/`version` metadata
-//! (`DEP_VPPCOM_*`) for dependants.
+//! Build script of `vpp-sys`: discover VPP, check that its install and
+//! source tree are of one release, generate bindings, compile the shim, link
+//! libvppcom, and export `prefix`/`include`/`libdir`/`src`/`version`/`release`
+//! metadata (`DEP_VPPCOM_*`) for dependants' build scripts. The prefix is
+//! also compiled in (`VPP_PREFIX` in the crate), and the release is a cfg
+//! of this crate (`vpp_release = "26.06"`).
 
 mod find;
 mod run_bindgen;
@@ -15,13 +18,13 @@ fn fail(msg: &str) -> ! {
 }
 
 fn main() {
-    for var in ["VPP_PREFIX", "VPP_SRC_DIR", "PKG_CONFIG_PATH"] {
+    for var in ["VPP_PREFIX", "VPP_SRC_DIR", "PKG_CONFIG_PATH", ALLOW_MISMATCH_ENV] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=src/shim.c");
 
     let vpp = find::find().unwrap_or_else(|msg| fail(&msg));
-    check_versions(&vpp);
+    let release = check_versions(&vpp);
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let wrappers_c = run_bindgen::run(&vpp, &out_dir);
@@ -46,25 +49,52 @@ fn main() {
     // DEP_VPPCOM_LIBDIR and add their own (see the root build.rs).
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", vpp.libdir.display());
 
+    println!("cargo:rustc-env=VPPSYS_PREFIX={}", vpp.prefix.display());
+    println!("cargo::rustc-check-cfg=cfg(vpp_release, values(any()))");
+    if let Some(release) = &release {
+        println!("cargo:rustc-cfg=vpp_release=\"{release}\"");
+        println!("cargo:release={release}");
+    }
+
+    println!("cargo:prefix={}", vpp.prefix.display());
     println!("cargo:include={}", vpp.include.display());
     println!("cargo:libdir={}", vpp.libdir.display());
     println!("cargo:src={}", vpp.src.display());
     println!("cargo:version={}", vpp.version);
 }
 
+/// Set to `1` to build with an installed VPP and a source tree of
+/// different releases (a warning instead of an error).
+const ALLOW_MISMATCH_ENV: &str = "VPP_ALLOW_VERSION_MISMATCH";
+
 /// The internal headers must come from the same release as the library:
 /// the layout of `vcl_worker_t`/`vcl_session_t` changes between releases.
-fn check_versions(vpp: &find::Vpp) {
+/// A mismatch ends the build unless [`ALLOW_MISMATCH_ENV`] is `1`. Returns
+/// the installed release (e.g. `26.06`) when its version is known.
+fn check_versions(vpp: &find::Vpp) -> Option<String> {
+    let installed = (vpp.version != "unknown").then(|| find::release_of(&vpp.version));
+    let Some(installed) = installed else {
+        println!(
+            "cargo:warning=vpp-sys: cannot tell the version of the installed VPP at {} (no VPP_BUILD_VER in {}); make sure VPP_SRC_DIR {} is of the same release",
+            vpp.prefix.display(),
+            vpp.include.join("vpp/app/version.h").display(),
+            vpp.src.display()
+        );
+        return None;
+    };
     let Some(src_version) = find::source_version(&vpp.src) else {
         println!(
             "cargo:warning=vpp-sys: cannot tell the version of the VPP source tree {} (no scripts/.version, not a git checkout); make sure it matches the installed VPP {}",
             vpp.src.display(),
             vpp.version
         );
-        return;
+        return Some(installed);
     };
-    let (installed, source) = (find::release_of(&vpp.version), find::release_of(&src_version));
-    if installed != source {
+    let source = find::release_of(&src_version);
+    if installed == source {
+        return Some(installed);
+    }
+    if std::env::var(ALLOW_MISMATCH_ENV).as_deref() == Ok("1") {
         for line in [
             "=====================================================================".to_string(),
             format!(
@@ -72,9 +102,27 @@ fn check_versions(vpp: &find::Vpp) {
                 vpp.version, src_version
             ),
             "vpp-sys: internal VCL structures may differ; the bindings can be WRONG.".to_string(),
+            format!("vpp-sys: building anyway because {ALLOW_MISMATCH_ENV}=1."),
             "=====================================================================".to_string(),
         ] {
             println!("cargo:warning={line}");
         }
+        return Some(installed);
     }
+    fail(&format!(
+        "vpp-sys: VPP version mismatch: the installed VPP and the VPP source tree are of different releases.\n\
+         \x20 installed VPP (headers and libvppcom): {version} (release {installed}), at {prefix}\n\
+         \x20   (from {version_h})\n\
+         \x20 VPP source tree (VPP_SRC_DIR): {src_version} (release {source}), at {src}\n\
+         The bindings use VCL's internal structures (vcl/vcl_private.h from the source tree),\n\
+         whose layout changes between releases: built from one release and linked against\n\
+         another's libvppcom, they would be wrong.\n\
+         Fix: set VPP_SRC_DIR to a source tree of release {installed} (e.g. a checkout of tag\n\
+         v{installed}), or VPP_PREFIX to an install of release {source}.\n\
+         To build anyway, knowing the bindings may be wrong: {ALLOW_MISMATCH_ENV}=1.",
+        version = vpp.version,
+        prefix = vpp.prefix.display(),
+        version_h = vpp.include.join("vpp/app/version.h").display(),
+        src = vpp.src.display(),
+    ))
 }

@@ -36,6 +36,19 @@ pub struct session_event_t {
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
+/// The install prefix of the VPP this crate was built against and links:
+/// the one its build script found (`VPP_PREFIX`, else pkg-config's
+/// `vppcom`, else `/usr`), holding `include/`, `lib*/libvppcom.so` and,
+/// for a full install, `bin/vpp` and `bin/vppctl`.
+///
+/// Programs that start a VPP of their own (tests, examples, benchmarks)
+/// should start this one, so that the VPP they talk to is of the release
+/// whose headers were compiled in, whatever `VPP_PREFIX` says at run time.
+/// Build scripts of dependants get it as `DEP_VPPCOM_PREFIX`; the
+/// release is `DEP_VPPCOM_RELEASE` (e.g. `26.06`) and, in this crate, the
+/// cfg `vpp_release = "26.06"`.
+pub const VPP_PREFIX: &str = env!("VPPSYS_PREFIX");
+
 extern "C" {
     /// The calling thread's VCL worker index (`~0` before registration).
     pub fn vppsys_worker_index() -> u32;

@@ -1,12 +1,13 @@
-//! The VPP test harness against a real VPP: start, CLI, isolation between
-//! instances, and cleanup — also when the owning test panics.
+//! The harness against a real VPP: start, CLI, isolation between
+//! instances, and cleanup — also when the owning test panics. Needs the
+//! feature `vpp` and an installed VPP (found by `VppInstall::discover`).
 
 #![cfg(feature = "vpp")]
 
 use std::panic;
 use std::path::PathBuf;
 
-use vls::harness::VppInstance;
+use vpp_harness::VppInstance;
 
 fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence.

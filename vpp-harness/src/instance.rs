@@ -1,44 +1,15 @@
-//! A private VPP for tests and examples.
-//!
-//! [`VppInstance::start`] launches `$VPP_PREFIX/bin/vpp` with a generated
-//! `startup.conf` in a fresh directory of its own: unique CLI/API/stats socket
-//! paths, a unique shared-memory API prefix, 4 KiB pages everywhere (no
-//! hugepages), no plugins, and the session layer enabled. It waits until VPP
-//! answers on its CLI socket and its application socket exists. Dropping the
-//! instance — also while a test panics — stops VPP (SIGTERM, then SIGKILL),
-//! removes its directory and its `/dev/shm` files, and prints VPP's log if the
-//! thread is panicking.
-//!
-//! VCL clients of the instance are pointed at it with a `vcl.conf` written by
-//! [`VppInstance::write_vcl_conf`] (pass its path in `VCL_CONFIG`).
-//!
-//! This module needs no VPP headers or libraries: it only runs processes and
-//! writes files, so it builds without the `vpp` feature.
-//!
-//! ```no_run
-//! use vls::harness::{VclConf, VppInstance};
-//!
-//! let vpp = VppInstance::start().expect("vpp starts");
-//! println!("{}", vpp.vppctl("show version").unwrap());
-//! let conf = vpp.write_vcl_conf("client", &VclConf::default()).unwrap();
-//! std::env::set_var("VCL_CONFIG", &conf);
-//! ```
+//! A running private VPP: [`VppInstance`].
 
-use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Environment variable naming the VPP install prefix (`bin/vpp`, `bin/vppctl`).
-pub const VPP_PREFIX_ENV: &str = "VPP_PREFIX";
-
-/// Where VPP is looked for when `VPP_PREFIX` is not set.
-pub const DEFAULT_PREFIXES: &[&str] = &["/opt/vpp", "/usr"];
+use crate::child::die_with_parent;
+use crate::{AppNamespace, VclConf, VppInstall};
 
 /// Environment variable naming the runtime directory of a VPP that is
 /// already running (e.g. in another container, see `docker/`). When set,
@@ -53,71 +24,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 static INSTANCE_COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// An installed VPP: the prefix holding `bin/vpp` and `bin/vppctl`.
-#[derive(Debug, Clone)]
-pub struct VppInstall {
-    prefix: PathBuf,
-}
-
-impl VppInstall {
-    /// Uses `VPP_PREFIX` if set, else the first of [`DEFAULT_PREFIXES`] that
-    /// holds `bin/vpp`.
-    pub fn from_env() -> io::Result<Self> {
-        Self::find(std::env::var_os(VPP_PREFIX_ENV), DEFAULT_PREFIXES)
-    }
-
-    /// [`from_env`](Self::from_env) with the variable's value and the
-    /// defaults given.
-    fn find(prefix: Option<std::ffi::OsString>, defaults: &[&str]) -> io::Result<Self> {
-        if let Some(p) = prefix {
-            let install = VppInstall { prefix: PathBuf::from(p) };
-            if install.vpp_bin().is_file() {
-                return Ok(install);
-            }
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("VPP_PREFIX is set but {} does not exist", install.vpp_bin().display()),
-            ));
-        }
-        defaults
-            .iter()
-            .map(|p| VppInstall { prefix: PathBuf::from(p) })
-            .find(|i| i.vpp_bin().is_file())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!(
-                        "no VPP found: set VPP_PREFIX to an install prefix holding bin/vpp (looked in {})",
-                        defaults.join(", ")
-                    ),
-                )
-            })
-    }
-
-    /// The install prefix.
-    pub fn prefix(&self) -> &Path {
-        &self.prefix
-    }
-
-    /// `<prefix>/bin/vpp`.
-    pub fn vpp_bin(&self) -> PathBuf {
-        self.prefix.join("bin/vpp")
-    }
-
-    /// `<prefix>/bin/vppctl`.
-    pub fn vppctl_bin(&self) -> PathBuf {
-        self.prefix.join("bin/vppctl")
-    }
-
-    /// The directory holding `libvppcom.so` (and `libvcl_ldpreload.so`).
-    pub fn libdir(&self) -> Option<PathBuf> {
-        ["lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu", "lib64", "lib"]
-            .iter()
-            .map(|s| self.prefix.join(s))
-            .find(|d| d.join("libvppcom.so").exists())
-    }
-}
 
 /// Tunables of a [`VppInstance`]; [`Default`] fits the test suite.
 #[derive(Debug, Clone)]
@@ -143,102 +49,6 @@ impl Default for VppOptions {
     }
 }
 
-/// Contents of a client `vcl.conf`; [`Default`] gives local and global scope,
-/// eventfd-signalled message queues and 4 MB fifos.
-#[derive(Debug, Clone)]
-pub struct VclConf {
-    /// `app-scope-local`: sessions to listeners of the same VPP go
-    /// cut-through (shared-memory fifos, no TCP stack).
-    pub scope_local: bool,
-    /// `app-scope-global`: sessions through VPP's IP stack.
-    pub scope_global: bool,
-    /// `use-mq-eventfd`.
-    pub use_mq_eventfd: bool,
-    /// Rx and tx fifo size in bytes.
-    pub fifo_size: u32,
-    /// App namespace to attach to (id, secret); `None` for the default one.
-    pub namespace: Option<(String, u64)>,
-    /// Extra lines inside `vcl { }`, e.g. `"multi-thread-workers"`.
-    pub extra: Vec<String>,
-}
-
-impl Default for VclConf {
-    fn default() -> Self {
-        VclConf {
-            scope_local: true,
-            scope_global: true,
-            use_mq_eventfd: true,
-            fifo_size: 4 << 20,
-            namespace: None,
-            extra: Vec::new(),
-        }
-    }
-}
-
-impl VclConf {
-    /// Only global scope: connections to the instance's own addresses go
-    /// through VPP's TCP/UDP stack instead of cut-through.
-    pub fn through_stack() -> Self {
-        VclConf { scope_local: false, ..Self::default() }
-    }
-
-    /// Attaches through app namespace `ns` (see
-    /// [`VppInstance::setup_stack_namespaces`]), global scope only.
-    pub fn in_namespace(ns: &AppNamespace) -> Self {
-        VclConf { scope_local: false, namespace: Some((ns.id.clone(), ns.secret)), ..Self::default() }
-    }
-
-    /// Adds one line inside `vcl { }`.
-    pub fn with(mut self, line: &str) -> Self {
-        self.extra.push(line.to_string());
-        self
-    }
-
-    /// Renders the file for an instance whose default app socket is
-    /// `app_socket` (a namespace's socket lies next to it, named by its id).
-    pub fn render(&self, app_socket: &Path) -> String {
-        let mut s = String::from("vcl {\n");
-        match &self.namespace {
-            None => {
-                let _ = writeln!(s, "  app-socket-api {}", app_socket.display());
-            }
-            Some((id, secret)) => {
-                let sock = app_socket.with_file_name(id);
-                let _ = writeln!(s, "  app-socket-api {}", sock.display());
-                let _ = writeln!(s, "  namespace-id {id}");
-                let _ = writeln!(s, "  namespace-secret {secret}");
-            }
-        }
-        let _ = writeln!(s, "  rx-fifo-size {}", self.fifo_size);
-        let _ = writeln!(s, "  tx-fifo-size {}", self.fifo_size);
-        if self.scope_local {
-            s.push_str("  app-scope-local\n");
-        }
-        if self.scope_global {
-            s.push_str("  app-scope-global\n");
-        }
-        if self.use_mq_eventfd {
-            s.push_str("  use-mq-eventfd\n");
-        }
-        for line in &self.extra {
-            let _ = writeln!(s, "  {line}");
-        }
-        s.push_str("}\n");
-        s
-    }
-}
-
-/// An app namespace created by [`VppInstance::setup_stack_namespaces`].
-#[derive(Debug, Clone)]
-pub struct AppNamespace {
-    /// Namespace id (also the name of its app socket).
-    pub id: String,
-    /// Namespace secret.
-    pub secret: u64,
-    /// The address of the namespace's interface.
-    pub addr: Ipv4Addr,
-}
-
 /// A running private VPP; stopped and cleaned up on drop.
 ///
 /// VPP is also sent SIGTERM by the kernel if the thread that started it
@@ -253,18 +63,33 @@ pub struct VppInstance {
 }
 
 impl VppInstance {
-    /// Starts VPP from [`VppInstall::from_env`] with default options, or
+    /// Starts VPP from [`VppInstall::discover`] with default options, or
     /// attaches to the VPP named by [`EXTERNAL_VPP_ENV`] when that is set.
     pub fn start() -> io::Result<Self> {
-        if let Some(dir) = std::env::var_os(EXTERNAL_VPP_ENV) {
-            return Self::attach_external(PathBuf::from(dir));
-        }
-        Self::start_with(VppInstall::from_env()?, VppOptions::default())
+        Self::start_from(VppInstall::discover()?)
     }
 
-    /// Uses a VPP that runs elsewhere, whose runtime directory is `dir`.
-    pub fn attach_external(dir: PathBuf) -> io::Result<Self> {
-        let install = VppInstall::from_env()?;
+    /// Starts the VPP installed at `prefix` with default options, or
+    /// attaches to the VPP named by [`EXTERNAL_VPP_ENV`] when that is set.
+    /// For a program linked with libvppcom, `prefix` is best the install
+    /// it linked (`vpp_sys::VPP_PREFIX`).
+    pub fn start_from_prefix(prefix: impl Into<PathBuf>) -> io::Result<Self> {
+        Self::start_from(VppInstall::at(prefix)?)
+    }
+
+    /// Starts VPP from `install` with default options, or attaches to the
+    /// VPP named by [`EXTERNAL_VPP_ENV`] when that is set (using `install`'s
+    /// `vppctl`).
+    pub fn start_from(install: VppInstall) -> io::Result<Self> {
+        if let Some(dir) = std::env::var_os(EXTERNAL_VPP_ENV) {
+            return Self::attach_external(install, PathBuf::from(dir));
+        }
+        Self::start_with(install, VppOptions::default())
+    }
+
+    /// Uses a VPP that runs elsewhere, whose runtime directory is `dir`,
+    /// through `install`'s `vppctl`.
+    pub fn attach_external(install: VppInstall, dir: PathBuf) -> io::Result<Self> {
         let mut instance =
             VppInstance { install, child: None, dir, api_prefix: String::new(), external: true };
         instance.wait_ready()?;
@@ -290,15 +115,9 @@ impl VppInstance {
         std::fs::write(&conf, instance.render_startup(&options))?;
         let out = std::fs::File::create(instance.dir.join("vpp.stdout"))?;
         let mut cmd = Command::new(instance.install.vpp_bin());
-        // SAFETY: the closure only makes one async-signal-safe syscall.
         // VPP gets SIGTERM if the thread that started it dies without
         // dropping the instance (e.g. the test process is killed).
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        die_with_parent(&mut cmd);
         let child = cmd
             .arg("-c")
             .arg(&conf)
@@ -569,123 +388,9 @@ fn shm_files_with_prefix(prefix: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Environment variable set in a child started by [`run_test_in_child`].
-pub const CHILD_ENV: &str = "VLS_HARNESS_CHILD";
-
-/// True inside a process started by [`run_test_in_child`].
-pub fn in_child() -> bool {
-    std::env::var_os(CHILD_ENV).is_some()
-}
-
-/// Runs the test `name` of the current test binary in a fresh process, with
-/// `envs` added to its environment, and returns its output.
-///
-/// VCL allows one application per process, so each test that attaches to
-/// VPP runs in a process of its own: the test function calls this when
-/// [`in_child`] is false (the parent: it starts VPP and checks the result)
-/// and runs its body when true.
-pub fn run_test_in_child(name: &str, envs: &[(&str, OsString)], timeout: Duration) -> io::Result<Output> {
-    let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
-    cmd.args([name, "--exact", "--nocapture", "--test-threads", "1"])
-        .env(CHILD_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn()?;
-    wait_output_with_timeout(child, timeout)
-}
-
-/// Waits for `child` (stdout/stderr piped) at most `timeout`, killing it
-/// after that; the output gathered so far is returned either way.
-pub fn wait_output_with_timeout(mut child: Child, timeout: Duration) -> io::Result<Output> {
-    let out = OutputReader::spawn(child.stdout.take());
-    let err = OutputReader::spawn(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            // Descendants of the child may still hold the pipes: wait a
-            // little for the end of the output, not for them.
-            let until = Instant::now() + Duration::from_secs(2);
-            let mut stderr = err.collect(until);
-            stderr.extend_from_slice(format!("\n[harness: killed after {timeout:?}]\n").as_bytes());
-            return Ok(Output { status: timed_out_status(), stdout: out.collect(until), stderr });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    // The output ends when the child's descendants are gone too; give them
-    // until the deadline (plus a moment), then take what came.
-    let until = deadline.max(Instant::now()) + Duration::from_secs(2);
-    Ok(Output { status, stdout: out.collect(until), stderr: err.collect(until) })
-}
-
-/// Reads a child's pipe on a thread of its own, keeping what came so far.
-struct OutputReader {
-    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    done: std::sync::mpsc::Receiver<()>,
-}
-
-impl OutputReader {
-    fn spawn(src: Option<impl std::io::Read + Send + 'static>) -> Self {
-        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, done) = std::sync::mpsc::channel();
-        let sink = buf.clone();
-        std::thread::spawn(move || {
-            if let Some(mut src) = src {
-                let mut chunk = [0u8; 8192];
-                while let Ok(n) = src.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    sink.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .extend_from_slice(&chunk[..n]);
-                }
-            }
-            let _ = tx.send(());
-        });
-        OutputReader { buf, done }
-    }
-
-    /// The output: all of it if the pipe closes by `until`, else what came
-    /// so far (a process that inherited the pipe still holds it; the
-    /// reading thread is left behind).
-    fn collect(self, until: Instant) -> Vec<u8> {
-        let complete = self.done.recv_timeout(until.saturating_duration_since(Instant::now())).is_ok();
-        let mut out = self.buf.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        if !complete {
-            out.extend_from_slice(b"\n[harness: output cut: the pipe is still held by a descendant]\n");
-        }
-        out
-    }
-}
-
-fn timed_out_status() -> ExitStatus {
-    use std::os::unix::process::ExitStatusExt;
-    ExitStatus::from_raw(libc::SIGKILL)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vcl_conf_renders_scopes_and_extra_lines() {
-        let c = VclConf::through_stack().with("multi-thread-workers").render(Path::new("/x/sock"));
-        assert!(c.contains("app-socket-api /x/sock\n"));
-        assert!(!c.contains("app-scope-local"));
-        assert!(c.contains("app-scope-global"));
-        assert!(c.contains("  multi-thread-workers\n"));
-        assert!(c.starts_with("vcl {") && c.trim_end().ends_with('}'));
-    }
 
     #[test]
     fn startup_conf_uses_private_paths_and_no_hugepages() {
@@ -711,33 +416,5 @@ mod tests {
         }
         // Dropping an instance that never started is harmless.
         drop(i);
-    }
-
-    #[test]
-    fn missing_vpp_prefix_is_a_clear_error() {
-        // A prefix that cannot exist, as `VPP_PREFIX` would give it (the
-        // environment itself is not touched).
-        let e = VppInstall::find(Some("/nonexistent/vls".into()), DEFAULT_PREFIXES).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        assert!(
-            e.to_string().contains("VPP_PREFIX is set but /nonexistent/vls/bin/vpp does not exist"),
-            "{e}"
-        );
-        // Nothing set and nothing at the defaults: every place is named.
-        let e = VppInstall::find(None, &["/nonexistent/a", "/nonexistent/b"]).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        assert!(e.to_string().contains("looked in /nonexistent/a, /nonexistent/b"), "{e}");
-        assert!(VppInstall { prefix: "/nonexistent/vls".into() }.libdir().is_none());
-    }
-
-    #[test]
-    fn child_timeout_kills_and_reports() {
-        let child =
-            Command::new("sleep").arg("10").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let t = Instant::now();
-        let out = wait_output_with_timeout(child, Duration::from_millis(200)).unwrap();
-        assert!(t.elapsed() < Duration::from_secs(5));
-        assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("killed after"));
     }
 }

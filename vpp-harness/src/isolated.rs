@@ -1,0 +1,110 @@
+//! Test bodies against a private VPP, each in a process of its own.
+//!
+//! VCL allows one application per process, so every test that attaches to
+//! VPP runs its body in a fresh process: the parent starts a private VPP,
+//! configures it, writes a `vcl.conf`, then re-runs the same test in a child
+//! with `VCL_CONFIG` set, and fails if the child fails.
+
+use std::ffi::OsString;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::{in_child, role, run_test_in_child, VclConf, VppInstall, VppInstance, ROLE_ENV};
+
+/// How long one test body may run before it is killed and failed.
+pub const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Address the server listens on in [`through_stack`] tests.
+pub const STACK_SERVER: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 1);
+
+/// Runs `body` against a private VPP of `install` in a child process.
+///
+/// `setup` runs in the parent after VPP has started (e.g. to create
+/// interfaces). `name` must be the test's own function name.
+pub fn run_isolated(
+    install: &VppInstall,
+    name: &str,
+    conf: VclConf,
+    setup: impl FnOnce(&VppInstance),
+    body: impl FnOnce(),
+) {
+    if in_child() {
+        body();
+        return;
+    }
+    let vpp = VppInstance::start_from(install.clone())
+        .unwrap_or_else(|e| panic!("start a private VPP from {}: {e}", install.prefix().display()));
+    setup(&vpp);
+    let vcl_conf = vpp.write_vcl_conf(name, &conf).expect("write vcl.conf");
+    let envs: Vec<(&str, OsString)> = vec![("VCL_CONFIG", vcl_conf.into_os_string())];
+    let out = run_test_in_child(name, &envs, CHILD_TIMEOUT).expect("spawn test child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "test child {name} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+}
+
+/// Both sides in the default namespace, cut-through.
+pub fn cut_through(_: &VppInstance) -> (VclConf, VclConf) {
+    (VclConf::default(), VclConf::default())
+}
+
+/// Server and client in two app namespaces, through VPP's IP stack; the
+/// server listens on the first namespace's address ([`STACK_SERVER`]).
+pub fn through_stack(vpp: &VppInstance) -> (VclConf, VclConf) {
+    let (srv, cli) = vpp.setup_stack_namespaces().expect("namespaces");
+    assert_eq!(srv.addr, STACK_SERVER);
+    (VclConf::in_namespace(&srv), VclConf::in_namespace(&cli))
+}
+
+/// Runs `server` and `client` in two child processes (two VCL apps: VPP
+/// never connects an app to its own listener over cut-through) against one
+/// private VPP of `install`, and fails unless both succeed. `setup` gives
+/// the two sides' `vcl.conf` (e.g. [`cut_through`], [`through_stack`]).
+/// Each child learns its side from [`ROLE_ENV`].
+pub fn run_pair(
+    install: &VppInstall,
+    name: &str,
+    setup: impl FnOnce(&VppInstance) -> (VclConf, VclConf),
+    server: impl FnOnce(),
+    client: impl FnOnce(),
+) {
+    if in_child() {
+        match role().as_deref() {
+            Some("server") => server(),
+            Some("client") => client(),
+            other => panic!("unknown role {other:?}"),
+        }
+        return;
+    }
+    let vpp = VppInstance::start_from(install.clone())
+        .unwrap_or_else(|e| panic!("start a private VPP from {}: {e}", install.prefix().display()));
+    let (server_conf, client_conf) = setup(&vpp);
+    let spawn = |role: &str| {
+        let conf = if role == "server" { &server_conf } else { &client_conf };
+        let path = vpp.write_vcl_conf(&format!("{name}-{role}"), conf).expect("write vcl.conf");
+        let envs: Vec<(&str, OsString)> =
+            vec![("VCL_CONFIG", path.into_os_string()), (ROLE_ENV, role.into())];
+        let name = name.to_string();
+        std::thread::spawn(move || run_test_in_child(&name, &envs, CHILD_TIMEOUT))
+    };
+    let (srv, cli) = (spawn("server"), spawn("client"));
+    let mut report = String::new();
+    let mut ok = true;
+    for (role, h) in [("server", srv), ("client", cli)] {
+        let out = h.join().unwrap().expect("spawn test child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let role_ok = out.status.success() && stdout.contains("1 passed");
+        ok &= role_ok;
+        report += &format!(
+            "===== {role} ({}, {}) =====\n--- stdout ---\n{stdout}\n--- stderr ---\n{}\n",
+            out.status,
+            if role_ok { "ok" } else { "FAILED" },
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(ok, "{name} failed:\n{report}");
+}
