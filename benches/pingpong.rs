@@ -748,8 +748,7 @@ fn instructions_per_call(
     if epoll {
         cmd.env("BENCH_EPOLL", "1");
     }
-    let toggle =
-        if epoll { "--toggle-collect=*epoll_loop_once*" } else { "--toggle-collect=*pingpong_once*" };
+    let toggle = if epoll { "--toggle-collect=*epoll_loop_once" } else { "--toggle-collect=*pingpong_once" };
     let child = cmd
         .args(["--tool=callgrind", toggle, "--dump-instr=yes"])
         .arg(format!("--callgrind-out-file={}", out_file.display()))

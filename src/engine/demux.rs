@@ -36,12 +36,20 @@ use crate::handle::Vlsh;
 pub struct Membership {
     set: AtomicI32,
     data: AtomicU64,
+    /// The drain round (see [`EpollDemux::start_drain`]) that last reported
+    /// the session, tagged with the set's vlsh; 0 if none.
+    drained_in: AtomicU64,
 }
 
 impl Default for Membership {
     fn default() -> Self {
-        Membership { set: AtomicI32::new(-1), data: AtomicU64::new(0) }
+        Membership { set: AtomicI32::new(-1), data: AtomicU64::new(0), drained_in: AtomicU64::new(0) }
     }
+}
+
+/// A drain round of set `set`, as one number (non-zero).
+fn round_tag(set: Vlsh, round: u64) -> u64 {
+    ((set as u32 as u64) << 40) | (round & ((1 << 40) - 1)) | (1 << 63)
 }
 
 impl Membership {
@@ -49,6 +57,17 @@ impl Membership {
     pub fn reset(&self) {
         self.set.store(-1, Ordering::Release);
         self.data.store(0, Ordering::Release);
+        self.drained_in.store(0, Ordering::Relaxed);
+    }
+
+    /// Records that drain round `round` of set `set` reported the session.
+    pub fn mark_drained(&self, set: Vlsh, round: u64) {
+        self.drained_in.store(round_tag(set, round), Ordering::Relaxed);
+    }
+
+    /// Drain round `round` of set `set` reported the session.
+    pub fn drained_in(&self, set: Vlsh, round: u64) -> bool {
+        round != 0 && self.drained_in.load(Ordering::Relaxed) == round_tag(set, round)
     }
 
     /// Records that the session joined `set` with application data `data`.
@@ -104,6 +123,11 @@ pub struct EpollDemux {
     wake: Mutex<Option<WakeFds>>,
     /// The wake fd is installed in the set's libc epoll fd.
     wake_installed: AtomicBool,
+    /// Drain rounds started on this set (LDP's drain-only waits).
+    drains: AtomicU64,
+    /// The last drain round, while the timeout-0 wait LDP may make next in
+    /// the same `epoll_wait` has not come; 0 otherwise.
+    open_drain: AtomicU64,
 }
 
 impl EpollDemux {
@@ -121,6 +145,29 @@ impl EpollDemux {
         if let Some(w) = self.wake.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
             sys::eventfd_signal(w.eventfd);
         }
+    }
+
+    /// Starts a drain round (LDP's drain-only wait, see
+    /// `Vls::epoll_wait_now`): the sessions it reports are marked with it
+    /// ([`Membership::mark_drained`]). Returns the round (non-zero).
+    pub fn start_drain(&self) -> u64 {
+        self.open_drain.store(0, Ordering::Relaxed);
+        self.drains.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Ends drain round `round`: `reported` says whether it reported any
+    /// session, which the next timeout-0 wait then skips.
+    pub fn end_drain(&self, round: u64, reported: bool) {
+        self.open_drain.store(if reported { round } else { 0 }, Ordering::Relaxed);
+    }
+
+    /// The drain round whose sessions a timeout-0 wait must not report
+    /// again (0: none), consumed by the call.
+    pub fn take_open_drain(&self) -> u64 {
+        if self.open_drain.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        self.open_drain.swap(0, Ordering::Relaxed)
     }
 
     /// Wakes the set's waiter without parking anything (it will look at
@@ -163,9 +210,14 @@ impl EpollDemux {
     }
 
     /// Installs this set's wake fd into `libc_epfd` (once), taking the place
-    /// of VCL's mq epoll fd `mq_fd` there if LDP put it in.
-    pub fn install_wake(&self, libc_epfd: i32, mq_fd: i32) {
-        if self.wake_installed.load(Ordering::Acquire) || libc_epfd <= 0 || mq_fd < 0 {
+    /// of VCL's mq epoll fd (`mq_fd()`, asked only the first time) there if
+    /// LDP put it in.
+    pub fn install_wake(&self, libc_epfd: i32, mq_fd: impl FnOnce() -> i32) {
+        if self.wake_installed.load(Ordering::Acquire) || libc_epfd <= 0 {
+            return;
+        }
+        let mq_fd = mq_fd();
+        if mq_fd < 0 {
             return;
         }
         let mut wake = self.wake.lock().unwrap_or_else(PoisonError::into_inner);
@@ -375,7 +427,7 @@ mod tests {
         let libc_epfd = unsafe { libc::epoll_create1(0) };
         assert!(sys::epoll_add(libc_epfd, mq, mq as u64));
         let d = EpollDemux::default();
-        d.install_wake(libc_epfd, mq);
+        d.install_wake(libc_epfd, || mq);
         assert!(!sys::readable(libc_epfd));
         d.park(Parked { events: 1, token: 9 });
         let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 4];

@@ -21,8 +21,8 @@ use super::locks::OpKind;
 use super::pool::VlsSession;
 use super::{count_set_bits, demux, Vls, DRAIN_ONLY, EBADFD, EINVAL};
 use crate::error::VppcomError;
+use crate::handle::Vlsh;
 use crate::handle::{Sh, INVALID};
-use crate::handle::{Vlsh, INVALID_VLSH};
 use crate::seam::Vcl;
 
 impl<V: Vcl> Vls<V> {
@@ -116,6 +116,21 @@ impl<V: Vcl> Vls<V> {
         if !ep.is_epoll() {
             return EBADFD;
         }
+        // SAFETY: `ev` is null or valid per the contract; the struct is
+        // packed, so its fields are read by value.
+        let (app_events, app_data) = if ev.is_null() { (0, 0) } else { unsafe { ((*ev).events, (*ev).u64) } };
+        // The only thread of the process (mode 3 or a forked child, before a
+        // second thread): nothing can race this call, and an arriving
+        // thread waits until it is over (see `solo`).
+        if let Some(_alone) = self.solo.enter() {
+            if ep.is_closed() || s.is_closed() {
+                return EBADFD;
+            }
+            // SAFETY: forwarded contract.
+            return unsafe {
+                self.epoll_ctl_in_vcl(ep_vlsh, ep.sh(), op, s, s.sh(), ev.is_null(), app_events, app_data)
+            };
+        }
         // Two session locks: always in vlsh order, so two threads linking
         // two epoll sessions into each other cannot deadlock.
         let (first, second) = if ep_vlsh < vlsh { (&ep, &s) } else { (&s, &ep) };
@@ -134,39 +149,55 @@ impl<V: Vcl> Vls<V> {
             Ok(sh) => sh,
             Err(e) => return e,
         };
-        // VCL sees the session's vlsh as event data; the application's data
-        // is kept in the session (see `demux`).
-        // SAFETY: `ev` is null or valid per the contract; the struct is
-        // packed, so its fields are read by value.
-        let (app_events, app_data) = if ev.is_null() { (0, 0) } else { unsafe { ((*ev).events, (*ev).u64) } };
-        let mut token_ev = libc::epoll_event { events: app_events, u64: vlsh as u64 };
-        let ev_ptr = if ev.is_null() { ev } else { &mut token_ev as *mut libc::epoll_event };
         // VCL's epoll chains and level-triggered ring are per worker, shared
         // by every epoll set of the worker: changing them needs the same
         // locks as walking them in epoll_wait.
-        {
-            let _g = self.op_locks(OpKind::MessageQueue, None);
-            if op != libc::EPOLL_CTL_DEL {
-                // Removing a listener from a set changes nothing (nginx
-                // adds and removes its listeners all the time).
-                self.shared_listener_in_use(s.shared.load(Ordering::Acquire), sh);
-            }
-            // SAFETY: forwarded contract; `ev_ptr` is null or `token_ev`.
-            let rv = unsafe { self.vcl.epoll_ctl(ep_sh, op, sh, ev_ptr) };
-            // The membership changes under the same locks: an epoll wait of
-            // another thread must never see the session in VCL's set but
-            // not yet in ours (it would drop the event VCL generates for a
-            // session added with data waiting, and an edge-triggered
-            // session is not reported again).
-            if rv == 0 {
-                match op {
-                    libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => s.membership.join(ep_vlsh, app_data),
-                    libc::EPOLL_CTL_DEL => s.membership.leave(ep_vlsh),
-                    _ => {}
-                }
-            }
-            rv
+        let _g = self.op_locks(OpKind::MessageQueue, None);
+        // SAFETY: forwarded contract.
+        unsafe { self.epoll_ctl_in_vcl(ep_vlsh, ep_sh, op, s, sh, ev.is_null(), app_events, app_data) }
+    }
+
+    /// The VCL part of `epoll_ctl`, with the sessions and the worker locked
+    /// (or the calling thread alone): VCL sees the session's vlsh as event
+    /// data, the application's data is kept in the session (see `demux`),
+    /// and the set's membership changes with VCL's.
+    ///
+    /// # Safety
+    /// `sh` and `ep_sh` are handles of the calling thread's worker.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn epoll_ctl_in_vcl(
+        &'static self,
+        ep_vlsh: Vlsh,
+        ep_sh: Sh,
+        op: i32,
+        s: &VlsSession,
+        sh: Sh,
+        no_event: bool,
+        app_events: u32,
+        app_data: u64,
+    ) -> i32 {
+        let mut token_ev = libc::epoll_event { events: app_events, u64: s.vlsh as u64 };
+        let ev_ptr = if no_event { std::ptr::null_mut() } else { &mut token_ev as *mut libc::epoll_event };
+        if op != libc::EPOLL_CTL_DEL {
+            // Removing a listener from a set changes nothing (nginx adds and
+            // removes its listeners all the time).
+            self.shared_listener_in_use(s.shared.load(Ordering::Acquire), sh);
         }
+        // SAFETY: `ev_ptr` is null or `token_ev`; handles per the contract.
+        let rv = unsafe { self.vcl.epoll_ctl(ep_sh, op, sh, ev_ptr) };
+        // The membership changes under the same locks: an epoll wait of
+        // another thread must never see the session in VCL's set but not yet
+        // in ours (it would drop the event VCL generates for a session added
+        // with data waiting, and an edge-triggered session is not reported
+        // again).
+        if rv == 0 {
+            match op {
+                libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => s.membership.join(ep_vlsh, app_data),
+                libc::EPOLL_CTL_DEL => s.membership.leave(ep_vlsh),
+                _ => {}
+            }
+        }
+        rv
     }
 
     /// `vls_epoll_wait`: parked events of this set first, then VCL's,
@@ -279,24 +310,19 @@ impl<V: Vcl> Vls<V> {
         // parked for this set (and VCL activity) wake it.
         let libc_epfd = set.libc_epfd.load(Ordering::Acquire);
         if libc_epfd > 0 {
-            demux.install_wake(libc_epfd, self.vcl.mq_epoll_fd());
+            demux.install_wake(libc_epfd, || self.vcl.mq_epoll_fd());
         }
         // Connections this process just took over from a relative.
         self.notice_handovers();
-        // Sessions already reported in this `epoll_wait` of the application.
-        let mut reported = Reported::default();
-        DRAIN_ROUND.with(|r| {
-            let mut r = r.borrow_mut();
-            if !drain_only && wait == 0.0 && r.set == ep_vlsh {
-                reported.earlier_call.extend_from_slice(&r.tokens);
-            }
-            r.set = INVALID_VLSH;
-            r.tokens.clear();
-        });
+        // LDP's drain starts a round; the timeout-0 wait that may follow in
+        // the same `epoll_wait` of the application skips what it reported.
+        let drain_round = if drain_only { demux.start_drain() } else { 0 };
+        let earlier_drain = if wait == 0.0 { demux.take_open_drain() } else { 0 };
+        let mut reported = Reported { drain_round, earlier_drain, ..Reported::default() };
         let parked = demux.take(out.len());
         let mut n = 0;
         let mut ran = false;
-        let rv = self.with_session(ep_vlsh, OpKind::MessageQueue, |ep_sh| {
+        let mut body = |ep_sh: Sh| {
             ran = true;
             // A forked child waiting on a set it inherited: the shared
             // listeners in it start listening on this process's worker.
@@ -327,7 +353,15 @@ impl<V: Vcl> Vls<V> {
                 kept += self.deliver_once(ep_vlsh, e.events, e.u64, out, n + kept, &mut reported);
             }
             kept as i32
-        });
+        };
+        // The only thread of the process, in a call VCL does not wait in:
+        // nothing to lock (see `solo`).
+        let alone = if wait == 0.0 || drain_only { self.solo.enter() } else { None };
+        let rv = match alone {
+            Some(_alone) if set.is_closed() => EBADFD,
+            Some(_alone) => body(set.sh()),
+            None => self.with_session(ep_vlsh, OpKind::MessageQueue, body),
+        };
         if !ran {
             // The set could not be used (closed meanwhile, or it cannot move
             // to this thread's worker): the events taken stay parked for
@@ -336,12 +370,8 @@ impl<V: Vcl> Vls<V> {
                 demux.park(p);
             }
         }
-        if drain_only && !reported.this_call.is_empty() {
-            DRAIN_ROUND.with(|r| {
-                let mut r = r.borrow_mut();
-                r.set = ep_vlsh;
-                r.tokens.extend(reported.this_call.iter().map(|&(token, _)| token));
-            });
+        if drain_only {
+            demux.end_drain(drain_round, !reported.this_call.is_empty());
         }
         if rv < 0 {
             return if n > 0 { n as i32 } else { rv };
@@ -362,19 +392,23 @@ impl<V: Vcl> Vls<V> {
         at: usize,
         reported: &mut Reported,
     ) -> usize {
-        if let Some(&(_, j)) = reported.this_call.iter().find(|&&(t, _)| t == token) {
-            if let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) {
-                out[j].events |= self.still_ready(s, events);
-            }
+        let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return 0 };
+        if let Some(j) = reported.this_call.position(token) {
+            out[j].events |= self.still_ready(s, events);
             return 0;
         }
-        if reported.earlier_call.contains(&token) {
+        if s.membership.drained_in(ep_vlsh, reported.earlier_drain) {
             self.park(events, token);
             return 0;
         }
-        let k = self.deliver(ep_vlsh, events, token, &mut out[at..]);
+        let k = self.deliver(ep_vlsh, s, events, &mut out[at..]);
         if k == 1 {
-            reported.this_call.push((token, at));
+            // Entries are written in order: `out[i]` is the i-th reported.
+            debug_assert_eq!(at, reported.this_call.len());
+            reported.this_call.push(token);
+            if reported.drain_round != 0 {
+                s.membership.mark_drained(ep_vlsh, reported.drain_round);
+            }
         }
         k
     }
@@ -416,13 +450,12 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
-    /// Routes one event with session token `token` seen while waiting on
-    /// set `ep_vlsh`: written to `out[0]` with the application's data if the
+    /// Routes one event of session `s` seen while waiting on set
+    /// `ep_vlsh`: written to `out[0]` with the application's data if the
     /// session is in this set and the event still holds (returns 1), parked
     /// on its own set if it is in another, dropped otherwise (returns 0).
     /// Called with the worker locks held.
-    fn deliver(&self, ep_vlsh: Vlsh, events: u32, token: u64, out: &mut [libc::epoll_event]) -> usize {
-        let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return 0 };
+    fn deliver(&self, ep_vlsh: Vlsh, s: &VlsSession, events: u32, out: &mut [libc::epoll_event]) -> usize {
         match s.membership.set() {
             Some(set) if set == ep_vlsh => {
                 let events = self.still_ready(s, events);
@@ -435,7 +468,7 @@ impl<V: Vcl> Vls<V> {
             }
             Some(other) => {
                 tracing::trace!(session = s.vlsh, from = ep_vlsh, to = other, "event parked for its own set");
-                self.park(events, token);
+                self.park(events, s.vlsh as u64);
                 0
             }
             None => 0,
@@ -517,72 +550,51 @@ impl<V: Vcl> Vls<V> {
     }
 }
 
-/// Sessions (tokens) already reported in one `epoll_wait` of the
-/// application. Kept on the stack for the usual few events.
+/// Sessions already reported in one `epoll_wait` of the application.
 #[derive(Default)]
 struct Reported {
-    /// Reported by this call: (token, index in the output).
-    this_call: SmallList<(u64, usize)>,
-    /// Reported by LDP's drain-only call just before this one.
-    earlier_call: SmallList<u64>,
+    /// Reported by this call, in the order of the output array.
+    this_call: Tokens,
+    /// This call is LDP's drain: its round (see `EpollDemux::start_drain`);
+    /// 0 otherwise.
+    drain_round: u64,
+    /// The drain round just before this timeout-0 call, whose sessions are
+    /// not reported again; 0 if none.
+    earlier_drain: u64,
 }
 
-/// A list that lives on the stack up to 16 entries (an epoll wait usually
-/// reports a few sessions; the list is scanned linearly).
-struct SmallList<T: Copy + Default> {
-    inline: [T; 16],
+/// A short list of session tokens, on the stack up to 16 (an epoll wait
+/// usually reports a few sessions; lookups scan it).
+#[derive(Default)]
+struct Tokens {
+    inline: [u64; 16],
     len: usize,
-    spill: Vec<T>,
+    spill: Vec<u64>,
 }
 
-impl<T: Copy + Default> Default for SmallList<T> {
-    fn default() -> Self {
-        SmallList { inline: [T::default(); 16], len: 0, spill: Vec::new() }
-    }
-}
-
-impl<T: Copy + Default> SmallList<T> {
-    fn push(&mut self, v: T) {
+impl Tokens {
+    fn push(&mut self, token: u64) {
         if self.len < self.inline.len() {
-            self.inline[self.len] = v;
+            self.inline[self.len] = token;
             self.len += 1;
         } else {
-            self.spill.push(v);
+            self.spill.push(token);
         }
     }
 
-    fn extend_from_slice(&mut self, vs: &[T]) {
-        for &v in vs {
-            self.push(v);
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &T> {
-        self.inline[..self.len].iter().chain(self.spill.iter())
+    fn len(&self) -> usize {
+        self.len + self.spill.len()
     }
 
     fn is_empty(&self) -> bool {
         self.len == 0
     }
-}
 
-impl<T: Copy + Default + PartialEq> SmallList<T> {
-    fn contains(&self, v: &T) -> bool {
-        self.iter().any(|x| x == v)
+    /// The index of `token` in the list.
+    fn position(&self, token: u64) -> Option<usize> {
+        match self.inline[..self.len].iter().position(|&t| t == token) {
+            Some(i) => Some(i),
+            None => self.spill.iter().position(|&t| t == token).map(|i| self.len + i),
+        }
     }
-}
-
-/// What this thread's last drain-only wait returned, for the timeout-0
-/// wait LDP may make next in the same `epoll_wait` (see
-/// `Vls::epoll_wait_now`). Any other wait of the thread clears it.
-struct DrainRound {
-    /// The set drained, or `INVALID_VLSH`.
-    set: Vlsh,
-    /// The sessions it returned (kept allocated between rounds).
-    tokens: Vec<u64>,
-}
-
-thread_local! {
-    static DRAIN_ROUND: std::cell::RefCell<DrainRound> =
-        const { std::cell::RefCell::new(DrainRound { set: INVALID_VLSH, tokens: Vec::new() }) };
 }

@@ -109,3 +109,67 @@ fn ldp_drain_then_timeout_zero_reports_a_session_once() {
     // SAFETY: as above.
     assert_eq!(unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, 0.0) }, 0, "nothing stale");
 }
+
+/// While one thread only has used VLS, its epoll waits that cannot sleep
+/// (timeout 0, LDP's drain) and its `epoll_ctl` take no lock. A second
+/// thread arriving meanwhile creates and closes sessions and uses a set of
+/// its own: the double flags any pool change or message-queue use that
+/// overlaps one of the first thread's calls, and the first thread keeps
+/// getting its session's event (level-triggered, always readable).
+#[test]
+fn a_second_thread_waits_for_the_first_threads_unlocked_epoll_calls() {
+    for round in 0..20u64 {
+        thread::spawn(move || {
+            let v = app(false);
+            let ep = v.epoll_create();
+            let (_l, c, s) = pair(v, true);
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 7 };
+            // SAFETY: valid event.
+            assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut ev) }, 0);
+            assert_eq!(write(v, c, b"x"), 1);
+            assert_eq!(v.lock_free_io(), super::super::solo::lock_free_expected(), "one thread: no locks");
+            let arrived = Arc::new(AtomicBool::new(false));
+            let a = arrived.clone();
+            let second = thread::spawn(move || {
+                thread::sleep(Duration::from_micros(100 + 37 * round));
+                let own = v.epoll_create();
+                for _ in 0..5 {
+                    let h = v.create(0, true);
+                    a.store(true, Ordering::Release);
+                    let mut e = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                    // SAFETY: `e` holds 4 events.
+                    assert_eq!(unsafe { v.epoll_wait(own, e.as_mut_ptr(), 4, 0.0) }, 0);
+                    assert_eq!(v.close(h), 0);
+                }
+                assert_eq!(v.close(own), 0);
+            });
+            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            let mut after = 0;
+            while after < 50 {
+                // LDP's drain in even rounds, plain timeout-0 waits in odd
+                // ones (a timeout-0 wait right after a drain would be the
+                // same `epoll_wait` of LDP's, which reports a session once).
+                let wait = if round % 2 == 0 { -2.0 } else { 0.0 };
+                // SAFETY: `evs` holds 4 events.
+                let n = unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 4, wait) };
+                assert_eq!(n, 1, "round {round}: the readable session is reported");
+                assert_eq!({ evs[0].u64 }, 7);
+                let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 7 };
+                // SAFETY: valid event.
+                assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_MOD, s, &mut ev) }, 0);
+                if arrived.load(Ordering::Acquire) {
+                    after += 1;
+                }
+            }
+            second.join().unwrap();
+            assert!(!v.lock_free_io(), "a second thread ends the unlocked calls");
+            assert_eq!(
+                v.vcl().violations(),
+                0,
+                "round {round}: another call overlapped an unlocked epoll call"
+            );
+        })
+        .join()
+        .unwrap();
+    }
+}
