@@ -30,12 +30,15 @@
 //! instructions per call are printed: the same for the same binaries
 //! whatever else the machine does.
 
+mod common;
+
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use common::{median, ratio, summary, wanted};
 use vls::ffi;
 use vls::raw::with_endpt;
 use vpp_harness::{wait_output_with_timeout, VclConf, VppInstall, VppInstance, VppOptions};
@@ -567,7 +570,6 @@ fn main() {
     };
     let mut server = spawn(&[("BENCH_ROLE", "server")]);
 
-    let wanted = |var: &str, name: &str| std::env::var(var).map_or(true, |v| v.split(',').any(|w| w == name));
     // The epoll variant's echo server polls every 50 µs, so the session it
     // echoes to stays readable however fast the loop consumes.
     let mut epoll_server = wanted("BENCH_VARIANTS", "1e").then(|| {
@@ -607,8 +609,7 @@ fn main() {
         r
     };
 
-    let repeat: usize =
-        std::env::var("BENCH_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(REPEAT).max(1);
+    let repeat = common::repeat(REPEAT);
     // (label, name in BENCH_VARIANTS, threads, one shared session, epoll loop)
     let variants = [
         ("1 thread", "1", 1, false, false),
@@ -655,14 +656,7 @@ fn main() {
     let medians: Vec<[Option<f64>; 3]> =
         samples.iter().map(|layers| layers.each_ref().map(|s| median(s))).collect();
     for ((label, ..), (layers, med)) in variants.iter().zip(samples.iter().zip(&medians)) {
-        let cell = |l: usize| match med[l] {
-            Some(m) => {
-                let lo = layers[l].iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = layers[l].iter().copied().fold(0.0, f64::max);
-                format!("{m:.1} [{lo:.0}-{hi:.0}]")
-            }
-            None => "-".into(),
-        };
+        let cell = |l: usize| summary(&layers[l], 1, 0);
         println!("{label:<31} {:>17} {:>17} {:>17} {:>7}", cell(0), cell(1), cell(2), ratio(med[2], med[1]));
     }
     println!(
@@ -709,25 +703,6 @@ fn main() {
     for s in std::iter::once(&mut server).chain(epoll_server.as_mut()) {
         let _ = s.kill();
         let _ = s.wait();
-    }
-}
-
-/// Median of `samples`, if any.
-fn median(samples: &[f64]) -> Option<f64> {
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    match s.len() {
-        0 => None,
-        n if n % 2 == 1 => Some(s[n / 2]),
-        n => Some((s[n / 2 - 1] + s[n / 2]) / 2.0),
-    }
-}
-
-/// `a / b` with two decimals, `-` if either is missing.
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) => format!("{:.2}", a / b),
-        _ => "-".into(),
     }
 }
 

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use vpp_harness::{wait_output_with_timeout, AppNamespace, VclConf, VppInstance};
+use vpp_harness::{
+    under_ldp, wait_output_with_timeout, AppNamespace, Nginx, Preloads, ProcessGroup, VclConf, VppInstance,
+    Wrk, WrkResult,
+};
 
 /// The LDP tests measure throughput: they run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -42,10 +45,8 @@ struct Run {
 /// One iperf3 TCP run over VPP cut-through with `preload`.
 fn iperf_run(vcl_conf: &Path, preload: &str, port: u16) -> Run {
     let spawn = |args: &[&str]| {
-        Command::new(iperf3())
+        under_ldp(&mut Command::new(iperf3()), preload, vcl_conf)
             .args(args)
-            .env("LD_PRELOAD", preload)
-            .env("VCL_CONFIG", vcl_conf)
             .env("VLS_RS_STATS", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -113,11 +114,10 @@ fn ldp_iperf3_tcp_runs_over_the_rust_layer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let so = libvls();
     let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
-    let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
-    assert!(ldp.is_file(), "{} missing", ldp.display());
+    let preloads = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
     let conf = vpp.write_vcl_conf("ldp", &VclConf::default()).unwrap();
 
-    let rust = iperf_run(&conf, &format!("{}:{}", so.display(), ldp.display()), 5201);
+    let rust = iperf_run(&conf, &preloads.rust, 5201);
     // Proof that the Rust layer served both programs: its call counters.
     for (who, err) in [("server", &rust.server_err), ("client", &rust.client_err)] {
         assert!(err.contains("vls-rs: calls:"), "{who} did not go through libvls.so:\n{err}");
@@ -136,7 +136,7 @@ fn ldp_iperf3_tcp_runs_over_the_rust_layer() {
     );
 
     // Same run with the C layer (libvcl_ldpreload.so alone), for comparison.
-    let c = iperf_run(&conf, &ldp.display().to_string(), 5202);
+    let c = iperf_run(&conf, &preloads.c, 5202);
     assert!(!c.server_err.contains("vls-rs:"), "the C-layer run must not load libvls.so");
     eprintln!(
         "iperf3 TCP over cut-through, 2 s: Rust VLS {:.1} Gbit/s, C VLS {:.1} Gbit/s",
@@ -148,107 +148,32 @@ fn ldp_iperf3_tcp_runs_over_the_rust_layer() {
 // nginx + wrk: a multi-threaded client in mode 3
 // ---------------------------------------------------------------------------
 
-struct WrkResult {
-    requests: u64,
-    rps: f64,
-    /// Socket errors plus responses that were not 2xx or 3xx.
-    errors: u64,
-}
-
-fn parse_wrk(out: &str) -> WrkResult {
-    let num_after = |key: &str| -> Option<f64> {
-        out.lines().find(|l| l.contains(key)).and_then(|l| {
-            let rest = &l[l.find(key)? + key.len()..];
-            rest.split(|c: char| c == ',' || c.is_whitespace()).find(|w| !w.is_empty())?.parse().ok()
-        })
-    };
-    let requests = out
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    let rps = num_after("Requests/sec:").unwrap_or(0.0);
-    let bad_responses: u64 = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Non-2xx or 3xx responses:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    let socket_errors: u64 = ["connect ", "read ", "write ", "timeout "]
-        .iter()
-        .map(|k| {
-            out.lines()
-                .find(|l| l.contains("Socket errors:"))
-                .and_then(|l| {
-                    let rest = &l[l.find(k)? + k.len()..];
-                    rest.split(|c: char| c == ',' || c.is_whitespace()).next()?.parse::<u64>().ok()
-                })
-                .unwrap_or(0)
-        })
-        .sum();
-    WrkResult { requests, rps, errors: socket_errors + bad_responses }
-}
-
 fn wrk(preload: &str, conf: &Path, threads: u32, url: &str) -> WrkResult {
     wrk_limited(preload, conf, threads, url, Duration::from_secs(60))
 }
 
-/// [`wrk`], killed (and counted as serving nothing) after `limit`.
+/// `wrk -c64 -d5s` under LDP with `preload`, killed (and counted as
+/// serving nothing) after `limit`; prints its output.
 fn wrk_limited(preload: &str, conf: &Path, threads: u32, url: &str, limit: Duration) -> WrkResult {
-    let child = Command::new("/usr/bin/wrk")
-        .args([format!("-t{threads}").as_str(), "-c64", "-d5s", url])
-        .env("LD_PRELOAD", preload)
-        .env("VCL_CONFIG", conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wrk (Debian: apt-get install wrk)");
-    let out = wait_output_with_timeout(child, limit).unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    eprintln!("wrk -t{threads} with {preload}:\n{text}{}", String::from_utf8_lossy(&out.stderr));
-    let mut r = parse_wrk(&text);
-    if !out.status.success() {
+    let run = Wrk { threads, time_limit: limit, ..Wrk::new(url, preload, conf) }.run().expect("run wrk");
+    eprintln!("wrk -t{threads} with {preload}:\n{}{}", run.stdout, run.stderr);
+    if !run.status.success() {
         // A crash or a hang counts as a run that served nothing.
-        eprintln!("wrk -t{threads} ended with {}", out.status);
-        r.rps = 0.0;
+        eprintln!("wrk -t{threads} ended with {}", run.status);
     }
-    r
+    run.result
 }
 
 /// Starts nginx (one worker process, no master) under LDP with `preload`,
 /// serving a 4 KiB file on the server namespace's address; returns it and
 /// the file's URL.
-/// A program started in a process group of its own, with everything it
-/// forks: the whole group is killed (and the leader reaped) on drop, also
-/// when the test fails, so no worker process outlives the test.
-struct ProcessGroup(std::process::Child);
-
-impl ProcessGroup {
-    fn spawn(cmd: &mut Command) -> Self {
-        use std::os::unix::process::CommandExt;
-        ProcessGroup(cmd.process_group(0).spawn().expect("spawn"))
-    }
-
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        // SAFETY: signals the group this test started (its pgid is the
-        // leader's pid).
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-}
-
 fn start_nginx(vpp: &VppInstance, srv_ns: &AppNamespace, preload: &str) -> (ProcessGroup, String) {
-    start_nginx_with(vpp, srv_ns, preload, "master_process off;\nworker_processes 1;", "access_log off;")
+    start_nginx_with(vpp, srv_ns, preload, Nginx::ONE_PROCESS, "access_log off;")
 }
 
 /// [`start_nginx`] with `processes` (nginx's process directives) and
-/// `logging` (its `http` block's access log directives).
+/// `logging` (its `http` block's access log directives). nginx runs in a
+/// process group of its own, killed when the test ends.
 fn start_nginx_with(
     vpp: &VppInstance,
     srv_ns: &AppNamespace,
@@ -257,32 +182,14 @@ fn start_nginx_with(
     logging: &str,
 ) -> (ProcessGroup, String) {
     assert!(Path::new("/usr/sbin/nginx").is_file(), "nginx is needed (Debian: apt-get install nginx-light)");
-    let srv_conf = vpp.write_vcl_conf("nginx", &VclConf::in_namespace(srv_ns)).unwrap();
-    let dir = vpp.dir().join("nginx");
-    std::fs::create_dir_all(dir.join("www")).unwrap();
-    std::fs::write(dir.join("www/index.html"), "x".repeat(4096)).unwrap();
-    let d = dir.display();
-    let conf = format!(
-        "daemon off;\n{processes}\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-         events {{ use epoll; worker_connections 1024; }}\n\
-         http {{\n  {logging}\n  keepalive_requests 1000000;\n  client_body_temp_path {d}/cbt;\n  \
-         proxy_temp_path {d}/pt;\n  fastcgi_temp_path {d}/ft;\n  uwsgi_temp_path {d}/ut;\n  scgi_temp_path {d}/st;\n  \
-         server {{ listen {}:8080; location / {{ root {d}/www; }} }}\n}}\n",
-        srv_ns.addr
-    );
-    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let nginx = ProcessGroup::spawn(
-        Command::new("/usr/sbin/nginx")
-            .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
-            .env("LD_PRELOAD", preload)
-            .env("VCL_CONFIG", &srv_conf)
-            .env("VLS_RS_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).expect("nginx stderr file")),
-    );
-    std::thread::sleep(Duration::from_secs(1));
-    (nginx, format!("http://{}:8080/index.html", srv_ns.addr))
+    let nginx = Nginx {
+        processes: processes.into(),
+        logging: logging.into(),
+        ..Nginx::new((srv_ns.addr, 8080).into())
+    };
+    let vcl = VclConf::in_namespace(srv_ns);
+    let group = nginx.start(vpp, &vcl, preload, &[("VLS_RS_LOG", "info")]).expect("start nginx");
+    (group, nginx.url())
 }
 
 /// nginx under LDP with the Rust layer, and `wrk -c64 -d5s` under LDP
@@ -300,13 +207,12 @@ fn nginx_and_wrk(what: &str, extra: Option<&str>, c_limit: Duration) {
         cli = cli.with(line);
     }
     let cli_conf = vpp.write_vcl_conf("wrk", &cli).unwrap();
-    let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
-    let rust = format!("{}:{}", so.display(), ldp.display());
+    let Preloads { c, rust } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
     let (nginx, url) = start_nginx(&vpp, &srv_ns, &rust);
 
     let one = wrk(&rust, &cli_conf, 1, &url);
     let two = wrk(&rust, &cli_conf, 2, &url);
-    let c_two = wrk_limited(&ldp.display().to_string(), &cli_conf, 2, &url, c_limit);
+    let c_two = wrk_limited(&c, &cli_conf, 2, &url, c_limit);
     drop(nginx);
     eprintln!(
         "wrk -c64 -d5s, {what}: Rust VLS -t1 {:.0} req/s, -t2 {:.0} req/s ({} errors); C VLS -t2 {:.0} req/s ({} errors)",
@@ -465,9 +371,7 @@ fn ldp_nginx_two_worker_processes_share_the_listener_and_survive_a_killed_worker
     let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
     let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
     let cli_conf = vpp.write_vcl_conf("wrk", &VclConf::in_namespace(&cli_ns)).unwrap();
-    let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
-    let rust = format!("{}:{}", so.display(), ldp.display());
-    let c = ldp.display().to_string();
+    let Preloads { c, rust } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
     let r = nginx_two_workers(&vpp, &srv_ns, &cli_conf, &rust, &rust, "rust");
     let cl = nginx_two_workers(&vpp, &srv_ns, &cli_conf, &rust, &c, "c");
     for (name, t) in [("Rust", &r), ("C", &cl)] {
@@ -498,17 +402,6 @@ fn ldp_nginx_two_worker_processes_share_the_listener_and_survive_a_killed_worker
 // Pipelined request/response, a thread and an epoll set per connection group
 // ---------------------------------------------------------------------------
 
-/// A process that is killed (and reaped) when this goes out of scope, also
-/// when the test fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The `ldp_pipeline` example (plain libc sockets and epoll).
 fn ldp_pipeline() -> PathBuf {
     // With the suite's features: a build without them would replace the
@@ -532,21 +425,17 @@ fn pipeline_rounds(plan: &[(u32, u32)], until: Option<std::time::Instant>) -> u3
     let exe = ldp_pipeline();
     let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
     let conf = vpp.write_vcl_conf("pipeline", &VclConf::default()).unwrap();
-    let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
-    let preload = format!("{}:{}", so.display(), ldp.display());
+    let preload = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
     let addr = "127.0.0.1:7420";
     let server_err = vpp.dir().join("pipeline-server.stderr");
-    let _server = KillOnDrop(
-        Command::new(&exe)
+    let _server = ProcessGroup::spawn(
+        under_ldp(&mut Command::new(&exe), &preload, &conf)
             .args(["server", addr, "4"])
-            .env("LD_PRELOAD", &preload)
-            .env("VCL_CONFIG", &conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&server_err).unwrap())
-            .spawn()
-            .expect("spawn the server"),
-    );
+            .stderr(std::fs::File::create(&server_err).unwrap()),
+    )
+    .expect("spawn the server");
     std::thread::sleep(Duration::from_millis(700));
     let mut runs = 0;
     for &(threads, rounds) in plan {
@@ -554,10 +443,8 @@ fn pipeline_rounds(plan: &[(u32, u32)], until: Option<std::time::Instant>) -> u3
             if until.is_some_and(|t| std::time::Instant::now() >= t) {
                 return runs;
             }
-            let client = Command::new(&exe)
+            let client = under_ldp(&mut Command::new(&exe), &preload, &conf)
                 .args(["client", addr, &threads.to_string(), "8", "300", "4"])
-                .env("LD_PRELOAD", &preload)
-                .env("VCL_CONFIG", &conf)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -611,8 +498,8 @@ fn hold_a_vpp_for_manual_runs() {
     let so = libvls();
     let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
     let conf = vpp.write_vcl_conf("manual", &VclConf::default()).unwrap();
-    let ldp = vpp.install().libdir().expect("VPP libdir").join("libvcl_ldpreload.so");
-    println!("VCL_CONFIG={} LD_PRELOAD={}:{}", conf.display(), so.display(), ldp.display());
+    let preload = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    println!("VCL_CONFIG={} LD_PRELOAD={preload}", conf.display());
     let secs = std::env::var("VLS_HOLD_VPP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
     std::thread::sleep(Duration::from_secs(secs));
 }

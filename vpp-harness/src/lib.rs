@@ -50,6 +50,36 @@
 //! same with [`spawn_role`], [`role`] and [`finish`].
 //! [`wait_output_with_timeout`] waits for any child with a deadline.
 //!
+//! ## Unmodified programs under LDP
+//!
+//! VPP's LDP library runs programs that know nothing of VPP (plain libc
+//! sockets and epoll) over its host stack. [`Preloads`] gives the two
+//! `LD_PRELOAD` values: `libvcl_ldpreload.so` alone (libvppcom's own, C,
+//! locked-sessions layer) and vls-rs' `libvls.so` before it (the Rust layer
+//! in its place); [`under_ldp`] puts one and a `vcl.conf` on a command.
+//! [`ProcessGroup`] runs a server in a process group that is killed whole
+//! when it is dropped (also when a test panics); [`Nginx`] writes an
+//! `nginx.conf` in the instance's directory and starts nginx serving a
+//! static file, and [`Wrk`] measures it with wrk, with a time limit
+//! ([`WrkResult`]: requests, requests per second, errors).
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use vpp_harness::{Nginx, Preloads, VclConf, VppInstance, Wrk};
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let vpp = VppInstance::start()?;
+//! let preloads = Preloads::new(vpp.install(), Path::new("target/release/libvls.so"))?;
+//! let nginx = Nginx::new("127.0.0.1:8080".parse().unwrap());
+//! let _server = nginx.start(&vpp, &VclConf::default(), &preloads.rust, &[])?;
+//! let client_conf = vpp.write_vcl_conf("wrk", &VclConf::default())?;
+//! let run = Wrk { connections: 16, ..Wrk::new(&nginx.url(), &preloads.rust, &client_conf) }.run()?;
+//! println!("{:.0} requests/s, {} errors", run.result.rps, run.result.errors);
+//! # Ok(())
+//! # }
+//! // `_server` is dropped here: nginx is killed, then VPP stops.
+//! ```
+//!
 //! ## Example
 //!
 //! An integration test of a program that uses VCL: one VPP, the program
@@ -114,6 +144,7 @@ mod install;
 mod instance;
 mod isolated;
 mod pattern;
+mod programs;
 mod role;
 mod vcl_conf;
 
@@ -122,5 +153,9 @@ pub use install::{VppInstall, FALLBACK_PREFIX, VPP_PREFIX_ENV};
 pub use instance::{VppInstance, VppOptions, EXTERNAL_VPP_ENV};
 pub use isolated::{cut_through, run_isolated, run_pair, through_stack, CHILD_TIMEOUT, STACK_SERVER};
 pub use pattern::pattern;
+pub use programs::{
+    find_program, parse_wrk, under_ldp, vcl_ldpreload, Nginx, Preloads, ProcessGroup, Wrk, WrkResult, WrkRun,
+    VCL_LDPRELOAD,
+};
 pub use role::{finish, role, spawn_role, stop, ROLE_ENV};
 pub use vcl_conf::{AppNamespace, VclConf};
