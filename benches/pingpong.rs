@@ -10,14 +10,16 @@
 //! sessions; two threads sharing one session (mode 3: one VCL worker); and
 //! one thread's event loop as LDP runs it for a single-threaded server
 //! (`1e`: LDP's `epoll_wait` sequence, including its drain-only call, then
-//! read, write and `EPOLL_CTL_MOD` of the one session it returns).
+//! read, write and `EPOLL_CTL_MOD` of the one session it returns); and two
+//! threads with `multi-thread-workers` (`2m`, mode 2: a VCL worker each, each
+//! thread connects its own session).
 //! Each client runs in its own process (one VCL app per process); an echo
 //! server in another process drains and echoes. Calls are non-blocking, so
 //! the time is the layer's and VCL's, not waiting for the peer.
 //!
 //! Run: `VPP_PREFIX=… VPP_SRC_DIR=… cargo bench --features vpp --bench pingpong`
 //!
-//! `BENCH_VARIANTS` (comma-separated `1`, `2d`, `2s`, `1e`) and `BENCH_LAYERS`
+//! `BENCH_VARIANTS` (comma-separated `1`, `2d`, `2s`, `1e`, `2m`) and `BENCH_LAYERS`
 //! (`raw`, `c`, `rust`) restrict the runs, e.g. to profile one client.
 //!
 //! Wall time on a small shared machine is noisy (VPP's own thread and the
@@ -428,6 +430,9 @@ fn client(layer: &str, threads: usize, shared: bool) {
     assert_eq!(unsafe { (api.app_create)(name.as_ptr() as *mut _) }, 0);
     let port = if std::env::var_os("BENCH_EPOLL").is_some() { EPOLL_PORT } else { PORT };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if std::env::var_os("BENCH_MT").is_some() {
+        return client_per_thread_workers(api, layer, threads, addr);
+    }
     let n_sessions = if shared { 1 } else { threads };
     let hs: Vec<i32> = (0..n_sessions).map(|_| connect(&api, addr)).collect();
     if threads == 1 {
@@ -456,6 +461,33 @@ fn client(layer: &str, threads: usize, shared: bool) {
                     // SAFETY: plain write of this thread's worker index.
                     unsafe { ffi::vppsys_set_worker_index(wrk) };
                 }
+                pin_to_cpu(i);
+                b.wait();
+                pingpong(api, h)
+            })
+        })
+        .collect();
+    let per: Vec<f64> = ts.into_iter().map(|t| t.join().unwrap()).collect();
+    println!("RESULT {:.1}", per.iter().sum::<f64>() / per.len() as f64);
+}
+
+/// Mode 2 (`multi-thread-workers`): every thread has a VCL worker of its
+/// own and connects its own session (a connected session does not move
+/// between workers), then runs the same loop.
+fn client_per_thread_workers(api: Api, layer: &str, threads: usize, addr: SocketAddr) {
+    let barrier = Arc::new(Barrier::new(threads));
+    let raw = layer == "raw";
+    let ts: Vec<_> = (0..threads)
+        .map(|i| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                if raw {
+                    // The layers register a new thread by themselves; raw
+                    // VCL needs it done.
+                    // SAFETY: registers the calling thread's own worker.
+                    assert_eq!(unsafe { ffi::vppcom_worker_register() }, 0, "worker register");
+                }
+                let h = connect(&api, addr);
                 pin_to_cpu(i);
                 b.wait();
                 pingpong(api, h)
@@ -559,6 +591,8 @@ fn main() {
     let install = VppInstall::at(ffi::VPP_PREFIX).expect("the VPP install vpp-sys linked");
     let vpp = VppInstance::start_with(install, options).expect("start VPP");
     let conf = vpp.write_vcl_conf("bench", &VclConf::default()).unwrap();
+    let conf_mt = vpp.write_vcl_conf("bench-mt", &VclConf::default().with("multi-thread-workers")).unwrap();
+    let conf_mt = conf_mt.to_str().expect("UTF-8 path").to_string();
     let exe = std::env::current_exe().unwrap();
     let spawn = |envs: &[(&str, &str)]| {
         let mut c = Command::new(&exe);
@@ -581,7 +615,7 @@ fn main() {
     });
     std::thread::sleep(Duration::from_millis(500));
 
-    let run = |layer: &str, threads: usize, shared: bool, epoll: bool| -> Option<f64> {
+    let run = |layer: &str, threads: usize, shared: bool, epoll: bool, mt: bool| -> Option<f64> {
         let t = threads.to_string();
         let mut envs = vec![
             ("BENCH_ROLE", "client"),
@@ -591,6 +625,10 @@ fn main() {
         ];
         if epoll {
             envs.push(("BENCH_EPOLL", "1"));
+        }
+        if mt {
+            envs.push(("BENCH_MT", "1"));
+            envs.push(("VCL_CONFIG", &conf_mt));
         }
         let child = spawn(&envs);
         let out = wait_output_with_timeout(child, Duration::from_secs(120)).unwrap();
@@ -610,19 +648,21 @@ fn main() {
     };
 
     let repeat = common::repeat(REPEAT);
-    // (label, name in BENCH_VARIANTS, threads, one shared session, epoll loop)
+    // (label, name in BENCH_VARIANTS, threads, one shared session, epoll
+    // loop, per-thread workers)
     let variants = [
-        ("1 thread", "1", 1, false, false),
-        ("2 threads, distinct sessions", "2d", 2, false, false),
-        ("2 threads, one shared session", "2s", 2, true, false),
-        ("1 thread, LDP epoll loop", "1e", 1, false, true),
+        ("1 thread", "1", 1, false, false, false),
+        ("2 threads, distinct sessions", "2d", 2, false, false, false),
+        ("2 threads, one shared session", "2s", 2, true, false, false),
+        ("1 thread, LDP epoll loop", "1e", 1, false, true, false),
+        ("2 threads, own workers (mode 2)", "2m", 2, false, false, true),
     ];
     // samples[variant][layer]: one figure per client process.
     let mut samples = vec![[const { Vec::new() }; 3]; variants.len()];
     // `BENCH_TIMING=0`: instruction counts only.
     let timed_reps = if std::env::var("BENCH_TIMING").as_deref() == Ok("0") { 0 } else { repeat };
     for rep in 0..timed_reps {
-        for (v, &(_, variant_name, threads, shared, epoll)) in variants.iter().enumerate() {
+        for (v, &(_, variant_name, threads, shared, epoll, mt)) in variants.iter().enumerate() {
             let mut layers = vec![(0, "raw"), (1, "c"), (2, "rust")];
             if shared {
                 // Raw VCL is not thread-safe. Two threads on two
@@ -639,7 +679,7 @@ fn main() {
             }
             layers.retain(|(_, layer)| wanted("BENCH_LAYERS", layer));
             for (l, layer) in layers {
-                if let Some(ns) = run(layer, threads, shared, epoll) {
+                if let Some(ns) = run(layer, threads, shared, epoll, mt) {
                     samples[v][l].push(ns);
                 }
             }

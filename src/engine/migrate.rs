@@ -54,7 +54,10 @@ pub const MAX_GATED_WORKERS: usize = 1024;
 
 /// One VCL worker's gate: held by the worker's thread while it is inside
 /// VCL, and by a mover while it moves a session out of the worker.
+/// Cache-line aligned (two lines): every call of a worker's thread takes its
+/// gate, and threads of different workers must not write the same line.
 #[derive(Default)]
+#[repr(align(128))]
 pub struct Gate {
     inside: Mutex<()>,
     /// The worker's thread is exiting: nothing may move out of it, and
