@@ -288,9 +288,13 @@ impl SessionPool {
             None => return INVALID_VLSH,
         };
         let session = self.slot_object(index);
+        // The table entry first, then the session goes live: a close of the
+        // slot through a stale number (possible as soon as it is live) then
+        // always finds the entry to remove. (Lock order: allocator, then
+        // table, as in `hold_across_fork`.)
+        self.by_sh.write().unwrap_or_else(PoisonError::into_inner).insert(sh, session.vlsh);
         session.init(sh, is_epoll);
         drop(a);
-        self.by_sh.write().unwrap_or_else(PoisonError::into_inner).insert(sh, session.vlsh);
         session.vlsh
     }
 
