@@ -479,9 +479,11 @@ impl<V: Vcl> Vls<V> {
 
     #[cold]
     fn clean_up_exited_children_now(&'static self) {
+        // Without a shared table this process never forked: the queued
+        // exits are not its children's (and are left for whoever has one).
+        let Some(table) = self.forks.shared.get().copied() else { return };
         let _serial = self.forks.child_cleanup.lock().unwrap_or_else(PoisonError::into_inner);
         let queued = fork::PENDING_EXITS.take();
-        let Some(table) = self.forks.shared.get().copied() else { return };
         let me = self.process_wrk.load(Ordering::Acquire);
         if me == INVALID {
             return;
