@@ -85,8 +85,9 @@
 //!   pthread-key destructor unregisters a thread when it ends; a thread-local
 //!   record releases any lock it still holds.
 //! - **One thread: no locks.** While a single thread has used VLS, its
-//!   non-blocking reads and writes take no lock at all, only a flag it
-//!   writes with plain stores. The second thread's first call turns the
+//!   non-blocking reads and writes, its `epoll_ctl` and its epoll waits that
+//!   do not sleep in VCL (timeout 0, LDP's drain) take no lock at all, only
+//!   a flag it writes with plain stores. The second thread's first call turns the
 //!   locks on, then waits for that flag after a `membarrier(2)` (which
 //!   orders the first thread's plain stores for it) so the first thread is
 //!   never mid-call unlocked while locking starts (`engine::solo`).
@@ -131,7 +132,11 @@
 //!   VCL holds some, and routes them to their sets when the call returns.
 //!   An epoll wait with a timeout looks without waiting, then sleeps on the
 //!   set's wake fd outside every lock (at most a second at a time), instead
-//!   of inside VCL holding the worker's locks.
+//!   of inside VCL holding the worker's locks. LDP's `epoll_wait` makes a
+//!   drain-only call (-2) and may follow it with a timeout-0 call in the
+//!   same `epoll_wait`: the drain returns its events, marks the sessions it
+//!   reported, and the timeout-0 call skips them, so no session is
+//!   reported twice in one `epoll_wait`.
 //! - **Per-thread workers (mode 2).** Each thread holds its worker's gate
 //!   while inside VCL. A thread using a session of another worker moves it
 //!   (`engine::migrate`): directly when it can take the owner's gate (the
