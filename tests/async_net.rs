@@ -136,7 +136,7 @@ async fn round_trip_randomly(addr: SocketAddr, len: usize, seed: u64, half_close
         w.shutdown().await.expect("client shutdown");
         w
     });
-    let mut rng = Rng(seed ^ 0x51ed_27);
+    let mut rng = Rng(seed ^ 0x0051_ed27);
     let mut buf = vec![0u8; 128 * 1024];
     let (mut got, mut sum) = (0usize, FNV0);
     let mut paused = false;
@@ -754,8 +754,13 @@ fn async_without_mq_eventfd_fails_clearly() {
 
 /// Polls `f` once outside any runtime (it must be ready at once).
 fn futures_now<T>(f: impl Future<Output = T>) -> T {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    let waker = std::task::Waker::from(Arc::new(Noop));
     let mut f = std::pin::pin!(f);
-    match f.as_mut().poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+    match f.as_mut().poll(&mut std::task::Context::from_waker(&waker)) {
         std::task::Poll::Ready(v) => v,
         std::task::Poll::Pending => panic!("not ready at once"),
     }

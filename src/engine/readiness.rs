@@ -399,6 +399,7 @@ impl<V: Vcl> Vls<V> {
     /// callers that made VCL read its message queue outside an epoll wait
     /// (a call that waited inside VCL, e.g. a listen waiting for VPP's
     /// reply) on a worker whose sets are watched by an event loop.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub fn epoll_wake(&'static self, ep_vlsh: Vlsh) -> i32 {
         match self.pool.get(ep_vlsh).and_then(|s| s.demux()) {
             Some(d) => {

@@ -162,6 +162,7 @@ impl<V: Vcl> Vls<V> {
     /// connected, 0 still connecting, or the `VPPCOM_E*` code a blocking
     /// connect would have returned (e.g. `ECONNREFUSED`). Looks only: an
     /// event loop learns of the change from an epoll event first.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub fn connect_state(&'static self, vlsh: Vlsh) -> i32 {
         self.detect_thread();
         self.with_session(vlsh, OpKind::MessageQueue, |sh| self.vcl.connect_state(sh))

@@ -86,6 +86,14 @@ fn a_short_batch_after_a_full_vcl_batch_signals_the_set_again() {
     assert_eq!(n, 1);
     assert_eq!({ evs[0].u64 }, s1 as u64);
     assert!(!readable(libc_a));
+    // A wake without an event (after a call that read VCL's queue outside
+    // an epoll wait) fires the fd too, and the next wait takes it.
+    assert_eq!(v.epoll_wake(ep_a), 0);
+    assert!(readable(libc_a));
+    // SAFETY: as above.
+    assert_eq!(unsafe { v.epoll_wait(ep_a, evs.as_mut_ptr(), 8, 0.0) }, 1);
+    assert!(!readable(libc_a));
+    assert_eq!(v.epoll_wake(s1), EBADFD, "not an epoll set");
     // SAFETY: closes fds this test made.
     unsafe {
         libc::close(libc_a);
