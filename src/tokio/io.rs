@@ -24,6 +24,8 @@ pub(crate) struct Registered {
     token: Token,
     session: Session,
     io: Arc<Readiness>,
+    /// A datagram session (see `poll_io`).
+    datagram: bool,
 }
 
 /// A registration's token, forgotten by its reactor on drop.
@@ -50,7 +52,15 @@ impl Registered {
     pub(crate) fn new_in(reactor: Arc<Reactor>, session: Session, initial: u32) -> io::Result<Registered> {
         let io = Arc::new(Readiness::new(initial));
         let token = reactor.register(&session, io.clone())?;
-        Ok(Registered { token: Token { reactor, token }, session, io })
+        Ok(Registered { token: Token { reactor, token }, session, io, datagram: false })
+    }
+
+    /// Marks a datagram session: a send that does not fit asks VPP for an
+    /// event (a datagram may not fit in a FIFO that is not full, and VPP
+    /// reports room by itself only after a full FIFO).
+    pub(crate) fn datagram(mut self) -> Registered {
+        self.datagram = true;
+        self
     }
 
     /// The session.
@@ -95,6 +105,16 @@ impl Registered {
                     r => return Poll::Ready(r),
                 }
             }
+            if dir == Direction::Write && self.datagram {
+                // Ask for the event first, then look again: room that came
+                // before the request has no event of its own.
+                crate::cvt(crate::process::vls().want_tx_event(self.session.vlsh()))
+                    .map_err(io::Error::from)?;
+                match op(&self.session) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    r => return Poll::Ready(r),
+                }
+            }
             if seen.bits() & dir.clearable() == 0 {
                 // Only sticky bits said "try", yet the call would block: VCL
                 // contradicts its own report. Give the runtime a turn rather
@@ -129,7 +149,7 @@ impl Registered {
 
     /// Takes the session out of the reactor's set; it stays open.
     pub(crate) fn into_session(self) -> io::Result<Session> {
-        let Registered { token, session, io: _ } = self;
+        let Registered { token, session, .. } = self;
         token.reactor.remove(&session, token.token)?;
         Ok(session)
     }

@@ -48,7 +48,7 @@ impl UdpSocket {
         crate::socket::each_addr(addr, |a| {
             let session = Session::new_nonblocking(Proto::Udp)?;
             session.bind(a)?;
-            let io = Registered::new_in(reactor.clone(), session, READABLE | WRITABLE)?;
+            let io = Registered::new_in(reactor.clone(), session, READABLE | WRITABLE)?.datagram();
             // VCL waited inside the bind (a UDP bind listens).
             reactor.kick();
             Ok(UdpSocket { io })
@@ -61,7 +61,7 @@ impl UdpSocket {
     pub async fn connect_to(addr: impl ToSocketAddrs) -> io::Result<UdpSocket> {
         let reactor = Reactor::current()?;
         let a = first_addr(addr)?;
-        let io = Registered::new_in(reactor, Session::new_nonblocking(Proto::Udp)?, READABLE)?;
+        let io = Registered::new_in(reactor, Session::new_nonblocking(Proto::Udp)?, READABLE)?.datagram();
         let sock = UdpSocket { io };
         sock.connect_session(&a).await?;
         Ok(sock)
@@ -142,7 +142,7 @@ impl UdpSocket {
     pub fn from_std(socket: crate::UdpSocket) -> io::Result<UdpSocket> {
         let session = Session::from_vlsh(socket.into_raw_handle());
         session.set_nonblocking(true)?;
-        Ok(UdpSocket { io: Registered::new(session, READABLE | WRITABLE)? })
+        Ok(UdpSocket { io: Registered::new(session, READABLE | WRITABLE)?.datagram() })
     }
 
     /// Back to the blocking API: leaves the runtime's set; the socket is in
