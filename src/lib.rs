@@ -66,7 +66,7 @@
 //!
 //! ## Async (feature `tokio`)
 //!
-//! [`tokio`](crate::tokio) has `TcpListener`, `TcpStream` and `UdpSocket`
+//! `vls::tokio` has `TcpListener`, `TcpStream` and `UdpSocket`
 //! shaped like `tokio::net`'s (`AsyncRead`/`AsyncWrite`, so hyper runs on
 //! them through `hyper_util::rt::TokioIo`), over the same process-wide VLS.
 //! Each runtime gets a VLS epoll set watched by its I/O driver, the way LDP

@@ -69,6 +69,12 @@
 //!   thread (a local round trip); addresses resolve through
 //!   `std::net::ToSocketAddrs`.
 //! - When a runtime shuts down, its sockets' calls fail with an error.
+//! - Between two applications of one VPP over cut-through
+//!   (`app-scope-local`), shutting the write side down does not reach the
+//!   peer: VPP's cut-through transport has no half close (through VPP's
+//!   TCP stack it has). The peer sees the end of the stream at the close.
+//! - A UDP send that does not fit waits for VPP to report room for any
+//!   datagram (more than 64 KiB free, or the whole FIFO if smaller).
 //! - [`TcpStream::from_std`] and friends take over blocking sockets;
 //!   `into_std` gives them back (in blocking mode).
 
