@@ -18,9 +18,8 @@ fn examples_dir() -> PathBuf {
         return d.clone();
     }
     // The features this test was built with (the async examples need
-    // `tokio`), so that the examples share this build's artifacts.
-    let features = if cfg!(feature = "tokio") { "vpp,tokio" } else { "vpp" };
-    let dir = common::cargo_build(&["--features", features, "--examples"]).join("debug/examples");
+    // `tokio`; see `common::features`).
+    let dir = common::cargo_build(&["--features", common::features(), "--examples"]).join("debug/examples");
     *built = Some(dir.clone());
     dir
 }
