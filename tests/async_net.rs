@@ -594,67 +594,100 @@ fn async_idle_connections_use_no_cpu() {
     print_figures("idle", &["server", "client"]);
 }
 
+/// Current-thread runtimes on `THREADS` threads, each with its own
+/// listener (server) or connections (client), reactor and VLS epoll set;
+/// each echoes random sizes with readers that pause (see
+/// `round_trip_randomly`).
+const THREADS: u16 = 2;
+
+fn runtime_per_thread_server(base: u16) {
+    let hs: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                current_thread().block_on(within(Duration::from_secs(25), "per-thread server", async move {
+                    let l = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], base + t))).await.unwrap();
+                    let mut tasks = Vec::new();
+                    for i in 0..4 {
+                        let (s, _) = l.accept().await.unwrap();
+                        tasks.push(tokio::spawn(echo_randomly(s, (t * 10 + i) as u64 + 1)));
+                    }
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                }))
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+}
+
+fn runtime_per_thread_client(base: u16) {
+    let hs: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                current_thread().block_on(within(Duration::from_secs(25), "per-thread client", async move {
+                    let a = SocketAddr::from(([127, 0, 0, 1], base + t));
+                    let mut hs = Vec::new();
+                    for i in 0..4usize {
+                        let len = [1, 3000, 200_000, 1 << 20][i];
+                        hs.push(tokio::spawn(round_trip_randomly(a, len, i as u64 + 7, false)));
+                    }
+                    for h in hs {
+                        h.await.unwrap();
+                    }
+                }))
+            })
+        })
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+}
+
 /// Thread-per-core: `multi-thread-workers` (a VCL worker per thread) and
-/// one current-thread runtime per thread, each with its own listener or
-/// connections, reactor and VLS epoll set (VLS mode 2); and the runtime
-/// that mode refuses.
+/// one current-thread runtime per thread (VLS mode 2); and the runtime that
+/// mode refuses.
 #[test]
 fn async_thread_per_core_with_multi_thread_workers() {
-    const THREADS: u16 = 2;
-    let port = |t: u16| SocketAddr::from(([127, 0, 0, 1], 7410 + t));
     let mt = || VclConf::default().with("multi-thread-workers");
     run_pair(
         "async_thread_per_core_with_multi_thread_workers",
         |_| (mt(), mt()),
         || {
             App::init("async-tpc-server").unwrap();
-            let hs: Vec<_> = (0..THREADS)
-                .map(|t| {
-                    std::thread::spawn(move || {
-                        current_thread().block_on(within(Duration::from_secs(25), "tpc server", async move {
-                            let l = TcpListener::bind(port(t)).await.unwrap();
-                            let mut tasks = Vec::new();
-                            for i in 0..4 {
-                                let (s, _) = l.accept().await.unwrap();
-                                tasks.push(tokio::spawn(echo_randomly(s, (t * 10 + i) as u64 + 1)));
-                            }
-                            for task in tasks {
-                                task.await.unwrap();
-                            }
-                        }))
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.join().unwrap();
-            }
+            runtime_per_thread_server(7410);
             assert_eq!(App::get().unwrap().mode(), vls::Mode::PerThreadWorkers);
         },
         || {
             App::init("async-tpc-client").unwrap();
             // A multi-thread runtime would move sessions between workers.
-            let e = multi_thread().block_on(TcpStream::connect(port(0))).unwrap_err();
+            let e = multi_thread().block_on(TcpStream::connect("127.0.0.1:7410")).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e}");
             assert!(e.to_string().contains("multi-thread-workers"), "{e}");
-            let hs: Vec<_> = (0..THREADS)
-                .map(|t| {
-                    std::thread::spawn(move || {
-                        current_thread().block_on(within(Duration::from_secs(25), "tpc client", async move {
-                            let mut hs = Vec::new();
-                            for i in 0..4usize {
-                                let len = [1, 3000, 200_000, 1 << 20][i];
-                                hs.push(tokio::spawn(round_trip_randomly(port(t), len, i as u64 + 7, false)));
-                            }
-                            for h in hs {
-                                h.await.unwrap();
-                            }
-                        }))
-                    })
-                })
-                .collect();
-            for h in hs {
-                h.join().unwrap();
-            }
+            runtime_per_thread_client(7410);
+        },
+    );
+}
+
+/// Current-thread runtimes on several threads without
+/// `multi-thread-workers`: the threads share one VCL worker (VLS mode 3),
+/// whose epoll state VCL keeps per worker, so one reactor's wait takes the
+/// others' events, which VLS hands to their own sets (and wakes them).
+#[test]
+fn async_runtime_per_thread_sharing_one_worker() {
+    run_pair(
+        "async_runtime_per_thread_sharing_one_worker",
+        cut_through,
+        || {
+            App::init("async-shared-server").unwrap();
+            runtime_per_thread_server(7415);
+            assert_eq!(App::get().unwrap().mode(), vls::Mode::SharedWorker);
+        },
+        || {
+            App::init("async-shared-client").unwrap();
+            runtime_per_thread_client(7415);
         },
     );
 }
