@@ -95,7 +95,8 @@ impl Registered {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 r => return Poll::Ready(r),
             }
-            if dir == Direction::Write && self.io.take_rearm() {
+            let rearmed = dir == Direction::Write && self.io.take_rearm();
+            if rearmed {
                 // VCL stopped reporting the session (hang-up): register it
                 // again (which asks VPP for a dequeue notification when the
                 // FIFO is full), then try once more in case room appeared.
@@ -115,7 +116,9 @@ impl Registered {
                     r => return Poll::Ready(r),
                 }
             }
-            if seen.bits() & dir.clearable() == 0 {
+            if seen.bits() & dir.clearable() != 0 {
+                self.io.clear(seen, dir);
+            } else if !rearmed {
                 // Only sticky bits said "try", yet the call would block: VCL
                 // contradicts its own report. Give the runtime a turn rather
                 // than spin here.
@@ -123,7 +126,8 @@ impl Registered {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            self.io.clear(seen, dir);
+            // (Re-armed: the request that said "try" is gone; VCL reports
+            // the session again.)
         }
     }
 
