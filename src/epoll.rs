@@ -229,6 +229,14 @@ impl Epoll {
 }
 
 impl Epoll {
+    /// The libc epoll fd paired with the set (`use-mq-eventfd` only): it
+    /// becomes readable when VCL's message queue or another thread has
+    /// something for the set (see `engine::demux`). Owned by the set.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn libc_epfd(&self) -> Option<i32> {
+        (self.libc_epfd.0 > 0).then_some(self.libc_epfd.0)
+    }
+
     /// `use-mq-eventfd`: asks VLS without waiting, then sleeps in libc
     /// epoll on the set's wake fd (VCL's message-queue eventfd, and the fd
     /// VLS signals when another thread hands this set an event), holding no

@@ -64,6 +64,17 @@
 //! accept in the thread that will use the socket. Use the default unless
 //! each thread owns its sessions.
 //!
+//! ## Async (feature `tokio`)
+//!
+//! `vls::tokio` has `TcpListener`, `TcpStream` and `UdpSocket`
+//! shaped like `tokio::net`'s (`AsyncRead`/`AsyncWrite`, so hyper runs on
+//! them through `hyper_util::rt::TokioIo`), over the same process-wide VLS.
+//! Each runtime gets a VLS epoll set watched by its I/O driver, the way LDP
+//! serves event loops; it needs `use-mq-eventfd`. Use a multi-thread
+//! runtime without `multi-thread-workers` (mode 3), or one current-thread
+//! runtime per thread with it (mode 2, thread-per-core); the module docs
+//! say why and what moves where.
+//!
 //! **Forking** (mode 1) needs no setting: a child forked after the
 //! application attached gets a VCL worker of its own and a copy of every
 //! session; a listener opened before the fork is shared, and every process
@@ -193,6 +204,8 @@ mod sockaddr;
 pub mod socket;
 #[cfg(feature = "vpp")]
 pub mod tcp;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 #[cfg(feature = "vpp")]
 pub mod udp;
 

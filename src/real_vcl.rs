@@ -267,6 +267,13 @@ impl seam::Vcl for RealVcl {
         // SAFETY: as above.
         unsafe { sys::vppsys_sh_connect_state(sh) }
     }
+    fn want_tx_event(&self, sh: Sh) -> i32 {
+        // SAFETY: as above.
+        match unsafe { sys::vppsys_sh_want_tx_event(sh) } {
+            0 => 0,
+            _ => crate::error::VppcomError::EBADFD.raw(),
+        }
+    }
 
     fn move_out(&self, wrk: u32, session_index: u32) -> std::result::Result<MovedSession, MoveError> {
         let mut b = Box::new(std::mem::MaybeUninit::<sys::vcl_session_t>::zeroed());

@@ -145,6 +145,12 @@ pub trait Vcl: Send + Sync + 'static {
     /// A connect in progress: 1 connected, 0 still connecting, or the
     /// `VPPCOM_E*` code a blocking connect would return.
     fn connect_state(&self, sh: Sh) -> i32;
+    /// A datagram write did not fit though the TX FIFO is not full (no
+    /// event would follow): asks VPP for a TX event once there is room for
+    /// any datagram. Nothing for streams. 0 or a negative code.
+    fn want_tx_event(&self, _sh: Sh) -> i32 {
+        0
+    }
 
     // ---- per-thread workers: moving sessions, inter-worker RPC ----
     /// Moves session `session_index` out of worker `wrk` (which need not be

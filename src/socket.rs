@@ -105,6 +105,41 @@ impl Session {
         self.vlsh
     }
 
+    /// A new non-blocking session (VCL's `O_NONBLOCK` from the start): every
+    /// call is one attempt, `WouldBlock` when it would wait.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn new_nonblocking(proto: Proto) -> io::Result<Session> {
+        crate::app::require()?;
+        let vlsh = vls().create(proto as u8, true);
+        if vlsh == INVALID_VLSH {
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "VCL could not create a session"));
+        }
+        let s = Session::from_vlsh(vlsh);
+        s.nonblocking.store(true, Ordering::Release);
+        Ok(s)
+    }
+
+    /// Takes one pending connection without waiting (`WouldBlock` if
+    /// none); the new session is non-blocking too.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn accept_nonblocking(&self) -> io::Result<(Session, SocketAddr)> {
+        // SAFETY: the endpoint is valid for the call.
+        let (rv, peer) = with_endpt(None, |ep| unsafe { vls().accept(self.vlsh, ep, libc::O_NONBLOCK) });
+        let s = Session::from_vlsh(check(rv)?);
+        s.nonblocking.store(true, Ordering::Release);
+        Ok((s, peer))
+    }
+
+    /// Reads into `len` bytes at `buf`, which need not be initialised.
+    ///
+    /// # Safety
+    /// `buf` is valid for `len` writable bytes.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) unsafe fn read_raw(&self, buf: *mut u8, len: usize) -> io::Result<usize> {
+        // SAFETY: forwarded contract; VCL only writes into the buffer.
+        self.io(Dir::Read, || unsafe { vls().read(self.vlsh, buf.cast(), len) }).map(|n| n as usize)
+    }
+
     pub(crate) fn into_vlsh(self) -> Vlsh {
         let v = self.vlsh;
         std::mem::forget(self);
@@ -316,6 +351,12 @@ impl Session {
             };
             wait_for_activity(pause);
         }
+    }
+}
+
+impl AsRawHandle for Session {
+    fn as_raw_handle(&self) -> RawHandle {
+        self.vlsh
     }
 }
 

@@ -17,7 +17,9 @@ fn examples_dir() -> PathBuf {
     if let Some(d) = &*built {
         return d.clone();
     }
-    let dir = common::cargo_build(&["--features", "vpp", "--examples"]).join("debug/examples");
+    // The features this test was built with (the async examples need
+    // `tokio`; see `common::features`).
+    let dir = common::cargo_build(&["--features", common::features(), "--examples"]).join("debug/examples");
     *built = Some(dir.clone());
     dir
 }
@@ -71,4 +73,18 @@ fn example_udp_echo_through_the_stack() {
     assert_eq!(echoed + lost, 1000, "{line}");
     // The example's documented bound: at most 10% lost (UDP may drop).
     assert!(echoed >= 900, "{line}");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn example_tokio_echo_runs_against_a_self_started_vpp() {
+    let out = run_example("tokio_echo", &["127.0.0.1:7302", "4194304"]);
+    assert!(out.contains("4 connections sent 4194304 bytes each and got them back intact"), "{out}");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn example_hyper_hello_answers_every_request() {
+    let out = run_example("hyper_hello", &["127.0.0.1:7303"]);
+    assert!(out.contains("hyper_hello: 100 requests answered hello"), "{out}");
 }

@@ -21,7 +21,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Builds the release cdylib and returns its path.
 fn libvls() -> PathBuf {
-    let target = common::cargo_build(&["--release", "--features", "vpp", "--lib"]);
+    let target = common::cargo_build(&["--release", "--features", common::features(), "--lib"]);
     let so = target.join("release/libvls.so");
     assert!(so.is_file(), "{} missing", so.display());
     so
@@ -406,7 +406,7 @@ fn ldp_nginx_two_worker_processes_share_the_listener_and_survive_a_killed_worker
 fn ldp_pipeline() -> PathBuf {
     // With the suite's features: a build without them would replace the
     // library the rest of the suite (doctests included) links.
-    let exe = common::cargo_build(&["--features", "vpp", "--example", "ldp_pipeline"])
+    let exe = common::cargo_build(&["--features", common::features(), "--example", "ldp_pipeline"])
         .join("debug/examples/ldp_pipeline");
     assert!(exe.is_file(), "{} missing", exe.display());
     exe

@@ -203,6 +203,11 @@ impl EpollDemux {
         out
     }
 
+    /// Events may be parked for the set.
+    pub fn has_parked(&self) -> bool {
+        self.has_parked.load(Ordering::Acquire)
+    }
+
     #[cfg(test)]
     /// Number of parked events (for tests).
     pub fn parked_len(&self) -> usize {

@@ -117,6 +117,8 @@ pub struct Double {
     connect_waits_for_accept: AtomicBool,
     /// Threads blocked in a wait inside a call (read, write, accept).
     blocked: AtomicUsize,
+    /// What `mq_epoll_fd` answers (-1: no eventfd, the default).
+    mq_epoll_fd: std::sync::atomic::AtomicI32,
 }
 
 struct InCall<'a> {
@@ -165,7 +167,14 @@ impl Double {
             pause: Duration::from_micros(20),
             connect_waits_for_accept: AtomicBool::new(false),
             blocked: AtomicUsize::new(0),
+            mq_epoll_fd: std::sync::atomic::AtomicI32::new(-1),
         }
+    }
+
+    /// Makes `mq_epoll_fd` answer `fd` (a stand-in for VCL's message-queue
+    /// epoll fd, so that epoll sets get wake fds).
+    pub fn set_mq_epoll_fd(&self, fd: i32) {
+        self.mq_epoll_fd.store(fd, Ordering::Relaxed);
     }
 
     /// From now on a connect completes only when the server side accepts
@@ -412,7 +421,7 @@ impl Vcl for Double {
     }
     fn set_epoll_fns(&self, _fns: EpollFns) {}
     fn mq_epoll_fd(&self) -> i32 {
-        -1
+        self.mq_epoll_fd.load(Ordering::Relaxed)
     }
 
     fn create(&self, _proto: u8, nonblocking: bool) -> i32 {

@@ -322,6 +322,9 @@ impl<V: Vcl> Vls<V> {
         let parked = demux.take(out.len());
         let mut n = 0;
         let mut ran = false;
+        // VCL filled the room it was given: it may hold more events (in its
+        // unhandled vector), which no fd signals.
+        let mut vcl_full = false;
         let mut body = |ep_sh: Sh| {
             ran = true;
             // A forked child waiting on a set it inherited: the shared
@@ -345,6 +348,7 @@ impl<V: Vcl> Vls<V> {
             if rv < 0 {
                 return rv;
             }
+            vcl_full = rv as usize == rest_len;
             // Demultiplex in place: keep this set's events, park the
             // others'. A session reported twice is returned once.
             let mut kept = 0;
@@ -376,7 +380,34 @@ impl<V: Vcl> Vls<V> {
         if rv < 0 {
             return if n > 0 { n as i32 } else { rv };
         }
-        (n as i32) + rv
+        let total = (n as i32) + rv;
+        // Events may be left behind (VCL's unhandled vector after a full
+        // batch, or parked events beyond `max`) while this call returns less
+        // than a full buffer, because stale or other sets' events were
+        // dropped from it. A waiter that takes a short batch for "all
+        // drained" and sleeps on the set's fd until the next edge (an
+        // edge-triggered event loop) would never see them: signal the set's
+        // wake fd again.
+        if total < max && (vcl_full || demux.has_parked()) {
+            demux.wake();
+        }
+        total
+    }
+
+    /// Wakes the waiter of epoll set `ep_vlsh` (its wake fd becomes
+    /// readable) without an event: the waiter looks at VCL again. For
+    /// callers that made VCL read its message queue outside an epoll wait
+    /// (a call that waited inside VCL, e.g. a listen waiting for VPP's
+    /// reply) on a worker whose sets are watched by an event loop.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub fn epoll_wake(&'static self, ep_vlsh: Vlsh) -> i32 {
+        match self.pool.get(ep_vlsh).and_then(|s| s.demux()) {
+            Some(d) => {
+                d.wake();
+                0
+            }
+            None => EBADFD,
+        }
     }
 
     /// [`Self::deliver`] of one event into `out[at]`, unless its session was

@@ -158,6 +158,24 @@ impl<V: Vcl> Vls<V> {
         self.wait_connected(vlsh)
     }
 
+    /// The state of a connect started on `vlsh` (non-blocking): 1
+    /// connected, 0 still connecting, or the `VPPCOM_E*` code a blocking
+    /// connect would have returned (e.g. `ECONNREFUSED`). Looks only: an
+    /// event loop learns of the change from an epoll event first.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub fn connect_state(&'static self, vlsh: Vlsh) -> i32 {
+        self.detect_thread();
+        self.with_session(vlsh, OpKind::MessageQueue, |sh| self.vcl.connect_state(sh))
+    }
+
+    /// A non-blocking datagram write on `vlsh` did not fit: asks VPP for a
+    /// TX event once there is room for any datagram (see [`Vcl::want_tx_event`]).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub fn want_tx_event(&'static self, vlsh: Vlsh) -> i32 {
+        self.detect_thread();
+        self.with_session(vlsh, OpKind::MessageQueue, |sh| self.vcl.want_tx_event(sh))
+    }
+
     /// Waits for the connect started on `vlsh` to succeed (0) or fail (its
     /// error), with the worker locks held only while checking. Bounded like
     /// VCL's own wait (`session-timeout`, 10 minutes by default).

@@ -46,6 +46,18 @@ pub fn retry_refused<T>(mut f: impl FnMut() -> Result<T, vls::VppcomError>) -> R
     }
 }
 
+/// The features this test was built with, for the builds it runs itself:
+/// the package's library has no hash in its file names (it is also a
+/// cdylib), so a build with other features would replace the one the rest
+/// of the run (the doc tests) links.
+pub fn features() -> &'static str {
+    if cfg!(feature = "tokio") {
+        "vpp,tokio"
+    } else {
+        "vpp"
+    }
+}
+
 /// Runs `cargo build <args>` in this package (as the tests' own cargo) and
 /// returns the target directory it built into.
 pub fn cargo_build(args: &[&str]) -> std::path::PathBuf {

@@ -104,6 +104,10 @@ extern "C" {
     /// `VPPCOM_E*` code a blocking connect returns (refused, address in use,
     /// no such session).
     pub fn vppsys_sh_connect_state(sh: u32) -> libc::c_int;
+    /// A datagram session's write did not fit: asks VPP for a TX event once
+    /// a dequeue leaves room for any datagram (nothing for streams). 0, or
+    /// -1 for no such session.
+    pub fn vppsys_sh_want_tx_event(sh: u32) -> libc::c_int;
     /// `multi-thread-workers` from vcl.conf.
     pub fn vppsys_cfg_mt_wrk_supported() -> u8;
     /// `use-mq-eventfd` from vcl.conf.

@@ -150,6 +150,28 @@ vppsys_sh_write_nonblk (uint32_t sh)
   return rv < 0 ? 1 : (rv > (64 << 10));
 }
 
+/* A datagram session's write that did not fit: asks VPP for a TX event at
+ * its next dequeue that leaves more than 64 KiB (and a header) free, the room
+ * vppsys_sh_write_nonblk wants before it calls a datagram session writable
+ * (the FIFO's size if smaller). Streams need nothing: they refuse a write
+ * only when the FIFO is full, and VCL's epoll registration asks for the
+ * event that follows a full FIFO. 0, or -1 for no such session. */
+int
+vppsys_sh_want_tx_event (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  u32 thresh;
+  if (!s || (s->flags & VCL_SESSION_F_IS_VEP))
+    return -1;
+  if (!s->is_dgram || !s->tx_fifo)
+    return 0;
+  thresh = (64 << 10) + 1 + sizeof (session_dgram_hdr_t);
+  thresh = clib_min (thresh, svm_fifo_size (s->tx_fifo));
+  svm_fifo_set_deq_thresh (s->tx_fifo, thresh);
+  svm_fifo_add_want_deq_ntf (s->tx_fifo, SVM_FIFO_WANT_DEQ_NOTIF);
+  return 0;
+}
+
 void
 vppsys_sh_set_app_closing (uint32_t sh)
 {

@@ -39,6 +39,68 @@ fn events_of_set_b_are_never_returned_by_set_a() {
     assert_eq!(v.session(ep_b).unwrap().demux().unwrap().parked_len(), 0);
 }
 
+/// An event loop sleeps on a set's libc epoll fd until its next edge and
+/// takes a short batch for "drained". When VCL filled the room it had (it
+/// may keep more in its unhandled vector, which no fd signals) but VLS
+/// returns a short batch because it handed other sets' events to them, the
+/// set's wake fd must fire again.
+#[test]
+fn a_short_batch_after_a_full_vcl_batch_signals_the_set_again() {
+    let v = app(false);
+    // SAFETY: plain syscalls.
+    let (mq, libc_a) = unsafe { (libc::eventfd(0, libc::EFD_NONBLOCK), libc::epoll_create1(0)) };
+    v.vcl().set_mq_epoll_fd(mq);
+    let ep_a = v.epoll_create();
+    let ep_b = v.epoll_create();
+    assert_eq!(v.set_libc_epfd(ep_a, libc_a), 0);
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    let readable = |fd: i32| {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    };
+    // The first wait installs A's wake fd; nothing is there yet.
+    // SAFETY: `evs` holds 8 events.
+    assert_eq!(unsafe { v.epoll_wait(ep_a, evs.as_mut_ptr(), 8, 0.0) }, 0);
+    assert!(!readable(libc_a));
+    let (_l1, c1, s1) = pair(v, false);
+    let (_l2, c2, s2) = pair(v, false);
+    let (_l3, c3, s3) = pair(v, false);
+    for (ep, s) in [(ep_a, s1), (ep_b, s2), (ep_b, s3)] {
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: s as u64 };
+        // SAFETY: valid event.
+        assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut ev) }, 0);
+    }
+    for c in [c1, c2, c3] {
+        assert_eq!(write(v, c, b"x"), 1);
+    }
+    // Room for 2 of the worker's 3 events: VCL fills it, and at least one
+    // of the two is B's, so A gets fewer than 2.
+    // SAFETY: `evs` holds 8 events.
+    let n = unsafe { v.epoll_wait(ep_a, evs.as_mut_ptr(), 2, 0.0) };
+    assert!(n < 2, "{n}");
+    assert!(readable(libc_a), "a short batch with more left in VCL must signal the set again");
+    // The next wait takes what is there and the signal with it.
+    // SAFETY: as above.
+    let n = unsafe { v.epoll_wait(ep_a, evs.as_mut_ptr(), 8, 0.0) };
+    assert_eq!(n, 1);
+    assert_eq!({ evs[0].u64 }, s1 as u64);
+    assert!(!readable(libc_a));
+    // A wake without an event (after a call that read VCL's queue outside
+    // an epoll wait) fires the fd too, and the next wait takes it.
+    assert_eq!(v.epoll_wake(ep_a), 0);
+    assert!(readable(libc_a));
+    // SAFETY: as above.
+    assert_eq!(unsafe { v.epoll_wait(ep_a, evs.as_mut_ptr(), 8, 0.0) }, 1);
+    assert!(!readable(libc_a));
+    assert_eq!(v.epoll_wake(s1), EBADFD, "not an epoll set");
+    // SAFETY: closes fds this test made.
+    unsafe {
+        libc::close(libc_a);
+        libc::close(mq);
+    }
+}
+
 #[test]
 fn select_returns_the_number_of_bits_set() {
     let v = app(false);
