@@ -1,4 +1,4 @@
-//! The C ABI of `vcl_locked.h` (VPP 26.06), over the Rust VLS core.
+//! The C ABI of `vcl_locked.h` (the same in VPP 25.10 to 26.10), over the Rust VLS core.
 //!
 //! Built into `libvls.so`; with `LD_PRELOAD=libvls.so:libvcl_ldpreload.so`
 //! these symbols take the place of libvppcom's own `vls_*` for LDP. Each

@@ -135,7 +135,7 @@ extern "C" {
     /// Frees the heap blocks a moved-out copy owns (a copy never moved in).
     pub fn vppsys_session_discard(moved: *mut vcl_session_t);
     /// `vppcom_session_close`, first accepting and closing the connections
-    /// waiting in a listener's accept queue (VCL v26.06 crashes closing a
+    /// waiting in a listener's accept queue (VCL 25.10 to 26.10 crash closing a
     /// listener that has some).
     pub fn vppsys_session_close(sh: u32) -> libc::c_int;
     /// In a forked child whose thread has just registered its own worker:

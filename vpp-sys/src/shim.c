@@ -402,9 +402,9 @@ vppsys_listener_stop_on (uint32_t wrk_index, uint32_t session_index)
 }
 
 /*
- * VCL v26.06 crashes closing (unbinding) a listener while connections wait
- * in its accept queue: it answers them on the listener's event queue, which
- * a listener does not have. They are accepted and closed first (their
+ * VCL (25.10 to 26.10) crashes closing (unbinding) a listener while
+ * connections wait in its accept queue: it answers them on the listener's
+ * event queue, which a listener does not have. They are accepted and closed first (their
  * peers see the connection closed).
  */
 static void
