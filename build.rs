@@ -1,21 +1,37 @@
 //! Root build script: makes every target of this package (tests, examples,
 //! the `libvls.so` cdylib) find the libvppcom that `vpp-sys` linked against,
-//! by adding its directory as an rpath, and sets the cfg `vpp_release`
-//! (e.g. `vpp_release = "26.06"`) to the release of that VPP, for code that
-//! has to differ between releases. `vpp-sys` exports both through its
-//! `links = "vppcom"` metadata, as `DEP_VPPCOM_LIBDIR` and
-//! `DEP_VPPCOM_RELEASE`.
+//! by adding its directory as an rpath, and sets the cfgs of the release of
+//! that VPP, for code that has to differ between releases: `vpp_release`
+//! (e.g. `vpp_release = "26.06"`) and one `vpp_release_at_least_YY_MM` per
+//! known release it is or follows (`vpp-sys/build/release.rs`). `vpp-sys`
+//! exports them through its `links = "vppcom"` metadata, as
+//! `DEP_VPPCOM_LIBDIR`, `DEP_VPPCOM_RELEASE` and `DEP_VPPCOM_CFGS`.
+
+// The list of known releases and the cfg names are vpp-sys' (one list for
+// both crates); only some of its functions are needed here.
+#[allow(dead_code)]
+#[path = "vpp-sys/build/release.rs"]
+mod release;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_VPPCOM_LIBDIR");
     println!("cargo:rerun-if-env-changed=DEP_VPPCOM_RELEASE");
+    println!("cargo:rerun-if-env-changed=DEP_VPPCOM_CFGS");
     println!("cargo::rustc-check-cfg=cfg(vpp_release, values(any()))");
     println!("cargo::rustc-check-cfg=cfg(loom)");
+    for cfg in release::all_cfgs() {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+    }
     if let Ok(libdir) = std::env::var("DEP_VPPCOM_LIBDIR") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{libdir}");
         println!("cargo:rustc-env=VLS_VPP_LIBDIR={libdir}");
     }
     if let Ok(release) = std::env::var("DEP_VPPCOM_RELEASE") {
         println!("cargo:rustc-cfg=vpp_release=\"{release}\"");
+    }
+    if let Ok(cfgs) = std::env::var("DEP_VPPCOM_CFGS") {
+        for cfg in cfgs.split(',').filter(|c| !c.is_empty()) {
+            println!("cargo:rustc-cfg={cfg}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! The C ABI of `vcl_locked.h` (VPP 26.06), over the Rust VLS core.
+//! The C ABI of `vcl_locked.h` (the same in VPP 25.10 to 26.10), over the Rust VLS core.
 //!
 //! Built into `libvls.so`; with `LD_PRELOAD=libvls.so:libvcl_ldpreload.so`
 //! these symbols take the place of libvppcom's own `vls_*` for LDP. Each
@@ -16,6 +16,7 @@
 use std::ffi::{c_char, c_int, c_uchar, c_ulong, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod release;
 mod stats;
 
 use crate::handle::{Vlsh, INVALID, INVALID_VLSH};
@@ -50,7 +51,10 @@ fn catch_panic<T>(call: Call, on_panic: T, f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// `vls_app_create`.
+/// `vls_app_create`. Fails (`VPPCOM_EINVAL`, with a message on stderr)
+/// when the process has loaded the `libvppcom` of another VPP release than
+/// the one this library was built against (e.g. a `libvcl_ldpreload.so` of
+/// another release).
 ///
 /// # Safety
 /// `app_name` is null or a valid C string.
@@ -58,6 +62,11 @@ fn catch_panic<T>(call: Call, on_panic: T, f: impl FnOnce() -> T) -> T {
 pub unsafe extern "C" fn vls_app_create(app_name: *mut c_char) -> c_int {
     guard(Call::AppCreate, EINVAL, || {
         init_c_program_diagnostics();
+        if let Err(msg) = release::check_one_release() {
+            eprintln!("{msg}");
+            tracing::error!("{msg}");
+            return EINVAL;
+        }
         // SAFETY: forwarded contract.
         unsafe { attach(app_name) }
     })

@@ -152,7 +152,10 @@ impl VppInstance {
             let _ = writeln!(s, "  plugin {p} {{ enable }}");
         }
         s.push_str("}\n");
-        s.push_str("session { enable }\n");
+        // The app socket (app_ns_sockets/, what VCL's `app-socket-api`
+        // attaches through) is on by default from VPP 26.02 on, which
+        // still accepts the option; 25.10 needs it.
+        s.push_str("session { enable use-app-socket-api }\n");
         s.push_str(&o.extra_startup);
         s
     }
@@ -410,7 +413,7 @@ mod tests {
             "buffers-per-numa 16384 page-size 4k",
             "plugin default { disable }",
             "plugin a.so { enable }",
-            "session { enable }",
+            "session { enable use-app-socket-api }",
         ] {
             assert!(s.contains(want), "{want:?} missing from\n{s}");
         }

@@ -3,9 +3,12 @@
 //! libvppcom, and export `prefix`/`include`/`libdir`/`src`/`version`/`release`
 //! metadata (`DEP_VPPCOM_*`) for dependants' build scripts. The prefix is
 //! also compiled in (`VPP_PREFIX` in the crate), and the release is a cfg
-//! of this crate (`vpp_release = "26.06"`).
+//! of this crate (`vpp_release = "26.06"`), a number for the shim
+//! (`-DVPPSYS_RELEASE=2606`) and a set of cfgs
+//! (`vpp_release_at_least_26_02`, …; see `release.rs`).
 
 mod find;
+mod release;
 mod run_bindgen;
 
 use std::env;
@@ -24,7 +27,23 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim.c");
 
     let vpp = find::find().unwrap_or_else(|msg| fail(&msg));
-    let release = check_versions(&vpp);
+    let release = check_versions(&vpp).unwrap_or_else(|| {
+        let text = std::fs::read_to_string(vpp.src.join("vcl/vcl_private.h")).unwrap_or_default();
+        let guess = release::guess_from_header(&text);
+        println!(
+            "cargo:warning=vpp-sys: release unknown; {} looks like release {guess} or a later one with the same internal VCL headers",
+            vpp.src.join("vcl/vcl_private.h").display()
+        );
+        guess.to_string()
+    });
+    let release_number = release::number(&release).unwrap_or_else(|| {
+        fail(&format!("vpp-sys: cannot read the VPP release {release:?} (expected YY.MM, e.g. 26.06)"))
+    });
+    match release::check(&release, release_number) {
+        Ok(None) => {}
+        Ok(Some(warning)) => println!("cargo:warning={warning}"),
+        Err(msg) => fail(&msg),
+    }
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));
     let wrappers_c = run_bindgen::run(&vpp, &out_dir);
@@ -36,6 +55,7 @@ fn main() {
         .include(&vpp.src)
         // The wrappers file includes the headers by absolute path.
         .include(env::var("CARGO_MANIFEST_DIR").unwrap())
+        .define("VPPSYS_RELEASE", release_number.to_string().as_str())
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-unused-function")
         .warnings(false)
@@ -50,11 +70,23 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", vpp.libdir.display());
 
     println!("cargo:rustc-env=VPPSYS_PREFIX={}", vpp.prefix.display());
+    println!("cargo:rustc-env=VPPSYS_SRC={}", vpp.src.display());
+    println!("cargo:rustc-env=VPPSYS_RELEASE={release}");
     println!("cargo::rustc-check-cfg=cfg(vpp_release, values(any()))");
-    if let Some(release) = &release {
-        println!("cargo:rustc-cfg=vpp_release=\"{release}\"");
-        println!("cargo:release={release}");
+    println!("cargo:rustc-cfg=vpp_release=\"{release}\"");
+    println!("cargo:release={release}");
+    println!("cargo:release_number={release_number}");
+    for cfg in release::all_cfgs() {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
+    let cfgs = release::cfgs_for(release_number);
+    for cfg in &cfgs {
+        println!("cargo:rustc-cfg={cfg}");
+    }
+    // Dependants set the same cfgs (DEP_VPPCOM_CFGS) and declare every
+    // possible one (DEP_VPPCOM_ALL_CFGS).
+    println!("cargo:cfgs={}", cfgs.join(","));
+    println!("cargo:all_cfgs={}", release::all_cfgs().join(","));
 
     println!("cargo:prefix={}", vpp.prefix.display());
     println!("cargo:include={}", vpp.include.display());

@@ -46,8 +46,19 @@ include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 /// whose headers were compiled in, whatever `VPP_PREFIX` says at run time.
 /// Build scripts of dependants get it as `DEP_VPPCOM_PREFIX`; the
 /// release is `DEP_VPPCOM_RELEASE` (e.g. `26.06`) and, in this crate, the
-/// cfg `vpp_release = "26.06"`.
+/// cfg `vpp_release = "26.06"` (see [`VPP_RELEASE`]).
 pub const VPP_PREFIX: &str = env!("VPPSYS_PREFIX");
+
+/// The `src/` directory of the VPP source tree whose internal VCL headers
+/// (`vcl/vcl_private.h`) were compiled in (`VPP_SRC_DIR` at build time).
+/// Its `vcl/vcl_locked.h` is the C API `libvls.so` stands in for.
+pub const VPP_SRC_DIR: &str = env!("VPPSYS_SRC");
+
+/// The release of the VPP this crate was built against, `YY.MM` (e.g.
+/// `26.06`). Code that differs between releases uses the cfgs
+/// `vpp_release_at_least_26_02`, `vpp_release_at_least_26_06`, … (one per
+/// known release, set when this one is that release or newer).
+pub const VPP_RELEASE: &str = env!("VPPSYS_RELEASE");
 
 extern "C" {
     /// The calling thread's VCL worker index (`~0` before registration).
@@ -128,7 +139,7 @@ extern "C" {
     /// Frees the heap blocks a moved-out copy owns (a copy never moved in).
     pub fn vppsys_session_discard(moved: *mut vcl_session_t);
     /// `vppcom_session_close`, first accepting and closing the connections
-    /// waiting in a listener's accept queue (VCL v26.06 crashes closing a
+    /// waiting in a listener's accept queue (VCL 25.10 to 26.10 crash closing a
     /// listener that has some).
     pub fn vppsys_session_close(sh: u32) -> libc::c_int;
     /// In a forked child whose thread has just registered its own worker:

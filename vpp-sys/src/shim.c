@@ -12,8 +12,19 @@
  *
  * No function has state of its own or blocks (the move takes VCL's
  * workers_lock for a memcpy).
+ *
+ * VPPSYS_RELEASE is the release of the VPP it is compiled against, YYMM
+ * (2510, 2602, 2606, 2610), defined by the build script. Code that differs
+ * between releases says so with #if on it, oldest release first.
  */
 #include <vcl/vcl_private.h>
+
+#ifndef VPPSYS_RELEASE
+#error "VPPSYS_RELEASE (the VPP release as YYMM, e.g. 2606) is defined by vpp-sys' build script"
+#endif
+#if VPPSYS_RELEASE < 2510
+#error "VPP releases before 25.10 are not supported"
+#endif
 
 uint32_t
 vppsys_worker_index (void)
@@ -413,9 +424,9 @@ vppsys_listener_stop_on (uint32_t wrk_index, uint32_t session_index)
 }
 
 /*
- * VCL v26.06 crashes closing (unbinding) a listener while connections wait
- * in its accept queue: it answers them on the listener's event queue, which
- * a listener does not have. They are accepted and closed first (their
+ * VCL (25.10 to 26.10) crashes closing (unbinding) a listener while
+ * connections wait in its accept queue: it answers them on the listener's
+ * event queue, which a listener does not have. They are accepted and closed first (their
  * peers see the connection closed).
  */
 static void
@@ -512,9 +523,9 @@ vppsys_session_rx_fifo (uint32_t wrk_index, uint32_t session_index)
 
 /*
  * After VPP handed a session over to the current worker (worker update),
- * VPP v26.06 keeps sending the session's I/O events with the session index
- * of the old owner's record (it is kept in VPP's fifo structures, which the
- * hand-over replaces without it). This tells VPP the index on this worker,
+ * VPP (25.10 to 26.10) keeps sending the session's I/O events with the
+ * session index of the old owner's record (it is kept in VPP's fifo
+ * structures, which the hand-over replaces without it). This tells VPP the index on this worker,
  * with the message that does so at accept time; VPP also re-signals data
  * already waiting. Not for listeners or sessions without an event queue.
  */
@@ -534,7 +545,13 @@ vppsys_session_claim_events (uint32_t sh)
   memset (rmp, 0, sizeof (*rmp));
   rmp->handle = s->vpp_handle;
   rmp->context = vcm->app_index;
+#if VPPSYS_RELEASE >= 2602
   rmp->app_session_index = s->session_index;
+#else
+  /* 25.10: the message has no index; VPP reads it from the FIFOs' shared
+   * headers, where VCL wrote this worker's index when it took the FIFOs
+   * over at the hand-over (vcl_segment_attach_session). */
+#endif
   rmp->retval = 0;
   app_send_ctrl_evt_to_vpp (s->vpp_evt_q, app_evt);
   return 0;
