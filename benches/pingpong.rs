@@ -446,48 +446,48 @@ fn client(layer: &str, threads: usize, shared: bool) {
         println!("RESULT {ns:.1}");
         return;
     }
-    let barrier = Arc::new(Barrier::new(threads));
     // SAFETY: plain read of the calling thread's VCL worker index.
     let wrk = unsafe { ffi::vppsys_worker_index() };
     let raw = layer == "raw";
-    let ts: Vec<_> = (0..threads)
-        .map(|i| {
-            let h = hs[i % hs.len()];
-            let b = barrier.clone();
-            std::thread::spawn(move || {
-                if raw {
-                    // Calibration only (see `main`): the thread uses the
-                    // app's worker without any locking layer.
-                    // SAFETY: plain write of this thread's worker index.
-                    unsafe { ffi::vppsys_set_worker_index(wrk) };
-                }
-                pin_to_cpu(i);
-                b.wait();
-                pingpong(api, h)
-            })
-        })
-        .collect();
-    let per: Vec<f64> = ts.into_iter().map(|t| t.join().unwrap()).collect();
-    println!("RESULT {:.1}", per.iter().sum::<f64>() / per.len() as f64);
+    let hs = Arc::new(hs);
+    run_threads(api, threads, move |i| {
+        if raw {
+            // Calibration only (see `main`): the thread uses the app's
+            // worker without any locking layer.
+            // SAFETY: plain write of this thread's worker index.
+            unsafe { ffi::vppsys_set_worker_index(wrk) };
+        }
+        hs[i % hs.len()]
+    });
 }
 
 /// Mode 2 (`multi-thread-workers`): every thread has a VCL worker of its
 /// own and connects its own session (a connected session does not move
 /// between workers), then runs the same loop.
 fn client_per_thread_workers(api: Api, layer: &str, threads: usize, addr: SocketAddr) {
-    let barrier = Arc::new(Barrier::new(threads));
     let raw = layer == "raw";
+    run_threads(api, threads, move |_| {
+        if raw {
+            // The layers register a new thread by themselves; raw VCL
+            // needs it done.
+            // SAFETY: registers the calling thread's own worker.
+            assert_eq!(unsafe { ffi::vppcom_worker_register() }, 0, "worker register");
+        }
+        connect(&api, addr)
+    });
+}
+
+/// Runs the ping-pong loop on `threads` threads, each pinned to a CPU of
+/// its own, on the session `setup(i)` gives thread `i` (called on that
+/// thread), all starting together; prints the mean ns per call.
+fn run_threads(api: Api, threads: usize, setup: impl Fn(usize) -> i32 + Send + Sync + 'static) {
+    let barrier = Arc::new(Barrier::new(threads));
+    let setup = Arc::new(setup);
     let ts: Vec<_> = (0..threads)
         .map(|i| {
-            let b = barrier.clone();
+            let (b, setup) = (barrier.clone(), setup.clone());
             std::thread::spawn(move || {
-                if raw {
-                    // The layers register a new thread by themselves; raw
-                    // VCL needs it done.
-                    // SAFETY: registers the calling thread's own worker.
-                    assert_eq!(unsafe { ffi::vppcom_worker_register() }, 0, "worker register");
-                }
-                let h = connect(&api, addr);
+                let h = setup(i);
                 pin_to_cpu(i);
                 b.wait();
                 pingpong(api, h)
