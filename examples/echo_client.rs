@@ -17,19 +17,14 @@ use std::thread;
 use std::time::Instant;
 
 use vls::{App, TcpListener};
-use vpp_harness::{finish, role, spawn_role, VclConf};
+use vpp_harness::role;
 
 const CHUNK: usize = 64 * 1024;
 
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let addr = common::addr_arg(args.first(), "127.0.0.1:7000")?;
-    let bytes: u64 = match args.get(1) {
-        Some(b) => {
-            b.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad BYTES: {e}")))?
-        }
-        None => 64 << 20,
-    };
+    let bytes = common::bytes_arg(args.get(1), 64 << 20)?;
 
     match role().as_deref() {
         Some("echo-server") => {
@@ -45,15 +40,7 @@ fn main() -> io::Result<()> {
             App::init("echo-client")?;
             run(addr, bytes)
         }
-        None => {
-            // This process only runs VPP; server and client are children.
-            let vpp = common::start_private_vpp()?;
-            let server =
-                spawn_role("echo-server", &vpp.write_vcl_conf("echo-server", &VclConf::default())?, &args)?;
-            let client =
-                spawn_role("echo-client", &vpp.write_vcl_conf("echo-client", &VclConf::default())?, &args);
-            finish(client, vec![server])
-        }
+        None => common::run_server_and_client("echo-server", "echo-client", &args),
     }
 }
 

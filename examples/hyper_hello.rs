@@ -25,7 +25,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use vls::tokio::{TcpListener, TcpStream};
 use vls::App;
-use vpp_harness::{finish, role, spawn_role, VclConf};
+use vpp_harness::role;
 
 /// Client connections, and requests on each (keep-alive).
 const CONNS: usize = 4;
@@ -47,13 +47,7 @@ fn main() -> io::Result<()> {
             App::init("hyper-hello-server")?;
             runtime()?.block_on(serve(addr))
         }
-        None => {
-            let vpp = common::start_private_vpp()?;
-            let conf = |name: &str| vpp.write_vcl_conf(name, &VclConf::default());
-            let server = spawn_role("hyper-server", &conf("hyper-server")?, &args)?;
-            let client = spawn_role("hyper-client", &conf("hyper-client")?, &args);
-            finish(client, vec![server])
-        }
+        None => common::run_server_and_client("hyper-server", "hyper-client", &args),
     }
 }
 

@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use vls::{App, TcpListener, TcpStream};
-use vpp_harness::{finish, role, spawn_role, VclConf};
+use vpp_harness::role;
 
 const WORKERS: usize = 4;
 const ACCEPTORS: usize = 2;
@@ -45,14 +45,7 @@ fn main() -> io::Result<()> {
             App::init("mt-server")?;
             serve(addr)
         }
-        None => {
-            let vpp = common::start_private_vpp()?;
-            let server =
-                spawn_role("mt-server", &vpp.write_vcl_conf("mt-server", &VclConf::default())?, &args)?;
-            let clients =
-                spawn_role("mt-clients", &vpp.write_vcl_conf("mt-clients", &VclConf::default())?, &args);
-            finish(clients, vec![server])
-        }
+        None => common::run_server_and_client("mt-server", "mt-clients", &args),
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vls::tokio::{TcpListener, TcpStream};
 use vls::App;
-use vpp_harness::{finish, role, spawn_role, VclConf};
+use vpp_harness::role;
 
 const CONNS: usize = 4;
 const CHUNK: usize = 64 * 1024;
@@ -29,12 +29,7 @@ const CHUNK: usize = 64 * 1024;
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let addr = common::addr_arg(args.first(), "127.0.0.1:7000")?;
-    let bytes: u64 = match args.get(1) {
-        Some(b) => {
-            b.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad BYTES: {e}")))?
-        }
-        None => 16 << 20,
-    };
+    let bytes = common::bytes_arg(args.get(1), 16 << 20)?;
     match role().as_deref() {
         Some("tokio-echo-client") => {
             App::init("tokio-echo-client")?;
@@ -48,14 +43,7 @@ fn main() -> io::Result<()> {
             App::init("tokio-echo-server")?;
             runtime()?.block_on(serve(addr))
         }
-        None => {
-            // This process only runs VPP; server and client are children.
-            let vpp = common::start_private_vpp()?;
-            let conf = |name: &str| vpp.write_vcl_conf(name, &VclConf::default());
-            let server = spawn_role("tokio-echo-server", &conf("tokio-echo-server")?, &args)?;
-            let client = spawn_role("tokio-echo-client", &conf("tokio-echo-client")?, &args);
-            finish(client, vec![server])
-        }
+        None => common::run_server_and_client("tokio-echo-server", "tokio-echo-client", &args),
     }
 }
 

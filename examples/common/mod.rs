@@ -79,3 +79,26 @@ pub fn addr_arg(arg: Option<&String>, default: &str) -> io::Result<SocketAddr> {
         .parse()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad address: {e}")))
 }
+
+/// The byte count in `arg` (an example's second argument), or `default`.
+pub fn bytes_arg(arg: Option<&String>, default: u64) -> io::Result<u64> {
+    match arg {
+        Some(b) => {
+            b.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad BYTES: {e}")))
+        }
+        None => Ok(default),
+    }
+}
+
+/// Without `VCL_CONFIG`: starts a private VPP, runs this example again as
+/// `server` and as `client` (two VCL applications, each with a `vcl.conf`
+/// of its own, both given `args`), and exits with the client's status once
+/// it ends (the server is stopped then).
+pub fn run_server_and_client(server: &str, client: &str, args: &[String]) -> io::Result<()> {
+    // This process only runs VPP; server and client are children.
+    let vpp = start_private_vpp()?;
+    let conf = |name: &str| vpp.write_vcl_conf(name, &vpp_harness::VclConf::default());
+    let server = vpp_harness::spawn_role(server, &conf(server)?, args)?;
+    let client = vpp_harness::spawn_role(client, &conf(client)?, args);
+    vpp_harness::finish(client, vec![server])
+}
