@@ -32,15 +32,15 @@ fn main() -> io::Result<()> {
             let listener = TcpListener::bind(addr)?;
             common::serve_echo(&listener)
         }
-        Some(_) => {
+        // Without VCL_CONFIG this process only runs VPP and the two roles.
+        None if std::env::var_os("VCL_CONFIG").is_none() => {
+            common::run_server_and_client("echo-server", "echo-client", &args)
+        }
+        // This example's own role, also with a VCL_CONFIG of the user's.
+        _ => {
             App::init("echo-client")?;
             run(addr, bytes)
         }
-        None if std::env::var_os("VCL_CONFIG").is_some() => {
-            App::init("echo-client")?;
-            run(addr, bytes)
-        }
-        None => common::run_server_and_client("echo-server", "echo-client", &args),
     }
 }
 

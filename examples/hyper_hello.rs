@@ -39,15 +39,15 @@ fn main() -> io::Result<()> {
             App::init("hyper-hello-client")?;
             runtime()?.block_on(client(addr))
         }
-        Some(_) => {
+        // Without VCL_CONFIG this process only runs VPP and the two roles.
+        None if std::env::var_os("VCL_CONFIG").is_none() => {
+            common::run_server_and_client("hyper-server", "hyper-client", &args)
+        }
+        // This example's own role, also with a VCL_CONFIG of the user's.
+        _ => {
             App::init("hyper-hello-server")?;
             runtime()?.block_on(serve(addr))
         }
-        None if std::env::var_os("VCL_CONFIG").is_some() => {
-            App::init("hyper-hello-server")?;
-            runtime()?.block_on(serve(addr))
-        }
-        None => common::run_server_and_client("hyper-server", "hyper-client", &args),
     }
 }
 

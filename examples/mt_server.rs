@@ -37,15 +37,15 @@ fn main() -> io::Result<()> {
             App::init("mt-clients")?;
             clients(addr)
         }
-        Some(_) => {
+        // Without VCL_CONFIG this process only runs VPP and the two roles.
+        None if std::env::var_os("VCL_CONFIG").is_none() => {
+            common::run_server_and_client("mt-server", "mt-clients", &args)
+        }
+        // This example's own role, also with a VCL_CONFIG of the user's.
+        _ => {
             App::init("mt-server")?;
             serve(addr)
         }
-        None if std::env::var_os("VCL_CONFIG").is_some() => {
-            App::init("mt-server")?;
-            serve(addr)
-        }
-        None => common::run_server_and_client("mt-server", "mt-clients", &args),
     }
 }
 

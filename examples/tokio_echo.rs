@@ -35,15 +35,15 @@ fn main() -> io::Result<()> {
             App::init("tokio-echo-client")?;
             runtime()?.block_on(client(addr, bytes))
         }
-        Some(_) => {
+        // Without VCL_CONFIG this process only runs VPP and the two roles.
+        None if std::env::var_os("VCL_CONFIG").is_none() => {
+            common::run_server_and_client("tokio-echo-server", "tokio-echo-client", &args)
+        }
+        // This example's own role, also with a VCL_CONFIG of the user's.
+        _ => {
             App::init("tokio-echo-server")?;
             runtime()?.block_on(serve(addr))
         }
-        None if std::env::var_os("VCL_CONFIG").is_some() => {
-            App::init("tokio-echo-server")?;
-            runtime()?.block_on(serve(addr))
-        }
-        None => common::run_server_and_client("tokio-echo-server", "tokio-echo-client", &args),
     }
 }
 
