@@ -255,6 +255,12 @@ impl seam::Vcl for RealVcl {
         // SAFETY: as above.
         unsafe { sys::vppsys_sh_set_app_closing(sh) }
     }
+    fn worker_detached(&self) -> bool {
+        // SAFETY: reads a field of the calling thread's worker (VCL gives
+        // `VPPCOM_ENOTSUP` without use-mq-eventfd, and no worker is never
+        // detached: the caller has one).
+        unsafe { sys::vppcom_worker_is_detached() == 1 }
+    }
     fn unhandled_events(&self) -> u32 {
         // SAFETY: reads a vector length of the calling thread's worker.
         unsafe { sys::vppsys_worker_unhandled_events() }

@@ -138,6 +138,14 @@ pub trait Vcl: Send + Sync + 'static {
     /// Events the calling thread's worker read from its message queue and
     /// keeps for the next epoll wait (VCL's unhandled-events vector).
     fn unhandled_events(&self) -> u32;
+    /// The calling thread's worker lost VPP (its API socket closed: VPP
+    /// died or dropped the app) and is detached, or detaching: VCL is about
+    /// to drop, or has dropped, the worker's message queue, which its own
+    /// blocking loops keep using. Only with `use-mq-eventfd` (VCL notices a
+    /// lost VPP only then); false otherwise.
+    fn worker_detached(&self) -> bool {
+        false
+    }
 
     // ---- connect without blocking the worker ----
     /// Sets or clears `O_NONBLOCK` on the session (local, no message to VPP).

@@ -476,6 +476,33 @@ impl<V: Vcl> RpcHandler for Vls<V> {
     }
 }
 
+impl<V: Vcl> Vls<V> {
+    /// A thread leaves a wait inside VCL (see `pre_wait`).
+    fn leave_wait(&self) {
+        let _ = self.waiting_in_vcl.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    /// VCL's detach: waits until no thread waits inside VCL (bounded: a
+    /// wait that never ends must not hang the detaching thread too).
+    fn wait_for_waits_to_end(&self) {
+        let deadline = Instant::now() + DETACH_WAITS_LIMIT;
+        while self.waiting_in_vcl.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    waiting = self.waiting_in_vcl.load(Ordering::SeqCst),
+                    "VPP is gone and threads still wait inside VCL; detaching anyway"
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// How long VCL's detach waits for other threads' waits to end (each ends
+/// within 200 ms).
+const DETACH_WAITS_LIMIT: Duration = Duration::from_secs(3);
+
 std::thread_local! {
     /// The calling thread's current call waited inside VCL (set by the
     /// post-wait hook; see [`Vls::route_events_after_a_wait`]).
@@ -484,6 +511,15 @@ std::thread_local! {
 
 impl<V: Vcl> WaitHooks for Vls<V> {
     fn pre_wait(&'static self, sh: Sh) {
+        // VPP is gone (see `post_wait`): a wait on a session's events would
+        // loop on the message queue VCL is dropping. Make VCL return (the
+        // session is closed for the application; VCL skips the post-wait
+        // call). The accept wait (no session) never gets here detached: VLS
+        // waits for blocking accepts itself (`Vls::accept`).
+        if sh != INVALID && self.vcl.worker_detached() {
+            self.vcl.set_app_closing(sh);
+            return;
+        }
         let needs_locks = self.needs_locks.load(Ordering::Acquire);
         if needs_locks {
             // A session another thread is closing: make VCL return (it then
@@ -496,6 +532,10 @@ impl<V: Vcl> WaitHooks for Vls<V> {
             }
         }
         self.waiting_in_vcl.fetch_add(1, Ordering::SeqCst);
+        if sh == INVALID && !self.mt_workers.load(Ordering::Relaxed) && self.vcl.worker_detached() {
+            // VCL's detach (see `post_wait`), before it releases the locks.
+            self.detaching.store(true, Ordering::SeqCst);
+        }
         if !self.mt_workers.load(Ordering::Relaxed) {
             if needs_locks {
                 // Still holding the worker's locks: events VCL read from the
@@ -516,12 +556,37 @@ impl<V: Vcl> WaitHooks for Vls<V> {
         }
     }
 
-    fn post_wait(&'static self, _sh: Sh) {
-        let _ = self.waiting_in_vcl.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    /// Also runs in the middle of VCL's detach, when VPP is gone: the
+    /// detaching thread (in an epoll wait) calls the hooks around a one
+    /// second pause meant for other threads to leave their waits, then
+    /// drops the worker's message queue and makes the pipe that later waits
+    /// retry attaching on. (Until then, an epoll wait, select or poll of
+    /// another thread would retry already, and reads and writes descriptor
+    /// 0 for that pipe: [`Vls::detaching`] keeps them out of VCL.) A thread still looping on that
+    /// queue then, or coming back from its wait to handle it, crashes
+    /// (null queue). So in mode 3 the detaching thread does not retake the
+    /// worker's locks until no other thread is in such a wait: each ends
+    /// within 200 ms (VCL's wait slices), retakes the locks, handles the
+    /// queue (still there) and leaves VCL, its session closed by the detach
+    /// or by `pre_wait`. Other threads count themselves out only once they
+    /// hold the locks again, so the detacher cannot slip in between.
+    fn post_wait(&'static self, sh: Sh) {
         WAITED_IN_VCL.set(true);
         if self.mt_workers.load(Ordering::Relaxed) {
+            self.leave_wait();
+            return;
+        }
+        if sh == INVALID && self.vcl.worker_detached() {
+            self.leave_wait();
+            // As a sleep of the session-pool read lock this call may still
+            // hold: a writer queued behind it must not keep the waiters
+            // (readers retaking that lock) from ending their waits.
+            self.mt_locks().sleeping_in_vcl(|| self.wait_for_waits_to_end());
+            self.mt_locks().after_wait();
+            self.detaching.store(false, Ordering::SeqCst);
             return;
         }
         self.mt_locks().after_wait();
+        self.leave_wait();
     }
 }

@@ -61,6 +61,7 @@ use threads::{ExitKey, Teardown};
 
 const EBADFD: i32 = -libc::EBADFD;
 const EINVAL: i32 = -libc::EINVAL;
+const EAGAIN: i32 = -libc::EAGAIN;
 /// `wait_for_time` with which LDP asks only for already-known events.
 const DRAIN_ONLY: i32 = -2;
 
@@ -136,6 +137,14 @@ pub struct Vls<V: Vcl> {
     moves: Moves<V::Moved>,
     /// Threads inside a VCL wait (between the wait hooks) right now.
     waiting_in_vcl: AtomicU32,
+    /// VCL is detaching the worker from a VPP that is gone: set by the
+    /// detaching thread's pre-wait hook, cleared by its post-wait hook once
+    /// it holds the worker's locks again (see `WaitHooks for Vls`). Meanwhile
+    /// no thread may call VCL's epoll wait, select or poll.
+    detaching: AtomicBool,
+    /// Threads in a blocking accept that found nothing and waits in VLS
+    /// (see `Vls::accept`) right now.
+    waiting_to_accept: AtomicU32,
     /// Per-process workers: what fork and the sharing of sessions between
     /// processes need.
     forks: fork_hooks::Forks,
@@ -182,6 +191,8 @@ impl<V: Vcl> Vls<V> {
             worker_teardown: std::sync::Mutex::new(Teardown::Pending),
             moves: Moves::default(),
             waiting_in_vcl: AtomicU32::new(0),
+            waiting_to_accept: AtomicU32::new(0),
+            detaching: AtomicBool::new(false),
             forks: fork_hooks::Forks::default(),
         }))
     }
@@ -203,6 +214,12 @@ impl<V: Vcl> Vls<V> {
     /// a thread has blocked by now.
     pub fn threads_waiting_in_vcl(&self) -> u32 {
         self.waiting_in_vcl.load(Ordering::SeqCst)
+    }
+
+    /// Threads in a blocking accept waiting for a connection right now (VLS
+    /// waits for those itself in modes 1 and 3; see [`Self::accept`]).
+    pub fn threads_waiting_to_accept(&self) -> u32 {
+        self.waiting_to_accept.load(Ordering::SeqCst)
     }
 
     /// The VCL implementation underneath.
@@ -264,6 +281,49 @@ impl<V: Vcl> Vls<V> {
 #[inline]
 fn on_worker(sh: Sh, wrk: u32) -> bool {
     sh != INVALID && sh_parts(sh).0 == wrk
+}
+
+/// The words holding the first `n_bits` bits of a select map (none for a
+/// null map).
+///
+/// # Safety
+/// `map` null or valid for `n_bits` bits rounded up to whole words.
+unsafe fn copy_bits(map: *const c_ulong, n_bits: i32) -> Vec<c_ulong> {
+    if map.is_null() || n_bits <= 0 {
+        return Vec::new();
+    }
+    let words = (n_bits as usize).div_ceil(c_ulong::BITS as usize);
+    // SAFETY: caller guarantees `words` whole words.
+    unsafe { std::slice::from_raw_parts(map, words) }.to_vec()
+}
+
+/// Clears the bits of a select map that are not set in `keep` (a copy of
+/// its first words; see [`copy_bits`]).
+///
+/// # Safety
+/// `map` null or valid for `keep.len()` words.
+unsafe fn keep_bits(map: *mut c_ulong, keep: &[c_ulong]) {
+    if map.is_null() {
+        return;
+    }
+    // SAFETY: caller guarantees `keep.len()` whole words.
+    let words = unsafe { std::slice::from_raw_parts_mut(map, keep.len()) };
+    for (w, k) in words.iter_mut().zip(keep) {
+        *w &= k;
+    }
+}
+
+/// Clears the first `n_bits` bits of a select map (whole words).
+///
+/// # Safety
+/// `map` null or valid for `n_bits` bits rounded up to whole words.
+unsafe fn clear_bits(map: *mut c_ulong, n_bits: i32) {
+    if map.is_null() || n_bits <= 0 {
+        return;
+    }
+    let words = (n_bits as usize).div_ceil(c_ulong::BITS as usize);
+    // SAFETY: caller guarantees `words` whole words.
+    unsafe { std::ptr::write_bytes(map, 0, words) };
 }
 
 /// Number of bits set among the first `n_bits` bits of a select(2)-style

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::locks::OpKind;
 use super::pool::VlsSession;
-use super::{count_set_bits, demux, Vls, DRAIN_ONLY, EBADFD, EINVAL};
+use super::{clear_bits, copy_bits, count_set_bits, demux, keep_bits, Vls, DRAIN_ONLY, EBADFD, EINVAL};
 use crate::error::VppcomError;
 use crate::handle::Vlsh;
 use crate::handle::{Sh, INVALID};
@@ -52,7 +52,7 @@ impl<V: Vcl> Vls<V> {
     /// data); I/O events are parked on the application's epoll sets as in
     /// `epoll_wait`. Called with the worker locks held.
     pub(super) fn handle_mq_events(&'static self, flush_set: Sh) {
-        if flush_set == INVALID {
+        if flush_set == INVALID || self.detaching() {
             return;
         }
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
@@ -67,6 +67,13 @@ impl<V: Vcl> Vls<V> {
                 break;
             }
         }
+    }
+
+    /// VCL is detaching the worker (VPP is gone): no epoll wait, select or
+    /// poll may enter VCL now. Read with the worker's locks held (the
+    /// detaching thread sets it before releasing them for its pause).
+    fn detaching(&self) -> bool {
+        self.detaching.load(Ordering::SeqCst)
     }
 
     /// Wakes the waiter of every epoll set (through its wake fd).
@@ -265,6 +272,17 @@ impl<V: Vcl> Vls<V> {
                     (left.as_millis().max(1) as i32).min(SLICE_MS)
                 }
             };
+            if self.vcl.worker_detached() {
+                // VPP is gone: VCL keeps its fd ready (to retry attaching at
+                // every wait), so sleeping on it would spin. Sleep the slice
+                // out, let VCL retry once, and return what that gives (its
+                // close events for the connections VPP held, or none: an
+                // unbounded wait returns empty once a second while VPP is
+                // gone, so the caller can look around).
+                std::thread::sleep(Duration::from_millis(slice_ms as u64));
+                // SAFETY: forwarded contract.
+                return unsafe { self.epoll_wait_now(ep_vlsh, evs, max, 0.0) };
+            }
             let Some(demux) = self.pool.get(ep_vlsh).and_then(|s| s.demux()) else { return EBADFD };
             if !demux.sleep(self.vcl.mq_epoll_fd(), slice_ms) {
                 // No fd to sleep on (VCL without use-mq-eventfd).
@@ -337,6 +355,9 @@ impl<V: Vcl> Vls<V> {
                 n += self.deliver_once(ep_vlsh, p.events, p.token, out, n, &mut reported);
             }
             if n == out.len() {
+                return 0;
+            }
+            if self.detaching() {
                 return 0;
             }
             let vcl_wait = if n > 0 && wait >= 0.0 { 0.0 } else { wait };
@@ -534,10 +555,27 @@ impl<V: Vcl> Vls<V> {
         let _g = self.op_locks(OpKind::MessageQueue, None);
         // SAFETY: forwarded contract (the read map is null or `n_bits` bits).
         unsafe { self.shared_listeners_selected(r, n_bits) };
+        if self.detaching() {
+            // Nothing is ready (VPP is gone): the maps say so too.
+            for map in [r, w, e] {
+                // SAFETY: forwarded contract (each map null or `n_bits` bits).
+                unsafe { clear_bits(map, n_bits) };
+            }
+            return 0;
+        }
+        // VCL sets the bit of any session it has a queued event for, asked
+        // for or not (LDP would then report a descriptor the application
+        // never passed): only the bits asked for are kept.
+        // SAFETY: forwarded contract (each map null or `n_bits` bits).
+        let asked = unsafe { [copy_bits(r, n_bits), copy_bits(w, n_bits), copy_bits(e, n_bits)] };
         // SAFETY: forwarded contract.
         let rv = self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.select(n_bits, r, w, e, wait) });
         if rv <= 0 {
             return rv;
+        }
+        for (map, asked) in [r, w, e].into_iter().zip(&asked) {
+            // SAFETY: forwarded contract (each map null or `n_bits` bits).
+            unsafe { keep_bits(map, asked) };
         }
         // VCL counts a session once for its ready state and again for every
         // RX/TX event still queued for it, so its total can exceed the bits
@@ -557,6 +595,9 @@ impl<V: Vcl> Vls<V> {
         let _g = self.op_locks(OpKind::MessageQueue, None);
         // SAFETY: forwarded contract.
         unsafe { self.shared_listeners_polled(vp, n) };
+        if self.detaching() {
+            return 0;
+        }
         // SAFETY: forwarded contract.
         self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.poll(vp, n, wait) })
     }

@@ -4,7 +4,7 @@
 //! select and poll calls are in `readiness.rs`.
 
 use std::ffi::c_void;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 
@@ -215,19 +215,85 @@ impl<V: Vcl> Vls<V> {
             Some(_) => self.pool.get(vlsh).map_or(INVALID, |s| s.shared.load(Ordering::Acquire)),
             None => INVALID,
         };
-        let rv = self.with_session(vlsh, OpKind::SessionPool, |sh| {
-            self.shared_listener_in_use(shared, sh);
-            // SAFETY: forwarded contract.
-            let rv = unsafe { self.vcl.accept(sh, ep, flags) };
-            if rv >= 0 {
-                nonblocking = self.vcl.is_nonblocking(rv as Sh);
+        // Blocking accepts wait here, not in VCL (see `accept_or_wait`).
+        let waits_here = !self.mt_workers.load(Ordering::Relaxed) && self.vcl.use_eventfd();
+        // (Made once the thread is known to VLS, after the first try.)
+        let mut flush_set = INVALID;
+        let mut pause = Duration::from_micros(20);
+        let mut waiting = None;
+        let rv = loop {
+            let mut again = false;
+            let rv = self.with_session(vlsh, OpKind::SessionPool, |sh| {
+                self.shared_listener_in_use(shared, sh);
+                // SAFETY: forwarded contract.
+                let rv = unsafe { self.accept_or_wait(sh, ep, flags, waits_here, flush_set, &mut again) };
+                if rv >= 0 {
+                    nonblocking = self.vcl.is_nonblocking(rv as Sh);
+                }
+                rv
+            });
+            if !again {
+                break rv;
             }
-            rv
-        });
+            if flush_set == INVALID {
+                flush_set = self.internal_epoll();
+                if flush_set != INVALID {
+                    continue;
+                }
+            }
+            waiting.get_or_insert_with(|| Counted::new(&self.waiting_to_accept));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        };
         if rv < 0 {
             return rv;
         }
         self.adopt(rv as Sh, false, nonblocking)
+    }
+
+    /// One accept on listener `sh` (worker locks held). With `waits_here`
+    /// (modes 1 and 3 with use-mq-eventfd) a blocking listener is not left
+    /// to VCL's blocking accept: that loops on the worker's message queue
+    /// for ever, also after VPP is gone and VCL dropped the queue (a crash),
+    /// so no error could ever reach the caller. Instead the accept is tried
+    /// without blocking, after letting VCL handle its queue (`flush_set`),
+    /// and `again` asks the caller to pause (without the locks) and retry:
+    /// VCL's own wait wakes every millisecond too. Once VPP is gone every
+    /// accept fails with `ECONNABORTED` (VCL re-listens if it re-attaches).
+    ///
+    /// # Safety
+    /// `ep` as for `vppcom_session_accept`.
+    unsafe fn accept_or_wait(
+        &'static self,
+        sh: Sh,
+        ep: *mut c_void,
+        flags: i32,
+        waits_here: bool,
+        flush_set: Sh,
+        again: &mut bool,
+    ) -> i32 {
+        if waits_here && self.vcl.worker_detached() {
+            return VppcomError::ECONNABORTED.raw();
+        }
+        if !waits_here || self.vcl.is_nonblocking(sh) {
+            // SAFETY: forwarded contract.
+            return unsafe { self.vcl.accept(sh, ep, flags) };
+        }
+        self.vcl.set_nonblocking(sh, true);
+        // SAFETY: forwarded contract.
+        let mut rv = unsafe { self.vcl.accept(sh, ep, flags) };
+        if rv == EAGAIN {
+            self.handle_mq_events(flush_set);
+            rv = if self.vcl.worker_detached() {
+                VppcomError::ECONNABORTED.raw()
+            } else {
+                // SAFETY: forwarded contract.
+                unsafe { self.vcl.accept(sh, ep, flags) }
+            };
+        }
+        self.vcl.set_nonblocking(sh, false);
+        *again = rv == EAGAIN;
+        rv
     }
 
     /// `vls_read`.
@@ -346,5 +412,21 @@ impl<V: Vcl> Vls<V> {
     /// The session behind `vlsh` (for the safe API and tests).
     pub fn session(&self, vlsh: Vlsh) -> Option<&VlsSession> {
         self.pool.get(vlsh)
+    }
+}
+
+/// One more in `n` while this lives.
+struct Counted<'a>(&'a AtomicU32);
+
+impl<'a> Counted<'a> {
+    fn new(n: &'a AtomicU32) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Counted(n)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

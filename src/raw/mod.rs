@@ -46,11 +46,19 @@ pub fn lock_free_io() -> bool {
     crate::process::vls().lock_free_io()
 }
 
-/// Threads of this process blocked inside VCL right now (a blocking read,
-/// write or accept), as counted by VLS.
+/// Threads of this process blocked inside VCL right now (a blocking read or
+/// write; a blocking accept with per-thread workers), as counted by VLS.
 #[cfg(feature = "vpp")]
 pub fn threads_waiting_in_vcl() -> u32 {
     crate::process::vls().threads_waiting_in_vcl()
+}
+
+/// Threads of this process in a blocking accept, waiting for a connection
+/// right now. In modes 1 and 3 VLS waits for those itself, outside VCL, so
+/// they are not in [`threads_waiting_in_vcl`].
+#[cfg(feature = "vpp")]
+pub fn threads_waiting_to_accept() -> u32 {
+    crate::process::vls().threads_waiting_to_accept()
 }
 
 /// Per-process workers: the forked children of this process that VLS knows

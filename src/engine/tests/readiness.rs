@@ -132,6 +132,24 @@ fn count_set_bits_ignores_bits_past_n_bits() {
     }
 }
 
+#[test]
+fn select_maps_keep_only_the_bits_asked_for() {
+    let asked: [libc::c_ulong; 2] = [0b0100, 1 << 3];
+    // SAFETY: the maps hold 128 bits.
+    unsafe {
+        let copy = crate::engine::copy_bits(asked.as_ptr(), 70);
+        assert_eq!(copy, asked);
+        // VCL's answer: bit 2 (asked) and bit 0 (a session nobody asked
+        // about), bit 67 (asked) and bit 64.
+        let mut answer: [libc::c_ulong; 2] = [0b0101, (1 << 3) | 1];
+        crate::engine::keep_bits(answer.as_mut_ptr(), &copy);
+        assert_eq!(answer, [0b0100, 1 << 3]);
+        assert!(crate::engine::copy_bits(std::ptr::null(), 70).is_empty());
+        crate::engine::clear_bits(answer.as_mut_ptr(), 70);
+        assert_eq!(answer, [0, 0]);
+    }
+}
+
 /// LDP's `epoll_wait` makes a drain-only call (-2) and then, when VCL's
 /// message queue fd is ready, a timeout-0 call writing behind the drain's
 /// events: a session both report reaches the application once. The next
