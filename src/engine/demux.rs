@@ -23,6 +23,14 @@
 //! the mq fd, the wake fd replaces it, so no set reports two such events).
 //! Parking an event writes the set's eventfd.
 //!
+//! When VPP is gone, VCL keeps its mq epoll fd readable (a pipe it signals
+//! so that every wait retries attaching), which would make every waiter on
+//! a wake fd return at once, empty, for ever: a program spinning at 100 %
+//! of a core. While VCL is detached, a set's wake fd therefore watches a
+//! timer ticking once a second instead of the mq fd ([`EpollDemux::vpp_gone`],
+//! [`EpollDemux::vpp_back`]): waiters sleep as they asked, and still call
+//! VCL (which retries attaching) once a second.
+//!
 //! All fd operations are raw syscalls, so they reach the kernel even when
 //! LDP interposes the libc functions.
 
@@ -107,8 +115,11 @@ pub struct Parked {
 pub struct WakeFds {
     /// eventfd written when events are parked for the set.
     pub eventfd: i32,
-    /// epoll fd over `eventfd` and VCL's mq epoll fd.
+    /// epoll fd over `eventfd` and VCL's mq epoll fd (or, while VPP is
+    /// gone, `timer` in its place).
     pub epfd: i32,
+    /// The once-a-second timerfd watched while VPP is gone; -1 otherwise.
+    pub timer: i32,
 }
 
 /// Demultiplexing state of one epoll set.
@@ -128,6 +139,8 @@ pub struct EpollDemux {
     /// The last drain round, while the timeout-0 wait LDP may make next in
     /// the same `epoll_wait` has not come; 0 otherwise.
     open_drain: AtomicU64,
+    /// The wake fd watches the timer, not VCL's mq fd (VPP is gone).
+    on_timer: AtomicBool,
 }
 
 impl EpollDemux {
@@ -293,6 +306,51 @@ impl EpollDemux {
 }
 
 impl EpollDemux {
+    /// VCL lost VPP (see the module docs): the wake fd watches a timer
+    /// ticking once a second instead of VCL's mq fd `mq_fd`; called again
+    /// while VPP stays gone, takes the ticks seen so far.
+    pub fn vpp_gone(&self, mq_fd: i32) {
+        let mut wake = self.wake.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(w) = wake.as_mut() else { return };
+        if w.timer >= 0 {
+            sys::timer_take(w.timer);
+            return;
+        }
+        let Some(timer) = sys::ticking_timer() else {
+            tracing::warn!("cannot create a timer fd: waiters may spin while VPP is gone");
+            return;
+        };
+        sys::epoll_del(w.epfd, mq_fd);
+        if !sys::epoll_add(w.epfd, timer, 1) {
+            sys::close(timer);
+            sys::epoll_add(w.epfd, mq_fd, 1);
+            return;
+        }
+        w.timer = timer;
+        self.on_timer.store(true, Ordering::Release);
+        tracing::warn!("VPP is gone: waiting for it, retrying once a second");
+    }
+
+    /// The wake fd watches the timer (VPP was gone at the last look).
+    pub fn on_timer(&self) -> bool {
+        self.on_timer.load(Ordering::Acquire)
+    }
+
+    /// VCL is attached again: the wake fd watches VCL's mq fd `mq_fd` again.
+    pub fn vpp_back(&self, mq_fd: i32) {
+        let mut wake = self.wake.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(w) = wake.as_mut() else { return };
+        if w.timer < 0 {
+            return;
+        }
+        sys::epoll_del(w.epfd, w.timer);
+        sys::close(w.timer);
+        w.timer = -1;
+        sys::epoll_add(w.epfd, mq_fd, 1);
+        self.on_timer.store(false, Ordering::Release);
+        tracing::info!("VPP is back");
+    }
+
     /// One of the demux's locks is held (after a fork: by a thread the
     /// child does not have).
     pub fn is_locked(&self) -> bool {
@@ -309,7 +367,11 @@ impl EpollDemux {
         if let Some(w) = wake.take() {
             sys::close(w.epfd);
             sys::close(w.eventfd);
+            if w.timer >= 0 {
+                sys::close(w.timer);
+            }
         }
+        self.on_timer.store(false, Ordering::Release);
         self.wake_installed.store(false, Ordering::Release);
     }
 }
@@ -366,7 +428,43 @@ mod sys {
             close(eventfd);
             return None;
         }
-        Some(WakeFds { eventfd, epfd })
+        Some(WakeFds { eventfd, epfd, timer: -1 })
+    }
+
+    /// A non-blocking timerfd ticking once a second.
+    pub fn ticking_timer() -> Option<i32> {
+        // SAFETY: plain syscall with constant flags.
+        let fd = ret(unsafe {
+            libc::syscall(
+                libc::SYS_timerfd_create,
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        })?;
+        let second = libc::timespec { tv_sec: 1, tv_nsec: 0 };
+        let spec = libc::itimerspec { it_interval: second, it_value: second };
+        // SAFETY: valid itimerspec; null old value.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_timerfd_settime,
+                fd,
+                0,
+                &spec as *const libc::itimerspec,
+                std::ptr::null::<u8>(),
+            )
+        };
+        if r != 0 {
+            close(fd);
+            return None;
+        }
+        Some(fd)
+    }
+
+    /// Takes the ticks of a timerfd (it is not readable until the next).
+    pub fn timer_take(fd: i32) {
+        let mut ticks: u64 = 0;
+        // SAFETY: reads 8 bytes into a valid u64 from a non-blocking timerfd.
+        unsafe { libc::syscall(libc::SYS_read, fd, &mut ticks as *mut u64, 8usize) };
     }
 
     /// Waits until `fd` (an epoll fd) is readable, at most `timeout_ms`
@@ -447,5 +545,37 @@ mod tests {
         sys::eventfd_signal(mq);
         // SAFETY: as above.
         assert_eq!(unsafe { libc::epoll_wait(libc_epfd, ev.as_mut_ptr(), 4, 100) }, 1);
+    }
+
+    #[test]
+    fn while_vpp_is_gone_the_wake_fd_ticks_instead_of_following_the_mq_fd() {
+        // A stand-in for VCL's mq epoll fd that stays readable, as VCL keeps
+        // it once it lost VPP.
+        // SAFETY: plain syscall.
+        let mq = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
+        // SAFETY: plain syscall.
+        let libc_epfd = unsafe { libc::epoll_create1(0) };
+        let d = EpollDemux::default();
+        d.install_wake(libc_epfd, || mq);
+        sys::eventfd_signal(mq);
+        assert!(sys::readable(libc_epfd), "the mq fd wakes the set");
+        d.vpp_gone(mq);
+        assert!(d.on_timer());
+        assert!(!sys::readable(libc_epfd), "a ready mq fd no longer wakes the set");
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        let start = std::time::Instant::now();
+        // SAFETY: valid buffer of 4 events.
+        assert_eq!(unsafe { libc::epoll_wait(libc_epfd, ev.as_mut_ptr(), 4, 3000) }, 1, "the tick wakes it");
+        assert!(start.elapsed() >= std::time::Duration::from_millis(900), "{:?}", start.elapsed());
+        d.vpp_gone(mq); // takes the tick
+        assert!(!sys::readable(libc_epfd), "the tick was taken");
+        // A parked event still wakes the set at once.
+        d.park(Parked { events: 1, token: 9 });
+        assert!(sys::readable(libc_epfd));
+        d.take(8);
+        d.vpp_back(mq);
+        assert!(!d.on_timer());
+        assert!(sys::readable(libc_epfd), "the mq fd wakes the set again");
+        d.reset();
     }
 }

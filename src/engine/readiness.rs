@@ -69,6 +69,16 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
+    /// Makes `demux`'s wake fd watch VCL's mq fd while VCL is attached and
+    /// a timer while it is not (see the `demux` module docs).
+    fn watch_for_vpp(&self, demux: &demux::EpollDemux) {
+        if self.vcl.worker_detached() {
+            demux.vpp_gone(self.vcl.mq_epoll_fd());
+        } else if demux.on_timer() {
+            demux.vpp_back(self.vcl.mq_epoll_fd());
+        }
+    }
+
     /// VCL is detaching the worker (VPP is gone): no epoll wait, select or
     /// poll may enter VCL now. Read with the worker's locks held (the
     /// detaching thread sets it before releasing them for its pause).
@@ -402,6 +412,10 @@ impl<V: Vcl> Vls<V> {
             return if n > 0 { n as i32 } else { rv };
         }
         let total = (n as i32) + rv;
+        if wait == 0.0 && (total == 0 || demux.on_timer()) {
+            // Woken with nothing to report: VPP may be gone (see `demux`).
+            self.watch_for_vpp(demux);
+        }
         // Events may be left behind (VCL's unhandled vector after a full
         // batch, or parked events beyond `max`) while this call returns less
         // than a full buffer, because stale or other sets' events were
