@@ -512,6 +512,77 @@ fn pipeline_rounds(plan: &[(u32, u32)], until: Option<std::time::Instant>) -> u3
     runs
 }
 
+/// memcached (Debian's, 4 worker threads: a libevent server whose listener
+/// thread hands each connection to a worker thread) under LDP with the Rust
+/// layer, and `ldp_pipeline memcached-client` under LDP too (mode 3 on both
+/// sides): 2- and 4-thread clients, 8 connections per thread, pipelining 8
+/// sets and then 8 gets per connection for 30 rounds, every value checked;
+/// 5 runs each. (With the C layer the same clients time out.) LDP needs
+/// `LDP_SID_BIT=10` for memcached's own descriptors, and memcached `-c` above
+/// the VPP descriptor numbers (see the README).
+#[test]
+fn ldp_memcached_serves_pipelining_threads() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let memcached = Path::new("/usr/bin/memcached");
+    assert!(memcached.is_file(), "memcached is needed (Debian: apt-get install memcached)");
+    let so = libvls();
+    let exe = ldp_pipeline();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf("memcached", &VclConf::default()).unwrap();
+    let preload = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let (port, addr) = ("7430", "127.0.0.1:7430");
+    let server_err = vpp.dir().join("memcached.stderr");
+    let mut server = ProcessGroup::spawn(
+        under_ldp(&mut Command::new(memcached), &preload, &conf)
+            .env("LDP_SID_BIT", "10")
+            .args(["-u", "root", "-l", "127.0.0.1", "-p", port, "-U", "0", "-t", "4", "-c", "8192"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&server_err).unwrap()),
+    )
+    .expect("spawn memcached");
+    let client = |threads: u32, rounds: u32| {
+        let child = under_ldp(&mut Command::new(&exe), &preload, &conf)
+            .env("LDP_SID_BIT", "10")
+            .args(["memcached-client", addr, &threads.to_string(), "8", &rounds.to_string(), "8"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the client");
+        wait_output_with_timeout(child, Duration::from_secs(60)).unwrap()
+    };
+    // memcached is up once a one-set client gets its answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !client(1, 1).status.success() {
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "memcached exited: {}",
+            std::fs::read_to_string(&server_err).unwrap_or_default()
+        );
+        assert!(std::time::Instant::now() < deadline, "memcached never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for threads in [2, 4] {
+        for run in 0..5 {
+            let out = client(threads, 30);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success()
+                    && stdout.contains(&format!(
+                        "ldp_pipeline: {} sets and gets, all intact",
+                        threads * 8 * 30 * 8 * 2
+                    )),
+                "run {run} with {threads} threads failed ({}):\n{stdout}{}\n--- memcached ---\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(&server_err).unwrap_or_default()
+            );
+        }
+    }
+    assert!(server.try_wait().unwrap().is_none(), "memcached exited");
+}
+
 /// Several client threads, each with its own epoll set and 8 pipelined
 /// connections, against a multi-threaded server, both under LDP (mode 3):
 /// no lost wake-up (every thread finishes), no byte lost or reordered.
