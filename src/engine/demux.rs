@@ -230,11 +230,17 @@ impl EpollDemux {
     /// Installs this set's wake fd into `libc_epfd` (once), taking the place
     /// of VCL's mq epoll fd (`mq_fd()`, asked only the first time) there if
     /// LDP put it in.
+    #[inline]
     pub fn install_wake(&self, libc_epfd: i32, mq_fd: impl FnOnce() -> i32) {
+        // (Inline: every wait of an LDP program asks, once it is done.)
         if self.wake_installed.load(Ordering::Acquire) || libc_epfd <= 0 {
             return;
         }
-        let mq_fd = mq_fd();
+        self.install_wake_now(libc_epfd, mq_fd());
+    }
+
+    #[cold]
+    fn install_wake_now(&self, libc_epfd: i32, mq_fd: i32) {
         if mq_fd < 0 {
             return;
         }

@@ -374,10 +374,17 @@ impl<V: Vcl> Vls<V> {
     /// A process is using shared listener `sh` (epoll add, select, accept):
     /// it listens on its own worker from now on; the owner stops, unless it
     /// uses the listener too.
+    #[inline]
     pub(super) fn shared_listener_in_use(&'static self, entry: u32, sh: Sh) {
-        if entry == INVALID {
-            return;
+        // (Inline: almost every session is shared by no process.)
+        if entry != INVALID {
+            self.shared_session_in_use(entry, sh);
         }
+    }
+
+    /// [`Self::shared_listener_in_use`] for a session in the shared table.
+    #[cold]
+    fn shared_session_in_use(&'static self, entry: u32, sh: Sh) {
         let Some(table) = self.forks.shared.get() else { return };
         let (me, index) = sh_parts(sh);
         match self.vcl.listener_state(sh) {

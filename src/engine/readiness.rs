@@ -353,7 +353,7 @@ impl<V: Vcl> Vls<V> {
         // VCL filled the room it was given: it may hold more events (in its
         // unhandled vector), which no fd signals.
         let mut vcl_full = false;
-        let mut body = |ep_sh: Sh| {
+        let mut body = |ep_sh: Sh, alone: bool| {
             ran = true;
             // A forked child waiting on a set it inherited: the shared
             // listeners in it start listening on this process's worker.
@@ -362,7 +362,7 @@ impl<V: Vcl> Vls<V> {
             // may have read the data since (a stale "readable" would make
             // the application read EAGAIN, which many count as an error).
             for p in &parked {
-                n += self.deliver_once(ep_vlsh, p.events, p.token, out, n, &mut reported);
+                n += self.deliver_once(ep_vlsh, p.events, p.token, out, n, &mut reported, false);
             }
             if n == out.len() {
                 return 0;
@@ -381,11 +381,13 @@ impl<V: Vcl> Vls<V> {
             }
             vcl_full = rv as usize == rest_len;
             // Demultiplex in place: keep this set's events, park the
-            // others'. A session reported twice is returned once.
+            // others'. A session reported twice is returned once. (VCL
+            // checked these events against the FIFOs just now; with no
+            // other thread around, nothing has changed them since.)
             let mut kept = 0;
             for i in 0..rv as usize {
                 let e = out[n + i];
-                kept += self.deliver_once(ep_vlsh, e.events, e.u64, out, n + kept, &mut reported);
+                kept += self.deliver_once(ep_vlsh, e.events, e.u64, out, n + kept, &mut reported, alone);
             }
             kept as i32
         };
@@ -394,8 +396,8 @@ impl<V: Vcl> Vls<V> {
         let alone = if wait == 0.0 || drain_only { self.solo.enter() } else { None };
         let rv = match alone {
             Some(_alone) if set.is_closed() => EBADFD,
-            Some(_alone) => body(set.sh()),
-            None => self.with_session(ep_vlsh, OpKind::MessageQueue, body),
+            Some(_alone) => body(set.sh(), true),
+            None => self.with_session(ep_vlsh, OpKind::MessageQueue, |sh| body(sh, false)),
         };
         if !ran {
             // The set could not be used (closed meanwhile, or it cannot move
@@ -448,7 +450,10 @@ impl<V: Vcl> Vls<V> {
     /// [`Self::deliver`] of one event into `out[at]`, unless its session was
     /// reported already: in this call, its bits are added to that entry (if
     /// still true); in the drain call before it, new bits are parked for
-    /// the next wait. Returns 1 if `out[at]` was filled.
+    /// the next wait. Returns 1 if `out[at]` was filled. `fresh`: VCL
+    /// reported the event in this call and no other thread can have acted
+    /// on the session since (its bits need no second look).
+    #[allow(clippy::too_many_arguments)]
     fn deliver_once(
         &self,
         ep_vlsh: Vlsh,
@@ -457,6 +462,7 @@ impl<V: Vcl> Vls<V> {
         out: &mut [libc::epoll_event],
         at: usize,
         reported: &mut Reported,
+        fresh: bool,
     ) -> usize {
         let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { return 0 };
         if let Some(j) = reported.this_call.position(token) {
@@ -467,7 +473,7 @@ impl<V: Vcl> Vls<V> {
             self.park(events, token);
             return 0;
         }
-        let k = self.deliver(ep_vlsh, s, events, &mut out[at..]);
+        let k = self.deliver(ep_vlsh, s, events, &mut out[at..], fresh);
         if k == 1 {
             // Entries are written in order: `out[i]` is the i-th reported.
             debug_assert_eq!(at, reported.this_call.len());
@@ -521,10 +527,17 @@ impl<V: Vcl> Vls<V> {
     /// session is in this set and the event still holds (returns 1), parked
     /// on its own set if it is in another, dropped otherwise (returns 0).
     /// Called with the worker locks held.
-    fn deliver(&self, ep_vlsh: Vlsh, s: &VlsSession, events: u32, out: &mut [libc::epoll_event]) -> usize {
+    fn deliver(
+        &self,
+        ep_vlsh: Vlsh,
+        s: &VlsSession,
+        events: u32,
+        out: &mut [libc::epoll_event],
+        fresh: bool,
+    ) -> usize {
         match s.membership.set() {
             Some(set) if set == ep_vlsh => {
-                let events = self.still_ready(s, events);
+                let events = if fresh { events } else { self.still_ready(s, events) };
                 if events == 0 {
                     return 0;
                 }
