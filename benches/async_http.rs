@@ -28,10 +28,14 @@
 //!
 //! Each case runs `BENCH_REPEAT` times (default 3), in an order that
 //! rotates every round (a b c, b c a, c a b, …); the table shows medians
-//! with the range in brackets. `BENCH_DURATION` sets wrk's `-d` in seconds
-//! (default 10) for quick trials; `BENCH_CASES=hyper-vls,nginx-vls`
-//! restricts the cases; `BENCH_VERBOSE=1` prints the programs' output of
-//! each run. A run under LDP counts only if wrk (and nginx) printed the Rust
+//! with the range in brackets: requests per second and p99 latency (wrk's),
+//! wrk's errors, and the CPU time the server used while wrk ran per request
+//! (user and system time of all its threads, from `/proc/<pid>/stat`; less
+//! sensitive than requests per second to a machine shared with other work).
+//! `BENCH_DURATION` sets wrk's `-d` in seconds (default 10) for quick
+//! trials; `BENCH_HYPER_THREADS` the hyper servers' worker threads (default
+//! 2); `BENCH_CASES=hyper-vls,nginx-vls` restricts the cases;
+//! `BENCH_VERBOSE=1` prints the programs' output of each run. A run under LDP counts only if wrk (and nginx) printed the Rust
 //! layer's call counts at exit (`VLS_RS_STATS=1`, `vls-rs: calls:`). Every
 //! program run has a time limit; a run that fails or hangs is reported and
 //! left out of the figures.
@@ -47,13 +51,21 @@ use vpp_harness::{
     find_program, Nginx, Preloads, ProcessGroup, VclConf, VppInstall, VppInstance, Wrk, WrkResult, ROLE_ENV,
 };
 
+/// One run's figures: wrk's, and the CPU time the server used while wrk
+/// ran, per request.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    wrk: WrkResult,
+    server_cpu_us: f64,
+}
+
 /// Rounds, unless `BENCH_REPEAT` says.
 const REPEAT: usize = 3;
 /// wrk's `-d` in seconds, unless `BENCH_DURATION` says.
 const DURATION_SECS: u64 = 10;
 const WRK_THREADS: u32 = 2;
 const WRK_CONNECTIONS: u32 = 64;
-/// The servers' runtime threads.
+/// The servers' runtime threads, unless `BENCH_HYPER_THREADS` says.
 const SERVER_THREADS: &str = "2";
 /// Where (a) and (b) listen, each in its own VPP.
 const VPP_ADDR: &str = "127.0.0.1:8080";
@@ -97,6 +109,8 @@ struct Env {
     preloads: Preloads,
     install: VppInstall,
     duration: Duration,
+    /// `hyper_hello --threads`.
+    threads: String,
     verbose: bool,
 }
 
@@ -149,6 +163,7 @@ fn run() -> Result<(), String> {
         preloads,
         install,
         duration,
+        threads: std::env::var("BENCH_HYPER_THREADS").unwrap_or_else(|_| SERVER_THREADS.into()),
         verbose: std::env::var_os("BENCH_VERBOSE").is_some(),
     };
     let repeat = common::repeat(REPEAT);
@@ -170,8 +185,8 @@ fn run() -> Result<(), String> {
         })
         .collect();
 
-    // samples[case] = (requests/s, p99 ms, errors) per successful run
-    let mut samples: Vec<Vec<WrkResult>> = vec![Vec::new(); CASES.len()];
+    // samples[case]: one per successful run
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); CASES.len()];
     let mut failures = [0usize; CASES.len()];
     for round in 0..repeat {
         for i in 0..cases.len() {
@@ -187,12 +202,14 @@ fn run() -> Result<(), String> {
             match outcome {
                 Ok(r) => {
                     eprintln!(
-                        "{} {}/{repeat} ({secs:.0} s): {:.0} requests/s, p99 {:.3} ms, {} errors",
+                        "{} {}/{repeat} ({secs:.0} s): {:.0} requests/s, p99 {:.3} ms, {} errors, \
+                         server CPU {:.2} us/request",
                         case.name(),
                         round + 1,
-                        r.rps,
-                        r.p99_ms.unwrap_or(f64::NAN),
-                        r.errors
+                        r.wrk.rps,
+                        r.wrk.p99_ms.unwrap_or(f64::NAN),
+                        r.wrk.errors,
+                        r.server_cpu_us
                     );
                     samples[k].push(r);
                 }
@@ -209,19 +226,23 @@ fn run() -> Result<(), String> {
          range in brackets, cases in rotating order",
         env.duration.as_secs()
     );
-    println!("{:<36} {:>26} {:>24} {:>8}", "case", "requests/s", "p99 ms", "errors");
-    let figure = |k: usize, f: fn(&WrkResult) -> f64| -> Vec<f64> { samples[k].iter().map(f).collect() };
-    let rps = |k: usize| figure(k, |r| r.rps);
-    let p99 = |k: usize| figure(k, |r| r.p99_ms.unwrap_or(f64::NAN));
+    println!(
+        "{:<34} {:>24} {:>22} {:>6} {:>22}",
+        "case", "requests/s", "p99 ms", "errors", "server CPU us/request"
+    );
+    let figure = |k: usize, f: fn(&Sample) -> f64| -> Vec<f64> { samples[k].iter().map(f).collect() };
+    let rps = |k: usize| figure(k, |r| r.wrk.rps);
+    let p99 = |k: usize| figure(k, |r| r.wrk.p99_ms.unwrap_or(f64::NAN));
     for &case in &cases {
         let k = case as usize;
-        let errors: f64 = figure(k, |r| r.errors as f64).iter().sum();
+        let errors: f64 = figure(k, |r| r.wrk.errors as f64).iter().sum();
         println!(
-            "{:<36} {:>26} {:>24} {:>8}",
+            "{:<34} {:>24} {:>22} {:>6} {:>22}",
             case.label(),
             summary(&rps(k), 0, 0),
             summary(&p99(k), 3, 2),
-            if samples[k].is_empty() { "-".into() } else { format!("{errors:.0}") }
+            if samples[k].is_empty() { "-".into() } else { format!("{errors:.0}") },
+            summary(&figure(k, |r| r.server_cpu_us), 2, 2)
         );
         if failures[k] > 0 {
             println!("{}: {} of {repeat} runs failed (see above)", case.label(), failures[k]);
@@ -280,10 +301,7 @@ fn build_hyper_hello() -> Result<PathBuf, String> {
 }
 
 /// Runs `f` with a private VPP, torn down after it.
-fn with_vpp(
-    env: &Env,
-    f: impl FnOnce(&VppInstance) -> Result<WrkResult, String>,
-) -> Result<WrkResult, String> {
+fn with_vpp(env: &Env, f: impl FnOnce(&VppInstance) -> Result<Sample, String>) -> Result<Sample, String> {
     let vpp = VppInstance::start_from(env.install.clone()).map_err(|e| format!("VPP did not start: {e}"))?;
     f(&vpp)
 }
@@ -325,11 +343,29 @@ fn start_hyper(
     }
 }
 
-/// Runs `wrk`; its result unless it failed, got nothing, or (under LDP)
-/// was not served by the Rust layer.
-fn measure(env: &Env, case: Case, wrk: Wrk) -> Result<WrkResult, String> {
+/// The CPU time (user and system, all threads) process `pid` used so far.
+fn cpu_secs(pid: u32) -> Result<f64, String> {
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // After the command name in parentheses: field 3 (state) on; utime
+    // and stime are fields 14 and 15, in clock ticks.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+    let (utime, stime) = ticks(14).zip(ticks(15)).ok_or_else(|| format!("/proc/{pid}/stat: {stat:?}"))?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Ok((utime + stime) as f64 / hz.max(1) as f64)
+}
+
+/// Runs `wrk` against the server `server`; its result and the server's CPU
+/// time per request, unless it failed, got nothing, or (under LDP) was not
+/// served by the Rust layer.
+fn measure(env: &Env, case: Case, wrk: Wrk, server: &ProcessGroup) -> Result<Sample, String> {
     let ldp = !wrk.preload.is_empty();
+    let cpu_before = cpu_secs(server.id())?;
     let w = wrk.run().map_err(|e| format!("wrk: {e}"))?;
+    let cpu = cpu_secs(server.id())? - cpu_before;
     env.show(case, "wrk", &format!("{}{}", w.stdout, w.stderr));
     if !w.status.success() {
         let tail: Vec<&str> = w.stderr.lines().rev().take(5).collect();
@@ -344,7 +380,7 @@ fn measure(env: &Env, case: Case, wrk: Wrk) -> Result<WrkResult, String> {
     if ldp && !w.stderr.contains(STATS_LINE) {
         return Err(format!("wrk printed no `{STATS_LINE}` line: the Rust layer did not serve it"));
     }
-    Ok(w.result)
+    Ok(Sample { wrk: w.result, server_cpu_us: cpu * 1e6 / w.result.requests as f64 })
 }
 
 /// Stops a server with SIGTERM, killing it after 10 s.
@@ -356,17 +392,17 @@ fn stop(what: &str, server: ProcessGroup) -> Result<(), String> {
 }
 
 /// (a): `hyper_hello` over `vls::tokio`, wrk under LDP.
-fn hyper_vls(env: &Env, vpp: &VppInstance) -> Result<WrkResult, String> {
+fn hyper_vls(env: &Env, vpp: &VppInstance) -> Result<Sample, String> {
     let case = Case::HyperVls;
     let vcl = vpp.write_vcl_conf("hyper", &VclConf::default()).map_err(|e| e.to_string())?;
-    let args = ["--threads", SERVER_THREADS, VPP_ADDR];
+    let args = ["--threads", &env.threads, VPP_ADDR];
     let (server, url, log, err) = start_hyper(env, &args, &[("VCL_CONFIG", &vcl)], &vpp.dir().join("hyper"))?;
     let wrk_vcl = vpp.write_vcl_conf("wrk", &VclConf::default()).map_err(|e| e.to_string())?;
     let wrk = Wrk {
         envs: vec![("VLS_RS_STATS".into(), "1".into())],
         ..env.wrk(Wrk::new(&url, &env.preloads.rust, &wrk_vcl))
     };
-    let result = measure(env, case, wrk);
+    let result = measure(env, case, wrk, &server);
     let stopped = stop("hyper_hello", server);
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     env.show(case, "hyper_hello", &(read(&log) + &read(&err)));
@@ -376,7 +412,7 @@ fn hyper_vls(env: &Env, vpp: &VppInstance) -> Result<WrkResult, String> {
 }
 
 /// (b): nginx under LDP answering `hello`, wrk under LDP.
-fn nginx_vls(env: &Env, vpp: &VppInstance) -> Result<WrkResult, String> {
+fn nginx_vls(env: &Env, vpp: &VppInstance) -> Result<Sample, String> {
     let case = Case::NginxVls;
     let program = env.nginx.clone().ok_or("nginx not found")?;
     let listen = VPP_ADDR.parse().map_err(|e| format!("{VPP_ADDR}: {e}"))?;
@@ -400,7 +436,7 @@ fn nginx_vls(env: &Env, vpp: &VppInstance) -> Result<WrkResult, String> {
         envs: vec![("VLS_RS_STATS".into(), "1".into())],
         ..env.wrk(Wrk::new(&url, &env.preloads.rust, &wrk_vcl))
     };
-    let result = measure(env, case, wrk);
+    let result = measure(env, case, wrk, &server);
     let stopped = stop("nginx", server);
     // nginx writes its stderr to its error log once started.
     let out = server_out();
@@ -415,14 +451,14 @@ fn nginx_vls(env: &Env, vpp: &VppInstance) -> Result<WrkResult, String> {
 
 /// (c): `hyper_hello --kernel` on any free loopback port, wrk over the
 /// kernel; no VPP.
-fn hyper_kernel(env: &Env) -> Result<WrkResult, String> {
+fn hyper_kernel(env: &Env) -> Result<Sample, String> {
     let case = Case::HyperKernel;
     let dir = std::env::temp_dir().join(format!("async-http-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let args = ["--kernel", "--threads", SERVER_THREADS, "127.0.0.1:0"];
+    let args = ["--kernel", "--threads", &env.threads, "127.0.0.1:0"];
     let started = start_hyper(env, &args, &[], &dir.join("hyper"));
     let result = started.and_then(|(server, url, log, err)| {
-        let result = measure(env, case, env.wrk(Wrk::kernel(&url)));
+        let result = measure(env, case, env.wrk(Wrk::kernel(&url)), &server);
         let stopped = stop("hyper_hello --kernel", server);
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         env.show(case, "hyper_hello --kernel", &(read(&log) + &read(&err)));
