@@ -34,7 +34,9 @@
 //! sensitive than requests per second to a machine shared with other work).
 //! `BENCH_DURATION` sets wrk's `-d` in seconds (default 10) for quick
 //! trials; `BENCH_HYPER_THREADS` the hyper servers' worker threads (default
-//! 2); `BENCH_CASES=hyper-vls,nginx-vls` restricts the cases;
+//! 2); `BENCH_HYPER_BIN` runs that `hyper_hello` binary instead of
+//! building one (to compare two builds); `BENCH_CASES=hyper-vls,nginx-vls`
+//! restricts the cases;
 //! `BENCH_VERBOSE=1` prints the programs' output of each run. A run under LDP counts only if wrk (and nginx) printed the Rust
 //! layer's call counts at exit (`VLS_RS_STATS=1`, `vls-rs: calls:`). Every
 //! program run has a time limit; a run that fails or hangs is reported and
@@ -156,8 +158,12 @@ fn run() -> Result<(), String> {
     let duration = Duration::from_secs(
         std::env::var("BENCH_DURATION").ok().and_then(|v| v.parse().ok()).unwrap_or(DURATION_SECS).max(1),
     );
+    let hyper = match std::env::var_os("BENCH_HYPER_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build_hyper_hello()?,
+    };
     let env = Env {
-        hyper: build_hyper_hello()?,
+        hyper,
         wrk,
         nginx,
         preloads,
