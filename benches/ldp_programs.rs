@@ -169,7 +169,7 @@ impl Run<'_> {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is accepted.
-    let libvls = match libvls() {
+    let libvls = match common::libvls("ldp_programs") {
         Ok(p) => p,
         Err(e) => {
             eprintln!("ldp_programs: {e}");
@@ -278,25 +278,6 @@ fn main() {
     for line in &skipped {
         println!("{line}");
     }
-}
-
-/// The release `libvls.so` cargo built with this binary: `cargo bench`
-/// leaves it beside the binary in `target/release/deps/`; `cargo build
-/// --release` puts one in `target/release/`.
-fn libvls() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let deps = exe.parent().ok_or("this binary has no directory")?;
-    [deps, deps.parent().unwrap_or(deps)]
-        .iter()
-        .map(|d| d.join("libvls.so"))
-        .find(|so| so.is_file())
-        .ok_or_else(|| {
-            format!(
-                "no libvls.so in {} or its parent: run as `cargo bench --features vpp --bench ldp_programs`, \
-                 or build it with `cargo build --release --features vpp --lib`",
-                deps.display()
-            )
-        })
 }
 
 /// Waits at most `timeout` for `child`, whose output is piped, and reads

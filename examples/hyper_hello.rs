@@ -10,6 +10,14 @@
 //! checks every answer and exits 0. With `VCL_CONFIG` set it serves on ADDR
 //! (the first argument, default 127.0.0.1:8080) until killed:
 //! `VCL_CONFIG=... cargo run --release --features vpp,tokio --example hyper_hello -- 0.0.0.0:8080`.
+//!
+//! Options (before or after ADDR): `--threads N` gives the runtime N worker
+//! threads (default: tokio's, one per core); `--kernel` serves on the
+//! kernel's sockets instead (`tokio::net::TcpListener`, no VPP and no
+//! `VCL_CONFIG`) until killed, with the very same server code, for
+//! comparisons (`benches/async_http.rs`); port 0 there takes any free port.
+//! The server prints the address it listens on (`hyper_hello: serving
+//! http://ADDR/`).
 
 mod common;
 
@@ -33,11 +41,15 @@ const REQUESTS: usize = 25;
 
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let addr = common::addr_arg(args.first(), "127.0.0.1:8080")?;
+    let opts = Options::parse(&args)?;
+    if opts.kernel {
+        return runtime(opts.threads)?
+            .block_on(async { serve(tokio::net::TcpListener::bind(opts.addr).await?).await });
+    }
     match role().as_deref() {
         Some("hyper-client") => {
             App::init("hyper-hello-client")?;
-            runtime()?.block_on(client(addr))
+            runtime(opts.threads)?.block_on(client(opts.addr))
         }
         // Without VCL_CONFIG this process only runs VPP and the two roles.
         None if std::env::var_os("VCL_CONFIG").is_none() => {
@@ -46,24 +58,87 @@ fn main() -> io::Result<()> {
         // This example's own role, also with a VCL_CONFIG of the user's.
         _ => {
             App::init("hyper-hello-server")?;
-            runtime()?.block_on(serve(addr))
+            runtime(opts.threads)?.block_on(async { serve(TcpListener::bind(opts.addr).await?).await })
         }
     }
 }
 
-/// A multi-thread runtime: without `multi-thread-workers` in `vcl.conf`,
-/// all its threads share the process's VCL worker (VLS mode 3).
-fn runtime() -> io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+/// The command line: `[--kernel] [--threads N] [ADDR]`.
+struct Options {
+    addr: SocketAddr,
+    kernel: bool,
+    threads: Option<usize>,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> io::Result<Options> {
+        let bad = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+        let (mut addr, mut kernel, mut threads) = (None, false, None);
+        let mut args = args.iter();
+        while let Some(a) = args.next() {
+            match a.as_str() {
+                "--kernel" => kernel = true,
+                "--threads" => {
+                    let n = args.next().ok_or_else(|| bad("--threads needs a number".into()))?;
+                    threads = Some(
+                        n.parse().ok().filter(|&n| n > 0).ok_or_else(|| bad(format!("bad --threads {n}")))?,
+                    );
+                }
+                flag if flag.starts_with("--") => return Err(bad(format!("unknown option {flag}"))),
+                _ if addr.is_none() => addr = Some(a),
+                _ => return Err(bad(format!("unexpected argument {a}"))),
+            }
+        }
+        Ok(Options { addr: common::addr_arg(addr, "127.0.0.1:8080")?, kernel, threads })
+    }
+}
+
+/// A multi-thread runtime (with `threads` workers, else one per core):
+/// without `multi-thread-workers` in `vcl.conf`, all its threads share the
+/// process's VCL worker (VLS mode 3).
+fn runtime(threads: Option<usize>) -> io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n);
+    }
+    b.enable_all().build()
 }
 
 async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
 }
 
-async fn serve(addr: SocketAddr) -> io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    println!("hyper_hello: serving http://{addr}/");
+/// What the server needs of a listener: VPP's (`vls::tokio`) or the
+/// kernel's (`tokio::net`); nothing else differs between the two.
+trait Listener {
+    type Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)>;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+    async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        TcpListener::accept(self).await
+    }
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::TcpListener::local_addr(self)
+    }
+    async fn accept(&self) -> io::Result<(tokio::net::TcpStream, SocketAddr)> {
+        tokio::net::TcpListener::accept(self).await
+    }
+}
+
+/// Serves `hello` on every connection `listener` accepts, a task each.
+async fn serve(listener: impl Listener) -> io::Result<()> {
+    println!("hyper_hello: serving http://{}/", listener.local_addr()?);
     loop {
         let (stream, peer) = listener.accept().await?;
         tokio::spawn(async move {

@@ -314,11 +314,19 @@ impl Session {
     /// else (VCL is non-blocking because of a timeout) retried after short
     /// waits for message-queue activity until it stops saying `EAGAIN` or
     /// this direction's time is up (`TimedOut`; no limit without one).
+    ///
+    /// A non-blocking call's `EAGAIN` is a plain `ErrorKind::WouldBlock`
+    /// without the [`VppcomError`] inside: event loops (`vls::tokio` clears a
+    /// session's readiness on it) get it once per drained session, and
+    /// `io::Error::new` would allocate twice for it.
     fn io(&self, dir: Dir, mut op: impl FnMut() -> i32) -> io::Result<i32> {
-        if self.nonblocking.load(Ordering::Acquire)
-            || (self.read_timeout.load(Ordering::Acquire) == 0
-                && self.write_timeout.load(Ordering::Acquire) == 0)
-        {
+        if self.nonblocking.load(Ordering::Acquire) {
+            return match op() {
+                rv if rv == VppcomError::EAGAIN.raw() => Err(io::ErrorKind::WouldBlock.into()),
+                rv => check(rv),
+            };
+        }
+        if self.read_timeout.load(Ordering::Acquire) == 0 && self.write_timeout.load(Ordering::Acquire) == 0 {
             return check(op());
         }
         let timeout = match dir {

@@ -477,6 +477,73 @@ fn async_half_close_through_stack() {
     );
 }
 
+/// The pieces of [`async_vectored_writes`]: small groups (written as one
+/// joined copy) and large ones (slice by slice, more than the FIFO holds).
+fn vectored_pieces() -> Vec<Vec<Vec<u8>>> {
+    let mut rng = Rng(0x5eed);
+    let mut groups: Vec<Vec<Vec<u8>>> = (0..500u64)
+        .map(|g| (0..rng.range(2, 5) as u64).map(|i| pattern(rng.range(0, 700), g * 8 + i)).collect())
+        .collect();
+    // Exactly at and just past the joined size, then past the FIFO.
+    groups.push(vec![pattern(1000, 1), pattern(1048, 2)]);
+    groups.push(vec![pattern(1000, 3), pattern(1049, 4)]);
+    groups.push(vec![pattern(100_000, 5), Vec::new(), pattern(3, 6), pattern(6 << 20, 7)]);
+    groups
+}
+
+/// Vectored writes (as hyper makes them: a head and a body) arrive whole
+/// and in order, small groups joined into one write and large ones not,
+/// also when the FIFO fills and a write takes part of a group.
+#[test]
+fn async_vectored_writes() {
+    let a: SocketAddr = "127.0.0.1:7407".parse().unwrap();
+    run_pair(
+        "async_vectored_writes",
+        cut_through,
+        || {
+            App::init("async-vectored-server").unwrap();
+            multi_thread().block_on(within(Duration::from_secs(25), "vectored server", async move {
+                let l = TcpListener::bind(a).await.unwrap();
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).await.unwrap();
+                let want: Vec<u8> = vectored_pieces().concat().concat();
+                assert_eq!(got.len(), want.len());
+                assert!(got == want, "the bytes differ");
+            }));
+        },
+        || {
+            App::init("async-vectored-client").unwrap();
+            multi_thread().block_on(within(Duration::from_secs(25), "vectored client", async move {
+                let mut s = connect(a).await;
+                for group in vectored_pieces() {
+                    let total: usize = group.iter().map(Vec::len).sum();
+                    // The unwritten rest of the group: (piece, offset).
+                    let (mut piece, mut at) = (0, 0);
+                    let mut written = 0;
+                    while written < total {
+                        let slices: Vec<io::IoSlice<'_>> = group[piece..]
+                            .iter()
+                            .enumerate()
+                            .map(|(i, p)| io::IoSlice::new(if i == 0 { &p[at..] } else { p }))
+                            .collect();
+                        let n = s.write_vectored(&slices).await.unwrap();
+                        assert!(n > 0, "a vectored write of {} bytes took none", total - written);
+                        written += n;
+                        let mut n = n;
+                        while piece < group.len() && n >= group[piece].len() - at {
+                            n -= group[piece].len() - at;
+                            piece += 1;
+                            at = 0;
+                        }
+                        at += n;
+                    }
+                }
+            }));
+        },
+    );
+}
+
 /// CPU time used by this process so far (user + system).
 fn cpu_time() -> Duration {
     // SAFETY: `usage` is valid for the call.

@@ -88,3 +88,45 @@ fn example_hyper_hello_answers_every_request() {
     let out = run_example("hyper_hello", &["127.0.0.1:7303"]);
     assert!(out.contains("hyper_hello: 100 requests answered hello"), "{out}");
 }
+
+/// `hyper_hello --kernel` (the benchmark's baseline, `benches/async_http.rs`)
+/// serves the same answer on the kernel's sockets, without VPP.
+#[cfg(feature = "tokio")]
+#[test]
+fn example_hyper_hello_serves_hello_on_kernel_sockets() {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    let exe = examples_dir().join("hyper_hello");
+    let out = std::env::temp_dir().join(format!("hyper-hello-kernel-{}.out", std::process::id()));
+    let mut cmd = Command::new(&exe);
+    cmd.args(["--kernel", "--threads", "2", "127.0.0.1:0"])
+        .env_remove("VCL_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("create the server's stdout file"))
+        .stderr(Stdio::inherit());
+    // Killed on drop, also when an assertion fails.
+    let _server = vpp_harness::ProcessGroup::spawn(&mut cmd).expect("spawn hyper_hello --kernel");
+    // Its first line says where it listens.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let line = loop {
+        let printed = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(line) = printed.lines().next().filter(|_| printed.contains('\n')) {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "hyper_hello --kernel printed nothing in 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_file(&out);
+    let addr = line
+        .strip_prefix("hyper_hello: serving http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to hyper_hello");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("read the answer");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer:?}");
+    assert!(answer.ends_with("\r\n\r\nhello"), "{answer:?}");
+}

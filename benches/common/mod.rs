@@ -1,7 +1,9 @@
-//! What the benchmarks share: their environment switches and the
-//! statistics of their tables (median, range, ratio).
+//! What the benchmarks share: their environment switches, the statistics
+//! of their tables (median, range, ratio) and where cargo put what they run.
 
 #![allow(dead_code)]
+
+use std::path::PathBuf;
 
 /// `BENCH_REPEAT` (at least 1), else `default`: how many times each
 /// measurement runs.
@@ -45,4 +47,24 @@ pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
         (Some(a), Some(b)) => format!("{:.2}", a / b),
         _ => "-".into(),
     }
+}
+
+/// The release `libvls.so` cargo built with this benchmark (`bench`, its
+/// name in `cargo bench --bench NAME`): `cargo bench` leaves it beside the
+/// binary in `target/release/deps/`; `cargo build --release` puts one in
+/// `target/release/`.
+pub fn libvls(bench: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let deps = exe.parent().ok_or("this binary has no directory")?;
+    [deps, deps.parent().unwrap_or(deps)]
+        .iter()
+        .map(|d| d.join("libvls.so"))
+        .find(|so| so.is_file())
+        .ok_or_else(|| {
+            format!(
+                "no libvls.so in {} or its parent: run as `cargo bench --features vpp --bench {bench}`, \
+                 or build it with `cargo build --release --features vpp --lib`",
+                deps.display()
+            )
+        })
 }

@@ -18,6 +18,9 @@ use crate::socket::{IntoRawHandle, Proto, Session};
 
 /// Listen queue length asked of VPP.
 const BACKLOG: i32 = 1024;
+/// Vectored writes of at most this many bytes in all are written with one
+/// VCL call (see `poll_write_vectored_priv`).
+const COALESCE: usize = 2048;
 
 /// A TCP listener on VPP's host stack, for tokio.
 ///
@@ -226,14 +229,27 @@ impl TcpStream {
         self.io.poll_io(cx, Direction::Write, |s| s.write(buf))
     }
 
-    /// VCL has no gather write, but writes into the TX FIFO are cheap and
-    /// VPP is told of new data once: the slices are written one after the
-    /// other while each goes in whole.
+    /// VCL has no gather write. Slices of at most [`COALESCE`] bytes in all
+    /// (an HTTP head and a small body, a length prefix and its message) are
+    /// copied into one buffer and written with one call, which costs less
+    /// than a VCL write (and its locks) per slice. Larger ones are written
+    /// one after the other while each goes in whole: writes into the TX FIFO
+    /// are cheap and VPP is told of new data once.
     fn poll_write_vectored_priv(
         &self,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let len: usize = bufs.iter().map(|b| b.len()).sum();
+        if len <= COALESCE && bufs.iter().filter(|b| !b.is_empty()).nth(1).is_some() {
+            let mut joined = [0u8; COALESCE];
+            let mut at = 0;
+            for b in bufs {
+                joined[at..at + b.len()].copy_from_slice(b);
+                at += b.len();
+            }
+            return self.poll_write_priv(cx, &joined[..len]);
+        }
         let mut rest = bufs.iter().filter(|b| !b.is_empty());
         let Some(first) = rest.next() else { return Poll::Ready(Ok(0)) };
         let mut total = ready!(self.poll_write_priv(cx, first))?;

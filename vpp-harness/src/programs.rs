@@ -160,6 +160,10 @@ pub struct Nginx {
     pub logging: String,
     /// The size of `index.html` in bytes (4096 by default).
     pub file_size: usize,
+    /// What every request is answered with instead of the file: `Some(body)`
+    /// answers `200` with `body` (nginx's `return`, no file read); `None`
+    /// (the default) serves `www/`.
+    pub answer: Option<String>,
 }
 
 impl Nginx {
@@ -174,10 +178,11 @@ impl Nginx {
             processes: Self::ONE_PROCESS.into(),
             logging: "access_log off;".into(),
             file_size: 4096,
+            answer: None,
         }
     }
 
-    /// The URL of the file it serves.
+    /// The URL of the file it serves (any path has the `answer`, if set).
     pub fn url(&self) -> String {
         format!("http://{}/index.html", self.listen)
     }
@@ -186,12 +191,16 @@ impl Nginx {
     /// are in `dir`: in the foreground, epoll, keep-alive without limit.
     pub fn config(&self, dir: &Path) -> String {
         let (d, processes, logging) = (dir.display(), &self.processes, &self.logging);
+        let location = match &self.answer {
+            Some(body) => format!("return 200 \"{}\";", body.replace('\\', "\\\\").replace('"', "\\\"")),
+            None => format!("root {d}/www;"),
+        };
         format!(
             "daemon off;\n{processes}\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ use epoll; worker_connections 1024; }}\n\
              http {{\n  {logging}\n  keepalive_requests 1000000;\n  client_body_temp_path {d}/cbt;\n  \
              proxy_temp_path {d}/pt;\n  fastcgi_temp_path {d}/ft;\n  uwsgi_temp_path {d}/ut;\n  scgi_temp_path {d}/st;\n  \
-             server {{ listen {}; location / {{ root {d}/www; }} }}\n}}\n",
+             server {{ listen {}; location / {{ {location} }} }}\n}}\n",
             self.listen
         )
     }
@@ -248,10 +257,14 @@ pub struct Wrk {
     pub duration: Duration,
     /// What it requests.
     pub url: String,
-    /// Its `LD_PRELOAD`.
+    /// Its `LD_PRELOAD`; empty: not under LDP (the kernel's sockets, see
+    /// [`Wrk::kernel`]).
     pub preload: String,
-    /// Its `VCL_CONFIG`.
+    /// Its `VCL_CONFIG` (unused when `preload` is empty).
     pub vcl_config: PathBuf,
+    /// `--latency`: print the latency distribution (read into
+    /// [`WrkResult::p99_ms`]).
+    pub latency: bool,
     /// When it is killed (the run then counts as serving nothing).
     pub time_limit: Duration,
     /// Added to its environment.
@@ -267,6 +280,9 @@ pub struct WrkResult {
     pub rps: f64,
     /// Socket errors plus responses that were not 2xx or 3xx.
     pub errors: u64,
+    /// The 99th percentile of the latency in milliseconds (only with
+    /// `--latency`, [`Wrk::latency`]).
+    pub p99_ms: Option<f64>,
 }
 
 /// A finished wrk run: its result, exit status and output.
@@ -296,17 +312,28 @@ impl Wrk {
             vcl_config: vcl_config.into(),
             time_limit: Duration::from_secs(60),
             envs: Vec::new(),
+            latency: false,
         }
+    }
+
+    /// Like [`Wrk::new`], over the kernel's sockets: not under LDP (no
+    /// `LD_PRELOAD`, no `VCL_CONFIG`, also if this process has them).
+    pub fn kernel(url: &str) -> Self {
+        Wrk::new(url, "", Path::new(""))
     }
 
     /// Its command-line arguments.
     pub fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             format!("-t{}", self.threads),
             format!("-c{}", self.connections),
             format!("-d{}s", self.duration.as_secs().max(1)),
-            self.url.clone(),
-        ]
+        ];
+        if self.latency {
+            args.push("--latency".into());
+        }
+        args.push(self.url.clone());
+        args
     }
 
     /// Runs it to the end or to the time limit. A run that did not exit
@@ -319,7 +346,12 @@ impl Wrk {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = under_ldp(&mut cmd, &self.preload, &self.vcl_config).spawn().map_err(|e| {
+        if self.preload.is_empty() {
+            cmd.env_remove("LD_PRELOAD").env_remove("VCL_CONFIG");
+        } else {
+            under_ldp(&mut cmd, &self.preload, &self.vcl_config);
+        }
+        let child = cmd.spawn().map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("cannot run {}: {e} (Debian: apt-get install wrk)", self.program.display()),
@@ -342,8 +374,9 @@ impl Wrk {
 
 /// Reads wrk's summary: the request count (`N requests in …`),
 /// `Requests/sec:`, and the errors (`Socket errors: connect …, read …,
-/// write …, timeout …` plus `Non-2xx or 3xx responses:`). What is missing
-/// counts as 0.
+/// write …, timeout …` plus `Non-2xx or 3xx responses:`), and with
+/// `--latency` the `99%` line of the distribution. What is missing counts
+/// as 0 (`None` for the percentile).
 pub fn parse_wrk(out: &str) -> WrkResult {
     let num_after = |key: &str| -> Option<f64> {
         out.lines().find(|l| l.contains(key)).and_then(|l| {
@@ -374,7 +407,26 @@ pub fn parse_wrk(out: &str) -> WrkResult {
                 .unwrap_or(0)
         })
         .sum();
-    WrkResult { requests, rps, errors: socket_errors + bad_responses }
+    let p99_ms =
+        out.lines().find_map(|l| l.trim().strip_prefix("99%")).and_then(|v| wrk_duration_ms(v.trim()));
+    WrkResult { requests, rps, errors: socket_errors + bad_responses, p99_ms }
+}
+
+/// A duration as wrk prints it (`635.91us`, `1.00ms`, `2.10s`, `1.50m`)
+/// in milliseconds.
+fn wrk_duration_ms(v: &str) -> Option<f64> {
+    let split = v.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    let scale = match unit {
+        "us" => 1e-3,
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" => 60e3,
+        "h" => 3600e3,
+        _ => return None,
+    };
+    Some(n * scale)
 }
 
 #[cfg(test)]
@@ -393,18 +445,44 @@ mod tests {
                    \x20 Non-2xx or 3xx responses: 5\n\
                    Requests/sec:  44889.91\n\
                    Transfer/sec:    191.05MB\n";
-        assert_eq!(parse_wrk(out), WrkResult { requests: 224466, rps: 44889.91, errors: 15 });
+        assert_eq!(parse_wrk(out), WrkResult { requests: 224466, rps: 44889.91, errors: 15, p99_ms: None });
         // A clean run has neither error line; a killed one has no summary.
         let clean: Vec<&str> =
             out.lines().filter(|l| !l.contains("errors") && !l.contains("Non-2xx")).collect();
-        assert_eq!(parse_wrk(&clean.join("\n")), WrkResult { requests: 224466, rps: 44889.91, errors: 0 });
-        assert_eq!(parse_wrk("Running 5s test @ x\n"), WrkResult { requests: 0, rps: 0.0, errors: 0 });
+        assert_eq!(
+            parse_wrk(&clean.join("\n")),
+            WrkResult { requests: 224466, rps: 44889.91, errors: 0, p99_ms: None }
+        );
+        assert_eq!(
+            parse_wrk("Running 5s test @ x\n"),
+            WrkResult { requests: 0, rps: 0.0, errors: 0, p99_ms: None }
+        );
+    }
+
+    #[test]
+    fn wrk_latency_distribution_gives_the_99th_percentile_in_ms() {
+        let with = |p99: &str| {
+            format!(
+                "  Latency Distribution\n     50%  635.91us\n     75%    1.00ms\n     90%    1.42ms\n     \
+                 99%  {p99}\n  224466 requests in 10.00s, 20.30MB read\nRequests/sec:  22446.60\n"
+            )
+        };
+        let p99 = |p99: &str| parse_wrk(&with(p99)).p99_ms;
+        assert_eq!(p99("3.25ms"), Some(3.25));
+        assert_eq!(p99("812.00us"), Some(0.812));
+        assert_eq!(p99("1.50s"), Some(1500.0));
+        assert_eq!(p99("2.00m"), Some(120_000.0));
+        assert_eq!(p99("3.25xs"), None);
+        assert_eq!(parse_wrk(&with("3.25ms")).requests, 224466);
     }
 
     #[test]
     fn wrk_arguments_and_nginx_config_follow_their_parameters() {
         let wrk = Wrk { threads: 2, connections: 16, ..Wrk::new("http://a/", "x.so", Path::new("v.conf")) };
         assert_eq!(wrk.args(), ["-t2", "-c16", "-d5s", "http://a/"]);
+        let wrk = Wrk { latency: true, ..Wrk::kernel("http://a/") };
+        assert_eq!(wrk.args(), ["-t1", "-c64", "-d5s", "--latency", "http://a/"]);
+        assert!(wrk.preload.is_empty());
 
         let nginx = Nginx {
             processes: "master_process on;\nworker_processes 2;".into(),
@@ -426,6 +504,10 @@ mod tests {
         assert!(Nginx::new("127.0.0.1:80".parse().unwrap())
             .config(Path::new("/d"))
             .contains(Nginx::ONE_PROCESS));
+        let hello = Nginx { answer: Some("hel\"lo".into()), ..Nginx::new("127.0.0.1:80".parse().unwrap()) };
+        let conf = hello.config(Path::new("/d"));
+        let server = "  server { listen 127.0.0.1:80; location / { return 200 \"hel\\\"lo\"; } }";
+        assert!(conf.lines().any(|l| l == server), "no {server:?} in\n{conf}");
     }
 
     #[test]
