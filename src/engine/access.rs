@@ -560,16 +560,18 @@ impl<V: Vcl> WaitHooks for Vls<V> {
     /// detaching thread (in an epoll wait) calls the hooks around a one
     /// second pause meant for other threads to leave their waits, then
     /// drops the worker's message queue and makes the pipe that later waits
-    /// retry attaching on. (Until then, an epoll wait, select or poll of
-    /// another thread would retry already, and reads and writes descriptor
-    /// 0 for that pipe: [`Vls::detaching`] keeps them out of VCL.) A thread still looping on that
-    /// queue then, or coming back from its wait to handle it, crashes
-    /// (null queue). So in mode 3 the detaching thread does not retake the
-    /// worker's locks until no other thread is in such a wait: each ends
-    /// within 200 ms (VCL's wait slices), retakes the locks, handles the
-    /// queue (still there) and leaves VCL, its session closed by the detach
-    /// or by `pre_wait`. Other threads count themselves out only once they
-    /// hold the locks again, so the detacher cannot slip in between.
+    /// retry attaching on.
+    /// - Until that pipe exists, an epoll wait, select or poll of another
+    ///   thread would already retry, reading and writing descriptor 0 for
+    ///   the pipe: [`Vls::detaching`] keeps such calls out of VCL.
+    /// - A thread still looping on the queue when it is dropped, or coming
+    ///   back from its wait to handle it, crashes (null queue). Waits on a
+    ///   session end within a millisecond of the detach (the session is no
+    ///   longer open), and `pre_wait` turns later ones away; as a further
+    ///   guard (no test shows it needed), the detaching thread retakes the
+    ///   worker's locks only once no other thread waits inside VCL. Other
+    ///   threads count themselves out only once they hold the locks again,
+    ///   so the detacher cannot slip in between.
     fn post_wait(&'static self, sh: Sh) {
         WAITED_IN_VCL.set(true);
         if self.mt_workers.load(Ordering::Relaxed) {
