@@ -210,7 +210,6 @@ impl<V: Vcl> Vls<V> {
         &self.vcl
     }
 
-    #[cfg(test)]
     /// The session pool (for diagnostics and tests).
     pub fn pool(&self) -> &SessionPool {
         &self.pool
