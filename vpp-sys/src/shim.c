@@ -226,6 +226,70 @@ vppsys_sh_connect_state (uint32_t sh)
 }
 
 /*
+ * VCL (25.10 to 26.10) checks little of a session's state before it sends
+ * a listen or connect request to VPP: a listen on a session that connects
+ * or has connected, or a second connect while the first is in progress,
+ * goes out as a new request, and a session whose earlier request failed
+ * (DETACHED) sends another and returns at once with the old error, its
+ * reply still on the way. Such replies reach a session in a state they
+ * were not meant for, or a freed one (vcl_session_bound_handler writes
+ * through the session of a late "bound" reply without checking it is
+ * there; a blocking connect waits the same way). These refuse what a
+ * socket would refuse, without a request: listen only on a session that
+ * has never connected (or listens already); connect not again on a stream
+ * session that has (while in progress: EINPROGRESS; once failed: its
+ * error, where a socket could try again).
+ */
+int
+vppsys_session_listen (uint32_t sh, uint32_t q_len)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+
+  if (s && !(s->flags & VCL_SESSION_F_IS_VEP) &&
+      s->session_state != VCL_STATE_LISTEN)
+    {
+      if (s->flags & VCL_SESSION_F_CONNECTED)
+	return VPPCOM_EINVAL;
+      if (s->session_state == VCL_STATE_DETACHED)
+	return s->vpp_error == SESSION_E_ALREADY_LISTENING ?
+		 VPPCOM_EADDRINUSE :
+		 VPPCOM_ECONNREFUSED;
+      if (s->session_state != VCL_STATE_CLOSED)
+	return VPPCOM_EINVAL;
+    }
+  return vppcom_session_listen (sh, q_len);
+}
+
+int
+vppsys_session_connect (uint32_t sh, vppcom_endpt_t *server_ep)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+
+  if (s && !(s->flags & VCL_SESSION_F_IS_VEP) && !s->is_dgram &&
+      (s->flags & VCL_SESSION_F_CONNECTED))
+    {
+      switch (s->session_state)
+	{
+	case VCL_STATE_READY:
+	case VCL_STATE_VPP_CLOSING:
+	  /* Connected: VCL answers OK without a request. */
+	  break;
+	case VCL_STATE_UPDATED:
+	  return VPPCOM_EINPROGRESS;
+	case VCL_STATE_DETACHED:
+	  return s->vpp_error == SESSION_E_ALREADY_LISTENING ?
+		   VPPCOM_EADDRINUSE :
+		   VPPCOM_ECONNREFUSED;
+	case VCL_STATE_DISCONNECT:
+	  return VPPCOM_ECONNRESET;
+	default:
+	  return VPPCOM_EINVAL;
+	}
+    }
+  return vppcom_session_connect (sh, server_ep);
+}
+
+/*
  * Moving a session between workers (per-thread workers, "migration").
  *
  * Only a session that holds nothing tied to its worker can move: an epoll
