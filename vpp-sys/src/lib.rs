@@ -140,7 +140,8 @@ extern "C" {
     pub fn vppsys_session_discard(moved: *mut vcl_session_t);
     /// `vppcom_session_close`, first accepting and closing the connections
     /// waiting in a listener's accept queue (VCL 25.10 to 26.10 crash closing a
-    /// listener that has some).
+    /// listener that has some), and dropping the events VCL postponed for
+    /// the session (VCL frees it while they wait, then dereferences it).
     pub fn vppsys_session_close(sh: u32) -> libc::c_int;
     /// `vppcom_session_listen`, refused (`EINVAL`, or the earlier
     /// request's error) without a request to VPP for a session that has
