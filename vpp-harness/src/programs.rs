@@ -256,6 +256,8 @@ pub struct Wrk {
     pub time_limit: Duration,
     /// Added to its environment.
     pub envs: Vec<(String, String)>,
+    /// `-H`: request headers (e.g. `Connection: close`).
+    pub headers: Vec<String>,
 }
 
 /// What a wrk run reported.
@@ -296,17 +298,23 @@ impl Wrk {
             vcl_config: vcl_config.into(),
             time_limit: Duration::from_secs(60),
             envs: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
     /// Its command-line arguments.
     pub fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             format!("-t{}", self.threads),
             format!("-c{}", self.connections),
             format!("-d{}s", self.duration.as_secs().max(1)),
-            self.url.clone(),
-        ]
+        ];
+        for h in &self.headers {
+            args.push("-H".into());
+            args.push(h.clone());
+        }
+        args.push(self.url.clone());
+        args
     }
 
     /// Runs it to the end or to the time limit. A run that did not exit
@@ -405,6 +413,8 @@ mod tests {
     fn wrk_arguments_and_nginx_config_follow_their_parameters() {
         let wrk = Wrk { threads: 2, connections: 16, ..Wrk::new("http://a/", "x.so", Path::new("v.conf")) };
         assert_eq!(wrk.args(), ["-t2", "-c16", "-d5s", "http://a/"]);
+        let close = Wrk { headers: vec!["Connection: close".into()], ..wrk };
+        assert_eq!(close.args(), ["-t2", "-c16", "-d5s", "-H", "Connection: close", "http://a/"]);
 
         let nginx = Nginx {
             processes: "master_process on;\nworker_processes 2;".into(),
