@@ -444,6 +444,7 @@ fn fd_targets(pid: u32) -> Vec<String> {
 /// connections VPP still holds, closed ones in TIME_WAIT included: they
 /// are printed every 10 s with the rest, and bounded loosely.
 /// `cargo test --features vpp --test ldp connection_close_soak -- --ignored --nocapture`
+/// (`VLS_SOAK_NGINX_LAYER=c`: nginx with the C layer, for comparison).
 #[test]
 #[ignore]
 fn ldp_nginx_two_workers_connection_close_soak() {
@@ -458,9 +459,11 @@ fn ldp_nginx_two_workers_connection_close_soak() {
     let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
     let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
     let cli_conf = vpp.write_vcl_conf("wrk", &VclConf::in_namespace(&cli_ns)).unwrap();
-    let Preloads { rust, .. } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
+    let Preloads { rust, c } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
+    // VLS_SOAK_NGINX_LAYER=c: nginx with the C layer instead (comparison).
+    let server = if std::env::var("VLS_SOAK_NGINX_LAYER").as_deref() == Ok("c") { &c } else { &rust };
     let (nginx, url) =
-        start_nginx_with(&vpp, &srv_ns, &rust, "master_process on;\nworker_processes 2;", "access_log off;");
+        start_nginx_with(&vpp, &srv_ns, server, "master_process on;\nworker_processes 2;", "access_log off;");
     let master = nginx.id();
     let churn = |duration: Duration| {
         let wrk = Wrk {
@@ -488,7 +491,11 @@ fn ldp_nginx_two_workers_connection_close_soak() {
     let start: Vec<Usage> =
         workers.iter().map(|&w| usage(w).expect("a worker is gone after the warm-up")).collect();
     let targets_before: Vec<Vec<String>> = workers.iter().map(|&w| fd_targets(w)).collect();
-    // Every 10 s during the run: (seconds, usage by worker).
+    // Every 10 s during the run: (seconds, usage by worker). A worker
+    // whose every call fails logs an alert per call: nginx is killed once
+    // its error log passes 64 MiB (the run then fails).
+    let error_log = vpp.dir().join("nginx/error.log");
+    let flooded = std::sync::atomic::AtomicBool::new(false);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (run, series) = std::thread::scope(|s| {
         let sampler = s.spawn(|| {
@@ -496,6 +503,12 @@ fn ldp_nginx_two_workers_connection_close_soak() {
             let mut series = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
+                if std::fs::metadata(&error_log).map_or(0, |m| m.len()) > 64 << 20 {
+                    flooded.store(true, std::sync::atomic::Ordering::Relaxed);
+                    // SAFETY: kills nginx's process group (ours).
+                    unsafe { libc::kill(-(master as i32), libc::SIGKILL) };
+                    break;
+                }
                 if t0.elapsed().as_secs() >= 10 * (series.len() as u64 + 1) {
                     let now: Vec<Option<Usage>> = workers.iter().map(|&w| usage(w)).collect();
                     series.push((t0.elapsed().as_secs(), now));
@@ -503,19 +516,56 @@ fn ldp_nginx_two_workers_connection_close_soak() {
             }
             series
         });
+        // Stops the sampler also when the run fails (else the scope would
+        // wait for it for ever).
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let stopping = Stop(&stop);
         let run = churn(Duration::from_secs(secs));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(stopping);
         (run, sampler.join().expect("sampler"))
     });
+    let flooded = flooded.load(std::sync::atomic::Ordering::Relaxed);
     let end: Vec<Option<Usage>> = workers.iter().map(|&w| usage(w)).collect();
     let workers_now = children_of(master);
+    // VPP's own view: its error counters (drops, retransmissions, resets).
+    // (A VPP whose main loop is stuck never answers: 5 s each. Seen after
+    // ~10 s of this churn: VPP's tcp4-reset and ip4-input answer each
+    // other's packets for ever and its pending frames grow by millions.)
+    let mut vpp_answers = true;
+    for cmd in ["show errors", "show app server"] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let vppctl = vpp.install().vppctl_bin();
+        let sock = vpp.dir().join("cli.sock");
+        std::thread::spawn(move || {
+            let out = Command::new(vppctl)
+                .arg("-s")
+                .arg(sock)
+                .args(cmd.split_whitespace())
+                .stdin(Stdio::null())
+                .output();
+            let _ = tx.send(out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default());
+        });
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(out) => eprintln!("vppctl {cmd}:\n{out}"),
+            Err(_) => {
+                eprintln!("vppctl {cmd}: no answer within 5 s (VPP's main loop is stuck)");
+                vpp_answers = false;
+                break;
+            }
+        }
+    }
     for (i, &w) in workers.iter().enumerate() {
         let after = fd_targets(w);
         let new: Vec<&String> = after.iter().filter(|t| !targets_before[i].contains(t)).collect();
         eprintln!("worker {w}: descriptors opened during the run and still open: {new:?}");
     }
     drop(nginx);
-    let log = std::fs::read_to_string(vpp.dir().join("nginx/error.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(&error_log).unwrap_or_default();
     let notable: Vec<&str> = log
         .lines()
         .filter(|l| ["[alert]", "[crit]", "[error]", "[emerg]"].iter().any(|k| l.contains(k)))
@@ -548,6 +598,8 @@ fn ldp_nginx_two_workers_connection_close_soak() {
     for (i, w) in workers.iter().enumerate() {
         eprintln!("worker {w} at the end: {}", end[i].as_ref().map_or("gone".into(), show));
     }
+    assert!(vpp_answers, "VPP stopped answering its CLI during the run");
+    assert!(!flooded, "nginx's error log passed 64 MiB (nginx was killed)");
     assert_eq!(warm.errors, 0, "errors in the warm-up");
     assert!(run.requests > 1000, "nginx must serve requests");
     assert_eq!(run.errors, 0, "{} socket errors or bad responses for {} requests", run.errors, run.requests);
