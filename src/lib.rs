@@ -191,6 +191,9 @@ mod engine;
 #[cfg(feature = "vpp")]
 pub mod epoll;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handle;
 #[cfg(feature = "vpp")]
 mod process;

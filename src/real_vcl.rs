@@ -173,16 +173,17 @@ impl seam::Vcl for RealVcl {
         unsafe { sys::vppcom_session_bind(sh, ep.cast()) }
     }
     fn listen(&self, sh: Sh, q_len: u32) -> i32 {
-        // SAFETY: plain values.
-        unsafe { sys::vppcom_session_listen(sh, q_len) }
+        // SAFETY: plain values (the shim looks the session up null-safe).
+        unsafe { sys::vppsys_session_listen(sh, q_len) }
     }
     unsafe fn accept(&self, sh: Sh, ep: *mut c_void, flags: i32) -> i32 {
         // SAFETY: caller's contract.
         unsafe { sys::vppcom_session_accept(sh, ep.cast(), flags as u32) }
     }
     unsafe fn connect(&self, sh: Sh, ep: *mut c_void) -> i32 {
-        // SAFETY: caller's contract.
-        unsafe { sys::vppcom_session_connect(sh, ep.cast()) }
+        // SAFETY: caller's contract (the shim looks the session up
+        // null-safe).
+        unsafe { sys::vppsys_session_connect(sh, ep.cast()) }
     }
     unsafe fn read(&self, sh: Sh, buf: *mut c_void, n: usize) -> i32 {
         // SAFETY: caller's contract.

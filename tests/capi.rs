@@ -235,6 +235,58 @@ fn closing_a_listener_with_a_connection_waiting_to_be_accepted() {
     );
 }
 
+/// A non-blocking connect polled the POSIX way (connect again until it
+/// stops saying EINPROGRESS) ends with the connect's outcome, and a
+/// connecting session cannot listen. VCL alone sends a new connect (or a
+/// listen) request for such calls: the connect never reports its failure,
+/// and replies reach sessions in states they were not meant for, or freed
+/// ones (found by the random C ABI test, where it crashed VCL and VPP).
+#[test]
+fn connect_again_reports_the_outcome_and_a_connecting_session_cannot_listen() {
+    run_isolated(
+        "connect_again_reports_the_outcome_and_a_connecting_session_cannot_listen",
+        vpp_harness::VclConf::default(),
+        |_| {},
+        || {
+            app("connect-again");
+            // Nobody listens there.
+            let nowhere = addr(7130);
+            let connect = |h: i32| {
+                // SAFETY: `ep` is valid during the call.
+                with_endpt(Some(&nowhere), |ep| unsafe { vls_connect(h, ep) }).0
+            };
+            let c = vls_create(TCP, 1);
+            assert_eq!(connect(c), -libc::EINPROGRESS);
+            assert_eq!(vls_listen(c, 4), -libc::EINVAL, "a connecting session cannot listen");
+            let ep = vls_epoll_create();
+            let mut ev = libc::epoll_event { events: libc::EPOLLOUT as u32, u64: c as u64 };
+            // SAFETY: `ev` is valid.
+            assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, c, &mut ev) }, 0);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let outcome = loop {
+                let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                // SAFETY: `evs` holds 4 events.
+                let n = unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, 10.0) };
+                assert!(n >= 0, "epoll wait: {n}");
+                let rv = connect(c);
+                if rv != -libc::EINPROGRESS {
+                    break rv;
+                }
+                assert!(Instant::now() < deadline, "connect again kept saying EINPROGRESS");
+            };
+            assert_eq!(outcome, -libc::ECONNREFUSED, "the connect's outcome");
+            assert_eq!(connect(c), -libc::ECONNREFUSED, "and again");
+            assert_eq!(vls_listen(c, 4), -libc::EINVAL, "a session that connected cannot listen");
+            for h in [c, ep] {
+                assert_eq!(vls_close(h), 0);
+            }
+            // A fresh session still listens and connects.
+            let l = listen_on(addr(7131), TCP, true);
+            assert_eq!(vls_close(l), 0);
+        },
+    );
+}
+
 #[test]
 fn capi_bad_handles_give_ebadfd() {
     run_pair(

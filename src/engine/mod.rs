@@ -29,12 +29,14 @@
 
 mod access;
 pub mod demux;
-#[cfg(test)]
-mod double;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod double;
 pub mod fork;
 mod fork_hooks;
 pub mod locks;
 pub mod migrate;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod ops;
 pub mod pool;
 #[cfg(test)]
 mod random_ops;
@@ -227,7 +229,6 @@ impl<V: Vcl> Vls<V> {
         &self.vcl
     }
 
-    #[cfg(test)]
     /// The session pool (for diagnostics and tests).
     pub fn pool(&self) -> &SessionPool {
         &self.pool

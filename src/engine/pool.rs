@@ -432,7 +432,6 @@ impl SessionPool {
         replaced
     }
 
-    #[cfg(test)]
     /// Number of live sessions.
     pub fn len(&self) -> usize {
         let a = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
@@ -445,7 +444,6 @@ impl SessionPool {
         self.len() == 0
     }
 
-    #[cfg(test)]
     /// Number of entries of the VCL-handle table (equal to the live
     /// sessions that have a VCL session).
     pub fn table_len(&self) -> usize {

@@ -61,6 +61,21 @@ pub fn threads_waiting_to_accept() -> u32 {
     crate::process::vls().threads_waiting_to_accept()
 }
 
+/// Sessions (and epoll sets) of this process's VLS that are open now: the
+/// live entries of its session pool. A program that has closed every
+/// handle it made sees 0.
+#[cfg(feature = "vpp")]
+pub fn open_sessions() -> usize {
+    crate::process::vls().pool().len()
+}
+
+/// Entries of VLS's VCL-handle → VLS-handle table now (one per open
+/// session that has a VCL session); 0 once every handle is closed.
+#[cfg(feature = "vpp")]
+pub fn mapped_vcl_sessions() -> usize {
+    crate::process::vls().pool().table_len()
+}
+
 /// Per-process workers: the forked children of this process that VLS knows
 /// of and has not cleaned up yet, as (VCL worker index, pid).
 #[cfg(feature = "vpp")]

@@ -193,6 +193,12 @@ impl VppInstance {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// How VPP ended, if it did (crashed or was killed); `None` while it
+    /// runs, and for a VPP the harness did not start.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// The instance's private directory (removed on drop).
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -7,6 +7,7 @@
 
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::{in_child, role, run_test_in_child, VclConf, VppInstall, VppInstance, ROLE_ENV};
@@ -72,15 +73,41 @@ pub fn run_pair(
     server: impl FnOnce(),
     client: impl FnOnce(),
 ) {
+    if let Some(outcome) = run_pair_outcome(install, name, setup, server, client) {
+        assert!(outcome.ok, "{name} failed:\n{}", outcome.report);
+    }
+}
+
+/// What a [`run_pair_outcome`] run gave.
+#[derive(Debug)]
+pub struct PairOutcome {
+    /// Both sides succeeded.
+    pub ok: bool,
+    /// Both sides' status, stdout and stderr.
+    pub report: String,
+    /// VPP itself had ended (crashed) by the time both sides were done.
+    pub vpp_died: Option<ExitStatus>,
+}
+
+/// [`run_pair`] without the verdict: in the parent, how the two sides and
+/// VPP fared (`None` in a child, after running its side). For tests that
+/// tell a failure of VPP itself from one of the code under test.
+pub fn run_pair_outcome(
+    install: &VppInstall,
+    name: &str,
+    setup: impl FnOnce(&VppInstance) -> (VclConf, VclConf),
+    server: impl FnOnce(),
+    client: impl FnOnce(),
+) -> Option<PairOutcome> {
     if in_child() {
         match role().as_deref() {
             Some("server") => server(),
             Some("client") => client(),
             other => panic!("unknown role {other:?}"),
         }
-        return;
+        return None;
     }
-    let vpp = VppInstance::start_from(install.clone())
+    let mut vpp = VppInstance::start_from(install.clone())
         .unwrap_or_else(|e| panic!("start a private VPP from {}: {e}", install.prefix().display()));
     let (server_conf, client_conf) = setup(&vpp);
     let spawn = |role: &str| {
@@ -106,5 +133,6 @@ pub fn run_pair(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert!(ok, "{name} failed:\n{report}");
+    let vpp_died = vpp.exited();
+    Some(PairOutcome { ok, report, vpp_died })
 }

@@ -151,7 +151,10 @@ mod vcl_conf;
 pub use child::{die_with_parent, in_child, run_test_in_child, wait_output_with_timeout, CHILD_ENV};
 pub use install::{VppInstall, FALLBACK_PREFIX, VPP_PREFIX_ENV};
 pub use instance::{VppInstance, VppOptions, EXTERNAL_VPP_ENV};
-pub use isolated::{cut_through, run_isolated, run_pair, through_stack, CHILD_TIMEOUT, STACK_SERVER};
+pub use isolated::{
+    cut_through, run_isolated, run_pair, run_pair_outcome, through_stack, PairOutcome, CHILD_TIMEOUT,
+    STACK_SERVER,
+};
 pub use pattern::pattern;
 pub use programs::{
     find_program, parse_wrk, under_ldp, vcl_ldpreload, Nginx, Preloads, ProcessGroup, Wrk, WrkResult, WrkRun,

@@ -269,6 +269,8 @@ pub struct Wrk {
     pub time_limit: Duration,
     /// Added to its environment.
     pub envs: Vec<(String, String)>,
+    /// `-H`: request headers (e.g. `Connection: close`).
+    pub headers: Vec<String>,
 }
 
 /// What a wrk run reported.
@@ -313,6 +315,7 @@ impl Wrk {
             time_limit: Duration::from_secs(60),
             envs: Vec::new(),
             latency: false,
+            headers: Vec::new(),
         }
     }
 
@@ -331,6 +334,10 @@ impl Wrk {
         ];
         if self.latency {
             args.push("--latency".into());
+        }
+        for h in &self.headers {
+            args.push("-H".into());
+            args.push(h.clone());
         }
         args.push(self.url.clone());
         args
@@ -483,6 +490,13 @@ mod tests {
         let wrk = Wrk { latency: true, ..Wrk::kernel("http://a/") };
         assert_eq!(wrk.args(), ["-t1", "-c64", "-d5s", "--latency", "http://a/"]);
         assert!(wrk.preload.is_empty());
+        let close = Wrk {
+            threads: 2,
+            connections: 16,
+            headers: vec!["Connection: close".into()],
+            ..Wrk::new("http://a/", "x.so", Path::new("v.conf"))
+        };
+        assert_eq!(close.args(), ["-t2", "-c16", "-d5s", "-H", "Connection: close", "http://a/"]);
 
         let nginx = Nginx {
             processes: "master_process on;\nworker_processes 2;".into(),

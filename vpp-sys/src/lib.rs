@@ -140,8 +140,20 @@ extern "C" {
     pub fn vppsys_session_discard(moved: *mut vcl_session_t);
     /// `vppcom_session_close`, first accepting and closing the connections
     /// waiting in a listener's accept queue (VCL 25.10 to 26.10 crash closing a
-    /// listener that has some).
+    /// listener that has some), and dropping the events VCL postponed for
+    /// the session (VCL frees it while they wait, then dereferences it).
     pub fn vppsys_session_close(sh: u32) -> libc::c_int;
+    /// `vppcom_session_listen`, refused (`EINVAL`, or the earlier
+    /// request's error) without a request to VPP for a session that has
+    /// connected or is connecting, or whose earlier listen failed: VCL
+    /// sends those and gets replies for sessions in the wrong state or
+    /// already freed.
+    pub fn vppsys_session_listen(sh: u32, q_len: u32) -> libc::c_int;
+    /// `vppcom_session_connect`, answered without a request to VPP for a
+    /// stream session that connected before: `EINPROGRESS` while the first
+    /// connect is in progress, its error if it failed (VCL would send a
+    /// second connect for the same session).
+    pub fn vppsys_session_connect(sh: u32, server_ep: *mut vppcom_endpt_t) -> libc::c_int;
     /// In a forked child whose thread has just registered its own worker:
     /// copies the parent worker's sessions to it (same indices), re-bases
     /// epoll links, subscribes to the FIFOs, and marks listeners as

@@ -226,6 +226,70 @@ vppsys_sh_connect_state (uint32_t sh)
 }
 
 /*
+ * VCL (25.10 to 26.10) checks little of a session's state before it sends
+ * a listen or connect request to VPP: a listen on a session that connects
+ * or has connected, or a second connect while the first is in progress,
+ * goes out as a new request, and a session whose earlier request failed
+ * (DETACHED) sends another and returns at once with the old error, its
+ * reply still on the way. Such replies reach a session in a state they
+ * were not meant for, or a freed one (vcl_session_bound_handler writes
+ * through the session of a late "bound" reply without checking it is
+ * there; a blocking connect waits the same way). These refuse what a
+ * socket would refuse, without a request: listen only on a session that
+ * has never connected (or listens already); connect not again on a stream
+ * session that has (while in progress: EINPROGRESS; once failed: its
+ * error, where a socket could try again).
+ */
+int
+vppsys_session_listen (uint32_t sh, uint32_t q_len)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+
+  if (s && !(s->flags & VCL_SESSION_F_IS_VEP) &&
+      s->session_state != VCL_STATE_LISTEN)
+    {
+      if (s->flags & VCL_SESSION_F_CONNECTED)
+	return VPPCOM_EINVAL;
+      if (s->session_state == VCL_STATE_DETACHED)
+	return s->vpp_error == SESSION_E_ALREADY_LISTENING ?
+		 VPPCOM_EADDRINUSE :
+		 VPPCOM_ECONNREFUSED;
+      if (s->session_state != VCL_STATE_CLOSED)
+	return VPPCOM_EINVAL;
+    }
+  return vppcom_session_listen (sh, q_len);
+}
+
+int
+vppsys_session_connect (uint32_t sh, vppcom_endpt_t *server_ep)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+
+  if (s && !(s->flags & VCL_SESSION_F_IS_VEP) && !s->is_dgram &&
+      (s->flags & VCL_SESSION_F_CONNECTED))
+    {
+      switch (s->session_state)
+	{
+	case VCL_STATE_READY:
+	case VCL_STATE_VPP_CLOSING:
+	  /* Connected: VCL answers OK without a request. */
+	  break;
+	case VCL_STATE_UPDATED:
+	  return VPPCOM_EINPROGRESS;
+	case VCL_STATE_DETACHED:
+	  return s->vpp_error == SESSION_E_ALREADY_LISTENING ?
+		   VPPCOM_EADDRINUSE :
+		   VPPCOM_ECONNREFUSED;
+	case VCL_STATE_DISCONNECT:
+	  return VPPCOM_ECONNRESET;
+	default:
+	  return VPPCOM_EINVAL;
+	}
+    }
+  return vppcom_session_connect (sh, server_ep);
+}
+
+/*
  * Moving a session between workers (per-thread workers, "migration").
  *
  * Only a session that holds nothing tied to its worker can move: an epoll
@@ -449,11 +513,57 @@ vppsys_refuse_pending_accepts (uint32_t sh)
     }
 }
 
-/* vppcom_session_close, safe for a listener with connections waiting. */
+/*
+ * VCL (25.10 to 26.10) postpones a non-blocking session's control events
+ * (connected, disconnected, reset) into the worker's unhandled-events
+ * vector when a call other than an epoll wait takes them from the message
+ * queue (listen waiting for its reply, the end of a blocking wait, select,
+ * an epoll wait with more events than room), and marks the session
+ * PENDING_DISCONNECT so that it is freed only when the epoll wait handles
+ * the event. A session can collect two such events; the first one handled
+ * after the app closed the session frees it, the second dereferences the
+ * freed session (vcl_epoll_wait_handle_mq_event, "s->flags &= ..." of a
+ * postponed disconnect or reset). Events postponed for a session that has
+ * since been freed also reach the new session that took its index.
+ *
+ * The app is closing the session: nobody is to hear of it again. Its
+ * events leave the vector (postponed ones, and I/O events, which name it
+ * the same way) and the session is no longer waiting for them, so VCL
+ * frees it on the usual path (at once, or on VPP's clean-up). Once the
+ * session is CLOSED, VCL postpones no disconnect or reset for it.
+ */
+static void
+vppsys_forget_postponed_events (uint32_t sh)
+{
+  vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
+  vcl_session_t *s = vppsys_current_session (sh);
+  session_event_t *e;
+  uint32_t i, kept = 0, index;
+
+  if (!s || !wrk)
+    return;
+  index = s->session_index;
+  for (i = 0; i < vec_len (wrk->unhandled_evts_vector); i++)
+    {
+      e = &wrk->unhandled_evts_vector[i];
+      if (e->session_index == index &&
+	  (e->postponed || e->event_type == SESSION_IO_EVT_RX ||
+	   e->event_type == SESSION_IO_EVT_TX))
+	continue;
+      wrk->unhandled_evts_vector[kept++] = *e;
+    }
+  if (wrk->unhandled_evts_vector)
+    vec_set_len (wrk->unhandled_evts_vector, kept);
+  s->flags &= ~VCL_SESSION_F_PENDING_DISCONNECT;
+}
+
+/* vppcom_session_close, safe for a listener with connections waiting and
+ * for a session with postponed events. */
 int
 vppsys_session_close (uint32_t sh)
 {
   vppsys_refuse_pending_accepts (sh);
+  vppsys_forget_postponed_events (sh);
   return vppcom_session_close (sh);
 }
 
