@@ -490,8 +490,13 @@ fn fd_targets(pid: u32) -> Vec<String> {
 /// are printed every 10 s with the rest, and bounded loosely.
 /// `cargo test --features vpp --test ldp connection_close_soak -- --ignored --nocapture`
 /// (`VLS_SOAK_NGINX_LAYER=c`: nginx with the C layer, for comparison).
+///
+/// FAILS today (not root-caused): serving stops after about 40 000
+/// connections (10 s); VPP then has no listener for nginx's port and
+/// resets new connections. With the C layer nginx stalls too (one worker
+/// crashed in one run). Ignored because it is long, and because it fails.
 #[test]
-#[ignore]
+#[ignore = "long soak (60 s); fails today: serving stops after ~40k connections (see the doc comment)"]
 fn ldp_nginx_two_workers_connection_close_soak() {
     /// Growth allowed per worker over the run: descriptors (segments come
     /// and go), private memory, and the FIFO segments' memory.
