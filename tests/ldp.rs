@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use vpp_harness::{
     under_ldp, wait_output_with_timeout, AppNamespace, Nginx, Preloads, ProcessGroup, VclConf, VppInstance,
-    Wrk, WrkResult,
+    VppOptions, Wrk, WrkResult,
 };
 
 /// The LDP tests measure throughput: they run one at a time.
@@ -491,12 +491,16 @@ fn fd_targets(pid: u32) -> Vec<String> {
 /// `cargo test --features vpp --test ldp connection_close_soak -- --ignored --nocapture`
 /// (`VLS_SOAK_NGINX_LAYER=c`: nginx with the C layer, for comparison).
 ///
-/// FAILS today (not root-caused): serving stops after about 40 000
-/// connections (10 s); VPP then has no listener for nginx's port and
-/// resets new connections. With the C layer nginx stalls too (one worker
-/// crashed in one run). Ignored because it is long, and because it fails.
+/// VPP runs with `tcp { timewait-time 1 }`. With VPP's default (10 s), the
+/// sessions in TIME_WAIT keep their FIFOs, the FIFO segments run out after
+/// about 40 000 connections (VPP counts "Packets dropped for lack of rx
+/// fifo"); then VCL gets accepts with listener handle 0 ("couldn't find
+/// listen session"), VPP lists no listener for nginx's port, and both
+/// nginx workers get EBADFD from every `epoll_wait` (a log flood; with the
+/// C layer one worker crashed in one run). How the layer should behave
+/// under that exhaustion is not settled or tested yet.
 #[test]
-#[ignore = "long soak (60 s); fails today: serving stops after ~40k connections (see the doc comment)"]
+#[ignore = "long soak (60 s by default)"]
 fn ldp_nginx_two_workers_connection_close_soak() {
     /// Growth allowed per worker over the run: descriptors (segments come
     /// and go), private memory, and the FIFO segments' memory.
@@ -506,7 +510,13 @@ fn ldp_nginx_two_workers_connection_close_soak() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let secs: u64 = std::env::var("VLS_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let so = libvls();
-    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    // VPP keeps a closed connection's FIFOs through TIME_WAIT (10 s by
+    // default): at this rate (thousands of connections a second) that
+    // exhausts the FIFO segments after about 40 000 connections, and VPP
+    // stops accepting (see the doc comment). A deployment with this much
+    // churn shortens TIME_WAIT; so does this test.
+    let options = VppOptions { extra_startup: "tcp { timewait-time 1 }".into(), ..VppOptions::default() };
+    let vpp = VppInstance::start_with(common::linked_vpp(), options).expect("vpp");
     let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
     let cli_conf = vpp.write_vcl_conf("wrk", &VclConf::in_namespace(&cli_ns)).unwrap();
     let Preloads { rust, c } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
