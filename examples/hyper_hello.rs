@@ -24,7 +24,7 @@ mod common;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -153,19 +153,6 @@ async fn serve(listener: impl Listener) -> io::Result<()> {
     }
 }
 
-/// Connects, retrying while the server is not listening yet (10 s).
-async fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match TcpStream::connect(addr).await {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            r => return r,
-        }
-    }
-}
-
 async fn client(addr: SocketAddr) -> io::Result<()> {
     let started = Instant::now();
     let conns: Vec<_> = (0..CONNS).map(|_| tokio::spawn(requests(addr))).collect();
@@ -179,7 +166,7 @@ async fn client(addr: SocketAddr) -> io::Result<()> {
 
 /// REQUESTS requests on one keep-alive connection; the number answered.
 async fn requests(addr: SocketAddr) -> io::Result<usize> {
-    let stream = connect_retrying(addr).await?;
+    let stream = common::connect_retrying_async(addr).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
     let conn = tokio::spawn(conn);

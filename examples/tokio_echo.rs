@@ -16,10 +16,10 @@ mod common;
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vls::tokio::{TcpListener, TcpStream};
+use vls::tokio::TcpListener;
 use vls::App;
 use vpp_harness::role;
 
@@ -82,19 +82,6 @@ async fn serve(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// Connects, retrying while the server is not listening yet (10 s).
-async fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match TcpStream::connect(addr).await {
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
-            r => return r,
-        }
-    }
-}
-
 fn pattern(i: u64) -> u8 {
     (i % 251) as u8
 }
@@ -115,7 +102,7 @@ async fn client(addr: SocketAddr, bytes: u64) -> io::Result<()> {
 }
 
 async fn one_connection(addr: SocketAddr, bytes: u64) -> io::Result<()> {
-    let stream = connect_retrying(addr).await?;
+    let stream = common::connect_retrying_async(addr).await?;
     let (mut r, mut w) = stream.into_split();
     let writer = tokio::spawn(async move {
         let mut buf = vec![0u8; CHUNK];

@@ -35,6 +35,20 @@ pub fn connect_retrying(addr: SocketAddr) -> io::Result<TcpStream> {
     }
 }
 
+/// [`connect_retrying`] for the async examples.
+#[cfg(feature = "tokio")]
+pub async fn connect_retrying_async(addr: SocketAddr) -> io::Result<vls::tokio::TcpStream> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match vls::tokio::TcpStream::connect(addr).await {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Bytes per second as a human-readable rate.
 pub fn rate(bytes: u64, d: Duration) -> String {
     let bps = bytes as f64 / d.as_secs_f64().max(1e-9);
