@@ -16,7 +16,7 @@ use common::{run_isolated, run_pair};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use vls::tokio::{TcpListener, TcpStream, UdpSocket};
 use vls::App;
-use vpp_harness::{cut_through, pattern, through_stack, VclConf, STACK_SERVER};
+use vpp_harness::{cut_through, pattern, through_stack, Rng, VclConf, STACK_SERVER};
 
 /// `VLS_RS_LOG=<filter>` logs to stderr (shown for a failed child).
 fn log() {
@@ -58,22 +58,6 @@ async fn connect(addr: SocketAddr) -> TcpStream {
             }
             Err(e) => panic!("connect {addr}: {e}"),
         }
-    }
-}
-
-/// A small deterministic generator (xorshift) for sizes and pauses.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// In `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
     }
 }
 

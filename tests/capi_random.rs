@@ -47,7 +47,7 @@ use vls::capi::*;
 use vls::{ffi, VppcomError};
 
 use common::capi::*;
-use vpp_harness::{run_pair_outcome, VclConf, VppInstance};
+use vpp_harness::{run_pair_outcome, Rng, VclConf, VppInstance};
 
 /// Handles the threads share: created ones land in random slots.
 const SLOTS: usize = 48;
@@ -59,22 +59,6 @@ const SERVER_PORT: u16 = 7401;
 const CLIENT_PORT: u16 = SERVER_PORT + 2 * PORTS;
 /// Every thread must be done by then (the child is killed at 30 s).
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// xorshift64*: a small, seedable generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 struct World {
     seed: u64,

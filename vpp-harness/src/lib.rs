@@ -155,7 +155,7 @@ pub use isolated::{
     cut_through, run_isolated, run_pair, run_pair_outcome, through_stack, PairOutcome, CHILD_TIMEOUT,
     STACK_SERVER,
 };
-pub use pattern::pattern;
+pub use pattern::{pattern, Rng};
 pub use programs::{
     find_program, parse_wrk, under_ldp, vcl_ldpreload, Nginx, Preloads, ProcessGroup, Wrk, WrkResult, WrkRun,
     VCL_LDPRELOAD,
