@@ -284,18 +284,45 @@ fn on_worker(sh: Sh, wrk: u32) -> bool {
     sh != INVALID && sh_parts(sh).0 == wrk
 }
 
+/// Words of a select map kept without a heap allocation (1024 bits, the
+/// usual `FD_SETSIZE`): `select` copies its three maps on every call.
+const INLINE_MAP_WORDS: usize = 1024 / c_ulong::BITS as usize;
+
+/// A copy of the first words of a select map (see [`copy_bits`]).
+enum MapCopy {
+    Inline([c_ulong; INLINE_MAP_WORDS], usize),
+    Heap(Vec<c_ulong>),
+}
+
+impl std::ops::Deref for MapCopy {
+    type Target = [c_ulong];
+    fn deref(&self) -> &[c_ulong] {
+        match self {
+            MapCopy::Inline(w, n) => &w[..*n],
+            MapCopy::Heap(v) => v,
+        }
+    }
+}
+
 /// The words holding the first `n_bits` bits of a select map (none for a
 /// null map).
 ///
 /// # Safety
 /// `map` null or valid for `n_bits` bits rounded up to whole words.
-unsafe fn copy_bits(map: *const c_ulong, n_bits: i32) -> Vec<c_ulong> {
+unsafe fn copy_bits(map: *const c_ulong, n_bits: i32) -> MapCopy {
     if map.is_null() || n_bits <= 0 {
-        return Vec::new();
+        return MapCopy::Inline([0; INLINE_MAP_WORDS], 0);
     }
     let words = (n_bits as usize).div_ceil(c_ulong::BITS as usize);
     // SAFETY: caller guarantees `words` whole words.
-    unsafe { std::slice::from_raw_parts(map, words) }.to_vec()
+    let src = unsafe { std::slice::from_raw_parts(map, words) };
+    if words <= INLINE_MAP_WORDS {
+        let mut w = [0; INLINE_MAP_WORDS];
+        w[..words].copy_from_slice(src);
+        MapCopy::Inline(w, words)
+    } else {
+        MapCopy::Heap(src.to_vec())
+    }
 }
 
 /// Clears the bits of a select map that are not set in `keep` (a copy of
