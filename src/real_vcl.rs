@@ -382,4 +382,20 @@ impl seam::Vcl for RealVcl {
         // SAFETY: the shim checks the worker exists; its process is gone.
         unsafe { sys::vppsys_worker_cleanup_dead(wrk) }
     }
+    fn kept_state(&self, sh: Sh) -> seam::KeptState {
+        let mut handle = 0u64;
+        // SAFETY: the shim looks the session up on the calling thread's
+        // worker (the caller holds its locks); `handle` is a valid out
+        // pointer.
+        match unsafe { sys::vppsys_kept_state(sh, &mut handle) } {
+            0 => seam::KeptState::Open,
+            1 => seam::KeptState::PeerClosed,
+            2 => seam::KeptState::Reset,
+            _ => seam::KeptState::Gone,
+        }
+    }
+    fn kept_end(&self, sh: Sh, close_vpp: bool) -> i32 {
+        // SAFETY: as kept_state; the session is the calling worker's.
+        unsafe { sys::vppsys_kept_end(sh, close_vpp as i32) }
+    }
 }

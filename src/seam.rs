@@ -233,6 +233,36 @@ pub trait Vcl: Send + Sync + 'static {
     fn worker_cleanup_dead(&self, wrk: u32) {
         let _ = wrk;
     }
+    /// A copy [`Vcl::unshare`] kept as VPP's owner ([`UNSHARE_KEPT`]): what
+    /// VPP told it.
+    fn kept_state(&self, sh: Sh) -> KeptState {
+        let _ = sh;
+        KeptState::Gone
+    }
+    /// Ends a kept copy: with `close_vpp` the connection is closed in VPP
+    /// too; else only the record goes (`EAGAIN` while VPP still has it).
+    fn kept_end(&self, sh: Sh, close_vpp: bool) -> i32 {
+        let _ = (sh, close_vpp);
+        0
+    }
+}
+
+/// [`Vcl::unshare`] kept the copy as VPP's owner: VPP cannot hand the
+/// connection over without corrupting its FIFOs (they grew past their first
+/// chunk), so it stays this worker's in VPP while other processes use it.
+pub const UNSHARE_KEPT: i32 = 1;
+
+/// What VPP told a copy kept as its owner.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum KeptState {
+    /// Connected.
+    Open,
+    /// The peer closed its side.
+    PeerClosed,
+    /// The peer reset it.
+    Reset,
+    /// VPP is done with it (or no such session).
+    Gone,
 }
 
 /// A session's listener state on one worker (per-process workers).

@@ -837,3 +837,128 @@ fn fork_while_another_thread_is_blocked_in_a_read() {
         },
     );
 }
+
+/// Bytes the client has sent and the server holds unread when it forks
+/// (many FIFO chunks: VPP starts a FIFO with a 4 KiB chunk and grows it).
+const QUEUED_IN: usize = 96 << 10;
+/// Bytes the child writes before its parent drops its copy.
+const QUEUED_OUT: usize = 96 << 10;
+
+/// The byte at offset `i` of a stream seeded with `seed` (a pattern whose
+/// period is not a power of two, so a misplaced chunk shows).
+fn pattern_byte(seed: u8, i: usize) -> u8 {
+    ((i % 251) as u8).wrapping_add(seed)
+}
+
+fn pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| pattern_byte(seed, i)).collect()
+}
+
+/// Bytes waiting to be read on `s`.
+fn nread(s: i32) -> i32 {
+    let mut len = 0u32;
+    // SAFETY: GET_NREAD writes nothing through the buffer.
+    unsafe { vls_attr(s, ffi::VPPCOM_ATTR_GET_NREAD, std::ptr::null_mut(), &mut len) }
+}
+
+/// The hand-over of a connection whose FIFOs hold many chunks of data:
+/// the parent accepts, waits until the client's `QUEUED_IN` bytes are all
+/// in its rx FIFO, and forks; the child writes `QUEUED_OUT` bytes the
+/// client does not read yet; then the parent drops its copy, which makes
+/// the child's worker the connection's owner in VPP. Every byte must
+/// arrive once, in order, in both directions.
+fn queued_data_survives_the_hand_over(
+    name: &str,
+    a: SocketAddr,
+    setup: fn(&vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf),
+) {
+    let ready = SocketAddr::new(a.ip(), a.port() + 100);
+    run_pair(
+        name,
+        setup,
+        || {
+            app("fork-server");
+            let l = listen_on(a, TCP, false);
+            let s = accept(l);
+            assert!(s >= 0, "accept: {s}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while nread(s) < QUEUED_IN as i32 {
+                assert!(Instant::now() < deadline, "only {} bytes arrived", nread(s));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let (rd, wr) = pipe();
+            let (back_rd, back_wr) = pipe();
+            let child = fork_child(25, move || {
+                write_all(s, &pattern(7, QUEUED_OUT));
+                send_i32(wr, 1);
+                assert_eq!(recv_i32(back_rd), 2, "the parent dropped its copy");
+                let mut got = vec![0u8; QUEUED_IN];
+                read_exact(s, &mut got);
+                if let Some(i) = (0..QUEUED_IN).find(|&i| got[i] != pattern_byte(3, i)) {
+                    panic!("client's byte {i} of {QUEUED_IN} differs after the hand-over");
+                }
+                write_all(s, b"done");
+                let mut eof = [0u8; 1];
+                assert_eq!(read_some(s, &mut eof), 0, "the client closes");
+                assert_eq!(vls_close(s), 0);
+            });
+            assert_eq!(recv_i32(rd), 1, "the child wrote its data");
+            assert_eq!(vls::raw::sharers(s), 2);
+            assert_eq!(vls::raw::kept_connections(), 0);
+            assert_eq!(vls_close(s), 0, "the parent drops its copy");
+            // The FIFOs grew past their first chunk: VPP could not hand the
+            // connection over; this process stays its owner in VPP.
+            assert_eq!(vls::raw::kept_connections(), 1);
+            send_i32(back_wr, 2);
+            let rl = listen_on(ready, TCP, false);
+            let c = accept(rl);
+            assert!(c >= 0, "accept on the ready port: {c}");
+            assert_eq!(vls_close(c), 0);
+            assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
+            // The child closed it: the kept copy goes (once VPP confirms).
+            let ep = vls_epoll_create();
+            assert!(
+                epoll_wait_until(ep, Duration::from_secs(5), || vls::raw::kept_connections() == 0),
+                "the kept connection outlived its last holder"
+            );
+            assert_eq!(vls_close(ep), 0);
+            assert_eq!(vls_close(l), 0);
+            assert_eq!(vls_close(rl), 0);
+        },
+        || {
+            app("fork-client");
+            let c = connect_to(a, TCP);
+            write_all(c, &pattern(3, QUEUED_IN));
+            // The server is ready once the hand-over was asked for.
+            let r = connect_to(ready, TCP);
+            vls_close(r);
+            let mut got = vec![0u8; QUEUED_OUT];
+            read_exact(c, &mut got);
+            if let Some(i) = (0..QUEUED_OUT).find(|&i| got[i] != pattern_byte(7, i)) {
+                panic!("server's byte {i} of {QUEUED_OUT} differs after the hand-over");
+            }
+            let mut done = [0u8; 4];
+            read_exact(c, &mut done);
+            assert_eq!(&done, b"done");
+            assert_eq!(vls_close(c), 0);
+        },
+    );
+}
+
+#[test]
+fn queued_data_survives_the_hand_over_through_the_stack() {
+    queued_data_survives_the_hand_over(
+        "queued_data_survives_the_hand_over_through_the_stack",
+        server_addr(7211),
+        through_stack,
+    );
+}
+
+#[test]
+fn queued_data_survives_the_hand_over_cut_through() {
+    queued_data_survives_the_hand_over(
+        "queued_data_survives_the_hand_over_cut_through",
+        SocketAddr::from(([127, 0, 0, 1], 7212)),
+        vpp_harness::cut_through,
+    );
+}

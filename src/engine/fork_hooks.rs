@@ -22,6 +22,15 @@
 //!   an epoll set changes nothing.
 //! - Close / exit: the worker unsubscribes; the last subscriber closes for
 //!   real; an owner that leaves hands VPP's events to the next subscriber.
+//!   VPP can do that for a connection only while its FIFOs are in their
+//!   first chunk (or cut-through): it would corrupt larger ones (see the
+//!   shim's `vppsys_handover_is_safe`). Otherwise the leaving process keeps
+//!   its copy as VPP's owner, hidden from the application ([`Kept`]): the
+//!   others are FIFO subscribers, whom VPP tells of data, space and the
+//!   peer's close or reset too; the keeper closes the connection in VPP
+//!   once no process holds it. When the keeper exits such a connection is
+//!   not handed over either: VPP cleans up after the exiting worker, which
+//!   owns it.
 //! - An exited child: its worker is queued by the SIGCHLD handler; the next
 //!   `epoll_wait`/`select`/`poll`, fork or the exit unsubscribes the child from
 //!   its sessions and frees its copies (acting as the child's worker, in
@@ -38,7 +47,7 @@ use super::fork::{self, errno, set_errno, SharedTable, Unsubscribed};
 use super::pool::SessionPool;
 use super::{on_worker, ActingAsWorker, Teardown, Vls};
 use crate::handle::{sh_from_parts, sh_parts, Sh, INVALID};
-use crate::seam::{ForkHooks, Listener, Vcl};
+use crate::seam::{ForkHooks, KeptState, Listener, Vcl, UNSHARE_KEPT};
 
 /// What fork and the sharing of sessions between processes need, one per
 /// process (a field of `Vls`).
@@ -59,6 +68,26 @@ pub(super) struct Forks {
     pub handover_watch: std::sync::Mutex<Vec<Watched>>,
     /// `handover_watch` is not empty (checked on every `epoll_wait`).
     pub watching: AtomicBool,
+    /// Copies of connections this process left but stays VPP's owner of
+    /// (see [`Kept`]).
+    pub kept: std::sync::Mutex<Vec<Kept>>,
+    /// `kept` is not empty (checked after every `epoll_wait`, `select`,
+    /// `poll`).
+    pub keeping: AtomicBool,
+}
+
+/// A connection this process closed while relatives still use it, whose
+/// VPP owner this process's copy stays because VPP cannot hand it over
+/// safely ([`UNSHARE_KEPT`]). The relatives holding it (the shared entry's
+/// subscribers) are subscribers of its FIFOs, so VPP tells them of data,
+/// space and the peer's close or reset as well as this copy. The copy goes
+/// once VPP is done with it, and the connection is closed in VPP once no
+/// relative holds it.
+pub(super) struct Kept {
+    /// The copy, on this process's worker.
+    sh: Sh,
+    /// Its shared entry (valid while it names the same session index).
+    entry: u32,
 }
 
 /// Set once the process is exiting: thread-local state (the log
@@ -352,10 +381,16 @@ impl<V: Vcl> Vls<V> {
             }
             _ => None,
         };
-        Some((self.drop_copy(sh, what), handover))
+        let rv = self.drop_copy(sh, what);
+        if rv == UNSHARE_KEPT {
+            self.keep_owner_copy(sh, entry);
+            return Some((0, None));
+        }
+        Some((rv, handover))
     }
 
-    /// Drops the calling worker's copy of a shared session it has just left.
+    /// Drops the calling worker's copy of a shared session it has just left
+    /// ([`UNSHARE_KEPT`]: kept as VPP's owner, for the caller to record).
     fn drop_copy(&self, sh: Sh, what: Unsubscribed) -> i32 {
         let rv = match what {
             // A listener copy that never listened here has nothing to
@@ -586,6 +621,64 @@ impl<V: Vcl> Vls<V> {
         self.forks.watching.store(!w.is_empty(), Ordering::Release);
     }
 
+    /// Records copy `sh` (shared entry `entry`) as kept: see [`Kept`].
+    fn keep_owner_copy(&self, sh: Sh, entry: u32) {
+        if may_log() {
+            tracing::info!(
+                sh,
+                "connection left to relatives stays this process's in VPP (its FIFOs cannot be handed over)"
+            );
+        }
+        let mut kept = self.forks.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.push(Kept { sh, entry });
+        self.forks.keeping.store(true, Ordering::Release);
+    }
+
+    /// Runs [`Self::notice_kept_copies`] when dropped: after a wait, when
+    /// VCL has handled what VPP told the kept copies.
+    pub(super) fn after_wait(&'static self) -> AfterWait<V> {
+        AfterWait(self)
+    }
+
+    /// Closes in VPP the connections this process keeps (see [`Kept`]) that
+    /// no relative holds any more, and frees the copies VPP is done with.
+    /// Cheap when nothing is kept.
+    #[inline]
+    pub(super) fn notice_kept_copies(&'static self) {
+        if self.forks.keeping.load(Ordering::Acquire) {
+            self.notice_kept_copies_now();
+        }
+    }
+
+    #[cold]
+    fn notice_kept_copies_now(&'static self) {
+        let Some(table) = self.forks.shared.get() else { return };
+        let _g = self.op_locks(super::OpKind::MessageQueue, None);
+        let mut kept = self.forks.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.retain(|k| {
+            if self.vcl.kept_state(k.sh) == KeptState::Gone {
+                // VPP is done with it: only the record is left.
+                self.vcl.kept_end(k.sh, false);
+                return false;
+            }
+            let index = sh_parts(k.sh).1;
+            let held =
+                table.lock(k.entry).is_some_and(|g| g.session_index() == index && g.n_subscribers() > 0);
+            if !held {
+                // The last relative closed its copy or died: close it in
+                // VPP (again, if that relative did; VPP ignores the second
+                // close); VCL frees the copy when VPP confirms.
+                if may_log() {
+                    tracing::debug!(sh = k.sh, "kept connection no longer held by a relative: closed");
+                }
+                self.vcl.kept_end(k.sh, true);
+                return false;
+            }
+            true
+        });
+        self.forks.keeping.store(!kept.is_empty(), Ordering::Release);
+    }
+
     /// Waits (at most [`HANDOVER_WAIT`]) until the new owners have taken
     /// the sessions over: VPP asks each of them, and they answer the next
     /// time they handle their queue (in `epoll_wait`, `select`, ...).
@@ -636,12 +729,27 @@ impl<V: Vcl> Vls<V> {
     }
 }
 
+/// See [`Vls::after_wait`].
+pub(super) struct AfterWait<V: Vcl + 'static>(&'static Vls<V>);
+
+impl<V: Vcl> Drop for AfterWait<V> {
+    fn drop(&mut self) {
+        self.0.notice_kept_copies();
+    }
+}
+
 impl<V: Vcl> Vls<V> {
     /// Per-process workers: the forked children of this process that VLS
     /// knows of and has not cleaned up yet, as (VCL worker, pid).
     pub fn forked_children(&self) -> Vec<(u32, i32)> {
         let me = self.process_wrk.load(Ordering::Acquire);
         self.forks.shared.get().map(|t| t.children_of(me)).unwrap_or_default()
+    }
+
+    /// Per-process workers: connections this process keeps as VPP's owner
+    /// for relatives (see [`Kept`]).
+    pub fn kept_connections(&self) -> usize {
+        self.forks.kept.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// Per-process workers: sessions shared with forked relatives now (in

@@ -325,6 +325,8 @@ impl<V: Vcl> Vls<V> {
         max: i32,
         wait: f64,
     ) -> i32 {
+        // (Declared first: runs last, after every lock below is released.)
+        let _after = self.after_wait();
         self.clean_up_exited_children();
         let Some(set) = self.pool.get(ep_vlsh) else { return EBADFD };
         let Some(demux) = set.demux() else { return EBADFD };
@@ -578,6 +580,7 @@ impl<V: Vcl> Vls<V> {
         wait: f64,
     ) -> i32 {
         self.detect_thread();
+        let _after = self.after_wait();
         self.clean_up_exited_children();
         let _g = self.op_locks(OpKind::MessageQueue, None);
         // SAFETY: forwarded contract (the read map is null or `n_bits` bits).
@@ -618,6 +621,7 @@ impl<V: Vcl> Vls<V> {
     /// `vp` valid for `n` entries.
     pub unsafe fn poll(&'static self, vp: *mut c_void, n: u32, wait: f64) -> i32 {
         self.detect_thread();
+        let _after = self.after_wait();
         self.clean_up_exited_children();
         let _g = self.op_locks(OpKind::MessageQueue, None);
         // SAFETY: forwarded contract.

@@ -97,6 +97,14 @@ pub fn sharers(vlsh: crate::handle::Vlsh) -> u32 {
     crate::process::vls().sharers(vlsh)
 }
 
+/// Per-process workers: connections this process closed while relatives
+/// still use them, whose VPP owner its copy stays because VPP cannot hand
+/// them over safely (their FIFOs grew past the first chunk).
+#[cfg(feature = "vpp")]
+pub fn kept_connections() -> usize {
+    crate::process::vls().kept_connections()
+}
+
 /// The mode the process-wide VLS is in now (as [`crate::App::mode`], also
 /// for programs that attached through the C ABI).
 #[cfg(feature = "vpp")]

@@ -134,5 +134,14 @@ pub fn run_pair_outcome(
         );
     }
     let vpp_died = vpp.exited();
+    if !ok {
+        // Whether VPP itself went down tells a VPP crash from the code
+        // under test's.
+        let state = match vpp_died {
+            Some(status) => format!("ended: {status}"),
+            None => "still running".to_string(),
+        };
+        report += &format!("===== VPP ({state}) =====\n{}\n", vpp.log());
+    }
     Some(PairOutcome { ok, report, vpp_died })
 }

@@ -181,6 +181,11 @@ extern "C" {
     pub fn vppsys_session_claim_events(sh: u32) -> libc::c_int;
     /// Frees the worker of a process that has exited.
     pub fn vppsys_worker_cleanup_dead(wrk_index: u32);
+    /// A copy `vppsys_session_unshare` kept as VPP's owner: 0 open, 1 peer
+    /// closed, 2 reset, 3 gone; its VPP handle into `vpp_handle`.
+    pub fn vppsys_kept_state(sh: u32, vpp_handle: *mut u64) -> libc::c_int;
+    /// Ends a kept copy (`close_vpp` 1: closes the connection in VPP too).
+    pub fn vppsys_kept_end(sh: u32, close_vpp: libc::c_int) -> libc::c_int;
 }
 
 /// [`vppsys_listener_state`]: not a listener.

@@ -568,6 +568,47 @@ vppsys_session_close (uint32_t sh)
 }
 
 /*
+ * Whether VPP can hand connection s over to another worker without
+ * corrupting it. VPP's worker update (app_worker_own_session, 25.10 to
+ * 26.10) gives the connection new FIFOs and copies old ones that hold data
+ * with svm_fifo_clone, which copies the old head chunk whole into the new
+ * FIFO's first chunk and keeps head and tail: right only for a FIFO that
+ * is still its first, only chunk. VPP starts a FIFO with a 4 KiB chunk and
+ * grows it chunk by chunk, so once a connection carried more than that the
+ * copy overruns the new chunk in VPP's segment (VPP crashes) or loses data.
+ * Safe: a cut-through connection (its FIFOs stay where they are), or both
+ * FIFOs in their first chunk with at most half of it used (data arriving
+ * before VPP handles the update must still fit).
+ */
+static int
+vppsys_fifo_in_first_chunk (svm_fifo_t *f)
+{
+  svm_fifo_chunk_t *c;
+  u32 head, tail;
+
+  if (!f || !f->shr || !f->fs_hdr)
+    return 0;
+  c = f_start_cptr (f);
+  if (!c || c != f_end_cptr (f) || c->start_byte != 0)
+    return 0;
+  head = clib_atomic_load_acq_n (&f->shr->head);
+  tail = clib_atomic_load_acq_n (&f->shr->tail);
+  return head <= tail && tail <= c->length / 2;
+}
+
+static int
+vppsys_handover_is_safe (vcl_session_t *s)
+{
+  if (s->ct_rx_fifo)
+    return 1;
+  return vppsys_fifo_in_first_chunk (s->rx_fifo) &&
+	 vppsys_fifo_in_first_chunk (s->tx_fifo);
+}
+
+/* vppsys_session_unshare kept the copy as VPP's owner (see there). */
+#define VPPSYS_UNSHARE_KEPT 1
+
+/*
  * The current worker drops its copy of a session other workers still use:
  * unsubscribes from the FIFOs, hands VPP's events to new_owner_wrk (a VCL
  * worker index, ~0 to keep the owner) and frees the copy. Only a listener
@@ -575,6 +616,8 @@ vppsys_session_close (uint32_t sh)
  * without an event queue. With notify_vpp 0 nothing at all is sent to VPP
  * (the copy of a worker whose process is gone: VPP cleans up that app
  * worker itself, and messages on its behalf can reach VPP after it did).
+ * A connection VPP cannot hand over (vppsys_handover_is_safe) is kept:
+ * VPPSYS_UNSHARE_KEPT, nothing changed but its leaving any epoll set.
  */
 int
 vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
@@ -595,18 +638,79 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
 	return VPPCOM_EBADFD;
     }
   wrk = vcl_worker_get_current ();
+  new_owner = vppsys_worker_get (new_owner_wrk);
+  if (notify_vpp && new_owner && s->vpp_evt_q &&
+      s->session_state != VCL_STATE_LISTEN && !vppsys_handover_is_safe (s))
+    {
+      /* VPP cannot hand it over: this copy stays VPP's owner, out of any
+       * epoll set. The other workers holding it are FIFO subscribers: VPP
+       * tells them of data, space, and the peer's close or reset as well.
+       * The caller keeps watching it (vppsys_kept_state). */
+      if (s->flags & VCL_SESSION_F_IS_VEP_SESSION)
+	vppcom_epoll_ctl (s->vep.vep_sh, EPOLL_CTL_DEL, sh, 0);
+      return VPPSYS_UNSHARE_KEPT;
+    }
   if (s->session_state != VCL_STATE_LISTEN && s->rx_fifo && s->tx_fifo)
     {
       svm_fifo_del_subscriber (s->rx_fifo, wrk->vpp_wrk_index);
       svm_fifo_del_subscriber (s->tx_fifo, wrk->vpp_wrk_index);
     }
-  new_owner = vppsys_worker_get (new_owner_wrk);
   if (notify_vpp && new_owner && s->vpp_evt_q &&
       s->session_state != VCL_STATE_LISTEN)
     /* VPP asks the new owner to take the session; that worker completes the
      * hand-over the next time it handles its queue (epoll_wait, select). */
     vcl_send_session_worker_update (wrk, s, new_owner->vpp_wrk_index);
   return vcl_session_cleanup (wrk, s, sh, notify_vpp && listening_here);
+}
+
+/*
+ * A copy kept as VPP's owner (VPPSYS_UNSHARE_KEPT), on the current worker:
+ * 0 open, 1 the peer closed, 2 reset, 3 gone (VPP cleaned it up, or no
+ * such session). *vpp_handle gets its VPP handle.
+ */
+int
+vppsys_kept_state (uint32_t sh, uint64_t *vpp_handle)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+
+  if (!s)
+    return 3;
+  *vpp_handle = s->vpp_handle;
+  switch (s->session_state)
+    {
+    case VCL_STATE_READY:
+      return 0;
+    case VCL_STATE_VPP_CLOSING:
+      return 1;
+    case VCL_STATE_DISCONNECT:
+      return 2;
+    default:
+      return 3;
+    }
+}
+
+/* Ends a kept copy: with close_vpp, closes the connection in VPP too (no
+ * process uses it any more); else only frees the record (VPP is done with
+ * it). */
+int
+vppsys_kept_end (uint32_t sh, int close_vpp)
+{
+  vcl_worker_t *wrk = vcl_worker_get_current ();
+  vcl_session_t *s = vppsys_current_session (sh);
+
+  if (!s)
+    return VPPCOM_EBADFD;
+  if (close_vpp)
+    return vppsys_session_close (sh);
+  if (s->session_state == VCL_STATE_READY ||
+      s->session_state == VCL_STATE_VPP_CLOSING ||
+      s->session_state == VCL_STATE_DISCONNECT)
+    {
+      /* VPP still has it: leave it to VPP's notices. */
+      return VPPCOM_EAGAIN;
+    }
+  vppsys_forget_postponed_events (sh);
+  return vcl_session_cleanup (wrk, s, sh, 0);
 }
 
 /* Frees the worker of a process that is gone. Its descriptors were that
