@@ -492,13 +492,18 @@ fn fd_targets(pid: u32) -> Vec<String> {
 /// (`VLS_SOAK_NGINX_LAYER=c`: nginx with the C layer, for comparison).
 ///
 /// VPP runs with `tcp { timewait-time 1 }`. With VPP's default (10 s), the
-/// sessions in TIME_WAIT keep their FIFOs, the FIFO segments run out after
-/// about 40 000 connections (VPP counts "Packets dropped for lack of rx
-/// fifo"); then VCL gets accepts with listener handle 0 ("couldn't find
-/// listen session"), VPP lists no listener for nginx's port, and both
-/// nginx workers get EBADFD from every `epoll_wait` (a log flood; with the
-/// C layer one worker crashed in one run). How the layer should behave
-/// under that exhaustion is not settled or tested yet.
+/// sessions in TIME_WAIT keep their FIFOs and VPP keeps adding FIFO
+/// segments; each one is a descriptor (memfd) in the worker, so the
+/// descriptor nginx opens `index.html` on climbs with them. Once it is 32,
+/// LDP (`LDP_SID_BIT` 5 by default: descriptors from 32 up are VLS
+/// handles plus 32) turns nginx's `close(32)` of that file into
+/// `vls_close(0)`, which closes the worker's share of the fork-shared
+/// listener (the kernel's descriptor 32 stays open): VCL then gets accepts
+/// for listener handle 0 ("couldn't find listen session") and a worker
+/// gets EBADFD from every `epoll_wait` (a log flood; with the C layer one
+/// worker crashed in one run). `LDP_SID_BIT=10` for nginx avoids it. How
+/// the layer should behave when a program closes a descriptor LDP maps to
+/// one of its sessions is not settled or tested yet.
 /// `VLS_SOAK_TIMEWAIT=default` runs VPP with its default TIME_WAIT instead
 /// (no `timewait-time` line), to reproduce that.
 #[test]
@@ -513,10 +518,11 @@ fn ldp_nginx_two_workers_connection_close_soak() {
     let secs: u64 = std::env::var("VLS_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let so = libvls();
     // VPP keeps a closed connection's FIFOs through TIME_WAIT (10 s by
-    // default): at this rate (thousands of connections a second) that
-    // exhausts the FIFO segments after about 40 000 connections, and VPP
-    // stops accepting (see the doc comment). A deployment with this much
-    // churn shortens TIME_WAIT; so does this test.
+    // default): at this rate (thousands of connections a second) it adds
+    // FIFO segments until the workers' descriptors reach LDP's first
+    // session descriptor (32) and nginx's close of a file closes its
+    // listener (see the doc comment). A deployment with this much churn
+    // shortens TIME_WAIT; so does this test.
     // VLS_SOAK_TIMEWAIT=default: VPP's own TIME_WAIT (see the doc comment).
     let timewait = match std::env::var("VLS_SOAK_TIMEWAIT").as_deref() {
         Ok("default") => "",
