@@ -9,6 +9,7 @@
 //! ldp_pipeline server <ip:port> <threads>
 //! ldp_pipeline client <ip:port> <threads> <conns-per-thread> <requests-per-conn> <depth>
 //! ldp_pipeline memcached-client <ip:port> <threads> <conns-per-thread> <rounds> <depth>
+//! ldp_pipeline close-kernel-fd <fd>
 //! ```
 //!
 //! The server has one thread that accepts (blocking) and hands each
@@ -24,6 +25,29 @@
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
+
+/// LDP's descriptor split: makes a socket (under LDP the first VPP
+/// session: descriptor `2^LDP_SID_BIT`), then opens `/dev/null` until the
+/// kernel hands out descriptor `want`, and closes it, as a program closing
+/// a file it served would. Under LDP with `2^LDP_SID_BIT == want` the
+/// close goes to the VPP session. Prints what it did; exits 0.
+fn close_kernel_fd(want: i32) {
+    // SAFETY: plain libc calls on descriptors this function owns.
+    unsafe {
+        let s = check(libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0), "socket");
+        let mut opened = Vec::new();
+        let fd = loop {
+            let fd = check(libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY), "open /dev/null");
+            opened.push(fd);
+            if fd >= want || opened.len() > 4096 {
+                break fd;
+            }
+        };
+        println!("ldp_pipeline: socket {s}, kernel descriptor {fd}");
+        let rv = libc::close(fd);
+        println!("ldp_pipeline: close({fd}) = {rv}");
+    }
+}
 
 /// No progress for this long is a stall.
 const STALL: Duration = Duration::from_secs(10);
@@ -520,10 +544,15 @@ fn main() {
         eprintln!(
             "usage: ldp_pipeline server <ip:port> <threads>\n       \
              ldp_pipeline client <ip:port> <threads> <conns-per-thread> <requests-per-conn> <depth>\n       \
-             ldp_pipeline memcached-client <ip:port> <threads> <conns-per-thread> <rounds> <depth>"
+             ldp_pipeline memcached-client <ip:port> <threads> <conns-per-thread> <rounds> <depth>\n       \
+             ldp_pipeline close-kernel-fd <fd>"
         );
         std::process::exit(64)
     };
+    if args.get(1).map(String::as_str) == Some("close-kernel-fd") {
+        close_kernel_fd(args.get(2).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage()));
+        return;
+    }
     let num = |i: usize| -> u64 { args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage()) };
     let addr: SocketAddrV4 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
     match args.get(1).map(String::as_str) {

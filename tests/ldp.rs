@@ -700,6 +700,49 @@ fn ldp_nginx_two_workers_connection_close_soak() {
 // Pipelined request/response, a thread and an epoll set per connection group
 // ---------------------------------------------------------------------------
 
+/// LDP's descriptor split: a program under LDP whose kernel gives it the
+/// descriptor number LDP also uses for its first VPP session closes that
+/// kernel descriptor; LDP turns the close into `vls_close(0)`. The layer
+/// cannot tell which was meant, but says so (a warning naming
+/// `LDP_SID_BIT`), and the program survives.
+#[test]
+fn ldp_close_of_a_colliding_kernel_descriptor_is_reported() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let so = libvls();
+    let exe = ldp_pipeline();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf("fd-split", &VclConf::default()).unwrap();
+    let preload = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let out = under_ldp(&mut Command::new(&exe), &preload, &conf)
+        .env("VLS_RS_LOG", "warn")
+        .args(["close-kernel-fd", "32"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ldp_pipeline close-kernel-fd");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("socket 32, kernel descriptor 32"), "{stdout}");
+    assert!(
+        stderr.contains("vls_close of VPP session 0 while kernel descriptor 32")
+            && stderr.contains("LDP_SID_BIT"),
+        "no warning about the descriptor split:\n{stderr}"
+    );
+    // With a larger LDP_SID_BIT there is no collision and no warning.
+    let out = under_ldp(&mut Command::new(&exe), &preload, &conf)
+        .env("VLS_RS_LOG", "warn")
+        .env("LDP_SID_BIT", "10")
+        .args(["close-kernel-fd", "32"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ldp_pipeline close-kernel-fd");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && stdout.contains("socket 1024, kernel descriptor 32"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!stderr.contains("descriptor split"), "{stderr}");
+}
+
 /// The `ldp_pipeline` example (plain libc sockets and epoll).
 fn ldp_pipeline() -> PathBuf {
     // With the suite's features: a build without them would replace the

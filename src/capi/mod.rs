@@ -16,6 +16,7 @@
 use std::ffi::{c_char, c_int, c_uchar, c_ulong, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod ldp_fds;
 mod release;
 mod stats;
 
@@ -87,7 +88,10 @@ pub extern "C" fn vls_shutdown(vlsh: Vlsh, how: c_int) -> c_int {
 /// `vls_close`.
 #[no_mangle]
 pub extern "C" fn vls_close(vlsh: Vlsh) -> c_int {
-    guard(Call::Close, EINVAL, || vls().close(vlsh))
+    guard(Call::Close, EINVAL, || {
+        ldp_fds::check_close(vlsh);
+        vls().close(vlsh)
+    })
 }
 
 /// `vls_bind`.

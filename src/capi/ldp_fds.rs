@@ -1,0 +1,80 @@
+//! LDP's descriptor split, watched from `vls_close`.
+//!
+//! LDP gives the application descriptor number `2^LDP_SID_BIT + vlsh` for a
+//! VPP session and takes every descriptor at or above `2^LDP_SID_BIT` for
+//! one, but the kernel knows nothing of that range: once a program has
+//! enough kernel descriptors, the kernel hands out a number LDP also means,
+//! and the program's `close` of its kernel descriptor becomes a
+//! `vls_close` of a VPP session (often its listener; the kernel descriptor
+//! stays open). The layer cannot tell which of the two the program meant,
+//! so it does what it is asked; but when a `vls_close` arrives while the
+//! kernel descriptor of the same number is open, it says so once (a
+//! warning), which names the cause and the cure (a larger `LDP_SID_BIT`).
+//! Looking at the descriptor is an `fcntl(F_GETFD)` system call (not
+//! LDP's `fcntl`): nothing is changed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use crate::handle::Vlsh;
+
+/// `2^LDP_SID_BIT` as LDP computes it, or `None` when LDP is not preloaded.
+fn ldp_base() -> Option<i64> {
+    static BASE: OnceLock<Option<i64>> = OnceLock::new();
+    *BASE.get_or_init(|| {
+        let preload = std::env::var_os("LD_PRELOAD")?;
+        if !preload.to_string_lossy().contains("vcl_ldpreload") {
+            return None;
+        }
+        Some(base_for(std::env::var("LDP_SID_BIT").ok().as_deref()))
+    })
+}
+
+/// LDP's reading of `LDP_SID_BIT` (an unsigned number; unset or invalid:
+/// 5; clamped to 5..=30): the first descriptor number it uses.
+fn base_for(sid_bit: Option<&str>) -> i64 {
+    const MIN: u32 = 5;
+    const MAX: u32 = 30;
+    let bit = sid_bit.and_then(|s| s.trim().parse::<u32>().ok()).unwrap_or(MIN).clamp(MIN, MAX);
+    1i64 << bit
+}
+
+/// Called by `vls_close(vlsh)`: warns (once per process) if the kernel
+/// descriptor LDP would have mapped to `vlsh` is open.
+pub(super) fn check_close(vlsh: Vlsh) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if vlsh < 0 || WARNED.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(base) = ldp_base() else { return };
+    let Ok(fd) = i32::try_from(base + i64::from(vlsh)) else { return };
+    // The system call itself: LDP interposes `fcntl` and would take the
+    // number for a VPP session.
+    // SAFETY: F_GETFD only reads the descriptor's flags (no effect on it).
+    if unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) } == -1 {
+        return;
+    }
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            vlsh,
+            fd,
+            "vls_close of VPP session {vlsh} while kernel descriptor {fd}, the number LDP maps to it, is \
+             open: the program probably closed its kernel descriptor {fd}, and closes a VPP session \
+             instead (LDP's descriptor split); run it with a larger LDP_SID_BIT (said once)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sid_bit_is_read_as_ldp_reads_it() {
+        assert_eq!(base_for(None), 32);
+        assert_eq!(base_for(Some("junk")), 32);
+        assert_eq!(base_for(Some("2")), 32, "below the minimum");
+        assert_eq!(base_for(Some("10")), 1024);
+        assert_eq!(base_for(Some("31")), 1 << 30, "above the maximum");
+    }
+}
