@@ -119,11 +119,8 @@ impl<V: Vcl> Vls<V> {
             tracing::warn!(vlsh, owner, current = me, reason = ?e, "session cannot move to this thread's worker");
             EBADFD
         })?;
-        let new_sh = {
-            let _inside = self.own_gate();
-            self.vcl.move_in(moved)
-        };
-        let new_sh = match new_sh {
+        let _inside = self.own_gate();
+        let new_sh = match self.vcl.move_in(moved) {
             Ok(sh) => sh,
             Err(e) => {
                 // The session left its owner and found no new home: gone.
@@ -133,8 +130,98 @@ impl<V: Vcl> Vls<V> {
             }
         };
         self.pool.remap(locked, new_sh);
+        // A listener: VPP hands this worker its new connections from now
+        // on (this waits for VPP's answer).
+        if let Err(e) = self.vcl.take_over(new_sh, self.rpc_timeout()) {
+            tracing::error!(vlsh, reason = ?e, "VPP did not hand the moved session to this thread's worker");
+            self.vcl.close(new_sh);
+            self.pool.unmap(locked);
+            return Err(EBADFD);
+        }
+        self.settle_epoll(locked.session, new_sh);
         tracing::debug!(vlsh, from = owner, to = me, how, "session moved to this thread's worker");
         Ok(new_sh)
+    }
+
+    /// After session `s` moved in as `sh` (this thread's gate held): a
+    /// member goes back into its set if the set lives here, else it is
+    /// recorded away from it; a set takes back its members that live here
+    /// and records the others away (the move unlinked them all).
+    fn settle_epoll(&'static self, s: &VlsSession, sh: Sh) {
+        if let Some(ep_vlsh) = s.membership.set() {
+            match self.pool.get(ep_vlsh) {
+                Some(ep) if !ep.is_closed() && self.is_here(ep.sh()) => {
+                    let rv = self.vcl.rejoin(ep.sh(), sh);
+                    if rv != 0 {
+                        tracing::warn!(
+                            vlsh = s.vlsh,
+                            set = ep_vlsh,
+                            rv,
+                            "moved session cannot rejoin its set"
+                        );
+                    }
+                }
+                Some(ep) if !ep.is_closed() => self.moves.away.add(ep_vlsh, s.vlsh),
+                _ => {}
+            }
+        }
+        if s.is_epoll() {
+            for m in self.pool.live_sessions() {
+                if m.membership.set() != Some(s.vlsh) || m.is_closed() {
+                    continue;
+                }
+                // Stable with this gate held: a session here leaves this
+                // worker only through it.
+                let m_sh = m.sh();
+                if self.is_here(m_sh) {
+                    if !self.vcl.in_epoll(m_sh) {
+                        self.vcl.rejoin(sh, m_sh);
+                    }
+                } else {
+                    self.moves.away.add(s.vlsh, m.vlsh);
+                }
+            }
+        }
+    }
+
+    /// Per-thread workers, before a wait on set `ep_vlsh`: brings the set to
+    /// this thread's worker and its members that live on other workers
+    /// back to it (see [`migrate`]). Returns how many could not come (in
+    /// use by their thread right now: the wait then looks again soon).
+    pub(super) fn gather_members(&'static self, ep_vlsh: Vlsh) -> usize {
+        let Some(set) = self.pool.get(ep_vlsh) else { return 0 };
+        let mut left = 0;
+        {
+            let locked = set.lock();
+            if locked.closed() || self.sh_here(&locked).is_err() {
+                return 0;
+            }
+        }
+        for m_vlsh in self.moves.away.take(ep_vlsh) {
+            let Some(m) = self.pool.get(m_vlsh) else { continue };
+            let Some(locked) = m.try_lock() else {
+                self.moves.away.add(ep_vlsh, m_vlsh);
+                left += 1;
+                continue;
+            };
+            if locked.closed() || m.membership.set() != Some(ep_vlsh) {
+                continue;
+            }
+            let Some(ep_sh) = self.pool.get(ep_vlsh).map(|s| s.sh()) else { continue };
+            if self.is_here(locked.sh()) {
+                let _inside = self.own_gate();
+                if self.is_here(ep_sh) && !self.vcl.in_epoll(locked.sh()) {
+                    self.vcl.rejoin(ep_sh, locked.sh());
+                }
+            } else if self.sh_here(&locked).is_err() {
+                tracing::debug!(
+                    set = ep_vlsh,
+                    member = m_vlsh,
+                    "epoll member cannot come to its set's worker"
+                );
+            }
+        }
+        left
     }
 
     /// Takes session `index` out of worker `owner`: directly if the owner's
@@ -457,6 +544,48 @@ impl<V: Vcl> Vls<V> {
         f(sh)
     }
 }
+
+impl<V: Vcl> Vls<V> {
+    /// `vls_epoll_wait` with per-thread workers (not LDP's drain-only call):
+    /// before each look, the set and its members come to this thread's
+    /// worker ([`Self::gather_members`]); the wait inside VCL lasts at most
+    /// [`GATHER_SLICE_MS`] (1 ms while a member is in use elsewhere) before
+    /// it looks again, so a member another thread took away during the
+    /// wait comes back within that time. `wait` in milliseconds.
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    pub(super) unsafe fn epoll_wait_gathering(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> i32 {
+        self.detect_thread();
+        let deadline = (wait > 0.0).then(|| Instant::now() + Duration::from_secs_f64(wait / 1e3));
+        loop {
+            let busy = self.gather_members(ep_vlsh);
+            let slice = if busy > 0 { 1.0 } else { GATHER_SLICE_MS };
+            let this_wait = match deadline {
+                _ if wait == 0.0 => 0.0,
+                None => slice,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now()).as_secs_f64() * 1e3;
+                    left.min(slice)
+                }
+            };
+            // SAFETY: forwarded contract.
+            let n = unsafe { self.epoll_wait_now(ep_vlsh, evs, max, this_wait) };
+            if n != 0 || wait == 0.0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                return n;
+            }
+        }
+    }
+}
+
+/// Longest wait inside VCL of one look of a mode-2 epoll wait (ms).
+pub(super) const GATHER_SLICE_MS: f64 = 20.0;
 
 impl<V: Vcl> RpcHandler for Vls<V> {
     /// Runs on this worker's own thread, inside the VCL call in which it
