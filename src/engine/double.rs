@@ -67,6 +67,9 @@ pub struct Session {
     peer_closed: bool,
     /// (member, registered event data).
     epoll_members: Vec<(Sh, u64)>,
+    /// The event data of the set this session was unlinked from when it or
+    /// its set moved (per-thread workers), for [`Vcl::rejoin`].
+    left_set_data: Option<u64>,
     /// Reads (writes) of this session in progress: VCL's rx FIFO has one
     /// consumer and its tx FIFO one producer, so two at once break it.
     reading: u32,
@@ -751,16 +754,47 @@ impl Vcl for Double {
         }
         let sh = sh_from_parts(wrk, session_index);
         let Some(s) = st.sessions.get(&sh) else { return Err(MoveError::NoSession) };
-        let in_a_set = st.sessions.values().any(|e| e.epoll_members.iter().any(|m| m.0 == sh));
+        // As the shim: sessions never opened and listeners without queued
+        // connections move, and sets whose members all can; connections
+        // do not. A set leaves its members behind, unlinked; a member
+        // leaves its set.
+        let alone_movable = |s: &Session| !s.is_epoll && s.peer.is_none() && s.accept_q.is_empty();
         let movable = if s.is_epoll {
-            s.epoll_members.is_empty()
+            s.epoll_members.iter().all(|m| st.sessions.get(&m.0).is_some_and(alone_movable))
         } else {
-            !s.listening && s.peer.is_none() && !in_a_set
+            alone_movable(s)
         };
         if !movable {
             return Err(MoveError::NotMovable);
         }
-        Ok(st.sessions.remove(&sh).unwrap())
+        let mut moved = st.sessions.remove(&sh).unwrap();
+        for (m, data) in std::mem::take(&mut moved.epoll_members) {
+            if let Some(m) = st.sessions.get_mut(&m) {
+                m.left_set_data = Some(data);
+            }
+        }
+        for ep in st.sessions.values_mut() {
+            if let Some(i) = ep.epoll_members.iter().position(|m| m.0 == sh) {
+                moved.left_set_data = Some(ep.epoll_members.remove(i).1);
+            }
+        }
+        Ok(moved)
+    }
+    fn in_epoll(&self, sh: Sh) -> bool {
+        self.state.lock().unwrap().sessions.values().any(|e| e.epoll_members.iter().any(|m| m.0 == sh))
+    }
+    fn rejoin(&self, ep_sh: Sh, sh: Sh) -> i32 {
+        self.check_own(ep_sh);
+        self.check_own(sh);
+        let mut st = self.state.lock().unwrap();
+        let Some(data) = st.sessions.get_mut(&sh).and_then(|s| s.left_set_data.take()) else { return EBADFD };
+        match st.sessions.get_mut(&ep_sh) {
+            Some(ep) if ep.is_epoll => {
+                ep.epoll_members.push((sh, data));
+                0
+            }
+            _ => EBADFD,
+        }
     }
     fn move_in(&self, moved: Session) -> Result<Sh, MoveError> {
         let mut st = self.state.lock().unwrap();
