@@ -111,6 +111,42 @@ fn listener_made_on_main_is_accepted_on_by_a_worker_thread() {
     );
 }
 
+/// A connection VPP handed the listener's worker (queued there, `main`'s
+/// epoll set reports it) before another thread's accept moved the
+/// listener: the accepting thread's worker takes it over and serves it.
+#[test]
+fn connection_queued_before_the_listener_moved_is_handed_over() {
+    let a = server_addr(7805);
+    run_pair(
+        "connection_queued_before_the_listener_moved_is_handed_over",
+        mode2_through_stack,
+        || {
+            app("moves-server");
+            let l = listen_on(a, TCP, false);
+            let ep = vls_epoll_create();
+            epoll_add(ep, l, EPOLLIN, 3);
+            let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            let n = until_positive(|| epoll_wait(ep, &mut out, 100.0));
+            assert_eq!((n, { out[0].u64 }), (1, 3), "a connection waits on main's worker");
+            // SAFETY: DEL takes no event.
+            assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_DEL, l, std::ptr::null_mut()) }, 0);
+            let main_wrk = my_worker();
+            thread::spawn(move || {
+                let s = accept(l);
+                assert!(s >= 0, "accept {s}");
+                assert_ne!(my_worker(), main_wrk);
+                assert_eq!(session_and_worker(s).1, my_worker());
+                echo_once(s);
+            })
+            .join()
+            .expect("accepting thread");
+            assert_eq!(vls_close(l), 0);
+            assert_eq!(vls_close(ep), 0);
+        },
+        || echo_clients(a, 1),
+    );
+}
+
 /// Two threads accept on one listener, taking turns (so the listener
 /// moves at every turn): both get connections, and every connection is
 /// served. The listener moves while no connection is being set up: VPP

@@ -116,7 +116,17 @@ impl<V: Vcl> Vls<V> {
         }
         let vlsh = locked.session.vlsh;
         let (moved, how) = self.move_from(owner, index).map_err(|e| {
-            tracing::warn!(vlsh, owner, current = me, reason = ?e, "session cannot move to this thread's worker");
+            if e == MoveError::NotMovable {
+                tracing::warn!(
+                    vlsh,
+                    owner,
+                    current = me,
+                    "session cannot move to this thread's worker: connections (and epoll sets holding one) stay \
+                     on the worker of the thread that accepted or connected them (vls::engine::migrate)"
+                );
+            } else {
+                tracing::warn!(vlsh, owner, current = me, reason = ?e, "session cannot move to this thread's worker");
+            }
             EBADFD
         })?;
         let _inside = self.own_gate();

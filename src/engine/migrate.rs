@@ -22,9 +22,11 @@
 //!   accept queue (the old worker's queue is handled first, as that worker,
 //!   when its gate is taken; by RPC the owner has handled them before the
 //!   request). They stay the old worker's in VPP: accepting one hands it to
-//!   the new worker with a worker update while its FIFOs are still fresh
-//!   (one chunk, at most half used), else the accept returns
-//!   `ECONNABORTED` (its peer sees a reset) — see the shim for why.
+//!   the new worker with a worker update while that is safe (through VPP's
+//!   stack, and its FIFOs still fresh: one chunk, at most half used), else
+//!   the accept returns `ECONNABORTED` (its peer sees a reset; cut-through
+//!   connections always, as the update would free FIFOs the peer
+//!   application shares) — see the shim.
 //!   Caveat: a listener that moves while a connection to it is being set up
 //!   (handshake in progress in VPP) may lose that connection (VPP clears the
 //!   old worker's half-open sessions when the listener changes owner);

@@ -658,7 +658,8 @@ vppsys_session_take_over (uint32_t sh, double wait_s)
  * A connection VPP gave another worker of this app, just accepted here (it
  * was queued on a listener that then moved here): hands it to the current
  * worker with VPP's worker update, but only while that is safe (see the
- * note on connections above): each FIFO is still its first, only chunk,
+ * note on connections above): not a cut-through connection, and each FIFO
+ * is still its first, only chunk,
  * starting at 0, with at most half of it used, so the copy VPP makes fits
  * the new FIFO's first chunk even if some more data arrives before VPP
  * handles the update (4 KiB chunks: the peer would have to send more than
@@ -683,6 +684,19 @@ vppsys_fifo_fresh (svm_fifo_t *f)
   return head <= tail && tail <= c->length / 2;
 }
 
+/* An accepted cut-through connection: its FIFOs are shared with the peer
+ * application, and VPP's worker update would replace (and free) them under
+ * the peer. VPP's accept message names no addresses for cut-through
+ * connections (only ports), and always both for connections through its
+ * stack. */
+static int
+vppsys_accepted_cut_through (vcl_session_t *s)
+{
+  static const ip46_address_t zero;
+  return !memcmp (&s->transport.rmt_ip, &zero, sizeof (zero)) &&
+	 !memcmp (&s->transport.lcl_ip, &zero, sizeof (zero));
+}
+
 int
 vppsys_session_take_over_accepted (uint32_t sh, double wait_s)
 {
@@ -698,7 +712,8 @@ vppsys_session_take_over_accepted (uint32_t sh, double wait_s)
     return VPPSYS_MOVE_NO_SESSION;
   if (s->session_state != VCL_STATE_READY || !s->vpp_evt_q ||
       s->vpp_handle == SESSION_INVALID_HANDLE || s->ct_rx_fifo ||
-      !vppsys_fifo_fresh (s->rx_fifo) || !vppsys_fifo_fresh (s->tx_fifo))
+      vppsys_accepted_cut_through (s) || !vppsys_fifo_fresh (s->rx_fifo) ||
+      !vppsys_fifo_fresh (s->tx_fifo))
     return VPPSYS_MOVE_NOT_MOVABLE;
   state = s->session_state;
   session_index = s->session_index;
