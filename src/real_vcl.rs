@@ -304,12 +304,35 @@ impl seam::Vcl for RealVcl {
         moved.0 = None;
         Ok(crate::handle::sh_from_parts(worker_index(), rv as u32))
     }
-    fn take_over(&self, sh: Sh, wait: std::time::Duration) -> std::result::Result<(), MoveError> {
+    fn take_over(&self, sh: Sh, wait: std::time::Duration) -> std::result::Result<bool, MoveError> {
         // SAFETY: checks the handle; handles the calling worker's queue.
         match unsafe { sys::vppsys_session_take_over(sh, wait.as_secs_f64()) } {
-            0 => Ok(()),
+            0 => Ok(false),
+            1 => Ok(true),
             rv => Err(move_error(rv)),
         }
+    }
+    fn stub_take(&self, wrk: u32, session_index: u32) -> std::result::Result<MovedSession, MoveError> {
+        let mut b = Box::new(std::mem::MaybeUninit::<sys::vcl_session_t>::zeroed());
+        // SAFETY: `b` is valid for one session record; the shim takes VCL's
+        // worker-registry lock and checks the indices (the caller's
+        // contract: `wrk`'s thread is not inside VCL, or is this one).
+        let rv = unsafe { sys::vppsys_listener_stub_take(wrk, session_index, b.as_mut_ptr()) };
+        if rv != 0 {
+            return Err(move_error(rv));
+        }
+        Ok(MovedSession(Some(b)))
+    }
+    fn merge_accepts(&self, sh: Sh, mut stub: MovedSession) -> std::result::Result<u32, MoveError> {
+        let Some(mut b) = stub.0.take() else { return Err(MoveError::NoSession) };
+        // SAFETY: `b` holds a record made by `vppsys_listener_stub_take`;
+        // the shim frees what it owns (it is not used again) and checks the
+        // handle against the calling worker.
+        let rv = unsafe { sys::vppsys_listener_merge(sh, b.as_mut_ptr()) };
+        if rv < 0 {
+            return Err(move_error(rv));
+        }
+        Ok(rv as u32)
     }
     fn take_over_accepted(&self, sh: Sh, wait: std::time::Duration) -> std::result::Result<(), MoveError> {
         // SAFETY: checks the handle; handles the calling worker's queue.

@@ -172,10 +172,29 @@ pub trait Vcl: Send + Sync + 'static {
     fn move_in(&self, moved: Self::Moved) -> Result<Sh, MoveError>;
     /// After [`Vcl::move_in`] of a listener: makes the calling worker the
     /// listener's owner in VPP (new connections come here), waiting at most
-    /// `wait` for VPP's answer. Nothing to do for sessions VPP does not know.
-    fn take_over(&self, sh: Sh, wait: std::time::Duration) -> Result<(), MoveError> {
+    /// `wait` for VPP's answer. Nothing to do for sessions VPP does not know
+    /// (`Ok(false)`). `Ok(true)`: a listener, which left a stub on its old
+    /// worker for the connections VPP announced there until it answered
+    /// (see [`Vcl::stub_take`]).
+    fn take_over(&self, sh: Sh, wait: std::time::Duration) -> Result<bool, MoveError> {
         let _ = (sh, wait);
-        Ok(())
+        Ok(false)
+    }
+    /// Takes the stub a listener that moved out of worker `wrk` left at
+    /// `session_index`, with the connections VCL queued on it, and frees it
+    /// there. The caller is that worker's thread (handling its queue) or
+    /// makes sure it is not inside VCL, as for [`Vcl::move_out`]; then the
+    /// worker's queue is handled first, as that worker.
+    fn stub_take(&self, wrk: u32, session_index: u32) -> Result<Self::Moved, MoveError> {
+        let _ = (wrk, session_index);
+        Err(MoveError::NoSession)
+    }
+    /// Adds the connections of `stub` (from [`Vcl::stub_take`]) to the
+    /// accept queue of listener `sh` of the calling worker, as connections
+    /// VPP gave another worker ([`Vcl::next_accept_foreign`]); how many.
+    fn merge_accepts(&self, sh: Sh, stub: Self::Moved) -> Result<u32, MoveError> {
+        let _ = (sh, stub);
+        Ok(0)
     }
     /// After accepting a connection VPP gave another worker (see
     /// [`Vcl::next_accept_foreign`]): hands it to the calling worker while

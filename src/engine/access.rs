@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::locks::{self, OpKind, OpLocks};
-use super::migrate::{Gate, GateGuard, Rpc};
+use super::migrate::{Gate, GateGuard, Rpc, Take};
 use super::pool::{Half, LockedSession, VlsSession};
 use super::{on_worker, traced, Vls, EBADFD};
 use crate::handle::Vlsh;
@@ -115,7 +115,7 @@ impl<V: Vcl> Vls<V> {
             return Ok(sh);
         }
         let vlsh = locked.session.vlsh;
-        let (moved, how) = self.move_from(owner, index).map_err(|e| {
+        let (moved, how) = self.move_from(owner, index, Take::Session).map_err(|e| {
             if e == MoveError::NotMovable {
                 tracing::warn!(
                     vlsh,
@@ -129,28 +129,83 @@ impl<V: Vcl> Vls<V> {
             }
             EBADFD
         })?;
-        let _inside = self.own_gate();
-        let new_sh = match self.vcl.move_in(moved) {
-            Ok(sh) => sh,
-            Err(e) => {
-                // The session left its owner and found no new home: gone.
-                tracing::error!(vlsh, reason = ?e, "moved session could not be placed on this thread's worker");
-                self.pool.unmap(locked);
-                return Err(EBADFD);
+        let (new_sh, listener) = {
+            let _inside = self.own_gate();
+            let new_sh = match self.vcl.move_in(moved) {
+                Ok(sh) => sh,
+                Err(e) => {
+                    // The session left its owner and found no new home: gone.
+                    tracing::error!(vlsh, reason = ?e, "moved session could not be placed on this thread's worker");
+                    self.pool.unmap(locked);
+                    return Err(EBADFD);
+                }
+            };
+            self.pool.remap(locked, new_sh);
+            // A listener: VPP hands this worker its new connections from now
+            // on (this waits for VPP's answer).
+            match self.vcl.take_over(new_sh, self.rpc_timeout()) {
+                Ok(listener) => (new_sh, listener),
+                Err(e) => {
+                    // (A listener's stub stays on the old worker, where VPP
+                    // may still announce connections: VCL finds a listener
+                    // for them there.)
+                    tracing::error!(vlsh, reason = ?e, "VPP did not hand the moved session to this thread's worker");
+                    self.vcl.close(new_sh);
+                    self.pool.unmap(locked);
+                    return Err(EBADFD);
+                }
             }
         };
-        self.pool.remap(locked, new_sh);
-        // A listener: VPP hands this worker its new connections from now
-        // on (this waits for VPP's answer).
-        if let Err(e) = self.vcl.take_over(new_sh, self.rpc_timeout()) {
-            tracing::error!(vlsh, reason = ?e, "VPP did not hand the moved session to this thread's worker");
-            self.vcl.close(new_sh);
-            self.pool.unmap(locked);
-            return Err(EBADFD);
+        if listener {
+            // (Without this thread's gate: a request for the stub takes it
+            // to send, and to answer others' requests while it waits.)
+            self.take_listener_stub(owner, index, new_sh, vlsh);
         }
+        let _inside = self.own_gate();
         self.settle_epoll(locked.session, new_sh);
         tracing::debug!(vlsh, from = owner, to = me, how, "session moved to this thread's worker");
         Ok(new_sh)
+    }
+
+    /// After listener `vlsh` moved here (as `new_sh`) from session `index`
+    /// of worker `owner` and VPP answered its take-over: takes the stub it
+    /// left there (see the shim's `vppsys_session_move_out`), with the
+    /// connections VPP announced to that worker until it answered, into the
+    /// listener's accept queue, before the listener rejoins its epoll set
+    /// (which then reports it readable). Directly if the old worker's thread
+    /// is outside VCL, else by RPC: that thread has queued them on the stub
+    /// before it handles the request (VCL handles its queue in order). The
+    /// listener's lock keeps it here meanwhile.
+    fn take_listener_stub(&'static self, owner: u32, index: u32, new_sh: Sh, vlsh: Vlsh) {
+        let stub = match self.move_from(owner, index, Take::ListenerStub) {
+            Ok((stub, _)) => stub,
+            Err(MoveError::NoWorker) if self.moves.gates.get(owner).is_some_and(Gate::is_exiting) => {
+                // Its worker goes, and VPP cleans up what it was given.
+                tracing::debug!(vlsh, owner, "moved listener's old worker is exiting: its stub goes with it");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    vlsh,
+                    owner,
+                    reason = ?e,
+                    "moved listener's stub not taken: connections VPP gave the old worker during the move wait there"
+                );
+                return;
+            }
+        };
+        let _inside = self.own_gate();
+        match self.vcl.merge_accepts(new_sh, stub) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                vlsh,
+                n,
+                "connections VPP gave the listener's old worker during its move came along"
+            ),
+            Err(e) => {
+                tracing::warn!(vlsh, reason = ?e, "connections VPP gave the listener's old worker during its move are lost")
+            }
+        }
     }
 
     /// After session `s` moved in as `sh` (this thread's gate held): a
@@ -234,14 +289,15 @@ impl<V: Vcl> Vls<V> {
         left
     }
 
-    /// Takes session `index` out of worker `owner`: directly if the owner's
-    /// thread is outside VCL, else by RPC, waiting at most [`Self::rpc_timeout`]
-    /// (see [`migrate`] for the protocol). Also says how: `"directly"` or
-    /// `"by RPC"`.
+    /// Takes session `index` (or the listener stub there, see [`Take`]) out
+    /// of worker `owner`: directly if the owner's thread is outside VCL,
+    /// else by RPC, waiting at most [`Self::rpc_timeout`] (see [`migrate`]
+    /// for the protocol). Also says how: `"directly"` or `"by RPC"`.
     pub(super) fn move_from(
         &'static self,
         owner: u32,
         index: u32,
+        what: Take,
     ) -> Result<(V::Moved, &'static str), MoveError> {
         // The owner's gate, if movers may take it (not with
         // `VLS_MIGRATE_BY_RPC=1`).
@@ -251,10 +307,14 @@ impl<V: Vcl> Vls<V> {
             return Err(MoveError::NoWorker);
         }
         if let Some(held) = bypass.and_then(Gate::try_enter) {
-            return self.move_out_holding(owner, index, held).map(|m| (m, "directly"));
+            return self.move_out_holding(owner, index, what, held).map(|m| (m, "directly"));
         }
         let request = self.moves.rpcs.register();
-        let msg = Rpc::Move { id: request.id, session_index: index }.encode();
+        let msg = match what {
+            Take::Session => Rpc::Move { id: request.id, session_index: index },
+            Take::ListenerStub => Rpc::TakeStub { id: request.id, session_index: index },
+        }
+        .encode();
         let sent = {
             let _inside = self.own_gate();
             self.vcl.send_rpc(owner, &msg)
@@ -279,7 +339,7 @@ impl<V: Vcl> Vls<V> {
                 if let Some(answer) = request.abandon() {
                     return answer.map(|m| (m, "by RPC"));
                 }
-                return self.move_out_holding(owner, index, held).map(|m| (m, "directly"));
+                return self.move_out_holding(owner, index, what, held).map(|m| (m, "directly"));
             }
             if Instant::now() >= deadline {
                 if let Some(answer) = request.abandon() {
@@ -299,18 +359,23 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
-    /// Moves session `index` out of worker `owner`, whose gate `_held` is
-    /// held (so its thread is outside VCL), unless that thread is exiting.
+    /// Moves session `index` (or the stub there) out of worker `owner`,
+    /// whose gate `_held` is held (so its thread is outside VCL), unless
+    /// that thread is exiting.
     pub(super) fn move_out_holding(
         &self,
         owner: u32,
         index: u32,
+        what: Take,
         _held: GateGuard<'_>,
     ) -> Result<V::Moved, MoveError> {
         if self.moves.gates.get(owner).is_some_and(Gate::is_exiting) {
             return Err(MoveError::NoWorker);
         }
-        self.vcl.move_out(owner, index)
+        match what {
+            Take::Session => self.vcl.move_out(owner, index),
+            Take::ListenerStub => self.vcl.stub_take(owner, index),
+        }
     }
 
     /// Runs `f` on the VCL handle of `vlsh` with the session and the
@@ -609,6 +674,9 @@ impl<V: Vcl> RpcHandler for Vls<V> {
             }
             Some(Rpc::Close { session_index }) => {
                 self.vcl.close(sh_from_parts(me, session_index));
+            }
+            Some(Rpc::TakeStub { id, session_index }) => {
+                self.moves.rpcs.answer(id, || self.vcl.stub_take(me, session_index));
             }
             None => {}
         }

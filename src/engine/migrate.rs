@@ -21,7 +21,16 @@
 //!   VPP had already handed the old worker come along in the listener's
 //!   accept queue (the old worker's queue is handled first, as that worker,
 //!   when its gate is taken; by RPC the owner has handled them before the
-//!   request). They stay the old worker's in VPP: accepting one hands it to
+//!   request). So do those VPP announces to the old worker until it has
+//!   handled the update: the listener leaves a *stub* there (a bare listen
+//!   session with its index and VPP handle) on which VCL queues them, and
+//!   once VPP has answered the mover takes the stub, with them, into the
+//!   listener's accept queue (directly, handling the old worker's queue
+//!   first, or by RPC: VCL handles its queue in order, so the owner has
+//!   queued them on the stub before it handles the request). Without the
+//!   stub they were lost: nobody reads the queue of a `main` sitting in
+//!   `pthread_join`, and VCL drops an accept for a listener it does not
+//!   know. They stay the old worker's in VPP: accepting one hands it to
 //!   the new worker with a worker update while that is safe (through VPP's
 //!   stack, and its FIFOs still fresh: one chunk, at most half used), else
 //!   the accept returns `ECONNABORTED` (its peer sees a reset; cut-through
@@ -29,7 +38,10 @@
 //!   application shares) — see the shim.
 //!   Caveat: a listener that moves while a connection to it is being set up
 //!   (handshake in progress in VPP) may lose that connection (VPP clears the
-//!   old worker's half-open sessions when the listener changes owner);
+//!   old worker's half-open sessions when the listener changes owner: it
+//!   closes the sessions still in state `CREATED` in the old worker's
+//!   segment manager, `app_worker_stop_listen_session`; the peer sees the
+//!   connection closed or reset right after it connected);
 //!   several threads accepting on one listener work (the listener moves at
 //!   every turn), but each such move is a moment a connection can be lost.
 //!   Datagram listeners do not move.
@@ -273,6 +285,17 @@ impl<M> Drop for PendingRequest<'_, M> {
     }
 }
 
+/// What a mover takes out of another worker.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// A session, to move it to the mover's worker.
+    Session,
+    /// The stub a listener left on the worker it moved out of, with the
+    /// connections VPP announced there until it handled the move (see
+    /// `Vls::take_listener_stub`).
+    ListenerStub,
+}
+
 /// The RPC messages VLS sends between workers of one process.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Rpc {
@@ -290,12 +313,22 @@ pub enum Rpc {
         /// The session, on the destination worker.
         session_index: u32,
     },
+    /// Take the stub a listener that moved away left at `session_index` of
+    /// the destination worker (with the connections queued on it) into
+    /// request `id` of the [`RpcTable`].
+    TakeStub {
+        /// Request id (ids are never reused).
+        id: u64,
+        /// The stub, on the destination worker.
+        session_index: u32,
+    },
 }
 
 /// Marks a VLS RPC ("VLSR"), so a stray payload is ignored.
 const MAGIC: u32 = 0x564c_5352;
 const KIND_MOVE: u32 = 1;
 const KIND_CLOSE: u32 = 2;
+const KIND_TAKE_STUB: u32 = 3;
 
 impl Rpc {
     /// Encoded length.
@@ -306,6 +339,7 @@ impl Rpc {
         let (kind, id, index) = match *self {
             Rpc::Move { id, session_index } => (KIND_MOVE, id, session_index),
             Rpc::Close { session_index } => (KIND_CLOSE, 0, session_index),
+            Rpc::TakeStub { id, session_index } => (KIND_TAKE_STUB, id, session_index),
         };
         let mut b = [0u8; Self::LEN];
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
@@ -326,6 +360,7 @@ impl Rpc {
         match word(4..8)? {
             KIND_MOVE => Some(Rpc::Move { id, session_index }),
             KIND_CLOSE => Some(Rpc::Close { session_index }),
+            KIND_TAKE_STUB => Some(Rpc::TakeStub { id, session_index }),
             _ => None,
         }
     }
@@ -417,8 +452,11 @@ mod tests {
 
     #[test]
     fn rpc_messages_round_trip_and_strangers_are_rejected() {
-        for m in [Rpc::Move { id: 0x1122_3344_5566_7788, session_index: 42 }, Rpc::Close { session_index: 7 }]
-        {
+        for m in [
+            Rpc::Move { id: 0x1122_3344_5566_7788, session_index: 42 },
+            Rpc::Close { session_index: 7 },
+            Rpc::TakeStub { id: 9, session_index: 3 },
+        ] {
             let mut padded = [0u8; 64];
             padded[..Rpc::LEN].copy_from_slice(&m.encode());
             assert_eq!(Rpc::decode(&padded), Some(m));

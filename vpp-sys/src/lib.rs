@@ -143,10 +143,29 @@ extern "C" {
     pub fn vppsys_session_discard(moved: *mut vcl_session_t);
     /// After the move in of a listener: makes the current worker its owner
     /// in VPP and waits at most `wait_s` seconds for VPP's answer (handling
-    /// the worker's queue). 0 (also when VPP does not know the session),
+    /// the worker's queue). 1 (a listener, whose stub on its old worker is
+    /// to be taken: [`vppsys_listener_stub_take`]), 0 (nothing to do: VPP
+    /// does not know the session, or an epoll set),
     /// [`VPPSYS_MOVE_NO_SESSION`], [`VPPSYS_MOVE_NOT_MOVABLE`] (a
     /// connection) or [`VPPSYS_MOVE_VPP_TIMEOUT`].
     pub fn vppsys_session_take_over(sh: u32, wait_s: f64) -> libc::c_int;
+    /// Takes the stub a moved listener left at `session_index` of worker
+    /// `wrk_index` (it holds the connections VPP announced there until it
+    /// handled the listener's take-over) into `*out` and frees it. The
+    /// caller is that worker's thread (inside VCL's handling of its queue)
+    /// or holds its gate (then the worker's queue is handled first, as that
+    /// worker). 0, [`VPPSYS_MOVE_NO_WORKER`] or [`VPPSYS_MOVE_NO_SESSION`]
+    /// (no stub there). Takes VCL's worker-registry lock.
+    pub fn vppsys_listener_stub_take(
+        wrk_index: u32,
+        session_index: u32,
+        out: *mut vcl_session_t,
+    ) -> libc::c_int;
+    /// Adds the connections of a stub taken by [`vppsys_listener_stub_take`]
+    /// to listener `sh`'s accept queue (current worker), as another
+    /// worker's, and frees what the copy owns (also on failure). How many,
+    /// or [`VPPSYS_MOVE_NO_SESSION`].
+    pub fn vppsys_listener_merge(sh: u32, stub: *mut vcl_session_t) -> libc::c_int;
     /// After accepting a connection VPP gave another worker (see
     /// [`vppsys_listener_next_accept_foreign`]): hands it to the current
     /// worker if its FIFOs are still fresh enough for VPP to copy safely,

@@ -325,6 +325,22 @@ vppsys_session_connect (uint32_t sh, vppcom_endpt_t *server_ep)
  * copy on the calling thread's worker; take_over then has VPP deliver a
  * listener's new connections to that worker. discard frees what a copy
  * owns when it is not moved in after all.
+ *
+ * A listener leaves a stub in its place on the old worker. Until VPP has
+ * handled take_over's worker update it announces new connections
+ * (SESSION_CTRL_EVT_ACCEPTED) to the old worker, on that worker's queue:
+ * the ones VPP sends between move_out's handling of that queue and its
+ * handling of the update. Without a listener there, VCL drops them
+ * (vcl_session_accepted: "couldn't find listen session"; its caller
+ * vcl_handle_mq_event then reads the attributes of the null session it
+ * got), and their peers wait for ever. The stub is a listen session that
+ * keeps the listener's index and VPP handle, nothing else (no attributes:
+ * VCL postpones no copy of the event; in no epoll set: no epoll wait
+ * reports it), so VCL queues such connections on it as on any listener.
+ * Once take_over has VPP's answer no more come, and stub_take (as the old
+ * worker, or on its thread) takes the stub's queue and frees it;
+ * listener_merge adds that queue to the moved listener's, marked as the
+ * old worker's connections like those move_out took along.
  */
 #define VPPSYS_MOVE_NO_WORKER (-1)
 #define VPPSYS_MOVE_NO_SESSION (-2)
@@ -336,6 +352,18 @@ vppsys_session_connect (uint32_t sh, vppcom_endpt_t *server_ep)
  * tests the two low bits of these flags. */
 #define VPPSYS_ACCEPT_F_FOREIGN (1u << 30)
 
+/* Marks a moved listener's stub (see above). VCL's session flags use the
+ * low 11 bits of their 16. */
+#define VPPSYS_SESSION_F_STUB ((vcl_session_flags_t) (1u << 15))
+STATIC_ASSERT (sizeof (vcl_session_flags_t) >= 2,
+	       "room for the stub flag in VCL's session flags");
+
+static int
+vppsys_session_is_stub (vcl_session_t *s)
+{
+  return (s->flags & VPPSYS_SESSION_F_STUB) != 0;
+}
+
 static int
 vppsys_session_is_listener (vcl_session_t *s)
 {
@@ -345,6 +373,8 @@ vppsys_session_is_listener (vcl_session_t *s)
 static int
 vppsys_session_is_movable (vcl_session_t *s)
 {
+  if (vppsys_session_is_stub (s))
+    return 0;
   if (s->flags & VCL_SESSION_F_IS_VEP)
     return 1;
   if (s->session_state == VCL_STATE_CLOSED &&
@@ -476,6 +506,52 @@ vppsys_flush_mq_as (uint32_t wrk_index)
   __vcl_worker_index = saved;
 }
 
+/* Turns listener s, just copied out (the copy owns its heap blocks), into
+ * its stub: a bare listen session with the same index and VPP handle (the
+ * worker's table still maps the handle to it). */
+static void
+vppsys_listener_leave_stub (vcl_session_t *s)
+{
+  uint32_t session_index = s->session_index;
+  session_handle_t vpp_handle = s->vpp_handle;
+  session_type_t session_type = s->session_type;
+
+  memset (s, 0, sizeof (*s));
+  s->session_index = session_index;
+  s->vpp_handle = vpp_handle;
+  s->parent_handle = SESSION_INVALID_HANDLE;
+  s->session_type = session_type;
+  s->session_state = VCL_STATE_LISTEN;
+  s->listener_index = VCL_INVALID_SESSION_INDEX;
+  s->flags = VPPSYS_SESSION_F_STUB;
+  s->vep.next_sh = ~0;
+  s->vep.prev_sh = ~0;
+  s->vep.vep_sh = ~0;
+  s->vep.lt_next = VCL_INVALID_SESSION_INDEX;
+  s->vep.lt_prev = VCL_INVALID_SESSION_INDEX;
+}
+
+/* Drops the events worker wrk keeps for the next epoll wait (postponed or
+ * I/O) that name session index session_index. */
+static void
+vppsys_forget_events_of (vcl_worker_t *wrk, uint32_t session_index)
+{
+  session_event_t *e;
+  uint32_t i, kept = 0;
+
+  for (i = 0; i < vec_len (wrk->unhandled_evts_vector); i++)
+    {
+      e = &wrk->unhandled_evts_vector[i];
+      if (e->session_index == session_index &&
+	  (e->postponed || e->event_type == SESSION_IO_EVT_RX ||
+	   e->event_type == SESSION_IO_EVT_TX))
+	continue;
+      wrk->unhandled_evts_vector[kept++] = *e;
+    }
+  if (wrk->unhandled_evts_vector)
+    vec_set_len (wrk->unhandled_evts_vector, kept);
+}
+
 int
 vppsys_session_move_out (uint32_t wrk_index, uint32_t session_index,
 			 vcl_session_t *out)
@@ -521,19 +597,25 @@ vppsys_session_move_out (uint32_t wrk_index, uint32_t session_index,
     vppsys_vep_unlink_all (wrk, s);
   else
     vppsys_vep_unlink (wrk, s);
-  if (s->vpp_handle != SESSION_INVALID_HANDLE)
-    vcl_session_table_del_vpp_handle (wrk, s->vpp_handle);
   if (vppsys_session_is_listener (s))
     {
       /* Connections waiting in the accept queue were sent to this worker:
-       * their handles point at the listener here. */
+       * their handles point at the listener here. (The listener's own
+       * handle stays, for its stub.) */
       clib_fifo_foreach (m, s->accept_evts_fifo, ({
 			   vcl_session_table_del_vpp_handle (
 			     wrk, m->accepted_msg.handle);
 			   m->flags |= VPPSYS_ACCEPT_F_FOREIGN;
 			 }));
     }
+  else if (s->vpp_handle != SESSION_INVALID_HANDLE)
+    vcl_session_table_del_vpp_handle (wrk, s->vpp_handle);
   clib_memcpy (out, s, sizeof (*s));
+  if (vppsys_session_is_listener (s))
+    {
+      vppsys_listener_leave_stub (s);
+      goto done;
+    }
   s->ext_config = 0;
   s->tep_attrs = 0;
   s->accept_evts_fifo = 0;
@@ -586,6 +668,104 @@ vppsys_session_discard (vcl_session_t *copy)
   copy->ext_config = 0;
 }
 
+/*
+ * Takes the stub a listener left at session_index of worker wrk_index (see
+ * above) into *out, with the connections VCL queued on it, and frees it. A
+ * caller that is not that worker's thread holds its gate: the worker's
+ * queue is handled first, as that worker. On the worker's own thread (an
+ * RPC, inside VCL's handling of the queue) the queue is not handled again:
+ * VCL handles its messages in order, and the stub's connections came before
+ * the request. 0, VPPSYS_MOVE_NO_WORKER or VPPSYS_MOVE_NO_SESSION (no stub
+ * there).
+ */
+int
+vppsys_listener_stub_take (uint32_t wrk_index, uint32_t session_index,
+			   vcl_session_t *out)
+{
+  vcl_worker_t *wrk;
+  vcl_session_t *s;
+  vcl_session_msg_t *m;
+  uword *p;
+  int rv = 0;
+
+  if (!vcm || !vcm->workers)
+    return VPPSYS_MOVE_NO_WORKER;
+  s = vppsys_session_get (wrk_index, session_index);
+  if (s && vppsys_session_is_stub (s) && wrk_index != vppsys_worker_index ())
+    vppsys_flush_mq_as (wrk_index);
+  clib_spinlock_lock (&vcm->workers_lock);
+  wrk = vppsys_worker_get (wrk_index);
+  if (!wrk)
+    {
+      rv = VPPSYS_MOVE_NO_WORKER;
+      goto done;
+    }
+  s = vppsys_session_get (wrk_index, session_index);
+  if (!s || !vppsys_session_is_stub (s))
+    {
+      rv = VPPSYS_MOVE_NO_SESSION;
+      goto done;
+    }
+  clib_fifo_foreach (m, s->accept_evts_fifo, ({
+		       vcl_session_table_del_vpp_handle (
+			 wrk, m->accepted_msg.handle);
+		       m->flags |= VPPSYS_ACCEPT_F_FOREIGN;
+		     }));
+  p = hash_get (wrk->session_index_by_vpp_handles, s->vpp_handle);
+  if (p && p[0] == session_index)
+    vcl_session_table_del_listener (wrk, s->vpp_handle);
+  clib_memcpy (out, s, sizeof (*s));
+  s->accept_evts_fifo = 0;
+  vppsys_forget_events_of (wrk, session_index);
+  vcl_session_free (wrk, s);
+done:
+  clib_spinlock_unlock (&vcm->workers_lock);
+  return rv;
+}
+
+/*
+ * Adds the connections of stub (taken by stub_take) to the accept queue of
+ * listener sh of the current worker, still marked as the old worker's;
+ * frees what the stub's copy owns. If the listener is in an epoll set, its
+ * next wait reports it readable. How many were added, or
+ * VPPSYS_MOVE_NO_SESSION (then they are dropped with the copy).
+ */
+int
+vppsys_listener_merge (uint32_t sh, vcl_session_t *stub)
+{
+  vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
+  vcl_session_t *s = vppsys_current_session (sh);
+  vcl_session_msg_t *m, *to;
+  session_event_t *e;
+  int n = 0;
+
+  if (!wrk || !s || !vppsys_session_is_listener (s) ||
+      vppsys_session_is_stub (s))
+    {
+      vppsys_session_discard (stub);
+      return VPPSYS_MOVE_NO_SESSION;
+    }
+  clib_fifo_foreach (m, stub->accept_evts_fifo, ({
+		       clib_fifo_add2 (s->accept_evts_fifo, to);
+		       *to = *m;
+		       vcl_session_table_add_vpp_handle (
+			 wrk, m->accepted_msg.handle, s->session_index);
+		       n++;
+		     }));
+  vppsys_session_discard (stub);
+  if (n && (s->flags & VCL_SESSION_F_IS_VEP_SESSION) &&
+      (s->vep.ev.events & EPOLLIN))
+    {
+      /* As VCL does for a non-blocking listener's new connection. */
+      vec_add2 (wrk->unhandled_evts_vector, e, 1);
+      clib_memset (e, 0, sizeof (*e));
+      e->event_type = SESSION_CTRL_EVT_ACCEPTED;
+      e->postponed = 1;
+      e->session_index = s->session_index;
+    }
+  return n;
+}
+
 /* Sends VPP a worker update for s from the current worker: VPP makes this
  * worker the session's owner and answers on this worker's queue. */
 static void
@@ -607,8 +787,9 @@ vppsys_send_worker_update (vcl_worker_t *wrk, vcl_session_t *s,
 /*
  * After move_in of a listener: makes the current worker the listener's
  * owner in VPP (new connections come here), waiting at most wait_s seconds
- * for VPP's answer while handling this worker's queue. 0 (also for a
- * session VPP does not know), VPPSYS_MOVE_NO_SESSION, or
+ * for VPP's answer while handling this worker's queue. 1 (a listener: its
+ * stub on the old worker is to be taken, see above), 0 (nothing to do: a
+ * session VPP does not know, an epoll set), VPPSYS_MOVE_NO_SESSION,
  * VPPSYS_MOVE_NOT_MOVABLE (a connection, see above), or
  * VPPSYS_MOVE_VPP_TIMEOUT (no answer: VPP may still send the previous
  * worker new connections).
@@ -651,7 +832,7 @@ vppsys_session_take_over (uint32_t sh, double wait_s)
 	vcl_worker_flush_mq_events (wrk);
     }
   s->session_state = state;
-  return 0;
+  return 1;
 }
 
 /*
@@ -817,6 +998,7 @@ vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
   vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
   vcl_worker_t *parent = vppsys_worker_get (parent_wrk_index);
   vcl_session_t *s;
+  u32 *stubs = 0, *si;
 
   if (!wrk || !parent)
     return -1;
@@ -831,6 +1013,12 @@ vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
 
   pool_foreach (s, wrk->sessions)
     {
+      if (vppsys_session_is_stub (s))
+	{
+	  /* A moved listener's stub is the parent's to take. */
+	  vec_add1 (stubs, s->session_index);
+	  continue;
+	}
       if (s->vep.vep_sh != (uint32_t) ~0)
 	s->vep.vep_sh = vcl_session_handle_from_index (s->vep.vep_sh & 0xFFFFFF);
       if (s->vep.next_sh != (uint32_t) ~0)
@@ -859,6 +1047,19 @@ vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
       else if (s->rx_fifo && s->tx_fifo)
 	vcl_session_share_fifos (s, s->rx_fifo, s->tx_fifo);
     }
+  vec_foreach (si, stubs)
+    {
+      uword *p;
+
+      s = pool_elt_at_index (wrk->sessions, *si);
+      p = hash_get (wrk->session_index_by_vpp_handles, s->vpp_handle);
+      if (p && p[0] == *si)
+	vcl_session_table_del_listener (wrk, s->vpp_handle);
+      /* (Its queued connections are the parent's, as is their queue.) */
+      s->accept_evts_fifo = 0;
+      pool_put (wrk->sessions, s);
+    }
+  vec_free (stubs);
   return 0;
 }
 
@@ -956,23 +1157,10 @@ vppsys_forget_postponed_events (uint32_t sh)
 {
   vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
   vcl_session_t *s = vppsys_current_session (sh);
-  session_event_t *e;
-  uint32_t i, kept = 0, index;
 
   if (!s || !wrk)
     return;
-  index = s->session_index;
-  for (i = 0; i < vec_len (wrk->unhandled_evts_vector); i++)
-    {
-      e = &wrk->unhandled_evts_vector[i];
-      if (e->session_index == index &&
-	  (e->postponed || e->event_type == SESSION_IO_EVT_RX ||
-	   e->event_type == SESSION_IO_EVT_TX))
-	continue;
-      wrk->unhandled_evts_vector[kept++] = *e;
-    }
-  if (wrk->unhandled_evts_vector)
-    vec_set_len (wrk->unhandled_evts_vector, kept);
+  vppsys_forget_events_of (wrk, s->session_index);
   s->flags &= ~VCL_SESSION_F_PENDING_DISCONNECT;
 }
 
