@@ -416,3 +416,55 @@ fn mover_waiting_for_an_exiting_owner_gives_up() {
     assert_eq!(v.close(h), 0);
     assert_eq!(v.vcl().violations(), 0);
 }
+
+/// A listener moved by RPC leaves a stub on its old worker, which takes
+/// the connections VPP announces to that worker until it has handled the
+/// move (here: connections made to the listener's old handle). The mover
+/// takes the stub by RPC too (the old owner is inside VCL) and accepts
+/// them on its own worker.
+#[test]
+fn connections_announced_to_a_moved_listeners_old_worker_are_accepted_on_the_new_one() {
+    let v = app(true);
+    v.moves.direct_moves.store(false, Ordering::SeqCst);
+    let (l_tx, l_rx) = mpsc::channel();
+    let (flush_tx, flush_rx) = mpsc::channel::<bool>();
+    // The owner listens, then stays "inside VCL", handling its queue (the
+    // requests) only when told.
+    let owner = thread::spawn(move || {
+        let l = v.create(0, true);
+        assert_eq!(v.listen(l, 10), 0);
+        l_tx.send((l, v.vlsh_to_sh(l))).unwrap();
+        while flush_rx.recv().unwrap() {
+            v.vcl().flush_mq();
+        }
+    });
+    let (l, mut old_sh) = l_rx.recv().unwrap();
+    let mover = thread::spawn(move || {
+        // The listener moves here (by RPC), then its stub's connections.
+        // SAFETY: null endpoint is accepted by the double.
+        let s = unsafe { v.accept(l, std::ptr::null_mut(), libc::O_NONBLOCK) };
+        (s, worker_of(v, l) == v.vcl().worker_index())
+    });
+    until("the move request", || !v.moves.rpcs.is_empty());
+    flush_tx.send(true).unwrap();
+    until("the listener's stub", || v.vcl().stubs().0 == 1);
+    let c = v.create(0, false);
+    // SAFETY: the double reads a u32 listener handle from `ep`.
+    assert_eq!(unsafe { v.connect(c, (&mut old_sh as *mut u32).cast()) }, 0);
+    assert_eq!(v.vcl().stubs(), (1, 1), "queued on the stub");
+    while !mover.is_finished() {
+        flush_tx.send(true).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+    let (s, moved) = mover.join().unwrap();
+    flush_tx.send(false).unwrap();
+    owner.join().unwrap();
+    assert!(moved, "the listener moved");
+    assert!(s >= 0, "the connection queued on the stub was accepted: {s}");
+    assert_eq!(v.vcl().stubs(), (0, 0), "the stub is gone");
+    assert_eq!(write(v, c, b"hi"), 2);
+    let mut buf = [0u8; 4];
+    assert_eq!(read(v, s, &mut buf), 2);
+    assert_eq!(&buf[..2], b"hi");
+    assert_eq!(v.vcl().violations(), 0);
+}
