@@ -62,13 +62,64 @@ fn echo_clients(a: SocketAddr, n: usize) {
     app("moves-client");
     for i in 0..n {
         let c = connect_to(a, TCP);
-        let data = pattern(1000, i as u64);
-        write_all(c, &data);
-        let mut back = vec![0u8; data.len()];
-        read_exact(c, &mut back);
-        assert!(back == data, "echo {i} differs");
+        assert!(echo_through(c, &pattern(1000, i as u64)), "connection {i} ended before its echo");
         assert_eq!(vls_close(c), 0);
     }
+}
+
+/// [`echo_clients`] for a server whose listener moves to another worker
+/// once, while the first connection may be in its handshake: VPP drops a
+/// connection still being set up on the listener's old worker when the
+/// listener changes workers (the caveat in `engine::migrate`), and its
+/// client sees it closed or reset before any echo. The first connection is
+/// then made again, once. (A connection VPP announced to the old worker
+/// but that never reaches the accepting thread is not dropped: its client
+/// waits, and the server fails.)
+fn echo_clients_across_a_move(a: SocketAddr, n: usize) {
+    app("moves-client");
+    let mut again = true;
+    for i in 0..n {
+        loop {
+            let c = connect_to(a, TCP);
+            let echoed = echo_through(c, &pattern(1000, i as u64));
+            assert_eq!(vls_close(c), 0);
+            if echoed {
+                break;
+            }
+            assert!(i == 0 && again, "connection {i} ended before its echo");
+            again = false;
+        }
+    }
+}
+
+/// Sends `data` on `c` and expects it back; `false` if the connection
+/// ended (closed or reset) before any of it came back.
+fn echo_through(c: i32, data: &[u8]) -> bool {
+    let mut rest = data;
+    while !rest.is_empty() {
+        // SAFETY: `rest` is valid for its length.
+        let n = unsafe { vls_write(c, rest.as_ptr() as *mut std::ffi::c_void, rest.len()) };
+        if n == EAGAIN {
+            thread::yield_now();
+            continue;
+        }
+        if n <= 0 {
+            return false;
+        }
+        rest = &rest[n as usize..];
+    }
+    let mut back = vec![0u8; data.len()];
+    let mut got = 0;
+    while got < back.len() {
+        let n = read_some(c, &mut back[got..]);
+        if n <= 0 && got == 0 {
+            return false;
+        }
+        assert!(n > 0, "read: {n} after {got}");
+        got += n as usize;
+    }
+    assert!(back == data, "echo differs");
+    true
 }
 
 /// Echoes one message (blocking reads and writes) and closes.
@@ -83,7 +134,8 @@ fn echo_once(s: i32) {
 
 /// A listener made (bound, listening) on `main` is accepted on by a
 /// worker thread: it moves to that thread's worker, and VPP hands that
-/// worker the connections.
+/// worker the connections, also those it announced to `main`'s worker
+/// while the listener moved (the client connects meanwhile).
 #[test]
 fn listener_made_on_main_is_accepted_on_by_a_worker_thread() {
     let a = server_addr(7801);
@@ -107,7 +159,7 @@ fn listener_made_on_main_is_accepted_on_by_a_worker_thread() {
             .expect("accepting thread");
             assert_eq!(vls_close(l), 0);
         },
-        || echo_clients(a, 4),
+        || echo_clients_across_a_move(a, 4),
     );
 }
 
@@ -250,7 +302,12 @@ fn two_threads_accept_on_one_listener() {
 
 /// An epoll set made on `main` with a member (the listener) is waited on
 /// by a worker thread: set and member move there, and the listener's
-/// events, then an accepted connection's, reach that thread's wait.
+/// events, then an accepted connection's, reach that thread's wait. The
+/// client connects while they move: a connection VPP announced to `main`'s
+/// worker before it handled the listener's move (`main` sits in
+/// `pthread_join`, outside VCL, and never reads its queue again) reaches
+/// the waiting thread too (the listener's stub on `main`'s worker collects
+/// it, see the shim's `vppsys_session_move_out`).
 #[test]
 fn epoll_set_with_members_made_on_main_is_waited_on_by_a_worker_thread() {
     let a = server_addr(7803);
@@ -263,41 +320,80 @@ fn epoll_set_with_members_made_on_main_is_waited_on_by_a_worker_thread() {
             let ep = vls_epoll_create();
             assert!(ep >= 0);
             epoll_add(ep, l, EPOLLIN, 7);
-            thread::spawn(move || {
-                let mut out = [libc::epoll_event { events: 0, u64: 0 }; 8];
-                for i in 0..4 {
-                    let n = until_positive(|| epoll_wait(ep, &mut out, 100.0));
-                    assert!(n > 0, "epoll_wait: {n}");
-                    assert_eq!({ out[0].u64 }, 7, "the listener's event");
-                    assert_eq!(session_and_worker(ep).1, my_worker(), "the set moved here");
-                    assert_eq!(session_and_worker(l).1, my_worker(), "its member came along");
-                    let s = accept_nonblocking(l);
-                    assert!(s >= 0, "accept {s}");
-                    epoll_add(ep, s, EPOLLIN, 100 + i);
-                    // The connection's data arrives through the set.
-                    let mut msg = vec![0u8; 1000];
-                    let mut got = 0;
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    while got < msg.len() {
-                        assert!(Instant::now() < deadline, "message not received");
-                        let n = epoll_wait(ep, &mut out, 100.0);
-                        assert!(n >= 0);
-                        if out[..n as usize].iter().any(|e| e.u64 == 100 + i) {
-                            got += read_avail(s, &mut msg[got..]);
-                        }
-                    }
-                    write_all(s, &msg);
-                    // SAFETY: DEL takes no event.
-                    assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_DEL, s, std::ptr::null_mut()) }, 0);
-                    assert_eq!(vls_close(s), 0);
-                }
-            })
-            .join()
-            .expect("waiting thread");
+            thread::spawn(move || serve_through_set(ep, l, 4)).join().expect("waiting thread");
             assert_eq!(vls_close(l), 0);
             assert_eq!(vls_close(ep), 0);
         },
-        || echo_clients(a, 4),
+        || echo_clients_across_a_move(a, 4),
+    );
+}
+
+/// The waiting thread of the epoll-set tests: `n` times, waits on set `ep`
+/// (which moves here with its member, listener `l`) until the listener is
+/// readable, accepts, waits on the set for the connection's message and
+/// echoes it.
+fn serve_through_set(ep: i32, l: i32, n: u64) {
+    let mut out = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    for i in 0..n {
+        let k = until_positive(|| epoll_wait(ep, &mut out, 100.0));
+        assert!(k > 0, "epoll_wait: {k}");
+        assert_eq!({ out[0].u64 }, 7, "the listener's event");
+        assert_eq!(session_and_worker(ep).1, my_worker(), "the set moved here");
+        assert_eq!(session_and_worker(l).1, my_worker(), "its member came along");
+        let s = accept_nonblocking(l);
+        assert!(s >= 0, "accept {s}");
+        epoll_add(ep, s, EPOLLIN, 100 + i);
+        // The connection's data arrives through the set.
+        let mut msg = vec![0u8; 1000];
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got < msg.len() {
+            assert!(Instant::now() < deadline, "message not received");
+            let k = epoll_wait(ep, &mut out, 100.0);
+            assert!(k >= 0);
+            if out[..k as usize].iter().any(|e| e.u64 == 100 + i) {
+                got += read_avail(s, &mut msg[got..]);
+            }
+        }
+        write_all(s, &msg);
+        // SAFETY: DEL takes no event.
+        assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_DEL, s, std::ptr::null_mut()) }, 0);
+        assert_eq!(vls_close(s), 0);
+    }
+}
+
+/// As [`epoll_set_with_members_made_on_main_is_waited_on_by_a_worker_thread`],
+/// but `main` waits inside VCL meanwhile (on an empty set of its own) and
+/// every move is an RPC (`VLS_MIGRATE_BY_RPC=1`): `main` moves the set and
+/// the listener out of its worker when it handles the requests, and hands
+/// over the listener's stub, with the connections VPP announced to `main`'s
+/// worker until it handled the listener's move, when it handles the next.
+#[test]
+fn set_and_listener_move_by_rpc_while_main_waits_in_vcl() {
+    let a = server_addr(7806);
+    run_pair(
+        "set_and_listener_move_by_rpc_while_main_waits_in_vcl",
+        mode2_through_stack,
+        || {
+            std::env::set_var("VLS_MIGRATE_BY_RPC", "1");
+            app("moves-server");
+            let l = listen_on(a, TCP, true);
+            let ep = vls_epoll_create();
+            assert!(ep >= 0);
+            epoll_add(ep, l, EPOLLIN, 7);
+            let idle = vls_epoll_create();
+            assert!(idle >= 0);
+            let waiter = thread::spawn(move || serve_through_set(ep, l, 4));
+            let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            while !waiter.is_finished() {
+                assert_eq!(epoll_wait(idle, &mut out, 50.0), 0, "main's own set stays empty");
+            }
+            waiter.join().expect("waiting thread");
+            assert_eq!(vls_close(idle), 0);
+            assert_eq!(vls_close(l), 0);
+            assert_eq!(vls_close(ep), 0);
+        },
+        || echo_clients_across_a_move(a, 4),
     );
 }
 
