@@ -55,14 +55,17 @@
 //! serialises what must be (mode 3): any session can be used from any
 //! thread. With `multi-thread-workers` every thread gets a VCL worker of its
 //! own (mode 2), which scales better for thread-per-core designs where each
-//! thread keeps to its own sessions. There a session created by one thread
-//! and first *used* by another (a socket or epoll set made in `main` and
-//! handed to a worker thread) moves to the user's worker; a session already
-//! open (connected, listening, in an epoll set, or an epoll set with
-//! members) stays where it is and other threads get `VPPCOM_EBADFD`, as in
-//! the C layer. With the safe API that means: in mode 2, bind, connect and
-//! accept in the thread that will use the socket. Use the default unless
-//! each thread owns its sessions.
+//! thread keeps to its own sessions. There a session used by a thread other
+//! than its worker's moves to the user's worker: a socket made in `main`
+//! and handed to a worker thread, a listener accepted on by another thread
+//! (VPP then hands that worker the new connections; several threads can
+//! take turns accepting on one listener), and an epoll set with its members
+//! (a set waited on by another thread brings its members along). A
+//! connection does not move (VPP's hand-over of a connection to another
+//! worker corrupts FIFOs that have grown; `engine::migrate`): other threads
+//! get `VPPCOM_EBADFD` on it, and so on a set holding one. With the safe API
+//! that means: in mode 2, accept or connect in the thread that serves the
+//! connection. Use the default unless each thread owns its connections.
 //!
 //! ## Async (feature `tokio`)
 //!
@@ -155,9 +158,14 @@
 //!   VPP that the owner answers inside VCL, bounded by 3 s, while the
 //!   mover answers requests made of it. The session stays locked
 //!   throughout; the record moves (no clones, no cleanup RPCs); a request
-//!   the mover gave up on is refused when it arrives late. When a thread
-//!   ends, VCL frees its worker's sessions: their VLS handles fail with
-//!   `EBADFD` and close frees them.
+//!   the mover gave up on is refused when it arrives late. A listener's
+//!   new worker then tells VPP (a worker update, waited for) and takes the
+//!   connections queued for the old one; an epoll set's members are
+//!   unlinked and rejoin it on its worker, and each mode-2 epoll wait first
+//!   brings the set's members to the waiting thread (waits inside VCL are
+//!   sliced to 20 ms for that). Connections stay on their worker. When a
+//!   thread ends, VCL frees its worker's sessions: their VLS handles fail
+//!   with `EBADFD` and close frees them.
 //! - **Per-process workers (mode 1, fork).** `pthread_atfork` hooks: the
 //!   parent enters its sessions in a table shared by all its descendants
 //!   (owner, holders, listening workers; `engine::fork`); the child

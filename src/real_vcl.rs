@@ -100,6 +100,7 @@ fn move_error(rv: i32) -> MoveError {
     match rv {
         sys::VPPSYS_MOVE_NO_SESSION => MoveError::NoSession,
         sys::VPPSYS_MOVE_NOT_MOVABLE => MoveError::NotMovable,
+        sys::VPPSYS_MOVE_VPP_TIMEOUT => MoveError::NoAnswer,
         _ => MoveError::NoWorker,
     }
 }
@@ -302,6 +303,55 @@ impl seam::Vcl for RealVcl {
         // The worker's copy owns the heap blocks now.
         moved.0 = None;
         Ok(crate::handle::sh_from_parts(worker_index(), rv as u32))
+    }
+    fn take_over(&self, sh: Sh, wait: std::time::Duration) -> std::result::Result<bool, MoveError> {
+        // SAFETY: checks the handle; handles the calling worker's queue.
+        match unsafe { sys::vppsys_session_take_over(sh, wait.as_secs_f64()) } {
+            0 => Ok(false),
+            1 => Ok(true),
+            rv => Err(move_error(rv)),
+        }
+    }
+    fn stub_take(&self, wrk: u32, session_index: u32) -> std::result::Result<MovedSession, MoveError> {
+        let mut b = Box::new(std::mem::MaybeUninit::<sys::vcl_session_t>::zeroed());
+        // SAFETY: `b` is valid for one session record; the shim takes VCL's
+        // worker-registry lock and checks the indices (the caller's
+        // contract: `wrk`'s thread is not inside VCL, or is this one).
+        let rv = unsafe { sys::vppsys_listener_stub_take(wrk, session_index, b.as_mut_ptr()) };
+        if rv != 0 {
+            return Err(move_error(rv));
+        }
+        Ok(MovedSession(Some(b)))
+    }
+    fn merge_accepts(&self, sh: Sh, mut stub: MovedSession) -> std::result::Result<u32, MoveError> {
+        let Some(mut b) = stub.0.take() else { return Err(MoveError::NoSession) };
+        // SAFETY: `b` holds a record made by `vppsys_listener_stub_take`;
+        // the shim frees what it owns (it is not used again) and checks the
+        // handle against the calling worker.
+        let rv = unsafe { sys::vppsys_listener_merge(sh, b.as_mut_ptr()) };
+        if rv < 0 {
+            return Err(move_error(rv));
+        }
+        Ok(rv as u32)
+    }
+    fn take_over_accepted(&self, sh: Sh, wait: std::time::Duration) -> std::result::Result<(), MoveError> {
+        // SAFETY: checks the handle; handles the calling worker's queue.
+        match unsafe { sys::vppsys_session_take_over_accepted(sh, wait.as_secs_f64()) } {
+            0 => Ok(()),
+            rv => Err(move_error(rv)),
+        }
+    }
+    fn next_accept_foreign(&self, sh: Sh) -> bool {
+        // SAFETY: checks the handle against the calling worker.
+        unsafe { sys::vppsys_listener_next_accept_foreign(sh) == 1 }
+    }
+    fn in_epoll(&self, sh: Sh) -> bool {
+        // SAFETY: as above.
+        unsafe { sys::vppsys_session_in_epoll(sh) == 1 }
+    }
+    fn rejoin(&self, ep_sh: Sh, sh: Sh) -> i32 {
+        // SAFETY: as above (VCL checks both handles).
+        unsafe { sys::vppsys_session_rejoin(ep_sh, sh) }
     }
     fn install_rpc_handler(&self, handler: &'static dyn RpcHandler) {
         let _ = RPC_HANDLER.set(handler);

@@ -37,9 +37,11 @@ pub enum MoveError {
     NoWorker,
     /// The session does not exist (any more).
     NoSession,
-    /// The session is tied to its worker (open, listening, in an epoll set,
-    /// or an epoll set with members).
+    /// The session cannot move: a connection, a datagram listener, or a
+    /// session connecting or closing (see `migrate`).
     NotMovable,
+    /// VPP did not confirm the new owner in time: the session is lost.
+    NoAnswer,
 }
 
 /// The libc epoll functions LDP hands to VLS (`vls_epoll_fns_t`).
@@ -163,11 +165,62 @@ pub trait Vcl: Send + Sync + 'static {
     // ---- per-thread workers: moving sessions, inter-worker RPC ----
     /// Moves session `session_index` out of worker `wrk` (which need not be
     /// the caller's; the caller makes sure that worker's thread is not
-    /// inside VCL, or is that thread). Only an epoll session without members
-    /// or a session never opened can move.
+    /// inside VCL, or is that thread). An epoll set leaves its members
+    /// behind, unlinked; a member leaves its set (see [`Vcl::rejoin`]).
     fn move_out(&self, wrk: u32, session_index: u32) -> Result<Self::Moved, MoveError>;
     /// Puts a moved session on the calling thread's worker; its new handle.
     fn move_in(&self, moved: Self::Moved) -> Result<Sh, MoveError>;
+    /// After [`Vcl::move_in`] of a listener: makes the calling worker the
+    /// listener's owner in VPP (new connections come here), waiting at most
+    /// `wait` for VPP's answer. Nothing to do for sessions VPP does not know
+    /// (`Ok(false)`). `Ok(true)`: a listener, which left a stub on its old
+    /// worker for the connections VPP announced there until it answered
+    /// (see [`Vcl::stub_take`]).
+    fn take_over(&self, sh: Sh, wait: std::time::Duration) -> Result<bool, MoveError> {
+        let _ = (sh, wait);
+        Ok(false)
+    }
+    /// Takes the stub a listener that moved out of worker `wrk` left at
+    /// `session_index`, with the connections VCL queued on it, and frees it
+    /// there. The caller is that worker's thread (handling its queue) or
+    /// makes sure it is not inside VCL, as for [`Vcl::move_out`]; then the
+    /// worker's queue is handled first, as that worker.
+    fn stub_take(&self, wrk: u32, session_index: u32) -> Result<Self::Moved, MoveError> {
+        let _ = (wrk, session_index);
+        Err(MoveError::NoSession)
+    }
+    /// Adds the connections of `stub` (from [`Vcl::stub_take`]) to the
+    /// accept queue of listener `sh` of the calling worker, as connections
+    /// VPP gave another worker ([`Vcl::next_accept_foreign`]); how many.
+    fn merge_accepts(&self, sh: Sh, stub: Self::Moved) -> Result<u32, MoveError> {
+        let _ = (sh, stub);
+        Ok(0)
+    }
+    /// After accepting a connection VPP gave another worker (see
+    /// [`Vcl::next_accept_foreign`]): hands it to the calling worker while
+    /// its FIFOs still allow it (`NotMovable` otherwise: abort it).
+    fn take_over_accepted(&self, sh: Sh, wait: std::time::Duration) -> Result<(), MoveError> {
+        let _ = (sh, wait);
+        Ok(())
+    }
+    /// The next accept on listener `sh` takes a connection VPP gave another
+    /// worker (queued there before the listener moved), which stays that
+    /// worker's in VPP.
+    fn next_accept_foreign(&self, sh: Sh) -> bool {
+        let _ = sh;
+        false
+    }
+    /// `sh` is linked into an epoll set of its worker.
+    fn in_epoll(&self, sh: Sh) -> bool {
+        let _ = sh;
+        true
+    }
+    /// Links `sh` back into set `ep_sh` (both on the calling thread's
+    /// worker) with the events it had before it moved; 0 or a code.
+    fn rejoin(&self, ep_sh: Sh, sh: Sh) -> i32 {
+        let _ = (ep_sh, sh);
+        0
+    }
     /// Installs the handler of inter-worker RPCs (`vcm->wrk_rpc_fn`).
     fn install_rpc_handler(&self, handler: &'static dyn RpcHandler);
     /// Sends `msg` to worker `dst` through VPP (`vcl_send_worker_rpc`);

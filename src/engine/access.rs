@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::locks::{self, OpKind, OpLocks};
-use super::migrate::{Gate, GateGuard, Rpc};
+use super::migrate::{Gate, GateGuard, Rpc, Take};
 use super::pool::{Half, LockedSession, VlsSession};
 use super::{on_worker, traced, Vls, EBADFD};
 use crate::handle::Vlsh;
@@ -115,36 +115,189 @@ impl<V: Vcl> Vls<V> {
             return Ok(sh);
         }
         let vlsh = locked.session.vlsh;
-        let (moved, how) = self.move_from(owner, index).map_err(|e| {
-            tracing::warn!(vlsh, owner, current = me, reason = ?e, "session cannot move to this thread's worker");
+        let (moved, how) = self.move_from(owner, index, Take::Session).map_err(|e| {
+            if e == MoveError::NotMovable {
+                tracing::warn!(
+                    vlsh,
+                    owner,
+                    current = me,
+                    "session cannot move to this thread's worker: connections (and epoll sets holding one) stay \
+                     on the worker of the thread that accepted or connected them (vls::engine::migrate)"
+                );
+            } else {
+                tracing::warn!(vlsh, owner, current = me, reason = ?e, "session cannot move to this thread's worker");
+            }
             EBADFD
         })?;
-        let new_sh = {
+        let (new_sh, listener) = {
             let _inside = self.own_gate();
-            self.vcl.move_in(moved)
-        };
-        let new_sh = match new_sh {
-            Ok(sh) => sh,
-            Err(e) => {
-                // The session left its owner and found no new home: gone.
-                tracing::error!(vlsh, reason = ?e, "moved session could not be placed on this thread's worker");
-                self.pool.unmap(locked);
-                return Err(EBADFD);
+            let new_sh = match self.vcl.move_in(moved) {
+                Ok(sh) => sh,
+                Err(e) => {
+                    // The session left its owner and found no new home: gone.
+                    tracing::error!(vlsh, reason = ?e, "moved session could not be placed on this thread's worker");
+                    self.pool.unmap(locked);
+                    return Err(EBADFD);
+                }
+            };
+            self.pool.remap(locked, new_sh);
+            // A listener: VPP hands this worker its new connections from now
+            // on (this waits for VPP's answer).
+            match self.vcl.take_over(new_sh, self.rpc_timeout()) {
+                Ok(listener) => (new_sh, listener),
+                Err(e) => {
+                    // (A listener's stub stays on the old worker, where VPP
+                    // may still announce connections: VCL finds a listener
+                    // for them there.)
+                    tracing::error!(vlsh, reason = ?e, "VPP did not hand the moved session to this thread's worker");
+                    self.vcl.close(new_sh);
+                    self.pool.unmap(locked);
+                    return Err(EBADFD);
+                }
             }
         };
-        self.pool.remap(locked, new_sh);
+        if listener {
+            // (Without this thread's gate: a request for the stub takes it
+            // to send, and to answer others' requests while it waits.)
+            self.take_listener_stub(owner, index, new_sh, vlsh);
+        }
+        let _inside = self.own_gate();
+        self.settle_epoll(locked.session, new_sh);
         tracing::debug!(vlsh, from = owner, to = me, how, "session moved to this thread's worker");
         Ok(new_sh)
     }
 
-    /// Takes session `index` out of worker `owner`: directly if the owner's
-    /// thread is outside VCL, else by RPC, waiting at most [`Self::rpc_timeout`]
-    /// (see [`migrate`] for the protocol). Also says how: `"directly"` or
-    /// `"by RPC"`.
+    /// After listener `vlsh` moved here (as `new_sh`) from session `index`
+    /// of worker `owner` and VPP answered its take-over: takes the stub it
+    /// left there (see the shim's `vppsys_session_move_out`), with the
+    /// connections VPP announced to that worker until it answered, into the
+    /// listener's accept queue, before the listener rejoins its epoll set
+    /// (which then reports it readable). Directly if the old worker's thread
+    /// is outside VCL, else by RPC: that thread has queued them on the stub
+    /// before it handles the request (VCL handles its queue in order). The
+    /// listener's lock keeps it here meanwhile.
+    fn take_listener_stub(&'static self, owner: u32, index: u32, new_sh: Sh, vlsh: Vlsh) {
+        let stub = match self.move_from(owner, index, Take::ListenerStub) {
+            Ok((stub, _)) => stub,
+            Err(MoveError::NoWorker) if self.moves.gates.get(owner).is_some_and(Gate::is_exiting) => {
+                // Its worker goes, and VPP cleans up what it was given.
+                tracing::debug!(vlsh, owner, "moved listener's old worker is exiting: its stub goes with it");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    vlsh,
+                    owner,
+                    reason = ?e,
+                    "moved listener's stub not taken: connections VPP gave the old worker during the move wait there"
+                );
+                return;
+            }
+        };
+        let _inside = self.own_gate();
+        match self.vcl.merge_accepts(new_sh, stub) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(
+                vlsh,
+                n,
+                "connections VPP gave the listener's old worker during its move came along"
+            ),
+            Err(e) => {
+                tracing::warn!(vlsh, reason = ?e, "connections VPP gave the listener's old worker during its move are lost")
+            }
+        }
+    }
+
+    /// After session `s` moved in as `sh` (this thread's gate held): a
+    /// member goes back into its set if the set lives here, else it is
+    /// recorded away from it; a set takes back its members that live here
+    /// and records the others away (the move unlinked them all).
+    fn settle_epoll(&'static self, s: &VlsSession, sh: Sh) {
+        if let Some(ep_vlsh) = s.membership.set() {
+            match self.pool.get(ep_vlsh) {
+                Some(ep) if !ep.is_closed() && self.is_here(ep.sh()) => {
+                    let rv = self.vcl.rejoin(ep.sh(), sh);
+                    if rv != 0 {
+                        tracing::warn!(
+                            vlsh = s.vlsh,
+                            set = ep_vlsh,
+                            rv,
+                            "moved session cannot rejoin its set"
+                        );
+                    }
+                }
+                Some(ep) if !ep.is_closed() => self.moves.away.add(ep_vlsh, s.vlsh),
+                _ => {}
+            }
+        }
+        if s.is_epoll() {
+            for m in self.pool.live_sessions() {
+                if m.membership.set() != Some(s.vlsh) || m.is_closed() {
+                    continue;
+                }
+                // Stable with this gate held: a session here leaves this
+                // worker only through it.
+                let m_sh = m.sh();
+                if self.is_here(m_sh) {
+                    if !self.vcl.in_epoll(m_sh) {
+                        self.vcl.rejoin(sh, m_sh);
+                    }
+                } else {
+                    self.moves.away.add(s.vlsh, m.vlsh);
+                }
+            }
+        }
+    }
+
+    /// Per-thread workers, before a wait on set `ep_vlsh`: brings the set to
+    /// this thread's worker and its members that live on other workers
+    /// back to it (see [`migrate`]). Returns how many could not come (in
+    /// use by their thread right now: the wait then looks again soon).
+    pub(super) fn gather_members(&'static self, ep_vlsh: Vlsh) -> usize {
+        let Some(set) = self.pool.get(ep_vlsh) else { return 0 };
+        let mut left = 0;
+        {
+            let locked = set.lock();
+            if locked.closed() || self.sh_here(&locked).is_err() {
+                return 0;
+            }
+        }
+        for m_vlsh in self.moves.away.take(ep_vlsh) {
+            let Some(m) = self.pool.get(m_vlsh) else { continue };
+            let Some(locked) = m.try_lock() else {
+                self.moves.away.add(ep_vlsh, m_vlsh);
+                left += 1;
+                continue;
+            };
+            if locked.closed() || m.membership.set() != Some(ep_vlsh) {
+                continue;
+            }
+            let Some(ep_sh) = self.pool.get(ep_vlsh).map(|s| s.sh()) else { continue };
+            if self.is_here(locked.sh()) {
+                let _inside = self.own_gate();
+                if self.is_here(ep_sh) && !self.vcl.in_epoll(locked.sh()) {
+                    self.vcl.rejoin(ep_sh, locked.sh());
+                }
+            } else if self.sh_here(&locked).is_err() {
+                tracing::debug!(
+                    set = ep_vlsh,
+                    member = m_vlsh,
+                    "epoll member cannot come to its set's worker"
+                );
+            }
+        }
+        left
+    }
+
+    /// Takes session `index` (or the listener stub there, see [`Take`]) out
+    /// of worker `owner`: directly if the owner's thread is outside VCL,
+    /// else by RPC, waiting at most [`Self::rpc_timeout`] (see [`migrate`]
+    /// for the protocol). Also says how: `"directly"` or `"by RPC"`.
     pub(super) fn move_from(
         &'static self,
         owner: u32,
         index: u32,
+        what: Take,
     ) -> Result<(V::Moved, &'static str), MoveError> {
         // The owner's gate, if movers may take it (not with
         // `VLS_MIGRATE_BY_RPC=1`).
@@ -154,10 +307,14 @@ impl<V: Vcl> Vls<V> {
             return Err(MoveError::NoWorker);
         }
         if let Some(held) = bypass.and_then(Gate::try_enter) {
-            return self.move_out_holding(owner, index, held).map(|m| (m, "directly"));
+            return self.move_out_holding(owner, index, what, held).map(|m| (m, "directly"));
         }
         let request = self.moves.rpcs.register();
-        let msg = Rpc::Move { id: request.id, session_index: index }.encode();
+        let msg = match what {
+            Take::Session => Rpc::Move { id: request.id, session_index: index },
+            Take::ListenerStub => Rpc::TakeStub { id: request.id, session_index: index },
+        }
+        .encode();
         let sent = {
             let _inside = self.own_gate();
             self.vcl.send_rpc(owner, &msg)
@@ -182,7 +339,7 @@ impl<V: Vcl> Vls<V> {
                 if let Some(answer) = request.abandon() {
                     return answer.map(|m| (m, "by RPC"));
                 }
-                return self.move_out_holding(owner, index, held).map(|m| (m, "directly"));
+                return self.move_out_holding(owner, index, what, held).map(|m| (m, "directly"));
             }
             if Instant::now() >= deadline {
                 if let Some(answer) = request.abandon() {
@@ -202,18 +359,23 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
-    /// Moves session `index` out of worker `owner`, whose gate `_held` is
-    /// held (so its thread is outside VCL), unless that thread is exiting.
+    /// Moves session `index` (or the stub there) out of worker `owner`,
+    /// whose gate `_held` is held (so its thread is outside VCL), unless
+    /// that thread is exiting.
     pub(super) fn move_out_holding(
         &self,
         owner: u32,
         index: u32,
+        what: Take,
         _held: GateGuard<'_>,
     ) -> Result<V::Moved, MoveError> {
         if self.moves.gates.get(owner).is_some_and(Gate::is_exiting) {
             return Err(MoveError::NoWorker);
         }
-        self.vcl.move_out(owner, index)
+        match what {
+            Take::Session => self.vcl.move_out(owner, index),
+            Take::ListenerStub => self.vcl.stub_take(owner, index),
+        }
     }
 
     /// Runs `f` on the VCL handle of `vlsh` with the session and the
@@ -458,6 +620,48 @@ impl<V: Vcl> Vls<V> {
     }
 }
 
+impl<V: Vcl> Vls<V> {
+    /// `vls_epoll_wait` with per-thread workers (not LDP's drain-only call):
+    /// before each look, the set and its members come to this thread's
+    /// worker ([`Self::gather_members`]); the wait inside VCL lasts at most
+    /// [`GATHER_SLICE_MS`] (1 ms while a member is in use elsewhere) before
+    /// it looks again, so a member another thread took away during the
+    /// wait comes back within that time. `wait` in milliseconds.
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    pub(super) unsafe fn epoll_wait_gathering(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> i32 {
+        self.detect_thread();
+        let deadline = (wait > 0.0).then(|| Instant::now() + Duration::from_secs_f64(wait / 1e3));
+        loop {
+            let busy = self.gather_members(ep_vlsh);
+            let slice = if busy > 0 { 1.0 } else { GATHER_SLICE_MS };
+            let this_wait = match deadline {
+                _ if wait == 0.0 => 0.0,
+                None => slice,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now()).as_secs_f64() * 1e3;
+                    left.min(slice)
+                }
+            };
+            // SAFETY: forwarded contract.
+            let n = unsafe { self.epoll_wait_now(ep_vlsh, evs, max, this_wait) };
+            if n != 0 || wait == 0.0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                return n;
+            }
+        }
+    }
+}
+
+/// Longest wait inside VCL of one look of a mode-2 epoll wait (ms).
+pub(super) const GATHER_SLICE_MS: f64 = 20.0;
+
 impl<V: Vcl> RpcHandler for Vls<V> {
     /// Runs on this worker's own thread, inside the VCL call in which it
     /// handles its message queue.
@@ -470,6 +674,9 @@ impl<V: Vcl> RpcHandler for Vls<V> {
             }
             Some(Rpc::Close { session_index }) => {
                 self.vcl.close(sh_from_parts(me, session_index));
+            }
+            Some(Rpc::TakeStub { id, session_index }) => {
+                self.moves.rpcs.answer(id, || self.vcl.stub_take(me, session_index));
             }
             None => {}
         }

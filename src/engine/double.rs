@@ -17,9 +17,10 @@
 //!   pause inside each call to widen race windows. [`Double::violations`]
 //!   counts broken rules; with per-thread workers, so does any use of a
 //!   session from a thread whose worker does not own it;
-//! - moving never-opened sessions and empty epoll sets between workers, and
-//!   inter-worker RPCs, delivered only where VCL handles its message queue
-//!   (blocking waits, epoll waits, flushes) on the destination's thread.
+//! - moving never-opened sessions, listeners (which leave a stub, as the
+//!   shim's) and epoll sets between workers, and inter-worker RPCs,
+//!   delivered only where VCL handles its message queue (blocking waits,
+//!   epoll waits, flushes) on the destination's thread.
 
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
@@ -67,12 +68,20 @@ pub struct Session {
     peer_closed: bool,
     /// (member, registered event data).
     epoll_members: Vec<(Sh, u64)>,
+    /// The event data of the set this session was unlinked from when it or
+    /// its set moved (per-thread workers), for [`Vcl::rejoin`].
+    left_set_data: Option<u64>,
     /// Reads (writes) of this session in progress: VCL's rx FIFO has one
     /// consumer and its tx FIFO one producer, so two at once break it.
     reading: u32,
     writing: u32,
     /// A connect in progress (see [`Double::connect_waits_for_accept`]).
     connecting: bool,
+    /// The stub a listener left on the worker it moved out of (as the
+    /// shim's): it takes the connections made to the listener's old handle
+    /// (as VPP announces them to the old worker until it has handled the
+    /// move) until [`Vcl::stub_take`].
+    stub: bool,
 }
 
 #[derive(Default)]
@@ -218,6 +227,13 @@ impl Double {
     /// behind VLS's back.
     pub fn forget_session(&self, sh: Sh) {
         self.state.lock().unwrap().sessions.remove(&sh);
+    }
+
+    /// Listener stubs waiting to be taken, and the connections queued on
+    /// them.
+    pub fn stubs(&self) -> (usize, usize) {
+        let st = self.state.lock().unwrap();
+        st.sessions.values().filter(|s| s.stub).fold((0, 0), |(n, q), s| (n + 1, q + s.accept_q.len()))
     }
 
     /// Number of sessions VCL holds.
@@ -751,16 +767,79 @@ impl Vcl for Double {
         }
         let sh = sh_from_parts(wrk, session_index);
         let Some(s) = st.sessions.get(&sh) else { return Err(MoveError::NoSession) };
-        let in_a_set = st.sessions.values().any(|e| e.epoll_members.iter().any(|m| m.0 == sh));
+        // As the shim: sessions never opened and listeners without queued
+        // connections move, and sets whose members all can; connections
+        // and stubs do not. A set leaves its members behind, unlinked; a
+        // member leaves its set; a listener leaves a stub.
+        let alone_movable = |s: &Session| !s.is_epoll && !s.stub && s.peer.is_none() && s.accept_q.is_empty();
         let movable = if s.is_epoll {
-            s.epoll_members.is_empty()
+            s.epoll_members.iter().all(|m| st.sessions.get(&m.0).is_some_and(alone_movable))
         } else {
-            !s.listening && s.peer.is_none() && !in_a_set
+            alone_movable(s)
         };
         if !movable {
             return Err(MoveError::NotMovable);
         }
+        let mut moved = st.sessions.remove(&sh).unwrap();
+        for (m, data) in std::mem::take(&mut moved.epoll_members) {
+            if let Some(m) = st.sessions.get_mut(&m) {
+                m.left_set_data = Some(data);
+            }
+        }
+        for ep in st.sessions.values_mut() {
+            if let Some(i) = ep.epoll_members.iter().position(|m| m.0 == sh) {
+                moved.left_set_data = Some(ep.epoll_members.remove(i).1);
+            }
+        }
+        if moved.listening {
+            st.sessions.insert(sh, Session { listening: true, stub: true, ..Default::default() });
+        }
+        Ok(moved)
+    }
+    fn take_over(&self, sh: Sh, _wait: Duration) -> Result<bool, MoveError> {
+        self.check_own(sh);
+        match self.state.lock().unwrap().sessions.get(&sh) {
+            Some(s) => Ok(s.listening),
+            None => Err(MoveError::NoSession),
+        }
+    }
+    fn stub_take(&self, wrk: u32, session_index: u32) -> Result<Session, MoveError> {
+        let mut st = self.state.lock().unwrap();
+        if wrk >= st.next_wrk || st.dead_workers.contains(&wrk) {
+            return Err(MoveError::NoWorker);
+        }
+        let sh = sh_from_parts(wrk, session_index);
+        if !st.sessions.get(&sh).is_some_and(|s| s.stub) {
+            return Err(MoveError::NoSession);
+        }
         Ok(st.sessions.remove(&sh).unwrap())
+    }
+    fn merge_accepts(&self, sh: Sh, stub: Session) -> Result<u32, MoveError> {
+        self.check_own(sh);
+        let mut st = self.state.lock().unwrap();
+        let Some(l) = st.sessions.get_mut(&sh).filter(|l| l.listening && !l.stub) else {
+            return Err(MoveError::NoSession);
+        };
+        let n = stub.accept_q.len() as u32;
+        l.accept_q.extend(stub.accept_q);
+        self.data.notify_all();
+        Ok(n)
+    }
+    fn in_epoll(&self, sh: Sh) -> bool {
+        self.state.lock().unwrap().sessions.values().any(|e| e.epoll_members.iter().any(|m| m.0 == sh))
+    }
+    fn rejoin(&self, ep_sh: Sh, sh: Sh) -> i32 {
+        self.check_own(ep_sh);
+        self.check_own(sh);
+        let mut st = self.state.lock().unwrap();
+        let Some(data) = st.sessions.get_mut(&sh).and_then(|s| s.left_set_data.take()) else { return EBADFD };
+        match st.sessions.get_mut(&ep_sh) {
+            Some(ep) if ep.is_epoll => {
+                ep.epoll_members.push((sh, data));
+                0
+            }
+            _ => EBADFD,
+        }
     }
     fn move_in(&self, moved: Session) -> Result<Sh, MoveError> {
         let mut st = self.state.lock().unwrap();

@@ -3,13 +3,77 @@
 //!
 //! In this mode every thread has a VCL worker of its own, and a VCL session
 //! belongs to one worker. When a thread uses a VLS session whose VCL session
-//! is on another thread's worker, VLS *moves* it to the caller's worker.
-//! Only what carries no worker state can move: an epoll session without
-//! members, or a session never opened (no VPP session, no FIFOs, in no epoll
-//! set); anything else gets `EBADFD`, as in the C layer. In practice: a
-//! socket or epoll set created by one thread and then used by another
-//! (servers that create listeners in `main`, clients that create every
-//! thread's epoll set before starting it).
+//! is on another thread's worker, VLS *moves* it to the caller's worker,
+//! keeping its VLS handle. What moves (the shim's `vppsys_session_move_out`
+//! and `vppsys_session_take_over` do the VCL and VPP side):
+//!
+//! - **Sessions never opened** (no VPP session, no FIFOs): the record moves.
+//! - **Stream listeners**: the listener *moves to the accepting thread*
+//!   (rather than every accepting worker listening on it). The record moves,
+//!   then the new worker sends VPP a worker update for the listener, which
+//!   makes it the listener's owner (VPP's `application_change_listener_owner`)
+//!   and answers on the new worker's queue; the mover waits for that answer
+//!   (3 s bound) handling its own queue. Why moving: with several listening
+//!   workers VPP hands each new connection to one of them in turn, and a
+//!   worker whose thread does not accept (the `main` that listened and then
+//!   joins its threads) would keep its share unserved for ever; a moved
+//!   listener has all its connections where they are accepted. Connections
+//!   VPP had already handed the old worker come along in the listener's
+//!   accept queue (the old worker's queue is handled first, as that worker,
+//!   when its gate is taken; by RPC the owner has handled them before the
+//!   request). So do those VPP announces to the old worker until it has
+//!   handled the update: the listener leaves a *stub* there (a bare listen
+//!   session with its index and VPP handle) on which VCL queues them, and
+//!   once VPP has answered the mover takes the stub, with them, into the
+//!   listener's accept queue (directly, handling the old worker's queue
+//!   first, or by RPC: VCL handles its queue in order, so the owner has
+//!   queued them on the stub before it handles the request). Without the
+//!   stub they were lost: nobody reads the queue of a `main` sitting in
+//!   `pthread_join`, and VCL drops an accept for a listener it does not
+//!   know. They stay the old worker's in VPP: accepting one hands it to
+//!   the new worker with a worker update while that is safe (through VPP's
+//!   stack, and its FIFOs still fresh: one chunk, at most half used), else
+//!   the accept returns `ECONNABORTED` (its peer sees a reset; cut-through
+//!   connections always, as the update would free FIFOs the peer
+//!   application shares) — see the shim.
+//!   Caveat: a listener that moves while a connection to it is being set up
+//!   (handshake in progress in VPP) may lose that connection (VPP clears the
+//!   old worker's half-open sessions when the listener changes owner: it
+//!   closes the sessions still in state `CREATED` in the old worker's
+//!   segment manager, `app_worker_stop_listen_session`; the peer sees the
+//!   connection closed or reset right after it connected);
+//!   several threads accepting on one listener work (the listener moves at
+//!   every turn), but each such move is a moment a connection can be lost.
+//!   Datagram listeners do not move.
+//! - **Epoll sets, with members** that can move themselves (listeners,
+//!   sessions never opened; a set with a connection in it stays with the
+//!   connection, and other threads' waits on it get `EBADFD`): the set's
+//!   record moves and its members are unlinked from it in VCL (VCL's sets link members of their own
+//!   worker only). Members that live on the new worker rejoin it at once
+//!   (with the events they were registered with); the others are recorded
+//!   *away* ([`Away`]). A member that moves (to a thread that uses it)
+//!   leaves its set in VCL the same way, and rejoins it wherever it lands
+//!   on the set's worker. Every epoll wait of mode 2 first brings the set
+//!   and its away members to the waiting thread's worker
+//!   ([`super::Vls::gather_members`]); the wait inside VCL lasts at most
+//!   20 ms (1 ms while a member is busy on another thread) before it looks
+//!   again, so a member another thread took away during a wait comes back
+//!   within that time and its events reach the waiter. A connection cannot
+//!   join a set of another worker: that `epoll_ctl` gets `EBADFD`.
+//! - **Connections do not move**: another thread's call on a connected
+//!   session gets `EBADFD` at once and the session is left intact for its
+//!   owner. VPP's only way to hand a connection to another worker, the
+//!   worker update, gives it new FIFOs and copies the old ones with
+//!   `svm_fifo_clone`, which (VPP 25.10 to 26.10) copies just the head chunk
+//!   and keeps head and tail: right only for FIFOs made of one chunk. VCL
+//!   apps' FIFOs start with a 4 KiB chunk and grow, so after some traffic
+//!   the copy overruns the new FIFO's chunk in VPP's segment and the reader
+//!   walks chunk pointers that do not exist (tried: a connection moved
+//!   between four threads under a 1 MiB stream crashed in
+//!   `svm_fifo_copy_from_chunk_ma` within ten moves). The fork hand-over of
+//!   connections (`fork_hooks`) uses the same update and shares the risk.
+//!   Servers in mode 2 accept and serve a connection on one thread (mode 3
+//!   serves "accept here, serve there" designs).
 //!
 //! How a move happens, with the VLS session locked throughout:
 //! 1. **Directly**, when the owner thread is not inside VCL. Every thread
@@ -37,6 +101,9 @@
 //! The session moves rather than being cloned: the owner's record is freed
 //! when the copy is made, and its heap blocks go with the copy, so there are
 //! never two records of one session and closing needs no cleanup RPCs.
+//! Calls on the session from any thread wait on its lock meanwhile, so none
+//! sees it half moved; an owner that exited took its sessions with its
+//! worker, and using them fails with `EBADFD` at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -218,6 +285,17 @@ impl<M> Drop for PendingRequest<'_, M> {
     }
 }
 
+/// What a mover takes out of another worker.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// A session, to move it to the mover's worker.
+    Session,
+    /// The stub a listener left on the worker it moved out of, with the
+    /// connections VPP announced there until it handled the move (see
+    /// `Vls::take_listener_stub`).
+    ListenerStub,
+}
+
 /// The RPC messages VLS sends between workers of one process.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Rpc {
@@ -235,12 +313,22 @@ pub enum Rpc {
         /// The session, on the destination worker.
         session_index: u32,
     },
+    /// Take the stub a listener that moved away left at `session_index` of
+    /// the destination worker (with the connections queued on it) into
+    /// request `id` of the [`RpcTable`].
+    TakeStub {
+        /// Request id (ids are never reused).
+        id: u64,
+        /// The stub, on the destination worker.
+        session_index: u32,
+    },
 }
 
 /// Marks a VLS RPC ("VLSR"), so a stray payload is ignored.
 const MAGIC: u32 = 0x564c_5352;
 const KIND_MOVE: u32 = 1;
 const KIND_CLOSE: u32 = 2;
+const KIND_TAKE_STUB: u32 = 3;
 
 impl Rpc {
     /// Encoded length.
@@ -251,6 +339,7 @@ impl Rpc {
         let (kind, id, index) = match *self {
             Rpc::Move { id, session_index } => (KIND_MOVE, id, session_index),
             Rpc::Close { session_index } => (KIND_CLOSE, 0, session_index),
+            Rpc::TakeStub { id, session_index } => (KIND_TAKE_STUB, id, session_index),
         };
         let mut b = [0u8; Self::LEN];
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
@@ -271,8 +360,59 @@ impl Rpc {
         match word(4..8)? {
             KIND_MOVE => Some(Rpc::Move { id, session_index }),
             KIND_CLOSE => Some(Rpc::Close { session_index }),
+            KIND_TAKE_STUB => Some(Rpc::TakeStub { id, session_index }),
             _ => None,
         }
+    }
+}
+
+/// Epoll members "away" from their set: linked into no VCL set because
+/// they live on another worker than the set (see the module docs). The
+/// set's next wait brings them back to its worker.
+#[derive(Default)]
+pub struct Away {
+    /// Entries in `list` (read without the lock on every mode-2 wait).
+    n: AtomicU64,
+    /// (set, member) pairs, each once.
+    list: Mutex<Vec<(i32, i32)>>,
+}
+
+impl Away {
+    /// Records that `member` of `set` lives away from the set's worker.
+    pub fn add(&self, set: i32, member: i32) {
+        let mut l = self.list.lock().unwrap_or_else(PoisonError::into_inner);
+        if !l.contains(&(set, member)) {
+            l.push((set, member));
+            self.n.store(l.len() as u64, Ordering::Release);
+        }
+    }
+
+    /// Takes the members recorded away from `set`.
+    pub fn take(&self, set: i32) -> Vec<i32> {
+        if self.n.load(Ordering::Acquire) == 0 {
+            return Vec::new();
+        }
+        let mut l = self.list.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut taken = Vec::new();
+        l.retain(|&(s, m)| {
+            if s == set {
+                taken.push(m);
+                false
+            } else {
+                true
+            }
+        });
+        self.n.store(l.len() as u64, Ordering::Release);
+        taken
+    }
+
+    #[cfg(test)]
+    /// Members recorded away from `set` right now.
+    pub fn count(&self, set: i32) -> usize {
+        if self.n.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
+        self.list.lock().unwrap_or_else(PoisonError::into_inner).iter().filter(|&&(s, _)| s == set).count()
     }
 }
 
@@ -290,6 +430,8 @@ pub(super) struct Moves<M> {
     /// ([`RPC_TIMEOUT`] unless `VLS_RPC_TIMEOUT_MS` says otherwise at app
     /// creation).
     pub rpc_timeout_ms: AtomicU64,
+    /// Epoll members living away from their set's worker.
+    pub away: Away,
 }
 
 impl<M> Default for Moves<M> {
@@ -299,6 +441,7 @@ impl<M> Default for Moves<M> {
             rpcs: RpcTable::default(),
             direct_moves: AtomicBool::new(true),
             rpc_timeout_ms: AtomicU64::new(RPC_TIMEOUT.as_millis() as u64),
+            away: Away::default(),
         }
     }
 }
@@ -309,8 +452,11 @@ mod tests {
 
     #[test]
     fn rpc_messages_round_trip_and_strangers_are_rejected() {
-        for m in [Rpc::Move { id: 0x1122_3344_5566_7788, session_index: 42 }, Rpc::Close { session_index: 7 }]
-        {
+        for m in [
+            Rpc::Move { id: 0x1122_3344_5566_7788, session_index: 42 },
+            Rpc::Close { session_index: 7 },
+            Rpc::TakeStub { id: 9, session_index: 3 },
+        ] {
             let mut padded = [0u8; 64];
             padded[..Rpc::LEN].copy_from_slice(&m.encode());
             assert_eq!(Rpc::decode(&padded), Some(m));
@@ -374,6 +520,21 @@ mod tests {
             let _ = h.join().unwrap();
             assert!(t.is_empty());
         }
+    }
+
+    #[test]
+    fn away_members_are_taken_by_their_set_once() {
+        let a = Away::default();
+        assert!(a.take(1).is_empty());
+        a.add(1, 10);
+        a.add(1, 10);
+        a.add(2, 11);
+        a.add(1, 12);
+        assert_eq!(a.count(1), 2, "each pair once");
+        assert_eq!(a.take(1), vec![10, 12]);
+        assert!(a.take(1).is_empty());
+        assert_eq!(a.take(2), vec![11]);
+        assert_eq!(a.count(2), 0);
     }
 
     #[test]

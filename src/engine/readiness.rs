@@ -230,6 +230,11 @@ impl<V: Vcl> Vls<V> {
         max: i32,
         wait: f64,
     ) -> i32 {
+        // Per-thread workers: the set's members come to the waiting thread.
+        if self.mt_workers.load(Ordering::Relaxed) && wait as i32 != DRAIN_ONLY {
+            // SAFETY: forwarded contract.
+            return unsafe { self.epoll_wait_gathering(ep_vlsh, evs, max, wait) };
+        }
         // (Mode 3, also while one thread only: another may arrive while this
         // one would wait inside VCL without locks. Not in a forked child,
         // whose sets' wake fds were made for its parent's worker.)
@@ -318,7 +323,7 @@ impl<V: Vcl> Vls<V> {
     ///
     /// # Safety
     /// `evs` valid for `max` events.
-    unsafe fn epoll_wait_now(
+    pub(super) unsafe fn epoll_wait_now(
         &'static self,
         ep_vlsh: Vlsh,
         evs: *mut libc::epoll_event,

@@ -225,9 +225,21 @@ impl<V: Vcl> Vls<V> {
             let mut again = false;
             let rv = self.with_session(vlsh, OpKind::SessionPool, |sh| {
                 self.shared_listener_in_use(shared, sh);
+                // Per-thread workers: a connection VPP gave the listener's
+                // previous worker (queued there before the listener moved
+                // here) is handed to this worker while VPP can still do that
+                // safely, else aborted, as an accept may be (see `migrate`).
+                let foreign = self.mt_workers.load(Ordering::Relaxed) && self.vcl.next_accept_foreign(sh);
                 // SAFETY: forwarded contract.
                 let rv = unsafe { self.accept_or_wait(sh, ep, flags, waits_here, flush_set, &mut again) };
                 if rv >= 0 {
+                    if foreign {
+                        if let Err(e) = self.vcl.take_over_accepted(rv as Sh, self.rpc_timeout()) {
+                            tracing::warn!(reason = ?e, "connection queued on the listener's previous worker: aborted");
+                            self.vcl.close(rv as Sh);
+                            return -libc::ECONNABORTED;
+                        }
+                    }
                     nonblocking = self.vcl.is_nonblocking(rv as Sh);
                 }
                 rv

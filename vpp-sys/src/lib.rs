@@ -126,8 +126,11 @@ extern "C" {
     /// Moves session `session_index` out of worker `wrk_index` into `*out`
     /// (which then owns the session's heap blocks) and frees it there.
     /// 0, or [`VPPSYS_MOVE_NO_WORKER`], [`VPPSYS_MOVE_NO_SESSION`],
-    /// [`VPPSYS_MOVE_NOT_MOVABLE`] (only an empty epoll session or a session
-    /// never opened can move). Takes VCL's worker-registry lock.
+    /// [`VPPSYS_MOVE_NOT_MOVABLE`] (see the shim for what can move:
+    /// epoll sessions, which leave their members unlinked, sessions never
+    /// opened, stream listeners, which take the connections queued for
+    /// them, marked as another worker's; a member leaves its set). Takes VCL's worker-registry lock; for a listener of
+    /// another worker, first handles that worker's queue as that worker.
     pub fn vppsys_session_move_out(
         wrk_index: u32,
         session_index: u32,
@@ -138,6 +141,46 @@ extern "C" {
     pub fn vppsys_session_move_in(moved: *const vcl_session_t) -> libc::c_int;
     /// Frees the heap blocks a moved-out copy owns (a copy never moved in).
     pub fn vppsys_session_discard(moved: *mut vcl_session_t);
+    /// After the move in of a listener: makes the current worker its owner
+    /// in VPP and waits at most `wait_s` seconds for VPP's answer (handling
+    /// the worker's queue). 1 (a listener, whose stub on its old worker is
+    /// to be taken: [`vppsys_listener_stub_take`]), 0 (nothing to do: VPP
+    /// does not know the session, or an epoll set),
+    /// [`VPPSYS_MOVE_NO_SESSION`], [`VPPSYS_MOVE_NOT_MOVABLE`] (a
+    /// connection) or [`VPPSYS_MOVE_VPP_TIMEOUT`].
+    pub fn vppsys_session_take_over(sh: u32, wait_s: f64) -> libc::c_int;
+    /// Takes the stub a moved listener left at `session_index` of worker
+    /// `wrk_index` (it holds the connections VPP announced there until it
+    /// handled the listener's take-over) into `*out` and frees it. The
+    /// caller is that worker's thread (inside VCL's handling of its queue)
+    /// or holds its gate (then the worker's queue is handled first, as that
+    /// worker). 0, [`VPPSYS_MOVE_NO_WORKER`] or [`VPPSYS_MOVE_NO_SESSION`]
+    /// (no stub there). Takes VCL's worker-registry lock.
+    pub fn vppsys_listener_stub_take(
+        wrk_index: u32,
+        session_index: u32,
+        out: *mut vcl_session_t,
+    ) -> libc::c_int;
+    /// Adds the connections of a stub taken by [`vppsys_listener_stub_take`]
+    /// to listener `sh`'s accept queue (current worker), as another
+    /// worker's, and frees what the copy owns (also on failure). How many,
+    /// or [`VPPSYS_MOVE_NO_SESSION`].
+    pub fn vppsys_listener_merge(sh: u32, stub: *mut vcl_session_t) -> libc::c_int;
+    /// After accepting a connection VPP gave another worker (see
+    /// [`vppsys_listener_next_accept_foreign`]): hands it to the current
+    /// worker if its FIFOs are still fresh enough for VPP to copy safely,
+    /// waiting at most `wait_s` seconds. 0, [`VPPSYS_MOVE_NOT_MOVABLE`] (not
+    /// safe: abort it), [`VPPSYS_MOVE_NO_SESSION`] or
+    /// [`VPPSYS_MOVE_VPP_TIMEOUT`].
+    pub fn vppsys_session_take_over_accepted(sh: u32, wait_s: f64) -> libc::c_int;
+    /// 1 if the next accept on listener `sh` takes a connection VPP gave
+    /// another worker, else 0.
+    pub fn vppsys_listener_next_accept_foreign(sh: u32) -> libc::c_int;
+    /// 1 if `sh` is linked into an epoll set, 0 if not, -1 no session.
+    pub fn vppsys_session_in_epoll(sh: u32) -> libc::c_int;
+    /// Links `sh` back into epoll set `ep_sh` with the events it had when
+    /// it moved (both on the current worker): 0 or a `VPPCOM_E*` code.
+    pub fn vppsys_session_rejoin(ep_sh: u32, sh: u32) -> libc::c_int;
     /// `vppcom_session_close`, first accepting and closing the connections
     /// waiting in a listener's accept queue (VCL 25.10 to 26.10 crash closing a
     /// listener that has some), and dropping the events VCL postponed for
@@ -199,5 +242,7 @@ pub const VPPSYS_LISTENING_ELSEWHERE: libc::c_int = 2;
 pub const VPPSYS_MOVE_NO_WORKER: libc::c_int = -1;
 /// [`vppsys_session_move_out`]: the session does not exist.
 pub const VPPSYS_MOVE_NO_SESSION: libc::c_int = -2;
-/// [`vppsys_session_move_out`]: the session is tied to its worker.
+/// [`vppsys_session_move_out`]: the session cannot move in its state.
 pub const VPPSYS_MOVE_NOT_MOVABLE: libc::c_int = -3;
+/// [`vppsys_session_take_over`]: VPP did not answer in time.
+pub const VPPSYS_MOVE_VPP_TIMEOUT: libc::c_int = -4;

@@ -225,6 +225,10 @@ vppsys_sh_connect_state (uint32_t sh)
     }
 }
 
+int vppsys_session_claim_events (uint32_t sh);
+/* Exported by libvppcom, not declared in its headers. */
+void vcl_worker_flush_mq_events (vcl_worker_t *wrk);
+
 /*
  * VCL (25.10 to 26.10) checks little of a session's state before it sends
  * a listen or connect request to VPP: a listen on a session that connects
@@ -292,29 +296,260 @@ vppsys_session_connect (uint32_t sh, vppcom_endpt_t *server_ep)
 /*
  * Moving a session between workers (per-thread workers, "migration").
  *
- * Only a session that holds nothing tied to its worker can move: an epoll
- * session with no members, or a session that was created and never opened
- * (no VPP session, no FIFOs, in no epoll set). Everything else answers
- * VPPSYS_MOVE_NOT_MOVABLE.
+ * What can move: an epoll session whose members can all move (they are
+ * unlinked and stay where they are: the caller re-registers them, see
+ * vppsys_session_rejoin),
+ * a session never opened, and a stream listener listening on its worker
+ * (VPP moves the listener to the new worker: application_change_listener_
+ * owner). Everything else answers VPPSYS_MOVE_NOT_MOVABLE: datagram
+ * listeners, fork copies of listeners, sessions connecting or closing, and
+ * connections.
+ *
+ * Connections do not move. VPP's worker update (SESSION_CTRL_EVT_WORKER_
+ * UPDATE, what vcl_session_worker_update uses) gives a connection new FIFOs
+ * on the new worker and copies the old ones with svm_fifo_clone, which
+ * (25.10 to 26.10) copies the old head chunk whole into the new FIFO's first
+ * chunk and keeps head and tail: right only for FIFOs of one chunk of their
+ * full size. VPP makes a FIFO's first chunk 4 KiB (the segment's
+ * pct_first_alloc is 0 for VCL apps) and grows it chunk by chunk, so after
+ * some traffic the copy overruns the new chunk in VPP's segment and the
+ * application reads through chunk pointers that do not exist (found
+ * crashing in svm_fifo_copy_from_chunk_ma on the first read after a few
+ * moves). No other message changes a connection's owning worker.
  *
  * move_out copies the session into *out and removes it from its worker: the
- * heap blocks it owns (extended config, endpoint attributes) now belong to
- * *out, so the freed original does not free them. move_in puts such a copy
- * on the calling thread's worker; discard frees what a copy owns when it is
- * not moved in after all.
+ * heap blocks it owns (extended config, endpoint attributes, a listener's
+ * pending accepts) now belong to *out, so the freed original does not free
+ * them; the worker forgets the session's VPP handle (and those of the
+ * connections waiting in a listener's accept queue). move_in puts such a
+ * copy on the calling thread's worker; take_over then has VPP deliver a
+ * listener's new connections to that worker. discard frees what a copy
+ * owns when it is not moved in after all.
+ *
+ * A listener leaves a stub in its place on the old worker. Until VPP has
+ * handled take_over's worker update it announces new connections
+ * (SESSION_CTRL_EVT_ACCEPTED) to the old worker, on that worker's queue:
+ * the ones VPP sends between move_out's handling of that queue and its
+ * handling of the update. Without a listener there, VCL drops them
+ * (vcl_session_accepted: "couldn't find listen session"; its caller
+ * vcl_handle_mq_event then reads the attributes of the null session it
+ * got), and their peers wait for ever. The stub is a listen session that
+ * keeps the listener's index and VPP handle, nothing else (no attributes:
+ * VCL postpones no copy of the event; in no epoll set: no epoll wait
+ * reports it), so VCL queues such connections on it as on any listener.
+ * Once take_over has VPP's answer no more come, and stub_take (as the old
+ * worker, or on its thread) takes the stub's queue and frees it;
+ * listener_merge adds that queue to the moved listener's, marked as the
+ * old worker's connections like those move_out took along.
  */
 #define VPPSYS_MOVE_NO_WORKER (-1)
 #define VPPSYS_MOVE_NO_SESSION (-2)
 #define VPPSYS_MOVE_NOT_MOVABLE (-3)
+#define VPPSYS_MOVE_VPP_TIMEOUT (-4)
+
+/* Marks an accept queued on another worker (VPP gave the connection to
+ * that worker): the worker that accepts it must take it over. VCL only
+ * tests the two low bits of these flags. */
+#define VPPSYS_ACCEPT_F_FOREIGN (1u << 30)
+
+/* Marks a moved listener's stub (see above). VCL's session flags use the
+ * low 11 bits of their 16. */
+#define VPPSYS_SESSION_F_STUB ((vcl_session_flags_t) (1u << 15))
+STATIC_ASSERT (sizeof (vcl_session_flags_t) >= 2,
+	       "room for the stub flag in VCL's session flags");
+
+static int
+vppsys_session_is_stub (vcl_session_t *s)
+{
+  return (s->flags & VPPSYS_SESSION_F_STUB) != 0;
+}
+
+static int
+vppsys_session_is_listener (vcl_session_t *s)
+{
+  return s->session_state == VCL_STATE_LISTEN;
+}
 
 static int
 vppsys_session_is_movable (vcl_session_t *s)
 {
+  if (vppsys_session_is_stub (s))
+    return 0;
   if (s->flags & VCL_SESSION_F_IS_VEP)
-    return s->vep.next_sh == (uint32_t) ~0;
-  return s->session_state == VCL_STATE_CLOSED &&
-	 s->vpp_handle == SESSION_INVALID_HANDLE && !s->rx_fifo &&
-	 !s->tx_fifo && !(s->flags & VCL_SESSION_F_IS_VEP_SESSION);
+    return 1;
+  if (s->session_state == VCL_STATE_CLOSED &&
+      s->vpp_handle == SESSION_INVALID_HANDLE && !s->rx_fifo && !s->tx_fifo)
+    return 1;
+  if (vppsys_session_is_listener (s))
+    return !vcl_session_is_cl (s) && s->vpp_handle != SESSION_INVALID_HANDLE &&
+	   !(s->flags &
+	     (VCL_SESSION_F_LISTEN_NO_MQ | VCL_SESSION_F_PENDING_LISTEN));
+  /* A connection: see the note above. */
+  return 0;
+}
+
+/* Removes s from the level-triggered ring of wrk (as VCL's own
+ * vcl_epoll_lt_del). */
+static void
+vppsys_lt_del (vcl_worker_t *wrk, vcl_session_t *s)
+{
+  vcl_session_t *prev, *next;
+
+  if (s->vep.lt_next == VCL_INVALID_SESSION_INDEX)
+    return;
+  if (s->vep.lt_next == s->session_index)
+    wrk->ep_lt_current = VCL_INVALID_SESSION_INDEX;
+  else
+    {
+      prev = vcl_session_get (wrk, s->vep.lt_prev);
+      next = vcl_session_get (wrk, s->vep.lt_next);
+      if (prev)
+	prev->vep.lt_next = s->vep.lt_next;
+      if (next)
+	next->vep.lt_prev = s->vep.lt_prev;
+      if (s->session_index == wrk->ep_lt_current)
+	wrk->ep_lt_current = s->vep.lt_next;
+    }
+  s->vep.lt_next = VCL_INVALID_SESSION_INDEX;
+  s->vep.lt_prev = VCL_INVALID_SESSION_INDEX;
+}
+
+/* Takes member s of an epoll set of wrk out of the set (VCL's
+ * EPOLL_CTL_DEL), keeping the events it asked for in s->vep.ev. */
+static void
+vppsys_vep_unlink (vcl_worker_t *wrk, vcl_session_t *s)
+{
+  vcl_session_t *vep, *prev, *next;
+  struct epoll_event ev = s->vep.ev;
+
+  if (!(s->flags & VCL_SESSION_F_IS_VEP_SESSION))
+    return;
+  vep = vcl_session_get (wrk, s->vep.vep_sh & 0xFFFFFF);
+  if (s->vep.prev_sh == s->vep.vep_sh)
+    {
+      if (vep)
+	vep->vep.next_sh = s->vep.next_sh;
+    }
+  else if ((prev = vcl_session_get (wrk, s->vep.prev_sh & 0xFFFFFF)))
+    prev->vep.next_sh = s->vep.next_sh;
+  if (s->vep.next_sh != (uint32_t) ~0 &&
+      (next = vcl_session_get (wrk, s->vep.next_sh & 0xFFFFFF)))
+    next->vep.prev_sh = s->vep.prev_sh;
+  vppsys_lt_del (wrk, s);
+  memset (&s->vep, 0, sizeof (s->vep));
+  s->vep.next_sh = ~0;
+  s->vep.prev_sh = ~0;
+  s->vep.vep_sh = ~0;
+  s->vep.lt_next = VCL_INVALID_SESSION_INDEX;
+  s->vep.lt_prev = VCL_INVALID_SESSION_INDEX;
+  s->vep.ev = ev;
+  s->flags &= ~VCL_SESSION_F_IS_VEP_SESSION;
+  if (vcl_session_is_open (s))
+    vcl_session_del_want_deq_ntf (s, SVM_FIFO_WANT_DEQ_NOTIF_IF_FULL);
+}
+
+/* Unlinks every member of epoll session vep (they stay on wrk). */
+static void
+vppsys_vep_unlink_all (vcl_worker_t *wrk, vcl_session_t *vep)
+{
+  vcl_session_t *m;
+  uint32_t guard = pool_elts (wrk->sessions) + 1;
+
+  while (vep->vep.next_sh != (uint32_t) ~0 && guard--)
+    {
+      m = vcl_session_get (wrk, vep->vep.next_sh & 0xFFFFFF);
+      if (!m || !(m->flags & VCL_SESSION_F_IS_VEP_SESSION))
+	{
+	  vep->vep.next_sh = ~0;
+	  break;
+	}
+      vppsys_vep_unlink (wrk, m);
+    }
+  vep->vep.next_sh = ~0;
+}
+
+/* Every member of epoll session vep can move too: a set whose members
+ * include a connection stays with it (its events could not reach the set
+ * on another worker). */
+static int
+vppsys_vep_members_movable (vcl_worker_t *wrk, vcl_session_t *vep)
+{
+  vcl_session_t *m;
+  uint32_t next = vep->vep.next_sh;
+  uint32_t guard = pool_elts (wrk->sessions) + 1;
+
+  while (next != (uint32_t) ~0 && guard--)
+    {
+      m = vcl_session_get (wrk, next & 0xFFFFFF);
+      if (!m)
+	break;
+      if ((m->flags & VCL_SESSION_F_IS_VEP) || !vppsys_session_is_movable (m))
+	return 0;
+      next = m->vep.next_sh;
+    }
+  return 1;
+}
+
+/* Handles worker wrk_index's message queue on the calling thread (whose
+ * own worker it is not): the caller holds that worker's gate, so its thread
+ * is outside VCL. */
+static void
+vppsys_flush_mq_as (uint32_t wrk_index)
+{
+  vcl_worker_t *wrk = vppsys_worker_get (wrk_index);
+  uword saved = __vcl_worker_index;
+
+  if (!wrk)
+    return;
+  __vcl_worker_index = wrk_index;
+  vcl_worker_flush_mq_events (wrk);
+  __vcl_worker_index = saved;
+}
+
+/* Turns listener s, just copied out (the copy owns its heap blocks), into
+ * its stub: a bare listen session with the same index and VPP handle (the
+ * worker's table still maps the handle to it). */
+static void
+vppsys_listener_leave_stub (vcl_session_t *s)
+{
+  uint32_t session_index = s->session_index;
+  session_handle_t vpp_handle = s->vpp_handle;
+  session_type_t session_type = s->session_type;
+
+  memset (s, 0, sizeof (*s));
+  s->session_index = session_index;
+  s->vpp_handle = vpp_handle;
+  s->parent_handle = SESSION_INVALID_HANDLE;
+  s->session_type = session_type;
+  s->session_state = VCL_STATE_LISTEN;
+  s->listener_index = VCL_INVALID_SESSION_INDEX;
+  s->flags = VPPSYS_SESSION_F_STUB;
+  s->vep.next_sh = ~0;
+  s->vep.prev_sh = ~0;
+  s->vep.vep_sh = ~0;
+  s->vep.lt_next = VCL_INVALID_SESSION_INDEX;
+  s->vep.lt_prev = VCL_INVALID_SESSION_INDEX;
+}
+
+/* Drops the events worker wrk keeps for the next epoll wait (postponed or
+ * I/O) that name session index session_index. */
+static void
+vppsys_forget_events_of (vcl_worker_t *wrk, uint32_t session_index)
+{
+  session_event_t *e;
+  uint32_t i, kept = 0;
+
+  for (i = 0; i < vec_len (wrk->unhandled_evts_vector); i++)
+    {
+      e = &wrk->unhandled_evts_vector[i];
+      if (e->session_index == session_index &&
+	  (e->postponed || e->event_type == SESSION_IO_EVT_RX ||
+	   e->event_type == SESSION_IO_EVT_TX))
+	continue;
+      wrk->unhandled_evts_vector[kept++] = *e;
+    }
+  if (wrk->unhandled_evts_vector)
+    vec_set_len (wrk->unhandled_evts_vector, kept);
 }
 
 int
@@ -323,10 +558,18 @@ vppsys_session_move_out (uint32_t wrk_index, uint32_t session_index,
 {
   vcl_worker_t *wrk;
   vcl_session_t *s;
+  vcl_session_msg_t *m;
   int rv = 0;
 
   if (!vcm || !vcm->workers)
     return VPPSYS_MOVE_NO_WORKER;
+  /* A listener leaving another thread's worker: connections VPP already
+   * sent that worker wait in its queue; they go into the listener's accept
+   * queue first and move with it. */
+  s = vppsys_session_get (wrk_index, session_index);
+  if (s && vppsys_session_is_listener (s) &&
+      wrk_index != vppsys_worker_index ())
+    vppsys_flush_mq_as (wrk_index);
   clib_spinlock_lock (&vcm->workers_lock);
   wrk = vppsys_worker_get (wrk_index);
   if (!wrk)
@@ -345,10 +588,40 @@ vppsys_session_move_out (uint32_t wrk_index, uint32_t session_index,
       rv = VPPSYS_MOVE_NOT_MOVABLE;
       goto done;
     }
+  if ((s->flags & VCL_SESSION_F_IS_VEP) && !vppsys_vep_members_movable (wrk, s))
+    {
+      rv = VPPSYS_MOVE_NOT_MOVABLE;
+      goto done;
+    }
+  if (s->flags & VCL_SESSION_F_IS_VEP)
+    vppsys_vep_unlink_all (wrk, s);
+  else
+    vppsys_vep_unlink (wrk, s);
+  if (vppsys_session_is_listener (s))
+    {
+      /* Connections waiting in the accept queue were sent to this worker:
+       * their handles point at the listener here. (The listener's own
+       * handle stays, for its stub.) */
+      clib_fifo_foreach (m, s->accept_evts_fifo, ({
+			   vcl_session_table_del_vpp_handle (
+			     wrk, m->accepted_msg.handle);
+			   m->flags |= VPPSYS_ACCEPT_F_FOREIGN;
+			 }));
+    }
+  else if (s->vpp_handle != SESSION_INVALID_HANDLE)
+    vcl_session_table_del_vpp_handle (wrk, s->vpp_handle);
   clib_memcpy (out, s, sizeof (*s));
+  if (vppsys_session_is_listener (s))
+    {
+      vppsys_listener_leave_stub (s);
+      goto done;
+    }
   s->ext_config = 0;
   s->tep_attrs = 0;
   s->accept_evts_fifo = 0;
+  /* The FIFOs go with the copy (freeing would detach them). */
+  s->rx_fifo = s->tx_fifo = 0;
+  s->ct_rx_fifo = s->ct_tx_fifo = 0;
   vcl_session_free (wrk, s);
 done:
   clib_spinlock_unlock (&vcm->workers_lock);
@@ -360,6 +633,7 @@ vppsys_session_move_in (const vcl_session_t *in)
 {
   vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
   vcl_session_t *s;
+  vcl_session_msg_t *m;
   uint32_t session_index;
 
   if (!wrk)
@@ -368,6 +642,19 @@ vppsys_session_move_in (const vcl_session_t *in)
   session_index = s->session_index;
   clib_memcpy (s, in, sizeof (*s));
   s->session_index = session_index;
+  if (s->vpp_handle != SESSION_INVALID_HANDLE)
+    {
+      if (vppsys_session_is_listener (s))
+	{
+	  vcl_session_table_add_listener (wrk, s->vpp_handle, session_index);
+	  clib_fifo_foreach (m, s->accept_evts_fifo, ({
+			       vcl_session_table_add_vpp_handle (
+				 wrk, m->accepted_msg.handle, session_index);
+			     }));
+	}
+      else
+	vcl_session_table_add_vpp_handle (wrk, s->vpp_handle, session_index);
+    }
   return (int) session_index;
 }
 
@@ -377,7 +664,320 @@ vppsys_session_discard (vcl_session_t *copy)
   if (copy->ext_config)
     clib_mem_free (copy->ext_config);
   vec_free (copy->tep_attrs);
+  clib_fifo_free (copy->accept_evts_fifo);
   copy->ext_config = 0;
+}
+
+/*
+ * Takes the stub a listener left at session_index of worker wrk_index (see
+ * above) into *out, with the connections VCL queued on it, and frees it. A
+ * caller that is not that worker's thread holds its gate: the worker's
+ * queue is handled first, as that worker. On the worker's own thread (an
+ * RPC, inside VCL's handling of the queue) the queue is not handled again:
+ * VCL handles its messages in order, and the stub's connections came before
+ * the request. 0, VPPSYS_MOVE_NO_WORKER or VPPSYS_MOVE_NO_SESSION (no stub
+ * there).
+ */
+int
+vppsys_listener_stub_take (uint32_t wrk_index, uint32_t session_index,
+			   vcl_session_t *out)
+{
+  vcl_worker_t *wrk;
+  vcl_session_t *s;
+  vcl_session_msg_t *m;
+  uword *p;
+  int rv = 0;
+
+  if (!vcm || !vcm->workers)
+    return VPPSYS_MOVE_NO_WORKER;
+  s = vppsys_session_get (wrk_index, session_index);
+  if (s && vppsys_session_is_stub (s) && wrk_index != vppsys_worker_index ())
+    vppsys_flush_mq_as (wrk_index);
+  clib_spinlock_lock (&vcm->workers_lock);
+  wrk = vppsys_worker_get (wrk_index);
+  if (!wrk)
+    {
+      rv = VPPSYS_MOVE_NO_WORKER;
+      goto done;
+    }
+  s = vppsys_session_get (wrk_index, session_index);
+  if (!s || !vppsys_session_is_stub (s))
+    {
+      rv = VPPSYS_MOVE_NO_SESSION;
+      goto done;
+    }
+  clib_fifo_foreach (m, s->accept_evts_fifo, ({
+		       vcl_session_table_del_vpp_handle (
+			 wrk, m->accepted_msg.handle);
+		       m->flags |= VPPSYS_ACCEPT_F_FOREIGN;
+		     }));
+  p = hash_get (wrk->session_index_by_vpp_handles, s->vpp_handle);
+  if (p && p[0] == session_index)
+    vcl_session_table_del_listener (wrk, s->vpp_handle);
+  clib_memcpy (out, s, sizeof (*s));
+  s->accept_evts_fifo = 0;
+  vppsys_forget_events_of (wrk, session_index);
+  vcl_session_free (wrk, s);
+done:
+  clib_spinlock_unlock (&vcm->workers_lock);
+  return rv;
+}
+
+/*
+ * Adds the connections of stub (taken by stub_take) to the accept queue of
+ * listener sh of the current worker, still marked as the old worker's;
+ * frees what the stub's copy owns. If the listener is in an epoll set, its
+ * next wait reports it readable. How many were added, or
+ * VPPSYS_MOVE_NO_SESSION (then they are dropped with the copy).
+ */
+int
+vppsys_listener_merge (uint32_t sh, vcl_session_t *stub)
+{
+  vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
+  vcl_session_t *s = vppsys_current_session (sh);
+  vcl_session_msg_t *m, *to;
+  session_event_t *e;
+  int n = 0;
+
+  if (!wrk || !s || !vppsys_session_is_listener (s) ||
+      vppsys_session_is_stub (s))
+    {
+      vppsys_session_discard (stub);
+      return VPPSYS_MOVE_NO_SESSION;
+    }
+  clib_fifo_foreach (m, stub->accept_evts_fifo, ({
+		       clib_fifo_add2 (s->accept_evts_fifo, to);
+		       *to = *m;
+		       vcl_session_table_add_vpp_handle (
+			 wrk, m->accepted_msg.handle, s->session_index);
+		       n++;
+		     }));
+  vppsys_session_discard (stub);
+  if (n && (s->flags & VCL_SESSION_F_IS_VEP_SESSION) &&
+      (s->vep.ev.events & EPOLLIN))
+    {
+      /* As VCL does for a non-blocking listener's new connection. */
+      vec_add2 (wrk->unhandled_evts_vector, e, 1);
+      clib_memset (e, 0, sizeof (*e));
+      e->event_type = SESSION_CTRL_EVT_ACCEPTED;
+      e->postponed = 1;
+      e->session_index = s->session_index;
+    }
+  return n;
+}
+
+/* Sends VPP a worker update for s from the current worker: VPP makes this
+ * worker the session's owner and answers on this worker's queue. */
+static void
+vppsys_send_worker_update (vcl_worker_t *wrk, vcl_session_t *s,
+			   svm_msg_q_t *mq)
+{
+  app_session_evt_t _app_evt, *app_evt = &_app_evt;
+  session_worker_update_msg_t *mp;
+
+  app_alloc_ctrl_evt_to_vpp (mq, app_evt, SESSION_CTRL_EVT_WORKER_UPDATE);
+  mp = (session_worker_update_msg_t *) app_evt->evt->data;
+  mp->client_index = wrk->api_client_handle;
+  mp->handle = s->vpp_handle;
+  mp->req_wrk_index = wrk->vpp_wrk_index;
+  mp->wrk_index = wrk->vpp_wrk_index;
+  app_send_ctrl_evt_to_vpp (mq, app_evt);
+}
+
+/*
+ * After move_in of a listener: makes the current worker the listener's
+ * owner in VPP (new connections come here), waiting at most wait_s seconds
+ * for VPP's answer while handling this worker's queue. 1 (a listener: its
+ * stub on the old worker is to be taken, see above), 0 (nothing to do: a
+ * session VPP does not know, an epoll set), VPPSYS_MOVE_NO_SESSION,
+ * VPPSYS_MOVE_NOT_MOVABLE (a connection, see above), or
+ * VPPSYS_MOVE_VPP_TIMEOUT (no answer: VPP may still send the previous
+ * worker new connections).
+ */
+int
+vppsys_session_take_over (uint32_t sh, double wait_s)
+{
+  vcl_worker_t *wrk = vcl_worker_get_current ();
+  vcl_session_t *s = vppsys_current_session (sh);
+  vcl_session_state_t state;
+  uint32_t session_index;
+  f64 deadline;
+
+  if (!s)
+    return VPPSYS_MOVE_NO_SESSION;
+  if (s->vpp_handle == SESSION_INVALID_HANDLE || (s->flags & VCL_SESSION_F_IS_VEP))
+    return 0;
+  if (!vppsys_session_is_listener (s))
+    return VPPSYS_MOVE_NOT_MOVABLE;
+  state = s->session_state;
+  session_index = s->session_index;
+  vppsys_send_worker_update (wrk, s, vcl_worker_ctrl_mq (wrk));
+  /* VPP's answer sets the state to UPDATED (VCL's reply handler). */
+  deadline = clib_time_now (&wrk->clib_time) + wait_s;
+  while (1)
+    {
+      s = vppsys_session_get (wrk->wrk_index, session_index);
+      if (!s)
+	return VPPSYS_MOVE_NO_SESSION;
+      if (s->session_state == VCL_STATE_UPDATED)
+	break;
+      if (clib_time_now (&wrk->clib_time) > deadline)
+	{
+	  s->session_state = state;
+	  return VPPSYS_MOVE_VPP_TIMEOUT;
+	}
+      if (svm_msg_q_is_empty (wrk->app_event_queue))
+	usleep (20);
+      else
+	vcl_worker_flush_mq_events (wrk);
+    }
+  s->session_state = state;
+  return 1;
+}
+
+/*
+ * A connection VPP gave another worker of this app, just accepted here (it
+ * was queued on a listener that then moved here): hands it to the current
+ * worker with VPP's worker update, but only while that is safe (see the
+ * note on connections above): not a cut-through connection, and each FIFO
+ * is still its first, only chunk,
+ * starting at 0, with at most half of it used, so the copy VPP makes fits
+ * the new FIFO's first chunk even if some more data arrives before VPP
+ * handles the update (4 KiB chunks: the peer would have to send more than
+ * 2 KiB within that time). Then tells VPP this worker's index for the
+ * session, which also makes VPP signal data already waiting.
+ * 0, VPPSYS_MOVE_NOT_MOVABLE (not safe: the caller aborts the connection),
+ * VPPSYS_MOVE_NO_SESSION or VPPSYS_MOVE_VPP_TIMEOUT.
+ */
+static int
+vppsys_fifo_fresh (svm_fifo_t *f)
+{
+  svm_fifo_chunk_t *c;
+  u32 head, tail;
+
+  if (!f || !f->shr || !f->fs_hdr)
+    return 0;
+  c = f_start_cptr (f);
+  if (!c || c != f_end_cptr (f) || c->start_byte != 0)
+    return 0;
+  head = clib_atomic_load_acq_n (&f->shr->head);
+  tail = clib_atomic_load_acq_n (&f->shr->tail);
+  return head <= tail && tail <= c->length / 2;
+}
+
+/* An accepted cut-through connection: its FIFOs are shared with the peer
+ * application, and VPP's worker update would replace (and free) them under
+ * the peer. VPP's accept message names no addresses for cut-through
+ * connections (only ports), and always both for connections through its
+ * stack. */
+static int
+vppsys_accepted_cut_through (vcl_session_t *s)
+{
+  static const ip46_address_t zero;
+  return !memcmp (&s->transport.rmt_ip, &zero, sizeof (zero)) &&
+	 !memcmp (&s->transport.lcl_ip, &zero, sizeof (zero));
+}
+
+int
+vppsys_session_take_over_accepted (uint32_t sh, double wait_s)
+{
+  vcl_worker_t *wrk = vcl_worker_get_current ();
+  vcl_session_t *s = vppsys_current_session (sh);
+  vcl_session_state_t state;
+  svm_fifo_t *old_rx, *old_tx;
+  fifo_segment_t *fs;
+  uint32_t session_index;
+  f64 deadline;
+
+  if (!s)
+    return VPPSYS_MOVE_NO_SESSION;
+  if (s->session_state != VCL_STATE_READY || !s->vpp_evt_q ||
+      s->vpp_handle == SESSION_INVALID_HANDLE || s->ct_rx_fifo ||
+      vppsys_accepted_cut_through (s) || !vppsys_fifo_fresh (s->rx_fifo) ||
+      !vppsys_fifo_fresh (s->tx_fifo))
+    return VPPSYS_MOVE_NOT_MOVABLE;
+  state = s->session_state;
+  session_index = s->session_index;
+  old_rx = s->rx_fifo;
+  old_tx = s->tx_fifo;
+  vppsys_send_worker_update (wrk, s, s->vpp_evt_q);
+  deadline = clib_time_now (&wrk->clib_time) + wait_s;
+  while (1)
+    {
+      s = vppsys_session_get (wrk->wrk_index, session_index);
+      if (!s)
+	return VPPSYS_MOVE_NO_SESSION;
+      if (s->session_state == VCL_STATE_UPDATED)
+	break;
+      if (clib_time_now (&wrk->clib_time) > deadline)
+	{
+	  s->session_state = state;
+	  return VPPSYS_MOVE_VPP_TIMEOUT;
+	}
+      if (svm_msg_q_is_empty (wrk->app_event_queue))
+	usleep (20);
+      else
+	vcl_worker_flush_mq_events (wrk);
+    }
+  /* The VPP_CLOSING a disconnect may have set is kept. */
+  s->session_state = state;
+  if (s->rx_fifo != old_rx)
+    {
+      /* The client-side structures of the FIFOs VPP replaced. */
+      clib_rwlock_reader_lock (&vcm->segment_table_lock);
+      fs = fifo_segment_get_segment_if_valid (&vcm->segment_main,
+					      old_rx->segment_index);
+      if (fs)
+	{
+	  fifo_segment_free_client_fifo (fs, old_rx);
+	  fifo_segment_free_client_fifo (fs, old_tx);
+	}
+      clib_rwlock_reader_unlock (&vcm->segment_table_lock);
+    }
+  vppsys_session_claim_events (sh);
+  return 0;
+}
+
+/* The next accept on listener sh (current worker) takes a connection VPP
+ * gave another worker: 1, else 0. */
+int
+vppsys_listener_next_accept_foreign (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  vcl_session_msg_t *m;
+
+  if (!s || !vppsys_session_is_listener (s) ||
+      !clib_fifo_elts (s->accept_evts_fifo))
+    return 0;
+  m = clib_fifo_head (s->accept_evts_fifo);
+  return (m->flags & VPPSYS_ACCEPT_F_FOREIGN) != 0;
+}
+
+/* Session sh is a member of an epoll set (on the current worker): 1, or 0;
+ * -1 no session. */
+int
+vppsys_session_in_epoll (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s)
+    return -1;
+  return (s->flags & VCL_SESSION_F_IS_VEP_SESSION) != 0;
+}
+
+/* Puts session sh back into epoll set ep_sh (both on the current worker)
+ * with the events it was registered with before it moved. */
+int
+vppsys_session_rejoin (uint32_t ep_sh, uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  struct epoll_event ev;
+
+  if (!s)
+    return VPPCOM_EBADFD;
+  if (s->flags & VCL_SESSION_F_IS_VEP_SESSION)
+    return 0;
+  ev = s->vep.ev;
+  return vppcom_epoll_ctl (ep_sh, EPOLL_CTL_ADD, sh, &ev);
 }
 
 /*
@@ -398,6 +998,7 @@ vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
   vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
   vcl_worker_t *parent = vppsys_worker_get (parent_wrk_index);
   vcl_session_t *s;
+  u32 *stubs = 0, *si;
 
   if (!wrk || !parent)
     return -1;
@@ -412,6 +1013,12 @@ vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
 
   pool_foreach (s, wrk->sessions)
     {
+      if (vppsys_session_is_stub (s))
+	{
+	  /* A moved listener's stub is the parent's to take. */
+	  vec_add1 (stubs, s->session_index);
+	  continue;
+	}
       if (s->vep.vep_sh != (uint32_t) ~0)
 	s->vep.vep_sh = vcl_session_handle_from_index (s->vep.vep_sh & 0xFFFFFF);
       if (s->vep.next_sh != (uint32_t) ~0)
@@ -440,6 +1047,19 @@ vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
       else if (s->rx_fifo && s->tx_fifo)
 	vcl_session_share_fifos (s, s->rx_fifo, s->tx_fifo);
     }
+  vec_foreach (si, stubs)
+    {
+      uword *p;
+
+      s = pool_elt_at_index (wrk->sessions, *si);
+      p = hash_get (wrk->session_index_by_vpp_handles, s->vpp_handle);
+      if (p && p[0] == *si)
+	vcl_session_table_del_listener (wrk, s->vpp_handle);
+      /* (Its queued connections are the parent's, as is their queue.) */
+      s->accept_evts_fifo = 0;
+      pool_put (wrk->sessions, s);
+    }
+  vec_free (stubs);
   return 0;
 }
 
@@ -537,23 +1157,10 @@ vppsys_forget_postponed_events (uint32_t sh)
 {
   vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
   vcl_session_t *s = vppsys_current_session (sh);
-  session_event_t *e;
-  uint32_t i, kept = 0, index;
 
   if (!s || !wrk)
     return;
-  index = s->session_index;
-  for (i = 0; i < vec_len (wrk->unhandled_evts_vector); i++)
-    {
-      e = &wrk->unhandled_evts_vector[i];
-      if (e->session_index == index &&
-	  (e->postponed || e->event_type == SESSION_IO_EVT_RX ||
-	   e->event_type == SESSION_IO_EVT_TX))
-	continue;
-      wrk->unhandled_evts_vector[kept++] = *e;
-    }
-  if (wrk->unhandled_evts_vector)
-    vec_set_len (wrk->unhandled_evts_vector, kept);
+  vppsys_forget_events_of (wrk, s->session_index);
   s->flags &= ~VCL_SESSION_F_PENDING_DISCONNECT;
 }
 

@@ -98,27 +98,95 @@ fn parked_events_survive_a_failed_wait() {
     assert_eq!(parked(), 0);
 }
 
-/// A non-empty epoll set or an open session cannot move: `EBADFD`, and
-/// the owner keeps it.
+/// A connection, and an epoll set holding one, cannot move: `EBADFD`, and
+/// the owner keeps them.
 #[test]
-fn open_sessions_and_non_empty_sets_do_not_move() {
+fn connections_and_sets_holding_one_do_not_move() {
     let v = app(true);
-    let (_l, c, _s) = pair(v, false);
+    let (_l, c, s) = pair(v, false);
     let ep = v.epoll_create();
-    let lone = v.create(0, false);
     let mut e = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1 };
     // SAFETY: valid event pointer.
-    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, lone, &mut e) }, 0);
-    let (wc, wep, wlone) = thread::spawn(move || {
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut e) }, 0);
+    let (wc, wep) = thread::spawn(move || {
         let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
         // SAFETY: `out` is valid for 4 events.
         let wep = unsafe { v.epoll_wait(ep, out.as_mut_ptr(), 4, 0.0) };
-        (write(v, c, b"x"), wep, v.listen(lone, 1))
+        (write(v, c, b"x"), wep)
     })
     .join()
     .unwrap();
-    assert_eq!((wc, wep, wlone), (EBADFD, EBADFD, EBADFD));
+    assert_eq!((wc, wep), (EBADFD, EBADFD));
     assert_eq!(write(v, c, b"x"), 1, "the owner still has it");
+    let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+    // SAFETY: `out` is valid for 4 events.
+    assert_eq!(unsafe { v.epoll_wait(ep, out.as_mut_ptr(), 4, 0.0) }, 1, "the set still works here");
+    assert_eq!(v.vcl().violations(), 0);
+}
+
+/// A set with a member (a listener) made by one thread and waited on by
+/// another moves there with its member, which keeps its registration: a
+/// connection to the listener is reported by the set on the new worker.
+#[test]
+fn set_with_members_moves_to_the_waiting_thread_and_members_follow() {
+    let v = app(true);
+    let ep = v.epoll_create();
+    let l = v.create(0, false);
+    assert_eq!(v.listen(l, 4), 0);
+    let mut e = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 42 };
+    // SAFETY: valid event pointer.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, l, &mut e) }, 0);
+    let main_wrk = v.vcl().worker_index();
+    let (wrk, n, data, set_wrk, l_wrk) = thread::spawn(move || {
+        let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: `out` is valid for 4 events.
+        assert_eq!(unsafe { v.epoll_wait(ep, out.as_mut_ptr(), 4, 0.0) }, 0, "nothing yet");
+        let (set_wrk, l_wrk) = (worker_of(v, ep), worker_of(v, l));
+        let c = v.create(0, false);
+        let mut target = v.vlsh_to_sh(l);
+        // SAFETY: the double reads a u32 listener handle from `ep`.
+        assert_eq!(unsafe { v.connect(c, (&mut target as *mut u32).cast()) }, 0);
+        // SAFETY: `out` is valid for 4 events.
+        let n = unsafe { v.epoll_wait(ep, out.as_mut_ptr(), 4, 0.0) };
+        (v.vcl().worker_index(), n, out[0].u64, set_wrk, l_wrk)
+    })
+    .join()
+    .unwrap();
+    assert_ne!(wrk, main_wrk);
+    assert_eq!((set_wrk, l_wrk), (wrk, wrk), "set and member moved to the waiting thread");
+    assert_eq!((n, data), (1, 42), "the member's event, with the application's data");
+    assert_eq!(v.vcl().violations(), 0);
+}
+
+/// A member another thread takes away from its set (by using it) is
+/// brought back by the set's next wait on the set's thread, and rejoins it.
+#[test]
+fn member_taken_by_another_thread_comes_back_to_its_set() {
+    let v = app(true);
+    let ep = v.epoll_create();
+    let l2 = v.create(0, false);
+    let mut e = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 5 };
+    // SAFETY: valid event pointer.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, l2, &mut e) }, 0);
+    let (taken_tx, taken_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let t = thread::spawn(move || {
+        assert_eq!(v.listen(l2, 4), 0, "the member moves to this thread");
+        let w = v.vcl().worker_index();
+        taken_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+        w
+    });
+    taken_rx.recv().unwrap();
+    let here = v.vcl().worker_index();
+    assert_ne!(worker_of(v, l2), here, "taken away");
+    let mut out = [libc::epoll_event { events: 0, u64: 0 }; 4];
+    // SAFETY: `out` is valid for 4 events.
+    assert!(unsafe { v.epoll_wait(ep, out.as_mut_ptr(), 4, 0.0) } >= 0);
+    assert_eq!(worker_of(v, l2), here, "back on the set's worker");
+    assert!(v.vcl().in_epoll(v.vlsh_to_sh(l2)), "and in the set again");
+    done_tx.send(()).unwrap();
+    assert_ne!(t.join().unwrap(), here);
     assert_eq!(v.vcl().violations(), 0);
 }
 
@@ -346,5 +414,57 @@ fn mover_waiting_for_an_exiting_owner_gives_up() {
     assert_eq!(owner.join().unwrap(), 0);
     assert!(server.join().unwrap() >= 0);
     assert_eq!(v.close(h), 0);
+    assert_eq!(v.vcl().violations(), 0);
+}
+
+/// A listener moved by RPC leaves a stub on its old worker, which takes
+/// the connections VPP announces to that worker until it has handled the
+/// move (here: connections made to the listener's old handle). The mover
+/// takes the stub by RPC too (the old owner is inside VCL) and accepts
+/// them on its own worker.
+#[test]
+fn connections_announced_to_a_moved_listeners_old_worker_are_accepted_on_the_new_one() {
+    let v = app(true);
+    v.moves.direct_moves.store(false, Ordering::SeqCst);
+    let (l_tx, l_rx) = mpsc::channel();
+    let (flush_tx, flush_rx) = mpsc::channel::<bool>();
+    // The owner listens, then stays "inside VCL", handling its queue (the
+    // requests) only when told.
+    let owner = thread::spawn(move || {
+        let l = v.create(0, true);
+        assert_eq!(v.listen(l, 10), 0);
+        l_tx.send((l, v.vlsh_to_sh(l))).unwrap();
+        while flush_rx.recv().unwrap() {
+            v.vcl().flush_mq();
+        }
+    });
+    let (l, mut old_sh) = l_rx.recv().unwrap();
+    let mover = thread::spawn(move || {
+        // The listener moves here (by RPC), then its stub's connections.
+        // SAFETY: null endpoint is accepted by the double.
+        let s = unsafe { v.accept(l, std::ptr::null_mut(), libc::O_NONBLOCK) };
+        (s, worker_of(v, l) == v.vcl().worker_index())
+    });
+    until("the move request", || !v.moves.rpcs.is_empty());
+    flush_tx.send(true).unwrap();
+    until("the listener's stub", || v.vcl().stubs().0 == 1);
+    let c = v.create(0, false);
+    // SAFETY: the double reads a u32 listener handle from `ep`.
+    assert_eq!(unsafe { v.connect(c, (&mut old_sh as *mut u32).cast()) }, 0);
+    assert_eq!(v.vcl().stubs(), (1, 1), "queued on the stub");
+    while !mover.is_finished() {
+        flush_tx.send(true).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+    let (s, moved) = mover.join().unwrap();
+    flush_tx.send(false).unwrap();
+    owner.join().unwrap();
+    assert!(moved, "the listener moved");
+    assert!(s >= 0, "the connection queued on the stub was accepted: {s}");
+    assert_eq!(v.vcl().stubs(), (0, 0), "the stub is gone");
+    assert_eq!(write(v, c, b"hi"), 2);
+    let mut buf = [0u8; 4];
+    assert_eq!(read(v, s, &mut buf), 2);
+    assert_eq!(&buf[..2], b"hi");
     assert_eq!(v.vcl().violations(), 0);
 }
