@@ -1185,31 +1185,14 @@ vppsys_session_close (uint32_t sh)
  * copy overruns the new chunk in VPP's segment (VPP crashes) or loses data.
  * Safe: a cut-through connection (its FIFOs stay where they are), or both
  * FIFOs in their first chunk with at most half of it used (data arriving
- * before VPP handles the update must still fit).
+ * before VPP handles the update must still fit: vppsys_fifo_fresh).
  */
-static int
-vppsys_fifo_in_first_chunk (svm_fifo_t *f)
-{
-  svm_fifo_chunk_t *c;
-  u32 head, tail;
-
-  if (!f || !f->shr || !f->fs_hdr)
-    return 0;
-  c = f_start_cptr (f);
-  if (!c || c != f_end_cptr (f) || c->start_byte != 0)
-    return 0;
-  head = clib_atomic_load_acq_n (&f->shr->head);
-  tail = clib_atomic_load_acq_n (&f->shr->tail);
-  return head <= tail && tail <= c->length / 2;
-}
-
 static int
 vppsys_handover_is_safe (vcl_session_t *s)
 {
   if (s->ct_rx_fifo)
     return 1;
-  return vppsys_fifo_in_first_chunk (s->rx_fifo) &&
-	 vppsys_fifo_in_first_chunk (s->tx_fifo);
+  return vppsys_fifo_fresh (s->rx_fifo) && vppsys_fifo_fresh (s->tx_fifo);
 }
 
 /* vppsys_session_unshare kept the copy as VPP's owner (see there). */
