@@ -60,7 +60,10 @@
 //! and handed to a worker thread, a listener accepted on by another thread
 //! (VPP then hands that worker the new connections; several threads can
 //! take turns accepting on one listener), and an epoll set with its members
-//! (a set waited on by another thread brings its members along). A
+//! (a set waited on by another thread brings its members along). Moving a
+//! listener costs a connection still in its TCP handshake at that moment:
+//! VPP resets it when it stops the old worker's listen (the client sees a
+//! reset and connects again). A
 //! connection does not move (VPP's hand-over of a connection to another
 //! worker corrupts FIFOs that have grown; `engine::migrate`): other threads
 //! get `VPPCOM_EBADFD` on it, and so on a set holding one. With the safe API
