@@ -48,7 +48,8 @@
 //! children against one VPP; the parent fails the test unless they pass
 //! within [`CHILD_TIMEOUT`]. A program (an example, a benchmark) does the
 //! same with [`spawn_role`], [`role`] and [`finish`].
-//! [`wait_output_with_timeout`] waits for any child with a deadline.
+//! [`wait_output_with_timeout`] waits for any child with a deadline, and
+//! prints the stacks of a child it kills ([`thread_stacks`]).
 //!
 //! ## Unmodified programs under LDP
 //!
@@ -148,7 +149,9 @@ mod programs;
 mod role;
 mod vcl_conf;
 
-pub use child::{die_with_parent, in_child, run_test_in_child, wait_output_with_timeout, CHILD_ENV};
+pub use child::{
+    die_with_parent, in_child, run_test_in_child, thread_stacks, wait_output_with_timeout, CHILD_ENV,
+};
 pub use install::{VppInstall, FALLBACK_PREFIX, VPP_PREFIX_ENV};
 pub use instance::{VppInstance, VppOptions, EXTERNAL_VPP_ENV};
 pub use isolated::{
