@@ -73,7 +73,7 @@ pub fn wait_output_with_timeout(mut child: Child, timeout: Duration) -> io::Resu
             // little for the end of the output, not for them.
             let until = Instant::now() + Duration::from_secs(2);
             let mut stderr = err.collect(until);
-            stderr.extend_from_slice(format!("\n[harness: killed after {timeout:?}]\n").as_bytes());
+            stderr.extend_from_slice(format!("\n{KILLED_MARK} {timeout:?}]\n").as_bytes());
             stderr.extend_from_slice(stacks.as_bytes());
             return Ok(Output { status: timed_out_status(), stdout: out.collect(until), stderr });
         }
@@ -83,6 +83,16 @@ pub fn wait_output_with_timeout(mut child: Child, timeout: Duration) -> io::Resu
     // until the deadline (plus a moment), then take what came.
     let until = deadline.max(Instant::now()) + Duration::from_secs(2);
     Ok(Output { status, stdout: out.collect(until), stderr: err.collect(until) })
+}
+
+/// How [`wait_output_with_timeout`] says in a child's stderr that it
+/// killed the child at its time limit.
+const KILLED_MARK: &str = "[harness: killed after";
+
+/// True if `out` is of a child [`wait_output_with_timeout`] killed at its
+/// time limit.
+pub(crate) fn was_killed(out: &Output) -> bool {
+    String::from_utf8_lossy(&out.stderr).contains(KILLED_MARK)
 }
 
 /// The debugger [`wait_output_with_timeout`] prints a hung child's stacks with.
