@@ -57,7 +57,13 @@ pub fn run_test_in_child(name: &str, envs: &[(&str, OsString)], timeout: Duratio
 /// after that; the output gathered so far is returned either way. Before
 /// killing it, the stacks of all its threads ([`thread_stacks`]) are added
 /// to its stderr, to show where it hung.
-pub fn wait_output_with_timeout(mut child: Child, timeout: Duration) -> io::Result<Output> {
+pub fn wait_output_with_timeout(child: Child, timeout: Duration) -> io::Result<Output> {
+    wait_output(child, timeout, true)
+}
+
+/// [`wait_output_with_timeout`], printing the stacks of a child it kills
+/// only if `stacks`.
+pub(crate) fn wait_output(mut child: Child, timeout: Duration, stacks: bool) -> io::Result<Output> {
     let out = OutputReader::spawn(child.stdout.take());
     let err = OutputReader::spawn(child.stderr.take());
     let deadline = Instant::now() + timeout;
@@ -66,7 +72,7 @@ pub fn wait_output_with_timeout(mut child: Child, timeout: Duration) -> io::Resu
             break status;
         }
         if Instant::now() > deadline {
-            let stacks = thread_stacks(child.id());
+            let stacks = if stacks { thread_stacks(child.id()) } else { String::new() };
             let _ = child.kill();
             let _ = child.wait();
             // Descendants of the child may still hold the pipes: wait a
@@ -102,7 +108,7 @@ const GDB: &str = "/usr/bin/gdb";
 const GDB_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The stacks of all threads of process `pid`, as text for a test's output:
-/// `gdb -batch -ex 'thread apply all bt'` (killed after [`GDB_TIMEOUT`]),
+/// `gdb -batch -ex 'thread apply all bt'` (killed after 20 s),
 /// or, when gdb is missing or fails, each thread's name, state and kernel
 /// wait channel from `/proc/<pid>/task`.
 pub fn thread_stacks(pid: u32) -> String {
@@ -122,33 +128,23 @@ fn thread_stacks_with(pid: u32, gdb: &Path) -> String {
 }
 
 fn gdb_backtraces(pid: u32, gdb: &Path) -> io::Result<String> {
-    let mut cmd = Command::new(gdb);
-    cmd.args(["-nx", "-batch", "-p", &pid.to_string(), "-ex", "thread apply all bt"])
+    let gdb = Command::new(gdb)
+        .args(["-nx", "-batch", "-p", &pid.to_string(), "-ex", "thread apply all bt"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let out = OutputReader::spawn(child.stdout.take());
-    let err = OutputReader::spawn(child.stderr.take());
-    let deadline = Instant::now() + GDB_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            // The kernel detaches a dead tracer's tracees.
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(io::Error::other(format!("no answer within {GDB_TIMEOUT:?}")));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let until = Instant::now() + Duration::from_secs(2);
-    let stdout = String::from_utf8_lossy(&out.collect(until)).into_owned();
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // (A killed gdb leaves the process: the kernel detaches a dead
+    // tracer's tracees.)
+    let out = wait_output(gdb, GDB_TIMEOUT, false)?;
+    if was_killed(&out) {
+        return Err(io::Error::other(format!("no answer within {GDB_TIMEOUT:?}")));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     // Without a "Thread 1 ..." header gdb did not get at the process.
-    if !status.success() || !stdout.contains("Thread ") {
-        let stderr = String::from_utf8_lossy(&err.collect(until)).into_owned();
-        return Err(io::Error::other(format!("{status}: {}", stderr.trim())));
+    if !out.status.success() || !stdout.contains("Thread ") {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(io::Error::other(format!("{}: {}", out.status, stderr.trim())));
     }
     Ok(stdout)
 }
