@@ -10,11 +10,13 @@
 //! CLI/API/stats socket paths, a unique shared-memory API prefix, 4 KiB pages
 //! everywhere (no hugepages, no root-only set-up), no plugins unless asked
 //! ([`VppOptions`]), and the session layer enabled. It waits until VPP
-//! answers on its CLI socket and its application socket exists. Instances
-//! started at the same time, by one test binary or several, do not see each
-//! other. Dropping an instance — also while a test panics — stops VPP
-//! (SIGTERM, then SIGKILL), removes its directory and its `/dev/shm` files,
-//! and prints VPP's log if the thread is panicking. VPP also gets SIGTERM if
+//! answers on its CLI socket and its application socket exists, and
+//! starts another VPP if the clock of this one does not keep time (see
+//! [`VppInstance::start_with`]). Instances started at the same time, by
+//! one test binary or several, do not see each other. Dropping an
+//! instance — also while a test panics — stops VPP (SIGTERM, then
+//! SIGKILL), removes its directory and its `/dev/shm` files, and prints
+//! VPP's log if the thread is panicking. VPP also gets SIGTERM if
 //! the thread that started it dies without dropping it.
 //!
 //! A VCL application is pointed at an instance with a `vcl.conf` written by
