@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,8 +54,16 @@ pub fn run_test_in_child(name: &str, envs: &[(&str, OsString)], timeout: Duratio
 }
 
 /// Waits for `child` (stdout/stderr piped) at most `timeout`, killing it
-/// after that; the output gathered so far is returned either way.
-pub fn wait_output_with_timeout(mut child: Child, timeout: Duration) -> io::Result<Output> {
+/// after that; the output gathered so far is returned either way. Before
+/// killing it, the stacks of all its threads ([`thread_stacks`]) are added
+/// to its stderr, to show where it hung.
+pub fn wait_output_with_timeout(child: Child, timeout: Duration) -> io::Result<Output> {
+    wait_output(child, timeout, true)
+}
+
+/// [`wait_output_with_timeout`], printing the stacks of a child it kills
+/// only if `stacks`.
+pub(crate) fn wait_output(mut child: Child, timeout: Duration, stacks: bool) -> io::Result<Output> {
     let out = OutputReader::spawn(child.stdout.take());
     let err = OutputReader::spawn(child.stderr.take());
     let deadline = Instant::now() + timeout;
@@ -63,13 +72,15 @@ pub fn wait_output_with_timeout(mut child: Child, timeout: Duration) -> io::Resu
             break status;
         }
         if Instant::now() > deadline {
+            let stacks = if stacks { thread_stacks(child.id()) } else { String::new() };
             let _ = child.kill();
             let _ = child.wait();
             // Descendants of the child may still hold the pipes: wait a
             // little for the end of the output, not for them.
             let until = Instant::now() + Duration::from_secs(2);
             let mut stderr = err.collect(until);
-            stderr.extend_from_slice(format!("\n[harness: killed after {timeout:?}]\n").as_bytes());
+            stderr.extend_from_slice(format!("\n{KILLED_MARK} {timeout:?}]\n").as_bytes());
+            stderr.extend_from_slice(stacks.as_bytes());
             return Ok(Output { status: timed_out_status(), stdout: out.collect(until), stderr });
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -78,6 +89,88 @@ pub fn wait_output_with_timeout(mut child: Child, timeout: Duration) -> io::Resu
     // until the deadline (plus a moment), then take what came.
     let until = deadline.max(Instant::now()) + Duration::from_secs(2);
     Ok(Output { status, stdout: out.collect(until), stderr: err.collect(until) })
+}
+
+/// How [`wait_output_with_timeout`] says in a child's stderr that it
+/// killed the child at its time limit.
+const KILLED_MARK: &str = "[harness: killed after";
+
+/// True if `out` is of a child [`wait_output_with_timeout`] killed at its
+/// time limit.
+pub(crate) fn was_killed(out: &Output) -> bool {
+    String::from_utf8_lossy(&out.stderr).contains(KILLED_MARK)
+}
+
+/// The debugger [`wait_output_with_timeout`] prints a hung child's stacks with.
+const GDB: &str = "/usr/bin/gdb";
+
+/// How long gdb may take to print a hung child's stacks.
+const GDB_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The stacks of all threads of process `pid`, as text for a test's output:
+/// `gdb -batch -ex 'thread apply all bt'` (killed after 20 s),
+/// or, when gdb is missing or fails, each thread's name, state and kernel
+/// wait channel from `/proc/<pid>/task`.
+pub fn thread_stacks(pid: u32) -> String {
+    thread_stacks_with(pid, Path::new(GDB))
+}
+
+fn thread_stacks_with(pid: u32, gdb: &Path) -> String {
+    let mut report = format!("[harness: stacks of process {pid}]\n");
+    match gdb_backtraces(pid, gdb) {
+        Ok(bt) => report += &bt,
+        Err(e) => {
+            report += &format!("(gdb: {e}; threads from /proc instead)\n");
+            report += &proc_threads(pid);
+        }
+    }
+    report
+}
+
+fn gdb_backtraces(pid: u32, gdb: &Path) -> io::Result<String> {
+    let gdb = Command::new(gdb)
+        .args(["-nx", "-batch", "-p", &pid.to_string(), "-ex", "thread apply all bt"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // (A killed gdb leaves the process: the kernel detaches a dead
+    // tracer's tracees.)
+    let out = wait_output(gdb, GDB_TIMEOUT, false)?;
+    if was_killed(&out) {
+        return Err(io::Error::other(format!("no answer within {GDB_TIMEOUT:?}")));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Without a "Thread 1 ..." header gdb did not get at the process.
+    if !out.status.success() || !stdout.contains("Thread ") {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(io::Error::other(format!("{}: {}", out.status, stderr.trim())));
+    }
+    Ok(stdout)
+}
+
+/// One line per thread of `pid`: id, name, state and wait channel.
+fn proc_threads(pid: u32) -> String {
+    let task = format!("/proc/{pid}/task");
+    let Ok(dir) = std::fs::read_dir(&task) else {
+        return format!("({task} unreadable)\n");
+    };
+    let mut tids: Vec<String> = dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    tids.sort_by_key(|t| t.parse::<u32>().unwrap_or(0));
+    let mut lines = String::new();
+    for tid in tids {
+        let read = |f: &str| std::fs::read_to_string(format!("{task}/{tid}/{f}")).unwrap_or_default();
+        // stat is "tid (comm) state ...": the state follows the last ')'.
+        let stat = read("stat");
+        let (comm, state) = match (stat.find('('), stat.rfind(')')) {
+            (Some(a), Some(b)) if a < b => {
+                (&stat[a + 1..b], stat[b + 1..].split_whitespace().next().unwrap_or("?"))
+            }
+            _ => ("?", "?"),
+        };
+        lines += &format!("thread {tid} ({comm}): state {state}, wchan {}\n", read("wchan"));
+    }
+    lines
 }
 
 /// Reads a child's pipe on a thread of its own, keeping what came so far.
@@ -138,6 +231,30 @@ mod tests {
         let out = wait_output_with_timeout(child, Duration::from_millis(200)).unwrap();
         assert!(t.elapsed() < Duration::from_secs(5));
         assert!(!out.status.success());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("killed after"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("killed after"));
+        assert!(stderr.contains("[harness: stacks of process"), "{stderr}");
+    }
+
+    #[test]
+    fn thread_stacks_names_every_thread() {
+        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
+        let pid = child.id();
+        // Until it sleeps (it may still be starting).
+        let asleep = Instant::now() + Duration::from_secs(10);
+        while !proc_threads(pid).contains("state S") && Instant::now() < asleep {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Without gdb: one line per thread from /proc.
+        let report = thread_stacks_with(pid, Path::new("/nonexistent/gdb"));
+        assert!(report.contains("threads from /proc instead"), "{report}");
+        assert!(report.contains(&format!("thread {pid} (sleep): state S")), "{report}");
+        // With gdb, where there is one: its backtrace of the thread.
+        if Path::new(GDB).exists() {
+            let report = thread_stacks(pid);
+            assert!(report.contains("Thread 1") && report.contains("#0 "), "{report}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -22,6 +22,18 @@ pub const EXTERNAL_VPP_ENV: &str = "VLS_VPP_EXTERNAL_DIR";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long VPP gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long one `vppctl` command may take.
+const VPPCTL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `show clock` may take in [`VppInstance::check_clock`].
+const CLOCK_CLI_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many VPPs [`VppInstance::start_with`] starts, at most, to get one
+/// whose clock keeps time.
+const CLOCK_TRIES: u32 = 5;
+/// A VPP clock running faster or slower than real time by more than this
+/// factor is wrong.
+const CLOCK_MAX_SKEW: f64 = 2.0;
+/// What VPP prints each time it refuses to correct its clock rate.
+const CLOCK_REJECTS: &str = "Rejecting large frequency change";
 
 static INSTANCE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -102,7 +114,33 @@ impl VppInstance {
     }
 
     /// Starts VPP from `install` with `options` and waits until it answers.
+    ///
+    /// A VPP whose clock does not keep time ([`check_clock`](Self::check_clock))
+    /// is stopped and started again (up to 5 VPPs in all). Where VPP has
+    /// to estimate the CPU's TSC rate (x86 without a TSC rate in CPUID,
+    /// e.g. AMD or virtual machines), it times one 1 ms sample at start;
+    /// preempted during it, on a busy machine, it can take a rate that is
+    /// off by any factor, keeps it for good (it rejects every later
+    /// correction of more than 1%), and a clock a thousand times fast
+    /// leaves it expiring timer-wheel slots instead of serving its
+    /// applications: their calls hang.
     pub fn start_with(install: VppInstall, options: VppOptions) -> io::Result<Self> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::start_once(install.clone(), &options)? {
+                Ok(instance) => return Ok(instance),
+                Err(why) if tries < CLOCK_TRIES => {
+                    tracing::warn!("{why}; starting another VPP");
+                    eprintln!("vpp-harness: {why}; starting another VPP");
+                }
+                Err(why) => return Err(io::Error::other(format!("{why} ({tries} VPPs started)"))),
+            }
+        }
+    }
+
+    /// Starts one VPP; `Ok(Err(why))` if its clock does not keep time.
+    fn start_once(install: VppInstall, options: &VppOptions) -> io::Result<Result<Self, String>> {
         let n = INSTANCE_COUNTER.fetch_add(1, Ordering::Relaxed);
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let tag = format!("{}-{}-{:x}", std::process::id(), n, nanos);
@@ -112,7 +150,7 @@ impl VppInstance {
         let mut instance = VppInstance { install, child: None, dir, api_prefix, external: false };
 
         let conf = instance.dir.join("startup.conf");
-        std::fs::write(&conf, instance.render_startup(&options))?;
+        std::fs::write(&conf, instance.render_startup(options))?;
         let out = std::fs::File::create(instance.dir.join("vpp.stdout"))?;
         let mut cmd = Command::new(instance.install.vpp_bin());
         // VPP gets SIGTERM if the thread that started it dies without
@@ -130,8 +168,51 @@ impl VppInstance {
             })?;
         tracing::debug!(pid = child.id(), dir = %instance.dir.display(), "vpp started");
         instance.child = Some(child);
-        instance.wait_ready()?;
-        Ok(instance)
+        if let Err(e) = instance.wait_ready() {
+            if instance.log().contains(CLOCK_REJECTS) {
+                return Ok(Err(e.to_string()));
+            }
+            return Err(e);
+        }
+        match instance.check_clock() {
+            Ok(()) => Ok(Ok(instance)),
+            Err(e) => Ok(Err(e.to_string())),
+        }
+    }
+
+    /// Fails unless VPP's clock keeps time: its rate ([`clock_rate`](Self::clock_rate))
+    /// within a factor of 2 of real time, and `show clock` answered within
+    /// 10 s (a VPP whose clock runs far too fast is busy with its timers).
+    pub fn check_clock(&self) -> io::Result<()> {
+        match self.clock_rate_within(Duration::from_millis(100), CLOCK_CLI_TIMEOUT) {
+            Ok((low, high)) if low > CLOCK_MAX_SKEW || high < 1.0 / CLOCK_MAX_SKEW => {
+                Err(io::Error::other(format!("VPP's clock runs at {low:.3}..{high:.3} times real time")))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(io::Error::other(format!("VPP does not tell its time ({e})"))),
+        }
+    }
+
+    /// How fast VPP's clock runs against real time: bounds `(low, high)`
+    /// of the ratio, from two readings of `show clock` `gap` apart (each
+    /// taken at an unknown moment of its `vppctl` call, hence bounds; a
+    /// clock that keeps time gives `low <= 1 <= high`).
+    pub fn clock_rate(&self, gap: Duration) -> io::Result<(f64, f64)> {
+        self.clock_rate_within(gap, VPPCTL_TIMEOUT)
+    }
+
+    fn clock_rate_within(&self, gap: Duration, cli_timeout: Duration) -> io::Result<(f64, f64)> {
+        let read = || -> io::Result<(Instant, f64, Instant)> {
+            let before = Instant::now();
+            let out = self.vppctl_within("show clock", cli_timeout)?;
+            let after = Instant::now();
+            Ok((before, parse_time_now(&out)?, after))
+        };
+        let (before1, t1, after1) = read()?;
+        std::thread::sleep(gap);
+        let (before2, t2, after2) = read()?;
+        let vpp = t2 - t1;
+        Ok((vpp / (after2 - before1).as_secs_f64(), vpp / (before2 - after1).as_secs_f64()))
     }
 
     fn render_startup(&self, o: &VppOptions) -> String {
@@ -172,10 +253,16 @@ impl VppInstance {
             if self.app_socket().exists() && self.vppctl("show version").is_ok() {
                 return Ok(());
             }
+            if self.log().contains(CLOCK_REJECTS) {
+                return Err(io::Error::other(format!(
+                    "VPP's clock does not keep time (it logs {CLOCK_REJECTS:?})"
+                )));
+            }
             if Instant::now() > deadline {
+                let stacks = self.pid().map(crate::thread_stacks).unwrap_or_default();
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("vpp did not answer within {START_TIMEOUT:?}\n{}", self.log()),
+                    format!("vpp did not answer within {START_TIMEOUT:?}\n{}{stacks}", self.log()),
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -227,14 +314,22 @@ impl VppInstance {
     }
 
     /// Runs one CLI command with `vppctl` and returns its output. A command
-    /// VPP rejects (its output starts with a known error word) is an error.
+    /// VPP rejects (its output starts with a known error word), or one that
+    /// takes more than 30 s, is an error.
     pub fn vppctl(&self, cmd: &str) -> io::Result<String> {
-        let out = Command::new(self.install.vppctl_bin())
+        self.vppctl_within(cmd, VPPCTL_TIMEOUT)
+    }
+
+    fn vppctl_within(&self, cmd: &str, timeout: Duration) -> io::Result<String> {
+        let child = Command::new(self.install.vppctl_bin())
             .arg("-s")
             .arg(self.cli_socket())
             .args(cmd.split_whitespace())
             .stdin(Stdio::null())
-            .output()?;
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let out = crate::child::wait_output(child, timeout, false)?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let failed = !out.status.success()
             || text.trim_start().starts_with("unknown input")
@@ -389,6 +484,15 @@ impl Drop for VppInstance {
     }
 }
 
+/// The seconds of "Time now <seconds>" in the output of `show clock`.
+fn parse_time_now(out: &str) -> io::Result<f64> {
+    out.split("Time now")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|t| t.trim_end_matches(',').parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no time in `show clock` output {out:?}")))
+}
+
 fn shm_files_with_prefix(prefix: &str) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir("/dev/shm") else { return Vec::new() };
     rd.filter_map(|e| e.ok())
@@ -425,5 +529,12 @@ mod tests {
         }
         // Dropping an instance that never started is harmless.
         drop(i);
+    }
+
+    #[test]
+    fn show_clock_time_is_parsed() {
+        assert_eq!(parse_time_now("Time now 3.659532, Wed, 02 Dec 2026 00:08:44 GMT\n").unwrap(), 3.659532);
+        assert_eq!(parse_time_now("Time now 12.5\n  cpu time 12.5 now 1").unwrap(), 12.5);
+        assert!(parse_time_now("unknown input").is_err());
     }
 }

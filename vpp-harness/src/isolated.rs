@@ -10,7 +10,8 @@ use std::net::Ipv4Addr;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use crate::{in_child, role, run_test_in_child, VclConf, VppInstall, VppInstance, ROLE_ENV};
+use crate::child::was_killed;
+use crate::{in_child, role, run_test_in_child, thread_stacks, VclConf, VppInstall, VppInstance, ROLE_ENV};
 
 /// How long one test body may run before it is killed and failed.
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,11 +42,33 @@ pub fn run_isolated(
     let out = run_test_in_child(name, &envs, CHILD_TIMEOUT).expect("spawn test child");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "test child {name} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-        out.status
-    );
+    if !(out.status.success() && stdout.contains("1 passed")) {
+        let mut vpp = vpp;
+        let vpp_state = vpp_report(&mut vpp, was_killed(&out));
+        panic!(
+            "test child {name} failed ({}):\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n{vpp_state}",
+            out.status
+        );
+    }
+}
+
+/// For the report of a failed test child: whether VPP still runs, its
+/// thread stacks if it does and a child was killed at its time limit (a
+/// hang may be VPP's), and its log.
+fn vpp_report(vpp: &mut VppInstance, killed: bool) -> String {
+    let mut s = String::from("===== VPP =====\n");
+    match (vpp.exited(), vpp.pid()) {
+        (Some(status), _) => s += &format!("VPP had ended: {status}\n"),
+        (None, Some(pid)) => {
+            s += "VPP still runs\n";
+            if killed {
+                s += &thread_stacks(pid);
+            }
+        }
+        (None, None) => s += "VPP is external\n",
+    }
+    s += &vpp.log();
+    s
 }
 
 /// Both sides in the default namespace, cut-through.
@@ -83,7 +106,9 @@ pub fn run_pair(
 pub struct PairOutcome {
     /// Both sides succeeded.
     pub ok: bool,
-    /// Both sides' status, stdout and stderr.
+    /// Both sides' status, stdout and stderr; if a side failed, also
+    /// VPP's state and log (and its stacks if a side was killed at its
+    /// time limit while VPP still ran).
     pub report: String,
     /// VPP itself had ended (crashed) by the time both sides were done.
     pub vpp_died: Option<ExitStatus>,
@@ -121,11 +146,13 @@ pub fn run_pair_outcome(
     let (srv, cli) = (spawn("server"), spawn("client"));
     let mut report = String::new();
     let mut ok = true;
+    let mut killed = false;
     for (role, h) in [("server", srv), ("client", cli)] {
         let out = h.join().unwrap().expect("spawn test child");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let role_ok = out.status.success() && stdout.contains("1 passed");
         ok &= role_ok;
+        killed |= was_killed(&out);
         report += &format!(
             "===== {role} ({}, {}) =====\n--- stdout ---\n{stdout}\n--- stderr ---\n{}\n",
             out.status,
@@ -135,13 +162,7 @@ pub fn run_pair_outcome(
     }
     let vpp_died = vpp.exited();
     if !ok {
-        // Whether VPP itself went down tells a VPP crash from the code
-        // under test's.
-        let state = match vpp_died {
-            Some(status) => format!("ended: {status}"),
-            None => "still running".to_string(),
-        };
-        report += &format!("===== VPP ({state}) =====\n{}\n", vpp.log());
+        report += &vpp_report(&mut vpp, killed);
     }
     Some(PairOutcome { ok, report, vpp_died })
 }

@@ -10,11 +10,13 @@
 //! CLI/API/stats socket paths, a unique shared-memory API prefix, 4 KiB pages
 //! everywhere (no hugepages, no root-only set-up), no plugins unless asked
 //! ([`VppOptions`]), and the session layer enabled. It waits until VPP
-//! answers on its CLI socket and its application socket exists. Instances
-//! started at the same time, by one test binary or several, do not see each
-//! other. Dropping an instance — also while a test panics — stops VPP
-//! (SIGTERM, then SIGKILL), removes its directory and its `/dev/shm` files,
-//! and prints VPP's log if the thread is panicking. VPP also gets SIGTERM if
+//! answers on its CLI socket and its application socket exists, and
+//! starts another VPP if the clock of this one does not keep time (see
+//! [`VppInstance::start_with`]). Instances started at the same time, by
+//! one test binary or several, do not see each other. Dropping an
+//! instance — also while a test panics — stops VPP (SIGTERM, then
+//! SIGKILL), removes its directory and its `/dev/shm` files, and prints
+//! VPP's log if the thread is panicking. VPP also gets SIGTERM if
 //! the thread that started it dies without dropping it.
 //!
 //! A VCL application is pointed at an instance with a `vcl.conf` written by
@@ -48,7 +50,8 @@
 //! children against one VPP; the parent fails the test unless they pass
 //! within [`CHILD_TIMEOUT`]. A program (an example, a benchmark) does the
 //! same with [`spawn_role`], [`role`] and [`finish`].
-//! [`wait_output_with_timeout`] waits for any child with a deadline.
+//! [`wait_output_with_timeout`] waits for any child with a deadline, and
+//! prints the stacks of a child it kills ([`thread_stacks`]).
 //!
 //! ## Unmodified programs under LDP
 //!
@@ -148,7 +151,9 @@ mod programs;
 mod role;
 mod vcl_conf;
 
-pub use child::{die_with_parent, in_child, run_test_in_child, wait_output_with_timeout, CHILD_ENV};
+pub use child::{
+    die_with_parent, in_child, run_test_in_child, thread_stacks, wait_output_with_timeout, CHILD_ENV,
+};
 pub use install::{VppInstall, FALLBACK_PREFIX, VPP_PREFIX_ENV};
 pub use instance::{VppInstance, VppOptions, EXTERNAL_VPP_ENV};
 pub use isolated::{
