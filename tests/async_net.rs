@@ -789,9 +789,17 @@ fn async_udp_through_stack() {
                     assert!(tries <= 100, "no echo of the first datagram within 100 tries");
                     let sock = UdpSocket::connect_to(a).await.unwrap();
                     assert_eq!(sock.peer_addr().unwrap(), a);
+                    // Before the server is bound (and seen with the
+                    // blocking API too, right after a connect on a busy
+                    // machine) the new socket may be not connected yet, or
+                    // reset: a new socket is made. Only for the first
+                    // datagram; after its echo any error fails.
+                    let not_yet = |e: &io::Error| {
+                        matches!(e.kind(), io::ErrorKind::NotConnected | io::ErrorKind::ConnectionReset)
+                    };
                     match sock.send(&[0u8; 1200]).await {
                         Ok(n) => assert_eq!(n, 1200),
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => continue,
+                        Err(e) if not_yet(&e) => continue,
                         Err(e) => panic!("send: {e}"),
                     }
                     match tokio::time::timeout(Duration::from_millis(200), sock.recv(&mut back)).await {
@@ -799,9 +807,7 @@ fn async_udp_through_stack() {
                             assert_eq!(n, 1200);
                             break sock;
                         }
-                        // Seen with the blocking API too, right after a
-                        // connect on a busy machine: a new socket is made.
-                        Ok(Err(e)) if e.kind() == io::ErrorKind::NotConnected => continue,
+                        Ok(Err(e)) if not_yet(&e) => continue,
                         Ok(Err(e)) => panic!("recv: {e}"),
                         Err(_) => continue,
                     }
