@@ -784,36 +784,17 @@ vppsys_send_worker_update (vcl_worker_t *wrk, vcl_session_t *s,
   app_send_ctrl_evt_to_vpp (mq, app_evt);
 }
 
-/*
- * After move_in of a listener: makes the current worker the listener's
- * owner in VPP (new connections come here), waiting at most wait_s seconds
- * for VPP's answer while handling this worker's queue. 1 (a listener: its
- * stub on the old worker is to be taken, see above), 0 (nothing to do: a
- * session VPP does not know, an epoll set), VPPSYS_MOVE_NO_SESSION,
- * VPPSYS_MOVE_NOT_MOVABLE (a connection, see above), or
- * VPPSYS_MOVE_VPP_TIMEOUT (no answer: VPP may still send the previous
- * worker new connections).
- */
-int
-vppsys_session_take_over (uint32_t sh, double wait_s)
+/* Waits at most wait_s seconds, handling worker wrk's queue, for VPP's
+ * answer to a worker update for session_index (VCL's reply handler sets
+ * the state to UPDATED), then gives the session back state. 0,
+ * VPPSYS_MOVE_NO_SESSION or VPPSYS_MOVE_VPP_TIMEOUT. */
+static int
+vppsys_wait_worker_update (vcl_worker_t *wrk, uint32_t session_index,
+			   vcl_session_state_t state, double wait_s)
 {
-  vcl_worker_t *wrk = vcl_worker_get_current ();
-  vcl_session_t *s = vppsys_current_session (sh);
-  vcl_session_state_t state;
-  uint32_t session_index;
-  f64 deadline;
+  f64 deadline = clib_time_now (&wrk->clib_time) + wait_s;
+  vcl_session_t *s;
 
-  if (!s)
-    return VPPSYS_MOVE_NO_SESSION;
-  if (s->vpp_handle == SESSION_INVALID_HANDLE || (s->flags & VCL_SESSION_F_IS_VEP))
-    return 0;
-  if (!vppsys_session_is_listener (s))
-    return VPPSYS_MOVE_NOT_MOVABLE;
-  state = s->session_state;
-  session_index = s->session_index;
-  vppsys_send_worker_update (wrk, s, vcl_worker_ctrl_mq (wrk));
-  /* VPP's answer sets the state to UPDATED (VCL's reply handler). */
-  deadline = clib_time_now (&wrk->clib_time) + wait_s;
   while (1)
     {
       s = vppsys_session_get (wrk->wrk_index, session_index);
@@ -832,7 +813,39 @@ vppsys_session_take_over (uint32_t sh, double wait_s)
 	vcl_worker_flush_mq_events (wrk);
     }
   s->session_state = state;
-  return 1;
+  return 0;
+}
+
+/*
+ * After move_in of a listener: makes the current worker the listener's
+ * owner in VPP (new connections come here), waiting at most wait_s seconds
+ * for VPP's answer while handling this worker's queue. 1 (a listener: its
+ * stub on the old worker is to be taken, see above), 0 (nothing to do: a
+ * session VPP does not know, an epoll set), VPPSYS_MOVE_NO_SESSION,
+ * VPPSYS_MOVE_NOT_MOVABLE (a connection, see above), or
+ * VPPSYS_MOVE_VPP_TIMEOUT (no answer: VPP may still send the previous
+ * worker new connections).
+ */
+int
+vppsys_session_take_over (uint32_t sh, double wait_s)
+{
+  vcl_worker_t *wrk = vcl_worker_get_current ();
+  vcl_session_t *s = vppsys_current_session (sh);
+  vcl_session_state_t state;
+  uint32_t session_index;
+  int rv;
+
+  if (!s)
+    return VPPSYS_MOVE_NO_SESSION;
+  if (s->vpp_handle == SESSION_INVALID_HANDLE || (s->flags & VCL_SESSION_F_IS_VEP))
+    return 0;
+  if (!vppsys_session_is_listener (s))
+    return VPPSYS_MOVE_NOT_MOVABLE;
+  state = s->session_state;
+  session_index = s->session_index;
+  vppsys_send_worker_update (wrk, s, vcl_worker_ctrl_mq (wrk));
+  rv = vppsys_wait_worker_update (wrk, session_index, state, wait_s);
+  return rv ? rv : 1;
 }
 
 /*
@@ -887,7 +900,7 @@ vppsys_session_take_over_accepted (uint32_t sh, double wait_s)
   svm_fifo_t *old_rx, *old_tx;
   fifo_segment_t *fs;
   uint32_t session_index;
-  f64 deadline;
+  int rv;
 
   if (!s)
     return VPPSYS_MOVE_NO_SESSION;
@@ -901,26 +914,9 @@ vppsys_session_take_over_accepted (uint32_t sh, double wait_s)
   old_rx = s->rx_fifo;
   old_tx = s->tx_fifo;
   vppsys_send_worker_update (wrk, s, s->vpp_evt_q);
-  deadline = clib_time_now (&wrk->clib_time) + wait_s;
-  while (1)
-    {
-      s = vppsys_session_get (wrk->wrk_index, session_index);
-      if (!s)
-	return VPPSYS_MOVE_NO_SESSION;
-      if (s->session_state == VCL_STATE_UPDATED)
-	break;
-      if (clib_time_now (&wrk->clib_time) > deadline)
-	{
-	  s->session_state = state;
-	  return VPPSYS_MOVE_VPP_TIMEOUT;
-	}
-      if (svm_msg_q_is_empty (wrk->app_event_queue))
-	usleep (20);
-      else
-	vcl_worker_flush_mq_events (wrk);
-    }
-  /* The VPP_CLOSING a disconnect may have set is kept. */
-  s->session_state = state;
+  if ((rv = vppsys_wait_worker_update (wrk, session_index, state, wait_s)))
+    return rv;
+  s = vppsys_session_get (wrk->wrk_index, session_index);
   if (s->rx_fifo != old_rx)
     {
       /* The client-side structures of the FIFOs VPP replaced. */
