@@ -326,8 +326,9 @@ fn say_goodbye(a: SocketAddr, ep: i32, n: usize) {
 /// is installed once), both accept on the shared listener through their
 /// own epoll sets; 64 clients are served, by both. Then each child exits
 /// (children exit first, through `exit`): the parent's `epoll_wait`
-/// cleans both workers up, the application's own SIGCHLD handler ran once
-/// per child, and the parent, last holder of the listener, closes it.
+/// cleans both workers up, the application's own SIGCHLD handler ran (once
+/// per signal: once or twice), and the parent, last holder of the
+/// listener, closes it.
 #[test]
 fn fork_two_children_serve_a_shared_listener_and_exit_first() {
     let a = server_addr(7201);
@@ -371,10 +372,12 @@ fn fork_two_children_serve_a_shared_listener_and_exit_first() {
             for pid in kids {
                 assert_eq!(wait_child(pid, Duration::from_secs(5)), 0, "child {pid} failed");
             }
-            assert_eq!(
-                APP_SIGCHLD.load(Ordering::SeqCst),
-                2,
-                "the application's handler runs once per child"
+            // Once per SIGCHLD delivered: two children that exit while the
+            // first signal is still pending (a busy machine) give one.
+            let app_handler_runs = APP_SIGCHLD.load(Ordering::SeqCst);
+            assert!(
+                (1..=2).contains(&app_handler_runs),
+                "the application's handler runs once per SIGCHLD: {app_handler_runs} for two children"
             );
             assert_eq!(vls::raw::sharers(l), 1, "only the parent holds the listener now");
             assert_eq!(vls_close(l), 0, "the last holder closes the listener");
