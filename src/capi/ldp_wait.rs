@@ -1,0 +1,244 @@
+//! `epoll_wait` and `epoll_pwait` in front of LDP's, with the kernel's
+//! answer to a timeout and to a signal.
+//!
+//! Preloaded first (`LD_PRELOAD=libvls.so:libvcl_ldpreload.so`), these two
+//! symbols are what the application calls; each calls the next definition
+//! (LDP's) and corrects two answers LDP gives where the kernel would not:
+//!
+//! - **Zero events before the timeout.** LDP sleeps on a libc epoll set
+//!   that holds VCL's message-queue eventfd. A message that yields no event
+//!   for the set (data for a session in no set, a peer's close of a session
+//!   being closed, a TX notice nobody asked for) wakes it; LDP then asks VLS
+//!   for events, and on the second such empty wake-up of one call it
+//!   returns 0 at once, whatever time was left. The kernel returns 0 only
+//!   once the timeout has passed, and programs rely on it: haproxy advances
+//!   its own clock by the whole timeout after an empty return, so its
+//!   connect and server timeouts fired after milliseconds under load (HTTP
+//!   503 and 504 answers). Here the wait is resumed for the time that is
+//!   left (for ever for `-1`).
+//! - **A signal.** LDP turns an interrupted wait (`EINTR` from the libc
+//!   wait) into a return of 0 events, which a program waiting without a
+//!   timeout takes for a wake-up bug (nginx logs `epoll_wait() returned no
+//!   events without timeout`). Here it is -1 with `errno` `EINTR`, as the
+//!   kernel answers.
+//!
+//! Outside LDP (a program that links `libvls.so` without preloading LDP, or
+//! a Rust program using the crate) the next definition is libc's and every
+//! call is passed through unchanged: the kernel already answers this way.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+type EpollWaitFn = unsafe extern "C" fn(c_int, *mut libc::epoll_event, c_int, c_int) -> c_int;
+type EpollPwaitFn =
+    unsafe extern "C" fn(c_int, *mut libc::epoll_event, c_int, c_int, *const libc::sigset_t) -> c_int;
+
+/// Whether LDP is preloaded (read once): only then are answers corrected.
+fn under_ldp() -> bool {
+    static LDP: OnceLock<bool> = OnceLock::new();
+    *LDP.get_or_init(|| {
+        std::env::var_os("LD_PRELOAD").is_some_and(|p| p.to_string_lossy().contains("vcl_ldpreload"))
+    })
+}
+
+/// The next definition of `name` after this library (LDP's or libc's),
+/// looked up once; null if there is none.
+fn next_symbol(cache: &AtomicPtr<c_void>, name: &'static [u8]) -> *mut c_void {
+    let p = cache.load(Ordering::Acquire);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: `name` is a NUL-terminated symbol name; RTLD_NEXT looks past
+    // this library in the usual search order.
+    let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) };
+    cache.store(p, Ordering::Release);
+    p
+}
+
+fn set_errno(v: c_int) {
+    // SAFETY: the calling thread's errno location.
+    unsafe { *libc::__errno_location() = v };
+}
+
+fn errno() -> c_int {
+    // SAFETY: the calling thread's errno location.
+    unsafe { *libc::__errno_location() }
+}
+
+/// What is left of `timeout_ms` since `start`, rounded up to whole
+/// milliseconds; `None` once it has passed.
+fn left_ms(timeout_ms: c_int, start: Instant) -> Option<c_int> {
+    let left = Duration::from_millis(timeout_ms as u64).checked_sub(start.elapsed())?;
+    if left.is_zero() {
+        return None;
+    }
+    Some(left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int)
+}
+
+/// Under LDP [`resume_early_returns`], else `wait(timeout_ms)` once.
+fn wait_as_the_kernel(timeout_ms: c_int, mut wait: impl FnMut(c_int) -> c_int) -> c_int {
+    if timeout_ms == 0 || !under_ldp() {
+        return wait(timeout_ms);
+    }
+    resume_early_returns(timeout_ms, wait)
+}
+
+/// Calls `wait(timeout)` until it gives the kernel's answer: events, an
+/// error, a signal (-1, `EINTR`) or 0 once `timeout_ms` has passed
+/// (negative: never). Each call gets what is left of `timeout_ms`.
+fn resume_early_returns(timeout_ms: c_int, mut wait: impl FnMut(c_int) -> c_int) -> c_int {
+    let start = (timeout_ms > 0).then(Instant::now);
+    let mut timeout = timeout_ms;
+    loop {
+        set_errno(0);
+        let rv = wait(timeout);
+        if rv != 0 {
+            return rv;
+        }
+        if errno() == libc::EINTR {
+            return -1;
+        }
+        match start {
+            None => {} // no limit: wait again
+            Some(start) => match left_ms(timeout_ms, start) {
+                Some(left) => timeout = left,
+                None => return 0,
+            },
+        }
+    }
+}
+
+/// `epoll_wait(2)`, through LDP's when preloaded (see the module docs).
+///
+/// # Safety
+/// As `epoll_wait(2)`: `events` valid for `maxevents` entries.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_wait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    maxevents: c_int,
+    timeout: c_int,
+) -> c_int {
+    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    let next = next_symbol(&NEXT, b"epoll_wait\0");
+    wait_as_the_kernel(timeout, |t| {
+        if next.is_null() {
+            // SAFETY: the system call with the caller's arguments.
+            return unsafe { libc::syscall(libc::SYS_epoll_wait, epfd, events, maxevents, t) as c_int };
+        }
+        // SAFETY: `next` is the `epoll_wait` that follows this library
+        // (LDP's or libc's), called with the caller's arguments.
+        unsafe { std::mem::transmute::<*mut c_void, EpollWaitFn>(next)(epfd, events, maxevents, t) }
+    })
+}
+
+/// `epoll_pwait(2)`, through LDP's when preloaded (see the module docs).
+///
+/// # Safety
+/// As `epoll_pwait(2)`: `events` valid for `maxevents` entries, `sigmask`
+/// null or valid.
+#[no_mangle]
+pub unsafe extern "C" fn epoll_pwait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    maxevents: c_int,
+    timeout: c_int,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
+    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    let next = next_symbol(&NEXT, b"epoll_pwait\0");
+    wait_as_the_kernel(timeout, |t| {
+        if next.is_null() {
+            // SAFETY: the system call with the caller's arguments (the
+            // kernel's sigset size is 8 bytes on Linux).
+            return unsafe {
+                libc::syscall(libc::SYS_epoll_pwait, epfd, events, maxevents, t, sigmask, 8usize) as c_int
+            };
+        }
+        // SAFETY: `next` is the `epoll_pwait` that follows this library
+        // (LDP's or libc's), called with the caller's arguments.
+        unsafe { std::mem::transmute::<*mut c_void, EpollPwaitFn>(next)(epfd, events, maxevents, t, sigmask) }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_early_empty_return_is_resumed_for_the_time_left() {
+        let start = Instant::now();
+        let mut timeouts = Vec::new();
+        // LDP's early answer: 0 events at once.
+        let rv = resume_early_returns(60, |t| {
+            timeouts.push(t);
+            std::thread::sleep(Duration::from_millis(5));
+            0
+        });
+        assert_eq!(rv, 0);
+        assert!(start.elapsed() >= Duration::from_millis(60), "{:?}", start.elapsed());
+        assert!(timeouts.len() >= 2, "{timeouts:?}");
+        assert_eq!(timeouts[0], 60);
+        assert!(timeouts.windows(2).all(|w| w[1] < w[0]), "each call gets less: {timeouts:?}");
+    }
+
+    #[test]
+    fn events_and_errors_are_returned_as_they_come() {
+        let mut calls = 0;
+        assert_eq!(
+            resume_early_returns(1_000, |_| {
+                calls += 1;
+                3
+            }),
+            3
+        );
+        assert_eq!(calls, 1);
+        assert_eq!(
+            resume_early_returns(1_000, |_| {
+                set_errno(libc::EBADF);
+                -1
+            }),
+            -1
+        );
+        assert_eq!(errno(), libc::EBADF);
+    }
+
+    #[test]
+    fn a_wait_without_limit_is_resumed_until_events() {
+        let mut calls = 0;
+        let rv = resume_early_returns(-1, |t| {
+            assert_eq!(t, -1);
+            calls += 1;
+            if calls < 3 {
+                0
+            } else {
+                1
+            }
+        });
+        assert_eq!((rv, calls), (1, 3));
+    }
+
+    #[test]
+    fn a_signal_is_minus_one_with_eintr() {
+        let mut calls = 0;
+        let rv = resume_early_returns(-1, |_| {
+            calls += 1;
+            set_errno(libc::EINTR);
+            0
+        });
+        assert_eq!((rv, errno(), calls), (-1, libc::EINTR, 1));
+    }
+
+    #[test]
+    fn what_is_left_of_a_timeout_is_rounded_up_and_ends() {
+        let start = Instant::now();
+        let left = left_ms(10_000, start).expect("time left");
+        assert!((9_000..=10_000).contains(&left), "{left}");
+        assert_eq!(left_ms(1, start - Duration::from_millis(5)), None);
+        // 0.4 ms left is 1 ms, not 0 (which would be a poll).
+        let just = left_ms(2, start - Duration::from_micros(1_600));
+        assert!(matches!(just, Some(1) | None), "{just:?}");
+    }
+}
