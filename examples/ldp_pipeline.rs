@@ -10,6 +10,7 @@
 //! ldp_pipeline client <ip:port> <threads> <conns-per-thread> <requests-per-conn> <depth>
 //! ldp_pipeline memcached-client <ip:port> <threads> <conns-per-thread> <rounds> <depth>
 //! ldp_pipeline close-kernel-fd <fd>
+//! ldp_pipeline wait-check <ip:port>
 //! ```
 //!
 //! The server has one thread that accepts (blocking) and hands each
@@ -46,6 +47,44 @@ fn close_kernel_fd(want: i32) {
         println!("ldp_pipeline: socket {s}, kernel descriptor {fd}");
         let rv = libc::close(fd);
         println!("ldp_pipeline: close({fd}) = {rv}");
+    }
+}
+
+extern "C" fn on_alarm(_: i32) {}
+
+/// The kernel's answers of `epoll_wait`, under LDP, while VCL is woken by
+/// messages that give the set no event. Connects to the echo server at
+/// `addr` (`ldp_pipeline server`), writes 1 MiB there and, without reading
+/// the echo (the connection is in no epoll set), waits 1 s on an empty
+/// epoll set: every chunk of echo that arrives wakes the wait. Then a wait
+/// of 3 s with a signal (SIGALRM, no `SA_RESTART`) after 200 ms. Prints
+/// `wait-check: timeout <rv> after <ms> ms; signal <rv> errno <e> after <ms> ms`.
+fn wait_check(addr: SocketAddrV4) {
+    let s = connect_blocking(addr);
+    write_all_blocking(s, &vec![7u8; 1 << 20]);
+    // SAFETY: plain libc calls on descriptors this function owns; the
+    // handler does nothing; `evs` is valid for 8 events.
+    unsafe {
+        let ep = check(libc::epoll_create1(0), "epoll_create1");
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        let t0 = Instant::now();
+        let rv = libc::epoll_wait(ep, evs.as_mut_ptr(), 8, 1000);
+        let timeout_ms = t0.elapsed().as_millis();
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as extern "C" fn(i32) as usize;
+        check(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()), "sigaction");
+        let it = libc::itimerval {
+            it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+            it_value: libc::timeval { tv_sec: 0, tv_usec: 200_000 },
+        };
+        check(libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()), "setitimer");
+        let t1 = Instant::now();
+        let srv = libc::epoll_wait(ep, evs.as_mut_ptr(), 8, 3000);
+        let e = if srv < 0 { errno() } else { 0 };
+        println!(
+            "wait-check: timeout {rv} after {timeout_ms} ms; signal {srv} errno {e} after {} ms",
+            t1.elapsed().as_millis()
+        );
     }
 }
 
@@ -545,7 +584,8 @@ fn main() {
             "usage: ldp_pipeline server <ip:port> <threads>\n       \
              ldp_pipeline client <ip:port> <threads> <conns-per-thread> <requests-per-conn> <depth>\n       \
              ldp_pipeline memcached-client <ip:port> <threads> <conns-per-thread> <rounds> <depth>\n       \
-             ldp_pipeline close-kernel-fd <fd>"
+             ldp_pipeline close-kernel-fd <fd>\n       \
+             ldp_pipeline wait-check <ip:port>"
         );
         std::process::exit(64)
     };
@@ -557,6 +597,7 @@ fn main() {
     let addr: SocketAddrV4 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
     match args.get(1).map(String::as_str) {
         Some("server") => server(addr, num(3).max(1) as usize),
+        Some("wait-check") => wait_check(addr),
         Some("client") => {
             client(addr, num(3).max(1) as usize, num(4).max(1) as usize, num(5), num(6).max(1) as usize)
         }
