@@ -152,6 +152,27 @@ fn wrk(preload: &str, conf: &Path, threads: u32, url: &str) -> WrkResult {
     wrk_limited(preload, conf, threads, url, Duration::from_secs(60))
 }
 
+/// [`wrk`], with VPP's sessions (`show session verbose`) sampled 3 s into
+/// the 5 s run, and VPP's error counters after it; both are printed when
+/// wrk reports errors, so that a stalled connection can be told apart
+/// (request unread by the server, response unread by the client, or no
+/// request written).
+fn wrk_observed(vpp: &VppInstance, preload: &str, conf: &Path, threads: u32, url: &str) -> WrkResult {
+    std::thread::scope(|scope| {
+        let sample = scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            vpp.vppctl("show session verbose").unwrap_or_else(|e| format!("show session: {e}"))
+        });
+        let result = wrk(preload, conf, threads, url);
+        let sessions = sample.join().unwrap_or_default();
+        if result.errors > 0 {
+            let errors = vpp.vppctl("show errors").unwrap_or_else(|e| format!("show errors: {e}"));
+            eprintln!("VPP's sessions 3 s into the run:\n{sessions}\nVPP's error counters:\n{errors}");
+        }
+        result
+    })
+}
+
 /// `wrk -c64 -d5s` under LDP with `preload`, killed (and counted as
 /// serving nothing) after `limit`; prints its output.
 fn wrk_limited(preload: &str, conf: &Path, threads: u32, url: &str, limit: Duration) -> WrkResult {
@@ -210,8 +231,8 @@ fn nginx_and_wrk(what: &str, extra: Option<&str>, c_limit: Duration) {
     let Preloads { c, rust } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
     let (nginx, url) = start_nginx(&vpp, &srv_ns, &rust);
 
-    let one = wrk(&rust, &cli_conf, 1, &url);
-    let two = wrk(&rust, &cli_conf, 2, &url);
+    let one = wrk_observed(&vpp, &rust, &cli_conf, 1, &url);
+    let two = wrk_observed(&vpp, &rust, &cli_conf, 2, &url);
     let c_two = wrk_limited(&c, &cli_conf, 2, &url, c_limit);
     drop(nginx);
     eprintln!(
@@ -891,6 +912,189 @@ fn ldp_pipelined_clients_with_a_set_per_thread_lose_nothing() {
 
 /// The same for 60 s (alternating 2 and 4 client threads):
 /// `cargo test --features vpp --test ldp pipelined_soak -- --ignored --nocapture`.
+/// lighttpd (serving a 4 KiB file) behind haproxy, both under LDP with
+/// `preload`, in VPP's default namespace; returns them (killed when
+/// dropped) and haproxy's URL once one request through it was answered
+/// (or after 20 s).
+fn start_haproxy_and_lighttpd(vpp: &VppInstance, conf: &Path, preload: &str) -> (Vec<ProcessGroup>, String) {
+    let dir = vpp.dir().join("proxy");
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "x".repeat(4096)).unwrap();
+    let (web, front) = (7450, 7451);
+    std::fs::write(
+        dir.join("lighttpd.conf"),
+        format!(
+            "server.document-root = \"{}\"\nserver.port = {web}\nserver.bind = \"127.0.0.1\"\n\
+             server.errorlog = \"{}\"\nserver.pid-file = \"\"\n",
+            dir.join("www").display(),
+            dir.join("lighttpd.err").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("haproxy.cfg"),
+        format!(
+            "global\n    maxconn 1000\ndefaults\n    mode http\n    timeout connect 5s\n    \
+             timeout client 30s\n    timeout server 30s\nfrontend fe\n    bind 127.0.0.1:{front}\n    \
+             default_backend be\nbackend be\n    server web 127.0.0.1:{web}\n"
+        ),
+    )
+    .unwrap();
+    let spawn = |program: &str, args: &[&str], log: &str| {
+        ProcessGroup::spawn(
+            under_ldp(&mut Command::new(program), preload, conf)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join(log)).unwrap()),
+        )
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"))
+    };
+    let lighttpd = spawn(
+        "/usr/sbin/lighttpd",
+        &["-D", "-f", dir.join("lighttpd.conf").to_str().unwrap()],
+        "lighttpd.out",
+    );
+    let haproxy =
+        spawn("/usr/sbin/haproxy", &["-f", dir.join("haproxy.cfg").to_str().unwrap()], "haproxy.out");
+    let url = format!("http://127.0.0.1:{front}/index.html");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        let probe = Wrk {
+            connections: 1,
+            duration: Duration::from_secs(1),
+            time_limit: Duration::from_secs(10),
+            ..Wrk::new(&url, preload, conf)
+        };
+        if probe.run().is_ok_and(|r| r.result.requests > 0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (vec![haproxy, lighttpd], url)
+}
+
+/// haproxy in front of lighttpd, both and `wrk -t2 -c32` under LDP with the
+/// Rust layer: every response is a 200 (no socket error, no 503/504). With
+/// the answers LDP alone gives (`epoll_wait` returning 0 events early)
+/// haproxy's own clock ran ahead and its connect and server timeouts fired
+/// after milliseconds. The C layer's run is printed for comparison.
+#[test]
+fn ldp_haproxy_in_front_of_lighttpd() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for program in ["/usr/sbin/haproxy", "/usr/sbin/lighttpd"] {
+        assert!(
+            Path::new(program).is_file(),
+            "{program} is needed (Debian: apt-get install haproxy lighttpd)"
+        );
+    }
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf("proxy", &VclConf::default()).unwrap();
+    let Preloads { c, rust } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
+    let run = |preload: &str, limit: Duration| {
+        let (programs, url) = start_haproxy_and_lighttpd(&vpp, &conf, preload);
+        let run = Wrk { threads: 2, connections: 32, time_limit: limit, ..Wrk::new(&url, preload, &conf) }
+            .run()
+            .expect("run wrk");
+        drop(programs);
+        eprintln!("wrk -t2 -c32 through haproxy:\n{}{}", run.stdout, run.stderr);
+        if run.result.requests == 0 {
+            for log in ["haproxy.out", "lighttpd.out", "lighttpd.err"] {
+                let text = std::fs::read_to_string(vpp.dir().join("proxy").join(log)).unwrap_or_default();
+                eprintln!("--- {log} ---\n{text}");
+            }
+        }
+        run.result
+    };
+    let rust_run = run(&rust, Duration::from_secs(60));
+    let c_run = run(&c, Duration::from_secs(20));
+    eprintln!(
+        "haproxy + lighttpd: Rust VLS {:.0} req/s ({} errors), C VLS {:.0} req/s ({} errors)",
+        rust_run.rps, rust_run.errors, c_run.rps, c_run.errors
+    );
+    assert!(rust_run.requests > 1000, "requests must be served: {rust_run:?}");
+    assert_eq!(rust_run.errors, 0, "socket errors or non-2xx answers: {rust_run:?}");
+}
+
+/// What `ldp_pipeline wait-check` printed: the 1 s wait's result and
+/// duration, and the signalled wait's result, errno and duration.
+fn parse_wait_check(out: &str) -> Option<(i64, u64, i64, i32, u64)> {
+    let line = out.lines().find(|l| l.starts_with("wait-check:"))?;
+    let w: Vec<&str> = line.split_whitespace().collect();
+    // wait-check: timeout R after MS ms; signal R errno E after MS ms
+    Some((
+        w[2].parse().ok()?,
+        w[4].parse().ok()?,
+        w[7].parse().ok()?,
+        w[9].parse().ok()?,
+        w[11].parse().ok()?,
+    ))
+}
+
+/// `epoll_wait` under LDP keeps the kernel's promises while VCL is woken by
+/// messages that give the set no event (echo arriving for a connection in
+/// no set): 0 events only once the timeout has passed (LDP alone returns 0
+/// at the second such wake-up, which made haproxy's timeouts fire early),
+/// and -1 with `EINTR` for a signal (LDP alone returns 0). The C layer's
+/// run (the same LDP) is printed for comparison.
+#[test]
+fn ldp_epoll_wait_keeps_its_timeout_and_reports_signals() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let so = libvls();
+    let exe = ldp_pipeline();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf("waits", &VclConf::default()).unwrap();
+    let Preloads { c, rust } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
+    let addr = "127.0.0.1:7440";
+    let _server = ProcessGroup::spawn(
+        under_ldp(&mut Command::new(&exe), &rust, &conf)
+            .args(["server", addr, "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    )
+    .expect("spawn the echo server");
+    let check = |preload: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let child = under_ldp(&mut Command::new(&exe), preload, &conf)
+                .args(["wait-check", addr])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn wait-check");
+            let out = wait_output_with_timeout(child, Duration::from_secs(30)).unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            if let Some(r) = parse_wait_check(&stdout) {
+                return r;
+            }
+            // The server may not listen yet.
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wait-check failed ({}):\n{stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let (c_rv, c_ms, c_srv, c_errno, c_sms) = check(&c);
+    eprintln!("C layer: 1 s wait: {c_rv} after {c_ms} ms; signalled wait: {c_srv} (errno {c_errno}) after {c_sms} ms");
+    let (rv, ms, srv, errno, sms) = check(&rust);
+    eprintln!(
+        "Rust layer: 1 s wait: {rv} after {ms} ms; signalled wait: {srv} (errno {errno}) after {sms} ms"
+    );
+    assert_eq!(rv, 0, "nothing is ready in the set");
+    assert!(ms >= 995, "a 1000 ms wait returned 0 after {ms} ms");
+    // A signal that arrives between two waits (not inside one) lets the
+    // wait run its 3 s out; inside one, as nearly always, it ends it.
+    if sms < 2_900 {
+        assert_eq!((srv, errno), (-1, libc::EINTR), "a signal ends the wait with EINTR (after {sms} ms)");
+    }
+}
+
 #[test]
 #[ignore]
 fn ldp_pipelined_soak() {
