@@ -148,26 +148,33 @@ fn ldp_iperf3_tcp_runs_over_the_rust_layer() {
 // nginx + wrk: a multi-threaded client in mode 3
 // ---------------------------------------------------------------------------
 
-fn wrk(preload: &str, conf: &Path, threads: u32, url: &str) -> WrkResult {
-    wrk_limited(preload, conf, threads, url, Duration::from_secs(60))
-}
-
-/// [`wrk`], with VPP's sessions (`show session verbose`) sampled 3 s into
-/// the 5 s run, and VPP's error counters after it; both are printed when
-/// wrk reports errors, so that a stalled connection can be told apart
-/// (request unread by the server, response unread by the client, or no
-/// request written).
-fn wrk_observed(vpp: &VppInstance, preload: &str, conf: &Path, threads: u32, url: &str) -> WrkResult {
+/// [`wrk_limited`], with VPP's sessions (`show session verbose`) sampled
+/// 1 s and 3 s into the 5 s run, and VPP's error counters after it; all
+/// printed when wrk reports errors, so that a stalled connection can be
+/// told apart (still connecting, request unread by the server, response
+/// unread by the client, or no request written).
+fn wrk_observed(
+    vpp: &VppInstance,
+    preload: &str,
+    conf: &Path,
+    threads: u32,
+    url: &str,
+    limit: Duration,
+) -> WrkResult {
     std::thread::scope(|scope| {
         let sample = scope.spawn(|| {
-            std::thread::sleep(Duration::from_secs(3));
-            vpp.vppctl("show session verbose").unwrap_or_else(|e| format!("show session: {e}"))
+            [1, 2].map(|secs| {
+                std::thread::sleep(Duration::from_secs(secs));
+                vpp.vppctl("show session verbose").unwrap_or_else(|e| format!("show session: {e}"))
+            })
         });
-        let result = wrk(preload, conf, threads, url);
-        let sessions = sample.join().unwrap_or_default();
+        let result = wrk_limited(preload, conf, threads, url, limit);
+        let [at_1s, at_3s] = sample.join().unwrap_or_default();
         if result.errors > 0 {
             let errors = vpp.vppctl("show errors").unwrap_or_else(|e| format!("show errors: {e}"));
-            eprintln!("VPP's sessions 3 s into the run:\n{sessions}\nVPP's error counters:\n{errors}");
+            eprintln!(
+                "VPP's sessions 1 s into the run:\n{at_1s}\nand 3 s into it:\n{at_3s}\nVPP's error counters:\n{errors}"
+            );
         }
         result
     })
@@ -231,8 +238,8 @@ fn nginx_and_wrk(what: &str, extra: Option<&str>, c_limit: Duration) {
     let Preloads { c, rust } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
     let (nginx, url) = start_nginx(&vpp, &srv_ns, &rust);
 
-    let one = wrk_observed(&vpp, &rust, &cli_conf, 1, &url);
-    let two = wrk_observed(&vpp, &rust, &cli_conf, 2, &url);
+    let one = wrk_observed(&vpp, &rust, &cli_conf, 1, &url, Duration::from_secs(60));
+    let two = wrk_observed(&vpp, &rust, &cli_conf, 2, &url, Duration::from_secs(60));
     let c_two = wrk_limited(&c, &cli_conf, 2, &url, c_limit);
     drop(nginx);
     eprintln!(
@@ -338,7 +345,7 @@ fn nginx_two_workers(
     let master = nginx.id();
     let workers = children_of(master);
     eprintln!("nginx ({tag}): master {master}, workers {workers:?}");
-    let before = wrk_limited(client, cli_conf, 1, &url, Duration::from_secs(30));
+    let before = wrk_observed(vpp, client, cli_conf, 1, &url, Duration::from_secs(30));
     let (before_by_pid, seen) = requests_by_pid(&log, 0);
     let victim = workers.first().copied();
     if let Some(v) = victim {
@@ -359,7 +366,7 @@ fn nginx_two_workers(
         })
     });
     eprintln!("nginx ({tag}): killed worker {victim:?}; workers now {now:?}");
-    let after = wrk_limited(client, cli_conf, 1, &url, Duration::from_secs(30));
+    let after = wrk_observed(vpp, client, cli_conf, 1, &url, Duration::from_secs(30));
     let (after_by_pid, _) = requests_by_pid(&log, seen);
     drop(nginx);
     // What the master logged as alerts, but for the killed worker's exit.
