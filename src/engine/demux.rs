@@ -34,7 +34,7 @@
 //! All fd operations are raw syscalls, so they reach the kernel even when
 //! LDP interposes the libc functions.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::handle::Vlsh;
@@ -47,11 +47,22 @@ pub struct Membership {
     /// The drain round (see [`EpollDemux::start_drain`]) that last reported
     /// the session, tagged with the set's vlsh; 0 if none.
     drained_in: AtomicU64,
+    /// The lock-free wait (see `Vls::epoll_wait_lock_free`) that last
+    /// reported the session (its stamp, never 0 for a wait), and where in
+    /// its output.
+    reported_in: AtomicU64,
+    reported_at: AtomicU32,
 }
 
 impl Default for Membership {
     fn default() -> Self {
-        Membership { set: AtomicI32::new(-1), data: AtomicU64::new(0), drained_in: AtomicU64::new(0) }
+        Membership {
+            set: AtomicI32::new(-1),
+            data: AtomicU64::new(0),
+            drained_in: AtomicU64::new(0),
+            reported_in: AtomicU64::new(0),
+            reported_at: AtomicU32::new(0),
+        }
     }
 }
 
@@ -66,6 +77,23 @@ impl Membership {
         self.set.store(-1, Ordering::Release);
         self.data.store(0, Ordering::Release);
         self.drained_in.store(0, Ordering::Relaxed);
+        self.reported_in.store(0, Ordering::Relaxed);
+    }
+
+    /// Records that the lock-free wait with stamp `wait` reported the
+    /// session at index `at` of its output.
+    #[inline(always)]
+    pub fn mark_reported(&self, wait: u64, at: u32) {
+        self.reported_in.store(wait, Ordering::Relaxed);
+        self.reported_at.store(at, Ordering::Relaxed);
+    }
+
+    /// Where the lock-free wait with stamp `wait` reported the session, if
+    /// it did.
+    #[inline(always)]
+    pub fn reported_at(&self, wait: u64) -> Option<usize> {
+        (self.reported_in.load(Ordering::Relaxed) == wait)
+            .then(|| self.reported_at.load(Ordering::Relaxed) as usize)
     }
 
     /// Records that drain round `round` of set `set` reported the session.
@@ -214,6 +242,34 @@ impl EpollDemux {
             }
         }
         out
+    }
+
+    /// Nothing parked and no wake to drain: [`Self::take`] would do
+    /// nothing (what the lock-free wait requires).
+    #[inline(always)]
+    pub fn is_quiet(&self) -> bool {
+        !self.has_parked.load(Ordering::Acquire) && !self.woken.load(Ordering::Acquire)
+    }
+
+    /// Starts a drain round when no other thread uses VLS (see
+    /// [`Self::start_drain`]): the same without an atomic
+    /// read-modify-write.
+    #[inline(always)]
+    pub fn start_drain_alone(&self) -> u64 {
+        self.open_drain.store(0, Ordering::Relaxed);
+        let round = self.drains.load(Ordering::Relaxed) + 1;
+        self.drains.store(round, Ordering::Relaxed);
+        round
+    }
+
+    /// [`Self::take_open_drain`] when no other thread uses VLS.
+    #[inline(always)]
+    pub fn take_open_drain_alone(&self) -> u64 {
+        let round = self.open_drain.load(Ordering::Relaxed);
+        if round != 0 {
+            self.open_drain.store(0, Ordering::Relaxed);
+        }
+        round
     }
 
     /// Events may be parked for the set.
