@@ -47,6 +47,8 @@ pub struct Membership {
     /// The drain round (see [`EpollDemux::start_drain`]) that last reported
     /// the session, tagged with the set's vlsh; 0 if none.
     drained_in: AtomicU64,
+    /// The event bits that drain round reported.
+    drained_events: AtomicU32,
     /// The lock-free wait (see `Vls::epoll_wait_lock_free`) that last
     /// reported the session (its stamp, never 0 for a wait), and where in
     /// its output.
@@ -60,6 +62,7 @@ impl Default for Membership {
             set: AtomicI32::new(-1),
             data: AtomicU64::new(0),
             drained_in: AtomicU64::new(0),
+            drained_events: AtomicU32::new(0),
             reported_in: AtomicU64::new(0),
             reported_at: AtomicU32::new(0),
         }
@@ -96,14 +99,18 @@ impl Membership {
             .then(|| self.reported_at.load(Ordering::Relaxed) as usize)
     }
 
-    /// Records that drain round `round` of set `set` reported the session.
-    pub fn mark_drained(&self, set: Vlsh, round: u64) {
+    /// Records that drain round `round` of set `set` reported the session
+    /// with event bits `events`.
+    pub fn mark_drained(&self, set: Vlsh, round: u64, events: u32) {
+        self.drained_events.store(events, Ordering::Relaxed);
         self.drained_in.store(round_tag(set, round), Ordering::Relaxed);
     }
 
-    /// Drain round `round` of set `set` reported the session.
-    pub fn drained_in(&self, set: Vlsh, round: u64) -> bool {
-        round != 0 && self.drained_in.load(Ordering::Relaxed) == round_tag(set, round)
+    /// The event bits with which drain round `round` of set `set` reported
+    /// the session, if it did.
+    pub fn drained_in(&self, set: Vlsh, round: u64) -> Option<u32> {
+        (round != 0 && self.drained_in.load(Ordering::Relaxed) == round_tag(set, round))
+            .then(|| self.drained_events.load(Ordering::Relaxed))
     }
 
     /// Records that the session joined `set` with application data `data`.

@@ -385,13 +385,16 @@ impl<V: Vcl> Vls<V> {
             let e = out[i];
             let (events, token) = (e.events, e.u64);
             let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { continue };
-            if s.membership.set() != Some(ep_vlsh)
-                || (earlier_drain != 0 && s.membership.drained_in(ep_vlsh, earlier_drain))
-            {
-                // Another set's (or reported by the drain just before):
-                // for the next wait on its set.
+            if s.membership.set() != Some(ep_vlsh) {
+                // Another set's: for the next wait on that set.
                 self.park(events, token);
                 continue;
+            }
+            if earlier_drain != 0 {
+                if let Some(bits) = s.membership.drained_in(ep_vlsh, earlier_drain) {
+                    self.drained_again(events, bits, token);
+                    continue;
+                }
             }
             if let Some(j) = s.membership.reported_at(stamp) {
                 if let Some(first) = out.get_mut(j) {
@@ -402,7 +405,7 @@ impl<V: Vcl> Vls<V> {
             out[kept] = libc::epoll_event { events, u64: s.membership.data() };
             s.membership.mark_reported(stamp, kept as u32);
             if round != 0 {
-                s.membership.mark_drained(ep_vlsh, round);
+                s.membership.mark_drained(ep_vlsh, round, events);
             }
             kept += 1;
         }
@@ -648,8 +651,8 @@ impl<V: Vcl> Vls<V> {
             out[j].events |= self.still_ready(s, events);
             return 0;
         }
-        if s.membership.drained_in(ep_vlsh, reported.earlier_drain) {
-            self.park(events, token);
+        if let Some(bits) = s.membership.drained_in(ep_vlsh, reported.earlier_drain) {
+            self.drained_again(events, bits, token);
             return 0;
         }
         let k = self.deliver(ep_vlsh, s, events, &mut out[at..], fresh);
@@ -658,10 +661,25 @@ impl<V: Vcl> Vls<V> {
             debug_assert_eq!(at, reported.this_call.len());
             reported.this_call.push(token);
             if reported.drain_round != 0 {
-                s.membership.mark_drained(ep_vlsh, reported.drain_round);
+                s.membership.mark_drained(ep_vlsh, reported.drain_round, out[at].events);
             }
         }
         k
+    }
+
+    /// An event of a session LDP's drain reported, with bits `drained`, in
+    /// the same `epoll_wait` of the application: not returned again. Its
+    /// bits the drain did not report are parked for the next wait; if it
+    /// has none, it is dropped: the application was just told, and acts on
+    /// it (a level-triggered session is reported again while it stays
+    /// ready; an edge-triggered one is read or written until `EAGAIN`). So
+    /// a busy event loop does not pay a wake of its set, and the general
+    /// path of the next wait, for every session the drain returned.
+    #[inline]
+    fn drained_again(&self, events: u32, drained: u32, token: u64) {
+        if events & !drained != 0 {
+            self.park(events, token);
+        }
     }
 
     /// Parks an event on the set its session is in (dropped if none).
