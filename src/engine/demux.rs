@@ -293,7 +293,7 @@ impl EpollDemux {
     /// Installs this set's wake fd into `libc_epfd` (once), taking the place
     /// of VCL's mq epoll fd (`mq_fd()`, asked only the first time) there if
     /// LDP put it in.
-    #[inline]
+    #[inline(always)]
     pub fn install_wake(&self, libc_epfd: i32, mq_fd: impl FnOnce() -> i32) {
         // (Inline: every wait of an LDP program asks, once it is done.)
         if self.wake_installed.load(Ordering::Acquire) || libc_epfd <= 0 {
