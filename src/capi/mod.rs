@@ -284,10 +284,27 @@ pub unsafe extern "C" fn vls_epoll_ctl(
     vlsh: Vlsh,
     event: *mut libc::epoll_event,
 ) -> c_int {
-    guard(Call::EpollCtl, EINVAL, || {
+    count(Call::EpollCtl);
+    // The hot path, outside `catch_unwind` (it cannot panic): the only
+    // thread of the process (see `vls_read`).
+    // SAFETY: forwarded contract.
+    if let Some(rv) = vls_if_made().and_then(|v| unsafe { v.epoll_ctl_lock_free(ep_vlsh, op, vlsh, event) }) {
+        return rv;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { epoll_ctl_with_locks(ep_vlsh, op, vlsh, event) }
+}
+
+/// `vls_epoll_ctl` once the lock-free path declined.
+///
+/// # Safety
+/// As `vls_epoll_ctl`.
+#[inline(never)]
+unsafe fn epoll_ctl_with_locks(ep_vlsh: Vlsh, op: c_int, vlsh: Vlsh, event: *mut libc::epoll_event) -> c_int {
+    catch_panic(Call::EpollCtl, EINVAL, || {
         // SAFETY: forwarded contract (the core rejects a null event for
         // ADD/MOD).
-        unsafe { vls().epoll_ctl(ep_vlsh, op, vlsh, event) }
+        unsafe { vls().epoll_ctl_with_locks(ep_vlsh, op, vlsh, event) }
     })
 }
 
@@ -302,12 +319,37 @@ pub unsafe extern "C" fn vls_epoll_wait(
     maxevents: c_int,
     wait_for_time: f64,
 ) -> c_int {
-    guard(Call::EpollWait, EINVAL, || {
-        if events.is_null() || maxevents <= 0 {
-            return EINVAL;
-        }
+    count(Call::EpollWait);
+    if events.is_null() || maxevents <= 0 {
+        return EINVAL;
+    }
+    // The hot path, outside `catch_unwind` (it cannot panic): the only
+    // thread of the process in a wait that does not wait (see `vls_read`).
+    let lock_free = |v: &'static crate::engine::Vls<crate::real_vcl::RealVcl>| {
         // SAFETY: forwarded contract.
-        unsafe { vls().epoll_wait(ep_vlsh, events, maxevents, wait_for_time) }
+        unsafe { v.epoll_wait_lock_free(ep_vlsh, events, maxevents, wait_for_time) }
+    };
+    if let Some(rv) = vls_if_made().and_then(lock_free) {
+        return rv;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { epoll_wait_with_locks(ep_vlsh, events, maxevents, wait_for_time) }
+}
+
+/// `vls_epoll_wait` once the lock-free path declined.
+///
+/// # Safety
+/// As `vls_epoll_wait`.
+#[inline(never)]
+unsafe fn epoll_wait_with_locks(
+    ep_vlsh: Vlsh,
+    events: *mut libc::epoll_event,
+    maxevents: c_int,
+    wait_for_time: f64,
+) -> c_int {
+    catch_panic(Call::EpollWait, EINVAL, || {
+        // SAFETY: forwarded contract.
+        unsafe { vls().epoll_wait_with_locks(ep_vlsh, events, maxevents, wait_for_time) }
     })
 }
 

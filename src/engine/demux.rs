@@ -34,7 +34,7 @@
 //! All fd operations are raw syscalls, so they reach the kernel even when
 //! LDP interposes the libc functions.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::handle::Vlsh;
@@ -47,11 +47,25 @@ pub struct Membership {
     /// The drain round (see [`EpollDemux::start_drain`]) that last reported
     /// the session, tagged with the set's vlsh; 0 if none.
     drained_in: AtomicU64,
+    /// The event bits that drain round reported.
+    drained_events: AtomicU32,
+    /// The lock-free wait (see `Vls::epoll_wait_lock_free`) that last
+    /// reported the session (its stamp, never 0 for a wait), and where in
+    /// its output.
+    reported_in: AtomicU64,
+    reported_at: AtomicU32,
 }
 
 impl Default for Membership {
     fn default() -> Self {
-        Membership { set: AtomicI32::new(-1), data: AtomicU64::new(0), drained_in: AtomicU64::new(0) }
+        Membership {
+            set: AtomicI32::new(-1),
+            data: AtomicU64::new(0),
+            drained_in: AtomicU64::new(0),
+            drained_events: AtomicU32::new(0),
+            reported_in: AtomicU64::new(0),
+            reported_at: AtomicU32::new(0),
+        }
     }
 }
 
@@ -66,16 +80,37 @@ impl Membership {
         self.set.store(-1, Ordering::Release);
         self.data.store(0, Ordering::Release);
         self.drained_in.store(0, Ordering::Relaxed);
+        self.reported_in.store(0, Ordering::Relaxed);
     }
 
-    /// Records that drain round `round` of set `set` reported the session.
-    pub fn mark_drained(&self, set: Vlsh, round: u64) {
+    /// Records that the lock-free wait with stamp `wait` reported the
+    /// session at index `at` of its output.
+    #[inline(always)]
+    pub fn mark_reported(&self, wait: u64, at: u32) {
+        self.reported_in.store(wait, Ordering::Relaxed);
+        self.reported_at.store(at, Ordering::Relaxed);
+    }
+
+    /// Where the lock-free wait with stamp `wait` reported the session, if
+    /// it did.
+    #[inline(always)]
+    pub fn reported_at(&self, wait: u64) -> Option<usize> {
+        (self.reported_in.load(Ordering::Relaxed) == wait)
+            .then(|| self.reported_at.load(Ordering::Relaxed) as usize)
+    }
+
+    /// Records that drain round `round` of set `set` reported the session
+    /// with event bits `events`.
+    pub fn mark_drained(&self, set: Vlsh, round: u64, events: u32) {
+        self.drained_events.store(events, Ordering::Relaxed);
         self.drained_in.store(round_tag(set, round), Ordering::Relaxed);
     }
 
-    /// Drain round `round` of set `set` reported the session.
-    pub fn drained_in(&self, set: Vlsh, round: u64) -> bool {
-        round != 0 && self.drained_in.load(Ordering::Relaxed) == round_tag(set, round)
+    /// The event bits with which drain round `round` of set `set` reported
+    /// the session, if it did.
+    pub fn drained_in(&self, set: Vlsh, round: u64) -> Option<u32> {
+        (round != 0 && self.drained_in.load(Ordering::Relaxed) == round_tag(set, round))
+            .then(|| self.drained_events.load(Ordering::Relaxed))
     }
 
     /// Records that the session joined `set` with application data `data`.
@@ -216,6 +251,34 @@ impl EpollDemux {
         out
     }
 
+    /// Nothing parked and no wake to drain: [`Self::take`] would do
+    /// nothing (what the lock-free wait requires).
+    #[inline(always)]
+    pub fn is_quiet(&self) -> bool {
+        !self.has_parked.load(Ordering::Acquire) && !self.woken.load(Ordering::Acquire)
+    }
+
+    /// Starts a drain round when no other thread uses VLS (see
+    /// [`Self::start_drain`]): the same without an atomic
+    /// read-modify-write.
+    #[inline(always)]
+    pub fn start_drain_alone(&self) -> u64 {
+        self.open_drain.store(0, Ordering::Relaxed);
+        let round = self.drains.load(Ordering::Relaxed) + 1;
+        self.drains.store(round, Ordering::Relaxed);
+        round
+    }
+
+    /// [`Self::take_open_drain`] when no other thread uses VLS.
+    #[inline(always)]
+    pub fn take_open_drain_alone(&self) -> u64 {
+        let round = self.open_drain.load(Ordering::Relaxed);
+        if round != 0 {
+            self.open_drain.store(0, Ordering::Relaxed);
+        }
+        round
+    }
+
     /// Events may be parked for the set.
     pub fn has_parked(&self) -> bool {
         self.has_parked.load(Ordering::Acquire)
@@ -230,7 +293,7 @@ impl EpollDemux {
     /// Installs this set's wake fd into `libc_epfd` (once), taking the place
     /// of VCL's mq epoll fd (`mq_fd()`, asked only the first time) there if
     /// LDP put it in.
-    #[inline]
+    #[inline(always)]
     pub fn install_wake(&self, libc_epfd: i32, mq_fd: impl FnOnce() -> i32) {
         // (Inline: every wait of an LDP program asks, once it is done.)
         if self.wake_installed.load(Ordering::Acquire) || libc_epfd <= 0 {

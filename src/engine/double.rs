@@ -680,11 +680,12 @@ impl Vcl for Double {
         let mut n = 0;
         for (_, ep) in st.sessions.iter().filter(|(h, _)| crate::handle::sh_parts(**h).0 == wrk) {
             for &(m, data) in &ep.epoll_members {
-                if n < max && st.sessions.get(&m).is_some_and(Self::readable) {
+                let Some(s) = st.sessions.get(&m).filter(|s| Self::readable(s)) else { continue };
+                if n < max {
+                    // Like VCL, a peer's close adds the hang-up bit.
+                    let events = if s.peer_closed { libc::EPOLLIN | libc::EPOLLRDHUP } else { libc::EPOLLIN };
                     // SAFETY: `evs` is valid for `max` events.
-                    unsafe {
-                        *evs.add(n as usize) = libc::epoll_event { events: libc::EPOLLIN as u32, u64: data }
-                    };
+                    unsafe { *evs.add(n as usize) = libc::epoll_event { events: events as u32, u64: data } };
                     n += 1;
                 }
             }

@@ -508,6 +508,20 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
+    /// An epoll wait on `set` has fork-related work to do before or after
+    /// it (exited children to clean up, handed-over connections to notice,
+    /// kept copies to check, inherited shared listeners to start): what the
+    /// lock-free wait leaves to the general one. Four loads when there is
+    /// none.
+    #[inline(always)]
+    pub(super) fn fork_work_around_wait(&self, set: &super::VlsSession) -> bool {
+        let generation = self.forks.fork_generation.load(Ordering::Acquire);
+        fork::PENDING_EXITS.is_pending()
+            || self.forks.watching.load(Ordering::Acquire)
+            || self.forks.keeping.load(Ordering::Acquire)
+            || (generation != 0 && set.listeners_checked.load(Ordering::Acquire) != generation)
+    }
+
     /// Cleans up after children that have exited (queued by the SIGCHLD
     /// handler, or found exited when a SIGCHLD was seen). Called from
     /// `epoll_wait`, `select`, `poll` and at exit; cheap when nothing is

@@ -19,8 +19,9 @@
 //! codes, never panics; an unknown or closed handle is `EBADFD`.
 //!
 //! Exception: while only one thread has used VLS (modes 1 and 3), a
-//! non-blocking read or write skips steps 2 and 3 (`solo`: no lock, a
-//! handshake with the second thread when it arrives).
+//! non-blocking read or write, an `epoll_ctl` and an epoll wait that does
+//! not wait (LDP's drain, timeout 0) skip steps 2 and 3 (`solo`: no lock,
+//! a handshake with the second thread when it arrives).
 //!
 //! Around `fork` (and for sessions shared between the processes that
 //! results in), see [`fork`] (shared state, SIGCHLD) and `fork_hooks`
@@ -122,6 +123,9 @@ pub struct Vls<V: Vcl> {
     needs_locks: AtomicBool,
     /// Until then, the one thread's non-blocking I/O takes no lock at all.
     solo: solo::Solo,
+    /// Lock-free epoll waits made so far (their stamps; see
+    /// `epoll_wait_lock_free`). Written by the solo thread only.
+    lock_free_waits: std::sync::atomic::AtomicU64,
     /// `multi-thread-workers`, read at app creation.
     mt_workers: AtomicBool,
     /// The VCL worker of the thread that created the app.
@@ -185,6 +189,7 @@ impl<V: Vcl> Vls<V> {
             n_threads: AtomicU32::new(0),
             needs_locks: AtomicBool::new(false),
             solo: solo::Solo::default(),
+            lock_free_waits: std::sync::atomic::AtomicU64::new(0),
             mt_workers: AtomicBool::new(false),
             process_wrk: AtomicU32::new(INVALID),
             app_created: AtomicBool::new(false),

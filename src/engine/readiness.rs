@@ -123,6 +123,60 @@ impl<V: Vcl> Vls<V> {
         vlsh: Vlsh,
         ev: *mut libc::epoll_event,
     ) -> i32 {
+        // SAFETY: forwarded contract.
+        match unsafe { self.epoll_ctl_lock_free(ep_vlsh, op, vlsh, ev) } {
+            Some(rv) => rv,
+            // SAFETY: forwarded contract.
+            None => unsafe { self.epoll_ctl_with_locks(ep_vlsh, op, vlsh, ev) },
+        }
+    }
+
+    /// `vls_epoll_ctl` of the only thread of the process (mode 3 or a
+    /// forked child, before a second thread; see `solo`): nothing can race
+    /// the call and an arriving thread waits until it is over, so it takes
+    /// no lock. `None`: does not apply, or an argument is wrong (the
+    /// general path, [`Self::epoll_ctl_with_locks`], then runs and
+    /// answers). Cannot panic.
+    ///
+    /// # Safety
+    /// `ev` as for `vppcom_epoll_ctl`.
+    #[inline(always)]
+    pub unsafe fn epoll_ctl_lock_free(
+        &'static self,
+        ep_vlsh: Vlsh,
+        op: i32,
+        vlsh: Vlsh,
+        ev: *mut libc::epoll_event,
+    ) -> Option<i32> {
+        let _alone = self.solo.enter()?;
+        if ep_vlsh == vlsh || (ev.is_null() && op != libc::EPOLL_CTL_DEL) {
+            return None;
+        }
+        let (ep, s) = (self.pool.get(ep_vlsh)?, self.pool.get(vlsh)?);
+        if !ep.is_epoll() || ep.is_closed() || s.is_closed() {
+            return None;
+        }
+        // SAFETY: `ev` is null or valid per the contract; the struct is
+        // packed, so its fields are read by value.
+        let (app_events, app_data) = if ev.is_null() { (0, 0) } else { unsafe { ((*ev).events, (*ev).u64) } };
+        // SAFETY: forwarded contract.
+        Some(unsafe {
+            self.epoll_ctl_in_vcl(ep_vlsh, ep.sh(), op, s, s.sh(), ev.is_null(), app_events, app_data)
+        })
+    }
+
+    /// `vls_epoll_ctl` once [`Self::epoll_ctl_lock_free`] declined.
+    ///
+    /// # Safety
+    /// `ev` as for `vppcom_epoll_ctl`.
+    #[inline(never)]
+    pub unsafe fn epoll_ctl_with_locks(
+        &'static self,
+        ep_vlsh: Vlsh,
+        op: i32,
+        vlsh: Vlsh,
+        ev: *mut libc::epoll_event,
+    ) -> i32 {
         self.detect_thread();
         if ep_vlsh == vlsh || (ev.is_null() && op != libc::EPOLL_CTL_DEL) {
             return EINVAL;
@@ -136,9 +190,8 @@ impl<V: Vcl> Vls<V> {
         // SAFETY: `ev` is null or valid per the contract; the struct is
         // packed, so its fields are read by value.
         let (app_events, app_data) = if ev.is_null() { (0, 0) } else { unsafe { ((*ev).events, (*ev).u64) } };
-        // The only thread of the process (mode 3 or a forked child, before a
-        // second thread): nothing can race this call, and an arriving
-        // thread waits until it is over (see `solo`).
+        // The only thread of the process, but the lock-free path declined
+        // (a closed session): the same without VCL.
         if let Some(_alone) = self.solo.enter() {
             if ep.is_closed() || s.is_closed() {
                 return EBADFD;
@@ -182,6 +235,7 @@ impl<V: Vcl> Vls<V> {
     /// # Safety
     /// `sh` and `ep_sh` are handles of the calling thread's worker.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     unsafe fn epoll_ctl_in_vcl(
         &'static self,
         ep_vlsh: Vlsh,
@@ -230,6 +284,26 @@ impl<V: Vcl> Vls<V> {
         max: i32,
         wait: f64,
     ) -> i32 {
+        // SAFETY: forwarded contract.
+        match unsafe { self.epoll_wait_lock_free(ep_vlsh, evs, max, wait) } {
+            Some(rv) => rv,
+            // SAFETY: forwarded contract.
+            None => unsafe { self.epoll_wait_with_locks(ep_vlsh, evs, max, wait) },
+        }
+    }
+
+    /// `vls_epoll_wait` once [`Self::epoll_wait_lock_free`] declined.
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    #[inline(never)]
+    pub unsafe fn epoll_wait_with_locks(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> i32 {
         // Per-thread workers: the set's members come to the waiting thread.
         if self.mt_workers.load(Ordering::Relaxed) && wait as i32 != DRAIN_ONLY {
             // SAFETY: forwarded contract.
@@ -248,6 +322,107 @@ impl<V: Vcl> Vls<V> {
         }
         // SAFETY: forwarded contract.
         unsafe { self.epoll_wait_now(ep_vlsh, evs, max, wait) }
+    }
+
+    /// `vls_epoll_wait` of the only thread of the process (see `solo`) in
+    /// a call VCL does not wait in (LDP's drain, timeout 0), while the set
+    /// has nothing parked and no fork-related work is due: no lock, no
+    /// queue, VCL's events rewritten in place. `None`: does not apply; the
+    /// general path ([`Self::epoll_wait_with_locks`]) then runs. Cannot
+    /// panic.
+    ///
+    /// It keeps what the general path guarantees to a single thread: events
+    /// of sessions in another set of the thread (VCL's epoll state is per
+    /// worker) are parked on that set; a session VCL reports twice is
+    /// returned once; sessions LDP's drain returned are not returned again
+    /// by the timeout-0 wait that follows it (see [`Self::epoll_wait_now`]);
+    /// the set's wake fd is put into LDP's libc epoll fd, and signalled
+    /// when events stay behind. (Events are fresh: VCL checked them just
+    /// now and no other thread can have acted on them since.)
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    #[inline(always)]
+    pub unsafe fn epoll_wait_lock_free(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> Option<i32> {
+        // (Exactly LDP's -2: other values the general path interprets.)
+        let drain_only = wait == DRAIN_ONLY as f64;
+        if (wait != 0.0 && !drain_only) || max <= 0 || evs.is_null() {
+            return None;
+        }
+        let _alone = self.solo.enter()?;
+        let set = self.pool.get(ep_vlsh)?;
+        let demux = set.demux()?;
+        if set.is_closed() || !demux.is_quiet() || self.detaching() || self.fork_work_around_wait(set) {
+            return None;
+        }
+        let libc_epfd = set.libc_epfd.load(Ordering::Acquire);
+        if libc_epfd > 0 {
+            demux.install_wake(libc_epfd, || self.vcl.mq_epoll_fd());
+        }
+        let round = if drain_only { demux.start_drain_alone() } else { 0 };
+        let earlier_drain = if wait == 0.0 { demux.take_open_drain_alone() } else { 0 };
+        // SAFETY: `evs` is valid for `max` events per the contract.
+        let rv = unsafe { self.vcl.epoll_wait(set.sh(), evs, max, wait) };
+        if rv < 0 {
+            if drain_only {
+                demux.end_drain(round, false);
+            }
+            return Some(rv);
+        }
+        let n = (rv as usize).min(max as usize);
+        // SAFETY: VCL wrote `n` events into `evs` (valid for `max`).
+        let out = unsafe { std::slice::from_raw_parts_mut(evs, n) };
+        let stamp = self.lock_free_waits.load(Ordering::Relaxed) + 1;
+        self.lock_free_waits.store(stamp, Ordering::Relaxed);
+        let mut kept = 0;
+        for i in 0..n {
+            let e = out[i];
+            let (events, token) = (e.events, e.u64);
+            let Some(s) = i32::try_from(token).ok().and_then(|v| self.pool.get(v)) else { continue };
+            if s.membership.set() != Some(ep_vlsh) {
+                // Another set's: for the next wait on that set.
+                self.park(events, token);
+                continue;
+            }
+            if earlier_drain != 0 {
+                if let Some(bits) = s.membership.drained_in(ep_vlsh, earlier_drain) {
+                    self.drained_again(events, bits, token);
+                    continue;
+                }
+            }
+            if let Some(j) = s.membership.reported_at(stamp) {
+                if let Some(first) = out.get_mut(j) {
+                    first.events |= self.still_ready(s, events);
+                }
+                continue;
+            }
+            out[kept] = libc::epoll_event { events, u64: s.membership.data() };
+            s.membership.mark_reported(stamp, kept as u32);
+            if round != 0 {
+                s.membership.mark_drained(ep_vlsh, round, events);
+            }
+            kept += 1;
+        }
+        if drain_only {
+            demux.end_drain(round, kept > 0);
+        }
+        if wait == 0.0 && (kept == 0 || demux.on_timer()) {
+            // Woken with nothing to report: VPP may be gone (see `demux`).
+            self.watch_for_vpp(demux);
+        }
+        // As in the general path: events left behind (VCL's unhandled
+        // vector after a full batch, or parked here just now) while this
+        // returns a short batch must wake the set again.
+        if kept < max as usize && (n == max as usize || demux.has_parked()) {
+            demux.wake();
+        }
+        Some(kept as i32)
     }
 
     /// Mode 3: a wait with a timeout sleeps outside the worker's locks.
@@ -476,8 +651,8 @@ impl<V: Vcl> Vls<V> {
             out[j].events |= self.still_ready(s, events);
             return 0;
         }
-        if s.membership.drained_in(ep_vlsh, reported.earlier_drain) {
-            self.park(events, token);
+        if let Some(bits) = s.membership.drained_in(ep_vlsh, reported.earlier_drain) {
+            self.drained_again(events, bits, token);
             return 0;
         }
         let k = self.deliver(ep_vlsh, s, events, &mut out[at..], fresh);
@@ -486,10 +661,25 @@ impl<V: Vcl> Vls<V> {
             debug_assert_eq!(at, reported.this_call.len());
             reported.this_call.push(token);
             if reported.drain_round != 0 {
-                s.membership.mark_drained(ep_vlsh, reported.drain_round);
+                s.membership.mark_drained(ep_vlsh, reported.drain_round, out[at].events);
             }
         }
         k
+    }
+
+    /// An event of a session LDP's drain reported, with bits `drained`, in
+    /// the same `epoll_wait` of the application: not returned again. Its
+    /// bits the drain did not report are parked for the next wait; if it
+    /// has none, it is dropped: the application was just told, and acts on
+    /// it (a level-triggered session is reported again while it stays
+    /// ready; an edge-triggered one is read or written until `EAGAIN`). So
+    /// a busy event loop does not pay a wake of its set, and the general
+    /// path of the next wait, for every session the drain returned.
+    #[inline]
+    fn drained_again(&self, events: u32, drained: u32, token: u64) {
+        if events & !drained != 0 {
+            self.park(events, token);
+        }
     }
 
     /// Parks an event on the set its session is in (dropped if none).

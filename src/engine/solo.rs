@@ -23,7 +23,8 @@
 //! `membarrier` (old kernels, seccomp) the solo path is never used.
 //!
 //! Only calls that cannot wait in VCL take this path (non-blocking reads and
-//! writes): the arriving thread waits for the call to finish, and a call
+//! writes, `epoll_ctl`, epoll waits with timeout 0 and LDP's drain-only
+//! wait): the arriving thread waits for the call to finish, and a call
 //! blocked waiting for data the arriving thread is about to send would never
 //! finish.
 //!

@@ -158,7 +158,8 @@ fn select_maps_keep_only_the_bits_asked_for() {
 /// events: a session both report reaches the application once. The next
 /// `epoll_wait` of the application (a new drain) reports it again while it
 /// is still readable (level-triggered), and a timeout-0 call with no drain
-/// before it has nothing to skip.
+/// before it has nothing to skip. The skipped duplicate brings nothing new,
+/// so it is dropped, not parked.
 #[test]
 fn ldp_drain_then_timeout_zero_reports_a_session_once() {
     let v = app(false);
@@ -177,6 +178,10 @@ fn ldp_drain_then_timeout_zero_reports_a_session_once() {
         // SAFETY: `evs[1..]` holds 7 events.
         let more = unsafe { v.epoll_wait(ep, evs[1..].as_mut_ptr(), 7, 0.0) };
         assert_eq!(more, 0, "round {round}: the same session is not reported twice in one epoll_wait");
+        // Nothing new in the duplicate (the same bits): not kept for the
+        // next wait either (which would cost a wake of the set each time).
+        let parked = v.session(ep).unwrap().demux().unwrap().parked_len();
+        assert_eq!(parked, 0, "round {round}: the duplicate is dropped");
     }
     // Without a drain first, a timeout-0 wait reports it.
     // SAFETY: as above.
@@ -191,6 +196,77 @@ fn ldp_drain_then_timeout_zero_reports_a_session_once() {
     assert_eq!(unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, -2.0) }, 0, "nothing left to drain");
     // SAFETY: as above.
     assert_eq!(unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, 0.0) }, 0, "nothing stale");
+}
+
+/// A timeout-0 wait right after LDP's drain skips the sessions the drain
+/// returned, but keeps for the next wait what is new in their events: here
+/// the peer's close (`EPOLLRDHUP`) seen after the drain reported the data.
+#[test]
+fn new_bits_of_a_drained_session_are_kept_for_the_next_wait() {
+    let v = app(false);
+    let ep = v.epoll_create();
+    let (_l, c, s) = pair(v, true);
+    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32, u64: 0x5e };
+    // SAFETY: valid event.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut ev) }, 0);
+    assert_eq!(write(v, c, b"data"), 4);
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    // SAFETY: `evs` holds 8 events.
+    assert_eq!(unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, -2.0) }, 1);
+    assert_eq!({ evs[0].events }, libc::EPOLLIN as u32);
+    assert_eq!(v.close(c), 0);
+    // SAFETY: `evs[1..]` holds 7 events.
+    assert_eq!(unsafe { v.epoll_wait(ep, evs[1..].as_mut_ptr(), 7, 0.0) }, 0, "not twice in one epoll_wait");
+    assert_eq!(v.session(ep).unwrap().demux().unwrap().parked_len(), 1, "the close is kept");
+    // SAFETY: as above.
+    assert_eq!(unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, -2.0) }, 1, "and reported by the next wait");
+    assert_eq!({ evs[0].events }, (libc::EPOLLIN | libc::EPOLLRDHUP) as u32);
+}
+
+/// VCL may report one session twice in one wait (a queued event and its
+/// level-triggered re-report). The single thread's waits (lock-free while
+/// it is alone) return it once, with the bits of both; so do the waits of
+/// the general path once a second thread has arrived. (The double reports a
+/// session once per set listing it: added to two sets, it is in the last
+/// one for VLS and comes twice from VCL.)
+#[test]
+fn a_session_vcl_reports_twice_in_one_wait_is_returned_once() {
+    let v = app(false);
+    let ep_a = v.epoll_create();
+    let ep_b = v.epoll_create();
+    let (_l, c, s) = pair(v, true);
+    for (ep, data) in [(ep_a, 0xA), (ep_b, 0xB)] {
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: data };
+        // SAFETY: valid event.
+        assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut ev) }, 0);
+    }
+    assert_eq!(write(v, c, b"x"), 1);
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    let mut check = |what: &str| {
+        // LDP's drain, then a plain timeout-0 wait (the timeout-0 wait
+        // right after a drain belongs to the same `epoll_wait` of LDP's and
+        // skips the drain's sessions: see the test above).
+        for wait in [-2.0, 0.0] {
+            if wait == 0.0 {
+                // SAFETY: `evs` holds 8 events.
+                let n = unsafe { v.epoll_wait(ep_b, evs.as_mut_ptr(), 8, 0.0) };
+                assert_eq!(n, 0, "{what}: after the drain");
+            }
+            // SAFETY: `evs` holds 8 events.
+            let n = unsafe { v.epoll_wait(ep_b, evs.as_mut_ptr(), 8, wait) };
+            assert_eq!(n, 1, "{what}, wait {wait}: reported once");
+            assert_eq!({ evs[0].u64 }, 0xB, "{what}: with the data of the set VLS has it in");
+            assert_eq!({ evs[0].events }, libc::EPOLLIN as u32);
+        }
+        // Set A is not the session's (for VLS): nothing there.
+        // SAFETY: as above.
+        assert_eq!(unsafe { v.epoll_wait(ep_a, evs.as_mut_ptr(), 8, 0.0) }, 0, "{what}: not set A's");
+    };
+    assert_eq!(v.lock_free_io(), super::super::solo::lock_free_expected(), "one thread: no locks");
+    check("one thread");
+    thread::spawn(move || assert!(v.create(0, true) >= 0)).join().unwrap();
+    assert!(!v.lock_free_io());
+    check("two threads");
 }
 
 /// While one thread only has used VLS, its epoll waits that cannot sleep
