@@ -85,15 +85,30 @@ fn wait_as_the_kernel(timeout_ms: c_int, mut wait: impl FnMut(c_int) -> c_int) -
     resume_early_returns(timeout_ms, wait)
 }
 
+/// At most how long one wait may sleep: while the process holds a
+/// connection only as a FIFO subscriber (a forked child's copy whose owner
+/// is a relative), VPP does not wake it for that connection's data, and
+/// each wait looks at it (`Vls::polls_subscriber_copies`).
+fn slice_ms() -> Option<c_int> {
+    crate::process::vls_if_made()
+        .filter(|v| v.polls_subscriber_copies())
+        .map(|_| crate::engine::SUBSCRIBER_POLL.as_millis() as c_int)
+}
+
 /// Calls `wait(timeout)` until it gives the kernel's answer: events, an
 /// error, a signal (-1, `EINTR`) or 0 once `timeout_ms` has passed
-/// (negative: never). Each call gets what is left of `timeout_ms`.
+/// (negative: never). Each call gets what is left of `timeout_ms`, at most
+/// [`slice_ms`] when there is one.
 fn resume_early_returns(timeout_ms: c_int, mut wait: impl FnMut(c_int) -> c_int) -> c_int {
     let start = (timeout_ms > 0).then(Instant::now);
     let mut timeout = timeout_ms;
     loop {
         set_errno(0);
-        let rv = wait(timeout);
+        let slice = slice_ms();
+        let rv = match slice {
+            Some(s) if timeout < 0 || timeout > s => wait(s),
+            _ => wait(timeout),
+        };
         if rv != 0 {
             return rv;
         }

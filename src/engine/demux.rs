@@ -44,6 +44,8 @@ use crate::handle::Vlsh;
 pub struct Membership {
     set: AtomicI32,
     data: AtomicU64,
+    /// The event bits the application asked for (`EPOLLIN`, `EPOLLOUT`, …).
+    interest: AtomicU32,
     /// The drain round (see [`EpollDemux::start_drain`]) that last reported
     /// the session, tagged with the set's vlsh; 0 if none.
     drained_in: AtomicU64,
@@ -61,6 +63,7 @@ impl Default for Membership {
         Membership {
             set: AtomicI32::new(-1),
             data: AtomicU64::new(0),
+            interest: AtomicU32::new(0),
             drained_in: AtomicU64::new(0),
             drained_events: AtomicU32::new(0),
             reported_in: AtomicU64::new(0),
@@ -113,8 +116,10 @@ impl Membership {
             .then(|| self.drained_events.load(Ordering::Relaxed))
     }
 
-    /// Records that the session joined `set` with application data `data`.
-    pub fn join(&self, set: Vlsh, data: u64) {
+    /// Records that the session joined `set` asking for event bits
+    /// `interest`, with application data `data`.
+    pub fn join(&self, set: Vlsh, interest: u32, data: u64) {
+        self.interest.store(interest, Ordering::Release);
         self.data.store(data, Ordering::Release);
         self.set.store(set, Ordering::Release);
     }
@@ -122,6 +127,11 @@ impl Membership {
     /// Records that the session left `set` (no-op if it is in another).
     pub fn leave(&self, set: Vlsh) {
         let _ = self.set.compare_exchange(set, -1, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The event bits the application asked for in its set.
+    pub fn interest(&self) -> u32 {
+        self.interest.load(Ordering::Acquire)
     }
 
     /// The set the session is in, if any.

@@ -26,8 +26,9 @@
 //!   first chunk (or cut-through): it would corrupt larger ones (see the
 //!   shim's `vppsys_handover_is_safe`). Otherwise the leaving process keeps
 //!   its copy as VPP's owner, hidden from the application ([`Kept`]): the
-//!   others are FIFO subscribers, whom VPP tells of data, space and the
-//!   peer's close or reset too; the keeper closes the connection in VPP
+//!   others are FIFO subscribers, whom VPP tells of the peer's close or
+//!   reset but not of data or space, so their waits look at such copies
+//!   themselves ([`Watched`]); the keeper closes the connection in VPP
 //!   once no process holds it. When the keeper exits such a connection is
 //!   not handed over either: VPP cleans up after the exiting worker, which
 //!   owns it.
@@ -68,6 +69,9 @@ pub(super) struct Forks {
     pub handover_watch: std::sync::Mutex<Vec<Watched>>,
     /// `handover_watch` is not empty (checked on every `epoll_wait`).
     pub watching: AtomicBool,
+    /// `handover_watch` holds a copy this process holds only as a FIFO
+    /// subscriber: its waits look at it in slices (see [`Watched`]).
+    pub subscriber_copies: AtomicBool,
     /// Copies of connections this process left but stays VPP's owner of
     /// (see [`Kept`]).
     pub kept: std::sync::Mutex<Vec<Kept>>,
@@ -131,11 +135,31 @@ struct Handover {
 /// reaching an `epoll_wait` here. So `epoll_wait` notices hand-overs (the
 /// hand-over token changes), tells VPP this worker's session index
 /// ([`Vcl::claim_events`]) and reports the connection if it is readable.
+///
+/// Until then, a copy this process inherited is only a FIFO subscriber,
+/// and VPP (25.10 to 26.10) sends a subscriber the peer's close and reset
+/// but never data or space events: those go to the owner's worker alone
+/// (its session index, its queue). A relative that keeps the connection
+/// open, or keeps its copy because VPP could not take it over (see
+/// [`Kept`]), would leave this process deaf to new data. So while such a
+/// copy is watched, every wait here looks at its FIFOs and reports what
+/// changed (new data, space after a full FIFO) on its epoll set, and waits
+/// that would sleep sleep in slices of [`SUBSCRIBER_POLL`].
 pub(super) struct Watched {
     vlsh: super::Vlsh,
     entry: u32,
     token: usize,
+    /// VPP's owner is another process's copy (this one was inherited).
+    subscriber: bool,
+    /// What the last look saw: bytes readable, and whether it was
+    /// writable.
+    last_readable: i32,
+    last_writable: bool,
 }
+
+/// How often a process looks at the connections it holds only as a FIFO
+/// subscriber (see [`Watched`]) while it waits.
+pub const SUBSCRIBER_POLL: Duration = Duration::from_millis(10);
 
 /// How long an exiting process waits for its relatives to take over the
 /// connections it owned (VPP closes what is still its own when it goes).
@@ -164,7 +188,8 @@ impl<V: Vcl> ForkHooks for Vls<V> {
             match table.alloc(me, sh_parts(sh).1) {
                 Some(entry) => {
                     s.shared.store(entry, Ordering::Release);
-                    self.watch_handover(s.vlsh, entry, sh);
+                    // This process's own connection: VPP's owner is here.
+                    self.watch_handover(s.vlsh, entry, sh, false);
                 }
                 None => tracing::error!(
                     vlsh = s.vlsh,
@@ -297,6 +322,7 @@ impl<V: Vcl> Vls<V> {
         self.vcl.install_wait_hooks(self);
         // SAFETY: getpid has no preconditions.
         table.set_process(me, unsafe { libc::getpid() }, parent);
+        let mut inherited = Vec::new();
         for s in self.pool.live_sessions() {
             let locked = s.lock();
             let sh = locked.sh();
@@ -313,26 +339,20 @@ impl<V: Vcl> Vls<V> {
             self.pool.remap(&locked, sh_from_parts(me, index));
             let entry = s.shared.load(Ordering::Acquire);
             match table.lock(entry) {
-                Some(g) if g.session_index() == index => g.subscribe(me),
+                Some(g) if g.session_index() == index => {
+                    g.subscribe(me);
+                    inherited.push((s.vlsh, entry, sh_from_parts(me, index)));
+                }
                 _ => s.shared.store(INVALID, Ordering::Release),
             }
         }
-        // The parent's watch list came along; this worker's tokens differ.
-        let watched: Vec<(super::Vlsh, u32)> = self
-            .forks
-            .handover_watch
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain(..)
-            .map(|x| (x.vlsh, x.entry))
-            .collect();
+        // The parent's watch list came along: this worker's tokens differ,
+        // and every copy here is a subscriber's until VPP hands it over.
+        self.forks.handover_watch.lock().unwrap_or_else(PoisonError::into_inner).clear();
         self.forks.watching.store(false, Ordering::Release);
-        for (vlsh, entry) in watched {
-            if let Some(s) = self.pool.get(vlsh) {
-                if s.shared.load(Ordering::Acquire) == entry {
-                    self.watch_handover(vlsh, entry, s.sh());
-                }
-            }
+        self.forks.subscriber_copies.store(false, Ordering::Release);
+        for (vlsh, entry, sh) in inherited {
+            self.watch_handover(vlsh, entry, sh, true);
         }
         let ep = self.internal_ep.load(Ordering::Acquire);
         if on_worker(ep, parent) {
@@ -581,9 +601,10 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// Watches connection `vlsh` (shared entry `entry`, handle `sh` on this
-    /// worker) for a hand-over to this worker. Listeners and epoll sets are
-    /// not watched.
-    fn watch_handover(&self, vlsh: super::Vlsh, entry: u32, sh: Sh) {
+    /// worker) for a hand-over to this worker; `subscriber`: this copy is
+    /// not VPP's owner (see [`Watched`]). Listeners and epoll sets are not
+    /// watched.
+    fn watch_handover(&self, vlsh: super::Vlsh, entry: u32, sh: Sh, subscriber: bool) {
         if !self.is_here(sh) || self.vcl.listener_state(sh) != Listener::No {
             return;
         }
@@ -592,8 +613,18 @@ impl<V: Vcl> Vls<V> {
             return;
         }
         let mut w = self.forks.handover_watch.lock().unwrap_or_else(PoisonError::into_inner);
-        w.push(Watched { vlsh, entry, token });
+        w.push(Watched { vlsh, entry, token, subscriber, last_readable: 0, last_writable: true });
         self.forks.watching.store(true, Ordering::Release);
+        if subscriber {
+            self.forks.subscriber_copies.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether this process holds a connection only as a FIFO subscriber
+    /// (its waits then look at it in slices of [`SUBSCRIBER_POLL`]).
+    #[inline]
+    pub fn polls_subscriber_copies(&self) -> bool {
+        self.forks.subscriber_copies.load(Ordering::Acquire)
     }
 
     /// Reports (parks on their epoll sets) the watched connections that
@@ -611,7 +642,7 @@ impl<V: Vcl> Vls<V> {
     fn notice_handovers_now(&'static self) {
         let _g = self.op_locks(super::OpKind::MessageQueue, None);
         let mut w = self.forks.handover_watch.lock().unwrap_or_else(PoisonError::into_inner);
-        w.retain(|x| {
+        w.retain_mut(|x| {
             let Some(s) = self.pool.get(x.vlsh) else { return false };
             let sh = s.sh();
             if s.is_closed() || s.shared.load(Ordering::Acquire) != x.entry || !self.is_here(sh) {
@@ -619,6 +650,9 @@ impl<V: Vcl> Vls<V> {
             }
             let (wrk, index) = sh_parts(sh);
             if self.vcl.handover_token(wrk, index) == x.token {
+                if x.subscriber {
+                    self.report_subscriber_copy(s, x);
+                }
                 return true;
             }
             // Handed over to this worker, which now owns it until it
@@ -633,6 +667,30 @@ impl<V: Vcl> Vls<V> {
             false
         });
         self.forks.watching.store(!w.is_empty(), Ordering::Release);
+        self.forks.subscriber_copies.store(w.iter().any(|x| x.subscriber), Ordering::Release);
+    }
+
+    /// A look at copy `s` this process holds only as a FIFO subscriber
+    /// (see [`Watched`]): parks on its epoll set what VPP told only the
+    /// owner, for the bits the application asked for: `EPOLLIN` when the
+    /// bytes readable changed and are not 0, `EPOLLOUT` when it became
+    /// writable. (The peer's close and reset reach subscribers anyway.)
+    fn report_subscriber_copy(&self, s: &super::VlsSession, x: &mut Watched) {
+        let sh = s.sh();
+        let readable = self.vcl.read_ready(sh).max(0);
+        let writable = self.vcl.write_ready(sh);
+        let interest = s.membership.interest();
+        let mut events = 0;
+        if readable > 0 && readable != x.last_readable && interest & libc::EPOLLIN as u32 != 0 {
+            events |= libc::EPOLLIN as u32;
+        }
+        if writable && !x.last_writable && interest & libc::EPOLLOUT as u32 != 0 {
+            events |= libc::EPOLLOUT as u32;
+        }
+        (x.last_readable, x.last_writable) = (readable, writable);
+        if events != 0 && s.membership.set().is_some() {
+            self.park(events, x.vlsh as u64);
+        }
     }
 
     /// Records copy `sh` (shared entry `entry`) as kept: see [`Kept`].

@@ -49,6 +49,9 @@ pub mod solo;
 mod tests;
 mod threads;
 
+#[cfg(feature = "vpp")]
+pub use fork_hooks::SUBSCRIBER_POLL;
+
 use std::ffi::c_ulong;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};

@@ -208,7 +208,7 @@ impl VlsSession {
         c.live.store(self.live.load(Ordering::Acquire), Ordering::Relaxed);
         c.is_epoll.store(self.is_epoll.load(Ordering::Acquire), Ordering::Relaxed);
         if let Some(set) = self.membership.set() {
-            c.membership.join(set, self.membership.data());
+            c.membership.join(set, self.membership.interest(), self.membership.data());
         }
         c.app_closed.store(self.app_closed.load(Ordering::Acquire), Ordering::Relaxed);
         c.libc_epfd.store(self.libc_epfd.load(Ordering::Acquire), Ordering::Relaxed);

@@ -263,7 +263,7 @@ impl<V: Vcl> Vls<V> {
         // again).
         if rv == 0 {
             match op {
-                libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => s.membership.join(ep_vlsh, app_data),
+                libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => s.membership.join(ep_vlsh, app_events, app_data),
                 libc::EPOLL_CTL_DEL => s.membership.leave(ep_vlsh),
                 _ => {}
             }
@@ -298,6 +298,72 @@ impl<V: Vcl> Vls<V> {
     /// `evs` valid for `max` events.
     #[inline(never)]
     pub unsafe fn epoll_wait_with_locks(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> i32 {
+        // A connection held only as a FIFO subscriber: VPP does not wake this
+        // worker for its data, so a wait looks at it in slices.
+        if wait != 0.0
+            && wait as i32 != DRAIN_ONLY
+            && !self.mt_workers.load(Ordering::Relaxed)
+            && self.polls_subscriber_copies()
+        {
+            // SAFETY: forwarded contract.
+            return unsafe { self.epoll_wait_in_slices(ep_vlsh, evs, max, wait) };
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.epoll_wait_dispatch(ep_vlsh, evs, max, wait) }
+    }
+
+    /// A wait of `wait` milliseconds (negative: no limit) as waits of at
+    /// most `SUBSCRIBER_POLL`, each of which looks at the connections this
+    /// process holds only as a FIFO subscriber (see `fork_hooks::Watched`);
+    /// the rest in one wait once there are none.
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    #[cold]
+    unsafe fn epoll_wait_in_slices(
+        &'static self,
+        ep_vlsh: Vlsh,
+        evs: *mut libc::epoll_event,
+        max: i32,
+        wait: f64,
+    ) -> i32 {
+        let slice_ms = super::fork_hooks::SUBSCRIBER_POLL.as_secs_f64() * 1e3;
+        let deadline = (wait > 0.0).then(|| Instant::now() + Duration::from_secs_f64(wait / 1e3));
+        loop {
+            let left_ms = match deadline {
+                None => -1.0,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return 0;
+                    }
+                    left.as_secs_f64() * 1e3
+                }
+            };
+            if !self.polls_subscriber_copies() {
+                // SAFETY: forwarded contract.
+                return unsafe { self.epoll_wait_dispatch(ep_vlsh, evs, max, left_ms) };
+            }
+            let slice = if left_ms < 0.0 { slice_ms } else { left_ms.min(slice_ms) };
+            // SAFETY: forwarded contract.
+            let n = unsafe { self.epoll_wait_dispatch(ep_vlsh, evs, max, slice) };
+            if n != 0 {
+                return n;
+            }
+        }
+    }
+
+    /// [`Self::epoll_wait_with_locks`] by mode.
+    ///
+    /// # Safety
+    /// `evs` valid for `max` events.
+    unsafe fn epoll_wait_dispatch(
         &'static self,
         ep_vlsh: Vlsh,
         evs: *mut libc::epoll_event,

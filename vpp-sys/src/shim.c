@@ -1230,7 +1230,8 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
     {
       /* VPP cannot hand it over: this copy stays VPP's owner, out of any
        * epoll set. The other workers holding it are FIFO subscribers: VPP
-       * tells them of data, space, and the peer's close or reset as well.
+       * tells them of the peer's close or reset, but of data and space only
+       * this owner (the layer's waits there look at the FIFOs instead).
        * The caller keeps watching it (vppsys_kept_state). */
       if (s->flags & VCL_SESSION_F_IS_VEP_SESSION)
 	vppcom_epoll_ctl (s->vep.vep_sh, EPOLL_CTL_DEL, sh, 0);
