@@ -11,6 +11,8 @@
 //! ldp_pipeline memcached-client <ip:port> <threads> <conns-per-thread> <rounds> <depth>
 //! ldp_pipeline close-kernel-fd <fd>
 //! ldp_pipeline wait-check <ip:port>
+//! ldp_pipeline fork-server <ip:port>
+//! ldp_pipeline fork-client <ip:port>
 //! ```
 //!
 //! The server has one thread that accepts (blocking) and hands each
@@ -86,6 +88,110 @@ fn wait_check(addr: SocketAddrV4) {
             t1.elapsed().as_millis()
         );
     }
+}
+
+/// Bytes the fork client sends before the server forks.
+const FORK_QUEUED: usize = 64 << 10;
+
+fn read_exact_blocking(fd: i32, buf: &mut [u8]) {
+    let mut at = 0;
+    while at < buf.len() {
+        // SAFETY: `buf[at..]` is valid for its length.
+        let r = unsafe { libc::read(fd, buf[at..].as_mut_ptr().cast(), buf.len() - at) };
+        if r < 0 && (errno() == libc::EINTR || errno() == libc::EAGAIN) {
+            continue;
+        }
+        if check(r as i32, "read") == 0 {
+            eprintln!("fork: connection closed after {at} of {} bytes", buf.len());
+            std::process::exit(1);
+        }
+        at += r as usize;
+    }
+}
+
+/// A forking server: accepts one connection, waits until the client's
+/// `FORK_QUEUED` bytes are queued, forks, and closes its copy (with that
+/// much queued VPP cannot hand the connection over: the parent stays its
+/// owner in VPP). The child then reads the bytes, writes `more` and waits
+/// in `epoll_wait` (10 s) for the `next` the client sends only then,
+/// answers `done`. Prints `fork-server: child exited with <code>` and
+/// exits with the child's code (3: the child's wait saw no event).
+fn fork_server(addr: SocketAddrV4) {
+    let l = listen_on(addr);
+    // SAFETY: plain libc calls on descriptors this function owns; the child
+    // only makes libc calls before it exits.
+    unsafe {
+        let c = check(libc::accept(l, std::ptr::null_mut(), std::ptr::null_mut()), "accept");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut n: i32 = 0;
+            // LDP returns the count instead of storing it.
+            let rv = check(libc::ioctl(c, libc::FIONREAD, &mut n), "ioctl FIONREAD");
+            n = n.max(rv);
+            if n as usize >= FORK_QUEUED {
+                break;
+            }
+            if Instant::now() > deadline {
+                eprintln!("fork-server: only {n} bytes arrived");
+                std::process::exit(1);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut closed = [0i32; 2];
+        check(libc::pipe(closed.as_mut_ptr()), "pipe");
+        let pid = check(libc::fork(), "fork");
+        if pid == 0 {
+            let mut b = [0u8; 1];
+            read_exact_blocking(closed[0], &mut b);
+            let mut got = vec![0u8; FORK_QUEUED];
+            read_exact_blocking(c, &mut got);
+            if got.iter().any(|&x| x != 3) {
+                eprintln!("fork-server child: the queued bytes differ");
+                libc::_exit(1);
+            }
+            let ep = check(libc::epoll_create1(0), "epoll_create1");
+            epoll_ctl(ep, libc::EPOLL_CTL_ADD, c, libc::EPOLLIN as u32);
+            write_all_blocking(c, b"more");
+            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            let t0 = Instant::now();
+            let n = libc::epoll_wait(ep, evs.as_mut_ptr(), 4, 10_000);
+            if n != 1 {
+                eprintln!("fork-server child: epoll_wait gave {n} after {} ms", t0.elapsed().as_millis());
+                libc::_exit(3);
+            }
+            let mut next = [0u8; 4];
+            read_exact_blocking(c, &mut next);
+            write_all_blocking(c, if &next == b"next" { b"done" } else { b"bad!" });
+            libc::close(c);
+            libc::_exit(0);
+        }
+        check(libc::close(c), "close");
+        write_all_blocking(closed[1], b"x");
+        let mut status = 0;
+        check(libc::waitpid(pid, &mut status, 0), "waitpid");
+        let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 };
+        println!("fork-server: child exited with {code}");
+        std::process::exit(code);
+    }
+}
+
+/// The fork server's client: sends `FORK_QUEUED` bytes, waits for `more`,
+/// then (200 ms later) sends `next` and expects `done`. Prints
+/// `fork-client: done`.
+fn fork_client(addr: SocketAddrV4) {
+    let c = connect_blocking(addr);
+    write_all_blocking(c, &vec![3u8; FORK_QUEUED]);
+    let mut more = [0u8; 4];
+    read_exact_blocking(c, &mut more);
+    std::thread::sleep(Duration::from_millis(200));
+    write_all_blocking(c, b"next");
+    let mut done = [0u8; 4];
+    read_exact_blocking(c, &mut done);
+    if &done != b"done" {
+        eprintln!("fork-client: got {:?}", String::from_utf8_lossy(&done));
+        std::process::exit(1);
+    }
+    println!("fork-client: done");
 }
 
 /// No progress for this long is a stall.
@@ -270,9 +376,10 @@ impl LineReader {
 // server
 // ---------------------------------------------------------------------------
 
-fn server(addr: SocketAddrV4, threads: usize) {
+/// A listening socket on `addr`.
+fn listen_on(addr: SocketAddrV4) -> i32 {
     // SAFETY: plain socket calls; `sa` outlives the bind call.
-    let l = unsafe {
+    unsafe {
         let l = check(libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0), "socket");
         let one: i32 = 1;
         libc::setsockopt(l, libc::SOL_SOCKET, libc::SO_REUSEADDR, (&one as *const i32).cast(), 4);
@@ -283,7 +390,11 @@ fn server(addr: SocketAddrV4, threads: usize) {
         );
         check(libc::listen(l, 1024), "listen");
         l
-    };
+    }
+}
+
+fn server(addr: SocketAddrV4, threads: usize) {
+    let l = listen_on(addr);
     // SAFETY: plain syscall.
     let sets: Vec<i32> =
         (0..threads).map(|_| check(unsafe { libc::epoll_create1(0) }, "epoll_create1")).collect();
@@ -585,7 +696,9 @@ fn main() {
              ldp_pipeline client <ip:port> <threads> <conns-per-thread> <requests-per-conn> <depth>\n       \
              ldp_pipeline memcached-client <ip:port> <threads> <conns-per-thread> <rounds> <depth>\n       \
              ldp_pipeline close-kernel-fd <fd>\n       \
-             ldp_pipeline wait-check <ip:port>"
+             ldp_pipeline wait-check <ip:port>\n       \
+             ldp_pipeline fork-server <ip:port>\n       \
+             ldp_pipeline fork-client <ip:port>"
         );
         std::process::exit(64)
     };
@@ -598,6 +711,8 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("server") => server(addr, num(3).max(1) as usize),
         Some("wait-check") => wait_check(addr),
+        Some("fork-server") => fork_server(addr),
+        Some("fork-client") => fork_client(addr),
         Some("client") => {
             client(addr, num(3).max(1) as usize, num(4).max(1) as usize, num(5), num(6).max(1) as usize)
         }

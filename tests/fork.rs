@@ -965,3 +965,85 @@ fn queued_data_survives_the_hand_over_cut_through() {
         vpp_harness::cut_through,
     );
 }
+
+/// After a hand-over VPP could not make (the parent kept its copy as VPP's
+/// owner, see `queued_data_survives_the_hand_over`), the child waits in
+/// `epoll_wait` for data the client sends only then: it must be woken.
+fn child_is_woken_after_a_kept_hand_over(
+    name: &str,
+    a: SocketAddr,
+    setup: fn(&vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf),
+) {
+    run_pair(
+        name,
+        setup,
+        || {
+            app("fork-server");
+            let l = listen_on(a, TCP, false);
+            let s = accept(l);
+            assert!(s >= 0, "accept: {s}");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while nread(s) < QUEUED_IN as i32 {
+                assert!(Instant::now() < deadline, "only {} bytes arrived", nread(s));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let (back_rd, back_wr) = pipe();
+            let child = fork_child(25, move || {
+                assert_eq!(recv_i32(back_rd), 2, "the parent dropped its copy");
+                let mut got = vec![0u8; QUEUED_IN];
+                read_exact(s, &mut got);
+                let ep = vls_epoll_create();
+                add_to_epoll(ep, s);
+                // Tells the client to send the rest now.
+                write_all(s, b"more");
+                let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                // SAFETY: `evs` holds 4 events.
+                // (VCL's unit: milliseconds.)
+                let n = unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, 10_000.0) };
+                assert_eq!(n, 1, "the client's data must wake the child within 10 s");
+                let mut next = [0u8; 4];
+                read_exact(s, &mut next);
+                assert_eq!(&next, b"next");
+                write_all(s, b"done");
+                assert_eq!(vls_close(ep), 0);
+                assert_eq!(vls_close(s), 0);
+            });
+            assert_eq!(vls_close(s), 0, "the parent drops its copy");
+            assert_eq!(vls::raw::kept_connections(), 1, "VPP could not hand the connection over");
+            send_i32(back_wr, 2);
+            assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
+            let ep = vls_epoll_create();
+            assert!(
+                epoll_wait_until(ep, Duration::from_secs(5), || vls::raw::kept_connections() == 0),
+                "the kept connection outlived its last holder"
+            );
+            assert_eq!(vls_close(ep), 0);
+            assert_eq!(vls_close(l), 0);
+        },
+        || {
+            app("fork-client");
+            let c = connect_to(a, TCP);
+            write_all(c, &pattern(3, QUEUED_IN));
+            let mut more = [0u8; 4];
+            read_exact(c, &mut more);
+            assert_eq!(&more, b"more");
+            // The child is in its wait by now or soon: either way the data
+            // must reach it.
+            std::thread::sleep(Duration::from_millis(200));
+            write_all(c, b"next");
+            let mut done = [0u8; 4];
+            read_exact(c, &mut done);
+            assert_eq!(&done, b"done");
+            assert_eq!(vls_close(c), 0);
+        },
+    );
+}
+
+#[test]
+fn child_is_woken_after_a_kept_hand_over_through_the_stack() {
+    child_is_woken_after_a_kept_hand_over(
+        "child_is_woken_after_a_kept_hand_over_through_the_stack",
+        server_addr(7214),
+        through_stack,
+    );
+}

@@ -1024,6 +1024,64 @@ fn ldp_haproxy_in_front_of_lighttpd() {
     assert_eq!(rust_run.errors, 0, "socket errors or non-2xx answers: {rust_run:?}");
 }
 
+/// A forking server under LDP (`ldp_pipeline fork-server`): the parent
+/// accepts, waits until 64 KiB are queued, forks and closes its copy, which
+/// VPP then cannot hand over (the parent stays VPP's owner, as the log
+/// says). The child reads the queued bytes, then waits in `epoll_wait` for
+/// data the client sends only then. VPP tells only the owner of that data;
+/// the child must be woken all the same (it looks at the connection while
+/// it waits), within its 10 s.
+#[test]
+fn ldp_forked_child_is_woken_for_a_connection_its_parent_kept() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let so = libvls();
+    let exe = ldp_pipeline();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf("fork", &VclConf::default()).unwrap();
+    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let addr = "127.0.0.1:7442";
+    let server = under_ldp(&mut Command::new(&exe), &rust, &conf)
+        .env("VLS_RS_LOG", "info")
+        .args(["fork-server", addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fork-server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        let child = under_ldp(&mut Command::new(&exe), &rust, &conf)
+            .args(["fork-client", addr])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fork-client");
+        let out = wait_output_with_timeout(child, Duration::from_secs(30)).unwrap();
+        // Not listening yet: connect fails; anything else is the result.
+        let refused = String::from_utf8_lossy(&out.stderr).contains("ldp_pipeline: connect");
+        if !refused || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let server = wait_output_with_timeout(server, Duration::from_secs(30)).unwrap();
+    let (s_out, s_err) = (String::from_utf8_lossy(&server.stdout), String::from_utf8_lossy(&server.stderr));
+    let c_out = String::from_utf8_lossy(&client.stdout);
+    let report = format!(
+        "server ({}):\n{s_out}{s_err}\nclient ({}):\n{c_out}{}",
+        server.status,
+        client.status,
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert!(
+        s_err.contains("stays this process's in VPP"),
+        "the parent must have kept the connection (else this tests nothing):\n{report}"
+    );
+    assert!(s_out.contains("fork-server: child exited with 0") && server.status.success(), "{report}");
+    assert!(c_out.contains("fork-client: done") && client.status.success(), "{report}");
+}
+
 /// What `ldp_pipeline wait-check` printed: the 1 s wait's result and
 /// duration, and the signalled wait's result, errno and duration.
 fn parse_wait_check(out: &str) -> Option<(i64, u64, i64, i32, u64)> {
