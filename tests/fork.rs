@@ -864,6 +864,21 @@ fn nread(s: i32) -> i32 {
     unsafe { vls_attr(s, ffi::VPPCOM_ATTR_GET_NREAD, std::ptr::null_mut(), &mut len) }
 }
 
+/// Listens on `a`, accepts one connection and waits until the client's
+/// `QUEUED_IN` bytes are all in its rx FIFO; returns listener and
+/// connection.
+fn accept_with_queued_input(a: SocketAddr) -> (i32, i32) {
+    let l = listen_on(a, TCP, false);
+    let s = accept(l);
+    assert!(s >= 0, "accept: {s}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nread(s) < QUEUED_IN as i32 {
+        assert!(Instant::now() < deadline, "only {} bytes arrived", nread(s));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (l, s)
+}
+
 /// The hand-over of a connection whose FIFOs hold many chunks of data:
 /// the parent accepts, waits until the client's `QUEUED_IN` bytes are all
 /// in its rx FIFO, and forks; the child writes `QUEUED_OUT` bytes the
@@ -881,14 +896,7 @@ fn queued_data_survives_the_hand_over(
         setup,
         || {
             app("fork-server");
-            let l = listen_on(a, TCP, false);
-            let s = accept(l);
-            assert!(s >= 0, "accept: {s}");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while nread(s) < QUEUED_IN as i32 {
-                assert!(Instant::now() < deadline, "only {} bytes arrived", nread(s));
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            let (l, s) = accept_with_queued_input(a);
             let (rd, wr) = pipe();
             let (back_rd, back_wr) = pipe();
             let child = fork_child(25, move || {
@@ -979,14 +987,7 @@ fn child_is_woken_after_a_kept_hand_over(
         setup,
         || {
             app("fork-server");
-            let l = listen_on(a, TCP, false);
-            let s = accept(l);
-            assert!(s >= 0, "accept: {s}");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while nread(s) < QUEUED_IN as i32 {
-                assert!(Instant::now() < deadline, "only {} bytes arrived", nread(s));
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            let (l, s) = accept_with_queued_input(a);
             let (back_rd, back_wr) = pipe();
             let child = fork_child(25, move || {
                 assert_eq!(recv_i32(back_rd), 2, "the parent dropped its copy");
