@@ -42,6 +42,7 @@ pub mod pool;
 #[cfg(test)]
 mod random_ops;
 mod readiness;
+mod select;
 mod session_lock;
 mod sessions;
 pub mod solo;

@@ -1,4 +1,5 @@
-//! Readiness: the epoll sets, `select` and `poll` of [`Vls`], and the
+//! Readiness: the epoll sets of [`Vls`] (`select` and `poll` are in
+//! [`super::select`]), and the
 //! routing of VCL's events to the set each session is in (mode 3, where all
 //! threads share one VCL worker whose epoll state VCL keeps per worker; the
 //! queues and wake fds of a set are in [`super::demux`]).
@@ -13,13 +14,12 @@
 //! - events VCL read while another call waited inside it are routed to
 //!   their sets afterwards ([`Vls::route_events_after_a_wait`]).
 
-use std::ffi::{c_ulong, c_void};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::locks::OpKind;
 use super::pool::VlsSession;
-use super::{clear_bits, copy_bits, count_set_bits, demux, keep_bits, Vls, DRAIN_ONLY, EBADFD, EINVAL};
+use super::{demux, Vls, DRAIN_ONLY, EBADFD, EINVAL};
 use crate::error::VppcomError;
 use crate::handle::Vlsh;
 use crate::handle::{Sh, INVALID};
@@ -82,7 +82,7 @@ impl<V: Vcl> Vls<V> {
     /// VCL is detaching the worker (VPP is gone): no epoll wait, select or
     /// poll may enter VCL now. Read with the worker's locks held (the
     /// detaching thread sets it before releasing them for its pause).
-    fn detaching(&self) -> bool {
+    pub(super) fn detaching(&self) -> bool {
         self.detaching.load(Ordering::SeqCst)
     }
 
@@ -826,72 +826,6 @@ impl<V: Vcl> Vls<V> {
         } else {
             f()
         }
-    }
-
-    /// `vls_select`.
-    ///
-    /// # Safety
-    /// Maps null or valid for `n_bits` bits.
-    pub unsafe fn select(
-        &'static self,
-        n_bits: i32,
-        r: *mut c_ulong,
-        w: *mut c_ulong,
-        e: *mut c_ulong,
-        wait: f64,
-    ) -> i32 {
-        self.detect_thread();
-        let _after = self.after_wait();
-        self.clean_up_exited_children();
-        let _g = self.op_locks(OpKind::MessageQueue, None);
-        // SAFETY: forwarded contract (the read map is null or `n_bits` bits).
-        unsafe { self.shared_listeners_selected(r, n_bits) };
-        if self.detaching() {
-            // Nothing is ready (VPP is gone): the maps say so too.
-            for map in [r, w, e] {
-                // SAFETY: forwarded contract (each map null or `n_bits` bits).
-                unsafe { clear_bits(map, n_bits) };
-            }
-            return 0;
-        }
-        // VCL sets the bit of any session it has a queued event for, asked
-        // for or not (LDP would then report a descriptor the application
-        // never passed): only the bits asked for are kept.
-        // SAFETY: forwarded contract (each map null or `n_bits` bits).
-        let asked = unsafe { [copy_bits(r, n_bits), copy_bits(w, n_bits), copy_bits(e, n_bits)] };
-        // SAFETY: forwarded contract.
-        let rv = self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.select(n_bits, r, w, e, wait) });
-        if rv <= 0 {
-            return rv;
-        }
-        for (map, asked) in [r, w, e].into_iter().zip(&asked) {
-            // SAFETY: forwarded contract (each map null or `n_bits` bits).
-            unsafe { keep_bits(map, asked) };
-        }
-        // VCL counts a session once for its ready state and again for every
-        // RX/TX event still queued for it, so its total can exceed the bits
-        // it set. select(2) returns the number of bits set; LDP passes this
-        // value on to the application as is.
-        // SAFETY: forwarded contract (each map null or `n_bits` bits).
-        unsafe { count_set_bits(r, n_bits) + count_set_bits(w, n_bits) + count_set_bits(e, n_bits) }
-    }
-
-    /// `vls_poll`.
-    ///
-    /// # Safety
-    /// `vp` valid for `n` entries.
-    pub unsafe fn poll(&'static self, vp: *mut c_void, n: u32, wait: f64) -> i32 {
-        self.detect_thread();
-        let _after = self.after_wait();
-        self.clean_up_exited_children();
-        let _g = self.op_locks(OpKind::MessageQueue, None);
-        // SAFETY: forwarded contract.
-        unsafe { self.shared_listeners_polled(vp, n) };
-        if self.detaching() {
-            return 0;
-        }
-        // SAFETY: forwarded contract.
-        self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.poll(vp, n, wait) })
     }
 
     /// `vls_set_libc_epfd`.
