@@ -864,6 +864,17 @@ fn nread(s: i32) -> i32 {
     unsafe { vls_attr(s, ffi::VPPCOM_ATTR_GET_NREAD, std::ptr::null_mut(), &mut len) }
 }
 
+/// Waits (polling an epoll set, as an application does) until the kept
+/// copy of a connection is gone, once its last relative closed it.
+fn assert_kept_copy_goes() {
+    let ep = vls_epoll_create();
+    assert!(
+        epoll_wait_until(ep, Duration::from_secs(5), || vls::raw::kept_connections() == 0),
+        "the kept connection outlived its last holder"
+    );
+    assert_eq!(vls_close(ep), 0);
+}
+
 /// Listens on `a`, accepts one connection and waits until the client's
 /// `QUEUED_IN` bytes are all in its rx FIFO; returns listener and
 /// connection.
@@ -927,12 +938,7 @@ fn queued_data_survives_the_hand_over(
             assert_eq!(vls_close(c), 0);
             assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
             // The child closed it: the kept copy goes (once VPP confirms).
-            let ep = vls_epoll_create();
-            assert!(
-                epoll_wait_until(ep, Duration::from_secs(5), || vls::raw::kept_connections() == 0),
-                "the kept connection outlived its last holder"
-            );
-            assert_eq!(vls_close(ep), 0);
+            assert_kept_copy_goes();
             assert_eq!(vls_close(l), 0);
             assert_eq!(vls_close(rl), 0);
         },
@@ -1013,12 +1019,7 @@ fn child_is_woken_after_a_kept_hand_over(
             assert_eq!(vls::raw::kept_connections(), 1, "VPP could not hand the connection over");
             send_i32(back_wr, 2);
             assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
-            let ep = vls_epoll_create();
-            assert!(
-                epoll_wait_until(ep, Duration::from_secs(5), || vls::raw::kept_connections() == 0),
-                "the kept connection outlived its last holder"
-            );
-            assert_eq!(vls_close(ep), 0);
+            assert_kept_copy_goes();
             assert_eq!(vls_close(l), 0);
         },
         || {
