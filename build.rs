@@ -6,6 +6,12 @@
 //! known release it is or follows (`vpp-sys/build/release.rs`). `vpp-sys`
 //! exports them through its `links = "vppcom"` metadata, as
 //! `DEP_VPPCOM_LIBDIR`, `DEP_VPPCOM_RELEASE` and `DEP_VPPCOM_CFGS`.
+//!
+//! It also gives the `libvls.so` cdylib, and only it, the libc names of the
+//! LDP wait corrections (`src/capi/ldp_wait.rs`): `epoll_wait` and
+//! `epoll_pwait` as aliases of `vls_preload_epoll_wait` and
+//! `vls_preload_epoll_pwait`, exported by a version script of their own.
+//! Tests, examples and Rust programs that link the crate never define them.
 
 // The list of known releases and the cfg names are vpp-sys' (one list for
 // both crates); only some of its functions are needed here.
@@ -22,6 +28,7 @@ fn main() {
     for cfg in release::all_cfgs() {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
+    preload_aliases();
     if let Ok(libdir) = std::env::var("DEP_VPPCOM_LIBDIR") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{libdir}");
         println!("cargo:rustc-env=VLS_VPP_LIBDIR={libdir}");
@@ -34,4 +41,19 @@ fn main() {
             println!("cargo:rustc-cfg={cfg}");
         }
     }
+}
+
+/// The libc names `libvls.so` answers to in front of LDP, as aliases that
+/// only the cdylib's link gets.
+fn preload_aliases() {
+    const ALIASES: [(&str, &str); 2] =
+        [("epoll_wait", "vls_preload_epoll_wait"), ("epoll_pwait", "vls_preload_epoll_pwait")];
+    let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let map = out.join("preload-aliases.map");
+    let names: String = ALIASES.iter().map(|(alias, _)| format!("{alias}; ")).collect();
+    std::fs::write(&map, format!("{{ global: {names}}};\n")).expect("write the alias version script");
+    for (alias, target) in ALIASES {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,--defsym={alias}={target}");
+    }
+    println!("cargo:rustc-cdylib-link-arg=-Wl,--version-script={}", map.display());
 }

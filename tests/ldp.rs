@@ -1349,3 +1349,36 @@ fn libvls_exports_every_function_of_vcl_locked_h() {
         so.display()
     );
 }
+
+/// The wait corrections answer to `epoll_wait`/`epoll_pwait` in the
+/// preloaded `libvls.so` only. A Rust program that links the crate (this
+/// test, which also links libvppcom) keeps libc's: VCL's own
+/// `vcl_epoll_wait` and tokio's reactor bind to whatever `epoll_wait` the
+/// program exports, and must get the kernel's.
+#[test]
+fn only_the_preloaded_library_answers_to_epoll_wait() {
+    for name in ["epoll_wait", "epoll_pwait"] {
+        let c_name = std::ffi::CString::new(name).unwrap();
+        // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches the program.
+        let sym = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c_name.as_ptr()) };
+        assert!(!sym.is_null(), "{name} not found");
+        // SAFETY: `info` is written by dladdr for an address it knows.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: `sym` is a symbol address, `info` a valid out-pointer.
+        assert_ne!(unsafe { libc::dladdr(sym, &mut info) }, 0, "{name}: dladdr");
+        // SAFETY: dladdr set `dli_fname` to a NUL-terminated path.
+        let file = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_string_lossy().into_owned();
+        assert!(file.contains("libc.so"), "this program resolves {name} to {file}, not to libc");
+    }
+    let so = libvls();
+    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&so).output().expect("run nm (binutils)");
+    assert!(out.status.success(), "nm -D {}", so.display());
+    let table = String::from_utf8_lossy(&out.stdout);
+    for name in ["epoll_wait", "epoll_pwait", "vls_epoll_wait"] {
+        assert!(
+            table.lines().any(|l| l.split_whitespace().last() == Some(name)),
+            "{} does not export {name}",
+            so.display()
+        );
+    }
+}

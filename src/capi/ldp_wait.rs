@@ -22,9 +22,17 @@
 //!   events without timeout`). Here it is -1 with `errno` `EINTR`, as the
 //!   kernel answers.
 //!
-//! Outside LDP (a program that links `libvls.so` without preloading LDP, or
-//! a Rust program using the crate) the next definition is libc's and every
-//! call is passed through unchanged: the kernel already answers this way.
+//! Outside LDP (a program that links `libvls.so` without preloading LDP)
+//! the next definition is libc's and every call is passed through
+//! unchanged: the kernel already answers this way.
+//!
+//! **Only the cdylib has these names.** The Rust functions are
+//! `vls_preload_epoll_wait` and `vls_preload_epoll_pwait`; the build script
+//! adds `epoll_wait` and `epoll_pwait` as aliases of them when it links
+//! `libvls.so` (`cargo:rustc-cdylib-link-arg`), and nowhere else. A Rust
+//! program that links the crate therefore keeps libc's `epoll_wait` for
+//! itself, for tokio's reactor and for VCL (whose `vcl_epoll_wait` defaults
+//! to whatever `epoll_wait` the program resolves to).
 
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -125,12 +133,13 @@ fn resume_early_returns(timeout_ms: c_int, mut wait: impl FnMut(c_int) -> c_int)
     }
 }
 
-/// `epoll_wait(2)`, through LDP's when preloaded (see the module docs).
+/// `epoll_wait(2)`, through LDP's when preloaded (see the module docs);
+/// `libvls.so` exports it as `epoll_wait`.
 ///
 /// # Safety
 /// As `epoll_wait(2)`: `events` valid for `maxevents` entries.
 #[no_mangle]
-pub unsafe extern "C" fn epoll_wait(
+pub unsafe extern "C" fn vls_preload_epoll_wait(
     epfd: c_int,
     events: *mut libc::epoll_event,
     maxevents: c_int,
@@ -149,13 +158,14 @@ pub unsafe extern "C" fn epoll_wait(
     })
 }
 
-/// `epoll_pwait(2)`, through LDP's when preloaded (see the module docs).
+/// `epoll_pwait(2)`, through LDP's when preloaded (see the module docs);
+/// `libvls.so` exports it as `epoll_pwait`.
 ///
 /// # Safety
 /// As `epoll_pwait(2)`: `events` valid for `maxevents` entries, `sigmask`
 /// null or valid.
 #[no_mangle]
-pub unsafe extern "C" fn epoll_pwait(
+pub unsafe extern "C" fn vls_preload_epoll_pwait(
     epfd: c_int,
     events: *mut libc::epoll_event,
     maxevents: c_int,
