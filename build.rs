@@ -8,9 +8,10 @@
 //! `DEP_VPPCOM_LIBDIR`, `DEP_VPPCOM_RELEASE` and `DEP_VPPCOM_CFGS`.
 //!
 //! It also gives the `libvls.so` cdylib, and only it, the libc names of the
-//! LDP wait corrections (`src/capi/ldp_wait.rs`): `epoll_wait` and
-//! `epoll_pwait` as aliases of `vls_preload_epoll_wait` and
-//! `vls_preload_epoll_pwait`, exported by a version script of their own.
+//! LDP wait corrections (`src/capi/ldp_wait.rs`, `src/capi/ldp_poll.rs`):
+//! `epoll_wait`, `epoll_pwait`, `poll` and `ppoll` as aliases of
+//! `vls_preload_epoll_wait` and the like, exported by a version script of
+//! their own.
 //! Tests, examples and Rust programs that link the crate never define them.
 
 // The list of known releases and the cfg names are vpp-sys' (one list for
@@ -46,8 +47,16 @@ fn main() {
 /// The libc names `libvls.so` answers to in front of LDP, as aliases that
 /// only the cdylib's link gets.
 fn preload_aliases() {
-    const ALIASES: [(&str, &str); 2] =
-        [("epoll_wait", "vls_preload_epoll_wait"), ("epoll_pwait", "vls_preload_epoll_pwait")];
+    // The functions are part of the C ABI, built with the `vpp` feature.
+    if std::env::var_os("CARGO_FEATURE_VPP").is_none() {
+        return;
+    }
+    const ALIASES: [(&str, &str); 4] = [
+        ("epoll_wait", "vls_preload_epoll_wait"),
+        ("epoll_pwait", "vls_preload_epoll_pwait"),
+        ("poll", "vls_preload_poll"),
+        ("ppoll", "vls_preload_ppoll"),
+    ];
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let map = out.join("preload-aliases.map");
     let names: String = ALIASES.iter().map(|(alias, _)| format!("{alias}; ")).collect();

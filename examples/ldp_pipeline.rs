@@ -11,6 +11,7 @@
 //! ldp_pipeline memcached-client <ip:port> <threads> <conns-per-thread> <rounds> <depth>
 //! ldp_pipeline close-kernel-fd <fd>
 //! ldp_pipeline wait-check <ip:port>
+//! ldp_pipeline poll-check <ip:port> [no-signal]
 //! ldp_pipeline fork-server <ip:port>
 //! ldp_pipeline fork-client <ip:port>
 //! ```
@@ -86,6 +87,67 @@ fn wait_check(addr: SocketAddrV4) {
         println!(
             "wait-check: timeout {rv} after {timeout_ms} ms; signal {srv} errno {e} after {} ms",
             t1.elapsed().as_millis()
+        );
+    }
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    // SAFETY: `ts` is valid for the call.
+    let ts = unsafe {
+        let mut ts = std::mem::zeroed::<libc::timespec>();
+        check(libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts), "clock_gettime");
+        ts
+    };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// `poll` and `ppoll` on a connection (under LDP: a VPP session) to an
+/// echo server: a 1 s `poll` with nothing to read (its result, wall and
+/// CPU time), then (unless `no-signal`) a `poll` without timeout that a
+/// signal (SIGALRM, no `SA_RESTART`) interrupts after 200 ms, then a byte
+/// sent and a `poll` for its echo, then a 200 ms `ppoll`. Prints
+/// `poll-check: timeout <rv> after <ms> ms cpu <ms> ms; signal <rv> errno <e> after <ms> ms;
+/// echo <rv> revents <r> after <ms> ms; ppoll <rv> errno <e> after <ms> ms`.
+fn poll_check(addr: SocketAddrV4, with_signal: bool) {
+    let s = connect_blocking(addr);
+    let mut fds = [libc::pollfd { fd: s, events: libc::POLLIN, revents: 0 }];
+    // SAFETY: plain libc calls on a descriptor this function owns and on
+    // `fds`, valid for one entry; the handler does nothing.
+    unsafe {
+        let (t0, c0) = (Instant::now(), thread_cpu());
+        let rv = libc::poll(fds.as_mut_ptr(), 1, 1000);
+        let (timeout_ms, cpu_ms) = (t0.elapsed().as_millis(), (thread_cpu() - c0).as_millis());
+        let (mut srv, mut e, mut signal_ms) = (0, 0, 0);
+        if with_signal {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_alarm as extern "C" fn(i32) as usize;
+            check(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()), "sigaction");
+            let it = libc::itimerval {
+                it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+                it_value: libc::timeval { tv_sec: 0, tv_usec: 200_000 },
+            };
+            check(libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()), "setitimer");
+            let t1 = Instant::now();
+            srv = libc::poll(fds.as_mut_ptr(), 1, -1);
+            e = if srv < 0 { errno() } else { 0 };
+            signal_ms = t1.elapsed().as_millis();
+        }
+        write_all_blocking(s, &[42u8]);
+        let t2 = Instant::now();
+        let erv = libc::poll(fds.as_mut_ptr(), 1, 5000);
+        let echo_ms = t2.elapsed().as_millis();
+        let revents = fds[0].revents;
+        let mut byte = [0u8; 1];
+        read_exact_blocking(s, &mut byte);
+        let ts = libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
+        let t3 = Instant::now();
+        let prv = libc::ppoll(fds.as_mut_ptr(), 1, &ts, std::ptr::null());
+        let pe = if prv < 0 { errno() } else { 0 };
+        println!(
+            "poll-check: timeout {rv} after {timeout_ms} ms cpu {cpu_ms} ms; signal {srv} errno {e} after {signal_ms} ms; \
+             echo {erv} revents {revents} after {echo_ms} ms; ppoll {prv} errno {pe} after {} ms",
+            t3.elapsed().as_millis()
         );
     }
 }
@@ -697,6 +759,7 @@ fn main() {
              ldp_pipeline memcached-client <ip:port> <threads> <conns-per-thread> <rounds> <depth>\n       \
              ldp_pipeline close-kernel-fd <fd>\n       \
              ldp_pipeline wait-check <ip:port>\n       \
+             ldp_pipeline poll-check <ip:port> [no-signal]\n       \
              ldp_pipeline fork-server <ip:port>\n       \
              ldp_pipeline fork-client <ip:port>"
         );
@@ -711,6 +774,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("server") => server(addr, num(3).max(1) as usize),
         Some("wait-check") => wait_check(addr),
+        Some("poll-check") => poll_check(addr, args.get(3).map(String::as_str) != Some("no-signal")),
         Some("fork-server") => fork_server(addr),
         Some("fork-client") => fork_client(addr),
         Some("client") => {

@@ -267,6 +267,11 @@ impl seam::Vcl for RealVcl {
         // SAFETY: reads a vector length of the calling thread's worker.
         unsafe { sys::vppsys_worker_unhandled_events() }
     }
+    fn mq_eventfd(&self) -> Option<i32> {
+        // SAFETY: reads a field of the calling thread's worker's queue.
+        let fd = unsafe { sys::vppsys_worker_mq_eventfd() };
+        (fd >= 0).then_some(fd)
+    }
     fn set_nonblocking(&self, sh: Sh, on: bool) {
         // SAFETY: as above.
         unsafe { sys::vppsys_sh_set_nonblocking(sh, on as u8) }

@@ -140,6 +140,12 @@ pub trait Vcl: Send + Sync + 'static {
     /// Events the calling thread's worker read from its message queue and
     /// keeps for the next epoll wait (VCL's unhandled-events vector).
     fn unhandled_events(&self) -> u32;
+    /// The calling thread's worker's message-queue eventfd: VPP writes it
+    /// when the queue goes from empty to not empty (`use-mq-eventfd`);
+    /// `None` without one.
+    fn mq_eventfd(&self) -> Option<i32> {
+        None
+    }
     /// The calling thread's worker lost VPP (its API socket closed: VPP
     /// died or dropped the app) and is detached, or detaching: VCL is about
     /// to drop, or has dropped, the worker's message queue, which its own

@@ -1160,6 +1160,87 @@ fn ldp_epoll_wait_keeps_its_timeout_and_reports_signals() {
     }
 }
 
+/// What `ldp_pipeline poll-check` printed, as numbers in order: timeout
+/// rv, ms, cpu ms; signal rv, errno, ms; echo rv, revents, ms; ppoll rv,
+/// errno, ms.
+fn parse_poll_check(out: &str) -> Option<Vec<i64>> {
+    let line = out.lines().find(|l| l.starts_with("poll-check:"))?;
+    let nums: Vec<i64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .filter(|t| !t.is_empty() && *t != "-")
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    (nums.len() == 12).then_some(nums)
+}
+
+/// `poll` under LDP on a VPP session sleeps and ends as the kernel's does:
+/// a 1 s poll with nothing to read returns 0 after 1 s having used little
+/// CPU (LDP's own poll looks in a loop for the whole second), a poll
+/// without timeout ends with -1 and `EINTR` when a signal arrives (LDP's
+/// never returns: a program that stops on SIGTERM by leaving its poll
+/// never stops), data that arrives ends the wait at once, and `ppoll`
+/// works (LDP's is `ENOSYS`). The C layer's run (the same LDP, without the
+/// signal, which would hang it) is printed for comparison.
+#[test]
+fn ldp_poll_sleeps_and_ends_on_a_signal() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let so = libvls();
+    let exe = ldp_pipeline();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf("polls", &VclConf::default()).unwrap();
+    let Preloads { c, rust } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
+    let addr = "127.0.0.1:7441";
+    let _server = ProcessGroup::spawn(
+        under_ldp(&mut Command::new(&exe), &rust, &conf)
+            .args(["server", addr, "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    )
+    .expect("spawn the echo server");
+    let check = |preload: &str, extra: &[&str]| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let child = under_ldp(&mut Command::new(&exe), preload, &conf)
+                .args(["poll-check", addr])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn poll-check");
+            let out = wait_output_with_timeout(child, Duration::from_secs(30)).unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            if let Some(r) = parse_poll_check(&stdout) {
+                return r;
+            }
+            // The server may not listen yet.
+            assert!(
+                std::time::Instant::now() < deadline,
+                "poll-check failed ({}):\n{stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let c_run = check(&c, &["no-signal"]);
+    eprintln!("C layer (no signal): {c_run:?}");
+    let r = check(&rust, &[]);
+    eprintln!("Rust layer: {r:?}");
+    let [rv, ms, cpu, srv, errno, sms, erv, revents, ems, prv, perrno, pms] = r[..] else { unreachable!() };
+    assert_eq!(rv, 0, "nothing to read");
+    assert!(ms >= 995, "a 1000 ms poll returned after {ms} ms");
+    assert!(cpu < 500, "a 1000 ms poll used {cpu} ms of CPU (it looks in a loop)");
+    assert_eq!((srv, errno), (-1, libc::EINTR as i64), "a signal ends a poll without timeout");
+    assert!((150..3_000).contains(&sms), "the signal came after 200 ms, the poll ended after {sms} ms");
+    assert_eq!(erv, 1, "the echo makes the session readable");
+    assert_ne!(revents & libc::POLLIN as i64, 0, "revents {revents}");
+    assert!(ems < 2_000, "the echo took {ems} ms to end the poll");
+    assert_eq!((prv, perrno), (0, 0), "a 200 ms ppoll with nothing to read");
+    assert!(pms >= 195, "a 200 ms ppoll returned after {pms} ms");
+}
+
 #[test]
 #[ignore]
 fn ldp_pipelined_soak() {

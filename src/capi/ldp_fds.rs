@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use crate::handle::Vlsh;
 
 /// `2^LDP_SID_BIT` as LDP computes it, or `None` when LDP is not preloaded.
-fn ldp_base() -> Option<i64> {
+pub(super) fn ldp_base() -> Option<i64> {
     static BASE: OnceLock<Option<i64>> = OnceLock::new();
     *BASE.get_or_init(|| {
         let preload = std::env::var_os("LD_PRELOAD")?;

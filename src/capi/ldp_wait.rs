@@ -44,7 +44,7 @@ type EpollPwaitFn =
     unsafe extern "C" fn(c_int, *mut libc::epoll_event, c_int, c_int, *const libc::sigset_t) -> c_int;
 
 /// Whether LDP is preloaded (read once): only then are answers corrected.
-fn under_ldp() -> bool {
+pub(super) fn under_ldp() -> bool {
     static LDP: OnceLock<bool> = OnceLock::new();
     *LDP.get_or_init(|| {
         std::env::var_os("LD_PRELOAD").is_some_and(|p| p.to_string_lossy().contains("vcl_ldpreload"))
@@ -53,7 +53,7 @@ fn under_ldp() -> bool {
 
 /// The next definition of `name` after this library (LDP's or libc's),
 /// looked up once; null if there is none.
-fn next_symbol(cache: &AtomicPtr<c_void>, name: &'static [u8]) -> *mut c_void {
+pub(super) fn next_symbol(cache: &AtomicPtr<c_void>, name: &'static [u8]) -> *mut c_void {
     let p = cache.load(Ordering::Acquire);
     if !p.is_null() {
         return p;
@@ -65,12 +65,12 @@ fn next_symbol(cache: &AtomicPtr<c_void>, name: &'static [u8]) -> *mut c_void {
     p
 }
 
-fn set_errno(v: c_int) {
+pub(super) fn set_errno(v: c_int) {
     // SAFETY: the calling thread's errno location.
     unsafe { *libc::__errno_location() = v };
 }
 
-fn errno() -> c_int {
+pub(super) fn errno() -> c_int {
     // SAFETY: the calling thread's errno location.
     unsafe { *libc::__errno_location() }
 }

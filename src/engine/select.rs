@@ -77,4 +77,37 @@ impl<V: Vcl> Vls<V> {
         // SAFETY: forwarded contract.
         self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.poll(vp, n, wait) })
     }
+
+    /// For a `poll` that looks at its sessions without waiting in VCL
+    /// (`libvls.so`'s `poll` in front of LDP's): the calling thread's
+    /// message-queue eventfd to sleep on between looks, with its pending
+    /// signal consumed first, so that the next message VPP queues wakes the
+    /// sleeper. VPP signals only when the queue goes from empty to not
+    /// empty, and a look drains the queue, so the order is: this, then the
+    /// look, then the sleep.
+    ///
+    /// Only while the calling thread is the only one using VLS (inside a
+    /// solo call: no other thread is in VCL, and none can enter while the
+    /// signal is read). Another thread may be blocked in VCL reading the
+    /// same eventfd; taking its signal would leave it asleep with messages
+    /// queued. `None` then, or without an eventfd, or where the kernel
+    /// cannot read it without blocking: the caller sleeps in short slices.
+    pub fn mq_signal_for_poll(&'static self) -> Option<i32> {
+        let _alone = self.solo.enter()?;
+        let fd = self.vcl.mq_eventfd()?;
+        drain_eventfd(fd).then_some(fd)
+    }
+}
+
+/// Reads `fd`'s counter (an eventfd) if it is not zero, never blocking
+/// (`preadv2` with `RWF_NOWAIT`: the descriptor itself stays blocking, as
+/// VCL's own readers expect). False if the kernel cannot (before Linux 5.x
+/// eventfds do not support it) or on another error.
+fn drain_eventfd(fd: i32) -> bool {
+    let mut counter = 0u64;
+    let iov = libc::iovec { iov_base: (&mut counter as *mut u64).cast(), iov_len: 8 };
+    // SAFETY: one iovec over a local u64; offset -1 reads at the current
+    // position (an eventfd has none).
+    let rv = unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
+    rv == 8 || (rv < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN))
 }

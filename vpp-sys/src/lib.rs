@@ -72,6 +72,9 @@ extern "C" {
     /// The mq epoll fd recorded in worker `wrk_index` (a descriptor number
     /// of the process that registered it), or -1 if there is no such worker.
     pub fn vppsys_worker_mqs_epfd(wrk_index: u32) -> libc::c_int;
+    /// The calling thread's worker's message-queue eventfd, or -1 (no
+    /// worker, or no `use-mq-eventfd`).
+    pub fn vppsys_worker_mq_eventfd() -> libc::c_int;
     /// The session, or null when the worker or the session does not exist.
     pub fn vppsys_session_get(wrk_index: u32, session_index: u32) -> *mut vcl_session_t;
     /// Installs the inter-worker RPC handler (`vcm->wrk_rpc_fn`).

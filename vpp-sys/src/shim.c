@@ -65,6 +65,18 @@ vppsys_worker_mqs_epfd (uint32_t wrk_index)
   return wrk ? wrk->mqs_epfd : -1;
 }
 
+/* The calling thread's worker's message-queue eventfd (VPP writes it when
+ * the queue goes from empty to not empty), or -1 (no worker, or no
+ * use-mq-eventfd). */
+int
+vppsys_worker_mq_eventfd (void)
+{
+  vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
+  if (!wrk || !wrk->app_event_queue)
+    return -1;
+  return svm_msg_q_get_eventfd (wrk->app_event_queue);
+}
+
 uint32_t
 vppsys_worker_unhandled_events (void)
 {

@@ -1,0 +1,180 @@
+use super::*;
+use crate::capi::ldp_wait::errno;
+
+/// A scripted VLS and kernel: session `vlsh` has handle `100 + vlsh` for
+/// the handles in `known`; each look gives the next `looks` entry (events
+/// for every session; `None`: nothing); each kernel wait records its set
+/// and timeout and answers with the next `waits` entry (revents of the
+/// first kernel entry, or `Err(errno)`).
+struct Script {
+    known: Vec<i32>,
+    signal: Option<c_int>,
+    looks: Vec<Option<c_short>>,
+    waits: Vec<Result<c_short, c_int>>,
+    seen: Vec<(Vec<c_int>, Option<Duration>)>,
+    n_looks: usize,
+}
+
+impl Script {
+    fn new(known: &[i32]) -> Self {
+        Script { known: known.to_vec(), signal: None, looks: vec![], waits: vec![], seen: vec![], n_looks: 0 }
+    }
+}
+
+impl PollEnv for Script {
+    fn session(&mut self, vlsh: i32) -> Option<u32> {
+        self.known.contains(&vlsh).then_some(100 + vlsh as u32)
+    }
+    fn mq_signal(&mut self) -> Option<c_int> {
+        self.signal
+    }
+    fn look(&mut self, vp: &mut [VclPoll]) -> c_int {
+        let got = self.looks.get(self.n_looks).copied().flatten();
+        self.n_looks += 1;
+        for v in vp.iter_mut() {
+            assert!(v.sh >= 100, "a session handle from `session`");
+            v.revents = got.map_or(0, |g| g & v.events);
+        }
+        0
+    }
+    fn kernel_wait(&mut self, fds: &mut [libc::pollfd], timeout: Option<Duration>) -> c_int {
+        self.seen.push((fds.iter().map(|p| p.fd).collect(), timeout));
+        match self.waits.get(self.seen.len() - 1).copied().unwrap_or(Ok(0)) {
+            Err(e) => {
+                set_errno(e);
+                -1
+            }
+            Ok(r) => {
+                if let Some(first) = fds.first_mut() {
+                    first.revents = r;
+                }
+                fds.iter().filter(|p| p.revents != 0).count() as c_int
+            }
+        }
+    }
+}
+
+const BASE: i64 = 32;
+
+fn pfd(fd: c_int, events: c_short) -> libc::pollfd {
+    libc::pollfd { fd, events, revents: 0 }
+}
+
+#[test]
+fn a_ready_session_is_answered_at_once_in_the_callers_terms() {
+    let mut s = Script::new(&[1]);
+    s.looks = vec![Some(libc::POLLIN)];
+    let mut fds = [pfd(33, libc::POLLIN | libc::POLLRDNORM), pfd(5, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), 1);
+    assert_eq!(fds[0].revents, libc::POLLIN | libc::POLLRDNORM);
+    assert_eq!(fds[1].revents, 0);
+    // The kernel descriptor was looked at too, without sleeping.
+    assert_eq!(s.seen, vec![(vec![5], Some(Duration::ZERO))]);
+}
+
+#[test]
+fn without_the_eventfd_it_sleeps_in_short_slices_until_a_session_is_ready() {
+    let mut s = Script::new(&[0]);
+    s.looks = vec![None, None, Some(libc::POLLOUT)];
+    let mut fds = [pfd(32, libc::POLLOUT)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), 1);
+    assert_eq!(fds[0].revents, libc::POLLOUT);
+    assert_eq!(s.n_looks, 3);
+    // Two sleeps of a slice (no descriptor: a pure sleep), then a check.
+    let timeouts: Vec<_> = s.seen.iter().map(|(_, t)| *t).collect();
+    assert_eq!(timeouts, vec![Some(SLICE), Some(SLICE), Some(Duration::ZERO)]);
+}
+
+#[test]
+fn with_the_eventfd_it_sleeps_on_it_between_looks() {
+    let mut s = Script::new(&[0]);
+    s.signal = Some(77);
+    s.looks = vec![None, Some(libc::POLLIN)];
+    let mut fds = [pfd(9, libc::POLLIN), pfd(32, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), 1);
+    assert_eq!(s.seen[0], (vec![9, 77], Some(SIGNALLED_SLICE)));
+    // The eventfd is not in a set that only checks.
+    assert_eq!(s.seen[1], (vec![9], Some(Duration::ZERO)));
+}
+
+#[test]
+fn a_timeout_ends_with_zero_and_no_event() {
+    let mut s = Script::new(&[0]);
+    let start = Instant::now();
+    let mut fds = [pfd(32, libc::POLLIN)];
+    let rv = poll_sessions_and_fds(&mut fds, BASE, Some(start + Duration::from_millis(20)), &mut s);
+    assert_eq!((rv, fds[0].revents), (0, 0));
+    assert!(start.elapsed() >= Duration::from_millis(20));
+    // Each sleep is at most what was left.
+    assert!(s.seen.iter().all(|(_, t)| t.is_some_and(|t| t <= Duration::from_millis(20))));
+}
+
+#[test]
+fn a_signal_ends_the_wait_with_eintr() {
+    let mut s = Script::new(&[0]);
+    s.waits = vec![Ok(0), Err(libc::EINTR)];
+    let mut fds = [pfd(32, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), -1);
+    assert_eq!(errno(), libc::EINTR);
+    assert_eq!(s.n_looks, 2);
+}
+
+#[test]
+fn a_ready_kernel_descriptor_is_answered_in_its_place() {
+    let mut s = Script::new(&[0]);
+    s.waits = vec![Ok(0), Ok(libc::POLLIN)];
+    let mut fds = [pfd(32, libc::POLLIN), pfd(-1, libc::POLLIN), pfd(4, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), 1);
+    assert_eq!([fds[0].revents, fds[1].revents, fds[2].revents], [0, 0, libc::POLLIN]);
+}
+
+#[test]
+fn an_unknown_handle_is_pollnval_at_once() {
+    let mut s = Script::new(&[0]);
+    let mut fds = [pfd(32, libc::POLLIN), pfd(40, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), 1);
+    assert_eq!([fds[0].revents, fds[1].revents], [0, libc::POLLNVAL]);
+    assert_eq!(s.seen, vec![(vec![], Some(Duration::ZERO))]);
+}
+
+#[test]
+fn a_vls_error_is_minus_one_with_its_errno() {
+    struct Failing;
+    impl PollEnv for Failing {
+        fn session(&mut self, _: i32) -> Option<u32> {
+            Some(1)
+        }
+        fn mq_signal(&mut self) -> Option<c_int> {
+            None
+        }
+        fn look(&mut self, _: &mut [VclPoll]) -> c_int {
+            -libc::EBADFD
+        }
+        fn kernel_wait(&mut self, _: &mut [libc::pollfd], _: Option<Duration>) -> c_int {
+            panic!("no kernel wait after a failed look")
+        }
+    }
+    let mut fds = [pfd(32, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut Failing), -1);
+    assert_eq!(errno(), libc::EBADFD);
+}
+
+#[test]
+fn the_kernels_ppoll_sleeps_and_reports_a_ready_pipe() {
+    let mut p = [0; 2];
+    // SAFETY: a pipe into a local array.
+    assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+    let mut fds = [pfd(p[0], libc::POLLIN)];
+    let start = Instant::now();
+    assert_eq!(kernel_ppoll(&mut fds, Some(Duration::from_millis(30)), std::ptr::null()), 0);
+    assert!(start.elapsed() >= Duration::from_millis(29));
+    // SAFETY: a write of one byte from a local into the pipe.
+    assert_eq!(unsafe { libc::write(p[1], [1u8].as_ptr().cast(), 1) }, 1);
+    assert_eq!(kernel_ppoll(&mut fds, None, std::ptr::null()), 1);
+    assert_eq!(fds[0].revents, libc::POLLIN);
+    // SAFETY: closes the pipe this test made.
+    unsafe {
+        libc::close(p[0]);
+        libc::close(p[1]);
+    }
+}
