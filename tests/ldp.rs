@@ -1024,6 +1024,115 @@ fn ldp_haproxy_in_front_of_lighttpd() {
     assert_eq!(rust_run.errors, 0, "socket errors or non-2xx answers: {rust_run:?}");
 }
 
+/// `ab`'s counts: (complete, failed, non-2xx); `None` if it printed none.
+fn parse_ab(out: &str) -> Option<(u64, u64, u64)> {
+    let field = |name: &str| {
+        out.lines().find(|l| l.starts_with(name)).and_then(|l| l[name.len()..].trim().parse::<u64>().ok())
+    };
+    Some((field("Complete requests:")?, field("Failed requests:")?, field("Non-2xx responses:").unwrap_or(0)))
+}
+
+/// Debian's tinyproxy (one thread per connection; its listener waits in
+/// `poll` without timeout and stops on SIGTERM by leaving it) in front of
+/// lighttpd, `ab` through it, all under LDP with the Rust layer: every
+/// answer a 200, the idle proxy uses little CPU (LDP's own `poll` looks in
+/// a loop, 100 % of a core), and SIGTERM stops it (LDP's `poll` never
+/// returned for a signal, so it ran on). tinyproxy's ACL allows any
+/// address: over cut-through VPP gives an accepted connection no peer
+/// address (`0.0.0.0`), with either layer.
+#[test]
+fn ldp_tinyproxy_serves_and_stops_on_sigterm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for program in ["/usr/bin/tinyproxy", "/usr/sbin/lighttpd", "/usr/bin/ab"] {
+        assert!(
+            Path::new(program).is_file(),
+            "{program} is needed (Debian: apt-get install tinyproxy lighttpd apache2-utils)"
+        );
+    }
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf("tinyproxy", &VclConf::default()).unwrap();
+    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let dir = vpp.dir().join("tinyproxy");
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "t".repeat(4096)).unwrap();
+    let (web, proxy) = (7470, 7471);
+    std::fs::write(
+        dir.join("lighttpd.conf"),
+        format!(
+            "server.document-root = \"{}\"\nserver.port = {web}\nserver.bind = \"127.0.0.1\"\n\
+             server.errorlog = \"{}\"\nserver.pid-file = \"\"\n",
+            dir.join("www").display(),
+            dir.join("lighttpd.err").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tinyproxy.conf"),
+        format!(
+            "Port {proxy}\nListen 127.0.0.1\nTimeout 30\nMaxClients 64\nAllow 0.0.0.0/0\nLogLevel Notice\n\
+             User root\nGroup root\n"
+        ),
+    )
+    .unwrap();
+    let spawn = |program: &str, args: &[&str], log: &str| {
+        ProcessGroup::spawn(
+            under_ldp(&mut Command::new(program), &rust, &conf)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(dir.join(format!("{log}.out"))).unwrap())
+                .stderr(std::fs::File::create(dir.join(format!("{log}.err"))).unwrap()),
+        )
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"))
+    };
+    let _lighttpd =
+        spawn("/usr/sbin/lighttpd", &["-D", "-f", dir.join("lighttpd.conf").to_str().unwrap()], "lighttpd");
+    let tinyproxy =
+        spawn("/usr/bin/tinyproxy", &["-d", "-c", dir.join("tinyproxy.conf").to_str().unwrap()], "tinyproxy");
+    let ab = |n: &str, c: &str| {
+        let child = under_ldp(&mut Command::new("/usr/bin/ab"), &rust, &conf)
+            .args(["-n", n, "-c", c, "-s", "10", "-X", &format!("127.0.0.1:{proxy}")])
+            .arg(format!("http://127.0.0.1:{web}/index.html"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ab");
+        let out = wait_output_with_timeout(child, Duration::from_secs(60)).unwrap();
+        (
+            parse_ab(&String::from_utf8_lossy(&out.stdout)),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    // Both servers may not listen yet.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (counts, text) = ab("1", "1");
+        if counts == Some((1, 0, 0)) {
+            break;
+        }
+        let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never answered a 200; ab:\n{text}\ntinyproxy:\n{}{}",
+            log("tinyproxy.out"),
+            log("tinyproxy.err")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (counts, text) = ab("1000", "4");
+    eprintln!("ab -n 1000 -c 4 through tinyproxy:\n{text}");
+    assert_eq!(counts, Some((1000, 0, 0)), "every request answered with a 200");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_time(tinyproxy.id());
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = cpu_time(tinyproxy.id()) - before;
+    eprintln!("tinyproxy idle for 2 s used {idle:?} of CPU");
+    assert!(idle < Duration::from_millis(600), "the idle proxy used {idle:?} of CPU in 2 s (a loop)");
+    let status = tinyproxy.stop(libc::SIGTERM, Duration::from_secs(5));
+    assert!(status.is_some(), "tinyproxy did not stop within 5 s of SIGTERM");
+}
+
 /// A forking server under LDP (`ldp_pipeline fork-server`): the parent
 /// accepts, waits until 64 KiB are queued, forks and closes its copy, which
 /// VPP then cannot hand over (the parent stays VPP's owner, as the log

@@ -20,11 +20,15 @@
 //! - a signal ends the wait with -1 and `EINTR`, as the kernel's poll does.
 //!   `ppoll`'s signal mask applies while the thread sleeps in the kernel
 //!   (between looks the thread's own mask applies);
-//! - the answer is the kernel's: the number of entries with events, an
-//!   entry of a handle VLS does not know gets `POLLNVAL`.
+//! - the answer is the kernel's: the number of entries with events.
+//!
+//! VCL's own waits on its message queue (`svm_msg_q_timedwait`) call `poll`
+//! too, and so reach this one: the calling thread's message-queue eventfd
+//! is always a kernel descriptor here.
 //!
 //! Like LDP, a descriptor number at or above LDP's base (`2^LDP_SID_BIT`)
-//! is taken for a VPP session (see `ldp_fds`).
+//! is taken for a VPP session (see `ldp_fds`), if VLS has that handle;
+//! otherwise it is the kernel's.
 //!
 //! `libvls.so` exports the two as `poll` and `ppoll` (aliases the build
 //! script adds to the cdylib only, as for `epoll_wait`).
@@ -55,7 +59,8 @@ struct VclPoll {
 
 /// What [`poll_sessions_and_fds`] needs from VLS and the kernel.
 trait PollEnv {
-    /// The VCL session handle of a VLS handle, if VLS knows it.
+    /// The VCL session handle of a VLS handle, if VLS knows it (and it is
+    /// not the descriptor of VCL's own message-queue eventfd).
     fn session(&mut self, vlsh: i32) -> Option<u32>;
     /// The message-queue eventfd to sleep on, its pending signal consumed.
     fn mq_signal(&mut self) -> Option<c_int>;
@@ -124,25 +129,25 @@ fn poll_sessions_and_fds(
     let mut sessions: Vec<VclPoll> = Vec::new();
     let mut kernel: Vec<libc::pollfd> = Vec::new();
     let mut kernel_at: Vec<usize> = Vec::new();
-    let mut unknown = 0;
     for (i, p) in fds.iter_mut().enumerate() {
         p.revents = 0;
         if p.fd < 0 {
             continue;
         }
-        if i64::from(p.fd) >= base {
-            match i32::try_from(i64::from(p.fd) - base).ok().and_then(|vlsh| env.session(vlsh)) {
-                Some(sh) => {
-                    sessions.push(VclPoll { fds_ndx: i as u32, sh, events: vcl_events(p.events), revents: 0 })
-                }
-                None => {
-                    p.revents = libc::POLLNVAL;
-                    unknown += 1;
-                }
+        let session = (i64::from(p.fd) >= base)
+            .then(|| i32::try_from(i64::from(p.fd) - base).ok())
+            .flatten()
+            .and_then(|vlsh| env.session(vlsh));
+        match session {
+            Some(sh) => {
+                sessions.push(VclPoll { fds_ndx: i as u32, sh, events: vcl_events(p.events), revents: 0 })
             }
-        } else {
-            kernel.push(*p);
-            kernel_at.push(i);
+            // A kernel descriptor, also one at or above the base that is no
+            // session (the kernel answers `POLLNVAL` if it is none either).
+            None => {
+                kernel.push(*p);
+                kernel_at.push(i);
+            }
         }
     }
     let n_kernel = kernel.len();
@@ -154,7 +159,7 @@ fn poll_sessions_and_fds(
             return -1;
         }
         let ready_sessions = sessions.iter().filter(|s| s.revents != 0).count();
-        let ready_now = ready_sessions > 0 || unknown > 0;
+        let ready_now = ready_sessions > 0;
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let sleep = if ready_now || left == Some(Duration::ZERO) {
             Some(Duration::ZERO)
@@ -183,7 +188,7 @@ fn poll_sessions_and_fds(
             for (k, &i) in kernel[..n_kernel].iter().zip(&kernel_at) {
                 fds[i].revents = k.revents;
             }
-            return (ready_sessions + ready_kernel + unknown) as c_int;
+            return (ready_sessions + ready_kernel) as c_int;
         }
     }
 }
@@ -192,10 +197,17 @@ fn poll_sessions_and_fds(
 struct Ldp {
     vls: &'static crate::engine::Vls<crate::real_vcl::RealVcl>,
     sigmask: *const libc::sigset_t,
+    base: i64,
+    mq_eventfd: Option<c_int>,
 }
 
 impl PollEnv for Ldp {
     fn session(&mut self, vlsh: i32) -> Option<u32> {
+        // VCL's own waits poll its message-queue eventfd (through this
+        // `poll`, from inside a VLS call): always the kernel's.
+        if self.mq_eventfd.is_some_and(|fd| i64::from(fd) == self.base + i64::from(vlsh)) {
+            return None;
+        }
         let sh = self.vls.vlsh_to_sh(vlsh);
         (sh != crate::handle::INVALID).then_some(sh)
     }
@@ -248,9 +260,14 @@ unsafe fn poll_as_the_kernel(
     let Some(base) = ldp_sessions_in(fds) else { return kernel_ppoll(fds, timeout, sigmask) };
     let deadline = timeout.map(|t| Instant::now() + t);
     let vls = crate::process::vls();
+    let mq_eventfd = vls.mq_eventfd();
+    if fds.len() == 1 && mq_eventfd == Some(fds[0].fd) {
+        // VCL waiting on its message queue.
+        return kernel_ppoll(fds, timeout, sigmask);
+    }
     // LDP registers a thread new to VLS before its first look.
     vls.detect_thread();
-    poll_sessions_and_fds(fds, base, deadline, &mut Ldp { vls, sigmask })
+    poll_sessions_and_fds(fds, base, deadline, &mut Ldp { vls, sigmask, base, mq_eventfd })
 }
 
 /// `poll(2)`, with LDP's sessions (see the module docs); `libvls.so`

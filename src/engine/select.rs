@@ -78,6 +78,11 @@ impl<V: Vcl> Vls<V> {
         self.sleeping_in_vcl(wait != 0.0, || unsafe { self.vcl.poll(vp, n, wait) })
     }
 
+    /// The calling thread's worker's message-queue eventfd, if it has one.
+    pub fn mq_eventfd(&self) -> Option<i32> {
+        self.vcl.mq_eventfd()
+    }
+
     /// For a `poll` that looks at its sessions without waiting in VCL
     /// (`libvls.so`'s `poll` in front of LDP's): the calling thread's
     /// message-queue eventfd to sleep on between looks, with its pending

@@ -129,12 +129,13 @@ fn a_ready_kernel_descriptor_is_answered_in_its_place() {
 }
 
 #[test]
-fn an_unknown_handle_is_pollnval_at_once() {
+fn a_number_above_the_base_that_is_no_session_is_the_kernels() {
     let mut s = Script::new(&[0]);
-    let mut fds = [pfd(32, libc::POLLIN), pfd(40, libc::POLLIN)];
+    s.waits = vec![Ok(libc::POLLNVAL)];
+    let mut fds = [pfd(40, libc::POLLIN), pfd(32, libc::POLLIN)];
     assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), 1);
-    assert_eq!([fds[0].revents, fds[1].revents], [0, libc::POLLNVAL]);
-    assert_eq!(s.seen, vec![(vec![], Some(Duration::ZERO))]);
+    assert_eq!([fds[0].revents, fds[1].revents], [libc::POLLNVAL, 0]);
+    assert_eq!(s.seen[0].0, vec![40]);
 }
 
 #[test]
