@@ -106,7 +106,8 @@ fn thread_cpu() -> Duration {
 /// echo server: a 1 s `poll` with nothing to read (its result, wall and
 /// CPU time), then (unless `no-signal`) a `poll` without timeout that a
 /// signal (SIGALRM, no `SA_RESTART`) interrupts after 200 ms, then a byte
-/// sent and a `poll` for its echo, then a 200 ms `ppoll`. Prints
+/// sent and a `poll` for its echo, then a 200 ms `ppoll`; then the same
+/// with `select` ([`select_check`]). Prints
 /// `poll-check: timeout <rv> after <ms> ms cpu <ms> ms; signal <rv> errno <e> after <ms> ms;
 /// echo <rv> revents <r> after <ms> ms; ppoll <rv> errno <e> after <ms> ms`.
 fn poll_check(addr: SocketAddrV4, with_signal: bool) {
@@ -148,6 +149,61 @@ fn poll_check(addr: SocketAddrV4, with_signal: bool) {
             "poll-check: timeout {rv} after {timeout_ms} ms cpu {cpu_ms} ms; signal {srv} errno {e} after {signal_ms} ms; \
              echo {erv} revents {revents} after {echo_ms} ms; ppoll {prv} errno {pe} after {} ms",
             t3.elapsed().as_millis()
+        );
+        select_check(s, with_signal);
+    }
+}
+
+/// The `select` part of [`poll_check`] on connection `s`: a 300 ms select
+/// with nothing to read, one without timeout that SIGALRM interrupts after
+/// 200 ms (unless `with_signal` is false), and one for the echo of a byte.
+/// Prints `select-check: timeout <rv> after <ms> ms cpu <ms> ms; signal <rv>
+/// errno <e> after <ms> ms; echo <rv> isset <0|1> after <ms> ms`.
+fn select_check(s: i32, with_signal: bool) {
+    // SAFETY: plain libc calls on a descriptor the caller owns and on
+    // local sets and timevals.
+    unsafe {
+        let only_s = || {
+            let mut set: libc::fd_set = std::mem::zeroed();
+            libc::FD_SET(s, &mut set);
+            set
+        };
+        let mut set = only_s();
+        let mut tv = libc::timeval { tv_sec: 0, tv_usec: 300_000 };
+        let (t0, c0) = (Instant::now(), thread_cpu());
+        let rv = libc::select(s + 1, &mut set, std::ptr::null_mut(), std::ptr::null_mut(), &mut tv);
+        let (timeout_ms, cpu_ms) = (t0.elapsed().as_millis(), (thread_cpu() - c0).as_millis());
+        let (mut srv, mut e, mut signal_ms) = (0, 0, 0);
+        if with_signal {
+            let it = libc::itimerval {
+                it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+                it_value: libc::timeval { tv_sec: 0, tv_usec: 200_000 },
+            };
+            check(libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()), "setitimer");
+            let mut set = only_s();
+            let t1 = Instant::now();
+            srv = libc::select(
+                s + 1,
+                &mut set,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            );
+            e = if srv < 0 { errno() } else { 0 };
+            signal_ms = t1.elapsed().as_millis();
+        }
+        write_all_blocking(s, &[43u8]);
+        let mut set = only_s();
+        let mut tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
+        let t2 = Instant::now();
+        let erv = libc::select(s + 1, &mut set, std::ptr::null_mut(), std::ptr::null_mut(), &mut tv);
+        let echo_ms = t2.elapsed().as_millis();
+        let isset = libc::FD_ISSET(s, &set) as i32;
+        let mut byte = [0u8; 1];
+        read_exact_blocking(s, &mut byte);
+        println!(
+            "select-check: timeout {rv} after {timeout_ms} ms cpu {cpu_ms} ms; signal {srv} errno {e} after {signal_ms} ms; \
+             echo {erv} isset {isset} after {echo_ms} ms"
         );
     }
 }

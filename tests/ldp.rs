@@ -1273,13 +1273,18 @@ fn ldp_epoll_wait_keeps_its_timeout_and_reports_signals() {
 /// rv, ms, cpu ms; signal rv, errno, ms; echo rv, revents, ms; ppoll rv,
 /// errno, ms.
 fn parse_poll_check(out: &str) -> Option<Vec<i64>> {
-    let line = out.lines().find(|l| l.starts_with("poll-check:"))?;
+    numbers_of_line(out, "poll-check:", 12)
+}
+
+/// The `n` numbers of the line of `out` that starts with `tag`.
+fn numbers_of_line(out: &str, tag: &str, n: usize) -> Option<Vec<i64>> {
+    let line = out.lines().find(|l| l.starts_with(tag))?;
     let nums: Vec<i64> = line
         .split(|c: char| !(c.is_ascii_digit() || c == '-'))
         .filter(|t| !t.is_empty() && *t != "-")
         .filter_map(|t| t.parse().ok())
         .collect();
-    (nums.len() == 12).then_some(nums)
+    (nums.len() == n).then_some(nums)
 }
 
 /// `poll` under LDP on a VPP session sleeps and ends as the kernel's does:
@@ -1288,10 +1293,11 @@ fn parse_poll_check(out: &str) -> Option<Vec<i64>> {
 /// without timeout ends with -1 and `EINTR` when a signal arrives (LDP's
 /// never returns: a program that stops on SIGTERM by leaving its poll
 /// never stops), data that arrives ends the wait at once, and `ppoll`
-/// works (LDP's is `ENOSYS`). The C layer's run (the same LDP, without the
+/// works (LDP's is `ENOSYS`); the same for `select`, which LDP loops in
+/// the same way. The C layer's run (the same LDP, without the
 /// signal, which would hang it) is printed for comparison.
 #[test]
-fn ldp_poll_sleeps_and_ends_on_a_signal() {
+fn ldp_poll_and_select_sleep_and_end_on_a_signal() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let so = libvls();
     let exe = ldp_pipeline();
@@ -1320,8 +1326,10 @@ fn ldp_poll_sleeps_and_ends_on_a_signal() {
                 .expect("spawn poll-check");
             let out = wait_output_with_timeout(child, Duration::from_secs(30)).unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-            if let Some(r) = parse_poll_check(&stdout) {
-                return r;
+            if let (Some(p), Some(s)) =
+                (parse_poll_check(&stdout), numbers_of_line(&stdout, "select-check:", 9))
+            {
+                return (p, s);
             }
             // The server may not listen yet.
             assert!(
@@ -1334,9 +1342,9 @@ fn ldp_poll_sleeps_and_ends_on_a_signal() {
         }
     };
     let c_run = check(&c, &["no-signal"]);
-    eprintln!("C layer (no signal): {c_run:?}");
-    let r = check(&rust, &[]);
-    eprintln!("Rust layer: {r:?}");
+    eprintln!("C layer (no signal): poll {:?}, select {:?}", c_run.0, c_run.1);
+    let (r, sel) = check(&rust, &[]);
+    eprintln!("Rust layer: poll {r:?}, select {sel:?}");
     let [rv, ms, cpu, srv, errno, sms, erv, revents, ems, prv, perrno, pms] = r[..] else { unreachable!() };
     assert_eq!(rv, 0, "nothing to read");
     assert!(ms >= 995, "a 1000 ms poll returned after {ms} ms");
@@ -1348,6 +1356,14 @@ fn ldp_poll_sleeps_and_ends_on_a_signal() {
     assert!(ems < 2_000, "the echo took {ems} ms to end the poll");
     assert_eq!((prv, perrno), (0, 0), "a 200 ms ppoll with nothing to read");
     assert!(pms >= 195, "a 200 ms ppoll returned after {pms} ms");
+    let [rv, ms, cpu, srv, errno, sms, erv, isset, ems] = sel[..] else { unreachable!() };
+    assert_eq!(rv, 0, "select: nothing to read");
+    assert!(ms >= 295, "a 300 ms select returned after {ms} ms");
+    assert!(cpu < 150, "a 300 ms select used {cpu} ms of CPU (it looks in a loop)");
+    assert_eq!((srv, errno), (-1, libc::EINTR as i64), "a signal ends a select without timeout");
+    assert!((150..3_000).contains(&sms), "the signal came after 200 ms, the select ended after {sms} ms");
+    assert_eq!((erv, isset), (1, 1), "the echo makes the session readable");
+    assert!(ems < 2_000, "the echo took {ems} ms to end the select");
 }
 
 #[test]

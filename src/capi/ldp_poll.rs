@@ -150,6 +150,11 @@ fn poll_sessions_and_fds(
             }
         }
     }
+    if sessions.is_empty() {
+        // Only kernel descriptors after all: one wait in the kernel.
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        return env.kernel_wait(fds, left);
+    }
     let n_kernel = kernel.len();
     loop {
         let signal = env.mq_signal();
@@ -229,11 +234,7 @@ impl PollEnv for Ldp {
 /// The caller's set holds a descriptor LDP takes for a VPP session, and VLS
 /// exists: the base of LDP's range, else `None` (the kernel answers).
 fn ldp_sessions_in(fds: &[libc::pollfd]) -> Option<i64> {
-    if !under_ldp() {
-        return None;
-    }
-    let base = ldp_base()?;
-    crate::process::vls_if_made()?;
+    let base = ldp_base_if_active()?;
     fds.iter().any(|p| p.fd >= 0 && i64::from(p.fd) >= base).then_some(base)
 }
 
@@ -257,6 +258,16 @@ unsafe fn poll_as_the_kernel(
         // SAFETY: the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(fds, nfds as usize) }
     };
+    poll_slice(fds, timeout, sigmask)
+}
+
+/// [`poll_as_the_kernel`] over a slice (also `select`'s, see `ldp_select`).
+/// `sigmask` null or valid.
+pub(super) fn poll_slice(
+    fds: &mut [libc::pollfd],
+    timeout: Option<Duration>,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
     let Some(base) = ldp_sessions_in(fds) else { return kernel_ppoll(fds, timeout, sigmask) };
     let deadline = timeout.map(|t| Instant::now() + t);
     let vls = crate::process::vls();
@@ -268,6 +279,17 @@ unsafe fn poll_as_the_kernel(
     // LDP registers a thread new to VLS before its first look.
     vls.detect_thread();
     poll_sessions_and_fds(fds, base, deadline, &mut Ldp { vls, sigmask, base, mq_eventfd })
+}
+
+/// The base of LDP's descriptor range if LDP is preloaded and VLS exists
+/// (a descriptor at or above it may be a VPP session); else `None`.
+pub(super) fn ldp_base_if_active() -> Option<i64> {
+    if !under_ldp() {
+        return None;
+    }
+    let base = ldp_base()?;
+    crate::process::vls_if_made()?;
+    Some(base)
 }
 
 /// `poll(2)`, with LDP's sessions (see the module docs); `libvls.so`

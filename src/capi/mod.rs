@@ -18,6 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 mod ldp_fds;
 mod ldp_poll;
+mod ldp_select;
 mod ldp_wait;
 mod release;
 mod stats;

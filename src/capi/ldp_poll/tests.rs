@@ -139,6 +139,18 @@ fn a_number_above_the_base_that_is_no_session_is_the_kernels() {
 }
 
 #[test]
+fn a_set_without_sessions_waits_once_in_the_kernel_for_the_whole_timeout() {
+    let mut s = Script::new(&[]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut fds = [pfd(40, libc::POLLIN), pfd(3, libc::POLLOUT)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, Some(deadline), &mut s), 0);
+    assert_eq!(s.n_looks, 0);
+    assert_eq!(s.seen.len(), 1);
+    assert_eq!(s.seen[0].0, vec![40, 3]);
+    assert!(s.seen[0].1.is_some_and(|t| t > Duration::from_secs(4)), "{:?}", s.seen[0].1);
+}
+
+#[test]
 fn a_vls_error_is_minus_one_with_its_errno() {
     struct Failing;
     impl PollEnv for Failing {
