@@ -267,6 +267,11 @@ impl seam::Vcl for RealVcl {
         // SAFETY: reads a vector length of the calling thread's worker.
         unsafe { sys::vppsys_worker_unhandled_events() }
     }
+    fn want_tx_space_notice(&self, sh: Sh) {
+        // SAFETY: sets a flag on the FIFO of a session of the calling
+        // thread's worker (none for another worker's handle).
+        unsafe { sys::vppsys_sh_want_tx_space_notice(sh) }
+    }
     fn mq_eventfd(&self) -> Option<i32> {
         // SAFETY: reads a field of the calling thread's worker's queue.
         let fd = unsafe { sys::vppsys_worker_mq_eventfd() };

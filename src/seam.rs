@@ -146,6 +146,9 @@ pub trait Vcl: Send + Sync + 'static {
     fn mq_eventfd(&self) -> Option<i32> {
         None
     }
+    /// Asks VPP for a TX event on `sh` (a message on the calling thread's
+    /// queue) when its TX FIFO, if full, gets room.
+    fn want_tx_space_notice(&self, _sh: Sh) {}
     /// The calling thread's worker lost VPP (its API socket closed: VPP
     /// died or dropped the app) and is detached, or detaching: VCL is about
     /// to drop, or has dropped, the worker's message queue, which its own

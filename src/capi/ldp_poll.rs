@@ -15,7 +15,8 @@
 //! - between looks the thread sleeps in the kernel's `ppoll` on its kernel
 //!   descriptors plus, while it is the only thread using VLS, the message
 //!   queue's eventfd (VPP writes it when a message arrives, so the sleep
-//!   ends when a session may have changed; see `Vls::mq_signal_for_poll`).
+//!   ends when a session may have changed; for `POLLOUT`, VPP is asked to
+//!   send one when a full TX FIFO gets room; see `Vls::mq_signal_for_poll`).
 //!   Otherwise it sleeps in slices of [`SLICE`], and a look follows each;
 //! - a signal ends the wait with -1 and `EINTR`, as the kernel's poll does.
 //!   `ppoll`'s signal mask applies while the thread sleeps in the kernel
@@ -46,6 +47,14 @@ const SLICE: Duration = Duration::from_millis(1);
 /// The longest sleep on the eventfd: a second thread that arrives during
 /// the sleep may take the signal meant for this one.
 const SIGNALLED_SLICE: Duration = Duration::from_millis(100);
+/// How long a wait for room to write looks without sleeping first. VPP
+/// tells a writer of room in its TX FIFO only after the reader's dequeue
+/// notice has gone through VPP, and a reader that drains as fast as the
+/// writer fills makes room within microseconds: iperf3's `select` loop
+/// (writing as fast as the reader drains) lost most of its speed sleeping
+/// at once, and kept it with this. Waits for input only sleep at once
+/// (VPP's data event wakes them directly).
+const SPIN: Duration = Duration::from_millis(1);
 
 /// VCL's `vcl_poll_t` (vppcom.h).
 #[repr(C)]
@@ -62,8 +71,9 @@ trait PollEnv {
     /// The VCL session handle of a VLS handle, if VLS knows it (and it is
     /// not the descriptor of VCL's own message-queue eventfd).
     fn session(&mut self, vlsh: i32) -> Option<u32>;
-    /// The message-queue eventfd to sleep on, its pending signal consumed.
-    fn mq_signal(&mut self) -> Option<c_int>;
+    /// The message-queue eventfd to sleep on, its pending signal consumed,
+    /// with VPP asked to signal room in the TX FIFOs of `writers`.
+    fn mq_signal(&mut self, writers: &[u32]) -> Option<c_int>;
     /// Looks at the sessions without waiting (VLS's `poll`, wait 0): fills
     /// their `revents`; negative: a VPPCOM error.
     fn look(&mut self, vp: &mut [VclPoll]) -> c_int;
@@ -120,12 +130,16 @@ fn caller_revents(asked: c_short, got: c_short) -> c_short {
 /// looks at the sessions, sleeps in the kernel between looks (see the
 /// module docs), until something is ready, `deadline` passes (`None`:
 /// never) or a signal arrives (-1, `EINTR`).
+/// If a session is polled for `POLLOUT`, the first `spin` of the wait
+/// looks without sleeping.
 fn poll_sessions_and_fds(
     fds: &mut [libc::pollfd],
     base: i64,
     deadline: Option<Instant>,
+    spin: Duration,
     env: &mut impl PollEnv,
 ) -> c_int {
+    let start = Instant::now();
     let mut sessions: Vec<VclPoll> = Vec::new();
     let mut kernel: Vec<libc::pollfd> = Vec::new();
     let mut kernel_at: Vec<usize> = Vec::new();
@@ -156,8 +170,10 @@ fn poll_sessions_and_fds(
         return env.kernel_wait(fds, left);
     }
     let n_kernel = kernel.len();
+    let writers: Vec<u32> = sessions.iter().filter(|s| s.events & libc::POLLOUT != 0).map(|s| s.sh).collect();
+    let spin = if writers.is_empty() { Duration::ZERO } else { spin };
     loop {
-        let signal = env.mq_signal();
+        let signal = env.mq_signal(&writers);
         let rv = env.look(&mut sessions);
         if rv < 0 {
             set_errno(-rv);
@@ -166,14 +182,14 @@ fn poll_sessions_and_fds(
         let ready_sessions = sessions.iter().filter(|s| s.revents != 0).count();
         let ready_now = ready_sessions > 0;
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let sleep = if ready_now || left == Some(Duration::ZERO) {
+        let sleep = if ready_now || left == Some(Duration::ZERO) || start.elapsed() < spin {
             Some(Duration::ZERO)
         } else {
             let cap = if signal.is_some() { SIGNALLED_SLICE } else { SLICE };
             Some(left.map_or(cap, |l| l.min(cap)))
         };
         kernel.truncate(n_kernel);
-        if let (Some(fd), false) = (signal, ready_now) {
+        if let (Some(fd), false) = (signal, sleep == Some(Duration::ZERO)) {
             kernel.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
         }
         for k in kernel.iter_mut() {
@@ -216,8 +232,8 @@ impl PollEnv for Ldp {
         let sh = self.vls.vlsh_to_sh(vlsh);
         (sh != crate::handle::INVALID).then_some(sh)
     }
-    fn mq_signal(&mut self) -> Option<c_int> {
-        self.vls.mq_signal_for_poll()
+    fn mq_signal(&mut self, writers: &[u32]) -> Option<c_int> {
+        self.vls.mq_signal_for_poll(writers)
     }
     fn look(&mut self, vp: &mut [VclPoll]) -> c_int {
         if vp.is_empty() {
@@ -278,7 +294,7 @@ pub(super) fn poll_slice(
     }
     // LDP registers a thread new to VLS before its first look.
     vls.detect_thread();
-    poll_sessions_and_fds(fds, base, deadline, &mut Ldp { vls, sigmask, base, mq_eventfd })
+    poll_sessions_and_fds(fds, base, deadline, SPIN, &mut Ldp { vls, sigmask, base, mq_eventfd })
 }
 
 /// The base of LDP's descriptor range if LDP is preloaded and VLS exists

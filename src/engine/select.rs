@@ -97,9 +97,16 @@ impl<V: Vcl> Vls<V> {
     /// same eventfd; taking its signal would leave it asleep with messages
     /// queued. `None` then, or without an eventfd, or where the kernel
     /// cannot read it without blocking: the caller sleeps in short slices.
-    pub fn mq_signal_for_poll(&'static self) -> Option<i32> {
+    ///
+    /// `writers`: the sessions polled for `POLLOUT`. VCL's `poll` does not
+    /// ask VPP to say when a full TX FIFO gets room (its epoll does), so
+    /// the sleeper would not be woken for it: this asks, for each.
+    pub fn mq_signal_for_poll(&'static self, writers: &[u32]) -> Option<i32> {
         let _alone = self.solo.enter()?;
         let fd = self.vcl.mq_eventfd()?;
+        for &sh in writers {
+            self.vcl.want_tx_space_notice(sh);
+        }
         drain_eventfd(fd).then_some(fd)
     }
 }

@@ -75,6 +75,8 @@ extern "C" {
     /// The calling thread's worker's message-queue eventfd, or -1 (no
     /// worker, or no `use-mq-eventfd`).
     pub fn vppsys_worker_mq_eventfd() -> libc::c_int;
+    /// Asks for a TX event on `sh` when its full TX FIFO gets room.
+    pub fn vppsys_sh_want_tx_space_notice(sh: u32);
     /// The session, or null when the worker or the session does not exist.
     pub fn vppsys_session_get(wrk_index: u32, session_index: u32) -> *mut vcl_session_t;
     /// Installs the inter-worker RPC handler (`vcm->wrk_rpc_fn`).

@@ -215,6 +215,17 @@ vppsys_sh_set_nonblocking (uint32_t sh, uint8_t on)
     vcl_session_clear_attr (s, VCL_SESS_ATTR_NONBLOCK);
 }
 
+/* Asks for a TX event on sh when its TX FIFO, full now, gets room (VCL's
+ * own request, as its epoll does for EPOLLOUT). No-op without a FIFO or
+ * for a handle of another worker. */
+void
+vppsys_sh_want_tx_space_notice (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (s)
+    vcl_session_add_want_deq_ntf (s, SVM_FIFO_WANT_DEQ_NOTIF_IF_FULL);
+}
+
 /* Outcome of a connect in progress: 1 connected (open, or already closing),
  * 0 still connecting, or the error a blocking connect would return. */
 int

@@ -13,11 +13,20 @@ struct Script {
     waits: Vec<Result<c_short, c_int>>,
     seen: Vec<(Vec<c_int>, Option<Duration>)>,
     n_looks: usize,
+    writers: Vec<u32>,
 }
 
 impl Script {
     fn new(known: &[i32]) -> Self {
-        Script { known: known.to_vec(), signal: None, looks: vec![], waits: vec![], seen: vec![], n_looks: 0 }
+        Script {
+            known: known.to_vec(),
+            signal: None,
+            looks: vec![],
+            waits: vec![],
+            seen: vec![],
+            n_looks: 0,
+            writers: vec![],
+        }
     }
 }
 
@@ -25,7 +34,8 @@ impl PollEnv for Script {
     fn session(&mut self, vlsh: i32) -> Option<u32> {
         self.known.contains(&vlsh).then_some(100 + vlsh as u32)
     }
-    fn mq_signal(&mut self) -> Option<c_int> {
+    fn mq_signal(&mut self, writers: &[u32]) -> Option<c_int> {
+        self.writers = writers.to_vec();
         self.signal
     }
     fn look(&mut self, vp: &mut [VclPoll]) -> c_int {
@@ -65,7 +75,7 @@ fn a_ready_session_is_answered_at_once_in_the_callers_terms() {
     let mut s = Script::new(&[1]);
     s.looks = vec![Some(libc::POLLIN)];
     let mut fds = [pfd(33, libc::POLLIN | libc::POLLRDNORM), pfd(5, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
     assert_eq!(fds[0].revents, libc::POLLIN | libc::POLLRDNORM);
     assert_eq!(fds[1].revents, 0);
     // The kernel descriptor was looked at too, without sleeping.
@@ -77,7 +87,7 @@ fn without_the_eventfd_it_sleeps_in_short_slices_until_a_session_is_ready() {
     let mut s = Script::new(&[0]);
     s.looks = vec![None, None, Some(libc::POLLOUT)];
     let mut fds = [pfd(32, libc::POLLOUT)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
     assert_eq!(fds[0].revents, libc::POLLOUT);
     assert_eq!(s.n_looks, 3);
     // Two sleeps of a slice (no descriptor: a pure sleep), then a check.
@@ -90,8 +100,11 @@ fn with_the_eventfd_it_sleeps_on_it_between_looks() {
     let mut s = Script::new(&[0]);
     s.signal = Some(77);
     s.looks = vec![None, Some(libc::POLLIN)];
-    let mut fds = [pfd(9, libc::POLLIN), pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), 1);
+    let mut fds = [pfd(9, libc::POLLIN), pfd(32, libc::POLLIN), pfd(33, libc::POLLOUT)];
+    s.known.push(1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    // Room in the TX FIFO of the session polled for POLLOUT is asked for.
+    assert_eq!(s.writers, vec![101]);
     assert_eq!(s.seen[0], (vec![9, 77], Some(SIGNALLED_SLICE)));
     // The eventfd is not in a set that only checks.
     assert_eq!(s.seen[1], (vec![9], Some(Duration::ZERO)));
@@ -102,7 +115,13 @@ fn a_timeout_ends_with_zero_and_no_event() {
     let mut s = Script::new(&[0]);
     let start = Instant::now();
     let mut fds = [pfd(32, libc::POLLIN)];
-    let rv = poll_sessions_and_fds(&mut fds, BASE, Some(start + Duration::from_millis(20)), &mut s);
+    let rv = poll_sessions_and_fds(
+        &mut fds,
+        BASE,
+        Some(start + Duration::from_millis(20)),
+        Duration::ZERO,
+        &mut s,
+    );
     assert_eq!((rv, fds[0].revents), (0, 0));
     assert!(start.elapsed() >= Duration::from_millis(20));
     // Each sleep is at most what was left.
@@ -114,7 +133,7 @@ fn a_signal_ends_the_wait_with_eintr() {
     let mut s = Script::new(&[0]);
     s.waits = vec![Ok(0), Err(libc::EINTR)];
     let mut fds = [pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), -1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), -1);
     assert_eq!(errno(), libc::EINTR);
     assert_eq!(s.n_looks, 2);
 }
@@ -124,7 +143,7 @@ fn a_ready_kernel_descriptor_is_answered_in_its_place() {
     let mut s = Script::new(&[0]);
     s.waits = vec![Ok(0), Ok(libc::POLLIN)];
     let mut fds = [pfd(32, libc::POLLIN), pfd(-1, libc::POLLIN), pfd(4, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
     assert_eq!([fds[0].revents, fds[1].revents, fds[2].revents], [0, 0, libc::POLLIN]);
 }
 
@@ -133,7 +152,7 @@ fn a_number_above_the_base_that_is_no_session_is_the_kernels() {
     let mut s = Script::new(&[0]);
     s.waits = vec![Ok(libc::POLLNVAL)];
     let mut fds = [pfd(40, libc::POLLIN), pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
     assert_eq!([fds[0].revents, fds[1].revents], [libc::POLLNVAL, 0]);
     assert_eq!(s.seen[0].0, vec![40]);
 }
@@ -143,7 +162,7 @@ fn a_set_without_sessions_waits_once_in_the_kernel_for_the_whole_timeout() {
     let mut s = Script::new(&[]);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut fds = [pfd(40, libc::POLLIN), pfd(3, libc::POLLOUT)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, Some(deadline), &mut s), 0);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, Some(deadline), Duration::ZERO, &mut s), 0);
     assert_eq!(s.n_looks, 0);
     assert_eq!(s.seen.len(), 1);
     assert_eq!(s.seen[0].0, vec![40, 3]);
@@ -157,7 +176,7 @@ fn a_vls_error_is_minus_one_with_its_errno() {
         fn session(&mut self, _: i32) -> Option<u32> {
             Some(1)
         }
-        fn mq_signal(&mut self) -> Option<c_int> {
+        fn mq_signal(&mut self, _: &[u32]) -> Option<c_int> {
             None
         }
         fn look(&mut self, _: &mut [VclPoll]) -> c_int {
@@ -168,7 +187,7 @@ fn a_vls_error_is_minus_one_with_its_errno() {
         }
     }
     let mut fds = [pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, &mut Failing), -1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut Failing), -1);
     assert_eq!(errno(), libc::EBADFD);
 }
 
@@ -190,4 +209,36 @@ fn the_kernels_ppoll_sleeps_and_reports_a_ready_pipe() {
         libc::close(p[0]);
         libc::close(p[1]);
     }
+}
+
+#[test]
+fn a_wait_for_input_sleeps_at_once() {
+    let mut s = Script::new(&[0]);
+    s.signal = Some(77);
+    s.looks = vec![None, Some(libc::POLLIN)];
+    let mut fds = [pfd(32, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::from_millis(5), &mut s), 1);
+    assert_eq!(s.seen[0], (vec![77], Some(SIGNALLED_SLICE)));
+}
+
+#[test]
+fn a_wait_for_room_looks_without_sleeping_for_the_spin_time_first() {
+    let mut s = Script::new(&[0]);
+    s.signal = Some(77);
+    let start = Instant::now();
+    let mut fds = [pfd(32, libc::POLLOUT)];
+    let rv = poll_sessions_and_fds(
+        &mut fds,
+        BASE,
+        Some(start + Duration::from_millis(30)),
+        Duration::from_millis(5),
+        &mut s,
+    );
+    assert_eq!(rv, 0);
+    let zero = s.seen.iter().take_while(|(_, t)| *t == Some(Duration::ZERO)).count();
+    assert!(zero >= 2, "several looks without sleep first: {:?}", &s.seen[..s.seen.len().min(5)]);
+    // Those do not wait on the eventfd; the sleeps after them do.
+    assert!(s.seen[..zero].iter().all(|(fds, _)| fds.is_empty()));
+    let sleeps: Vec<_> = s.seen[zero..].iter().filter(|(_, t)| *t != Some(Duration::ZERO)).collect();
+    assert!(!sleeps.is_empty() && sleeps.iter().all(|(fds, _)| fds == &vec![77]), "{sleeps:?}");
 }
