@@ -55,6 +55,22 @@ fn close_kernel_fd(want: i32) {
 
 extern "C" fn on_alarm(_: i32) {}
 
+/// SIGALRM in 200 ms, to a handler that does nothing (no `SA_RESTART`:
+/// the call it interrupts returns `EINTR`).
+fn alarm_in_200ms() {
+    // SAFETY: installs a handler that does nothing and arms a one-shot timer.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_alarm as extern "C" fn(i32) as usize;
+        check(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()), "sigaction");
+        let it = libc::itimerval {
+            it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
+            it_value: libc::timeval { tv_sec: 0, tv_usec: 200_000 },
+        };
+        check(libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()), "setitimer");
+    }
+}
+
 /// The kernel's answers of `epoll_wait`, under LDP, while VCL is woken by
 /// messages that give the set no event. Connects to the echo server at
 /// `addr` (`ldp_pipeline server`), writes 1 MiB there and, without reading
@@ -73,14 +89,7 @@ fn wait_check(addr: SocketAddrV4) {
         let t0 = Instant::now();
         let rv = libc::epoll_wait(ep, evs.as_mut_ptr(), 8, 1000);
         let timeout_ms = t0.elapsed().as_millis();
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_alarm as extern "C" fn(i32) as usize;
-        check(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()), "sigaction");
-        let it = libc::itimerval {
-            it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
-            it_value: libc::timeval { tv_sec: 0, tv_usec: 200_000 },
-        };
-        check(libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()), "setitimer");
+        alarm_in_200ms();
         let t1 = Instant::now();
         let srv = libc::epoll_wait(ep, evs.as_mut_ptr(), 8, 3000);
         let e = if srv < 0 { errno() } else { 0 };
@@ -121,14 +130,7 @@ fn poll_check(addr: SocketAddrV4, with_signal: bool) {
         let (timeout_ms, cpu_ms) = (t0.elapsed().as_millis(), (thread_cpu() - c0).as_millis());
         let (mut srv, mut e, mut signal_ms) = (0, 0, 0);
         if with_signal {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_alarm as extern "C" fn(i32) as usize;
-            check(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()), "sigaction");
-            let it = libc::itimerval {
-                it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
-                it_value: libc::timeval { tv_sec: 0, tv_usec: 200_000 },
-            };
-            check(libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()), "setitimer");
+            alarm_in_200ms();
             let t1 = Instant::now();
             srv = libc::poll(fds.as_mut_ptr(), 1, -1);
             e = if srv < 0 { errno() } else { 0 };
@@ -175,11 +177,7 @@ fn select_check(s: i32, with_signal: bool) {
         let (timeout_ms, cpu_ms) = (t0.elapsed().as_millis(), (thread_cpu() - c0).as_millis());
         let (mut srv, mut e, mut signal_ms) = (0, 0, 0);
         if with_signal {
-            let it = libc::itimerval {
-                it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
-                it_value: libc::timeval { tv_sec: 0, tv_usec: 200_000 },
-            };
-            check(libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()), "setitimer");
+            alarm_in_200ms();
             let mut set = only_s();
             let t1 = Instant::now();
             srv = libc::select(

@@ -919,25 +919,31 @@ fn ldp_pipelined_clients_with_a_set_per_thread_lose_nothing() {
 
 /// The same for 60 s (alternating 2 and 4 client threads):
 /// `cargo test --features vpp --test ldp pipelined_soak -- --ignored --nocapture`.
-/// lighttpd (serving a 4 KiB file) behind haproxy, both under LDP with
-/// `preload`, in VPP's default namespace; returns them (killed when
-/// dropped) and haproxy's URL once one request through it was answered
-/// (or after 20 s).
-fn start_haproxy_and_lighttpd(vpp: &VppInstance, conf: &Path, preload: &str) -> (Vec<ProcessGroup>, String) {
-    let dir = vpp.dir().join("proxy");
+/// `dir/lighttpd.conf` for lighttpd serving `dir/www/index.html` (4 KiB,
+/// made here) on 127.0.0.1:`port`, logging errors to `dir/lighttpd.err`.
+fn write_lighttpd_conf(dir: &Path, port: u16) {
     std::fs::create_dir_all(dir.join("www")).unwrap();
     std::fs::write(dir.join("www/index.html"), "x".repeat(4096)).unwrap();
-    let (web, front) = (7450, 7451);
     std::fs::write(
         dir.join("lighttpd.conf"),
         format!(
-            "server.document-root = \"{}\"\nserver.port = {web}\nserver.bind = \"127.0.0.1\"\n\
+            "server.document-root = \"{}\"\nserver.port = {port}\nserver.bind = \"127.0.0.1\"\n\
              server.errorlog = \"{}\"\nserver.pid-file = \"\"\n",
             dir.join("www").display(),
             dir.join("lighttpd.err").display()
         ),
     )
     .unwrap();
+}
+
+/// lighttpd (serving a 4 KiB file) behind haproxy, both under LDP with
+/// `preload`, in VPP's default namespace; returns them (killed when
+/// dropped) and haproxy's URL once one request through it was answered
+/// (or after 20 s).
+fn start_haproxy_and_lighttpd(vpp: &VppInstance, conf: &Path, preload: &str) -> (Vec<ProcessGroup>, String) {
+    let dir = vpp.dir().join("proxy");
+    let (web, front) = (7450, 7451);
+    write_lighttpd_conf(&dir, web);
     std::fs::write(
         dir.join("haproxy.cfg"),
         format!(
@@ -1054,19 +1060,8 @@ fn ldp_tinyproxy_serves_and_stops_on_sigterm() {
     let conf = vpp.write_vcl_conf("tinyproxy", &VclConf::default()).unwrap();
     let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
     let dir = vpp.dir().join("tinyproxy");
-    std::fs::create_dir_all(dir.join("www")).unwrap();
-    std::fs::write(dir.join("www/index.html"), "t".repeat(4096)).unwrap();
     let (web, proxy) = (7470, 7471);
-    std::fs::write(
-        dir.join("lighttpd.conf"),
-        format!(
-            "server.document-root = \"{}\"\nserver.port = {web}\nserver.bind = \"127.0.0.1\"\n\
-             server.errorlog = \"{}\"\nserver.pid-file = \"\"\n",
-            dir.join("www").display(),
-            dir.join("lighttpd.err").display()
-        ),
-    )
-    .unwrap();
+    write_lighttpd_conf(&dir, web);
     std::fs::write(
         dir.join("tinyproxy.conf"),
         format!(
@@ -1191,6 +1186,53 @@ fn ldp_forked_child_is_woken_for_a_connection_its_parent_kept() {
     assert!(c_out.contains("fork-client: done") && client.status.success(), "{report}");
 }
 
+/// `ldp_pipeline server <addr> 1` under LDP with `preload` (killed when
+/// dropped).
+fn echo_server(exe: &Path, preload: &str, conf: &Path, addr: &str) -> ProcessGroup {
+    ProcessGroup::spawn(
+        under_ldp(&mut Command::new(exe), preload, conf)
+            .args(["server", addr, "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    )
+    .expect("spawn the echo server")
+}
+
+/// Runs `ldp_pipeline <args>` under LDP with `preload` until `parse` finds
+/// its answer in what it printed (the server may not listen yet: tries for
+/// 20 s); a run that hangs is killed after 30 s.
+fn pipeline_check<T>(
+    exe: &Path,
+    preload: &str,
+    conf: &Path,
+    args: &[&str],
+    parse: impl Fn(&str) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let child = under_ldp(&mut Command::new(exe), preload, conf)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn ldp_pipeline {args:?}: {e}"));
+        let out = wait_output_with_timeout(child, Duration::from_secs(30)).unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some(r) = parse(&stdout) {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ldp_pipeline {args:?} failed ({}):\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// What `ldp_pipeline wait-check` printed: the 1 s wait's result and
 /// duration, and the signalled wait's result, errno and duration.
 fn parse_wait_check(out: &str) -> Option<(i64, u64, i64, i32, u64)> {
@@ -1221,39 +1263,8 @@ fn ldp_epoll_wait_keeps_its_timeout_and_reports_signals() {
     let conf = vpp.write_vcl_conf("waits", &VclConf::default()).unwrap();
     let Preloads { c, rust } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
     let addr = "127.0.0.1:7440";
-    let _server = ProcessGroup::spawn(
-        under_ldp(&mut Command::new(&exe), &rust, &conf)
-            .args(["server", addr, "1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    )
-    .expect("spawn the echo server");
-    let check = |preload: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let child = under_ldp(&mut Command::new(&exe), preload, &conf)
-                .args(["wait-check", addr])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn wait-check");
-            let out = wait_output_with_timeout(child, Duration::from_secs(30)).unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-            if let Some(r) = parse_wait_check(&stdout) {
-                return r;
-            }
-            // The server may not listen yet.
-            assert!(
-                std::time::Instant::now() < deadline,
-                "wait-check failed ({}):\n{stdout}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
+    let _server = echo_server(&exe, &rust, &conf, addr);
+    let check = |preload: &str| pipeline_check(&exe, preload, &conf, &["wait-check", addr], parse_wait_check);
     let (c_rv, c_ms, c_srv, c_errno, c_sms) = check(&c);
     eprintln!("C layer: 1 s wait: {c_rv} after {c_ms} ms; signalled wait: {c_srv} (errno {c_errno}) after {c_sms} ms");
     let (rv, ms, srv, errno, sms) = check(&rust);
@@ -1305,41 +1316,12 @@ fn ldp_poll_and_select_sleep_and_end_on_a_signal() {
     let conf = vpp.write_vcl_conf("polls", &VclConf::default()).unwrap();
     let Preloads { c, rust } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
     let addr = "127.0.0.1:7441";
-    let _server = ProcessGroup::spawn(
-        under_ldp(&mut Command::new(&exe), &rust, &conf)
-            .args(["server", addr, "1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    )
-    .expect("spawn the echo server");
+    let _server = echo_server(&exe, &rust, &conf, addr);
     let check = |preload: &str, extra: &[&str]| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let child = under_ldp(&mut Command::new(&exe), preload, &conf)
-                .args(["poll-check", addr])
-                .args(extra)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn poll-check");
-            let out = wait_output_with_timeout(child, Duration::from_secs(30)).unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-            if let (Some(p), Some(s)) =
-                (parse_poll_check(&stdout), numbers_of_line(&stdout, "select-check:", 9))
-            {
-                return (p, s);
-            }
-            // The server may not listen yet.
-            assert!(
-                std::time::Instant::now() < deadline,
-                "poll-check failed ({}):\n{stdout}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let args = [&["poll-check", addr][..], extra].concat();
+        pipeline_check(&exe, preload, &conf, &args, |out| {
+            Some((parse_poll_check(out)?, numbers_of_line(out, "select-check:", 9)?))
+        })
     };
     let c_run = check(&c, &["no-signal"]);
     eprintln!("C layer (no signal): poll {:?}, select {:?}", c_run.0, c_run.1);

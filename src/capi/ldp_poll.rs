@@ -308,6 +308,24 @@ pub(super) fn ldp_base_if_active() -> Option<i64> {
     Some(base)
 }
 
+/// The limit a `timespec` timeout gives (null: none); `Err` with errno
+/// `EINVAL` for a negative or malformed one.
+///
+/// # Safety
+/// `ts` null or valid.
+pub(super) unsafe fn limit_of_timespec(ts: *const libc::timespec) -> Result<Option<Duration>, ()> {
+    if ts.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller's contract.
+    let ts = unsafe { *ts };
+    if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+        set_errno(libc::EINVAL);
+        return Err(());
+    }
+    Ok(Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)))
+}
+
 /// `poll(2)`, with LDP's sessions (see the module docs); `libvls.so`
 /// exports it as `poll`.
 ///
@@ -347,17 +365,8 @@ pub unsafe extern "C" fn vls_preload_ppoll(
     timeout: *const libc::timespec,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
-    let timeout = if timeout.is_null() {
-        None
-    } else {
-        // SAFETY: the caller's contract.
-        let ts = unsafe { *timeout };
-        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
-            set_errno(libc::EINVAL);
-            return -1;
-        }
-        Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-    };
+    // SAFETY: forwarded contract.
+    let Ok(timeout) = (unsafe { limit_of_timespec(timeout) }) else { return -1 };
     // SAFETY: forwarded contract.
     unsafe { poll_as_the_kernel(fds, nfds, timeout, sigmask) }
 }

@@ -19,7 +19,7 @@
 use std::ffi::{c_int, c_short};
 use std::time::{Duration, Instant};
 
-use super::ldp_poll::{ldp_base_if_active, poll_slice};
+use super::ldp_poll::{ldp_base_if_active, limit_of_timespec, poll_slice};
 use super::ldp_wait::set_errno;
 
 /// Whether `fd` is in `set` (null: no set).
@@ -130,11 +130,13 @@ pub unsafe extern "C" fn vls_preload_select(
     } else {
         // SAFETY: the caller's contract.
         let tv = unsafe { *timeout };
-        if tv.tv_sec < 0 || !(0..1_000_000).contains(&tv.tv_usec) {
-            set_errno(libc::EINVAL);
-            return -1;
-        }
-        Some(Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000))
+        let ts = libc::timespec {
+            tv_sec: tv.tv_sec,
+            tv_nsec: if (0..1_000_000).contains(&tv.tv_usec) { tv.tv_usec * 1000 } else { -1 },
+        };
+        // SAFETY: a local timespec.
+        let Ok(limit) = (unsafe { limit_of_timespec(&ts) }) else { return -1 };
+        limit
     };
     let start = Instant::now();
     // SAFETY: forwarded contract.
@@ -169,17 +171,8 @@ pub unsafe extern "C" fn vls_preload_pselect(
     timeout: *const libc::timespec,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
-    let limit = if timeout.is_null() {
-        None
-    } else {
-        // SAFETY: the caller's contract.
-        let ts = unsafe { *timeout };
-        if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
-            set_errno(libc::EINVAL);
-            return -1;
-        }
-        Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
-    };
+    // SAFETY: forwarded contract.
+    let Ok(limit) = (unsafe { limit_of_timespec(timeout) }) else { return -1 };
     // SAFETY: forwarded contract.
     unsafe {
         select_as_the_kernel(nfds, r, w, e, limit, sigmask, || {
