@@ -17,7 +17,9 @@
 //!   queue's eventfd (VPP writes it when a message arrives, so the sleep
 //!   ends when a session may have changed; for `POLLOUT`, VPP is asked to
 //!   send one when a full TX FIFO gets room; see `Vls::mq_signal_for_poll`).
-//!   Otherwise it sleeps in slices of [`SLICE`], and a look follows each;
+//!   Otherwise it sleeps in slices of [`SLICE`], and a look follows each.
+//!   A wait that includes room to write (`POLLOUT`) first looks without
+//!   sleeping for [`SPIN`];
 //! - a signal ends the wait with -1 and `EINTR`, as the kernel's poll does.
 //!   `ppoll`'s signal mask applies while the thread sleeps in the kernel
 //!   (between looks the thread's own mask applies);
