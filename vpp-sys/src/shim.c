@@ -620,6 +620,14 @@ vppsys_session_move_out (uint32_t wrk_index, uint32_t session_index,
     vppsys_vep_unlink_all (wrk, s);
   else
     vppsys_vep_unlink (wrk, s);
+  /* VCL takes a session for epolled when its vep.ev asks for events, and
+   * a level-triggered event then puts it in the worker's ring. A session
+   * already out of its set keeps those events for its move (see
+   * vppsys_vep_unlink) and can land in the ring that way; out of the ring
+   * it goes here whatever its flags, or the ring keeps the index of a
+   * freed session (or of the listener's stub) and the worker's next epoll
+   * wait crashes walking it. */
+  vppsys_lt_del (wrk, s);
   if (vppsys_session_is_listener (s))
     {
       /* Connections waiting in the accept queue were sent to this worker:
