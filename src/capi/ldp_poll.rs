@@ -289,11 +289,9 @@ pub(super) fn poll_slice(
     let Some(base) = ldp_sessions_in(fds) else { return kernel_ppoll(fds, timeout, sigmask) };
     let deadline = timeout.map(|t| Instant::now() + t);
     let vls = crate::process::vls();
+    // VCL's own waits on its message queue: no session in them (see
+    // `Ldp::session`), so one wait in the kernel.
     let mq_eventfd = vls.mq_eventfd();
-    if fds.len() == 1 && mq_eventfd == Some(fds[0].fd) {
-        // VCL waiting on its message queue.
-        return kernel_ppoll(fds, timeout, sigmask);
-    }
     // LDP registers a thread new to VLS before its first look.
     vls.detect_thread();
     poll_sessions_and_fds(fds, base, deadline, SPIN, &mut Ldp { vls, sigmask, base, mq_eventfd })

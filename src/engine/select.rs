@@ -7,11 +7,30 @@
 
 use std::ffi::{c_ulong, c_void};
 
+use super::access::WorkerLocks;
+use super::fork_hooks::AfterWait;
 use super::locks::OpKind;
 use super::{clear_bits, copy_bits, count_set_bits, keep_bits, Vls};
 use crate::seam::Vcl;
 
+/// What a select or poll holds while it works on the worker's message
+/// queue: the worker's locks (dropped first), then the work due after a
+/// wait in VCL.
+struct QueueLook<V: Vcl + 'static> {
+    _locks: Option<WorkerLocks>,
+    _after: AfterWait<V>,
+}
+
 impl<V: Vcl> Vls<V> {
+    /// The start of a select or poll: the thread registered, children
+    /// that exited cleaned up, the worker's locks for its message queue.
+    fn look_at_queue(&'static self) -> QueueLook<V> {
+        self.detect_thread();
+        let after = self.after_wait();
+        self.clean_up_exited_children();
+        QueueLook { _locks: self.op_locks(OpKind::MessageQueue, None), _after: after }
+    }
+
     /// `vls_select`.
     ///
     /// # Safety
@@ -24,10 +43,7 @@ impl<V: Vcl> Vls<V> {
         e: *mut c_ulong,
         wait: f64,
     ) -> i32 {
-        self.detect_thread();
-        let _after = self.after_wait();
-        self.clean_up_exited_children();
-        let _g = self.op_locks(OpKind::MessageQueue, None);
+        let _look = self.look_at_queue();
         // SAFETY: forwarded contract (the read map is null or `n_bits` bits).
         unsafe { self.shared_listeners_selected(r, n_bits) };
         if self.detaching() {
@@ -65,10 +81,7 @@ impl<V: Vcl> Vls<V> {
     /// # Safety
     /// `vp` valid for `n` entries.
     pub unsafe fn poll(&'static self, vp: *mut c_void, n: u32, wait: f64) -> i32 {
-        self.detect_thread();
-        let _after = self.after_wait();
-        self.clean_up_exited_children();
-        let _g = self.op_locks(OpKind::MessageQueue, None);
+        let _look = self.look_at_queue();
         // SAFETY: forwarded contract.
         unsafe { self.shared_listeners_polled(vp, n) };
         if self.detaching() {
