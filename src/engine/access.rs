@@ -18,7 +18,7 @@
 //!   ([`super::readiness`]).
 
 use std::ffi::c_void;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::locks::{self, OpKind, OpLocks};
@@ -35,6 +35,23 @@ pub(super) enum WorkerLocks {
     Shared { _locks: OpLocks },
     /// Per-thread workers: the calling thread's own gate.
     Own { _gate: GateGuard<'static> },
+}
+
+/// A session marked in transit (see [`VlsSession::in_transit`]) for as long
+/// as this lives; the session's whole lock is held meanwhile.
+struct InTransit<'a>(&'a AtomicBool);
+
+impl<'a> InTransit<'a> {
+    fn mark(s: &'a VlsSession) -> Self {
+        s.in_transit.store(true, Ordering::Release);
+        InTransit(&s.in_transit)
+    }
+}
+
+impl Drop for InTransit<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl<V: Vcl> Vls<V> {
@@ -115,6 +132,9 @@ impl<V: Vcl> Vls<V> {
             return Ok(sh);
         }
         let vlsh = locked.session.vlsh;
+        // Until the handle says where the session is, the owner's fast lane
+        // keeps off it.
+        let _in_transit = InTransit::mark(locked.session);
         let (moved, how) = self.move_from(owner, index, Take::Session).map_err(|e| {
             if e == MoveError::NotMovable {
                 tracing::warn!(
@@ -420,11 +440,56 @@ impl<V: Vcl> Vls<V> {
         let f = match op {
             OpKind::Read | OpKind::Write => match self.shared_worker_nonblocking_io(vlsh, op, read_len, f) {
                 Ok(rv) => return rv,
-                Err(f) => f,
+                Err(f) => match self.own_worker_nonblocking_io(vlsh, op, f) {
+                    Ok(rv) => return rv,
+                    Err(f) => f,
+                },
             },
             _ => f,
         };
         self.with_session_locked(vlsh, op, f)
+    }
+
+    /// A non-blocking read or write with per-thread workers (mode 2) of a
+    /// session on the calling thread's worker: in the worker's fast lane
+    /// (see [`Gate`]), with no lock. Only this thread uses its worker's
+    /// sessions; another thread changes one only after marking it (closed,
+    /// or [`VlsSession::in_transit`]) and then taking this worker's gate,
+    /// which the lane keeps it from, or asking this thread by RPC, which it
+    /// handles only in calls that handle its message queue (never a
+    /// non-blocking read or write). So with the lane entered, a session
+    /// unmarked and on this worker stays so until the lane is left. Gives
+    /// `f` back if it does not apply.
+    #[inline(always)]
+    pub(super) fn own_worker_nonblocking_io<F: FnOnce(Sh) -> i32>(
+        &'static self,
+        vlsh: Vlsh,
+        op: OpKind,
+        f: F,
+    ) -> Result<i32, F> {
+        if !self.mt_workers.load(Ordering::Relaxed) {
+            return Err(f);
+        }
+        let me = self.vcl.worker_index();
+        let (Some(gate), Some(session)) = (self.moves.gates.get(me), self.pool.get(vlsh)) else {
+            return Err(f);
+        };
+        let Some(_lane) = gate.enter_fast() else { return Err(f) };
+        // Acquire (all three): what the thread that marked or moved the
+        // session did before is visible.
+        if session.in_transit.load(Ordering::Acquire) {
+            return Err(f);
+        }
+        if session.is_closed() {
+            return Ok(EBADFD);
+        }
+        let sh = session.sh();
+        // The hint is the owner's to change (attribute calls move the
+        // session to their thread first).
+        if !on_worker(sh, me) || !session.nonblocking_hint.load(Ordering::Relaxed) {
+            return Err(f);
+        }
+        Ok(traced(vlsh, op, f(sh)))
     }
 
     /// A non-blocking read of at most `read_len` bytes of `sh` may empty
@@ -549,23 +614,6 @@ impl<V: Vcl> Vls<V> {
     ) -> i32 {
         self.detect_thread();
         let Some(session) = self.pool.get(vlsh) else { return EBADFD };
-        // Per-thread workers: the calling thread's worker, where the session
-        // must be; brought there first, with the whole session locked.
-        let own_wrk = if self.mt_workers.load(Ordering::Relaxed) {
-            let me = self.vcl.worker_index();
-            if !on_worker(session.sh(), me) {
-                let locked = session.lock();
-                if locked.closed() {
-                    return EBADFD;
-                }
-                if let Err(e) = self.sh_here(&locked) {
-                    return e;
-                }
-            }
-            Some(me)
-        } else {
-            None
-        };
         // Reads and writes lock their half of the session (non-blocking ones
         // of a registered thread took a shorter path above); everything else
         // locks the whole session.
@@ -574,14 +622,42 @@ impl<V: Vcl> Vls<V> {
             OpKind::Write => Some(Half::Tx),
             _ => None,
         };
-        let rv = match half {
-            Some(half) => {
-                let _locked = session.lock_io(half);
-                self.run_locked(session, op, own_wrk, f)
-            }
-            None => {
-                let _locked = session.lock();
-                self.run_locked(session, op, own_wrk, f)
+        let per_thread_workers = self.mt_workers.load(Ordering::Relaxed);
+        let mut f = f;
+        let rv = loop {
+            // Per-thread workers: the calling thread's worker, where the
+            // session must be; brought there first, with the whole session
+            // locked.
+            let own_wrk = if per_thread_workers {
+                let me = self.vcl.worker_index();
+                if !on_worker(session.sh(), me) {
+                    let locked = session.lock();
+                    if locked.closed() {
+                        return EBADFD;
+                    }
+                    if let Err(e) = self.sh_here(&locked) {
+                        return e;
+                    }
+                }
+                Some(me)
+            } else {
+                None
+            };
+            let attempt = match half {
+                Some(half) => {
+                    let _locked = session.lock_io(half);
+                    self.run_locked(session, op, own_wrk, f)
+                }
+                None => {
+                    let _locked = session.lock();
+                    self.run_locked(session, op, own_wrk, f)
+                }
+            };
+            match attempt {
+                Ok(rv) => break rv,
+                // Another thread took it away between the move and the
+                // lock: bring it back again.
+                Err(back) => f = back,
             }
         };
         if WAITED_IN_VCL.replace(false) {
@@ -591,24 +667,25 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// Runs `f` on the session's VCL handle (the session is locked by the
-    /// caller) with the worker-level locks for `op`; `EBADFD` if closed, or
-    /// (per-thread workers) if the session is not on `own_wrk`.
+    /// caller) with the worker-level locks for `op`; `EBADFD` if closed.
+    /// Gives `f` back (per-thread workers) if the session is not on
+    /// `own_wrk`: moved away again (another thread of this process used it
+    /// since it was brought here), or its worker is gone (the caller's
+    /// move then fails).
     #[inline(always)]
-    pub(super) fn run_locked(
+    pub(super) fn run_locked<F: FnOnce(Sh) -> i32>(
         &'static self,
         session: &VlsSession,
         op: OpKind,
         own_wrk: Option<u32>,
-        f: impl FnOnce(Sh) -> i32,
-    ) -> i32 {
+        f: F,
+    ) -> Result<i32, F> {
         if session.is_closed() {
-            return EBADFD;
+            return Ok(EBADFD);
         }
         let sh = session.sh();
         if own_wrk.is_some_and(|me| !on_worker(sh, me)) {
-            // Moved away again (another thread of this process used it in
-            // between), or its worker is gone.
-            return EBADFD;
+            return Err(f);
         }
         // Per-thread workers: the own worker's gate, with the index already
         // at hand (saves `op_locks` a second thread-local lookup).
@@ -616,7 +693,7 @@ impl<V: Vcl> Vls<V> {
             Some(me) => self.moves.gates.get(me).map(|g| WorkerLocks::Own { _gate: g.enter() }),
             None => self.op_locks(op, Some(sh)),
         };
-        f(sh)
+        Ok(f(sh))
     }
 }
 

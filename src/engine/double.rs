@@ -120,6 +120,8 @@ pub struct Double {
     io_ops: AtomicU32,
     drain_ops: AtomicU32,
     violations: AtomicUsize,
+    /// Sessions moved in so far.
+    moves_in: AtomicUsize,
     /// How long each call pauses inside (widens race windows).
     pause: Duration,
     /// Connects complete only once the server side accepts them.
@@ -173,6 +175,7 @@ impl Double {
             io_ops: AtomicU32::new(0),
             drain_ops: AtomicU32::new(0),
             violations: AtomicUsize::new(0),
+            moves_in: AtomicUsize::new(0),
             pause: Duration::from_micros(20),
             connect_waits_for_accept: AtomicBool::new(false),
             blocked: AtomicUsize::new(0),
@@ -221,6 +224,11 @@ impl Double {
     /// Broken VCL threading rules seen so far.
     pub fn violations(&self) -> usize {
         self.violations.load(Ordering::SeqCst)
+    }
+
+    /// Sessions moved in to a worker so far.
+    pub fn moves_in(&self) -> usize {
+        self.moves_in.load(Ordering::SeqCst)
     }
 
     /// VCL frees session `sh` by itself (as after VPP cleaned it up),
@@ -843,9 +851,15 @@ impl Vcl for Double {
         }
     }
     fn move_in(&self, moved: Session) -> Result<Sh, MoveError> {
+        // (The session is out of every worker meanwhile: a window to widen.)
+        let until = Instant::now() + self.pause;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
         let mut st = self.state.lock().unwrap();
         let sh = self.new_session(&mut st, false);
         st.sessions.insert(sh, moved);
+        self.moves_in.fetch_add(1, Ordering::SeqCst);
         Ok(sh)
     }
     fn install_rpc_handler(&self, handler: &'static dyn RpcHandler) {

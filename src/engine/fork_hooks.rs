@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use super::fork::{self, errno, set_errno, SharedTable, Unsubscribed};
 use super::pool::SessionPool;
-use super::{on_worker, ActingAsWorker, Teardown, Vls};
+use super::{on_worker, solo, ActingAsWorker, Teardown, Vls};
 use crate::handle::{sh_from_parts, sh_parts, Sh, INVALID};
 use crate::seam::{ForkHooks, KeptState, Listener, Vcl, UNSHARE_KEPT};
 
@@ -296,6 +296,9 @@ impl<V: Vcl> Vls<V> {
         self.needs_locks.store(false, Ordering::Release);
         if !self.mt_workers.load(Ordering::Acquire) && self.exit_key.is_some() {
             self.solo.start();
+        } else if self.mt_workers.load(Ordering::Acquire) {
+            // The registration does not survive `fork`.
+            self.moves.gates.set_fast_lane(solo::register_barrier());
         }
         let replaced = self.pool.replace_sessions_held_by_lost_threads();
         // The parent's children are not this process's.

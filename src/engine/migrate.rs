@@ -106,10 +106,11 @@
 //! worker, and using them fails with `EBADFD` at once.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
+use super::solo;
 use crate::seam::MoveError;
 
 /// How long a mover waits for the owner's answer (`VLS_WORKER_RPC_TIMEOUT`).
@@ -123,6 +124,28 @@ pub const MAX_GATED_WORKERS: usize = 1024;
 /// VCL, and by a mover while it moves a session out of the worker.
 /// Cache-line aligned (two lines): every call of a worker's thread takes its
 /// gate, and threads of different workers must not write the same line.
+///
+/// The worker's own thread enters in one of two ways:
+///
+/// - [`Gate::enter`], the mutex, for everything that may wait or change
+///   the worker's sessions;
+/// - [`Gate::enter_fast`], the *fast lane*, for a non-blocking read or write
+///   of a session on the worker: two plain stores and a load, no atomic
+///   read-modify-write. It is an asymmetric Dekker handshake with the movers
+///   (as in [`super::solo`]): the owner stores `owner_inside`, then loads
+///   `claimed`; a mover ([`Gate::try_enter`]) holding the mutex stores
+///   `claimed`, runs `membarrier()` (a full barrier on every running thread
+///   of the process), then loads `owner_inside`. Either the mover sees the
+///   owner inside (and does not take the gate), or the owner sees the claim
+///   (and takes the slow path, which waits on the session lock the mover
+///   holds). Only while `fast_lane` is on, which needs a registered
+///   `membarrier` ([`Gates::set_fast_lane`]).
+///
+/// Invariants:
+/// - `owner_inside` is written only by the worker's thread, true only
+///   inside a [`FastLane`];
+/// - `claimed` is written only by the holder of `inside`, true only while
+///   a mover's [`GateGuard`] lives.
 #[derive(Default)]
 #[repr(align(128))]
 pub struct Gate {
@@ -130,24 +153,84 @@ pub struct Gate {
     /// The worker's thread is exiting: nothing may move out of it, and
     /// movers waiting for its answer give up.
     exiting: AtomicBool,
+    /// The worker's thread is in the fast lane.
+    owner_inside: AtomicBool,
+    /// A mover holds the gate (the fast lane is closed).
+    claimed: AtomicBool,
+    /// The fast lane may be used: movers must claim with a barrier.
+    fast_lane: AtomicBool,
 }
 
-/// Holding a worker's gate.
-pub type GateGuard<'a> = MutexGuard<'a, ()>;
+/// Holding a worker's gate (the mutex, and for a mover the claim that
+/// keeps the worker's thread out of its fast lane; released first).
+pub struct GateGuard<'a> {
+    claimed: Option<&'a AtomicBool>,
+    _inside: MutexGuard<'a, ()>,
+}
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.claimed {
+            c.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// The worker's thread in its fast lane (see [`Gate`]); leaves on drop.
+#[must_use]
+pub struct FastLane<'a> {
+    owner_inside: &'a AtomicBool,
+}
+
+impl Drop for FastLane<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.owner_inside.store(false, Ordering::Release);
+    }
+}
 
 impl Gate {
     /// Takes the gate (the worker's own thread, entering VCL).
     pub fn enter(&self) -> GateGuard<'_> {
-        self.inside.lock().unwrap_or_else(PoisonError::into_inner)
+        GateGuard { claimed: None, _inside: self.inside.lock().unwrap_or_else(PoisonError::into_inner) }
     }
 
-    /// Takes the gate if its thread is not inside VCL.
-    pub fn try_enter(&self) -> Option<GateGuard<'_>> {
-        match self.inside.try_lock() {
-            Ok(g) => Some(g),
-            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
+    /// Enters the fast lane (the worker's own thread only, not holding the
+    /// gate), unless it is off or a mover holds the gate.
+    #[inline(always)]
+    pub fn enter_fast(&self) -> Option<FastLane<'_>> {
+        if !self.fast_lane.load(Ordering::Relaxed) {
+            return None;
         }
+        self.owner_inside.store(true, Ordering::Relaxed);
+        // The store above and the load below stay in this order in the
+        // code; the hardware order is the mover's `membarrier`'s business.
+        compiler_fence(Ordering::SeqCst);
+        let lane = FastLane { owner_inside: &self.owner_inside };
+        // Acquire: what a mover did before releasing its claim is visible.
+        (!self.claimed.load(Ordering::Acquire)).then_some(lane)
+    }
+
+    /// Takes the gate if its thread is not inside VCL (nor in its fast
+    /// lane).
+    pub fn try_enter(&self) -> Option<GateGuard<'_>> {
+        let inside = match self.inside.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        if !self.fast_lane.load(Ordering::Acquire) {
+            return Some(GateGuard { claimed: None, _inside: inside });
+        }
+        self.claimed.store(true, Ordering::Relaxed);
+        let guard = GateGuard { claimed: Some(&self.claimed), _inside: inside };
+        if !solo::barrier() {
+            // Cannot happen once registered; an owner in its lane may be
+            // missed, so do not take the gate.
+            tracing::error!(errno = std::io::Error::last_os_error().raw_os_error(), "membarrier failed");
+            return None;
+        }
+        (!self.owner_inside.load(Ordering::Acquire)).then_some(guard)
     }
 
     /// The worker's thread is exiting.
@@ -172,6 +255,15 @@ impl Default for Gates {
 }
 
 impl Gates {
+    /// Opens (or closes) every gate's fast lane. Open it only with a
+    /// registered `membarrier` ([`solo::register_barrier`]) and while no
+    /// thread is in a lane or holds a gate (app creation, a forked child).
+    pub fn set_fast_lane(&self, on: bool) {
+        for g in self.0.iter() {
+            g.fast_lane.store(on, Ordering::Release);
+        }
+    }
+
     /// The gate of worker `wrk`, if it has one.
     #[inline]
     pub fn get(&self, wrk: u32) -> Option<&Gate> {

@@ -67,6 +67,12 @@ pub struct VlsSession {
     /// The session was closed; every operation now fails with `EBADFD`.
     /// Written only with the whole session locked; read with either half.
     closed: AtomicBool,
+    /// Per-thread workers: a thread other than the owner is moving the
+    /// session out of its worker (set before it takes the owner's gate or
+    /// sends its request, cleared once the session's handle says where it
+    /// is). The owner's fast lane must not use the session meanwhile (see
+    /// `migrate::Gate`). Written only with the whole session locked.
+    pub in_transit: AtomicBool,
     /// Session lock, in two halves (`RX`, `TX`, bits of one word: see
     /// [`SessionLock`]). A read takes only `RX`, a write only `TX`; every
     /// other operation takes both. So one thread may block reading a
@@ -142,6 +148,7 @@ impl VlsSession {
             libc_epfd: AtomicI32::new(0),
             sh: AtomicU32::new(INVALID),
             closed: AtomicBool::new(true),
+            in_transit: AtomicBool::new(false),
             lock: SessionLock::default(),
             nonblocking_hint: AtomicBool::new(false),
             shared: AtomicU32::new(INVALID),
@@ -159,6 +166,7 @@ impl VlsSession {
         self.libc_epfd.store(0, Ordering::Relaxed);
         self.sh.store(sh, Ordering::Release);
         self.closed.store(false, Ordering::Release);
+        self.in_transit.store(false, Ordering::Relaxed);
         self.nonblocking_hint.store(false, Ordering::Relaxed);
         self.shared.store(INVALID, Ordering::Relaxed);
         self.listeners_checked.store(0, Ordering::Relaxed);

@@ -65,6 +65,9 @@ impl<V: Vcl> Vls<V> {
             // Orphaned (its worker was torn down with its VCL session).
             0
         } else if self.mt_workers.load(Ordering::Relaxed) && !self.is_here(sh) {
+            // Marked first: the owner's fast lane must see it before the
+            // owner can see the close (see `own_worker_nonblocking_io`).
+            locked.mark_closed();
             self.close_on_owner(sh)
         } else {
             let _g = self.op_locks(OpKind::SessionPool, Some(sh));

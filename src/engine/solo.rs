@@ -108,6 +108,19 @@ fn membarrier(cmd: libc::c_long) -> bool {
     unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_long, 0 as libc::c_long) == 0 }
 }
 
+/// Registers the process for expedited private barriers (per address
+/// space: again in a forked child); false if the kernel (or a seccomp
+/// filter) refuses.
+pub fn register_barrier() -> bool {
+    !cfg!(loom) && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED)
+}
+
+/// A full memory barrier on every running thread of the process (after
+/// [`register_barrier`]); false if it failed.
+pub fn barrier() -> bool {
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+}
+
 /// `membarrier(MEMBARRIER_CMD_QUERY)` lists the expedited private
 /// barrier: the kernel (and a seccomp filter, if any) allows the fast path.
 pub fn barrier_available() -> bool {
@@ -143,7 +156,7 @@ impl Solo {
     /// VLS (app creation, a forked child).
     pub fn start(&self) -> bool {
         // Registration is per address space: done again in a forked child.
-        let ok = !cfg!(loom) && membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+        let ok = register_barrier();
         if !ok {
             tracing::debug!("membarrier unavailable: single-thread calls take the locks");
         }
@@ -181,7 +194,7 @@ impl Solo {
             return;
         }
         self.thread.store(0, Ordering::Relaxed);
-        if !membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) {
+        if !barrier() {
             // Cannot happen after a successful registration; waiting on
             // `busy` is the best left to do.
             tracing::error!(errno = std::io::Error::last_os_error().raw_os_error(), "membarrier failed");

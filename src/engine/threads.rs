@@ -82,6 +82,10 @@ impl<V: Vcl> Vls<V> {
             // could get the exited solo thread's identity.
             self.solo.start();
         }
+        if mt {
+            // Before other threads can see the app (no gate is in use yet).
+            self.moves.gates.set_fast_lane(solo::register_barrier());
+        }
         self.app_created.store(true, Ordering::Release);
         self.process_wrk.store(self.vcl.worker_index(), Ordering::Release);
         self.n_threads.store(1, Ordering::Release);

@@ -468,3 +468,97 @@ fn connections_announced_to_a_moved_listeners_old_worker_are_accepted_on_the_new
     assert_eq!(&buf[..2], b"hi");
     assert_eq!(v.vcl().violations(), 0);
 }
+
+/// Mode 2's fast lane: the owner of a session reads it without the
+/// session lock (here held by another thread the whole time), where the
+/// locked path would wait for that lock.
+#[test]
+fn owner_reads_in_its_fast_lane_without_the_session_lock() {
+    let v = app(true);
+    let expected = crate::engine::solo::lock_free_expected();
+    let (s_tx, s_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (rv_tx, rv_rx) = mpsc::channel();
+    let reader = thread::spawn(move || {
+        let s = v.create(0, true);
+        s_tx.send(s).unwrap();
+        go_rx.recv().unwrap();
+        let mut buf = [0u8; 8];
+        rv_tx.send(read(v, s, &mut buf)).unwrap();
+        s
+    });
+    let s = s_rx.recv().unwrap();
+    let locked = v.session(s).unwrap().lock();
+    go_tx.send(()).unwrap();
+    let got = rv_rx.recv_timeout(Duration::from_secs(5));
+    drop(locked);
+    if expected {
+        assert_eq!(got, Ok(-libc::EAGAIN), "the owner's non-blocking read waited for the session lock");
+    } else {
+        assert!(got.is_err(), "without membarrier every call locks");
+    }
+    let s = reader.join().unwrap();
+    assert_eq!(v.vcl().violations(), 0);
+    let _ = v.close(s);
+}
+
+/// Mode 2's fast lane against moves: the owner reads a non-blocking session
+/// in a loop while another thread keeps taking it to its own worker (an
+/// attribute call moves it; the owner's next read moves it back). No read
+/// reaches VCL on a worker the session is not on (a violation in the
+/// double) or finds it moved out and not yet placed (`EBADFD`).
+#[test]
+fn owner_fast_lane_never_uses_a_session_another_thread_is_moving() {
+    const MOVES: usize = 200;
+    let v = app(true);
+    let s = v.create(0, true);
+    let main_wrk = v.vcl().worker_index();
+    let on_main = move || crate::handle::sh_parts(v.session(s).unwrap().sh()).0 == main_wrk;
+    let done = Arc::new(AtomicBool::new(false));
+    let may_exit = Arc::new(Barrier::new(2));
+    let mover = {
+        let (done, may_exit) = (done.clone(), may_exit.clone());
+        thread::spawn(move || {
+            let mut failed = Vec::new();
+            for _ in 0..MOVES {
+                until("the owner brings the session back", on_main);
+                let mut flags = 0u32;
+                let mut len = 4u32;
+                // SAFETY: valid buffers (the double ignores them).
+                let rv = unsafe { v.attr(s, 0, (&mut flags as *mut u32).cast(), &mut len) };
+                if rv != 0 {
+                    failed.push(rv);
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+            // (The session stays on this worker: the owner's reads would
+            // find it gone with it.)
+            may_exit.wait();
+            failed
+        })
+    };
+    let (mut reads, mut bad) = (0u64, Vec::new());
+    let mut buf = [0u8; 8];
+    while !done.load(Ordering::SeqCst) {
+        let rv = read(v, s, &mut buf);
+        reads += 1;
+        // Outside any call for a while (0–31 µs): the mover's chance to
+        // take the gate, and this thread's to come back mid-move.
+        let until = Instant::now() + Duration::from_micros(reads % 32);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        if rv != -libc::EAGAIN {
+            bad.push(rv);
+        }
+    }
+    may_exit.wait();
+    assert_eq!(mover.join().unwrap(), vec![], "the mover's calls all found the session");
+    assert!(bad.is_empty(), "reads answered {bad:?} (besides EAGAIN) in {reads}");
+    // Each of the mover's calls found the session on the owner's worker,
+    // and the owner's reads brought it back after each but the last.
+    let moves = v.vcl().moves_in();
+    assert!(moves >= 2 * MOVES - 1, "{moves} moves in {reads} reads");
+    assert_eq!(v.vcl().violations(), 0);
+    let _ = v.close(s);
+}
