@@ -3,6 +3,10 @@
 //!
 //! - **Lock-free** (one thread has used VLS, non-blocking I/O; see
 //!   [`super::solo`]): no lock at all.
+//! - **Fast lane** (mode 2, non-blocking I/O on a session of the caller's
+//!   worker): no lock; the worker's gate is entered with two plain stores,
+//!   and another thread that wants the worker's sessions takes the gate
+//!   with a `membarrier` (see [`super::migrate::Gate`]).
 //! - **Direct** (mode 3, non-blocking I/O): the whole session lock and the
 //!   session-pool read lock, plus the mq lock for a read that may empty
 //!   its FIFO (VCL then writes worker state other threads' epoll waits use).

@@ -75,6 +75,11 @@
 //!   Servers in mode 2 accept and serve a connection on one thread (mode 3
 //!   serves "accept here, serve there" designs).
 //!
+//! The owner's own non-blocking reads and writes take no lock at all (the
+//! gate's *fast lane*, see [`Gate`]): a mover marks the session in transit
+//! before it takes the owner's gate or sends its request, and the lane
+//! leaves marked sessions to the locked path, which waits for the mover.
+//!
 //! How a move happens, with the VLS session locked throughout:
 //! 1. **Directly**, when the owner thread is not inside VCL. Every thread
 //!    holds its worker's [`Gate`] whenever it is inside VCL; a mover that
