@@ -8,9 +8,9 @@
 //! `DEP_VPPCOM_LIBDIR`, `DEP_VPPCOM_RELEASE` and `DEP_VPPCOM_CFGS`.
 //!
 //! It also gives the `libvls.so` cdylib, and only it, the libc names of the
-//! LDP wait corrections (`src/capi/ldp_wait.rs`, `ldp_poll.rs`,
-//! `ldp_select.rs`): `epoll_wait`, `epoll_pwait`, `poll`, `ppoll`, `select`
-//! and `pselect` as aliases of
+//! LDP corrections (`src/capi/ldp_wait.rs`, `ldp_poll.rs`, `ldp_select.rs`,
+//! `ldp_close.rs`): `epoll_wait`, `epoll_pwait`, `poll`, `ppoll`, `select`,
+//! `pselect`, `close_range` and `closefrom` as aliases of
 //! `vls_preload_epoll_wait` and the like, exported by a version script of
 //! their own.
 //! Tests, examples and Rust programs that link the crate never define them.
@@ -52,13 +52,15 @@ fn preload_aliases() {
     if std::env::var_os("CARGO_FEATURE_VPP").is_none() {
         return;
     }
-    const ALIASES: [(&str, &str); 6] = [
+    const ALIASES: [(&str, &str); 8] = [
         ("epoll_wait", "vls_preload_epoll_wait"),
         ("epoll_pwait", "vls_preload_epoll_pwait"),
         ("poll", "vls_preload_poll"),
         ("ppoll", "vls_preload_ppoll"),
         ("select", "vls_preload_select"),
         ("pselect", "vls_preload_pselect"),
+        ("close_range", "vls_preload_close_range"),
+        ("closefrom", "vls_preload_closefrom"),
     ];
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let map = out.join("preload-aliases.map");

@@ -14,6 +14,7 @@
 //! ldp_pipeline poll-check <ip:port> [no-signal]
 //! ldp_pipeline fork-server <ip:port>
 //! ldp_pipeline fork-client <ip:port>
+//! ldp_pipeline closefrom-check <ip:port>
 //! ```
 //!
 //! The server has one thread that accepts (blocking) and hands each
@@ -204,6 +205,62 @@ fn select_check(s: i32, with_signal: bool) {
              echo {erv} isset {isset} after {echo_ms} ms"
         );
     }
+}
+
+extern "C" {
+    /// glibc's (2.34 and later).
+    fn closefrom(lowfd: libc::c_int);
+    /// glibc's (2.34 and later).
+    fn close_range(first: libc::c_uint, last: libc::c_uint, flags: libc::c_int) -> libc::c_int;
+}
+
+/// One byte through the echo server on `s`, waiting at most 3 s for the
+/// echo: 1 if it came back, 0 if not.
+fn echoed(s: i32) -> i32 {
+    // SAFETY: plain libc calls on a descriptor the caller owns and on a
+    // local pollfd and byte.
+    unsafe {
+        if libc::write(s, [7u8].as_ptr().cast(), 1) != 1 {
+            return 0;
+        }
+        let mut p = libc::pollfd { fd: s, events: libc::POLLIN, revents: 0 };
+        let mut b = [0u8; 1];
+        i32::from(
+            libc::poll(&mut p, 1, 3000) == 1 && libc::read(s, b.as_mut_ptr().cast(), 1) == 1 && b[0] == 7,
+        )
+    }
+}
+
+/// A daemon's start-up under LDP: connects to the echo server at `addr`,
+/// closes every descriptor from 3 up (`closefrom(3)`, then
+/// `close_range(3, ~0U, 0)`), and checks the connection and a new one.
+/// Prints `closefrom-check: echo <0|1>; after closefrom <0|1>; after
+/// close_range <0|1>; new connection <0|1>`.
+fn closefrom_check(addr: SocketAddrV4) {
+    let s = connect_blocking(addr);
+    let before = echoed(s);
+    // SAFETY: closes descriptors this program does not use any more
+    // (none of its own above 2 but the VPP session, which the kernel does
+    // not know).
+    unsafe { closefrom(3) };
+    let after_closefrom = echoed(s);
+    // SAFETY: as above.
+    let rv = unsafe { close_range(3, libc::c_uint::MAX, 0) };
+    let after_close_range = i32::from(rv == 0) * echoed(s);
+    // A new connection needs VPP to still know this application.
+    // SAFETY: plain socket calls; `sa` outlives the connect call.
+    let fresh = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let sa = sockaddr(addr);
+        let ok = fd >= 0
+            && libc::connect(fd, (&sa as *const libc::sockaddr_in).cast(), std::mem::size_of_val(&sa) as u32)
+                == 0;
+        i32::from(ok) * echoed(fd)
+    };
+    println!(
+        "closefrom-check: echo {before}; after closefrom {after_closefrom}; after close_range {after_close_range}; \
+         new connection {fresh}"
+    );
 }
 
 /// Bytes the fork client sends before the server forks.
@@ -815,7 +872,8 @@ fn main() {
              ldp_pipeline wait-check <ip:port>\n       \
              ldp_pipeline poll-check <ip:port> [no-signal]\n       \
              ldp_pipeline fork-server <ip:port>\n       \
-             ldp_pipeline fork-client <ip:port>"
+             ldp_pipeline fork-client <ip:port>\n       \
+             ldp_pipeline closefrom-check <ip:port>"
         );
         std::process::exit(64)
     };
@@ -831,6 +889,7 @@ fn main() {
         Some("poll-check") => poll_check(addr, args.get(3).map(String::as_str) != Some("no-signal")),
         Some("fork-server") => fork_server(addr),
         Some("fork-client") => fork_client(addr),
+        Some("closefrom-check") => closefrom_check(addr),
         Some("client") => {
             client(addr, num(3).max(1) as usize, num(4).max(1) as usize, num(5), num(6).max(1) as usize)
         }

@@ -123,6 +123,11 @@ impl seam::Vcl for RealVcl {
         // SAFETY: registers the calling thread.
         unsafe { sys::vppcom_worker_register() }
     }
+    fn forget_inherited_workers(&self) {
+        // SAFETY: plain write of VCL's pool pointer in this process's heap;
+        // called only at exit, by a process that has no worker.
+        unsafe { sys::vppsys_forget_inherited_workers() }
+    }
     fn worker_unregister(&self) {
         // SAFETY: the core unregisters only the calling thread's own worker,
         // as that thread ends.

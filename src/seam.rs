@@ -75,6 +75,11 @@ pub trait Vcl: Send + Sync + 'static {
     fn worker_register(&self) -> i32;
     /// `vppcom_worker_unregister` for the calling thread's worker.
     fn worker_unregister(&self);
+    /// The process has no worker of its own (a forked child whose
+    /// registration failed) and is exiting: VCL forgets the workers it
+    /// copied from the parent, so that its exit handler, which cleans up
+    /// the calling thread's worker, finds none instead of worker `~0`.
+    fn forget_inherited_workers(&self);
     /// `multi-thread-workers` is configured.
     fn mt_workers(&self) -> bool;
     /// `use-mq-eventfd` is configured.

@@ -1049,3 +1049,56 @@ fn child_is_woken_after_a_kept_hand_over_through_the_stack() {
         through_stack,
     );
 }
+
+/// A child forked while VCL's `max-workers` is reached gets no worker of
+/// its own (VCL refuses the registration): its VLS calls fail with an
+/// error instead of reaching VCL, and it ends with its own exit status
+/// (VCL's exit handler used to clean up worker `~0` and crash it with
+/// SIGSEGV). The parent goes on serving.
+#[test]
+fn child_without_a_worker_fails_its_calls_and_exits_cleanly() {
+    let a = server_addr(7216);
+    run_pair(
+        "child_without_a_worker_fails_its_calls_and_exits_cleanly",
+        |vpp| {
+            let (mut server, client) = through_stack(vpp);
+            server.extra.push("max-workers 1".into());
+            (server, client)
+        },
+        || {
+            app("fork-no-worker");
+            let l = listen_on(a, TCP, false);
+            let child = fork_child(20, move || {
+                assert_eq!(my_worker(), u32::MAX, "the child got a worker beyond max-workers");
+                assert!(vls_create(TCP, 1) < 0, "a session without a worker");
+                let mut buf = [0u8; 4];
+                // SAFETY: `buf` is valid for 4 bytes.
+                let rv = unsafe { vls_read(l, buf.as_mut_ptr().cast(), buf.len()) };
+                assert_eq!(rv, EBADFD as isize);
+                assert_eq!(vls_close(l), 0, "the inherited listener closes as an orphan");
+            });
+            let status = wait_child(child, Duration::from_secs(20));
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "the child ended with status {status:#x} (signal {})",
+                if libc::WIFSIGNALED(status) { libc::WTERMSIG(status) } else { 0 }
+            );
+            let s = accept(l);
+            assert!(s >= 0, "accept after the child: {s}");
+            let mut hello = [0u8; 5];
+            read_exact(s, &mut hello);
+            write_all(s, &hello);
+            vls_close(s);
+            vls_close(l);
+        },
+        || {
+            app("fork-no-worker-client");
+            let c = connect_to(a, TCP);
+            write_all(c, b"hello");
+            let mut back = [0u8; 5];
+            read_exact(c, &mut back);
+            assert_eq!(&back, b"hello");
+            vls_close(c);
+        },
+    );
+}

@@ -1348,6 +1348,44 @@ fn ldp_poll_and_select_sleep_and_end_on_a_signal() {
     assert!(ems < 2_000, "the echo took {ems} ms to end the select");
 }
 
+/// A daemon that closes every descriptor from 3 up at start-up
+/// (`closefrom(3)`, `close_range(3, ~0U, 0)`; varnishd does) keeps its VPP
+/// connection and its attachment to VPP under the Rust layer: VCL's own
+/// descriptors (its socket to VPP, whose closing makes VPP detach the
+/// application, its queues' eventfds, its segments) stay open. LDP passes
+/// both calls to libc, so with the C layer the application loses VPP (shown,
+/// not asserted).
+#[test]
+fn ldp_closefrom_keeps_vcl_descriptors() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let so = libvls();
+    let exe = ldp_pipeline();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf("closefrom", &VclConf::default()).unwrap();
+    let Preloads { c, rust } = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
+    let addr = "127.0.0.1:7443";
+    let _server = echo_server(&exe, &rust, &conf, addr);
+    let parse = |out: &str| numbers_of_line(out, "closefrom-check:", 4);
+    let c_run = under_ldp(&mut Command::new(&exe), &c, &conf)
+        .args(["closefrom-check", addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|child| wait_output_with_timeout(child, Duration::from_secs(10)));
+    match c_run {
+        Ok(out) => eprintln!(
+            "C layer ({}): {:?}",
+            out.status,
+            parse(&String::from_utf8_lossy(&out.stdout)).map_or("no answer".into(), |n| format!("{n:?}"))
+        ),
+        Err(e) => eprintln!("C layer: {e}"),
+    }
+    let r = pipeline_check(&exe, &rust, &conf, &["closefrom-check", addr], parse);
+    eprintln!("Rust layer: echo, after closefrom, after close_range, new connection: {r:?}");
+    assert_eq!(r, vec![1, 1, 1, 1], "echo, after closefrom, after close_range, new connection");
+}
+
 #[test]
 #[ignore]
 fn ldp_pipelined_soak() {

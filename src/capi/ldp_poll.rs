@@ -293,7 +293,7 @@ pub(super) fn poll_slice(
     // `Ldp::session`), so one wait in the kernel.
     let mq_eventfd = vls.mq_eventfd();
     // LDP registers a thread new to VLS before its first look.
-    vls.detect_thread();
+    let _ = vls.detect_thread();
     poll_sessions_and_fds(fds, base, deadline, SPIN, &mut Ldp { vls, sigmask, base, mq_eventfd })
 }
 

@@ -616,7 +616,9 @@ impl<V: Vcl> Vls<V> {
         op: OpKind,
         f: impl FnOnce(Sh) -> i32,
     ) -> i32 {
-        self.detect_thread();
+        if !self.detect_thread() {
+            return EBADFD;
+        }
         let Some(session) = self.pool.get(vlsh) else { return EBADFD };
         // Reads and writes lock their half of the session (non-blocking ones
         // of a registered thread took a shorter path above); everything else
@@ -718,7 +720,9 @@ impl<V: Vcl> Vls<V> {
         max: i32,
         wait: f64,
     ) -> i32 {
-        self.detect_thread();
+        if !self.detect_thread() {
+            return EBADFD;
+        }
         let deadline = (wait > 0.0).then(|| Instant::now() + Duration::from_secs_f64(wait / 1e3));
         loop {
             let busy = self.gather_members(ep_vlsh);

@@ -122,6 +122,10 @@ pub struct Double {
     violations: AtomicUsize,
     /// Sessions moved in so far.
     moves_in: AtomicUsize,
+    /// `forget_inherited_workers` was called.
+    workers_forgotten: AtomicBool,
+    /// The next worker registration fails (as VCL's when VPP refuses it).
+    fail_next_register: AtomicBool,
     /// How long each call pauses inside (widens race windows).
     pause: Duration,
     /// Connects complete only once the server side accepts them.
@@ -176,6 +180,8 @@ impl Double {
             drain_ops: AtomicU32::new(0),
             violations: AtomicUsize::new(0),
             moves_in: AtomicUsize::new(0),
+            workers_forgotten: AtomicBool::new(false),
+            fail_next_register: AtomicBool::new(false),
             pause: Duration::from_micros(20),
             connect_waits_for_accept: AtomicBool::new(false),
             blocked: AtomicUsize::new(0),
@@ -226,6 +232,16 @@ impl Double {
         self.violations.load(Ordering::SeqCst)
     }
 
+    /// `forget_inherited_workers` was called.
+    pub fn workers_forgotten(&self) -> bool {
+        self.workers_forgotten.load(Ordering::SeqCst)
+    }
+
+    /// Makes the next worker registration fail.
+    pub fn fail_next_register(&self) {
+        self.fail_next_register.store(true, Ordering::SeqCst);
+    }
+
     /// Sessions moved in to a worker so far.
     pub fn moves_in(&self) -> usize {
         self.moves_in.load(Ordering::SeqCst)
@@ -261,6 +277,13 @@ impl Double {
     /// Enters a call of kind `k`, counting a violation if it overlaps a call
     /// it must not overlap (only relevant when threads share a worker).
     fn enter(&self, k: Kind) -> InCall<'_> {
+        if self.wrk() == INVALID {
+            // VCL would look up worker ~0.
+            if std::env::var_os("DOUBLE_DEBUG").is_some() {
+                eprintln!("violation: call from a thread without a worker");
+            }
+            self.violations.fetch_add(1, Ordering::SeqCst);
+        }
         let mine = self.counter(k).fetch_add(1, Ordering::SeqCst);
         if !self.mt_workers {
             let pool = self.pool_ops.load(Ordering::SeqCst);
@@ -425,11 +448,17 @@ impl Vcl for Double {
         set_thread_worker(self.id, wrk);
     }
     fn worker_register(&self) -> i32 {
+        if self.fail_next_register.swap(false, Ordering::SeqCst) {
+            return -libc::EEXIST;
+        }
         let mut st = self.state.lock().unwrap();
         let w = st.next_wrk;
         st.next_wrk += 1;
         set_thread_worker(self.id, w);
         0
+    }
+    fn forget_inherited_workers(&self) {
+        self.workers_forgotten.store(true, Ordering::SeqCst);
     }
     fn worker_unregister(&self) {
         let wrk = self.wrk();

@@ -294,12 +294,8 @@ impl<V: Vcl> Vls<V> {
         // when a second one comes).
         self.fresh_locks();
         self.needs_locks.store(false, Ordering::Release);
-        if !self.mt_workers.load(Ordering::Acquire) && self.exit_key.is_some() {
-            self.solo.start();
-        } else if self.mt_workers.load(Ordering::Acquire) {
-            // The registration does not survive `fork`.
-            self.moves.gates.set_fast_lane(solo::register_barrier());
-        }
+        self.solo.forget_after_fork();
+        self.moves.gates.set_fast_lane(false);
         let replaced = self.pool.replace_sessions_held_by_lost_threads();
         // The parent's children are not this process's.
         let _ = fork::PENDING_EXITS.take();
@@ -322,6 +318,14 @@ impl<V: Vcl> Vls<V> {
             return;
         }
         let me = self.vcl.worker_index();
+        // Lock-free paths only with a worker (a child without one must not
+        // reach VCL at all).
+        if !self.mt_workers.load(Ordering::Acquire) && self.exit_key.is_some() {
+            self.solo.start();
+        } else if self.mt_workers.load(Ordering::Acquire) {
+            // The registration does not survive `fork`.
+            self.moves.gates.set_fast_lane(solo::register_barrier());
+        }
         self.vcl.install_wait_hooks(self);
         // SAFETY: getpid has no preconditions.
         table.set_process(me, unsafe { libc::getpid() }, parent);

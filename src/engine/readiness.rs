@@ -177,7 +177,9 @@ impl<V: Vcl> Vls<V> {
         vlsh: Vlsh,
         ev: *mut libc::epoll_event,
     ) -> i32 {
-        self.detect_thread();
+        if !self.detect_thread() {
+            return EBADFD;
+        }
         if ep_vlsh == vlsh || (ev.is_null() && op != libc::EPOLL_CTL_DEL) {
             return EINVAL;
         }
@@ -830,7 +832,7 @@ impl<V: Vcl> Vls<V> {
 
     /// `vls_set_libc_epfd`.
     pub fn set_libc_epfd(&'static self, ep_vlsh: Vlsh, fd: i32) -> i32 {
-        self.detect_thread();
+        let _ = self.detect_thread();
         match self.pool.get(ep_vlsh) {
             Some(s) if !s.lock().closed() => {
                 s.libc_epfd.store(fd, Ordering::Release);
@@ -840,10 +842,20 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
+    /// The kernel epoll descriptors LDP paired with live epoll sessions.
+    pub fn libc_epfds(&self) -> Vec<i32> {
+        self.pool
+            .live_sessions()
+            .filter(|s| s.is_epoll())
+            .map(|s| s.libc_epfd.load(Ordering::Acquire))
+            .filter(|&fd| fd > 0)
+            .collect()
+    }
+
     /// `vls_get_libc_epfd`: read without the session lock (another thread
     /// may be blocked on the session while this one closes it).
     pub fn get_libc_epfd(&'static self, ep_vlsh: Vlsh) -> i32 {
-        self.detect_thread();
+        let _ = self.detect_thread();
         self.pool.get(ep_vlsh).map(|s| s.libc_epfd.load(Ordering::Acquire)).unwrap_or(EBADFD)
     }
 }

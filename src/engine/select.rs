@@ -10,7 +10,7 @@ use std::ffi::{c_ulong, c_void};
 use super::access::WorkerLocks;
 use super::fork_hooks::AfterWait;
 use super::locks::OpKind;
-use super::{clear_bits, copy_bits, count_set_bits, keep_bits, Vls};
+use super::{clear_bits, copy_bits, count_set_bits, keep_bits, Vls, EBADFD};
 use crate::seam::Vcl;
 
 /// What a select or poll holds while it works on the worker's message
@@ -23,12 +23,15 @@ struct QueueLook<V: Vcl + 'static> {
 
 impl<V: Vcl> Vls<V> {
     /// The start of a select or poll: the thread registered, children
-    /// that exited cleaned up, the worker's locks for its message queue.
-    fn look_at_queue(&'static self) -> QueueLook<V> {
-        self.detect_thread();
+    /// that exited cleaned up, the worker's locks for its message queue;
+    /// `None` if the thread has no VCL worker.
+    fn look_at_queue(&'static self) -> Option<QueueLook<V>> {
+        if !self.detect_thread() {
+            return None;
+        }
         let after = self.after_wait();
         self.clean_up_exited_children();
-        QueueLook { _locks: self.op_locks(OpKind::MessageQueue, None), _after: after }
+        Some(QueueLook { _locks: self.op_locks(OpKind::MessageQueue, None), _after: after })
     }
 
     /// `vls_select`.
@@ -43,7 +46,7 @@ impl<V: Vcl> Vls<V> {
         e: *mut c_ulong,
         wait: f64,
     ) -> i32 {
-        let _look = self.look_at_queue();
+        let Some(_look) = self.look_at_queue() else { return EBADFD };
         // SAFETY: forwarded contract (the read map is null or `n_bits` bits).
         unsafe { self.shared_listeners_selected(r, n_bits) };
         if self.detaching() {
@@ -81,7 +84,7 @@ impl<V: Vcl> Vls<V> {
     /// # Safety
     /// `vp` valid for `n` entries.
     pub unsafe fn poll(&'static self, vp: *mut c_void, n: u32, wait: f64) -> i32 {
-        let _look = self.look_at_queue();
+        let Some(_look) = self.look_at_queue() else { return EBADFD };
         // SAFETY: forwarded contract.
         unsafe { self.shared_listeners_polled(vp, n) };
         if self.detaching() {

@@ -11,7 +11,9 @@ use super::*;
 impl<V: Vcl> Vls<V> {
     /// `vls_create`.
     pub fn create(&'static self, proto: u8, nonblocking: bool) -> Vlsh {
-        self.detect_thread();
+        if !self.detect_thread() {
+            return INVALID_VLSH;
+        }
         let sh = {
             let _g = self.op_locks(OpKind::SessionPool, None);
             self.vcl.create(proto, nonblocking)
@@ -24,7 +26,9 @@ impl<V: Vcl> Vls<V> {
 
     /// `vls_epoll_create`.
     pub fn epoll_create(&'static self) -> Vlsh {
-        self.detect_thread();
+        if !self.detect_thread() {
+            return INVALID_VLSH;
+        }
         let sh = {
             let _g = self.op_locks(OpKind::SessionPool, None);
             self.vcl.epoll_create()
@@ -51,7 +55,8 @@ impl<V: Vcl> Vls<V> {
 
     /// `vls_close`.
     pub fn close(&'static self, vlsh: Vlsh) -> i32 {
-        self.detect_thread();
+        // (Without a worker, the sessions are orphans: closed without VCL.)
+        let _ = self.detect_thread();
         let Some(session) = self.pool.get(vlsh) else { return EBADFD };
         // Tell threads blocked in VCL on this session to give up, before
         // waiting for them to release the session lock.
@@ -167,7 +172,6 @@ impl<V: Vcl> Vls<V> {
     /// event loop learns of the change from an epoll event first.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub fn connect_state(&'static self, vlsh: Vlsh) -> i32 {
-        self.detect_thread();
         self.with_session(vlsh, OpKind::MessageQueue, |sh| self.vcl.connect_state(sh))
     }
 
@@ -175,7 +179,6 @@ impl<V: Vcl> Vls<V> {
     /// TX event once there is room for any datagram (see [`Vcl::want_tx_event`]).
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub fn want_tx_event(&'static self, vlsh: Vlsh) -> i32 {
-        self.detect_thread();
         self.with_session(vlsh, OpKind::MessageQueue, |sh| self.vcl.want_tx_event(sh))
     }
 
@@ -392,7 +395,7 @@ impl<V: Vcl> Vls<V> {
 
     /// `vlsh_to_sh`: the VCL handle, or `INVALID` (`~0`).
     pub fn vlsh_to_sh(&'static self, vlsh: Vlsh) -> Sh {
-        self.detect_thread();
+        let _ = self.detect_thread();
         self.pool.get(vlsh).map(|s| s.sh()).unwrap_or(INVALID)
     }
 
@@ -410,7 +413,9 @@ impl<V: Vcl> Vls<V> {
 
     /// `vls_session_index_to_vlsh` on the calling thread's worker.
     pub fn session_index_to_vlsh(&'static self, session_index: u32) -> Vlsh {
-        self.detect_thread();
+        if !self.detect_thread() {
+            return INVALID_VLSH;
+        }
         let wrk = self.vcl.worker_index();
         if wrk == INVALID {
             return INVALID_VLSH;

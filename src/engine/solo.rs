@@ -220,6 +220,15 @@ impl Solo {
         }
     }
 
+    /// A forked child (one thread, outside any call): the parent's solo
+    /// period, copied with its memory, is over. Its thread may start
+    /// another.
+    pub fn forget_after_fork(&self) {
+        self.active.store(false, Ordering::Release);
+        self.thread.store(0, Ordering::Relaxed);
+        self.busy.0.store(false, Ordering::Relaxed);
+    }
+
     /// The fast path is in use.
     pub fn is_active(&self) -> bool {
         self.active.load(Ordering::Acquire)

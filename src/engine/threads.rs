@@ -113,12 +113,18 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// Registers the calling thread if VLS has not seen it yet
-    /// (`vls_mt_detect`).
+    /// (`vls_mt_detect`). False if the thread has no VCL worker even so
+    /// (its registration failed, or it is a forked child that could not
+    /// get one): VCL must not be called then (it would look up worker
+    /// `~0`), and the call fails instead.
     #[inline]
-    pub fn detect_thread(&'static self) {
-        if self.vcl.worker_index() == INVALID && self.is_app_created() {
-            self.register_thread();
+    #[must_use]
+    pub fn detect_thread(&'static self) -> bool {
+        if self.vcl.worker_index() != INVALID || !self.is_app_created() {
+            return true;
         }
+        self.register_thread();
+        self.vcl.worker_index() != INVALID
     }
 
     /// `vls_register_vcl_worker`: registers the calling thread.
@@ -174,6 +180,11 @@ impl<V: Vcl> Vls<V> {
         if *t == Teardown::Pending {
             if self.vcl.worker_index() == INVALID {
                 self.vcl.set_worker_index(self.process_wrk.load(Ordering::Acquire));
+            }
+            if self.vcl.worker_index() == INVALID {
+                // No worker of its own (a forked child that could not get
+                // one): VCL's exit handler must find none to clean up.
+                self.vcl.forget_inherited_workers();
             }
             // Forked relatives keep what this process shares with them.
             self.leave_shared_sessions_at_exit();

@@ -75,6 +75,16 @@ extern "C" {
     /// The calling thread's worker's message-queue eventfd, or -1 (no
     /// worker, or no `use-mq-eventfd`).
     pub fn vppsys_worker_mq_eventfd() -> libc::c_int;
+    /// Points this process's VCL at an empty state of its own (a process
+    /// without a worker, at exit: VCL's exit handler then has no worker to
+    /// clean up; the shared state its relatives use is untouched). VCL must
+    /// not be used afterwards.
+    pub fn vppsys_forget_inherited_workers();
+    /// The kernel descriptors VCL holds in this process (its workers'
+    /// sockets to VPP, queue eventfds, queue epoll fds and pipes, and the
+    /// segments' memfds): writes at most `max` of them to `out` and returns
+    /// how many there are (repeats possible).
+    pub fn vppsys_internal_fds(out: *mut libc::c_int, max: libc::c_int) -> libc::c_int;
     /// Asks for a TX event on `sh` when its full TX FIFO gets room.
     pub fn vppsys_sh_want_tx_space_notice(sh: u32);
     /// The session, or null when the worker or the session does not exist.

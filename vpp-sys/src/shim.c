@@ -77,6 +77,77 @@ vppsys_worker_mq_eventfd (void)
   return svm_msg_q_get_eventfd (wrk->app_event_queue);
 }
 
+/* A process without a worker of its own (a forked child whose worker
+ * registration failed), at exit: VCL's exit handler (vppcom_app_exit)
+ * cleans up the calling thread's worker whenever the worker pool is not
+ * empty, and would look up worker ~0. VCL's state is in a heap forked
+ * processes share (MAP_SHARED), so the pool itself must stay as it is for
+ * the parent; only this process's pointer to that state (vcm, a global of
+ * its own) is turned to an empty state of its own, in which the pool is
+ * empty. VCL must not be used in this process afterwards. */
+void
+vppsys_forget_inherited_workers (void)
+{
+  static vppcom_main_t empty;
+
+  vcm = &empty;
+}
+
+/* Adds fd to out (room for max) unless negative; counts it in *n. */
+static void
+vppsys_fd_add (int fd, int *out, int max, int *n)
+{
+  if (fd < 0)
+    return;
+  if (*n < max)
+    out[*n] = fd;
+  *n += 1;
+}
+
+/* The kernel descriptors VCL holds in this process, none of which the
+ * application opened: for each worker this process registered, its socket
+ * to VPP (app socket API, or the binary API socket), its message queues'
+ * eventfds, its queue epoll fd and its detach pipe; and every mapped
+ * segment's memfd (VCL closes it when the segment goes). Writes at most max
+ * of them to out and returns how many there are (possibly with repeats). */
+int
+vppsys_internal_fds (int *out, int max)
+{
+  vcl_worker_t *wrk;
+  vcl_mq_evt_conn_t *c;
+  fifo_segment_t *fs;
+  pid_t me = getpid ();
+  int n = 0;
+
+  if (!vcm || !vcm->workers)
+    return 0;
+  clib_spinlock_lock (&vcm->workers_lock);
+  pool_foreach (wrk, vcm->workers)
+    {
+      if (wrk->current_pid != me)
+	continue;
+      vppsys_fd_add (wrk->app_api_sock.fd, out, max, &n);
+      vppsys_fd_add (wrk->bapi_sock_ctx.socket_fd, out, max, &n);
+      vppsys_fd_add (wrk->mqs_epfd, out, max, &n);
+      vppsys_fd_add (wrk->detached_pipefds[0], out, max, &n);
+      vppsys_fd_add (wrk->detached_pipefds[1], out, max, &n);
+      if (wrk->app_event_queue)
+	vppsys_fd_add (svm_msg_q_get_eventfd (wrk->app_event_queue), out, max,
+		       &n);
+      if (wrk->ctrl_mq)
+	vppsys_fd_add (svm_msg_q_get_eventfd (wrk->ctrl_mq), out, max, &n);
+      pool_foreach (c, wrk->mq_evt_conns)
+	vppsys_fd_add (c->mq_fd, out, max, &n);
+    }
+  clib_spinlock_unlock (&vcm->workers_lock);
+  clib_rwlock_reader_lock (&vcm->segment_table_lock);
+  pool_foreach (fs, vcm->segment_main.segments)
+    if (fs->ssvm.fd > 0)
+      vppsys_fd_add (fs->ssvm.fd, out, max, &n);
+  clib_rwlock_reader_unlock (&vcm->segment_table_lock);
+  return n;
+}
+
 uint32_t
 vppsys_worker_unhandled_events (void)
 {

@@ -37,3 +37,43 @@ fn parent_waits_for_its_child_only_when_the_fork_succeeded() {
     assert_eq!(v.close(h), 0, "the only holder closes it for real");
     assert_eq!(v.shared_sessions(), 0);
 }
+
+/// A forked child whose worker registration fails (VPP refused it, or
+/// VCL's `max-workers` is reached) never reaches VCL: its calls fail, its
+/// inherited sessions close as orphans, and at exit VCL forgets the
+/// workers it copied from the parent (its exit handler would otherwise
+/// clean up worker `~0`).
+#[test]
+fn child_without_a_worker_fails_its_calls_without_reaching_vcl() {
+    use crate::seam::ForkHooks;
+    let v = app(false);
+    let s = v.create(0, true);
+    let ep = v.epoll_create();
+    assert!(s >= 0 && ep >= 0);
+    v.before_fork();
+    v.vcl().fail_next_register();
+    // This thread goes on as the child.
+    v.after_fork_in_child();
+    assert_eq!(v.vcl().worker_index(), INVALID, "no worker");
+    assert_eq!(v.create(0, true), INVALID_VLSH);
+    assert_eq!(v.epoll_create(), INVALID_VLSH);
+    let mut buf = [0u8; 4];
+    assert_eq!(read(v, s, &mut buf), EBADFD);
+    assert_eq!(write(v, s, b"x"), EBADFD);
+    let mut e = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1 };
+    // SAFETY: valid event pointer.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut e) }, EBADFD);
+    let mut out = [libc::epoll_event { events: 0, u64: 0 }; 2];
+    // SAFETY: `out` is valid for 2 events.
+    assert_eq!(unsafe { v.epoll_wait(ep, out.as_mut_ptr(), 2, 0.0) }, EBADFD);
+    let none = std::ptr::null_mut();
+    // SAFETY: null maps (nothing to look at).
+    let rv = unsafe { v.select(0, none, none, none, 0.0) };
+    assert_eq!(rv, EBADFD);
+    assert_eq!(v.close(s), 0, "an orphan closes without VCL");
+    assert_eq!(v.close(ep), 0);
+    assert!(!v.vcl().workers_forgotten());
+    v.process_exiting();
+    assert!(v.vcl().workers_forgotten(), "VCL's exit handler would look up worker ~0");
+    assert_eq!(v.vcl().violations(), 0, "VCL was called without a worker");
+}

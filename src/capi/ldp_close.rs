@@ -1,0 +1,165 @@
+//! `close_range` and `closefrom` in front of libc's: VCL's own kernel
+//! descriptors stay open.
+//!
+//! VCL holds kernel descriptors the program never opened: its socket to VPP
+//! (VPP detaches the application, and with it every session, when that
+//! socket closes), its message queues' eventfds, its queue epoll fd, its
+//! segments' memfds (which it closes itself when a segment goes, by number).
+//! LDP also pairs each epoll session with a kernel epoll descriptor of its
+//! own. A daemon that closes every descriptor above 2 at start-up
+//! (`closefrom(3)`, `close_range(3, ~0U, 0)`) takes them all: varnishd
+//! does, and then VPP detaches it, the VCL compiler child it forks cannot
+//! get a worker, and VCL later closes numbers the program has reused. LDP
+//! passes both calls to libc as they are (so does the C layer: varnishd
+//! fails the same way with it).
+//!
+//! Here (the app created, so VCL has descriptors):
+//! - `close_range(first, last, flags)` closes the range without VCL's and
+//!   LDP's descriptors, in pieces; with `CLOSE_RANGE_CLOEXEC` it marks the
+//!   whole range (they are of no use after `exec`), and
+//!   `CLOSE_RANGE_UNSHARE` unshares the table once;
+//! - `closefrom(low)` is `close_range(low, ~0U, 0)`, with glibc's fallback
+//!   (closing what `/proc/self/fd` lists) if the kernel has no
+//!   `close_range`.
+//!
+//! Not covered: a program that closes VCL's descriptors one by one
+//! (`close` in a loop up to the descriptor limit) still cuts VCL off; VCL
+//! closes its descriptors with `close` too, and the two cannot be told
+//! apart cheaply.
+//!
+//! `libvls.so` exports the two as `close_range` and `closefrom` (aliases the
+//! build script adds to the cdylib only, as for `epoll_wait`).
+
+use std::ffi::{c_int, c_uint};
+
+use crate::process::vls_if_made;
+
+/// `CLOSE_RANGE_UNSHARE` (linux/close_range.h).
+const CLOSE_RANGE_UNSHARE: c_uint = 1 << 1;
+/// `CLOSE_RANGE_CLOEXEC` (linux/close_range.h).
+const CLOSE_RANGE_CLOEXEC: c_uint = 1 << 2;
+
+/// The descriptors VCL and LDP hold in this process now, sorted, without
+/// repeats; empty before the app is created.
+fn kept_fds() -> Vec<c_int> {
+    let Some(v) = vls_if_made().filter(|v| v.is_app_created()) else { return Vec::new() };
+    let mut fds = vec![0; 64];
+    loop {
+        // SAFETY: `fds` has room for `fds.len()` descriptors.
+        let n = unsafe { vpp_sys::vppsys_internal_fds(fds.as_mut_ptr(), fds.len() as c_int) }.max(0) as usize;
+        if n <= fds.len() {
+            fds.truncate(n);
+            break;
+        }
+        fds.resize(n, 0);
+    }
+    fds.extend(v.libc_epfds());
+    fds.sort_unstable();
+    fds.dedup();
+    fds
+}
+
+/// The pieces of `first..=last` that remain once the descriptors in `keep`
+/// (sorted) are taken out.
+fn pieces(first: c_uint, last: c_uint, keep: &[c_int]) -> Vec<(c_uint, c_uint)> {
+    let mut out = Vec::new();
+    let mut from = first;
+    for &k in keep {
+        let Ok(k) = c_uint::try_from(k) else { continue };
+        if k < from || k > last {
+            continue;
+        }
+        if k > from {
+            out.push((from, k - 1));
+        }
+        if k == last {
+            return out;
+        }
+        from = k + 1;
+    }
+    out.push((from, last));
+    out
+}
+
+/// The kernel's `close_range`.
+fn sys_close_range(first: c_uint, last: c_uint, flags: c_uint) -> c_int {
+    // SAFETY: plain system call with integer arguments.
+    unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) as c_int }
+}
+
+/// `close_range` without VCL's and LDP's descriptors (see the module).
+///
+/// # Safety
+/// As `close_range(2)`: the caller gives up the descriptors it closes.
+#[no_mangle]
+pub unsafe extern "C" fn vls_preload_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let flags = flags as c_uint;
+    if first > last || flags & CLOSE_RANGE_CLOEXEC != 0 {
+        return sys_close_range(first, last, flags);
+    }
+    let keep = kept_fds();
+    let parts = pieces(first, last, &keep);
+    if parts.len() == 1 && parts[0] == (first, last) {
+        return sys_close_range(first, last, flags);
+    }
+    tracing::debug!(first, last, kept = ?keep, "close_range keeps VCL's descriptors open");
+    let mut unshare = flags & CLOSE_RANGE_UNSHARE;
+    if parts.is_empty() && unshare != 0 {
+        // SAFETY: plain system call; gives this thread a table of its own.
+        if unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
+            return -1;
+        }
+    }
+    for (a, b) in parts {
+        let rv = sys_close_range(a, b, (flags & !CLOSE_RANGE_UNSHARE) | unshare);
+        if rv != 0 {
+            return rv;
+        }
+        unshare = 0;
+    }
+    0
+}
+
+/// `closefrom` without VCL's and LDP's descriptors (see the module).
+///
+/// # Safety
+/// As `closefrom(3)`: the caller gives up the descriptors it closes.
+#[no_mangle]
+pub unsafe extern "C" fn vls_preload_closefrom(low: c_int) {
+    let low = low.max(0) as c_uint;
+    // SAFETY: forwarded contract.
+    if unsafe { vls_preload_close_range(low, c_uint::MAX, 0) } == 0 {
+        return;
+    }
+    // No `close_range` (kernels before 5.9): what is open, one by one.
+    let keep = kept_fds();
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        // As glibc: nothing else can be done safely.
+        std::process::abort();
+    };
+    let open: Vec<c_int> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    for fd in open {
+        if fd >= low as c_int && keep.binary_search(&fd).is_err() {
+            // The system call: LDP's `close` would take a number at or
+            // above its base for a VPP session.
+            // SAFETY: plain system call with an integer argument.
+            unsafe { libc::syscall(libc::SYS_close, fd) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_descriptors_split_the_range() {
+        assert_eq!(pieces(3, 100, &[]), vec![(3, 100)]);
+        assert_eq!(pieces(3, 100, &[1, 2, 200]), vec![(3, 100)], "outside the range");
+        assert_eq!(pieces(3, 100, &[5, 9]), vec![(3, 4), (6, 8), (10, 100)]);
+        assert_eq!(pieces(3, 100, &[3, 4, 100]), vec![(5, 99)], "at both ends");
+        assert_eq!(pieces(3, 3, &[3]), vec![], "nothing left");
+        assert_eq!(pieces(3, c_uint::MAX, &[7]), vec![(3, 6), (8, c_uint::MAX)]);
+        assert_eq!(pieces(0, 10, &[-1, 0]), vec![(1, 10)], "negative numbers are no descriptors");
+    }
+}
