@@ -168,7 +168,10 @@
 //!   brings the set's members to the waiting thread (waits inside VCL are
 //!   sliced to 20 ms for that). Connections stay on their worker. When a
 //!   thread ends, VCL frees its worker's sessions: their VLS handles fail
-//!   with `EBADFD` and close frees them.
+//!   with `EBADFD` and close frees them. A thread's own non-blocking reads
+//!   and writes take no lock: they enter the gate's *fast lane* (two plain
+//!   stores), and a mover, which marks the session in transit first, takes
+//!   the gate with a `membarrier` that makes it see the owner in its lane.
 //! - **Per-process workers (mode 1, fork).** `pthread_atfork` hooks: the
 //!   parent enters its sessions in a table shared by all its descendants
 //!   (owner, holders, listening workers; `engine::fork`); the child
