@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use vpp_sys as sys;
 
-use crate::handle::Sh;
+use crate::handle::{sh_parts, Sh};
 use crate::raw::vcl::{worker_index, worker_unregister};
 use crate::seam::{self, EpollFns, ForkHooks, Listener, MoveError, RpcHandler, WaitHooks};
 
@@ -243,8 +243,34 @@ impl seam::Vcl for RealVcl {
         unsafe { sys::vppcom_select(n_bits, r, w, e, wait) }
     }
     unsafe fn poll(&self, vp: *mut c_void, n: u32, wait: f64) -> i32 {
+        // `vppcom_poll` looks each entry up as a session *index* of the
+        // calling thread's worker, while its callers (LDP: `vlsh_to_sh`)
+        // give session *handles*, which carry the worker's index in their
+        // high bits: on any worker but 0 (a forked child, a thread of its
+        // own in mode 2) no session was ever found. The handles of this
+        // worker's sessions become indexes for the call, and come back
+        // after it (LDP polls the same array again).
+        let me = worker_index();
+        let entries: &mut [sys::vcl_poll_t] = if vp.is_null() || n == 0 || me == 0 {
+            &mut []
+        } else {
+            // SAFETY: the caller's contract: `vp` is valid for `n` entries.
+            unsafe { std::slice::from_raw_parts_mut(vp.cast::<sys::vcl_poll_t>(), n as usize) }
+        };
+        let mut rebased = Vec::new();
+        for (i, e) in entries.iter_mut().enumerate() {
+            let (wrk, index) = sh_parts(e.sh);
+            if wrk == me {
+                rebased.push((i, e.sh));
+                e.sh = index;
+            }
+        }
         // SAFETY: caller's contract.
-        unsafe { sys::vppcom_poll(vp.cast(), n, wait) }
+        let rv = unsafe { sys::vppcom_poll(vp.cast(), n, wait) };
+        for (i, sh) in rebased {
+            entries[i].sh = sh;
+        }
+        rv
     }
     fn is_nonblocking(&self, sh: Sh) -> bool {
         // SAFETY: shim lookup that tolerates any handle.

@@ -1102,3 +1102,90 @@ fn child_without_a_worker_fails_its_calls_and_exits_cleanly() {
         },
     );
 }
+
+/// A fresh connection a forking server leaves to its child right after
+/// accepting it, the client's first bytes still unread (socat's `fork`
+/// mode): the child reads them, writes, then waits for the client's answer
+/// in `vls_poll`, as LDP's `poll` calls it (with `vlsh_to_sh` handles), and
+/// both directions work. VCL's poll looks entries up as session indexes:
+/// on the child's worker (not 0) it found none until the layer turned the
+/// handles into indexes. Cut-through, the parent keeps the connection as
+/// VPP's owner (VPP's hand-over would give the accepted side FIFOs of its
+/// own; see the shim's `vppsys_handover_is_safe`) and the child works on
+/// the shared FIFOs.
+fn fresh_connection_left_to_a_child(
+    name: &str,
+    a: SocketAddr,
+    setup: fn(&vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf),
+) {
+    run_pair(
+        name,
+        setup,
+        || {
+            app("fork-server");
+            let l = listen_on(a, TCP, false);
+            let s = accept(l);
+            assert!(s >= 0, "accept: {s}");
+            let mut vp = ffi::vcl_poll_t { fds_ndx: 0, sh: vlsh_to_sh(s), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid entry; VCL's unit: seconds.
+            let n = unsafe { vls_poll((&mut vp as *mut ffi::vcl_poll_t).cast(), 1, 10.0) };
+            assert_eq!(n, 1, "the client's first bytes are queued");
+            let child = fork_child(25, move || {
+                assert_ne!(my_worker(), 0, "the child has a worker of its own");
+                let mut first = [0u8; 5];
+                read_exact(s, &mut first);
+                assert_eq!(&first, b"first");
+                write_all(s, b"child");
+                let mut vp =
+                    ffi::vcl_poll_t { fds_ndx: 0, sh: vlsh_to_sh(s), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid entry; VCL's unit: seconds.
+                let n = unsafe { vls_poll((&mut vp as *mut ffi::vcl_poll_t).cast(), 1, 10.0) };
+                assert_eq!(
+                    (n, vp.revents & libc::POLLIN),
+                    (1, libc::POLLIN),
+                    "the client's answer (revents {:#x})",
+                    vp.revents
+                );
+                let mut second = [0u8; 6];
+                read_exact(s, &mut second);
+                assert_eq!(&second, b"second");
+                write_all(s, b"done");
+                assert_eq!(vls_close(s), 0);
+            });
+            assert_eq!(vls_close(s), 0, "the parent drops its copy");
+            assert_eq!(wait_child(child, Duration::from_secs(20)), 0, "the child failed");
+            assert_eq!(vls_close(l), 0);
+        },
+        || {
+            app("fork-client");
+            let c = connect_to(a, TCP);
+            write_all(c, b"first");
+            let mut from_child = [0u8; 5];
+            read_exact(c, &mut from_child);
+            assert_eq!(&from_child, b"child");
+            write_all(c, b"second");
+            let mut done = [0u8; 4];
+            read_exact(c, &mut done);
+            assert_eq!(&done, b"done");
+            assert_eq!(vls_close(c), 0);
+        },
+    );
+}
+
+#[test]
+fn fresh_connection_left_to_a_child_through_the_stack() {
+    fresh_connection_left_to_a_child(
+        "fresh_connection_left_to_a_child_through_the_stack",
+        server_addr(7217),
+        through_stack,
+    );
+}
+
+#[test]
+fn fresh_connection_left_to_a_child_cut_through() {
+    fresh_connection_left_to_a_child(
+        "fresh_connection_left_to_a_child_cut_through",
+        SocketAddr::from(([127, 0, 0, 1], 7218)),
+        vpp_harness::cut_through,
+    );
+}

@@ -1281,15 +1281,24 @@ vppsys_session_close (uint32_t sh)
  * is still its first, only chunk. VPP starts a FIFO with a 4 KiB chunk and
  * grows it chunk by chunk, so once a connection carried more than that the
  * copy overruns the new chunk in VPP's segment (VPP crashes) or loses data.
- * Safe: a cut-through connection (its FIFOs stay where they are), or both
- * FIFOs in their first chunk with at most half of it used (data arriving
- * before VPP handles the update must still fit: vppsys_fifo_fresh).
+ * Safe: a connected cut-through connection (VCL keeps its cut-through FIFOs
+ * apart, and they stay where they are), or both FIFOs in their first chunk
+ * with at most half of it used (data arriving before VPP handles the update
+ * must still fit: vppsys_fifo_fresh). Never handed over: an accepted
+ * cut-through connection, whose FIFOs are the ones the peer application
+ * writes and reads: the update (app_worker_own_session) gives the session
+ * FIFOs of its own and frees those (seen with socat forking a child per
+ * connection: with the hand-over its children never got the client's
+ * request; kept, they did; not reproduced by the fork tests' smaller
+ * scenario).
  */
 static int
 vppsys_handover_is_safe (vcl_session_t *s)
 {
   if (s->ct_rx_fifo)
     return 1;
+  if (vppsys_accepted_cut_through (s))
+    return 0;
   return vppsys_fifo_fresh (s->rx_fifo) && vppsys_fifo_fresh (s->tx_fifo);
 }
 
