@@ -251,24 +251,30 @@ impl seam::Vcl for RealVcl {
         // worker's sessions become indexes for the call, and come back
         // after it (LDP polls the same array again).
         let me = worker_index();
-        let entries: &mut [sys::vcl_poll_t] = if vp.is_null() || n == 0 || me == 0 {
-            &mut []
-        } else {
-            // SAFETY: the caller's contract: `vp` is valid for `n` entries.
-            unsafe { std::slice::from_raw_parts_mut(vp.cast::<sys::vcl_poll_t>(), n as usize) }
-        };
         let mut rebased = Vec::new();
-        for (i, e) in entries.iter_mut().enumerate() {
-            let (wrk, index) = sh_parts(e.sh);
-            if wrk == me {
-                rebased.push((i, e.sh));
-                e.sh = index;
+        if me != 0 {
+            // SAFETY: the caller's contract: `vp` is null or valid for `n`
+            // entries (borrowed until the end of this block).
+            for (i, e) in unsafe { poll_entries(vp, n) }.iter_mut().enumerate() {
+                let (wrk, index) = sh_parts(e.sh);
+                if wrk == me {
+                    rebased.push((i, e.sh));
+                    e.sh = index;
+                }
             }
         }
         // SAFETY: caller's contract.
-        let rv = unsafe { sys::vppcom_poll(vp.cast(), n, wait) };
-        for (i, sh) in rebased {
-            entries[i].sh = sh;
+        let mut rv = unsafe { sys::vppcom_poll(vp.cast(), n, wait) };
+        if !rebased.is_empty() {
+            // SAFETY: as above.
+            let entries = unsafe { poll_entries(vp, n) };
+            for (i, sh) in rebased {
+                entries[i].sh = sh;
+            }
+        }
+        if rv >= 0 {
+            // SAFETY: as above.
+            rv += unsafe { report_peer_close(vp, n) };
         }
         rv
     }
@@ -489,4 +495,52 @@ impl seam::Vcl for RealVcl {
         // SAFETY: as kept_state; the session is the calling worker's.
         unsafe { sys::vppsys_kept_end(sh, close_vpp as i32) }
     }
+}
+
+/// The `n` entries at `vp` (none if `vp` is null).
+///
+/// # Safety
+/// `vp` is null or valid for `n` `vcl_poll_t` entries, not otherwise
+/// borrowed.
+unsafe fn poll_entries<'a>(vp: *mut c_void, n: u32) -> &'a mut [sys::vcl_poll_t] {
+    if vp.is_null() || n == 0 {
+        return &mut [];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut(vp.cast::<sys::vcl_poll_t>(), n as usize) }
+}
+
+/// After `vppcom_poll`: a session whose peer closed (or reset) it is
+/// readable, as the kernel says of a socket at end of stream (`POLLIN`,
+/// and `POLLRDHUP` if asked; a reset adds `POLLERR` and `POLLHUP`), so that
+/// the program reads the 0 (or the error) and ends. VCL's poll reports
+/// only bytes to read: a program that waits in `poll` or `select` for the
+/// peer's close waited for ever (socat's transfer loop). Returns how many
+/// entries it marked.
+///
+/// # Safety
+/// As [`poll_entries`].
+unsafe fn report_peer_close(vp: *mut c_void, n: u32) -> i32 {
+    const RDHUP: libc::c_short = 0x2000;
+    let mut marked = 0;
+    // SAFETY: forwarded contract.
+    for e in unsafe { poll_entries(vp, n) } {
+        let asked = e.events;
+        if asked & libc::POLLIN == 0 || e.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            continue;
+        }
+        let mut handle = 0u64;
+        // SAFETY: the shim looks the session up on the calling thread's
+        // worker, tolerating any handle; `handle` is a valid out pointer.
+        let more = match unsafe { sys::vppsys_kept_state(e.sh, &mut handle) } {
+            1 => libc::POLLIN | (asked & RDHUP),
+            2 => libc::POLLIN | libc::POLLERR | libc::POLLHUP | (asked & RDHUP),
+            _ => 0,
+        };
+        if more != 0 {
+            marked += i32::from(e.revents == 0);
+            e.revents |= more;
+        }
+    }
+    marked
 }

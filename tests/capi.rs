@@ -235,6 +235,79 @@ fn closing_a_listener_with_a_connection_waiting_to_be_accepted() {
     );
 }
 
+/// `vls_poll` reports a connection whose peer closed it as readable
+/// (`POLLIN`, and `POLLRDHUP` when asked), as the kernel does at the end of
+/// a stream, and the read then returns 0; VCL's poll reports only bytes to
+/// read, so a program waiting in `poll` or `select` for the peer's close
+/// (socat's transfer loop) waited for ever. Both ways through VPP.
+fn poll_reports_the_peers_close(
+    name: &str,
+    a: SocketAddr,
+    setup: fn(&vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf),
+) {
+    run_pair(
+        name,
+        setup,
+        || {
+            app("poll-close-server");
+            let l = listen_on(a, TCP, false);
+            let s = accept(l);
+            assert!(s >= 0, "accept: {s}");
+            let mut hello = [0u8; 5];
+            read_exact(s, &mut hello);
+            write_all(s, b"bye");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let revents = loop {
+                let mut vp = ffi::vcl_poll_t {
+                    fds_ndx: 0,
+                    sh: vlsh_to_sh(s),
+                    events: libc::POLLIN | libc::POLLRDHUP as i16,
+                    revents: 0,
+                };
+                // SAFETY: one valid entry; no wait (as LDP polls).
+                let n = unsafe { vls_poll((&mut vp as *mut ffi::vcl_poll_t).cast(), 1, 0.0) };
+                if n > 0 {
+                    break vp.revents;
+                }
+                assert!(Instant::now() < deadline, "the peer's close never made the connection readable");
+                thread::sleep(Duration::from_millis(10));
+            };
+            assert_eq!(revents & libc::POLLIN, libc::POLLIN, "revents {revents:#x}");
+            assert_eq!(revents & libc::POLLRDHUP as i16, libc::POLLRDHUP as i16, "revents {revents:#x}");
+            let mut b = [0u8; 4];
+            assert_eq!(read_some(s, &mut b), 0, "end of stream");
+            assert_eq!(vls_close(s), 0);
+            assert_eq!(vls_close(l), 0);
+        },
+        || {
+            app("poll-close-client");
+            let c = connect_to(a, TCP);
+            write_all(c, b"hello");
+            let mut bye = [0u8; 3];
+            read_exact(c, &mut bye);
+            assert_eq!(vls_close(c), 0);
+        },
+    );
+}
+
+#[test]
+fn poll_reports_the_peers_close_through_the_stack() {
+    poll_reports_the_peers_close(
+        "poll_reports_the_peers_close_through_the_stack",
+        SocketAddr::from((STACK_SERVER, 7110)),
+        through_stack,
+    );
+}
+
+#[test]
+fn poll_reports_the_peers_close_cut_through() {
+    poll_reports_the_peers_close(
+        "poll_reports_the_peers_close_cut_through",
+        SocketAddr::from(([127, 0, 0, 1], 7111)),
+        cut_through,
+    );
+}
+
 /// A non-blocking connect polled the POSIX way (connect again until it
 /// stops saying EINPROGRESS) ends with the connect's outcome, and a
 /// connecting session cannot listen. VCL alone sends a new connect (or a

@@ -443,3 +443,37 @@ fn connection_stays_on_the_worker_that_accepted_it() {
         || echo_clients(a, 1),
     );
 }
+
+/// A thread of its own worker (not worker 0) waits for its connection in
+/// `vls_poll`, as LDP's `poll` and `select` call it (with `vlsh_to_sh`
+/// handles): the client's data wakes it. VCL's poll looks entries up as
+/// session indexes of the calling worker; with the handles LDP passes it
+/// found no session on any worker but 0 until the layer turned them into
+/// indexes.
+#[test]
+fn thread_of_its_own_worker_polls_its_connection() {
+    let a = server_addr(7809);
+    run_pair(
+        "thread_of_its_own_worker_polls_its_connection",
+        mode2_through_stack,
+        || {
+            app("moves-server");
+            thread::spawn(move || {
+                assert_ne!(my_worker(), 0, "a worker of its own");
+                let l = listen_on(a, TCP, false);
+                let s = accept(l);
+                assert!(s >= 0, "accept {s}");
+                let mut vp =
+                    vls::ffi::vcl_poll_t { fds_ndx: 0, sh: vlsh_to_sh(s), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid entry; VCL's unit: seconds.
+                let n = unsafe { vls_poll((&mut vp as *mut vls::ffi::vcl_poll_t).cast(), 1, 10.0) };
+                assert_eq!((n, vp.revents & libc::POLLIN), (1, libc::POLLIN), "revents {:#x}", vp.revents);
+                echo_once(s);
+                assert_eq!(vls_close(l), 0);
+            })
+            .join()
+            .expect("the polling thread");
+        },
+        || echo_clients(a, 1),
+    );
+}
