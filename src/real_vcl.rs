@@ -521,7 +521,7 @@ unsafe fn poll_entries<'a>(vp: *mut c_void, n: u32) -> &'a mut [sys::vcl_poll_t]
 /// # Safety
 /// As [`poll_entries`].
 unsafe fn report_peer_close(vp: *mut c_void, n: u32) -> i32 {
-    const RDHUP: libc::c_short = 0x2000;
+    const RDHUP: libc::c_short = libc::POLLRDHUP;
     let mut marked = 0;
     // SAFETY: forwarded contract.
     for e in unsafe { poll_entries(vp, n) } {

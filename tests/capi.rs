@@ -261,7 +261,7 @@ fn poll_reports_the_peers_close(
                 let mut vp = ffi::vcl_poll_t {
                     fds_ndx: 0,
                     sh: vlsh_to_sh(s),
-                    events: libc::POLLIN | libc::POLLRDHUP as i16,
+                    events: libc::POLLIN | libc::POLLRDHUP,
                     revents: 0,
                 };
                 // SAFETY: one valid entry; no wait (as LDP polls).
@@ -273,7 +273,7 @@ fn poll_reports_the_peers_close(
                 thread::sleep(Duration::from_millis(10));
             };
             assert_eq!(revents & libc::POLLIN, libc::POLLIN, "revents {revents:#x}");
-            assert_eq!(revents & libc::POLLRDHUP as i16, libc::POLLRDHUP as i16, "revents {revents:#x}");
+            assert_eq!(revents & libc::POLLRDHUP, libc::POLLRDHUP, "revents {revents:#x}");
             let mut b = [0u8; 4];
             assert_eq!(read_some(s, &mut b), 0, "end of stream");
             assert_eq!(vls_close(s), 0);
