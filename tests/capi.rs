@@ -258,16 +258,10 @@ fn poll_reports_the_peers_close(
             write_all(s, b"bye");
             let deadline = Instant::now() + Duration::from_secs(10);
             let revents = loop {
-                let mut vp = ffi::vcl_poll_t {
-                    fds_ndx: 0,
-                    sh: vlsh_to_sh(s),
-                    events: libc::POLLIN | libc::POLLRDHUP,
-                    revents: 0,
-                };
-                // SAFETY: one valid entry; no wait (as LDP polls).
-                let n = unsafe { vls_poll((&mut vp as *mut ffi::vcl_poll_t).cast(), 1, 0.0) };
+                // No wait (as LDP polls).
+                let (n, revents) = poll_one(s, libc::POLLIN | libc::POLLRDHUP, 0.0);
                 if n > 0 {
-                    break vp.revents;
+                    break revents;
                 }
                 assert!(Instant::now() < deadline, "the peer's close never made the connection readable");
                 thread::sleep(Duration::from_millis(10));

@@ -1126,25 +1126,18 @@ fn fresh_connection_left_to_a_child(
             let l = listen_on(a, TCP, false);
             let s = accept(l);
             assert!(s >= 0, "accept: {s}");
-            let mut vp = ffi::vcl_poll_t { fds_ndx: 0, sh: vlsh_to_sh(s), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid entry; VCL's unit: seconds.
-            let n = unsafe { vls_poll((&mut vp as *mut ffi::vcl_poll_t).cast(), 1, 10.0) };
-            assert_eq!(n, 1, "the client's first bytes are queued");
+            assert_eq!(poll_one(s, libc::POLLIN, 10.0).0, 1, "the client's first bytes are queued");
             let child = fork_child(25, move || {
                 assert_ne!(my_worker(), 0, "the child has a worker of its own");
                 let mut first = [0u8; 5];
                 read_exact(s, &mut first);
                 assert_eq!(&first, b"first");
                 write_all(s, b"child");
-                let mut vp =
-                    ffi::vcl_poll_t { fds_ndx: 0, sh: vlsh_to_sh(s), events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid entry; VCL's unit: seconds.
-                let n = unsafe { vls_poll((&mut vp as *mut ffi::vcl_poll_t).cast(), 1, 10.0) };
+                let (n, revents) = poll_one(s, libc::POLLIN, 10.0);
                 assert_eq!(
-                    (n, vp.revents & libc::POLLIN),
+                    (n, revents & libc::POLLIN),
                     (1, libc::POLLIN),
-                    "the client's answer (revents {:#x})",
-                    vp.revents
+                    "the client's answer (revents {revents:#x})"
                 );
                 let mut second = [0u8; 6];
                 read_exact(s, &mut second);

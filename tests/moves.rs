@@ -463,11 +463,8 @@ fn thread_of_its_own_worker_polls_its_connection() {
                 let l = listen_on(a, TCP, false);
                 let s = accept(l);
                 assert!(s >= 0, "accept {s}");
-                let mut vp =
-                    vls::ffi::vcl_poll_t { fds_ndx: 0, sh: vlsh_to_sh(s), events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid entry; VCL's unit: seconds.
-                let n = unsafe { vls_poll((&mut vp as *mut vls::ffi::vcl_poll_t).cast(), 1, 10.0) };
-                assert_eq!((n, vp.revents & libc::POLLIN), (1, libc::POLLIN), "revents {:#x}", vp.revents);
+                let (n, revents) = poll_one(s, libc::POLLIN, 10.0);
+                assert_eq!((n, revents & libc::POLLIN), (1, libc::POLLIN), "revents {revents:#x}");
                 echo_once(s);
                 assert_eq!(vls_close(l), 0);
             })

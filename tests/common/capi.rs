@@ -107,3 +107,13 @@ pub fn session_and_worker(h: i32) -> (u32, u32) {
     unsafe { vlsh_to_session_and_worker_index(h, &mut si, &mut wi) };
     (si, wi)
 }
+
+/// `vls_poll` of one handle, as LDP's `poll` calls it (a `vlsh_to_sh`
+/// handle), waiting at most `wait_s` seconds (VCL's unit): (its answer,
+/// the entry's `revents`).
+pub fn poll_one(h: i32, events: i16, wait_s: f64) -> (i32, i16) {
+    let mut vp = ffi::vcl_poll_t { fds_ndx: 0, sh: vlsh_to_sh(h), events, revents: 0 };
+    // SAFETY: one valid entry.
+    let n = unsafe { vls_poll((&mut vp as *mut ffi::vcl_poll_t).cast(), 1, wait_s) };
+    (n, vp.revents)
+}
