@@ -18,6 +18,11 @@ use crate::{AppNamespace, VclConf, VppInstall};
 /// VPP nor removes anything of it.
 pub const EXTERNAL_VPP_ENV: &str = "VLS_VPP_EXTERNAL_DIR";
 
+/// Environment variable: `1` lets the VPPs the harness starts dump core
+/// when they crash (`coredump-size unlimited`, `full-coredump`; where the
+/// core goes is the kernel's `core_pattern`). Unset: no core.
+pub const VPP_COREDUMP_ENV: &str = "VLS_VPP_COREDUMP";
+
 /// How long [`VppInstance::start`] waits for VPP to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long VPP gets to exit after SIGTERM before it is killed.
@@ -220,8 +225,13 @@ impl VppInstance {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "unix {{\n  nodaemon\n  nosyslog\n  nocolor\n  cli-no-pager\n  coredump-size 0\n  \
-             runtime-dir {d}/run\n  cli-listen {d}/cli.sock\n  log {d}/vpp.log\n  poll-sleep-usec 100\n}}"
+            "unix {{\n  nodaemon\n  nosyslog\n  nocolor\n  cli-no-pager\n  {}\n  \
+             runtime-dir {d}/run\n  cli-listen {d}/cli.sock\n  log {d}/vpp.log\n  poll-sleep-usec 100\n}}",
+            if std::env::var_os(VPP_COREDUMP_ENV).is_some_and(|v| v == "1") {
+                "coredump-size unlimited\n  full-coredump"
+            } else {
+                "coredump-size 0"
+            }
         );
         let _ = writeln!(s, "api-segment {{ prefix {} }}", self.api_prefix);
         let _ = writeln!(s, "socksvr {{ socket-name {d}/api.sock }}");

@@ -11,7 +11,9 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::child::was_killed;
-use crate::{in_child, role, run_test_in_child, thread_stacks, VclConf, VppInstall, VppInstance, ROLE_ENV};
+use crate::{
+    in_child, role, run_test_in_child, thread_stacks, VclConf, VppInstall, VppInstance, ROLE_ENV, VPP_PID_ENV,
+};
 
 /// How long one test body may run before it is killed and failed.
 pub const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,7 +90,8 @@ pub fn through_stack(vpp: &VppInstance) -> (VclConf, VclConf) {
 /// never connects an app to its own listener over cut-through) against one
 /// private VPP of `install`, and fails unless both succeed. `setup` gives
 /// the two sides' `vcl.conf` (e.g. [`cut_through`], [`through_stack`]).
-/// Each child learns its side from [`ROLE_ENV`].
+/// Each child learns its side from [`ROLE_ENV`] (and VPP's process id
+/// from [`VPP_PID_ENV`]).
 pub fn run_pair(
     install: &VppInstall,
     name: &str,
@@ -138,8 +141,11 @@ pub fn run_pair_outcome(
     let spawn = |role: &str| {
         let conf = if role == "server" { &server_conf } else { &client_conf };
         let path = vpp.write_vcl_conf(&format!("{name}-{role}"), conf).expect("write vcl.conf");
-        let envs: Vec<(&str, OsString)> =
+        let mut envs: Vec<(&str, OsString)> =
             vec![("VCL_CONFIG", path.into_os_string()), (ROLE_ENV, role.into())];
+        if let Some(pid) = vpp.pid() {
+            envs.push((VPP_PID_ENV, pid.to_string().into()));
+        }
         let name = name.to_string();
         std::thread::spawn(move || run_test_in_child(&name, &envs, CHILD_TIMEOUT))
     };

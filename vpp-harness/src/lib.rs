@@ -155,7 +155,7 @@ pub use child::{
     die_with_parent, in_child, run_test_in_child, thread_stacks, wait_output_with_timeout, CHILD_ENV,
 };
 pub use install::{VppInstall, FALLBACK_PREFIX, VPP_PREFIX_ENV};
-pub use instance::{VppInstance, VppOptions, EXTERNAL_VPP_ENV};
+pub use instance::{VppInstance, VppOptions, EXTERNAL_VPP_ENV, VPP_COREDUMP_ENV};
 pub use isolated::{
     cut_through, run_isolated, run_pair, run_pair_outcome, through_stack, PairOutcome, CHILD_TIMEOUT,
     STACK_SERVER,
@@ -165,5 +165,5 @@ pub use programs::{
     find_program, parse_wrk, under_ldp, vcl_ldpreload, Nginx, Preloads, ProcessGroup, Wrk, WrkResult, WrkRun,
     VCL_LDPRELOAD,
 };
-pub use role::{finish, role, spawn_role, stop, ROLE_ENV};
+pub use role::{finish, role, spawn_role, stop, vpp_pid, ROLE_ENV, VPP_PID_ENV};
 pub use vcl_conf::{AppNamespace, VclConf};

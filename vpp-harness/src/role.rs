@@ -14,6 +14,18 @@ use crate::child::die_with_parent;
 /// [`spawn_role`] and by [`run_pair`](crate::run_pair)).
 pub const ROLE_ENV: &str = "VLS_HARNESS_ROLE";
 
+/// Environment variable giving [`run_pair`](crate::run_pair)'s children the
+/// process id of their private VPP (for tests of how an application copes
+/// with a VPP that is paused, `SIGSTOP`/`SIGCONT`); absent for a VPP the
+/// harness did not start.
+pub const VPP_PID_ENV: &str = "VLS_HARNESS_VPP_PID";
+
+/// The private VPP's process id, in a child of
+/// [`run_pair`](crate::run_pair) whose VPP the harness started.
+pub fn vpp_pid() -> Option<libc::pid_t> {
+    std::env::var(VPP_PID_ENV).ok()?.parse().ok()
+}
+
 /// The role this process was started for, if it is such a child.
 pub fn role() -> Option<String> {
     std::env::var(ROLE_ENV).ok()
