@@ -8,6 +8,7 @@
 
 use std::ffi::{c_char, c_ulong, c_void};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use vpp_sys as sys;
 
@@ -127,6 +128,11 @@ impl seam::Vcl for RealVcl {
         // SAFETY: plain write of VCL's pool pointer in this process's heap;
         // called only at exit, by a process that has no worker.
         unsafe { sys::vppsys_forget_inherited_workers() }
+    }
+    fn let_vpp_read_queues(&self, max: std::time::Duration) -> bool {
+        // SAFETY: reads the calling thread's worker's queues and sessions
+        // (as VCL's own exit handler, which follows, walks them).
+        unsafe { sys::vppsys_wait_vpp_read_queues(max.as_secs_f64()) == 1 }
     }
     fn worker_unregister(&self) {
         // SAFETY: the core unregisters only the calling thread's own worker,
@@ -252,31 +258,45 @@ impl seam::Vcl for RealVcl {
         // after it (LDP polls the same array again).
         let me = worker_index();
         let mut rebased = Vec::new();
-        if me != 0 {
-            // SAFETY: the caller's contract: `vp` is null or valid for `n`
-            // entries (borrowed until the end of this block).
-            for (i, e) in unsafe { poll_entries(vp, n) }.iter_mut().enumerate() {
-                let (wrk, index) = sh_parts(e.sh);
-                if wrk == me {
-                    rebased.push((i, e.sh));
-                    e.sh = index;
+        // VCL's own wait is a loop over no-wait looks at its queue (it
+        // spins); the same loop here also sees a peer's close, which VCL's
+        // does not report (see `report_peer_close`), at once instead of at
+        // the deadline. `wait` is in seconds, -1 for no limit (VCL's
+        // meaning; other negative values look once).
+        let deadline = if wait == -1.0 {
+            None
+        } else {
+            Duration::try_from_secs_f64(wait.max(0.0)).ok().and_then(|w| Instant::now().checked_add(w))
+        };
+        loop {
+            if me != 0 {
+                // SAFETY: the caller's contract: `vp` is null or valid for
+                // `n` entries (borrowed until the end of this block).
+                for (i, e) in unsafe { poll_entries(vp, n) }.iter_mut().enumerate() {
+                    let (wrk, index) = sh_parts(e.sh);
+                    if wrk == me {
+                        rebased.push((i, e.sh));
+                        e.sh = index;
+                    }
                 }
             }
-        }
-        // SAFETY: caller's contract.
-        let mut rv = unsafe { sys::vppcom_poll(vp.cast(), n, wait) };
-        if !rebased.is_empty() {
-            // SAFETY: as above.
-            let entries = unsafe { poll_entries(vp, n) };
-            for (i, sh) in rebased {
-                entries[i].sh = sh;
+            // SAFETY: caller's contract.
+            let mut rv = unsafe { sys::vppcom_poll(vp.cast(), n, 0.0) };
+            if !rebased.is_empty() {
+                // SAFETY: as above.
+                let entries = unsafe { poll_entries(vp, n) };
+                for (i, sh) in rebased.drain(..) {
+                    entries[i].sh = sh;
+                }
+            }
+            if rv >= 0 {
+                // SAFETY: as above.
+                rv += unsafe { report_peer_close(vp, n) };
+            }
+            if rv != 0 || deadline.is_some_and(|d| Instant::now() >= d) {
+                return rv;
             }
         }
-        if rv >= 0 {
-            // SAFETY: as above.
-            rv += unsafe { report_peer_close(vp, n) };
-        }
-        rv
     }
     fn is_nonblocking(&self, sh: Sh) -> bool {
         // SAFETY: shim lookup that tolerates any handle.

@@ -80,6 +80,13 @@ pub trait Vcl: Send + Sync + 'static {
     /// copied from the parent, so that its exit handler, which cleans up
     /// the calling thread's worker, finds none instead of worker `~0`.
     fn forget_inherited_workers(&self);
+    /// Before the calling thread's worker goes away (exit, unregistering):
+    /// waits at most `max` until VPP has read every message the worker
+    /// queued for it. VPP handles the app's detach (or the worker's
+    /// removal), which comes over another channel, first, and crashes on
+    /// an accepted reply it then reads for a session the detach already
+    /// took. False if the time ran out or there is no worker.
+    fn let_vpp_read_queues(&self, max: std::time::Duration) -> bool;
     /// `multi-thread-workers` is configured.
     fn mt_workers(&self) -> bool;
     /// `use-mq-eventfd` is configured.

@@ -302,6 +302,86 @@ fn poll_reports_the_peers_close_cut_through() {
     );
 }
 
+/// VPP takes an application's detach (its socket to VPP closing at exit)
+/// before the messages the application queued for it, and crashed
+/// (`session_mq_accepted_reply_handler`, SIGSEGV) on an accepted reply it
+/// then read for a session the detach had already taken. A server that
+/// accepts and exits at once while VPP lags behind (here: paused with
+/// SIGSTOP for 100 ms, as an overloaded VPP is late) must leave VPP
+/// running: the layer lets VPP read the worker's queues before the worker
+/// goes away. The client's `vls_poll` with a wait wakes at the close (VCL's
+/// own wait only ever reports bytes to read, and slept to its deadline).
+/// Through the stack and cut-through.
+fn vpp_survives_a_server_that_accepts_and_exits_at_once(
+    name: &str,
+    a: SocketAddr,
+    setup: fn(&vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf),
+) {
+    run_pair(
+        name,
+        setup,
+        || {
+            app("accept-and-exit-server");
+            let vpp = vpp_harness::vpp_pid().expect("the harness started VPP");
+            let l = listen_on(a, TCP, false);
+            // VPP announced the connection: pause VPP, and have another
+            // process (spawned without fork handlers) resume it later.
+            assert_eq!(poll_one(l, libc::POLLIN, 10.0).0, 1, "the client's connection");
+            // SAFETY: plain syscall on VPP's process id.
+            assert_eq!(unsafe { libc::kill(vpp, libc::SIGSTOP) }, 0);
+            let resume = std::process::Command::new("sh")
+                .args(["-c", &format!("sleep 0.1; kill -CONT {vpp}")])
+                .spawn();
+            if resume.is_err() {
+                // SAFETY: as above.
+                unsafe { libc::kill(vpp, libc::SIGCONT) };
+            }
+            // Not waited for: it resumes VPP after this process is gone
+            // (and is then no child of a living process).
+            #[allow(clippy::zombie_processes)]
+            let _resumer = resume.expect("spawn sh to resume VPP");
+            // The accepted reply waits in VPP's queue; the exit follows at
+            // once.
+            let s = accept(l);
+            assert!(s >= 0, "accept: {s}");
+            assert_eq!(vls_close(s), 0);
+            assert_eq!(vls_close(l), 0);
+        },
+        || {
+            app("accept-and-exit-client");
+            let c = connect_to(a, TCP);
+            // The server's close (or its detach's reset) ends the
+            // connection once VPP runs again; a crashed VPP never does. A
+            // poll with a wait wakes at the close, not at its deadline.
+            let t0 = Instant::now();
+            let (n, revents) = poll_one(c, libc::POLLIN, 10.0);
+            assert_eq!(n, 1, "the server's close within 10 s (revents {revents:#x})");
+            assert!(t0.elapsed() < Duration::from_secs(5), "poll woke only after {:?}", t0.elapsed());
+            let mut b = [0u8; 4];
+            assert!(read_some(c, &mut b) <= 0, "no data, only the end");
+            assert_eq!(vls_close(c), 0);
+        },
+    );
+}
+
+#[test]
+fn vpp_survives_a_server_that_accepts_and_exits_at_once_through_the_stack() {
+    vpp_survives_a_server_that_accepts_and_exits_at_once(
+        "vpp_survives_a_server_that_accepts_and_exits_at_once_through_the_stack",
+        SocketAddr::from((STACK_SERVER, 7113)),
+        through_stack,
+    );
+}
+
+#[test]
+fn vpp_survives_a_server_that_accepts_and_exits_at_once_cut_through() {
+    vpp_survives_a_server_that_accepts_and_exits_at_once(
+        "vpp_survives_a_server_that_accepts_and_exits_at_once_cut_through",
+        SocketAddr::from(([127, 0, 0, 1], 7114)),
+        cut_through,
+    );
+}
+
 /// A non-blocking connect polled the POSIX way (connect again until it
 /// stops saying EINPROGRESS) ends with the connect's outcome, and a
 /// connecting session cannot listen. VCL alone sends a new connect (or a

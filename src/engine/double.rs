@@ -124,6 +124,8 @@ pub struct Double {
     moves_in: AtomicUsize,
     /// `forget_inherited_workers` was called.
     workers_forgotten: AtomicBool,
+    /// Workers whose queues VPP was let read before they went away.
+    queues_read: Mutex<Vec<u32>>,
     /// The next worker registration fails (as VCL's when VPP refuses it).
     fail_next_register: AtomicBool,
     /// How long each call pauses inside (widens race windows).
@@ -181,6 +183,7 @@ impl Double {
             violations: AtomicUsize::new(0),
             moves_in: AtomicUsize::new(0),
             workers_forgotten: AtomicBool::new(false),
+            queues_read: Mutex::new(Vec::new()),
             fail_next_register: AtomicBool::new(false),
             pause: Duration::from_micros(20),
             connect_waits_for_accept: AtomicBool::new(false),
@@ -235,6 +238,12 @@ impl Double {
     /// `forget_inherited_workers` was called.
     pub fn workers_forgotten(&self) -> bool {
         self.workers_forgotten.load(Ordering::SeqCst)
+    }
+
+    /// The workers whose queues VPP was let read (`let_vpp_read_queues`),
+    /// in call order.
+    pub fn queues_read(&self) -> Vec<u32> {
+        self.queues_read.lock().unwrap().clone()
     }
 
     /// Makes the next worker registration fail.
@@ -459,6 +468,16 @@ impl Vcl for Double {
     }
     fn forget_inherited_workers(&self) {
         self.workers_forgotten.store(true, Ordering::SeqCst);
+    }
+    fn let_vpp_read_queues(&self, _max: Duration) -> bool {
+        let wrk = self.wrk();
+        if wrk == INVALID {
+            // VCL would look up worker ~0.
+            self.violations.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        self.queues_read.lock().unwrap().push(wrk);
+        true
     }
     fn worker_unregister(&self) {
         let wrk = self.wrk();

@@ -6,8 +6,17 @@
 
 use std::ffi::c_char;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use super::*;
+
+/// How long a worker about to go away (process exit, a thread's worker
+/// unregistering) waits for VPP to read the messages it queued. VPP takes
+/// the detach or worker removal, sent over the app's socket, before the
+/// queues, and crashes on an accepted reply it reads after a detach
+/// (`Vcl::let_vpp_read_queues`). VPP normally reads its queues within
+/// microseconds; the bound is for a stopped or overloaded VPP.
+const LET_VPP_READ_QUEUES: Duration = Duration::from_millis(250);
 
 /// See `Vls::worker_teardown`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -188,6 +197,9 @@ impl<V: Vcl> Vls<V> {
             }
             // Forked relatives keep what this process shares with them.
             self.leave_shared_sessions_at_exit();
+            if self.vcl.worker_index() != INVALID {
+                let _ = self.vcl.let_vpp_read_queues(LET_VPP_READ_QUEUES);
+            }
             *t = Teardown::LeftToExit;
         }
     }
@@ -211,6 +223,7 @@ impl<V: Vcl> Vls<V> {
                 }
                 let _inside = gate.map(Gate::enter);
                 self.orphan_sessions_of(wrk);
+                let _ = self.vcl.let_vpp_read_queues(LET_VPP_READ_QUEUES);
                 self.vcl.worker_unregister();
             }
         } else if left == 0 && self.forks.shared.get().is_none() {
@@ -220,6 +233,7 @@ impl<V: Vcl> Vls<V> {
             // has a worker; `process_exiting` points it at this one.)
             let mut t = self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if *t == Teardown::Pending {
+                let _ = self.vcl.let_vpp_read_queues(LET_VPP_READ_QUEUES);
                 self.vcl.worker_unregister();
                 *t = Teardown::DoneByLastThread;
             }

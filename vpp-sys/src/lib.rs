@@ -80,6 +80,11 @@ extern "C" {
     /// clean up; the shared state its relatives use is untouched). VCL must
     /// not be used afterwards.
     pub fn vppsys_forget_inherited_workers();
+    /// Waits at most `max_s` seconds until VPP has read every message the
+    /// calling thread's worker queued for it (before the worker goes away:
+    /// VPP handles a detach before queued messages). 1: read; 0: time ran
+    /// out; -1: no worker.
+    pub fn vppsys_wait_vpp_read_queues(max_s: f64) -> libc::c_int;
     /// The kernel descriptors VCL holds in this process (its workers'
     /// sockets to VPP, queue eventfds, queue epoll fds and pipes, and the
     /// segments' memfds): writes at most `max` of them to `out` and returns

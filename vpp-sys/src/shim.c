@@ -93,6 +93,55 @@ vppsys_forget_inherited_workers (void)
   vcm = &empty;
 }
 
+/*
+ * Before the calling thread's worker goes away (process exit, a thread's
+ * worker unregistering): waits at most max_s seconds until VPP has taken
+ * every message this worker queued for it (its control queue and the
+ * event queues of its sessions' VPP threads). VPP handles an app's
+ * detach and worker removal, which come over the app's socket, in its
+ * pre-input node, before the session node reads the event queues; it then
+ * handles an accepted reply queued just before the exit for a session the
+ * detach already took from the app (app_wrk_index ~0) and crashes in
+ * session_mq_accepted_reply_handler (25.10 to 26.10, no check there). A
+ * queue seen empty was read by VPP's session node, which dispatches the
+ * control events it read in the same run. 1 when all are empty, 0 when
+ * the time ran out (a stopped or overloaded VPP), -1 without a worker.
+ */
+int
+vppsys_wait_vpp_read_queues (double max_s)
+{
+  vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
+  svm_msg_q_t *mqs[16];
+  u32 n_mqs = 0, i;
+  vcl_session_t *s;
+  f64 deadline;
+
+  if (!wrk)
+    return -1;
+  if (wrk->ctrl_mq)
+    mqs[n_mqs++] = wrk->ctrl_mq;
+  pool_foreach (s, wrk->sessions)
+    {
+      if (!s->vpp_evt_q || n_mqs == ARRAY_LEN (mqs))
+	continue;
+      for (i = 0; i < n_mqs && mqs[i] != s->vpp_evt_q; i++)
+	;
+      if (i == n_mqs)
+	mqs[n_mqs++] = s->vpp_evt_q;
+    }
+  deadline = clib_time_now (&wrk->clib_time) + max_s;
+  for (;;)
+    {
+      for (i = 0; i < n_mqs && svm_msg_q_is_empty (mqs[i]); i++)
+	;
+      if (i == n_mqs)
+	return 1;
+      if (clib_time_now (&wrk->clib_time) > deadline)
+	return 0;
+      usleep (50);
+    }
+}
+
 /* Adds fd to out (room for max) unless negative; counts it in *n. */
 static void
 vppsys_fd_add (int fd, int *out, int max, int *n)

@@ -75,5 +75,6 @@ fn child_without_a_worker_fails_its_calls_without_reaching_vcl() {
     assert!(!v.vcl().workers_forgotten());
     v.process_exiting();
     assert!(v.vcl().workers_forgotten(), "VCL's exit handler would look up worker ~0");
+    assert!(v.vcl().queues_read().is_empty(), "no worker, no queues to wait for");
     assert_eq!(v.vcl().violations(), 0, "VCL was called without a worker");
 }

@@ -116,6 +116,27 @@ fn data_round_trip_single_thread() {
     assert_eq!(v.vcl().violations(), 0);
 }
 
+/// Before a worker goes away (the process exits, a mode-2 thread's worker
+/// unregisters), VPP is let read the messages the worker queued for it:
+/// VPP takes the detach first and crashed on an accepted reply it read
+/// after it. Only workers that exist are waited for.
+#[test]
+fn workers_let_vpp_read_their_queues_before_they_go() {
+    let v = app(true);
+    let main_wrk = v.vcl().worker_index();
+    let thread_wrk = thread::spawn(move || {
+        assert!(v.create(0, false) >= 0);
+        v.vcl().worker_index()
+    })
+    .join()
+    .unwrap();
+    assert_ne!(thread_wrk, main_wrk, "mode 2: a worker of its own");
+    assert_eq!(v.vcl().queues_read(), vec![thread_wrk], "the thread's worker, as it unregistered");
+    v.process_exiting();
+    assert_eq!(v.vcl().queues_read(), vec![thread_wrk, main_wrk], "the process's worker, at exit");
+    assert_eq!(v.vcl().violations(), 0);
+}
+
 #[test]
 fn second_thread_switches_to_shared_worker_mode_and_exit_is_counted() {
     let v = app(false);
