@@ -330,7 +330,7 @@ impl VppInstance {
         self.vppctl_within(cmd, VPPCTL_TIMEOUT)
     }
 
-    fn vppctl_within(&self, cmd: &str, timeout: Duration) -> io::Result<String> {
+    pub(crate) fn vppctl_within(&self, cmd: &str, timeout: Duration) -> io::Result<String> {
         let child = Command::new(self.install.vppctl_bin())
             .arg("-s")
             .arg(self.cli_socket())

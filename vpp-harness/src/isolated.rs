@@ -66,6 +66,14 @@ fn vpp_report(vpp: &mut VppInstance, killed: bool) -> String {
             if killed {
                 s += &thread_stacks(pid);
             }
+            // What VPP holds of the apps: listeners, their workers,
+            // sessions and their states, and its drop counters.
+            for cmd in ["show app", "show app server", "show session verbose 2", "show errors"] {
+                match vpp.vppctl_within(cmd, std::time::Duration::from_secs(5)) {
+                    Ok(out) => s += &format!("----- vppctl {cmd} -----\n{out}\n"),
+                    Err(e) => s += &format!("----- vppctl {cmd}: {e} -----\n"),
+                }
+            }
         }
         (None, None) => s += "VPP is external\n",
     }
@@ -110,8 +118,9 @@ pub struct PairOutcome {
     /// Both sides succeeded.
     pub ok: bool,
     /// Both sides' status, stdout and stderr; if a side failed, also
-    /// VPP's state and log (and its stacks if a side was killed at its
-    /// time limit while VPP still ran).
+    /// VPP's state and log (and, while VPP still ran, its apps, sessions
+    /// and error counters, and its stacks if a side was killed at its time
+    /// limit).
     pub report: String,
     /// VPP itself had ended (crashed) by the time both sides were done.
     pub vpp_died: Option<ExitStatus>,
