@@ -771,6 +771,53 @@ fn ldp_close_of_a_colliding_kernel_descriptor_is_reported() {
     assert!(!stderr.contains("descriptor split"), "{stderr}");
 }
 
+/// LDP's descriptor split seen from a real program: bash reads a script
+/// from descriptor 255, which LDP (sessions from 2^5 = 32 up by default)
+/// turns into `vls_read` of handle 223, no session: the read fails with
+/// `EBADFD` and bash stops ("File descriptor in bad state"), with either
+/// layer. The Rust layer says why (a warning naming `LDP_SID_BIT`), and
+/// with `LDP_SID_BIT=9` the script runs.
+#[test]
+fn ldp_read_of_a_kernel_descriptor_in_ldps_range_is_reported() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bash) = vpp_harness::find_program("bash") else {
+        panic!("bash not found (Debian: apt-get install bash)");
+    };
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf("fd-split-read", &VclConf::default()).unwrap();
+    let preload = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let script = vpp.dir().join("script.sh");
+    std::fs::write(&script, "echo script-ran\n").unwrap();
+    let run = |sid_bit: Option<&str>| {
+        let mut cmd = Command::new(&bash);
+        under_ldp(&mut cmd, &preload, &conf).env("VLS_RS_LOG", "warn").arg(&script).stdin(Stdio::null());
+        if let Some(b) = sid_bit {
+            cmd.env("LDP_SID_BIT", b);
+        }
+        let out = cmd.output().expect("run bash");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (status, stdout, stderr) = run(None);
+    assert!(
+        !status.success() && !stdout.contains("script-ran"),
+        "bash read its script: {status}\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "vls_read of handle 223, which is no VPP session, for the program's kernel descriptor 255"
+        ) && stderr.contains("LDP_SID_BIT"),
+        "no warning about the descriptor split:\n{stderr}"
+    );
+    let (status, stdout, stderr) = run(Some("9"));
+    assert!(status.success() && stdout.contains("script-ran"), "{status}\n{stdout}\n{stderr}");
+    assert!(!stderr.contains("descriptor split"), "{stderr}");
+}
+
 /// The `ldp_pipeline` example (plain libc sockets and epoll).
 fn ldp_pipeline() -> PathBuf {
     // With the suite's features: a build without them would replace the

@@ -1,4 +1,5 @@
-//! LDP's descriptor split, watched from `vls_close`.
+//! LDP's descriptor split, watched from `vls_close` (and from reads and
+//! writes that found no session).
 //!
 //! LDP gives the application descriptor number `2^LDP_SID_BIT + vlsh` for a
 //! VPP session and takes every descriptor at or above `2^LDP_SID_BIT` for
@@ -39,21 +40,27 @@ fn base_for(sid_bit: Option<&str>) -> i64 {
     1i64 << bit
 }
 
+/// The kernel descriptor LDP would have mapped to `vlsh`, if LDP is
+/// preloaded and a descriptor of that number is open.
+fn open_kernel_fd_of(vlsh: Vlsh) -> Option<i32> {
+    if vlsh < 0 {
+        return None;
+    }
+    let fd = i32::try_from(ldp_base()? + i64::from(vlsh)).ok()?;
+    // The system call itself: LDP interposes `fcntl` and would take the
+    // number for a VPP session.
+    // SAFETY: F_GETFD only reads the descriptor's flags (no effect on it).
+    (unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) } != -1).then_some(fd)
+}
+
 /// Called by `vls_close(vlsh)`: warns (once per process) if the kernel
 /// descriptor LDP would have mapped to `vlsh` is open.
 pub(super) fn check_close(vlsh: Vlsh) {
     static WARNED: AtomicBool = AtomicBool::new(false);
-    if vlsh < 0 || WARNED.load(Ordering::Relaxed) {
+    if WARNED.load(Ordering::Relaxed) {
         return;
     }
-    let Some(base) = ldp_base() else { return };
-    let Ok(fd) = i32::try_from(base + i64::from(vlsh)) else { return };
-    // The system call itself: LDP interposes `fcntl` and would take the
-    // number for a VPP session.
-    // SAFETY: F_GETFD only reads the descriptor's flags (no effect on it).
-    if unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) } == -1 {
-        return;
-    }
+    let Some(fd) = open_kernel_fd_of(vlsh) else { return };
     if !WARNED.swap(true, Ordering::Relaxed) {
         tracing::warn!(
             vlsh,
@@ -61,6 +68,27 @@ pub(super) fn check_close(vlsh: Vlsh) {
             "vls_close of VPP session {vlsh} while kernel descriptor {fd}, the number LDP maps to it, is \
              open: the program probably closed its kernel descriptor {fd}, and closes a VPP session \
              instead (LDP's descriptor split); run it with a larger LDP_SID_BIT (said once)"
+        );
+    }
+}
+
+/// Called when `call` (`vls_read`, `vls_write`) of `vlsh` found no session:
+/// warns (once per process) if the kernel descriptor LDP mapped to `vlsh`
+/// is open. The program used its kernel descriptor and got `EBADFD` (bash
+/// reads its script from descriptor 255, for instance).
+pub(super) fn check_no_session(vlsh: Vlsh, call: &str) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(fd) = open_kernel_fd_of(vlsh) else { return };
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            vlsh,
+            fd,
+            "{call} of handle {vlsh}, which is no VPP session, for the program's kernel descriptor {fd}: \
+             LDP takes every descriptor from 2^LDP_SID_BIT up for a VPP session, and the call failed \
+             with EBADFD (LDP's descriptor split); run it with a larger LDP_SID_BIT (said once)"
         );
     }
 }

@@ -30,6 +30,7 @@ use crate::seam::{EpollFns, Vcl};
 use stats::{count, init_c_program_diagnostics, Call};
 
 const EINVAL: c_int = -libc::EINVAL;
+const EBADFD: c_int = -libc::EBADFD;
 const EFAULT: c_int = -libc::EFAULT;
 
 /// Runs `f`, counting the call and turning a panic into `on_panic` (logged).
@@ -171,7 +172,13 @@ pub unsafe extern "C" fn vls_read(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -
 #[inline(never)]
 unsafe fn read_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> isize {
     // SAFETY: forwarded contract.
-    catch_panic(Call::Read, EINVAL as isize, || unsafe { vls().read_with_locks(vlsh, buf, nbytes) as isize })
+    let rv = catch_panic(Call::Read, EINVAL as isize, || unsafe {
+        vls().read_with_locks(vlsh, buf, nbytes) as isize
+    });
+    if rv == EBADFD as isize {
+        ldp_fds::check_no_session(vlsh, "vls_read");
+    }
+    rv
 }
 
 /// `vls_recvfrom`.
@@ -221,7 +228,11 @@ pub unsafe extern "C" fn vls_write(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) 
 #[inline(never)]
 unsafe fn write_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
     // SAFETY: forwarded contract.
-    catch_panic(Call::Write, EINVAL, || unsafe { vls().write_with_locks(vlsh, buf, nbytes) })
+    let rv = catch_panic(Call::Write, EINVAL, || unsafe { vls().write_with_locks(vlsh, buf, nbytes) });
+    if rv == EBADFD {
+        ldp_fds::check_no_session(vlsh, "vls_write");
+    }
+    rv
 }
 
 /// `vls_write_msg`.
