@@ -495,9 +495,10 @@ impl seam::Vcl for RealVcl {
         // sends on the session's own event queue.
         unsafe { sys::vppsys_session_claim_events(sh) };
     }
-    fn worker_cleanup_dead(&self, wrk: u32) {
-        // SAFETY: the shim checks the worker exists; its process is gone.
-        unsafe { sys::vppsys_worker_cleanup_dead(wrk) }
+    fn worker_cleanup_dead(&self, wrk: u32, pid: i32) {
+        // SAFETY: the shim checks the worker exists and is still `pid`'s,
+        // whose process is gone.
+        unsafe { sys::vppsys_worker_cleanup_dead(wrk, pid) }
     }
     fn kept_state(&self, sh: Sh) -> seam::KeptState {
         let mut handle = 0u64;

@@ -303,9 +303,11 @@ pub trait Vcl: Send + Sync + 'static {
     fn claim_events(&self, sh: Sh) {
         let _ = sh;
     }
-    /// Frees the worker of an exited process.
-    fn worker_cleanup_dead(&self, wrk: u32) {
-        let _ = wrk;
+    /// Frees worker `wrk` of exited process `pid`, unless the worker is
+    /// gone (its process cleaned it up at exit) or now another process's
+    /// (the index was given again to a newer child).
+    fn worker_cleanup_dead(&self, wrk: u32, pid: i32) {
+        let _ = (wrk, pid);
     }
     /// A copy [`Vcl::unshare`] kept as VPP's owner ([`UNSHARE_KEPT`]): what
     /// VPP told it.

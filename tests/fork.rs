@@ -1182,3 +1182,68 @@ fn fresh_connection_left_to_a_child_cut_through() {
         vpp_harness::cut_through,
     );
 }
+
+/// A server that forks a child per connection (socat's `fork` mode, inetd
+/// style) while clients keep connecting, 4 at a time: each child answers
+/// and exits at once. VCL frees an exiting child's worker, and the next
+/// fork is given the same worker index; the parent, handling the first
+/// child's SIGCHLD after that fork, cleaned up the *new* child's live
+/// worker by that index, and a later cleanup of it aborted in VCL's heap
+/// (double free: socat's parent died after some hundred requests). Every
+/// request is answered, every child exits with 0, the parent lives on.
+#[test]
+fn server_forking_a_child_per_connection_serves_every_one() {
+    const CLIENTS: usize = 4;
+    const EACH: usize = 20;
+    let a = SocketAddr::from(([127, 0, 0, 1], 7219));
+    run_pair(
+        "server_forking_a_child_per_connection_serves_every_one",
+        vpp_harness::cut_through,
+        || {
+            app("fork-per-connection-server");
+            let l = listen_on(a, TCP, false);
+            let mut children = Vec::new();
+            for _ in 0..CLIENTS * EACH {
+                assert_eq!(poll_one(l, libc::POLLIN, 20.0).0, 1, "the next connection within 20 s");
+                let s = accept(l);
+                assert!(s >= 0, "accept: {s}");
+                children.push(fork_child(20, move || {
+                    let mut req = [0u8; 5];
+                    read_exact(s, &mut req);
+                    assert_eq!(&req, b"hello");
+                    write_all(s, b"world");
+                    assert_eq!(vls_close(s), 0);
+                }));
+                assert_eq!(vls_close(s), 0, "the parent's copy");
+            }
+            for pid in children {
+                let status = wait_child(pid, Duration::from_secs(20));
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "child {pid} ended with status {status:#x}"
+                );
+            }
+            assert_eq!(vls_close(l), 0);
+        },
+        || {
+            app("fork-per-connection-client");
+            let threads: Vec<_> = (0..CLIENTS)
+                .map(|_| {
+                    std::thread::spawn(move || {
+                        for _ in 0..EACH {
+                            let c = connect_to(a, TCP);
+                            write_all(c, b"hello");
+                            let mut back = [0u8; 5];
+                            read_exact(c, &mut back);
+                            assert_eq!(&back, b"world");
+                            assert_eq!(vls_close(c), 0);
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("client thread");
+            }
+        },
+    );
+}

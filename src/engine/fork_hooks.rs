@@ -566,16 +566,20 @@ impl<V: Vcl> Vls<V> {
         // exits are not its children's (and are left for whoever has one).
         let Some(table) = self.forks.shared.get().copied() else { return };
         let _serial = self.forks.child_cleanup.lock().unwrap_or_else(PoisonError::into_inner);
-        let queued = fork::PENDING_EXITS.take();
+        // The queue only says that some child exited: the worker index it
+        // names may have been given to a newer child since (its exit
+        // handler freed the worker, the next fork took the index), and
+        // cleaning that one up freed a live worker's state under it.
+        let _ = fork::PENDING_EXITS.take();
         let me = self.process_wrk.load(Ordering::Acquire);
         if me == INVALID {
             return;
         }
         // Signals merge (two children exiting at once may bring one
         // SIGCHLD), and the application may reap before VLS looks: every
-        // child of this process is checked, not only the queued ones.
+        // child of this process is checked, by the pid its worker has now.
         for (wrk, pid) in table.children_of(me) {
-            if queued.contains(&wrk) || fork::has_exited(pid) {
+            if fork::has_exited(pid) {
                 self.clean_up_worker_of_exited(&table, wrk, pid);
             }
         }
@@ -599,7 +603,7 @@ impl<V: Vcl> Vls<V> {
                     copies += 1;
                 }
             }
-            self.vcl.worker_cleanup_dead(wrk);
+            self.vcl.worker_cleanup_dead(wrk, pid);
         }
         table.clear_process(wrk);
         if may_log() {

@@ -242,8 +242,9 @@ extern "C" {
     /// the session's index here (VPP keeps the old owner's otherwise and
     /// its events go astray). 0, or -1 if not applicable.
     pub fn vppsys_session_claim_events(sh: u32) -> libc::c_int;
-    /// Frees the worker of a process that has exited.
-    pub fn vppsys_worker_cleanup_dead(wrk_index: u32);
+    /// Frees worker `wrk_index` of process `pid`, which has exited, unless
+    /// the worker is gone or registered by another process since.
+    pub fn vppsys_worker_cleanup_dead(wrk_index: u32, pid: libc::pid_t);
     /// A copy `vppsys_session_unshare` kept as VPP's owner: 0 open, 1 peer
     /// closed, 2 reset, 3 gone; its VPP handle into `vpp_handle`.
     pub fn vppsys_kept_state(sh: u32, vpp_handle: *mut u64) -> libc::c_int;

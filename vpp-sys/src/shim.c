@@ -1460,14 +1460,20 @@ vppsys_kept_end (uint32_t sh, int close_vpp)
   return vcl_session_cleanup (wrk, s, sh, 0);
 }
 
-/* Frees the worker of a process that is gone. Its descriptors were that
- * process's: the same numbers here may be files of this process (VCL's
- * cleanup closes the worker's mq epoll fd), so they are forgotten first. */
+/* Frees worker wrk_index of process pid, which is gone. Nothing if the
+ * worker is gone already (the process's exit handler freed it) or belongs
+ * to another process: VCL's workers live in a heap forked processes share,
+ * and a newer child may have been given the index since (fork per
+ * connection); freeing that one freed its live hash tables, and its own
+ * cleanup at exit then aborted in the heap (double free). Its descriptors
+ * were the exited process's: the same numbers here may be files of this
+ * process (VCL's cleanup closes the worker's mq epoll fd), so they are
+ * forgotten first. */
 void
-vppsys_worker_cleanup_dead (uint32_t wrk_index)
+vppsys_worker_cleanup_dead (uint32_t wrk_index, pid_t pid)
 {
   vcl_worker_t *wrk = vppsys_worker_get (wrk_index);
-  if (!wrk)
+  if (!wrk || wrk->current_pid != pid)
     return;
   wrk->mqs_epfd = -1;
   vcl_worker_cleanup (wrk, vcm->cfg.vpp_app_socket_api ? 0 : 1);
