@@ -1175,6 +1175,88 @@ fn ldp_tinyproxy_serves_and_stops_on_sigterm() {
     assert!(status.is_some(), "tinyproxy did not stop within 5 s of SIGTERM");
 }
 
+/// Debian's socat in `fork` mode (a child per connection, which runs a
+/// bash script answering one HTTP request) and `ab -c 4`, all under LDP
+/// with the Rust layer and `LDP_SID_BIT=9` (bash reads its script from
+/// descriptor 255; socat's `select` needs session numbers below 1024):
+/// every request gets its 2-byte answer. The parent's cleanup of exited
+/// children freed newer children's workers (their index reused), and
+/// socat's parent died after some hundred requests; VPP crashed when a
+/// child exited right after its accept.
+#[test]
+fn ldp_socat_fork_mode_serves_every_request() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for program in ["/usr/bin/socat", "/usr/bin/ab", "/bin/bash"] {
+        assert!(
+            Path::new(program).is_file(),
+            "{program} is needed (Debian: apt-get install socat apache2-utils)"
+        );
+    }
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf("socat", &VclConf::default()).unwrap();
+    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let dir = vpp.dir().join("socat");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("answer.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/bash\nwhile IFS= read -r l; do l=${l%$'\\r'}; [ -z \"$l\" ] && break; done\n\
+         printf 'HTTP/1.0 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let port = 7480;
+    let _socat = ProcessGroup::spawn(
+        under_ldp(&mut Command::new("/usr/bin/socat"), &rust, &conf)
+            .env("LDP_SID_BIT", "9")
+            // The half-close wait (0.5 s by default) after the script ends.
+            .args([
+                "-t",
+                "0.05",
+                &format!("TCP-LISTEN:{port},fork,reuseaddr"),
+                &format!("EXEC:{}", script.display()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("socat.out")).unwrap())
+            .stderr(std::fs::File::create(dir.join("socat.err")).unwrap()),
+    )
+    .expect("spawn socat");
+    let ab = |n: &str, c: &str| {
+        let child = under_ldp(&mut Command::new("/usr/bin/ab"), &rust, &conf)
+            .env("LDP_SID_BIT", "9")
+            .args(["-n", n, "-c", c, "-s", "10", &format!("http://127.0.0.1:{port}/")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ab");
+        let out = wait_output_with_timeout(child, Duration::from_secs(90)).unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (parse_ab(&text), text.contains("Document Length:        2 bytes"), text)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (counts, _, text) = ab("1", "1");
+        if counts == Some((1, 0, 0)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "socat never answered; ab:\n{text}\nsocat:\n{}",
+            std::fs::read_to_string(dir.join("socat.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (counts, two_bytes, text) = ab("400", "4");
+    eprintln!("ab -n 400 -c 4 to socat in fork mode:\n{text}");
+    let log = std::fs::read_to_string(dir.join("socat.err")).unwrap_or_default();
+    assert_eq!(counts, Some((400, 0, 0)), "every request answered; socat:\n{log}");
+    assert!(two_bytes, "the script's answer, not an empty one; socat:\n{log}");
+    assert!(!log.contains("signal"), "a socat process died:\n{log}");
+}
+
 /// A forking server under LDP (`ldp_pipeline fork-server`): the parent
 /// accepts, waits until 64 KiB are queued, forks and closes its copy, which
 /// VPP then cannot hand over (the parent stays VPP's owner, as the log
