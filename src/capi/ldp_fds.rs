@@ -53,23 +53,31 @@ fn open_kernel_fd_of(vlsh: Vlsh) -> Option<i32> {
     (unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) } != -1).then_some(fd)
 }
 
-/// Called by `vls_close(vlsh)`: warns (once per process) if the kernel
-/// descriptor LDP would have mapped to `vlsh` is open.
-pub(super) fn check_close(vlsh: Vlsh) {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if WARNED.load(Ordering::Relaxed) {
+/// Runs `warn` with the kernel descriptor LDP maps to `vlsh`, if that is
+/// open, once per `said` flag (once per process and kind of warning).
+fn once_if_kernel_fd_open(said: &AtomicBool, vlsh: Vlsh, warn: impl FnOnce(i32)) {
+    if said.load(Ordering::Relaxed) {
         return;
     }
     let Some(fd) = open_kernel_fd_of(vlsh) else { return };
-    if !WARNED.swap(true, Ordering::Relaxed) {
+    if !said.swap(true, Ordering::Relaxed) {
+        warn(fd);
+    }
+}
+
+/// Called by `vls_close(vlsh)`: warns (once per process) if the kernel
+/// descriptor LDP would have mapped to `vlsh` is open.
+pub(super) fn check_close(vlsh: Vlsh) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    once_if_kernel_fd_open(&SAID, vlsh, |fd| {
         tracing::warn!(
             vlsh,
             fd,
             "vls_close of VPP session {vlsh} while kernel descriptor {fd}, the number LDP maps to it, is \
              open: the program probably closed its kernel descriptor {fd}, and closes a VPP session \
              instead (LDP's descriptor split); run it with a larger LDP_SID_BIT (said once)"
-        );
-    }
+        )
+    });
 }
 
 /// Called when `call` (`vls_read`, `vls_write`) of `vlsh` found no session:
@@ -77,20 +85,16 @@ pub(super) fn check_close(vlsh: Vlsh) {
 /// is open. The program used its kernel descriptor and got `EBADFD` (bash
 /// reads its script from descriptor 255, for instance).
 pub(super) fn check_no_session(vlsh: Vlsh, call: &str) {
-    static WARNED: AtomicBool = AtomicBool::new(false);
-    if WARNED.load(Ordering::Relaxed) {
-        return;
-    }
-    let Some(fd) = open_kernel_fd_of(vlsh) else { return };
-    if !WARNED.swap(true, Ordering::Relaxed) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    once_if_kernel_fd_open(&SAID, vlsh, |fd| {
         tracing::warn!(
             vlsh,
             fd,
             "{call} of handle {vlsh}, which is no VPP session, for the program's kernel descriptor {fd}: \
              LDP takes every descriptor from 2^LDP_SID_BIT up for a VPP session, and the call failed \
              with EBADFD (LDP's descriptor split); run it with a larger LDP_SID_BIT (said once)"
-        );
-    }
+        )
+    });
 }
 
 #[cfg(test)]
