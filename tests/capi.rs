@@ -382,6 +382,58 @@ fn vpp_survives_a_server_that_accepts_and_exits_at_once_cut_through() {
     );
 }
 
+/// A process whose VPP died while it had a connection open exits cleanly.
+/// VCL detaches from a dead VPP (it unmaps VPP's segment, and the
+/// connection's queue pointers then point into unmapped memory); what the
+/// layer does at exit (let VPP read the worker's queues) must not look at
+/// them.
+#[test]
+fn exit_after_vpp_died_with_a_connection_open() {
+    let a = SocketAddr::from((STACK_SERVER, 7115));
+    run_pair(
+        "exit_after_vpp_died_with_a_connection_open",
+        through_stack,
+        || {
+            app("vpp-died-server");
+            let vpp = vpp_harness::vpp_pid().expect("the harness started VPP");
+            let l = listen_on(a, TCP, false);
+            let s = accept(l);
+            assert!(s >= 0, "accept: {s}");
+            let mut hello = [0u8; 5];
+            read_exact(s, &mut hello);
+            // SAFETY: plain syscall on VPP's process id.
+            assert_eq!(unsafe { libc::kill(vpp, libc::SIGKILL) }, 0);
+            // VCL notices in a wait, and detaches (use-mq-eventfd).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // SAFETY: reads a field of this thread's worker.
+            while unsafe { ffi::vppcom_worker_is_detached() } != 1 {
+                assert!(Instant::now() < deadline, "VCL never noticed that VPP died");
+                let ep = vls_epoll_create();
+                let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                // SAFETY: `evs` holds 4 events.
+                unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, 0.1) };
+                vls_close(ep);
+            }
+            // The process exits with the connection still open.
+        },
+        || {
+            app("vpp-died-client");
+            let c = connect_to(a, TCP);
+            write_all(c, b"hello");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            // SAFETY: reads a field of this thread's worker.
+            while unsafe { ffi::vppcom_worker_is_detached() } != 1 {
+                assert!(Instant::now() < deadline, "VCL never noticed that VPP died");
+                let ep = vls_epoll_create();
+                let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                // SAFETY: `evs` holds 4 events.
+                unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, 0.1) };
+                vls_close(ep);
+            }
+        },
+    );
+}
+
 /// A non-blocking connect polled the POSIX way (connect again until it
 /// stops saying EINPROGRESS) ends with the connect's outcome, and a
 /// connecting session cannot listen. VCL alone sends a new connect (or a

@@ -105,7 +105,8 @@ vppsys_forget_inherited_workers (void)
  * session_mq_accepted_reply_handler (25.10 to 26.10, no check there). A
  * queue seen empty was read by VPP's session node, which dispatches the
  * control events it read in the same run. 1 when all are empty, 0 when
- * the time ran out (a stopped or overloaded VPP), -1 without a worker.
+ * the time ran out (a stopped or overloaded VPP), -1 without a worker
+ * or with one detached from its VPP.
  */
 int
 vppsys_wait_vpp_read_queues (double max_s)
@@ -116,13 +117,17 @@ vppsys_wait_vpp_read_queues (double max_s)
   vcl_session_t *s;
   f64 deadline;
 
-  if (!wrk)
+  /* A worker detached from its VPP (gone, restarted) has no queues to
+   * wait for: VCL unmapped VPP's segment, and its sessions' queue pointers
+   * point into that unmapped memory. */
+  if (!wrk || !wrk->ctrl_mq || wrk->api_client_handle == ~0)
     return -1;
-  if (wrk->ctrl_mq)
-    mqs[n_mqs++] = wrk->ctrl_mq;
+  mqs[n_mqs++] = wrk->ctrl_mq;
   pool_foreach (s, wrk->sessions)
     {
-      if (!s->vpp_evt_q || n_mqs == ARRAY_LEN (mqs))
+      if (!s->vpp_evt_q || n_mqs == ARRAY_LEN (mqs) ||
+	  s->session_state == VCL_STATE_DETACHED ||
+	  (s->flags & VCL_SESSION_F_LISTEN_NO_MQ))
 	continue;
       for (i = 0; i < n_mqs && mqs[i] != s->vpp_evt_q; i++)
 	;
