@@ -81,6 +81,10 @@ fn vpp_report(vpp: &mut VppInstance, killed: bool) -> String {
     s
 }
 
+/// The layer's log filter (`VLS_RS_LOG`), `warn` for `run_pair`'s children
+/// unless set.
+const LOG_ENV: &str = "VLS_RS_LOG";
+
 /// Both sides in the default namespace, cut-through.
 pub fn cut_through(_: &VppInstance) -> (VclConf, VclConf) {
     (VclConf::default(), VclConf::default())
@@ -154,6 +158,11 @@ pub fn run_pair_outcome(
             vec![("VCL_CONFIG", path.into_os_string()), (ROLE_ENV, role.into())];
         if let Some(pid) = vpp.pid() {
             envs.push((VPP_PID_ENV, pid.to_string().into()));
+        }
+        // The layer's warnings and errors go to the side's stderr, which
+        // the report of a failed run shows (unless the caller chose).
+        if std::env::var_os(LOG_ENV).is_none() {
+            envs.push((LOG_ENV, "warn".into()));
         }
         let name = name.to_string();
         std::thread::spawn(move || run_test_in_child(&name, &envs, CHILD_TIMEOUT))
