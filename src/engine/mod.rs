@@ -29,6 +29,7 @@
 //! cleanup after exited children).
 
 mod access;
+mod delivery;
 pub mod demux;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod double;
