@@ -258,41 +258,27 @@ impl seam::Vcl for RealVcl {
         // after it (LDP polls the same array again).
         let me = worker_index();
         let mut rebased = Vec::new();
+        // SAFETY: forwarded contract.
+        let rv = unsafe { look_once(vp, n, me, &mut rebased) };
         // VCL's own wait is a loop over no-wait looks at its queue (it
         // spins); the same loop here also sees a peer's close, which VCL's
         // does not report (see `report_peer_close`), at once instead of at
         // the deadline. `wait` is in seconds, -1 for no limit (VCL's
-        // meaning; other negative values look once).
+        // meaning; other negative values look once). The clock is read only
+        // once the first look found nothing and there is time to wait.
+        // (A NaN wait looks once, as VCL's.)
+        let no_wait = wait != -1.0 && wait.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater);
+        if rv != 0 || no_wait {
+            return rv;
+        }
         let deadline = if wait == -1.0 {
             None
         } else {
-            Duration::try_from_secs_f64(wait.max(0.0)).ok().and_then(|w| Instant::now().checked_add(w))
+            Duration::try_from_secs_f64(wait).ok().and_then(|w| Instant::now().checked_add(w))
         };
         loop {
-            if me != 0 {
-                // SAFETY: the caller's contract: `vp` is null or valid for
-                // `n` entries (borrowed until the end of this block).
-                for (i, e) in unsafe { poll_entries(vp, n) }.iter_mut().enumerate() {
-                    let (wrk, index) = sh_parts(e.sh);
-                    if wrk == me {
-                        rebased.push((i, e.sh));
-                        e.sh = index;
-                    }
-                }
-            }
-            // SAFETY: caller's contract.
-            let mut rv = unsafe { sys::vppcom_poll(vp.cast(), n, 0.0) };
-            if !rebased.is_empty() {
-                // SAFETY: as above.
-                let entries = unsafe { poll_entries(vp, n) };
-                for (i, sh) in rebased.drain(..) {
-                    entries[i].sh = sh;
-                }
-            }
-            if rv >= 0 {
-                // SAFETY: as above.
-                rv += unsafe { report_peer_close(vp, n) };
-            }
+            // SAFETY: forwarded contract.
+            let rv = unsafe { look_once(vp, n, me, &mut rebased) };
             if rv != 0 || deadline.is_some_and(|d| Instant::now() >= d) {
                 return rv;
             }
@@ -529,6 +515,40 @@ unsafe fn poll_entries<'a>(vp: *mut c_void, n: u32) -> &'a mut [sys::vcl_poll_t]
     }
     // SAFETY: the caller's contract.
     unsafe { std::slice::from_raw_parts_mut(vp.cast::<sys::vcl_poll_t>(), n as usize) }
+}
+
+/// One no-wait `vppcom_poll` of the `n` entries at `vp` on worker `me`,
+/// then [`report_peer_close`]: the handles of `me`'s sessions are turned
+/// into the session indexes VCL looks up for the call and back after it
+/// (`rebased` is scratch space, left empty).
+///
+/// # Safety
+/// As [`poll_entries`]; the calling thread's worker is `me`.
+unsafe fn look_once(vp: *mut c_void, n: u32, me: u32, rebased: &mut Vec<(usize, Sh)>) -> i32 {
+    if me != 0 {
+        // SAFETY: forwarded contract (borrowed until the end of this block).
+        for (i, e) in unsafe { poll_entries(vp, n) }.iter_mut().enumerate() {
+            let (wrk, index) = sh_parts(e.sh);
+            if wrk == me {
+                rebased.push((i, e.sh));
+                e.sh = index;
+            }
+        }
+    }
+    // SAFETY: forwarded contract.
+    let mut rv = unsafe { sys::vppcom_poll(vp.cast(), n, 0.0) };
+    if !rebased.is_empty() {
+        // SAFETY: as above.
+        let entries = unsafe { poll_entries(vp, n) };
+        for (i, sh) in rebased.drain(..) {
+            entries[i].sh = sh;
+        }
+    }
+    if rv >= 0 {
+        // SAFETY: as above.
+        rv += unsafe { report_peer_close(vp, n) };
+    }
+    rv
 }
 
 /// After `vppcom_poll`: a session whose peer closed (or reset) it is
