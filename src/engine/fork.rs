@@ -24,7 +24,10 @@
 //! queues the dead child's worker in [`PendingExits`] (atomic bit sets,
 //! async-signal-safe) and then calls the application's own handler; the
 //! cleanup runs later from `epoll_wait`/`select`/`poll` and at exit. The
-//! interceptor is installed once per process and never chains to itself.
+//! queue is only its trigger: the cleanup looks at every child by the pid
+//! its worker has *then* (VCL may have given a queued worker's index to a
+//! newer child meanwhile). The interceptor is installed once per process
+//! and never chains to itself.
 //!
 //! Invariants:
 //! - entry fields are read and written only with the entry's lock held
@@ -377,8 +380,9 @@ pub enum Unsubscribed {
 }
 
 /// Workers of exited children, queued by the SIGCHLD handler and taken by
-/// the deferred cleanup. Only atomic bit operations: async-signal-safe, and
-/// no queue to overflow.
+/// the deferred cleanup, which uses them only as its trigger (see the
+/// module docs). Only atomic bit operations: async-signal-safe, and no
+/// queue to overflow.
 pub struct PendingExits {
     bits: [AtomicU64; WORDS],
     any: AtomicBool,
