@@ -69,7 +69,7 @@ fn vpp_report(vpp: &mut VppInstance, killed: bool) -> String {
             // What VPP holds of the apps: listeners, their workers,
             // sessions and their states, and its drop counters.
             for cmd in ["show app", "show app server", "show session verbose 2", "show errors"] {
-                match vpp.vppctl_within(cmd, std::time::Duration::from_secs(5)) {
+                match vpp.vppctl_within(cmd, Duration::from_secs(5)) {
                     Ok(out) => s += &format!("----- vppctl {cmd} -----\n{out}\n"),
                     Err(e) => s += &format!("----- vppctl {cmd}: {e} -----\n"),
                 }

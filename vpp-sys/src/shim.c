@@ -112,6 +112,8 @@ int
 vppsys_wait_vpp_read_queues (double max_s)
 {
   vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
+  /* One event queue per VPP thread the worker's sessions are on, and the
+   * control queue (thread 0's); queues beyond 16 are not waited for. */
   svm_msg_q_t *mqs[16];
   u32 n_mqs = 0, i;
   vcl_session_t *s;
