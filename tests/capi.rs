@@ -240,11 +240,7 @@ fn closing_a_listener_with_a_connection_waiting_to_be_accepted() {
 /// a stream, and the read then returns 0; VCL's poll reports only bytes to
 /// read, so a program waiting in `poll` or `select` for the peer's close
 /// (socat's transfer loop) waited for ever. Both ways through VPP.
-fn poll_reports_the_peers_close(
-    name: &str,
-    a: SocketAddr,
-    setup: fn(&vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf),
-) {
+fn poll_reports_the_peers_close(name: &str, a: SocketAddr, setup: common::PairSetup) {
     run_pair(
         name,
         setup,
@@ -284,22 +280,8 @@ fn poll_reports_the_peers_close(
     );
 }
 
-#[test]
-fn poll_reports_the_peers_close_through_the_stack() {
-    poll_reports_the_peers_close(
-        "poll_reports_the_peers_close_through_the_stack",
-        SocketAddr::from((STACK_SERVER, 7110)),
-        through_stack,
-    );
-}
-
-#[test]
-fn poll_reports_the_peers_close_cut_through() {
-    poll_reports_the_peers_close(
-        "poll_reports_the_peers_close_cut_through",
-        SocketAddr::from(([127, 0, 0, 1], 7111)),
-        cut_through,
-    );
+common::stack_and_cut_through! {
+    poll_reports_the_peers_close: poll_reports_the_peers_close_through_the_stack on 7110, poll_reports_the_peers_close_cut_through on 7111
 }
 
 /// VPP takes an application's detach (its socket to VPP closing at exit)
@@ -312,11 +294,7 @@ fn poll_reports_the_peers_close_cut_through() {
 /// goes away. The client's `vls_poll` with a wait wakes at the close (VCL's
 /// own wait only ever reports bytes to read, and slept to its deadline).
 /// Through the stack and cut-through.
-fn vpp_survives_a_server_that_accepts_and_exits_at_once(
-    name: &str,
-    a: SocketAddr,
-    setup: fn(&vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf),
-) {
+fn vpp_survives_a_server_that_accepts_and_exits_at_once(name: &str, a: SocketAddr, setup: common::PairSetup) {
     run_pair(
         name,
         setup,
@@ -364,22 +342,8 @@ fn vpp_survives_a_server_that_accepts_and_exits_at_once(
     );
 }
 
-#[test]
-fn vpp_survives_a_server_that_accepts_and_exits_at_once_through_the_stack() {
-    vpp_survives_a_server_that_accepts_and_exits_at_once(
-        "vpp_survives_a_server_that_accepts_and_exits_at_once_through_the_stack",
-        SocketAddr::from((STACK_SERVER, 7113)),
-        through_stack,
-    );
-}
-
-#[test]
-fn vpp_survives_a_server_that_accepts_and_exits_at_once_cut_through() {
-    vpp_survives_a_server_that_accepts_and_exits_at_once(
-        "vpp_survives_a_server_that_accepts_and_exits_at_once_cut_through",
-        SocketAddr::from(([127, 0, 0, 1], 7114)),
-        cut_through,
-    );
+common::stack_and_cut_through! {
+    vpp_survives_a_server_that_accepts_and_exits_at_once: vpp_survives_a_server_that_accepts_and_exits_at_once_through_the_stack on 7113, vpp_survives_a_server_that_accepts_and_exits_at_once_cut_through on 7114
 }
 
 /// A process whose VPP died while it had a connection open exits cleanly.

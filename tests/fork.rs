@@ -896,11 +896,7 @@ fn accept_with_queued_input(a: SocketAddr) -> (i32, i32) {
 /// client does not read yet; then the parent drops its copy, which makes
 /// the child's worker the connection's owner in VPP. Every byte must
 /// arrive once, in order, in both directions.
-fn queued_data_survives_the_hand_over(
-    name: &str,
-    a: SocketAddr,
-    setup: fn(&vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf),
-) {
+fn queued_data_survives_the_hand_over(name: &str, a: SocketAddr, setup: common::PairSetup) {
     let ready = SocketAddr::new(a.ip(), a.port() + 100);
     run_pair(
         name,
@@ -962,32 +958,14 @@ fn queued_data_survives_the_hand_over(
     );
 }
 
-#[test]
-fn queued_data_survives_the_hand_over_through_the_stack() {
-    queued_data_survives_the_hand_over(
-        "queued_data_survives_the_hand_over_through_the_stack",
-        server_addr(7211),
-        through_stack,
-    );
-}
-
-#[test]
-fn queued_data_survives_the_hand_over_cut_through() {
-    queued_data_survives_the_hand_over(
-        "queued_data_survives_the_hand_over_cut_through",
-        SocketAddr::from(([127, 0, 0, 1], 7212)),
-        vpp_harness::cut_through,
-    );
+common::stack_and_cut_through! {
+    queued_data_survives_the_hand_over: queued_data_survives_the_hand_over_through_the_stack on 7211, queued_data_survives_the_hand_over_cut_through on 7212
 }
 
 /// After a hand-over VPP could not make (the parent kept its copy as VPP's
 /// owner, see `queued_data_survives_the_hand_over`), the child waits in
 /// `epoll_wait` for data the client sends only then: it must be woken.
-fn child_is_woken_after_a_kept_hand_over(
-    name: &str,
-    a: SocketAddr,
-    setup: fn(&vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf),
-) {
+fn child_is_woken_after_a_kept_hand_over(name: &str, a: SocketAddr, setup: common::PairSetup) {
     run_pair(
         name,
         setup,
@@ -1113,11 +1091,7 @@ fn child_without_a_worker_fails_its_calls_and_exits_cleanly() {
 /// VPP's owner (VPP's hand-over would give the accepted side FIFOs of its
 /// own; see the shim's `vppsys_handover_is_safe`) and the child works on
 /// the shared FIFOs.
-fn fresh_connection_left_to_a_child(
-    name: &str,
-    a: SocketAddr,
-    setup: fn(&vpp_harness::VppInstance) -> (vpp_harness::VclConf, vpp_harness::VclConf),
-) {
+fn fresh_connection_left_to_a_child(name: &str, a: SocketAddr, setup: common::PairSetup) {
     run_pair(
         name,
         setup,
@@ -1165,22 +1139,8 @@ fn fresh_connection_left_to_a_child(
     );
 }
 
-#[test]
-fn fresh_connection_left_to_a_child_through_the_stack() {
-    fresh_connection_left_to_a_child(
-        "fresh_connection_left_to_a_child_through_the_stack",
-        server_addr(7217),
-        through_stack,
-    );
-}
-
-#[test]
-fn fresh_connection_left_to_a_child_cut_through() {
-    fresh_connection_left_to_a_child(
-        "fresh_connection_left_to_a_child_cut_through",
-        SocketAddr::from(([127, 0, 0, 1], 7218)),
-        vpp_harness::cut_through,
-    );
+common::stack_and_cut_through! {
+    fresh_connection_left_to_a_child: fresh_connection_left_to_a_child_through_the_stack on 7217, fresh_connection_left_to_a_child_cut_through on 7218
 }
 
 /// A server that forks a child per connection (socat's `fork` mode, inetd

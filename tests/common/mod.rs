@@ -32,6 +32,40 @@ pub fn run_pair(
     vpp_harness::run_pair(&linked_vpp(), name, setup, server, client)
 }
 
+/// What [`run_pair`] is given to configure the two sides (e.g.
+/// [`vpp_harness::through_stack`], [`vpp_harness::cut_through`]).
+pub type PairSetup = fn(&VppInstance) -> (VclConf, VclConf);
+
+/// Two `#[test]`s of `$body(name, addr, setup)`, one per path between the
+/// two sides: `$stack` through VPP's IP stack (the server on
+/// [`vpp_harness::STACK_SERVER`], port `$stack_port`) and `$ct` over
+/// cut-through (`127.0.0.1`, port `$ct_port`); each test passes its own
+/// name.
+#[allow(unused_macros)]
+macro_rules! stack_and_cut_through {
+    ($body:ident: $stack:ident on $stack_port:expr, $ct:ident on $ct_port:expr) => {
+        #[test]
+        fn $stack() {
+            $body(
+                stringify!($stack),
+                std::net::SocketAddr::from((vpp_harness::STACK_SERVER, $stack_port)),
+                vpp_harness::through_stack,
+            );
+        }
+
+        #[test]
+        fn $ct() {
+            $body(
+                stringify!($ct),
+                std::net::SocketAddr::from(([127, 0, 0, 1], $ct_port)),
+                vpp_harness::cut_through,
+            );
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use stack_and_cut_through;
+
 /// Retries `f` while it fails with `ECONNREFUSED` (the peer process may
 /// not be listening yet), for up to 10 s.
 pub fn retry_refused<T>(mut f: impl FnMut() -> Result<T, vls::VppcomError>) -> Result<T, vls::VppcomError> {
