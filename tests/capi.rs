@@ -367,35 +367,32 @@ fn exit_after_vpp_died_with_a_connection_open() {
             read_exact(s, &mut hello);
             // SAFETY: plain syscall on VPP's process id.
             assert_eq!(unsafe { libc::kill(vpp, libc::SIGKILL) }, 0);
-            // VCL notices in a wait, and detaches (use-mq-eventfd).
-            let deadline = Instant::now() + Duration::from_secs(10);
-            // SAFETY: reads a field of this thread's worker.
-            while unsafe { ffi::vppcom_worker_is_detached() } != 1 {
-                assert!(Instant::now() < deadline, "VCL never noticed that VPP died");
-                let ep = vls_epoll_create();
-                let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
-                // SAFETY: `evs` holds 4 events.
-                unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, 0.1) };
-                vls_close(ep);
-            }
+            wait_until_vcl_detached();
             // The process exits with the connection still open.
         },
         || {
             app("vpp-died-client");
             let c = connect_to(a, TCP);
             write_all(c, b"hello");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            // SAFETY: reads a field of this thread's worker.
-            while unsafe { ffi::vppcom_worker_is_detached() } != 1 {
-                assert!(Instant::now() < deadline, "VCL never noticed that VPP died");
-                let ep = vls_epoll_create();
-                let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
-                // SAFETY: `evs` holds 4 events.
-                unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, 0.1) };
-                vls_close(ep);
-            }
+            wait_until_vcl_detached();
         },
     );
+}
+
+/// Waits (epoll waits of 100 ms, at most 10 s) until VCL has noticed that
+/// its VPP died and detached the calling thread's worker
+/// (use-mq-eventfd: VCL notices in a wait).
+fn wait_until_vcl_detached() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // SAFETY: reads a field of this thread's worker.
+    while unsafe { ffi::vppcom_worker_is_detached() } != 1 {
+        assert!(Instant::now() < deadline, "VCL never noticed that VPP died");
+        let ep = vls_epoll_create();
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        // SAFETY: `evs` holds 4 events.
+        unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, 0.1) };
+        vls_close(ep);
+    }
 }
 
 /// A non-blocking connect polled the POSIX way (connect again until it
