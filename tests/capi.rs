@@ -300,7 +300,7 @@ fn vpp_survives_a_server_that_accepts_and_exits_at_once(name: &str, a: SocketAdd
         setup,
         || {
             app("accept-and-exit-server");
-            let vpp = vpp_harness::vpp_pid().expect("the harness started VPP");
+            let vpp = own_vpp_pid();
             let l = listen_on(a, TCP, false);
             // VPP announced the connection: pause VPP, and have another
             // process (spawned without fork handlers) resume it later.
@@ -359,7 +359,7 @@ fn exit_after_vpp_died_with_a_connection_open() {
         through_stack,
         || {
             app("vpp-died-server");
-            let vpp = vpp_harness::vpp_pid().expect("the harness started VPP");
+            let vpp = own_vpp_pid();
             let l = listen_on(a, TCP, false);
             let s = accept(l);
             assert!(s >= 0, "accept: {s}");
@@ -1211,36 +1211,39 @@ fn mode2_owner_exits_before_the_move() {
 #[test]
 fn mode2_vpp_killed_while_a_move_waits() {
     let conf = vpp_harness::VclConf::default().with("multi-thread-workers");
-    run_isolated("mode2_vpp_killed_while_a_move_waits", conf, write_pid_of_own_vpp, || {
-        let conf = std::path::PathBuf::from(std::env::var_os("VCL_CONFIG").expect("VCL_CONFIG"));
-        let pid: i32 =
-            std::fs::read_to_string(conf.parent().unwrap().join("vpp.pid")).unwrap().parse().unwrap();
-        std::env::set_var("VLS_MIGRATE_BY_RPC", "1");
-        std::env::set_var("VLS_RPC_TIMEOUT_MS", "1000");
-        app("mode2-vpp-killed");
-        let (tx, rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
-        let owner = thread::spawn(move || {
-            tx.send(vls_create(TCP, 0)).unwrap();
-            let _ = stop_rx.recv();
-        });
-        let h = rx.recv().unwrap();
-        assert!(h >= 0);
-        let killer = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(300));
-            // SAFETY: plain syscall.
-            unsafe { libc::kill(pid, libc::SIGKILL) }
-        });
-        let start = Instant::now();
-        assert_eq!(vls_listen(h, 1), EBADFD);
-        let took = start.elapsed();
-        assert_eq!(killer.join().unwrap(), 0, "VPP was killed during the wait");
-        // Not before the (1 s) timeout; the upper bound only catches a
-        // hang (a loaded machine may be slow).
-        assert!(took >= Duration::from_millis(950) && took < Duration::from_secs(10), "took {took:?}");
-        stop_tx.send(()).unwrap();
-        owner.join().unwrap();
-    });
+    run_isolated(
+        "mode2_vpp_killed_while_a_move_waits",
+        conf,
+        |_| {},
+        || {
+            let pid = own_vpp_pid();
+            std::env::set_var("VLS_MIGRATE_BY_RPC", "1");
+            std::env::set_var("VLS_RPC_TIMEOUT_MS", "1000");
+            app("mode2-vpp-killed");
+            let (tx, rx) = mpsc::channel();
+            let (stop_tx, stop_rx) = mpsc::channel::<()>();
+            let owner = thread::spawn(move || {
+                tx.send(vls_create(TCP, 0)).unwrap();
+                let _ = stop_rx.recv();
+            });
+            let h = rx.recv().unwrap();
+            assert!(h >= 0);
+            let killer = thread::spawn(move || {
+                thread::sleep(Duration::from_millis(300));
+                // SAFETY: plain syscall.
+                unsafe { libc::kill(pid, libc::SIGKILL) }
+            });
+            let start = Instant::now();
+            assert_eq!(vls_listen(h, 1), EBADFD);
+            let took = start.elapsed();
+            assert_eq!(killer.join().unwrap(), 0, "VPP was killed during the wait");
+            // Not before the (1 s) timeout; the upper bound only catches a
+            // hang (a loaded machine may be slow).
+            assert!(took >= Duration::from_millis(950) && took < Duration::from_secs(10), "took {took:?}");
+            stop_tx.send(()).unwrap();
+            owner.join().unwrap();
+        },
+    );
 }
 
 /// VPP is killed while three threads of one process (mode 3) are blocked:
@@ -1260,72 +1263,76 @@ fn mode2_vpp_killed_while_a_move_waits() {
 #[test]
 fn vpp_killed_while_threads_are_blocked() {
     let conf = vpp_harness::VclConf::default();
-    run_isolated("vpp_killed_while_threads_are_blocked", conf, write_pid_of_own_vpp, || {
-        let conf = std::path::PathBuf::from(std::env::var_os("VCL_CONFIG").expect("VCL_CONFIG"));
-        let pid: i32 =
-            std::fs::read_to_string(conf.parent().unwrap().join("vpp.pid")).unwrap().parse().unwrap();
-        // Descriptor 0 is this process's, with bytes of its own in it: VLS
-        // must let no one read or write it (VCL's re-attach does, with the
-        // pipe it signals itself on before that pipe exists).
-        let stdin_canary = StdinCanary::install();
-        app("vpp-killed");
-        let l = listen_on(addr(7120), TCP, false);
-        let u = listen_on(addr(7121), UDP, false);
-        let l2 = listen_on(addr(7122), TCP, true);
-        let ep = vls_epoll_create();
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1 };
-        // SAFETY: valid event.
-        assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, l2, &mut ev) }, 0);
-        let (tx, rx) = mpsc::channel();
-        let mut threads = Vec::new();
-        for what in ["accept", "read", "epoll_wait"] {
-            let tx = tx.clone();
-            threads.push(thread::spawn(move || {
-                let rv = match what {
-                    "accept" => accept(l),
-                    "read" => read_some(u, &mut [0u8; 64]) as i32,
-                    _ => {
-                        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
-                        // SAFETY: `evs` holds 4 events.
-                        unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, -1.0) }
-                    }
-                };
-                tx.send((what, rv, Instant::now())).unwrap();
-            }));
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while vls::raw::threads_waiting_in_vcl() < 1 || vls::raw::threads_waiting_to_accept() < 1 {
-            if let Ok((what, rv, _)) = rx.try_recv() {
-                panic!("{what} returned {rv} before VPP was killed");
+    run_isolated(
+        "vpp_killed_while_threads_are_blocked",
+        conf,
+        |_| {},
+        || {
+            let pid = own_vpp_pid();
+            // Descriptor 0 is this process's, with bytes of its own in it: VLS
+            // must let no one read or write it (VCL's re-attach does, with the
+            // pipe it signals itself on before that pipe exists).
+            let stdin_canary = StdinCanary::install();
+            app("vpp-killed");
+            let l = listen_on(addr(7120), TCP, false);
+            let u = listen_on(addr(7121), UDP, false);
+            let l2 = listen_on(addr(7122), TCP, true);
+            let ep = vls_epoll_create();
+            let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 1 };
+            // SAFETY: valid event.
+            assert_eq!(unsafe { vls_epoll_ctl(ep, libc::EPOLL_CTL_ADD, l2, &mut ev) }, 0);
+            let (tx, rx) = mpsc::channel();
+            let mut threads = Vec::new();
+            for what in ["accept", "read", "epoll_wait"] {
+                let tx = tx.clone();
+                threads.push(thread::spawn(move || {
+                    let rv = match what {
+                        "accept" => accept(l),
+                        "read" => read_some(u, &mut [0u8; 64]) as i32,
+                        _ => {
+                            let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 4];
+                            // SAFETY: `evs` holds 4 events.
+                            unsafe { vls_epoll_wait(ep, evs.as_mut_ptr(), 4, -1.0) }
+                        }
+                    };
+                    tx.send((what, rv, Instant::now())).unwrap();
+                }));
             }
-            assert!(
-                Instant::now() < deadline,
-                "the read never blocked in VCL ({}) or the accept never waited ({})",
-                vls::raw::threads_waiting_in_vcl(),
-                vls::raw::threads_waiting_to_accept()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-        // (The epoll wait needs no such check: it notices VPP's death
-        // whether it is already waiting or not.)
-        // SAFETY: plain syscall.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        let killed = Instant::now();
-        for _ in 0..3 {
-            let (what, rv, at) = rx.recv_timeout(Duration::from_secs(10)).expect("a blocked call returned");
-            eprintln!("{what} returned {rv} {:?} after the kill", at - killed);
-            assert!(at - killed < Duration::from_secs(5), "{what} took {:?}", at - killed);
-            match what {
-                "accept" => assert_eq!(rv, -libc::ECONNABORTED, "accept"),
-                "read" => assert!(rv < 0, "read returned {rv}"),
-                _ => assert!(rv <= 0, "{what} returned {rv}"),
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while vls::raw::threads_waiting_in_vcl() < 1 || vls::raw::threads_waiting_to_accept() < 1 {
+                if let Ok((what, rv, _)) = rx.try_recv() {
+                    panic!("{what} returned {rv} before VPP was killed");
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the read never blocked in VCL ({}) or the accept never waited ({})",
+                    vls::raw::threads_waiting_in_vcl(),
+                    vls::raw::threads_waiting_to_accept()
+                );
+                thread::sleep(Duration::from_millis(5));
             }
-        }
-        for t in threads {
-            t.join().unwrap();
-        }
-        stdin_canary.check();
-    });
+            // (The epoll wait needs no such check: it notices VPP's death
+            // whether it is already waiting or not.)
+            // SAFETY: plain syscall.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+            let killed = Instant::now();
+            for _ in 0..3 {
+                let (what, rv, at) =
+                    rx.recv_timeout(Duration::from_secs(10)).expect("a blocked call returned");
+                eprintln!("{what} returned {rv} {:?} after the kill", at - killed);
+                assert!(at - killed < Duration::from_secs(5), "{what} took {:?}", at - killed);
+                match what {
+                    "accept" => assert_eq!(rv, -libc::ECONNABORTED, "accept"),
+                    "read" => assert!(rv < 0, "read returned {rv}"),
+                    _ => assert!(rv <= 0, "{what} returned {rv}"),
+                }
+            }
+            for t in threads {
+                t.join().unwrap();
+            }
+            stdin_canary.check();
+        },
+    );
 }
 
 /// A pipe on descriptor 0 holding bytes that nobody but its test may take.
@@ -1363,9 +1370,8 @@ impl StdinCanary {
     }
 }
 
-/// Set-up of the tests that kill VPP: its pid, for the test body, in the
-/// instance's directory. Such a test needs a VPP it started itself.
-fn write_pid_of_own_vpp(vpp: &vpp_harness::VppInstance) {
-    let pid = vpp.pid().expect("this test kills VPP: it needs one it started (not VLS_VPP_EXTERNAL_DIR)");
-    std::fs::write(vpp.dir().join("vpp.pid"), pid.to_string()).expect("write pid");
+/// The pid of the test's private VPP, for the tests that kill or pause it: they
+/// need a VPP the harness started itself.
+fn own_vpp_pid() -> i32 {
+    vpp_harness::vpp_pid().expect("this test kills VPP: it needs one it started (not VLS_VPP_EXTERNAL_DIR)")
 }

@@ -24,7 +24,8 @@ pub const STACK_SERVER: Ipv4Addr = Ipv4Addr::new(172, 16, 1, 1);
 /// Runs `body` against a private VPP of `install` in a child process.
 ///
 /// `setup` runs in the parent after VPP has started (e.g. to create
-/// interfaces). `name` must be the test's own function name.
+/// interfaces). `name` must be the test's own function name. The child
+/// learns VPP's process id from [`VPP_PID_ENV`].
 pub fn run_isolated(
     install: &VppInstall,
     name: &str,
@@ -40,7 +41,7 @@ pub fn run_isolated(
         .unwrap_or_else(|e| panic!("start a private VPP from {}: {e}", install.prefix().display()));
     setup(&vpp);
     let vcl_conf = vpp.write_vcl_conf(name, &conf).expect("write vcl.conf");
-    let envs: Vec<(&str, OsString)> = vec![("VCL_CONFIG", vcl_conf.into_os_string())];
+    let envs = child_envs(&vpp, vcl_conf.into_os_string());
     let out = run_test_in_child(name, &envs, CHILD_TIMEOUT).expect("spawn test child");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -81,9 +82,24 @@ fn vpp_report(vpp: &mut VppInstance, killed: bool) -> String {
     s
 }
 
-/// The layer's log filter (`VLS_RS_LOG`), `warn` for `run_pair`'s children
-/// unless set.
+/// The layer's log filter (`VLS_RS_LOG`), `warn` for test children unless
+/// set.
 const LOG_ENV: &str = "VLS_RS_LOG";
+
+/// The environment of a test child of [`run_isolated`] or [`run_pair`]:
+/// its `vcl.conf`, VPP's process id ([`VPP_PID_ENV`], if the harness
+/// started VPP), and the layer's warnings and errors on its stderr, which
+/// the report of a failed run shows (unless the caller chose a filter).
+fn child_envs(vpp: &VppInstance, vcl_conf: OsString) -> Vec<(&'static str, OsString)> {
+    let mut envs = vec![("VCL_CONFIG", vcl_conf)];
+    if let Some(pid) = vpp.pid() {
+        envs.push((VPP_PID_ENV, pid.to_string().into()));
+    }
+    if std::env::var_os(LOG_ENV).is_none() {
+        envs.push((LOG_ENV, "warn".into()));
+    }
+    envs
+}
 
 /// Both sides in the default namespace, cut-through.
 pub fn cut_through(_: &VppInstance) -> (VclConf, VclConf) {
@@ -154,16 +170,8 @@ pub fn run_pair_outcome(
     let spawn = |role: &str| {
         let conf = if role == "server" { &server_conf } else { &client_conf };
         let path = vpp.write_vcl_conf(&format!("{name}-{role}"), conf).expect("write vcl.conf");
-        let mut envs: Vec<(&str, OsString)> =
-            vec![("VCL_CONFIG", path.into_os_string()), (ROLE_ENV, role.into())];
-        if let Some(pid) = vpp.pid() {
-            envs.push((VPP_PID_ENV, pid.to_string().into()));
-        }
-        // The layer's warnings and errors go to the side's stderr, which
-        // the report of a failed run shows (unless the caller chose).
-        if std::env::var_os(LOG_ENV).is_none() {
-            envs.push((LOG_ENV, "warn".into()));
-        }
+        let mut envs = child_envs(&vpp, path.into_os_string());
+        envs.push((ROLE_ENV, role.into()));
         let name = name.to_string();
         std::thread::spawn(move || run_test_in_child(&name, &envs, CHILD_TIMEOUT))
     };

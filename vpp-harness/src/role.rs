@@ -14,14 +14,15 @@ use crate::child::die_with_parent;
 /// [`spawn_role`] and by [`run_pair`](crate::run_pair)).
 pub const ROLE_ENV: &str = "VLS_HARNESS_ROLE";
 
-/// Environment variable giving [`run_pair`](crate::run_pair)'s children the
-/// process id of their private VPP (for tests of how an application copes
-/// with a VPP that is paused, `SIGSTOP`/`SIGCONT`); absent for a VPP the
-/// harness did not start.
+/// Environment variable giving the test children of
+/// [`run_isolated`](crate::run_isolated) and [`run_pair`](crate::run_pair)
+/// the process id of their private VPP (for tests of how an application
+/// copes with a VPP that is paused or killed); absent for a VPP the harness
+/// did not start.
 pub const VPP_PID_ENV: &str = "VLS_HARNESS_VPP_PID";
 
-/// The private VPP's process id, in a child of
-/// [`run_pair`](crate::run_pair) whose VPP the harness started.
+/// The private VPP's process id, in a test child whose VPP the harness
+/// started.
 pub fn vpp_pid() -> Option<libc::pid_t> {
     std::env::var(VPP_PID_ENV).ok()?.parse().ok()
 }
