@@ -1085,6 +1085,48 @@ fn parse_ab(out: &str) -> Option<(u64, u64, u64)> {
     Some((field("Complete requests:")?, field("Failed requests:")?, field("Non-2xx responses:").unwrap_or(0)))
 }
 
+/// Runs Debian's `ab` with `args` under LDP (`preload`, `conf`, and
+/// `LDP_SID_BIT=sid_bit` if given) for at most `limit`: its counts
+/// ([`parse_ab`]) and everything it printed.
+fn ab_under_ldp(
+    preload: &str,
+    conf: &Path,
+    sid_bit: Option<&str>,
+    args: &[&str],
+    limit: Duration,
+) -> (Option<(u64, u64, u64)>, String) {
+    let mut cmd = Command::new("/usr/bin/ab");
+    under_ldp(&mut cmd, preload, conf)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(bit) = sid_bit {
+        cmd.env("LDP_SID_BIT", bit);
+    }
+    let out = wait_output_with_timeout(cmd.spawn().expect("spawn ab"), limit).unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (parse_ab(&text), text)
+}
+
+/// Runs `ab("1", "1")` (requests, concurrency) every 200 ms until one
+/// request is answered with a 200 (the servers may not listen yet); fails
+/// after 20 s with `why()` and what `ab` printed last.
+fn until_one_is_answered(
+    ab: impl Fn(&str, &str) -> (Option<(u64, u64, u64)>, String),
+    why: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (counts, text) = ab("1", "1");
+        if counts == Some((1, 0, 0)) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}; ab:\n{text}", why());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Debian's tinyproxy (one thread per connection; its listener waits in
 /// `poll` without timeout and stops on SIGTERM by leaving it) in front of
 /// lighttpd, `ab` through it, all under LDP with the Rust layer: every
@@ -1131,37 +1173,26 @@ fn ldp_tinyproxy_serves_and_stops_on_sigterm() {
         spawn("/usr/sbin/lighttpd", &["-D", "-f", dir.join("lighttpd.conf").to_str().unwrap()], "lighttpd");
     let tinyproxy =
         spawn("/usr/bin/tinyproxy", &["-d", "-c", dir.join("tinyproxy.conf").to_str().unwrap()], "tinyproxy");
+    let proxy_arg = format!("127.0.0.1:{proxy}");
+    let url = format!("http://127.0.0.1:{web}/index.html");
     let ab = |n: &str, c: &str| {
-        let child = under_ldp(&mut Command::new("/usr/bin/ab"), &rust, &conf)
-            .args(["-n", n, "-c", c, "-s", "10", "-X", &format!("127.0.0.1:{proxy}")])
-            .arg(format!("http://127.0.0.1:{web}/index.html"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ab");
-        let out = wait_output_with_timeout(child, Duration::from_secs(60)).unwrap();
-        (
-            parse_ab(&String::from_utf8_lossy(&out.stdout)),
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        ab_under_ldp(
+            &rust,
+            &conf,
+            None,
+            &["-n", n, "-c", c, "-s", "10", "-X", &proxy_arg, &url],
+            Duration::from_secs(60),
         )
     };
     // Both servers may not listen yet.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (counts, text) = ab("1", "1");
-        if counts == Some((1, 0, 0)) {
-            break;
-        }
+    until_one_is_answered(ab, || {
         let log = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the proxy never answered a 200; ab:\n{text}\ntinyproxy:\n{}{}",
+        format!(
+            "the proxy never answered a 200; tinyproxy:\n{}{}",
             log("tinyproxy.out"),
             log("tinyproxy.err")
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        )
+    });
     let (counts, text) = ab("1000", "4");
     eprintln!("ab -n 1000 -c 4 through tinyproxy:\n{text}");
     assert_eq!(counts, Some((1000, 0, 0)), "every request answered with a 200");
@@ -1222,34 +1253,18 @@ fn ldp_socat_fork_mode_serves_every_request() {
             .stderr(std::fs::File::create(dir.join("socat.err")).unwrap()),
     )
     .expect("spawn socat");
+    let url = format!("http://127.0.0.1:{port}/");
     let ab = |n: &str, c: &str| {
-        let child = under_ldp(&mut Command::new("/usr/bin/ab"), &rust, &conf)
-            .env("LDP_SID_BIT", "9")
-            .args(["-n", n, "-c", c, "-s", "10", &format!("http://127.0.0.1:{port}/")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ab");
-        let out = wait_output_with_timeout(child, Duration::from_secs(90)).unwrap();
-        let text =
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (parse_ab(&text), text.contains("Document Length:        2 bytes"), text)
+        ab_under_ldp(&rust, &conf, Some("9"), &["-n", n, "-c", c, "-s", "10", &url], Duration::from_secs(90))
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (counts, _, text) = ab("1", "1");
-        if counts == Some((1, 0, 0)) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "socat never answered; ab:\n{text}\nsocat:\n{}",
+    until_one_is_answered(ab, || {
+        format!(
+            "socat never answered; socat:\n{}",
             std::fs::read_to_string(dir.join("socat.err")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let (counts, two_bytes, text) = ab("400", "4");
+        )
+    });
+    let (counts, text) = ab("400", "4");
+    let two_bytes = text.contains("Document Length:        2 bytes");
     eprintln!("ab -n 400 -c 4 to socat in fork mode:\n{text}");
     let log = std::fs::read_to_string(dir.join("socat.err")).unwrap_or_default();
     assert_eq!(counts, Some((400, 0, 0)), "every request answered; socat:\n{log}");
