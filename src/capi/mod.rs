@@ -21,6 +21,7 @@ mod ldp_fds;
 mod ldp_poll;
 mod ldp_select;
 mod ldp_wait;
+mod log;
 mod release;
 mod stats;
 

@@ -86,10 +86,11 @@ pub(crate) fn init_c_program_diagnostics() {
             STATS.enabled.store(true, Ordering::Relaxed);
         }
         if let Ok(filter) = std::env::var("VLS_RS_LOG") {
-            let _ = tracing_subscriber::fmt()
+            let fmt = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
                 .with_writer(std::io::stderr)
-                .try_init();
+                .finish();
+            let _ = tracing::subscriber::set_global_default(super::log::ExitSafe(fmt));
         }
         // SAFETY: registers a plain `extern "C" fn()`.
         unsafe { libc::atexit(at_exit) };
