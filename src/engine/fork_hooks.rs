@@ -173,12 +173,19 @@ impl<V: Vcl> ForkHooks for Vls<V> {
         }
         let Some(table) = self.shared_table() else { return };
         // A parent that only forks (nginx's master, respawning a worker
-        // that died) never calls epoll_wait: clean up here too.
-        self.clean_up_exited_children();
-        if !fork::intercept_sigchld() {
-            tracing::warn!(
-                "cannot intercept SIGCHLD: exited children are cleaned up only when found by a poll"
-            );
+        // that died) never calls epoll_wait: clean up here too. A program
+        // that installed its own SIGCHLD handler after VLS's (socat does,
+        // at every fork) is no longer told of exits: every child is checked.
+        if fork::intercept_sigchld() {
+            self.clean_up_exited_children();
+        } else {
+            static WARNED: AtomicBool = AtomicBool::new(false);
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "cannot intercept SIGCHLD (the program handles it): exited children are looked for at each fork and exit"
+                );
+            }
+            self.clean_up_exited_children_now();
         }
         for s in self.pool.live_sessions() {
             let sh = s.sh();
