@@ -9,10 +9,11 @@
 //!
 //! It also gives the `libvls.so` cdylib, and only it, the libc names of the
 //! LDP corrections (`src/capi/ldp_wait.rs`, `ldp_poll.rs`, `ldp_select.rs`,
-//! `ldp_close.rs`): `epoll_wait`, `epoll_pwait`, `poll`, `ppoll`, `select`,
-//! `pselect`, `close_range` and `closefrom` as aliases of
-//! `vls_preload_epoll_wait` and the like, exported by a version script of
-//! their own.
+//! `ldp_close.rs`, `ldp_exec.rs`): `epoll_wait`, `epoll_pwait`, `poll`, `ppoll`, `select`,
+//! `pselect`, `close_range`, `closefrom` and the `exec` functions as
+//! aliases of `vls_preload_epoll_wait` and the like, exported by a version
+//! script of their own. The variadic `exec` functions are C
+//! (`src/capi/exec_variadic.c`, compiled here with the `vpp` feature).
 //! Tests, examples and Rust programs that link the crate never define them.
 
 // The list of known releases and the cfg names are vpp-sys' (one list for
@@ -52,7 +53,7 @@ fn preload_aliases() {
     if std::env::var_os("CARGO_FEATURE_VPP").is_none() {
         return;
     }
-    const ALIASES: [(&str, &str); 8] = [
+    const ALIASES: [(&str, &str); 16] = [
         ("epoll_wait", "vls_preload_epoll_wait"),
         ("epoll_pwait", "vls_preload_epoll_pwait"),
         ("poll", "vls_preload_poll"),
@@ -61,7 +62,18 @@ fn preload_aliases() {
         ("pselect", "vls_preload_pselect"),
         ("close_range", "vls_preload_close_range"),
         ("closefrom", "vls_preload_closefrom"),
+        ("execve", "vls_preload_execve"),
+        ("execv", "vls_preload_execv"),
+        ("execvp", "vls_preload_execvp"),
+        ("execvpe", "vls_preload_execvpe"),
+        ("fexecve", "vls_preload_fexecve"),
+        ("execl", "vls_preload_execl"),
+        ("execlp", "vls_preload_execlp"),
+        ("execle", "vls_preload_execle"),
     ];
+    // The variadic exec functions are C (Rust cannot define one).
+    println!("cargo:rerun-if-changed=src/capi/exec_variadic.c");
+    cc::Build::new().file("src/capi/exec_variadic.c").warnings(true).compile("vls_exec_variadic");
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let map = out.join("preload-aliases.map");
     let names: String = ALIASES.iter().map(|(alias, _)| format!("{alias}; ")).collect();

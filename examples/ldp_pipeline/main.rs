@@ -14,6 +14,8 @@
 //! ldp_pipeline poll-check <ip:port> [no-signal]
 //! ldp_pipeline fork-server <ip:port>
 //! ldp_pipeline fork-client <ip:port>
+//! ldp_pipeline exec-server <ip:port>
+//! ldp_pipeline exec-client <ip:port>
 //! ldp_pipeline closefrom-check <ip:port>
 //! ```
 //!
@@ -37,7 +39,7 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use checks::{close_kernel_fd, closefrom_check, poll_check, wait_check};
-use fork::{fork_client, fork_server};
+use fork::{exec_client, exec_server, fork_client, fork_server};
 use memcached::memcached_client;
 use pipeline::{client, server};
 
@@ -56,6 +58,8 @@ fn main() {
              ldp_pipeline poll-check <ip:port> [no-signal]\n       \
              ldp_pipeline fork-server <ip:port>\n       \
              ldp_pipeline fork-client <ip:port>\n       \
+             ldp_pipeline exec-server <ip:port>\n       \
+             ldp_pipeline exec-client <ip:port>\n       \
              ldp_pipeline closefrom-check <ip:port>"
         );
         std::process::exit(64)
@@ -72,6 +76,8 @@ fn main() {
         Some("poll-check") => poll_check(addr, args.get(3).map(String::as_str) != Some("no-signal")),
         Some("fork-server") => fork_server(addr),
         Some("fork-client") => fork_client(addr),
+        Some("exec-server") => exec_server(addr),
+        Some("exec-client") => exec_client(addr),
         Some("closefrom-check") => closefrom_check(addr),
         Some("client") => {
             client(addr, num(3).max(1) as usize, num(4).max(1) as usize, num(5), num(6).max(1) as usize)

@@ -17,6 +17,7 @@ use std::ffi::{c_char, c_int, c_uchar, c_ulong, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 mod ldp_close;
+mod ldp_exec;
 mod ldp_fds;
 mod ldp_poll;
 mod ldp_select;

@@ -78,6 +78,25 @@ pub(super) struct Forks {
     /// `kept` is not empty (checked after every `epoll_wait`, `select`,
     /// `poll`).
     pub keeping: AtomicBool,
+    /// The pid of the process this state belongs to (set at app creation
+    /// and in a forked child): a `vfork` child, which shares the parent's
+    /// memory and gets no fork hooks, has another.
+    pub pid: std::sync::atomic::AtomicI32,
+}
+
+impl Forks {
+    /// Records the calling process as the owner of this state.
+    pub(super) fn set_this_process(&self) {
+        // SAFETY: getpid has no preconditions.
+        self.pid.store(unsafe { libc::getpid() }, Ordering::Release);
+    }
+
+    /// Is the calling process the owner of this state (not a `vfork`
+    /// child sharing its memory)?
+    pub(super) fn is_this_process(&self) -> bool {
+        // SAFETY: getpid has no preconditions.
+        self.pid.load(Ordering::Acquire) == unsafe { libc::getpid() }
+    }
 }
 
 /// A connection this process closed while relatives still use it, whose
@@ -334,6 +353,7 @@ impl<V: Vcl> Vls<V> {
             self.moves.gates.set_fast_lane(solo::register_barrier());
         }
         self.vcl.install_wait_hooks(self);
+        self.forks.set_this_process();
         // SAFETY: getpid has no preconditions.
         table.set_process(me, unsafe { libc::getpid() }, parent);
         let mut inherited = Vec::new();

@@ -95,6 +95,7 @@ impl<V: Vcl> Vls<V> {
             // Before other threads can see the app (no gate is in use yet).
             self.moves.gates.set_fast_lane(solo::register_barrier());
         }
+        self.forks.set_this_process();
         self.app_created.store(true, Ordering::Release);
         self.process_wrk.store(self.vcl.worker_index(), Ordering::Release);
         self.n_threads.store(1, Ordering::Release);
@@ -202,6 +203,56 @@ impl<V: Vcl> Vls<V> {
             }
             *t = Teardown::LeftToExit;
         }
+    }
+
+    /// The process is about to replace its program (`execve` and the other
+    /// `exec` functions, from `libvls.so`'s interposers). VCL's exit handler
+    /// will not run, and nothing of this process's VCL state survives, so
+    /// what exit does is done here, and then what VCL's exit handler would
+    /// do: forked relatives keep what this process shares with them (it
+    /// leaves every shared session), VPP reads the worker's queues, and the
+    /// worker is unregistered from VPP and freed in VCL's heap. Without
+    /// this a forked child that runs another program (`socat`'s `EXEC`, a
+    /// CGI script) stays subscribed to the connections it inherited, so
+    /// the last of its relatives to close one never closes it in VPP (the
+    /// peer waits for ever), and its worker is never freed when its parent
+    /// exits first (VCL runs out of workers).
+    ///
+    /// If the `exec` fails the process goes on without a worker: every call
+    /// on its sessions gets `EBADFD`, as in a forked child that could not
+    /// get one. Nothing is done in a `vfork` child: it shares this memory
+    /// with its parent, whose state it is.
+    pub fn process_execs(&'static self) {
+        if !self.is_app_created() || !self.forks.is_this_process() {
+            return;
+        }
+        tracing::info!(
+            worker = self.vcl.worker_index(),
+            "exec: leaving VPP (shared sessions left to relatives)"
+        );
+        self.process_exiting();
+        let mut t = self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *t != Teardown::LeftToExit {
+            return;
+        }
+        // No lock-free path reaches VCL from now on (they do not look at
+        // the worker).
+        self.solo.end();
+        self.moves.gates.set_fast_lane(false);
+        if self.vcl.worker_index() != INVALID {
+            self.vcl.worker_unregister();
+        }
+        self.vcl.set_worker_index(INVALID);
+        self.process_wrk.store(INVALID, Ordering::Release);
+        for s in self.pool.live_sessions() {
+            let locked = s.lock();
+            if !locked.closed() && locked.sh() != INVALID {
+                self.pool.unmap(&locked);
+            }
+        }
+        // If the exec fails, the exit path finds no worker and has VCL's
+        // exit handler find none either.
+        *t = Teardown::Pending;
     }
 
     /// Runs at thread exit: the thread's locks are released by their own

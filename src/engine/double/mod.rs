@@ -241,6 +241,11 @@ impl Double {
     }
 
     /// `forget_inherited_workers` was called.
+    /// Workers unregistered so far (their indices).
+    pub fn unregistered_workers(&self) -> Vec<u32> {
+        self.state.lock().unwrap().dead_workers.clone()
+    }
+
     pub fn workers_forgotten(&self) -> bool {
         self.workers_forgotten.load(Ordering::SeqCst)
     }

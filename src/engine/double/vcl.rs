@@ -37,6 +37,37 @@ impl Vcl for Double {
         set_thread_worker(self.id, w);
         0
     }
+    fn fork_copy_sessions(&self, parent_wrk: u32) -> i32 {
+        // As the shim's: the parent's sessions on the calling worker, same
+        // indices (the double's copies share nothing with the originals).
+        let me = self.wrk();
+        let mut st = self.state.lock().unwrap();
+        let copies: Vec<(Sh, Session)> = st
+            .sessions
+            .iter()
+            .filter(|(sh, _)| sh_parts(**sh).0 == parent_wrk)
+            .map(|(sh, s)| {
+                let copy = Session {
+                    is_epoll: s.is_epoll,
+                    nonblocking: s.nonblocking,
+                    listening: s.listening,
+                    ..Session::default()
+                };
+                (sh_from_parts(me, sh_parts(*sh).1), copy)
+            })
+            .collect();
+        let next = st.next_session.get(&parent_wrk).copied().unwrap_or(0);
+        st.next_session.insert(me, next);
+        st.sessions.extend(copies);
+        0
+    }
+    fn unshare(&self, sh: Sh, _new_owner: u32, _notify_vpp: bool) -> i32 {
+        // The copy goes; the others' stay.
+        match self.state.lock().unwrap().sessions.remove(&sh) {
+            Some(_) => 0,
+            None => -libc::EBADFD,
+        }
+    }
     fn forget_inherited_workers(&self) {
         self.workers_forgotten.store(true, Ordering::SeqCst);
     }

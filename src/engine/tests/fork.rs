@@ -78,3 +78,47 @@ fn child_without_a_worker_fails_its_calls_without_reaching_vcl() {
     assert!(v.vcl().queues_read().is_empty(), "no worker, no queues to wait for");
     assert_eq!(v.vcl().violations(), 0, "VCL was called without a worker");
 }
+
+/// A forked child that execs (`libvls.so`'s exec interposers call
+/// `process_execs`) leaves every session it shares with its parent and
+/// unregisters its worker; if the exec fails its calls fail without
+/// reaching VCL, and at exit VCL forgets the workers. A vfork child (same
+/// memory, another pid) changes nothing.
+#[test]
+fn exec_leaves_shared_sessions_and_unregisters_the_worker() {
+    use crate::seam::ForkHooks;
+    let v = app(false);
+    let s = v.create(0, true);
+    v.before_fork();
+    let entry = v.pool.get(s).unwrap().shared.load(Ordering::Acquire);
+    let table = *v.forks.shared.get().unwrap();
+    // This thread goes on as the child.
+    v.after_fork_in_child();
+    let child = v.vcl().worker_index();
+    assert_ne!(child, INVALID, "the child has a worker");
+    assert_eq!(table.lock(entry).unwrap().n_subscribers(), 2, "parent and child hold it");
+
+    // A vfork child: not this state's process.
+    let pid = v.forks.pid.swap(1, Ordering::AcqRel);
+    v.process_execs();
+    assert_eq!(table.lock(entry).unwrap().n_subscribers(), 2, "a vfork child must change nothing");
+    assert!(v.vcl().unregistered_workers().is_empty());
+    v.forks.pid.store(pid, Ordering::Release);
+
+    v.process_execs();
+    assert_eq!(table.lock(entry).unwrap().n_subscribers(), 1, "the parent alone holds it");
+    assert_eq!(v.vcl().unregistered_workers(), vec![child], "the child's worker is gone");
+    assert_eq!(v.vcl().worker_index(), INVALID);
+    assert_eq!(v.vcl().violations(), 0, "VCL was called without a worker (exec)");
+    // The exec failed: the process goes on without VPP.
+    let mut buf = [0u8; 4];
+    assert_eq!(read(v, s, &mut buf), EBADFD);
+    assert_eq!(v.vcl().violations(), 0, "VCL was called without a worker (read)");
+    assert_eq!(v.create(0, true), INVALID_VLSH);
+    assert_eq!(v.vcl().violations(), 0, "VCL was called without a worker (create)");
+    assert_eq!(v.close(s), 0, "an orphan closes without VCL");
+    assert_eq!(v.vcl().violations(), 0, "VCL was called without a worker (calls)");
+    v.process_exiting();
+    assert!(v.vcl().workers_forgotten(), "VCL's exit handler would look up worker ~0");
+    assert_eq!(v.vcl().violations(), 0, "VCL was called without a worker");
+}

@@ -1,0 +1,128 @@
+//! The `exec` functions in front of libc's: the process leaves VPP first.
+//!
+//! A process that runs another program keeps none of its VCL state, and
+//! VCL's exit handler never runs for it. Nothing in LDP or VCL notices, so
+//! without these (and with the C layer):
+//! - a forked child that execs (`socat`'s `EXEC:` and `SYSTEM:`, a CGI or
+//!   inetd-style server) stays subscribed to every connection it inherited:
+//!   when its relatives close one, the last close is not the last, the
+//!   connection stays open in VPP and the peer waits for its end for ever;
+//! - its VCL worker stays taken in VCL's heap, which relatives share, when
+//!   its parent exits before it (nobody cleans up after it): enough such
+//!   forks and VCL has no worker left for the next child.
+//!
+//! Here each `exec` first calls [`crate::engine::Vls::process_execs`]
+//! (what exit does, plus freeing the worker), then libc's function. If the
+//! `exec` fails the process goes on without VPP: its sessions give
+//! `EBADFD`. A `vfork` child (which shares its parent's memory) is left
+//! alone, and so is `posix_spawn` (glibc's does not go through these
+//! names, and its child never had a worker).
+//!
+//! `libvls.so` exports them as `execve`, `execv`, `execvp`, `execvpe` and
+//! `fexecve` (aliases the build script adds to the cdylib only, as for
+//! `epoll_wait`); the variadic `execl`, `execlp` and `execle` are the C
+//! shim's (`vppsys_execl` and so on), which build the argument vector and
+//! call the vector forms above.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::panic::catch_unwind;
+use std::sync::atomic::AtomicPtr;
+
+use super::ldp_wait::{next_symbol, set_errno};
+use crate::process::vls_if_made;
+
+type Argv = *const *const c_char;
+
+/// Leaves VPP before the program is replaced (see the module).
+fn before_exec() {
+    if let Some(v) = vls_if_made() {
+        let _ = catch_unwind(|| v.process_execs());
+    }
+}
+
+/// libc's `name`, or `ENOSYS` when there is none.
+fn next<F>(cache: &'static AtomicPtr<c_void>, name: &'static [u8]) -> Option<F> {
+    let p = next_symbol(cache, name);
+    if p.is_null() {
+        set_errno(libc::ENOSYS);
+        return None;
+    }
+    // SAFETY: `F` is the C signature of `name` (each caller names its own).
+    Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
+/// `execve`, after leaving VPP.
+///
+/// # Safety
+/// As `execve(2)`.
+#[no_mangle]
+pub unsafe extern "C" fn vls_preload_execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int {
+    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    let Some(f) = next::<unsafe extern "C" fn(*const c_char, Argv, Argv) -> c_int>(&NEXT, b"execve\0") else {
+        return -1;
+    };
+    before_exec();
+    // SAFETY: forwarded contract.
+    unsafe { f(path, argv, envp) }
+}
+
+/// `execv`, after leaving VPP.
+///
+/// # Safety
+/// As `execv(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn vls_preload_execv(path: *const c_char, argv: Argv) -> c_int {
+    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    let Some(f) = next::<unsafe extern "C" fn(*const c_char, Argv) -> c_int>(&NEXT, b"execv\0") else {
+        return -1;
+    };
+    before_exec();
+    // SAFETY: forwarded contract.
+    unsafe { f(path, argv) }
+}
+
+/// `execvp`, after leaving VPP (once, before libc searches `PATH`).
+///
+/// # Safety
+/// As `execvp(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn vls_preload_execvp(file: *const c_char, argv: Argv) -> c_int {
+    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    let Some(f) = next::<unsafe extern "C" fn(*const c_char, Argv) -> c_int>(&NEXT, b"execvp\0") else {
+        return -1;
+    };
+    before_exec();
+    // SAFETY: forwarded contract.
+    unsafe { f(file, argv) }
+}
+
+/// `execvpe`, after leaving VPP.
+///
+/// # Safety
+/// As `execvpe(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn vls_preload_execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int {
+    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    let Some(f) = next::<unsafe extern "C" fn(*const c_char, Argv, Argv) -> c_int>(&NEXT, b"execvpe\0")
+    else {
+        return -1;
+    };
+    before_exec();
+    // SAFETY: forwarded contract.
+    unsafe { f(file, argv, envp) }
+}
+
+/// `fexecve`, after leaving VPP.
+///
+/// # Safety
+/// As `fexecve(3)`.
+#[no_mangle]
+pub unsafe extern "C" fn vls_preload_fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int {
+    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    let Some(f) = next::<unsafe extern "C" fn(c_int, Argv, Argv) -> c_int>(&NEXT, b"fexecve\0") else {
+        return -1;
+    };
+    before_exec();
+    // SAFETY: forwarded contract.
+    unsafe { f(fd, argv, envp) }
+}
