@@ -1836,16 +1836,8 @@ fn ldp_apache2_event_and_prefork_serve_through_the_stack() {
             let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
             format!("apache2 ({mpm}, {layer} layer):\n{}{}", read("apache2.err"), read("error.log"))
         };
-        let ab = |n: &str, c: &str| {
-            ab_under_ldp(
-                preload,
-                &cli_conf,
-                None,
-                &["-n", n, "-c", c, "-s", "5", &url],
-                Duration::from_secs(60),
-            )
-        };
-        until_one_is_answered(ab, log);
+        let ab = ab_at(preload, &cli_conf, &url, &[]);
+        until_one_is_answered(&ab, log);
         let (counts, text) = ab("2000", "8");
         eprintln!("ab -n 2000 -c 8 to apache2 ({mpm} MPM, {layer} layer):\n{text}");
         if layer == "C" {
@@ -1893,4 +1885,72 @@ fn write_apache2_conf(dir: &Path, mpm: &str, addr: std::net::Ipv4Addr, port: u16
     )
     .unwrap();
     conf
+}
+
+/// Event-loop runtimes under LDP, through VPP's stack: a Python asyncio
+/// HTTP server (its epoll selector) and a Node.js one (libuv), from
+/// `tests/programs/`, each serving 2000 `ab -c 8` requests with a new
+/// connection each and 2000 with keep-alive, every one answered, with the
+/// Rust layer. (With the C layer, tried by hand: the asyncio server stalls
+/// after some dozens of requests, and Node.js aborts on libuv's assertion
+/// that an endless `epoll_wait` never returns 0.)
+#[test]
+fn ldp_asyncio_and_node_servers_serve_through_the_stack() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
+    let servers = [
+        ("/usr/bin/python3", programs.join("asyncio_http.py"), 7495, "python3"),
+        ("/usr/bin/node", programs.join("node_http.js"), 7496, "nodejs"),
+    ];
+    for (program, _, _, package) in &servers {
+        assert!(Path::new(program).is_file(), "{program} is needed (Debian: apt-get install {package})");
+    }
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
+    let srv_conf = vpp.write_vcl_conf("server", &VclConf::in_namespace(&srv_ns)).unwrap();
+    let cli_conf = vpp.write_vcl_conf("ab", &VclConf::in_namespace(&cli_ns)).unwrap();
+    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    for (program, script, port, _) in servers {
+        let out = vpp.dir().join(format!("{port}.out"));
+        let _server = ProcessGroup::spawn(
+            under_ldp(&mut Command::new(program), &rust, &srv_conf)
+                .args([script.to_str().unwrap(), &port.to_string(), &srv_ns.addr.to_string()])
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(std::fs::File::create(out.with_extension("err")).unwrap()),
+        )
+        .expect("spawn the server");
+        let log = || {
+            let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+            format!("{program} {}:\n{}{}", script.display(), read(&out), read(&out.with_extension("err")))
+        };
+        let url = format!("http://{}:{port}/", srv_ns.addr);
+        until_one_is_answered(ab_at(&rust, &cli_conf, &url, &[]), log);
+        for keep_alive in [&[][..], &["-k"][..]] {
+            let (counts, text) = ab_at(&rust, &cli_conf, &url, keep_alive)("2000", "8");
+            eprintln!("ab {keep_alive:?} -n 2000 -c 8 to {program}:\n{text}");
+            assert_eq!(counts, Some((2000, 0, 0)), "every request answered ({keep_alive:?}); {}", log());
+        }
+    }
+}
+
+/// What one `ab` run gave: its counts ([`parse_ab`]) and its output.
+type AbRun = (Option<(u64, u64, u64)>, String);
+
+/// `ab -n <n> -c <c> -s 5 <extra> <url>` under LDP (`preload`, `conf`,
+/// at most 60 s), as a function of `n` and `c` (for
+/// [`until_one_is_answered`] and the runs after it).
+fn ab_at<'a>(
+    preload: &'a str,
+    conf: &'a Path,
+    url: &'a str,
+    extra: &'a [&'a str],
+) -> impl Fn(&str, &str) -> AbRun + 'a {
+    move |n, c| {
+        let mut args = vec!["-n", n, "-c", c, "-s", "5"];
+        args.extend_from_slice(extra);
+        args.push(url);
+        ab_under_ldp(preload, conf, None, &args, Duration::from_secs(60))
+    }
 }
