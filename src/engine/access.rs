@@ -23,6 +23,7 @@
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use super::locks::{self, OpKind, OpLocks};
@@ -181,6 +182,15 @@ impl<V: Vcl> Vls<V> {
             }
         };
         if listener {
+            // Connections VPP accepted just before it handled the update
+            // reach the old worker's queue after its answer: after a round
+            // trip through VPP they are there (see the module docs).
+            if !self.round_trip_through_vpp() {
+                tracing::warn!(
+                    vlsh,
+                    "no round trip through VPP after a listener's move: a connection may be late"
+                );
+            }
             // (Without this thread's gate: a request for the stub takes it
             // to send, and to answer others' requests while it waits.)
             self.take_listener_stub(owner, index, new_sh, vlsh);
@@ -189,6 +199,38 @@ impl<V: Vcl> Vls<V> {
         self.settle_epoll(locked.session, new_sh);
         tracing::debug!(vlsh, from = owner, to = me, how, "session moved to this thread's worker");
         Ok(new_sh)
+    }
+
+    /// Sends this worker a ping through VPP ([`Rpc::Ping`]) and handles
+    /// its queue until the ping is back (at most the RPC timeout): VPP has
+    /// then handled everything this worker asked before, and sent the app's
+    /// workers the events it had pending then. False if the ping did not
+    /// come back.
+    fn round_trip_through_vpp(&'static self) -> bool {
+        let me = self.vcl.worker_index();
+        let id = self.moves.pings_sent.fetch_add(1, Ordering::AcqRel) + 1;
+        let _inside = self.own_gate();
+        if self.vcl.send_rpc(me, &Rpc::Ping { id }.encode()) != 0 {
+            self.moves.pings_lost.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let deadline = Instant::now() + self.rpc_timeout();
+        let back = || {
+            let mut b = self.moves.pings_back.lock().unwrap_or_else(PoisonError::into_inner);
+            let found = b.iter().position(|&p| p == id).map(|i| b.swap_remove(i));
+            found.is_some()
+        };
+        loop {
+            self.vcl.flush_mq();
+            if back() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                self.moves.pings_lost.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
     }
 
     /// After listener `vlsh` moved here (as `new_sh`) from session `index`
@@ -762,6 +804,9 @@ impl<V: Vcl> RpcHandler for Vls<V> {
             }
             Some(Rpc::TakeStub { id, session_index }) => {
                 self.moves.rpcs.answer(id, || self.vcl.stub_take(me, session_index));
+            }
+            Some(Rpc::Ping { id }) => {
+                self.moves.pings_back.lock().unwrap_or_else(PoisonError::into_inner).push(id);
             }
             None => {}
         }

@@ -24,11 +24,16 @@
 //!   request). So do those VPP announces to the old worker until it has
 //!   handled the update: the listener leaves a *stub* there (a bare listen
 //!   session with its index and VPP handle) on which VCL queues them, and
-//!   once VPP has answered the mover takes the stub, with them, into the
+//!   once VPP has answered, and a ping the mover sends itself through VPP
+//!   has come back, the mover takes the stub, with them, into the
 //!   listener's accept queue (directly, handling the old worker's queue
 //!   first, or by RPC: VCL handles its queue in order, so the owner has
-//!   queued them on the stub before it handles the request). Without the
-//!   stub they were lost: nobody reads the queue of a `main` sitting in
+//!   queued them on the stub before it handles the request). The ping: VPP
+//!   answers the update at once, but announces a connection it accepted
+//!   just before through the old worker's pending events, which its
+//!   session-input node sends after the node that answered; the ping
+//!   comes back through that node in a later round, after them. Without
+//!   the stub they were lost: nobody reads the queue of a `main` sitting in
 //!   `pthread_join`, and VCL drops an accept for a listener it does not
 //!   know. They stay the old worker's in VPP: accepting one hands it to
 //!   the new worker with a worker update while that is safe (through VPP's
@@ -419,6 +424,12 @@ pub enum Rpc {
         /// The stub, on the destination worker.
         session_index: u32,
     },
+    /// A round trip through VPP: the destination (the sender itself)
+    /// records `id` as back (see [`Moves::pings_back`]).
+    Ping {
+        /// Ping id (ids are never reused).
+        id: u64,
+    },
 }
 
 /// Marks a VLS RPC ("VLSR"), so a stray payload is ignored.
@@ -426,6 +437,7 @@ const MAGIC: u32 = 0x564c_5352;
 const KIND_MOVE: u32 = 1;
 const KIND_CLOSE: u32 = 2;
 const KIND_TAKE_STUB: u32 = 3;
+const KIND_PING: u32 = 4;
 
 impl Rpc {
     /// Encoded length.
@@ -437,6 +449,7 @@ impl Rpc {
             Rpc::Move { id, session_index } => (KIND_MOVE, id, session_index),
             Rpc::Close { session_index } => (KIND_CLOSE, 0, session_index),
             Rpc::TakeStub { id, session_index } => (KIND_TAKE_STUB, id, session_index),
+            Rpc::Ping { id } => (KIND_PING, id, 0),
         };
         let mut b = [0u8; Self::LEN];
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
@@ -458,6 +471,7 @@ impl Rpc {
             KIND_MOVE => Some(Rpc::Move { id, session_index }),
             KIND_CLOSE => Some(Rpc::Close { session_index }),
             KIND_TAKE_STUB => Some(Rpc::TakeStub { id, session_index }),
+            KIND_PING => Some(Rpc::Ping { id }),
             _ => None,
         }
     }
@@ -529,6 +543,13 @@ pub(super) struct Moves<M> {
     pub rpc_timeout_ms: AtomicU64,
     /// Epoll members living away from their set's worker.
     pub away: Away,
+    /// The last ping id given out (see [`Rpc::Ping`]).
+    pub pings_sent: AtomicU64,
+    /// Pings that did not come back in time.
+    pub pings_lost: AtomicU64,
+    /// Pings that came back and whose sender has not looked yet (each
+    /// thread pings its own worker; several may wait at once).
+    pub pings_back: Mutex<Vec<u64>>,
 }
 
 impl<M> Default for Moves<M> {
@@ -539,6 +560,9 @@ impl<M> Default for Moves<M> {
             direct_moves: AtomicBool::new(true),
             rpc_timeout_ms: AtomicU64::new(RPC_TIMEOUT.as_millis() as u64),
             away: Away::default(),
+            pings_sent: AtomicU64::new(0),
+            pings_lost: AtomicU64::new(0),
+            pings_back: Mutex::new(Vec::new()),
         }
     }
 }
@@ -553,6 +577,7 @@ mod tests {
             Rpc::Move { id: 0x1122_3344_5566_7788, session_index: 42 },
             Rpc::Close { session_index: 7 },
             Rpc::TakeStub { id: 9, session_index: 3 },
+            Rpc::Ping { id: 11 },
         ] {
             let mut padded = [0u8; 64];
             padded[..Rpc::LEN].copy_from_slice(&m.encode());

@@ -462,6 +462,11 @@ fn connections_announced_to_a_moved_listeners_old_worker_are_accepted_on_the_new
     assert!(moved, "the listener moved");
     assert!(s >= 0, "the connection queued on the stub was accepted: {s}");
     assert_eq!(v.vcl().stubs(), (0, 0), "the stub is gone");
+    // Before the stub was taken, a ping went round to the mover's worker
+    // and came back.
+    assert_eq!(v.moves.pings_sent.load(Ordering::SeqCst), 1, "one round trip for one listener move");
+    assert_eq!(v.moves.pings_lost.load(Ordering::SeqCst), 0, "the ping came back");
+    assert!(v.moves.pings_back.lock().unwrap().is_empty(), "the ping came back and was taken");
     assert_eq!(write(v, c, b"hi"), 2);
     let mut buf = [0u8; 4];
     assert_eq!(read(v, s, &mut buf), 2);
