@@ -55,6 +55,26 @@ static RPC_HANDLER: OnceLock<&'static dyn RpcHandler> = OnceLock::new();
 /// Size of the payload of VCL's worker RPC message (`data[64]`).
 const RPC_PAYLOAD: usize = 64;
 
+/// `VPPCOM_ATTR_GET_ERROR` of `sh`: the socket's pending error (see
+/// `vppsys_session_socket_error`) as an `int` in `buf`.
+///
+/// # Safety
+/// `len` null or valid; `buf` valid for `*len` bytes.
+unsafe fn socket_error(sh: Sh, buf: *mut c_void, len: *mut u32) -> i32 {
+    // SAFETY: checked for null; the caller's contract for the rest.
+    if buf.is_null() || len.is_null() || unsafe { *len } < std::mem::size_of::<i32>() as u32 {
+        return -libc::EINVAL;
+    }
+    // SAFETY: looks up `sh` on the calling thread's worker.
+    let e = unsafe { sys::vppsys_session_socket_error(sh) };
+    // SAFETY: `buf` holds at least an `int` (checked above).
+    unsafe {
+        std::ptr::write_unaligned(buf.cast::<i32>(), e);
+        *len = std::mem::size_of::<i32>() as u32;
+    }
+    0
+}
+
 unsafe extern "C" fn rpc_trampoline(args: *mut c_void) {
     if args.is_null() {
         return;
@@ -221,6 +241,12 @@ impl seam::Vcl for RealVcl {
         unsafe { sys::vppcom_session_sendto(sh, buf, n as u32, flags, ep.cast()) }
     }
     unsafe fn attr(&self, sh: Sh, op: u32, buf: *mut c_void, len: *mut u32) -> i32 {
+        if op == sys::VPPCOM_ATTR_GET_ERROR {
+            // VCL's answer is always 0: the error of a failed connect or a
+            // reset, as the kernel's SO_ERROR (see the shim).
+            // SAFETY: caller's contract (valid `len`, `buf` of `*len` bytes).
+            return unsafe { socket_error(sh, buf, len) };
+        }
         // SAFETY: caller's contract.
         unsafe { sys::vppcom_session_attr(sh, op, buf, len) }
     }

@@ -1954,3 +1954,38 @@ fn ab_at<'a>(
         ab_under_ldp(preload, conf, None, &args, Duration::from_secs(60))
     }
 }
+
+/// A connect without blocking to a port nobody listens on, through VPP's
+/// stack (VPP's TCP gets a reset), checked as programs check it
+/// (`tests/programs/so_error.py`: writable, then `getsockopt(SO_ERROR)`):
+/// `ECONNREFUSED`, as from the kernel. VCL's `VPPCOM_ATTR_GET_ERROR`, which
+/// LDP's `SO_ERROR` asks, always says 0 (with the C layer the script
+/// prints `SO_ERROR 0`): the program took the refused connection for an
+/// established one.
+#[test]
+fn ldp_so_error_reports_a_refused_connect() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(
+        Path::new("/usr/bin/python3").is_file(),
+        "/usr/bin/python3 is needed (Debian: apt-get install python3)"
+    );
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
+    let cli_conf = vpp.write_vcl_conf("client", &VclConf::in_namespace(&cli_ns)).unwrap();
+    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/so_error.py");
+    let child = under_ldp(&mut Command::new("/usr/bin/python3"), &rust, &cli_conf)
+        .args([script.to_str().unwrap(), &srv_ns.addr.to_string(), "7497"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let out = wait_output_with_timeout(child, Duration::from_secs(30)).unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("SO_ERROR 111 ECONNREFUSED"),
+        "a refused connect is reported as the kernel does:\n{text}"
+    );
+}

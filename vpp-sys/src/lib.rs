@@ -206,6 +206,9 @@ extern "C" {
     /// listener that has some), and dropping the events VCL postponed for
     /// the session (VCL frees it while they wait, then dereferences it).
     pub fn vppsys_session_close(sh: u32) -> libc::c_int;
+    /// What `getsockopt(SO_ERROR)` gives for session `sh` of the current
+    /// worker (a positive errno: a failed connect, a reset), or 0.
+    pub fn vppsys_session_socket_error(sh: u32) -> libc::c_int;
     /// `vppcom_session_listen`, refused (`EINVAL`, or the earlier
     /// request's error) without a request to VPP for a session that has
     /// connected or is connecting, or whose earlier listen failed: VCL

@@ -1318,6 +1318,43 @@ vppsys_forget_postponed_events (uint32_t sh)
   s->flags &= ~VCL_SESSION_F_PENDING_DISCONNECT;
 }
 
+/*
+ * What a kernel socket reports with getsockopt(SO_ERROR) for session sh,
+ * as a positive errno, or 0: for a connect that failed (VCL marks the
+ * session DETACHED and keeps VPP's reason), and for a connection the peer
+ * reset. VCL's VPPCOM_ATTR_GET_ERROR, which LDP's SO_ERROR asks, always
+ * says 0 (25.10 to 26.10), so a program that connects without blocking and
+ * checks SO_ERROR once the socket is writable (nginx, curl, libuv, Python's
+ * asyncio) took a refused connection for an established one. Unlike the
+ * kernel's, the error is not cleared by reading it.
+ */
+int
+vppsys_session_socket_error (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+
+  if (!s)
+    return 0;
+  if (s->session_state == VCL_STATE_DISCONNECT)
+    return ECONNRESET;
+  if (s->session_state != VCL_STATE_DETACHED || s->vpp_error == SESSION_E_NONE)
+    return 0;
+  switch (s->vpp_error)
+    {
+    case SESSION_E_TIMEDOUT:
+      return ETIMEDOUT;
+    case SESSION_E_NOROUTE:
+      return ENETUNREACH;
+    case SESSION_E_PORTINUSE:
+      return EADDRINUSE;
+    case SESSION_E_NOPORT:
+      return EADDRNOTAVAIL;
+    default:
+      /* refused, nobody listening, and VPP's other reasons */
+      return ECONNREFUSED;
+    }
+}
+
 /* vppcom_session_close, safe for a listener with connections waiting and
  * for a session with postponed events. */
 int
