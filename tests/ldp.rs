@@ -1989,3 +1989,76 @@ fn ldp_so_error_reports_a_refused_connect() {
         "a refused connect is reported as the kernel does:\n{text}"
     );
 }
+
+/// Debian's apache2 (event MPM) under LDP through VPP's stack sends a
+/// 48 MiB file to `curl` (under LDP too) six times, each whole, the same
+/// bytes, within 6 s (about 1 s here). A worker thread that cannot finish a response hands
+/// it to the listener thread's epoll set with `EPOLLOUT`; by then the
+/// socket is writable, and VCL queued that event for the worker's next
+/// wait while the listener slept in the kernel until VPP's next message:
+/// transfers stalled for seconds, or past curl's limit, now and then.
+#[test]
+fn ldp_apache2_sends_a_large_file_without_stalls() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for program in ["/usr/sbin/apache2", "/usr/bin/curl"] {
+        assert!(Path::new(program).is_file(), "{program} is needed (Debian: apt-get install apache2 curl)");
+    }
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
+    let srv_conf = vpp.write_vcl_conf("apache2", &VclConf::in_namespace(&srv_ns)).unwrap();
+    let cli_conf = vpp.write_vcl_conf("curl", &VclConf::in_namespace(&cli_ns)).unwrap();
+    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let dir = vpp.dir().join("apache2");
+    let port = 7491;
+    let conf = write_apache2_conf(&dir, "event", srv_ns.addr, port);
+    // 48 MiB that no run of equal bytes could hide a loss in.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..48 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("www/big.bin"), &big).unwrap();
+    let _apache = ProcessGroup::spawn(
+        under_ldp(&mut Command::new("/usr/sbin/apache2"), &rust, &srv_conf)
+            .args(["-f", conf.to_str().unwrap(), "-DFOREGROUND"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.join("apache2.out")).unwrap())
+            .stderr(std::fs::File::create(dir.join("apache2.err")).unwrap()),
+    )
+    .expect("spawn apache2");
+    let url = format!("http://{}:{port}/index.html", srv_ns.addr);
+    let log = || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    until_one_is_answered(ab_at(&rust, &cli_conf, &url, &[]), log);
+    let url = format!("http://{}:{port}/big.bin", srv_ns.addr);
+    let got = dir.join("got.bin");
+    for i in 0..6 {
+        let _ = std::fs::remove_file(&got);
+        let curl = under_ldp(&mut Command::new("/usr/bin/curl"), &rust, &cli_conf)
+            .args([
+                "-s",
+                "-m",
+                "6",
+                "-o",
+                got.to_str().unwrap(),
+                "-w",
+                "%{http_code} %{size_download} %{time_total}",
+                &url,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn curl");
+        let out = wait_output_with_timeout(curl, Duration::from_secs(30)).unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        eprintln!("download {i}: {said}");
+        assert!(out.status.success(), "download {i} within 6 s (curl: {said}, {}); {}", out.status, log());
+        let data = std::fs::read(&got).unwrap_or_default();
+        assert!(data == big, "download {i}: {} bytes, not the file's {} ({said})", data.len(), big.len());
+    }
+}
