@@ -528,6 +528,10 @@ impl seam::Vcl for RealVcl {
         // SAFETY: as kept_state; the session is the calling worker's.
         unsafe { sys::vppsys_kept_end(sh, close_vpp as i32) }
     }
+    fn kept_forget(&self, sh: Sh) -> i32 {
+        // SAFETY: as kept_state; the session is the calling worker's.
+        unsafe { sys::vppsys_kept_end(sh, 2) }
+    }
 }
 
 /// The `n` entries at `vp` (none if `vp` is null).

@@ -321,6 +321,13 @@ pub trait Vcl: Send + Sync + 'static {
         let _ = (sh, close_vpp);
         0
     }
+    /// Ends a kept copy a relative closed in VPP: the record goes once VPP
+    /// is done with it, and nothing is sent to VPP (a second close could
+    /// reach another connection, as VPP reuses a freed session's handle).
+    fn kept_forget(&self, sh: Sh) -> i32 {
+        let _ = sh;
+        0
+    }
 }
 
 /// [`Vcl::unshare`] kept the copy as VPP's owner: VPP cannot hand the

@@ -91,6 +91,16 @@ struct SharedEntry {
     session_index: AtomicU32,
     subscribers: WorkerBits,
     listeners: WorkerBits,
+    /// The worker that left the connection but stays VPP's owner of it (a
+    /// kept copy, see `fork_hooks::Kept`), or `NONE`. While set, the last
+    /// subscriber's leave does not free the entry: the keeper frees it.
+    keeper: AtomicU32,
+    /// The last subscriber closed the connection in VPP (1), so the keeper
+    /// must not: VPP may have given its handle to a new connection by then,
+    /// and a second close would close that one (found closing a forking
+    /// server's listener: VCL maps a connection not accepted yet to its
+    /// listener, and its cleanup then marks the listener gone).
+    closed_in_vpp: AtomicU32,
 }
 
 /// The process running a worker.
@@ -162,6 +172,8 @@ impl SharedTable {
                 g.e.session_index.store(session_index, Ordering::Relaxed);
                 g.e.subscribers.clear();
                 g.e.listeners.clear();
+                g.e.keeper.store(NONE, Ordering::Relaxed);
+                g.e.closed_in_vpp.store(0, Ordering::Relaxed);
                 g.e.subscribers.set(owner, true);
                 return Some(i as u32);
             }
@@ -329,10 +341,30 @@ impl<'a> EntryGuard<'a> {
     /// unlocks it.
     pub fn leave(self, w: u32) -> Unsubscribed {
         let what = self.unsubscribe(w);
-        if what == Unsubscribed::Last {
+        if what == Unsubscribed::Last && self.keeper() == NONE {
             self.free();
         }
         what
+    }
+
+    /// The worker keeping the connection as VPP's owner, or `NONE`.
+    pub fn keeper(&self) -> u32 {
+        self.e.keeper.load(Ordering::Relaxed)
+    }
+
+    /// Worker `w` left the connection but stays VPP's owner of it.
+    pub fn set_keeper(&self, w: u32) {
+        self.e.keeper.store(w, Ordering::Relaxed);
+    }
+
+    /// The last subscriber closed the connection in VPP.
+    pub fn set_closed_in_vpp(&self) {
+        self.e.closed_in_vpp.store(1, Ordering::Relaxed);
+    }
+
+    /// Did the last subscriber close the connection in VPP?
+    pub fn closed_in_vpp(&self) -> bool {
+        self.e.closed_in_vpp.load(Ordering::Relaxed) != 0
     }
     /// Workers holding a copy.
     pub fn n_subscribers(&self) -> u32 {
@@ -355,6 +387,8 @@ impl<'a> EntryGuard<'a> {
     pub fn free(self) {
         self.e.subscribers.clear();
         self.e.listeners.clear();
+        self.e.keeper.store(NONE, Ordering::Relaxed);
+        self.e.closed_in_vpp.store(0, Ordering::Relaxed);
         self.e.owner.store(NONE, Ordering::Relaxed);
         self.e.in_use.store(0, Ordering::Release);
     }
@@ -614,6 +648,37 @@ mod tests {
         assert!(t.lock(i).is_none(), "freed entries cannot be locked");
         assert_eq!(t.in_use(), 0, "nothing leaks");
         assert_eq!(t.alloc(1, 8), Some((i + 1) % MAX_SHARED as u32), "allocation moves on");
+    }
+
+    /// A connection kept by the worker that left it (it stays VPP's
+    /// owner): the last relative's leave does not free the entry, so the
+    /// keeper still learns whether that relative closed the connection in
+    /// VPP (then the keeper must not close it again) or left without (it
+    /// died: the keeper closes it); the keeper frees the entry. Without a
+    /// keeper the last leave frees it, as before.
+    #[test]
+    fn a_kept_entry_outlives_the_last_relative_and_says_how_it_left() {
+        let t = SharedTable::map().unwrap();
+        for closed in [true, false] {
+            let i = t.alloc(0, 9).unwrap();
+            t.lock(i).unwrap().subscribe(4);
+            assert_eq!(t.lock(i).unwrap().leave(0), Unsubscribed::NewOwner(4));
+            t.lock(i).unwrap().set_keeper(0);
+            assert_eq!(t.lock(i).unwrap().leave(4), Unsubscribed::Last);
+            let g = t.lock(i).expect("the keeper's entry outlives the last relative");
+            if closed {
+                g.set_closed_in_vpp();
+            }
+            assert_eq!((g.keeper(), g.n_subscribers(), g.closed_in_vpp()), (0, 0, closed));
+            g.free();
+            assert!(t.lock(i).is_none());
+        }
+        let i = t.alloc(0, 9).unwrap();
+        assert_eq!(t.lock(i).unwrap().keeper(), NONE, "a new entry has no keeper");
+        assert!(!t.lock(i).unwrap().closed_in_vpp());
+        assert_eq!(t.lock(i).unwrap().leave(0), Unsubscribed::Last);
+        assert!(t.lock(i).is_none(), "without a keeper the last leave frees the entry");
+        assert_eq!(t.in_use(), 0, "nothing leaks");
     }
 
     #[test]

@@ -28,10 +28,11 @@
 //!   its copy as VPP's owner, hidden from the application ([`Kept`]): the
 //!   others are FIFO subscribers, whom VPP tells of the peer's close or
 //!   reset but not of data or space, so their waits look at such copies
-//!   themselves ([`Watched`]); the keeper closes the connection in VPP
-//!   once no process holds it. When the keeper exits such a connection is
-//!   not handed over either: VPP cleans up after the exiting worker, which
-//!   owns it.
+//!   themselves ([`Watched`]); the last relative to close it closes it in
+//!   VPP, and the keeper closes it only if that relative died instead (a
+//!   second close could reach another connection). When the keeper exits
+//!   such a connection is not handed over either: VPP cleans up after the
+//!   exiting worker, which owns it.
 //! - An exited child: its worker is queued by the SIGCHLD handler; the next
 //!   `epoll_wait`/`select`/`poll`, fork or the exit unsubscribes the child from
 //!   its sessions and frees its copies (acting as the child's worker, in
@@ -104,13 +105,24 @@ impl Forks {
 /// safely ([`UNSHARE_KEPT`]). The relatives holding it (the shared entry's
 /// subscribers) are subscribers of its FIFOs, so VPP tells them of data,
 /// space and the peer's close or reset as well as this copy. The copy goes
-/// once VPP is done with it, and the connection is closed in VPP once no
-/// relative holds it.
+/// once VPP is done with it. This process registers as the entry's keeper:
+/// the last relative to leave then does not free the entry but says on it
+/// whether it closed the connection in VPP. If it did, the keeper only
+/// waits for VPP's cleanup: a second close could reach another connection,
+/// as VPP gives a freed session's handle to the next one (seen: it closed
+/// a connection not accepted yet, which VCL maps to its listener, and VCL
+/// then took the forking server's listener for gone). If the last relative
+/// died without closing it, the keeper closes it in VPP.
 pub(super) struct Kept {
     /// The copy, on this process's worker.
     sh: Sh,
     /// Its shared entry (valid while it names the same session index).
     entry: u32,
+    /// This process is the entry's keeper: the entry stays until this
+    /// process frees it, and says whether the last relative closed the
+    /// connection in VPP. False if the relatives had all left before it
+    /// could register (the last one closed it in VPP then).
+    registered: bool,
 }
 
 /// Set once the process is exiting: thread-local state (the log
@@ -440,6 +452,14 @@ impl<V: Vcl> Vls<V> {
             self.keep_owner_copy(sh, entry);
             return Some((0, None));
         }
+        if what == Unsubscribed::Last && rv == 0 {
+            // Closed in VPP (unless a listener copy): a relative keeping
+            // the connection must not close it again (see `Kept`).
+            if let Some(g) = table.lock(entry).filter(|g| g.session_index() == index && g.keeper() != INVALID)
+            {
+                g.set_closed_in_vpp();
+            }
+        }
         Some((rv, handover))
     }
 
@@ -739,8 +759,16 @@ impl<V: Vcl> Vls<V> {
                 "connection left to relatives stays this process's in VPP (its FIFOs cannot be handed over)"
             );
         }
+        let (me, index) = sh_parts(sh);
+        let registered = self.forks.shared.get().and_then(|t| t.lock(entry)).is_some_and(|g| {
+            let ours = g.session_index() == index && g.n_subscribers() > 0;
+            if ours {
+                g.set_keeper(me);
+            }
+            ours
+        });
         let mut kept = self.forks.kept.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.push(Kept { sh, entry });
+        kept.push(Kept { sh, entry, registered });
         self.forks.keeping.store(true, Ordering::Release);
     }
 
@@ -766,25 +794,48 @@ impl<V: Vcl> Vls<V> {
         let _g = self.op_locks(super::OpKind::MessageQueue, None);
         let mut kept = self.forks.kept.lock().unwrap_or_else(PoisonError::into_inner);
         kept.retain(|k| {
+            let (me, index) = sh_parts(k.sh);
+            let registered = k.registered;
+            // This process's entry (registered as keeper: only it frees it).
+            let entry = || table_entry_kept_by(Some(table), k.entry, index, me).filter(|_| registered);
             if self.vcl.kept_state(k.sh) == KeptState::Gone {
                 // VPP is done with it: only the record is left.
+                if let Some(g) = entry() {
+                    if g.n_subscribers() == 0 {
+                        g.free();
+                    } else {
+                        g.set_keeper(INVALID);
+                    }
+                }
                 self.vcl.kept_end(k.sh, false);
                 return false;
             }
-            let index = sh_parts(k.sh).1;
-            let held =
-                table.lock(k.entry).is_some_and(|g| g.session_index() == index && g.n_subscribers() > 0);
-            if !held {
-                // The last relative closed its copy or died: close it in
-                // VPP (again, if that relative did; VPP ignores the second
-                // close); VCL frees the copy when VPP confirms.
-                if may_log() {
-                    tracing::debug!(sh = k.sh, "kept connection no longer held by a relative: closed");
-                }
-                self.vcl.kept_end(k.sh, true);
+            let (held, closed_by_relative) = match entry() {
+                Some(g) => (g.n_subscribers() > 0, g.closed_in_vpp()),
+                // Not (or no longer) registered: the relatives had left,
+                // the last one closing it in VPP.
+                None => (false, true),
+            };
+            if held {
+                return true;
+            }
+            if let Some(g) = entry() {
+                g.free();
+            }
+            if closed_by_relative {
+                // The last relative closed it in VPP: only the record goes.
+                // Closing it again could close another connection: VPP
+                // gives a freed handle to the next.
+                self.vcl.kept_forget(k.sh);
                 return false;
             }
-            true
+            // The last relative died without closing it: close it in VPP;
+            // VCL frees the copy when VPP confirms.
+            if may_log() {
+                tracing::debug!(sh = k.sh, "kept connection no longer held by a relative: closed");
+            }
+            self.vcl.kept_end(k.sh, true);
+            false
         });
         self.forks.keeping.store(!kept.is_empty(), Ordering::Release);
     }
@@ -836,7 +887,33 @@ impl<V: Vcl> Vls<V> {
                 self.wait_for_handovers(&handovers);
             }
         }
+        // Connections kept for relatives go with this worker in VPP: their
+        // entries are the relatives' again (the last one frees it).
+        let me = self.vcl.worker_index();
+        let kept = std::mem::take(&mut *self.forks.kept.lock().unwrap_or_else(PoisonError::into_inner));
+        self.forks.keeping.store(false, Ordering::Release);
+        for k in kept.iter().filter(|k| k.registered) {
+            let index = sh_parts(k.sh).1;
+            if let Some(g) = table_entry_kept_by(self.forks.shared.get(), k.entry, index, me) {
+                if g.n_subscribers() == 0 {
+                    g.free();
+                } else {
+                    g.set_keeper(INVALID);
+                }
+            }
+        }
     }
+}
+
+/// Entry `entry` of `table`, if it still names session `index` and worker
+/// `me` keeps it (see [`Kept`]).
+fn table_entry_kept_by(
+    table: Option<&SharedTable>,
+    entry: u32,
+    index: u32,
+    me: u32,
+) -> Option<fork::EntryGuard<'static>> {
+    table?.lock(entry).filter(|g| g.session_index() == index && g.keeper() == me)
 }
 
 /// See [`Vls::after_wait`].

@@ -252,7 +252,7 @@ extern "C" {
     /// closed, 2 reset, 3 gone; its VPP handle into `vpp_handle`.
     pub fn vppsys_kept_state(sh: u32, vpp_handle: *mut u64) -> libc::c_int;
     /// Ends a kept copy (`close_vpp` 1: closes the connection in VPP too).
-    pub fn vppsys_kept_end(sh: u32, close_vpp: libc::c_int) -> libc::c_int;
+    pub fn vppsys_kept_end(sh: u32, how: libc::c_int) -> libc::c_int;
 }
 
 /// [`vppsys_listener_state`]: not a listener.

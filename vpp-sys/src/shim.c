@@ -1480,22 +1480,33 @@ vppsys_kept_state (uint32_t sh, uint64_t *vpp_handle)
     }
 }
 
-/* Ends a kept copy: with close_vpp, closes the connection in VPP too (no
- * process uses it any more); else only frees the record (VPP is done with
- * it). */
+/* Ends a kept copy. how 1: closes the connection in VPP too (no process
+ * uses it any more); 0: only frees the record once VPP is done with it
+ * (EAGAIN before); 2: a relative closed the connection in VPP: the record
+ * is marked closed by the app, which VCL's own close does after sending
+ * its disconnect, so that VCL frees it on VPP's cleanup notice (its late
+ * events still find it), but nothing is sent: a second close could reach
+ * another connection, as VPP gives a freed session's handle to the next. */
 int
-vppsys_kept_end (uint32_t sh, int close_vpp)
+vppsys_kept_end (uint32_t sh, int how)
 {
   vcl_worker_t *wrk = vcl_worker_get_current ();
   vcl_session_t *s = vppsys_current_session (sh);
 
   if (!s)
     return VPPCOM_EBADFD;
-  if (close_vpp)
+  if (how == 1)
     return vppsys_session_close (sh);
-  if (s->session_state == VCL_STATE_READY ||
+  if (how == 2 && s->session_state != VCL_STATE_DETACHED &&
+      s->vpp_handle != SESSION_INVALID_HANDLE)
+    {
+      vppsys_forget_postponed_events (sh);
+      s->session_state = VCL_STATE_CLOSED;
+      return 0;
+    }
+  if (how == 0 && (s->session_state == VCL_STATE_READY ||
       s->session_state == VCL_STATE_VPP_CLOSING ||
-      s->session_state == VCL_STATE_DISCONNECT)
+      s->session_state == VCL_STATE_DISCONNECT))
     {
       /* VPP still has it: leave it to VPP's notices. */
       return VPPCOM_EAGAIN;
