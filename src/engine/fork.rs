@@ -92,7 +92,7 @@ struct SharedEntry {
     subscribers: WorkerBits,
     listeners: WorkerBits,
     /// The worker that left the connection but stays VPP's owner of it (a
-    /// kept copy, see `fork_hooks::Kept`), or `NONE`. While set, the last
+    /// kept copy, see `kept::Kept`), or `NONE`. While set, the last
     /// subscriber's leave does not free the entry: the keeper frees it.
     keeper: AtomicU32,
     /// The last subscriber closed the connection in VPP (1), so the keeper

@@ -35,8 +35,10 @@ pub mod demux;
 pub(crate) mod double;
 pub mod fork;
 mod fork_hooks;
+mod kept;
 pub mod locks;
 pub mod migrate;
+mod moving;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod ops;
 pub mod pool;

@@ -8,7 +8,7 @@
 use std::ffi::{c_ulong, c_void};
 
 use super::access::WorkerLocks;
-use super::fork_hooks::AfterWait;
+use super::kept::AfterWait;
 use super::locks::OpKind;
 use super::{clear_bits, copy_bits, count_set_bits, keep_bits, Vls, EBADFD};
 use crate::seam::Vcl;
