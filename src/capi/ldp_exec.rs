@@ -51,78 +51,30 @@ fn next<F>(cache: &'static AtomicPtr<c_void>, name: &'static [u8]) -> Option<F> 
     Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
 }
 
-/// `execve`, after leaving VPP.
-///
-/// # Safety
-/// As `execve(2)`.
-#[no_mangle]
-pub unsafe extern "C" fn vls_preload_execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    let Some(f) = next::<unsafe extern "C" fn(*const c_char, Argv, Argv) -> c_int>(&NEXT, b"execve\0") else {
-        return -1;
+/// Defines `vls_preload_<name>`: leaves VPP, then calls libc's `<name>`
+/// with the same arguments (`-1` and `ENOSYS` if libc has none).
+macro_rules! exec_interposer {
+    ($name:ident, $export:ident, $manual:literal, ($($arg:ident: $ty:ty),*)) => {
+        #[doc = concat!("`", stringify!($name), "`, after leaving VPP.")]
+        ///
+        /// # Safety
+        #[doc = concat!("As `", stringify!($name), "(", $manual, ")`.")]
+        #[no_mangle]
+        pub unsafe extern "C" fn $export($($arg: $ty),*) -> c_int {
+            static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+            let name = concat!(stringify!($name), "\0").as_bytes();
+            let Some(f) = next::<unsafe extern "C" fn($($ty),*) -> c_int>(&NEXT, name) else {
+                return -1;
+            };
+            before_exec();
+            // SAFETY: forwarded contract.
+            unsafe { f($($arg),*) }
+        }
     };
-    before_exec();
-    // SAFETY: forwarded contract.
-    unsafe { f(path, argv, envp) }
 }
 
-/// `execv`, after leaving VPP.
-///
-/// # Safety
-/// As `execv(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn vls_preload_execv(path: *const c_char, argv: Argv) -> c_int {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    let Some(f) = next::<unsafe extern "C" fn(*const c_char, Argv) -> c_int>(&NEXT, b"execv\0") else {
-        return -1;
-    };
-    before_exec();
-    // SAFETY: forwarded contract.
-    unsafe { f(path, argv) }
-}
-
-/// `execvp`, after leaving VPP (once, before libc searches `PATH`).
-///
-/// # Safety
-/// As `execvp(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn vls_preload_execvp(file: *const c_char, argv: Argv) -> c_int {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    let Some(f) = next::<unsafe extern "C" fn(*const c_char, Argv) -> c_int>(&NEXT, b"execvp\0") else {
-        return -1;
-    };
-    before_exec();
-    // SAFETY: forwarded contract.
-    unsafe { f(file, argv) }
-}
-
-/// `execvpe`, after leaving VPP.
-///
-/// # Safety
-/// As `execvpe(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn vls_preload_execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    let Some(f) = next::<unsafe extern "C" fn(*const c_char, Argv, Argv) -> c_int>(&NEXT, b"execvpe\0")
-    else {
-        return -1;
-    };
-    before_exec();
-    // SAFETY: forwarded contract.
-    unsafe { f(file, argv, envp) }
-}
-
-/// `fexecve`, after leaving VPP.
-///
-/// # Safety
-/// As `fexecve(3)`.
-#[no_mangle]
-pub unsafe extern "C" fn vls_preload_fexecve(fd: c_int, argv: Argv, envp: Argv) -> c_int {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    let Some(f) = next::<unsafe extern "C" fn(c_int, Argv, Argv) -> c_int>(&NEXT, b"fexecve\0") else {
-        return -1;
-    };
-    before_exec();
-    // SAFETY: forwarded contract.
-    unsafe { f(fd, argv, envp) }
-}
+exec_interposer!(execve, vls_preload_execve, "2", (path: *const c_char, argv: Argv, envp: Argv));
+exec_interposer!(execv, vls_preload_execv, "3", (path: *const c_char, argv: Argv));
+exec_interposer!(execvp, vls_preload_execvp, "3", (file: *const c_char, argv: Argv));
+exec_interposer!(execvpe, vls_preload_execvpe, "3", (file: *const c_char, argv: Argv, envp: Argv));
+exec_interposer!(fexecve, vls_preload_fexecve, "3", (fd: c_int, argv: Argv, envp: Argv));
