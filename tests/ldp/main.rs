@@ -1,0 +1,141 @@
+//! Drop-in under LDP: unmodified programs run over VPP with
+//! `LD_PRELOAD=libvls.so:libvcl_ldpreload.so`, the Rust layer taking the
+//! place of libvppcom's own `vls_*` functions.
+//!
+//! One module per kind of program: `iperf` and `nginx` (throughput and
+//! process models), `pipeline` (the project's own `ldp_pipeline` example,
+//! for scenarios no packaged program produces on demand), `programs`
+//! (other servers from Debian's packages) and `abi` (what `libvls.so`
+//! exports). This file holds what they share.
+//!
+//! Needs Debian's packages named in the README (each test says which one it
+//! misses). The tests build the release `libvls.so` themselves
+//! (`cargo build --release --features vpp --lib`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use vpp_harness::{
+    under_ldp, wait_output_with_timeout, AppNamespace, Nginx, Preloads, ProcessGroup, VclConf, VppInstance,
+    VppOptions, Wrk, WrkResult,
+};
+
+/// The LDP tests measure throughput: they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+mod abi;
+mod iperf;
+mod nginx;
+mod pipeline;
+mod programs;
+
+/// Builds the release cdylib and returns its path.
+fn libvls() -> PathBuf {
+    let target = common::cargo_build(&["--release", "--features", common::features(), "--lib"]);
+    let so = target.join("release/libvls.so");
+    assert!(so.is_file(), "{} missing", so.display());
+    so
+}
+
+/// The count of `name` calls in the layer's exit statistics
+/// (`VLS_RS_STATS=1`) printed on `stderr`; 0 if absent.
+fn calls(stderr: &str, name: &str) -> u64 {
+    stderr
+        .lines()
+        .find(|l| l.starts_with("vls-rs: calls:"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the process is alive");
+    // Fields after the command name (which may hold spaces): state is the
+    // 3rd field, utime and stime the 14th and 15th.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: plain libc query.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
+}
+
+/// The `ldp_pipeline` example (plain libc sockets and epoll).
+fn ldp_pipeline() -> PathBuf {
+    // With the suite's features: a build without them would replace the
+    // library the rest of the suite (doctests included) links.
+    let exe = common::cargo_build(&["--features", common::features(), "--example", "ldp_pipeline"])
+        .join("debug/examples/ldp_pipeline");
+    assert!(exe.is_file(), "{} missing", exe.display());
+    exe
+}
+
+/// `ldp_pipeline <scenario>-server` and `<scenario>-client` on `addr`, both
+/// under LDP with the Rust layer (the server logs at `info`); the client is
+/// started again while the server does not listen yet. Their outputs.
+fn ldp_server_and_client(scenario: &str, addr: &str) -> (std::process::Output, std::process::Output) {
+    let so = libvls();
+    let exe = ldp_pipeline();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf(scenario, &VclConf::default()).unwrap();
+    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let server = under_ldp(&mut Command::new(&exe), &rust, &conf)
+        .env("VLS_RS_LOG", "info")
+        .args([&format!("{scenario}-server"), addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let client = loop {
+        let child = under_ldp(&mut Command::new(&exe), &rust, &conf)
+            .args([&format!("{scenario}-client"), addr])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the client");
+        let out = wait_output_with_timeout(child, Duration::from_secs(30)).unwrap();
+        // Not listening yet: connect fails; anything else is the result.
+        let refused = String::from_utf8_lossy(&out.stderr).contains("ldp_pipeline: connect");
+        if !refused || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let server = wait_output_with_timeout(server, Duration::from_secs(30)).unwrap();
+    (server, client)
+}
+
+fn server_and_client_report(server: &std::process::Output, client: &std::process::Output) -> String {
+    format!(
+        "server ({}):\n{}{}\nclient ({}):\n{}{}",
+        server.status,
+        String::from_utf8_lossy(&server.stdout),
+        String::from_utf8_lossy(&server.stderr),
+        client.status,
+        String::from_utf8_lossy(&client.stdout),
+        String::from_utf8_lossy(&client.stderr)
+    )
+}
+
+/// For manual runs: starts a VPP, prints the `vcl.conf` to use and the
+/// preload list, and keeps VPP up for `VLS_HOLD_VPP_SECS` (default 600).
+/// `cargo test --features vpp --test ldp hold_a_vpp -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn hold_a_vpp_for_manual_runs() {
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let conf = vpp.write_vcl_conf("manual", &VclConf::default()).unwrap();
+    let preload = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    println!("VCL_CONFIG={} LD_PRELOAD={preload}", conf.display());
+    let secs = std::env::var("VLS_HOLD_VPP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
+    std::thread::sleep(Duration::from_secs(secs));
+}
