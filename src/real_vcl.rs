@@ -524,13 +524,9 @@ impl seam::Vcl for RealVcl {
             _ => seam::KeptState::Gone,
         }
     }
-    fn kept_end(&self, sh: Sh, close_vpp: bool) -> i32 {
+    fn kept_end(&self, sh: Sh, how: seam::KeptEnd) -> i32 {
         // SAFETY: as kept_state; the session is the calling worker's.
-        unsafe { sys::vppsys_kept_end(sh, close_vpp as i32) }
-    }
-    fn kept_forget(&self, sh: Sh) -> i32 {
-        // SAFETY: as kept_state; the session is the calling worker's.
-        unsafe { sys::vppsys_kept_end(sh, 2) }
+        unsafe { sys::vppsys_kept_end(sh, how as i32) }
     }
 }
 

@@ -315,17 +315,9 @@ pub trait Vcl: Send + Sync + 'static {
         let _ = sh;
         KeptState::Gone
     }
-    /// Ends a kept copy: with `close_vpp` the connection is closed in VPP
-    /// too; else only the record goes (`EAGAIN` while VPP still has it).
-    fn kept_end(&self, sh: Sh, close_vpp: bool) -> i32 {
-        let _ = (sh, close_vpp);
-        0
-    }
-    /// Ends a kept copy a relative closed in VPP: the record goes once VPP
-    /// is done with it, and nothing is sent to VPP (a second close could
-    /// reach another connection, as VPP reuses a freed session's handle).
-    fn kept_forget(&self, sh: Sh) -> i32 {
-        let _ = sh;
+    /// Ends a kept copy the way `how` says (see [`KeptEnd`]).
+    fn kept_end(&self, sh: Sh, how: KeptEnd) -> i32 {
+        let _ = (sh, how);
         0
     }
 }
@@ -346,6 +338,24 @@ pub enum KeptState {
     Reset,
     /// VPP is done with it (or no such session).
     Gone,
+}
+
+/// How [`Vcl::kept_end`] ends a copy kept as VPP's owner (the numbers are
+/// the shim's `how` argument of `vppsys_kept_end`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum KeptEnd {
+    /// VPP is done with the connection: only the record goes (`EAGAIN`
+    /// while VPP still has it).
+    RecordOnly = 0,
+    /// No process uses the connection any more: it is closed in VPP too,
+    /// and VCL frees the record when VPP confirms.
+    CloseInVpp = 1,
+    /// A relative closed the connection in VPP: the record goes once VPP
+    /// is done with it, and nothing is sent to VPP (a second close could
+    /// reach another connection, as VPP gives a freed session's handle to
+    /// the next).
+    ClosedByRelative = 2,
 }
 
 /// A session's listener state on one worker (per-process workers).

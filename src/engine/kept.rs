@@ -11,7 +11,7 @@ use super::fork::{self, SharedTable};
 use super::fork_hooks::may_log;
 use super::Vls;
 use crate::handle::{sh_parts, Sh, INVALID};
-use crate::seam::{KeptState, Vcl};
+use crate::seam::{KeptEnd, KeptState, Vcl};
 
 /// A connection this process closed while relatives still use it, whose
 /// VPP owner this process's copy stays because VPP cannot hand it over
@@ -95,7 +95,7 @@ impl<V: Vcl> Vls<V> {
                         g.set_keeper(INVALID);
                     }
                 }
-                self.vcl.kept_end(k.sh, false);
+                self.vcl.kept_end(k.sh, KeptEnd::RecordOnly);
                 return false;
             }
             let (held, closed_by_relative) = match entry() {
@@ -114,7 +114,7 @@ impl<V: Vcl> Vls<V> {
                 // The last relative closed it in VPP: only the record goes.
                 // Closing it again could close another connection: VPP
                 // gives a freed handle to the next.
-                self.vcl.kept_forget(k.sh);
+                self.vcl.kept_end(k.sh, KeptEnd::ClosedByRelative);
                 return false;
             }
             // The last relative died without closing it: close it in VPP;
@@ -122,7 +122,7 @@ impl<V: Vcl> Vls<V> {
             if may_log() {
                 tracing::debug!(sh = k.sh, "kept connection no longer held by a relative: closed");
             }
-            self.vcl.kept_end(k.sh, true);
+            self.vcl.kept_end(k.sh, KeptEnd::CloseInVpp);
             false
         });
         self.forks.keeping.store(!kept.is_empty(), Ordering::Release);

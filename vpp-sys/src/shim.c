@@ -1480,13 +1480,14 @@ vppsys_kept_state (uint32_t sh, uint64_t *vpp_handle)
     }
 }
 
-/* Ends a kept copy. how 1: closes the connection in VPP too (no process
- * uses it any more); 0: only frees the record once VPP is done with it
- * (EAGAIN before); 2: a relative closed the connection in VPP: the record
- * is marked closed by the app, which VCL's own close does after sending
- * its disconnect, so that VCL frees it on VPP's cleanup notice (its late
- * events still find it), but nothing is sent: a second close could reach
- * another connection, as VPP gives a freed session's handle to the next. */
+/* Ends a kept copy; how is the Rust side's KeptEnd. how 1: closes the
+ * connection in VPP too (no process uses it any more); 0: only frees the
+ * record once VPP is done with it (EAGAIN before); 2: a relative closed
+ * the connection in VPP: the record is marked closed by the app, which
+ * VCL's own close does after sending its disconnect, so that VCL frees it
+ * on VPP's cleanup notice (its late events still find it), but nothing is
+ * sent: a second close could reach another connection, as VPP gives a
+ * freed session's handle to the next. */
 int
 vppsys_kept_end (uint32_t sh, int how)
 {
