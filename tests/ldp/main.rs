@@ -39,7 +39,9 @@ fn libvls() -> PathBuf {
     let target = common::cargo_build(&["--release", "--features", common::features(), "--lib"]);
     let so = target.join("release/libvls.so");
     assert!(so.is_file(), "{} missing", so.display());
-    so
+    // Absolute: some programs run in a directory of their own
+    // (CARGO_TARGET_DIR may be relative).
+    so.canonicalize().unwrap()
 }
 
 /// The count of `name` calls in the layer's exit statistics
