@@ -9,8 +9,8 @@
 //!
 //! It also gives the `libvls.so` cdylib, and only it, the libc names of the
 //! LDP corrections (`src/capi/ldp_wait.rs`, `ldp_poll.rs`, `ldp_select.rs`,
-//! `ldp_close.rs`, `ldp_exec.rs`, `ldp_fork.rs`): `epoll_wait`, `epoll_pwait`, `poll`, `ppoll`,
-//! `select`, `pselect`, `close_range`, `closefrom`, the `exec` functions and `fork` as
+//! `ldp_close.rs`, `ldp_exec.rs`): `epoll_wait`, `epoll_pwait`, `poll`, `ppoll`, `select`,
+//! `pselect`, `close_range`, `closefrom` and the `exec` functions as
 //! aliases of `vls_preload_epoll_wait` and the like, exported by a version
 //! script of their own. The variadic `exec` functions are C
 //! (`src/capi/exec_variadic.c`, compiled here with the `vpp` feature).
@@ -53,7 +53,7 @@ fn preload_aliases() {
     if std::env::var_os("CARGO_FEATURE_VPP").is_none() {
         return;
     }
-    const ALIASES: [(&str, &str); 17] = [
+    const ALIASES: [(&str, &str); 16] = [
         ("epoll_wait", "vls_preload_epoll_wait"),
         ("epoll_pwait", "vls_preload_epoll_pwait"),
         ("poll", "vls_preload_poll"),
@@ -70,7 +70,6 @@ fn preload_aliases() {
         ("execl", "vls_preload_execl"),
         ("execlp", "vls_preload_execlp"),
         ("execle", "vls_preload_execle"),
-        ("fork", "vls_preload_fork"),
     ];
     // The variadic exec functions are C (Rust cannot define one).
     println!("cargo:rerun-if-changed=src/capi/exec_variadic.c");

@@ -172,9 +172,7 @@
 //!   and writes take no lock: they enter the gate's *fast lane* (two plain
 //!   stores), and a mover, which marks the session in transit first, takes
 //!   the gate with a `membarrier` that makes it see the owner in its lane.
-//! - **Per-process workers (mode 1, fork).** Hooks around `fork` (run by
-//!   `libvls.so`'s `fork`, outside glibc's handler sequence, and by
-//!   `pthread_atfork` handlers for forks that bypass that symbol): the
+//! - **Per-process workers (mode 1, fork).** `pthread_atfork` hooks: the
 //!   parent enters its sessions in a table shared by all its descendants
 //!   (owner, holders, listening workers; `engine::fork`); the child
 //!   registers its own VCL worker, gets copies of the parent's VCL sessions

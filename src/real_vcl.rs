@@ -105,69 +105,16 @@ impl Drop for MovedSession {
 /// The hooks run around `fork` (one set per process).
 static FORK_HOOKS: OnceLock<&'static dyn ForkHooks> = OnceLock::new();
 
-std::thread_local! {
-    /// Set while [`fork_with_hooks`] runs a fork on this thread (and so in
-    /// the child, whose only thread is a copy of this one): the
-    /// `pthread_atfork` handlers then leave the hooks to it.
-    static FORK_BY_CALLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn fork_by_caller() -> bool {
-    FORK_BY_CALLER.with(|f| f.get())
-}
-
 extern "C" fn before_fork_trampoline() {
-    if !fork_by_caller() {
-        call_hook(&FORK_HOOKS, |h| h.before_fork());
-    }
+    call_hook(&FORK_HOOKS, |h| h.before_fork());
 }
 
 extern "C" fn after_fork_parent_trampoline() {
-    if !fork_by_caller() {
-        call_hook(&FORK_HOOKS, |h| h.after_fork_in_parent());
-    }
+    call_hook(&FORK_HOOKS, |h| h.after_fork_in_parent());
 }
 
 extern "C" fn after_fork_child_trampoline() {
-    if !fork_by_caller() {
-        call_hook(&FORK_HOOKS, |h| h.after_fork_in_child());
-    }
-}
-
-/// Runs `fork` (libc's) with the fork hooks outside glibc's `pthread_atfork`
-/// sequence: before it, and after it has returned in parent and child.
-///
-/// Inside that sequence the hooks' place depends on when VLS registered
-/// them, and when it registered before LDP's socket wrapper (the program
-/// called a socket function from a library constructor that ran before
-/// LDP's own, as PostgreSQL's server does), the child's hook ran while the
-/// wrapper's symbol lock was still held from the parent's side of the
-/// fork: VCL's worker registration binds `epoll_create1` through that lock,
-/// and the child hung for ever, with either layer. After `fork` returns
-/// every library's child handler has run. A fork that does not go through
-/// the `fork` symbol (glibc's own callers) still gets the hooks from the
-/// handlers.
-pub(crate) fn fork_with_hooks(fork: impl FnOnce() -> libc::pid_t) -> libc::pid_t {
-    if FORK_HOOKS.get().is_none() {
-        return fork();
-    }
-    FORK_BY_CALLER.with(|f| f.set(true));
-    call_hook(&FORK_HOOKS, |h| h.before_fork());
-    let pid = fork();
-    // errno as fork left it: the parent's hook reads it (a failed fork
-    // leaves it set), and the caller gets it back.
-    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-    FORK_BY_CALLER.with(|f| f.set(false));
-    if pid == 0 {
-        call_hook(&FORK_HOOKS, |h| h.after_fork_in_child());
-        crate::engine::fork::set_errno(errno);
-    } else {
-        call_hook(&FORK_HOOKS, |h| h.after_fork_in_parent());
-        if pid < 0 {
-            crate::engine::fork::set_errno(errno);
-        }
-    }
-    pid
+    call_hook(&FORK_HOOKS, |h| h.after_fork_in_child());
 }
 
 fn move_error(rv: i32) -> MoveError {

@@ -19,7 +19,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 mod ldp_close;
 mod ldp_exec;
 mod ldp_fds;
-mod ldp_fork;
 mod ldp_poll;
 mod ldp_select;
 mod ldp_wait;

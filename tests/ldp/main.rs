@@ -31,7 +31,6 @@ mod abi;
 mod iperf;
 mod nginx;
 mod pipeline;
-mod postgres;
 mod programs;
 
 /// Builds the release cdylib and returns its path.
