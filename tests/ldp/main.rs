@@ -31,6 +31,7 @@ mod abi;
 mod iperf;
 mod nginx;
 mod pipeline;
+mod postgres;
 mod programs;
 
 /// Builds the release cdylib and returns its path.
