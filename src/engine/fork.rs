@@ -511,6 +511,21 @@ fn interceptor_address() -> usize {
 static PREVIOUS_ACTION: SavedAction = SavedAction(UnsafeCell::new(None));
 static INSTALL: std::sync::Once = std::sync::Once::new();
 
+/// Set once the process is exiting: thread-local state (the log
+/// subscriber's buffers) may be gone, so nothing is logged by the fork and
+/// exit paths.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// No logging from here on (see `QUIET`).
+pub(crate) fn quiet_from_now_on() {
+    QUIET.store(true, Ordering::Release);
+}
+
+/// Whether the fork and exit paths may still log (see `QUIET`).
+pub(crate) fn may_log() -> bool {
+    !QUIET.load(Ordering::Acquire)
+}
+
 /// The calling thread's errno.
 pub(crate) fn errno() -> i32 {
     // SAFETY: `__errno_location` returns the calling thread's errno.

@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::fork::{self, errno, set_errno, SharedTable, Unsubscribed};
+use super::fork::{self, errno, may_log, set_errno, SharedTable, Unsubscribed};
 use super::kept::Kept;
 use super::pool::SessionPool;
 use super::{on_worker, solo, ActingAsWorker, Teardown, Vls};
@@ -99,19 +99,6 @@ impl Forks {
         // SAFETY: getpid has no preconditions.
         self.pid.load(Ordering::Acquire) == unsafe { libc::getpid() }
     }
-}
-
-/// Set once the process is exiting: thread-local state (the log
-/// subscriber's buffers) may be gone, so nothing is logged.
-static QUIET: AtomicBool = AtomicBool::new(false);
-
-/// No logging from here on (see `QUIET`).
-pub(super) fn quiet_from_now_on() {
-    QUIET.store(true, Ordering::Release);
-}
-
-pub(super) fn may_log() -> bool {
-    !QUIET.load(Ordering::Acquire)
 }
 
 /// How long a parent waits for its child to copy the parent's sessions.

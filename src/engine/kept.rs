@@ -7,8 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 
-use super::fork::{self, SharedTable};
-use super::fork_hooks::may_log;
+use super::fork::{self, may_log, SharedTable};
 use super::Vls;
 use crate::handle::{sh_parts, Sh, INVALID};
 use crate::seam::{KeptEnd, KeptState, Vcl};
