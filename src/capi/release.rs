@@ -30,14 +30,22 @@ fn loaded_objects() -> Vec<String> {
     names
 }
 
+/// Whether `path` names `release`'s libvppcom (`libvppcom.so.26.06`, or
+/// with a point version, `libvppcom.so.26.06.0`).
+fn is_release_vppcom(path: &str, release: &str) -> bool {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.strip_prefix("libvppcom.so.")
+        .and_then(|v| v.strip_prefix(release))
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
 /// The loaded `libvppcom.so.*` that are not `release`'s.
 fn foreign_vppcom<'a>(loaded: impl IntoIterator<Item = &'a str>, release: &str) -> Vec<&'a str> {
-    let own = format!("libvppcom.so.{release}");
     loaded
         .into_iter()
         .filter(|path| {
             let file = path.rsplit('/').next().unwrap_or(path);
-            file.starts_with("libvppcom.so.") && file != own && !file.starts_with(&format!("{own}."))
+            file.starts_with("libvppcom.so.") && !is_release_vppcom(file, release)
         })
         .collect()
 }
@@ -87,12 +95,8 @@ mod tests {
         // (`libvppcom.so.26.06`, or `.26.06.0` from a source tree whose
         // version file says `v26.06-release`).
         let loaded = loaded_objects();
-        let own = format!("libvppcom.so.{}", vpp_sys::VPP_RELEASE);
         assert!(
-            loaded
-                .iter()
-                .map(|p| p.rsplit('/').next().unwrap_or(p))
-                .any(|f| f == own || f.strip_prefix(&own).is_some_and(|rest| rest.starts_with('.'))),
+            loaded.iter().any(|p| is_release_vppcom(p, vpp_sys::VPP_RELEASE)),
             "libvppcom.so.{} not among {loaded:?}",
             vpp_sys::VPP_RELEASE
         );
