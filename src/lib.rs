@@ -172,8 +172,10 @@
 //!   and writes take no lock: they enter the gate's *fast lane* (two plain
 //!   stores), and a mover, which marks the session in transit first, takes
 //!   the gate with a `membarrier` that makes it see the owner in its lane.
-//! - **Per-process workers (mode 1, fork).** `pthread_atfork` hooks: the
-//!   parent enters its sessions in a table shared by all its descendants
+//! - **Per-process workers (mode 1, fork).** `pthread_atfork` hooks,
+//!   registered after LDP's socket wrapper's (whose child handler must run
+//!   first; `libvls.so`'s constructor registers them again when the app
+//!   was created by an earlier library constructor): the parent enters its sessions in a table shared by all its descendants
 //!   (owner, holders, listening workers; `engine::fork`); the child
 //!   registers its own VCL worker, gets copies of the parent's VCL sessions
 //!   (own heap blocks, epoll links re-based) and holds every session too.

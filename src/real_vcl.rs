@@ -7,6 +7,7 @@
 //! catch any panic before it reaches VCL.
 
 use std::ffi::{c_char, c_ulong, c_void};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,13 @@ impl RealVcl {
 /// must not unwind into VCL or libc, so it is caught and dropped.
 fn call_hook<H: ?Sized>(cell: &OnceLock<&'static H>, f: impl FnOnce(&'static H)) {
     if let Some(&h) = cell.get() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(h)));
+        call_hook_on(h, f);
     }
+}
+
+/// Calls `f(h)`, dropping a panic (hooks run inside C callers).
+fn call_hook_on<H: ?Sized>(h: &'static H, f: impl FnOnce(&'static H)) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(h)));
 }
 
 /// The hooks VCL calls around blocking waits (one set per process).
@@ -105,16 +111,80 @@ impl Drop for MovedSession {
 /// The hooks run around `fork` (one set per process).
 static FORK_HOOKS: OnceLock<&'static dyn ForkHooks> = OnceLock::new();
 
-extern "C" fn before_fork_trampoline() {
-    call_hook(&FORK_HOOKS, |h| h.before_fork());
+/// Which registration of the fork handlers acts: `NONE` (no app yet),
+/// `AT_APP_CREATE` or `AFTER_CONSTRUCTORS`.
+///
+/// glibc runs child handlers in registration order and prepare handlers in
+/// the reverse order. LDP's socket wrapper locks its symbol mutex in its
+/// prepare handler and unlocks it in its child handler, so the layer's
+/// handlers must be registered after the wrapper's: the layer's child
+/// handler registers a VCL worker, which calls the wrapper. Registering at
+/// app creation gives that order when LDP's constructor ran first (the
+/// usual case). When a library constructor used a socket function before
+/// LDP's constructor, the app was created first; then
+/// [`reregister_fork_handlers_after_constructors`] registers a second set
+/// and the first one stands aside (handlers cannot be unregistered).
+static ACTIVE_FORK_HANDLERS: AtomicU8 = AtomicU8::new(NONE);
+const NONE: u8 = 0;
+const AT_APP_CREATE: u8 = 1;
+const AFTER_CONSTRUCTORS: u8 = 2;
+
+fn fork_handlers_act(set: u8) -> Option<&'static dyn ForkHooks> {
+    if ACTIVE_FORK_HANDLERS.load(Ordering::Acquire) == set {
+        FORK_HOOKS.get().copied()
+    } else {
+        None
+    }
 }
 
-extern "C" fn after_fork_parent_trampoline() {
-    call_hook(&FORK_HOOKS, |h| h.after_fork_in_parent());
+extern "C" fn before_fork_trampoline<const SET: u8>() {
+    if let Some(h) = fork_handlers_act(SET) {
+        call_hook_on(h, |h| h.before_fork());
+    }
 }
 
-extern "C" fn after_fork_child_trampoline() {
-    call_hook(&FORK_HOOKS, |h| h.after_fork_in_child());
+extern "C" fn after_fork_parent_trampoline<const SET: u8>() {
+    if let Some(h) = fork_handlers_act(SET) {
+        call_hook_on(h, |h| h.after_fork_in_parent());
+    }
+}
+
+extern "C" fn after_fork_child_trampoline<const SET: u8>() {
+    if let Some(h) = fork_handlers_act(SET) {
+        call_hook_on(h, |h| h.after_fork_in_child());
+    }
+}
+
+/// Registers the fork handlers set `SET`; false if `pthread_atfork` failed.
+fn register_fork_handlers<const SET: u8>() -> bool {
+    // SAFETY: the handlers are `extern "C"`, never unwind (`call_hook_on`
+    // catches panics), and stay valid for the life of the process.
+    let rv = unsafe {
+        libc::pthread_atfork(
+            Some(before_fork_trampoline::<SET>),
+            Some(after_fork_parent_trampoline::<SET>),
+            Some(after_fork_child_trampoline::<SET>),
+        )
+    };
+    if rv != 0 {
+        tracing::error!(rv, "pthread_atfork failed: forked children will not get a VCL worker");
+    }
+    rv == 0
+}
+
+/// Run by `libvls.so`'s constructor, after LDP's (it is preloaded first,
+/// so it initialises after `libvcl_ldpreload.so`): if the app was already
+/// created, by a socket call from an earlier constructor, registers the
+/// fork handlers again, now after LDP's socket wrapper's, and makes that
+/// set the one that acts. Nothing happens in the usual case (no app yet).
+pub fn reregister_fork_handlers_after_constructors() {
+    if FORK_HOOKS.get().is_some()
+        && ACTIVE_FORK_HANDLERS.load(Ordering::Acquire) == AT_APP_CREATE
+        && register_fork_handlers::<AFTER_CONSTRUCTORS>()
+    {
+        ACTIVE_FORK_HANDLERS.store(AFTER_CONSTRUCTORS, Ordering::Release);
+        tracing::debug!("fork handlers registered again, after the constructors (app created early)");
+    }
 }
 
 fn move_error(rv: i32) -> MoveError {
@@ -458,19 +528,8 @@ impl seam::Vcl for RealVcl {
     }
 
     fn install_fork_hooks(&self, hooks: &'static dyn ForkHooks) {
-        if FORK_HOOKS.set(hooks).is_ok() {
-            // SAFETY: the handlers are `extern "C"`, never unwind, and stay
-            // valid for the life of the process.
-            let rv = unsafe {
-                libc::pthread_atfork(
-                    Some(before_fork_trampoline),
-                    Some(after_fork_parent_trampoline),
-                    Some(after_fork_child_trampoline),
-                )
-            };
-            if rv != 0 {
-                tracing::error!(rv, "pthread_atfork failed: forked children will not get a VCL worker");
-            }
+        if FORK_HOOKS.set(hooks).is_ok() && register_fork_handlers::<AT_APP_CREATE>() {
+            ACTIVE_FORK_HANDLERS.store(AT_APP_CREATE, Ordering::Release);
         }
     }
     fn fork_copy_sessions(&self, parent_wrk: u32) -> i32 {

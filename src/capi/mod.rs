@@ -35,6 +35,20 @@ const EINVAL: c_int = -libc::EINVAL;
 const EBADFD: c_int = -libc::EBADFD;
 const EFAULT: c_int = -libc::EFAULT;
 
+/// `libvls.so`'s constructor. Preloaded before `libvcl_ldpreload.so`, the
+/// library initialises after it: when a socket call from an earlier
+/// library constructor already created the app (before LDP's constructor
+/// registered its socket wrapper's fork handlers), the layer's fork
+/// handlers are registered again, after the wrapper's (see
+/// `real_vcl::reregister_fork_handlers_after_constructors`).
+#[used]
+#[link_section = ".init_array"]
+static AFTER_EARLIER_CONSTRUCTORS: extern "C" fn() = after_earlier_constructors;
+
+extern "C" fn after_earlier_constructors() {
+    catch_panic(Call::AppCreate, (), crate::real_vcl::reregister_fork_handlers_after_constructors);
+}
+
 /// Runs `f`, counting the call and turning a panic into `on_panic` (logged).
 #[inline]
 fn guard<T>(call: Call, on_panic: T, f: impl FnOnce() -> T) -> T {
