@@ -34,6 +34,14 @@ mod pipeline;
 mod postgres;
 mod programs;
 
+/// Panics, naming the Debian `packages` to install, unless every one of
+/// `programs` exists.
+fn need(programs: &[&str], packages: &str) {
+    for program in programs {
+        assert!(Path::new(program).is_file(), "{program} is needed (Debian: apt-get install {packages})");
+    }
+}
+
 /// Builds the release cdylib and returns its path.
 fn libvls() -> PathBuf {
     let target = common::cargo_build(&["--release", "--features", common::features(), "--lib"]);

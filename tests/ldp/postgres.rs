@@ -32,17 +32,13 @@ fn postgres_account() -> (u32, u32) {
 /// fills its tables, then 5 s of TPC-B transactions from 8 connections,
 /// with no failed transaction and nothing fatal in the server's log.
 ///
-/// **Ignored: it fails, with either layer.** The server never gets ready:
-/// one of its libraries' constructors uses a socket function before LDP's
-/// constructor runs, so LDP initialises early and the layer registers its
-/// fork handlers before LDP's socket wrapper registers its own. Child
-/// handlers run in registration order: the layer's registers the child's
-/// VCL worker, which binds `epoll_create1` under the wrapper's symbol lock,
-/// still held from the parent's side of the fork, and the postmaster's
-/// first child hangs for ever. Running the layer's fork work around
-/// libc's `fork` (an interposed `fork`) made this test pass alone, but in
-/// runs of the whole binary pgbench lost connections and socat's fork mode
-/// crashed once; that change was reverted.
+/// The server's libraries use a socket function in a constructor before
+/// LDP's constructor runs, so LDP starts early and the layer's fork
+/// handlers were registered before those of LDP's socket wrapper: the
+/// postmaster's first child hung in `fork` for ever (it still does with
+/// the C layer). `libvls.so`'s constructor now registers them again after
+/// the wrapper's (see also
+/// `ldp_fork_works_when_a_library_constructor_used_a_socket_first`).
 ///
 /// Settings a user needs too: `LDP_SID_BIT=9` with
 /// `max_files_per_process=300` keeps the server's own files below the
@@ -51,7 +47,6 @@ fn postgres_account() -> (u32, u32) {
 /// `FD_SETSIZE` (the postmaster waits in `select`). VPP's app socket must
 /// be writable by the server's account.
 #[test]
-#[ignore = "hangs at start-up with either layer: fork handlers registered before LDP's socket wrapper's"]
 fn ldp_postgresql_serves_pgbench_through_the_stack() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bin = postgresql_bin();

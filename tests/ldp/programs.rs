@@ -485,10 +485,7 @@ fn ab_at<'a>(
 #[test]
 fn ldp_so_error_reports_a_refused_connect() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(
-        Path::new("/usr/bin/python3").is_file(),
-        "/usr/bin/python3 is needed (Debian: apt-get install python3)"
-    );
+    need(&["/usr/bin/python3"], "python3");
     let so = libvls();
     let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
     let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
@@ -581,4 +578,82 @@ fn ldp_apache2_sends_a_large_file_without_stalls() {
         let data = std::fs::read(&got).unwrap_or_default();
         assert!(data == big, "download {i}: {} bytes, not the file's {} ({said})", data.len(), big.len());
     }
+}
+
+/// A program whose libraries use a socket function in their constructors
+/// (PostgreSQL's server is one): LDP starts lazily, before its own
+/// constructor, so the layer's fork handlers would be registered before
+/// those of LDP's socket wrapper, whose child handler releases the lock
+/// the layer's child handler needs to register the child's VCL worker: the
+/// child hung in `fork` for ever (it still does with the C layer). Here
+/// `tests/programs/early_socket.c`, preloaded last, plays that library for
+/// `tests/programs/fork_connect.py`, whose forked child connects to a
+/// server (the same script, under LDP without it) through VPP's stack.
+#[test]
+fn ldp_fork_works_when_a_library_constructor_used_a_socket_first() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    need(&["/usr/bin/python3"], "python3");
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
+    let srv_conf = vpp.write_vcl_conf("server", &VclConf::in_namespace(&srv_ns)).unwrap();
+    let cli_conf = vpp.write_vcl_conf("forker", &VclConf::in_namespace(&cli_ns)).unwrap();
+    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
+    let early = vpp.dir().join("libearly_socket.so");
+    let out = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&early)
+        .arg(programs.join("early_socket.c"))
+        .output()
+        .expect("a C compiler (cc) is needed to build tests/programs/early_socket.c");
+    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    let script = programs.join("fork_connect.py");
+    let (addr, port) = (srv_ns.addr.to_string(), "7498");
+    // In process groups of their own: a child hung in `fork` dies with
+    // its group when the test ends.
+    let run = |mode: &str, preload: &str, conf: &Path| {
+        let out = vpp.dir().join(format!("fork_connect_{mode}.out"));
+        let file = std::fs::File::create(&out).unwrap();
+        let group = ProcessGroup::spawn(
+            under_ldp(&mut Command::new("/usr/bin/python3"), preload, conf)
+                .env("VLS_RS_LOG", "warn")
+                .arg(&script)
+                .args([mode, &addr, port])
+                .stdin(Stdio::null())
+                .stdout(file.try_clone().unwrap())
+                .stderr(file),
+        )
+        .expect("spawn python3");
+        (group, out)
+    };
+    let wait = |group: &mut ProcessGroup, limit: Duration| {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = group.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    };
+    let (mut server, served) = run("serve", &rust, &srv_conf);
+    let served = || std::fs::read_to_string(&served).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !served().contains("listening") {
+        assert!(std::time::Instant::now() < deadline, "the server did not listen:\n{}", served());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (mut forker, forked) = run("fork", &format!("{rust}:{}", early.display()), &cli_conf);
+    let status = wait(&mut forker, Duration::from_secs(30));
+    let text = std::fs::read_to_string(&forked).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()) && text.contains("child exit status: 0"),
+        "the forked child connected and ended ({status:?}):\n{text}\nserver:\n{}",
+        served()
+    );
+    let status = wait(&mut server, Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "server ({status:?}):\n{}", served());
+    assert!(served().contains("got: hello from the child"), "the server got the child's line:\n{}", served());
 }
