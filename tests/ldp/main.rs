@@ -147,6 +147,12 @@ fn hold_a_vpp_for_manual_runs() {
     let conf = vpp.write_vcl_conf("manual", &VclConf::default()).unwrap();
     let preload = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
     println!("VCL_CONFIG={} LD_PRELOAD={preload}", conf.display());
+    // Two namespaces joined by VPP's stack, for a server and its clients.
+    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
+    for (role, ns) in [("server", &srv_ns), ("client", &cli_ns)] {
+        let conf = vpp.write_vcl_conf(role, &VclConf::in_namespace(ns)).unwrap();
+        println!("{role} at {}: VCL_CONFIG={}", ns.addr, conf.display());
+    }
     let secs = std::env::var("VLS_HOLD_VPP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(600);
     std::thread::sleep(Duration::from_secs(secs));
 }
