@@ -81,6 +81,41 @@ unsafe fn socket_error(sh: Sh, buf: *mut c_void, len: *mut u32) -> i32 {
     0
 }
 
+/// Binds the datagram session `sh` to `ep`'s address and a free port of
+/// the kernel's ephemeral range, as the kernel does for port 0. VPP takes
+/// port 0 as it is: a socket bound to it sent from port 0, and the next
+/// one bound to it failed (`EADDRINUSE`) or took the first one's answers.
+/// Tries random ports until one is free (32 at most).
+///
+/// # Safety
+/// `ep.ip` points to an address of `ep`'s family.
+unsafe fn bind_datagram_to_free_port(sh: Sh, ep: &sys::vppcom_endpt_t) -> i32 {
+    const FIRST: u32 = 32768;
+    const COUNT: u32 = 60999 - 32768 + 1;
+    // A random start (per call: time and handle), then steps by a number
+    // prime to the range's size.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut pick = nanos.wrapping_mul(2_654_435_761).wrapping_add(sh.wrapping_mul(40_503)) % COUNT;
+    let mut rv = VPPCOM_EADDRINUSE;
+    for _ in 0..32 {
+        let mut tried = *ep;
+        tried.port = ((FIRST + pick) as u16).to_be();
+        // SAFETY: `tried` is a copy of a valid endpoint, alive for the call.
+        rv = unsafe { sys::vppcom_session_bind(sh, &mut tried) };
+        if rv != VPPCOM_EADDRINUSE {
+            return rv;
+        }
+        pick = (pick + 7919) % COUNT;
+    }
+    rv
+}
+
+/// `VPPCOM_EADDRINUSE`.
+const VPPCOM_EADDRINUSE: i32 = -libc::EADDRINUSE;
+
 unsafe extern "C" fn rpc_trampoline(args: *mut c_void) {
     if args.is_null() {
         return;
@@ -118,12 +153,14 @@ static FORK_HOOKS: OnceLock<&'static dyn ForkHooks> = OnceLock::new();
 /// the reverse order. LDP's socket wrapper locks its symbol mutex in its
 /// prepare handler and unlocks it in its child handler, so the layer's
 /// handlers must be registered after the wrapper's: the layer's child
-/// handler registers a VCL worker, which calls the wrapper. Registering at
-/// app creation gives that order when LDP's constructor ran first (the
-/// usual case). When a library constructor used a socket function before
-/// LDP's constructor, the app was created first; then
-/// [`reregister_fork_handlers_after_constructors`] registers a second set
-/// and the first one stands aside (handlers cannot be unregistered).
+/// handler registers a VCL worker, which calls the wrapper. LDP's
+/// constructor registers the wrapper's and then creates the app, which
+/// registers the layer's at app creation: the right order. But when a
+/// library constructor used a socket function before LDP's constructor
+/// ran, LDP created the app first and the order was wrong. So
+/// [`reregister_fork_handlers_after_constructors`], run once the
+/// constructors have, registers a second set whenever the app exists, and
+/// the first one stands aside (handlers cannot be unregistered).
 static ACTIVE_FORK_HANDLERS: AtomicU8 = AtomicU8::new(NONE);
 const NONE: u8 = 0;
 const AT_APP_CREATE: u8 = 1;
@@ -173,17 +210,18 @@ fn register_fork_handlers<const SET: u8>() -> bool {
 }
 
 /// Run by `libvls.so`'s constructor, after LDP's (it is preloaded first,
-/// so it initialises after `libvcl_ldpreload.so`): if the app was already
-/// created, by a socket call from an earlier constructor, registers the
-/// fork handlers again, now after LDP's socket wrapper's, and makes that
-/// set the one that acts. Nothing happens in the usual case (no app yet).
+/// so it initialises after `libvcl_ldpreload.so`): if the app exists (LDP's
+/// constructor created it, or a socket call from an earlier constructor
+/// did), registers the fork handlers again, now surely after LDP's socket
+/// wrapper's, and makes that set the one that acts. Nothing happens when
+/// there is no app yet (its creation registers the handlers later).
 pub fn reregister_fork_handlers_after_constructors() {
     if FORK_HOOKS.get().is_some()
         && ACTIVE_FORK_HANDLERS.load(Ordering::Acquire) == AT_APP_CREATE
         && register_fork_handlers::<AFTER_CONSTRUCTORS>()
     {
         ACTIVE_FORK_HANDLERS.store(AFTER_CONSTRUCTORS, Ordering::Release);
-        tracing::debug!("fork handlers registered again, after the constructors (app created early)");
+        tracing::debug!("fork handlers registered again, after the libraries' constructors");
     }
 }
 
@@ -271,8 +309,15 @@ impl seam::Vcl for RealVcl {
         unsafe { sys::vppcom_session_shutdown(sh, how) }
     }
     unsafe fn bind(&self, sh: Sh, ep: *mut c_void) -> i32 {
+        let ep = ep.cast::<sys::vppcom_endpt_t>();
+        // SAFETY: caller's contract: `ep` is null (VCL's to refuse) or valid.
+        let port_zero = !ep.is_null() && unsafe { (*ep).port } == 0;
+        if port_zero && self.datagram_state(sh) != seam::Datagram::Stream {
+            // SAFETY: as above, `ep` is valid.
+            return unsafe { bind_datagram_to_free_port(sh, &*ep) };
+        }
         // SAFETY: caller's contract.
-        unsafe { sys::vppcom_session_bind(sh, ep.cast()) }
+        unsafe { sys::vppcom_session_bind(sh, ep) }
     }
     fn listen(&self, sh: Sh, q_len: u32) -> i32 {
         // SAFETY: plain values (the shim looks the session up null-safe).
@@ -316,6 +361,13 @@ impl seam::Vcl for RealVcl {
             // reset, as the kernel's SO_ERROR (see the shim).
             // SAFETY: caller's contract (valid `len`, `buf` of `*len` bytes).
             return unsafe { socket_error(sh, buf, len) };
+        }
+        // SAFETY: looks `sh` up on the calling thread's worker (null-safe).
+        if op == sys::VPPCOM_ATTR_GET_PEER_ADDR && unsafe { sys::vppsys_sh_has_peer(sh) } == 0 {
+            // VCL answers with zeros (or stale bytes): the kernel's
+            // getpeername fails, and programs (libuv's `uv_udp_connect`)
+            // take an answer for "already connected".
+            return -libc::ENOTCONN;
         }
         // SAFETY: caller's contract.
         unsafe { sys::vppcom_session_attr(sh, op, buf, len) }
@@ -423,6 +475,26 @@ impl seam::Vcl for RealVcl {
     fn connect_state(&self, sh: Sh) -> i32 {
         // SAFETY: as above.
         unsafe { sys::vppsys_sh_connect_state(sh) }
+    }
+    fn datagram_state(&self, sh: Sh) -> seam::Datagram {
+        // SAFETY: looks `sh` up on the calling thread's worker (null-safe).
+        match unsafe { sys::vppsys_sh_datagram_state(sh) } {
+            1 => seam::Datagram::Unbound,
+            2 => seam::Datagram::Placed,
+            _ => seam::Datagram::Stream,
+        }
+    }
+    unsafe fn bind_to_any(&self, sh: Sh, like: *mut c_void) -> i32 {
+        // SAFETY: the caller's contract: `like` is a valid endpoint.
+        let is_ip4 = unsafe { (*like.cast::<sys::vppcom_endpt_t>()).is_ip4 };
+        let mut any = [0u8; 16];
+        // SAFETY: a plain C struct of integers and pointers, for which all
+        // zeroes (null pointers) is a valid value.
+        let mut ep: sys::vppcom_endpt_t = unsafe { std::mem::zeroed() };
+        ep.is_ip4 = is_ip4;
+        ep.ip = any.as_mut_ptr();
+        // SAFETY: `ep` and the address it points to live across the call.
+        unsafe { bind_datagram_to_free_port(sh, &ep) }
     }
     fn want_tx_event(&self, sh: Sh) -> i32 {
         // SAFETY: as above.

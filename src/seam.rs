@@ -176,6 +176,21 @@ pub trait Vcl: Send + Sync + 'static {
     /// A connect in progress: 1 connected, 0 still connecting, or the
     /// `VPPCOM_E*` code a blocking connect would return.
     fn connect_state(&self, sh: Sh) -> i32;
+    /// A datagram session: `Stream` for streams (and unknown
+    /// handles), `Unbound` if it is neither bound nor connected, else
+    /// `Placed`.
+    fn datagram_state(&self, _sh: Sh) -> Datagram {
+        Datagram::Stream
+    }
+    /// Binds `sh` to the any-address of the family of the endpoint `like`
+    /// (a `vppcom_endpt_t`), port 0: what the kernel does for a datagram
+    /// socket's first `sendto` or `connect`.
+    ///
+    /// # Safety
+    /// `like` points to a valid `vppcom_endpt_t`.
+    unsafe fn bind_to_any(&self, _sh: Sh, _like: *mut c_void) -> i32 {
+        -libc::EOPNOTSUPP
+    }
     /// A datagram write did not fit though the TX FIFO is not full (no
     /// event would follow): asks VPP for a TX event once there is room for
     /// any datagram. Nothing for streams. 0 or a negative code.
@@ -367,6 +382,17 @@ pub enum Listener {
     Here,
     /// A listener copied at fork that this worker has not listened on.
     Elsewhere,
+}
+
+/// Where a datagram session is (see [`Vcl::datagram_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Datagram {
+    /// A stream session, or no such session.
+    Stream,
+    /// Neither bound nor connected.
+    Unbound,
+    /// Bound or connected.
+    Placed,
 }
 
 /// Callbacks around `fork` (see `pthread_atfork`).

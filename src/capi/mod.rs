@@ -19,6 +19,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 mod ldp_close;
 mod ldp_exec;
 mod ldp_fds;
+mod ldp_mmsg;
 mod ldp_poll;
 mod ldp_select;
 mod ldp_wait;
@@ -36,10 +37,10 @@ const EBADFD: c_int = -libc::EBADFD;
 const EFAULT: c_int = -libc::EFAULT;
 
 /// `libvls.so`'s constructor. Preloaded before `libvcl_ldpreload.so`, the
-/// library initialises after it: when a socket call from an earlier
-/// library constructor already created the app (before LDP's constructor
-/// registered its socket wrapper's fork handlers), the layer's fork
-/// handlers are registered again, after the wrapper's (see
+/// library initialises after it: once the app exists (LDP's constructor
+/// creates it, or an earlier library constructor's socket call did, before
+/// LDP's constructor registered its socket wrapper's fork handlers), the
+/// layer's fork handlers are registered again, after the wrapper's (see
 /// `real_vcl::reregister_fork_handlers_after_constructors`).
 #[used]
 #[link_section = ".init_array"]

@@ -6,6 +6,8 @@
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::seam::Datagram;
+
 use super::*;
 
 impl<V: Vcl> Vls<V> {
@@ -145,11 +147,23 @@ impl<V: Vcl> Vls<V> {
     /// other thread (including one whose close or write the peer waits for
     /// before it accepts) would stop. Instead VLS starts the connect
     /// non-blocking and waits itself, taking the locks only to check.
+    ///
+    /// A datagram session connects at once, as the kernel's: VCL answers a
+    /// non-blocking one `EINPROGRESS` until VPP's reply, and programs that
+    /// connect a non-blocking UDP socket (glibc's resolver, libuv) take
+    /// that for a failure. VLS waits for the reply (a local one, no
+    /// handshake) the same way.
     pub unsafe fn connect(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
         let shared_worker = self.shares_worker();
         let mut waits_here = false;
         let rv = self.with_session(vlsh, OpKind::MessageQueue, |sh| {
-            if !shared_worker || self.vcl.is_nonblocking(sh) {
+            let nonblocking = self.vcl.is_nonblocking(sh);
+            if nonblocking && self.vcl.datagram_state(sh) != Datagram::Stream {
+                waits_here = true;
+                // SAFETY: forwarded contract.
+                return unsafe { self.vcl.connect(sh, ep) };
+            }
+            if !shared_worker || nonblocking {
                 // SAFETY: forwarded contract.
                 return unsafe { self.vcl.connect(sh, ep) };
             }
@@ -369,8 +383,36 @@ impl<V: Vcl> Vls<V> {
         flags: i32,
         ep: *mut c_void,
     ) -> i32 {
-        // SAFETY: forwarded contract.
-        self.with_session(vlsh, OpKind::Write, |sh| unsafe { self.vcl.sendto(sh, buf, n, flags, ep) })
+        /// Not a length a datagram send returns: the session must be bound
+        /// first.
+        const UNBOUND: i32 = i32::MAX;
+        let send = |sh| {
+            if !ep.is_null() && self.vcl.datagram_state(sh) == Datagram::Unbound {
+                return UNBOUND;
+            }
+            // SAFETY: forwarded contract.
+            unsafe { self.vcl.sendto(sh, buf, n, flags, ep) }
+        };
+        let rv = self.with_session(vlsh, OpKind::Write, send);
+        if rv != UNBOUND {
+            return rv;
+        }
+        // A datagram socket's first `sendto` binds it to a free port in the
+        // kernel; VCL refuses to send (`EBADFD`) until it is bound.
+        let rv = self.with_session(vlsh, OpKind::MessageQueue, |sh| {
+            if self.vcl.datagram_state(sh) != Datagram::Unbound {
+                return 0;
+            }
+            // SAFETY: `ep` is a valid endpoint (forwarded contract).
+            unsafe { self.vcl.bind_to_any(sh, ep) }
+        });
+        if rv < 0 {
+            return rv;
+        }
+        match self.with_session(vlsh, OpKind::Write, send) {
+            UNBOUND => -libc::EBADFD,
+            rv => rv,
+        }
     }
 
     /// `vls_attr`.

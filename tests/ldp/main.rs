@@ -34,6 +34,7 @@ mod nginx;
 mod pipeline;
 mod postgres;
 mod programs;
+mod udp;
 
 /// Panics, naming the Debian `packages` to install, unless every one of
 /// `programs` exists.

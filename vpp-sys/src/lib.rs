@@ -131,6 +131,12 @@ extern "C" {
     pub fn vppsys_worker_unhandled_events() -> u32;
     /// Sets or clears the session's non-blocking attribute (no message to VPP).
     pub fn vppsys_sh_set_nonblocking(sh: u32, on: u8);
+    /// A datagram session: 0 not one (or no such session), 1 neither
+    /// bound nor connected, 2 bound or connected.
+    pub fn vppsys_sh_datagram_state(sh: u32) -> libc::c_int;
+    /// 1 if the session has a peer address, 0 if not (a listener, a
+    /// datagram session never connected), -1 no such session.
+    pub fn vppsys_sh_has_peer(sh: u32) -> libc::c_int;
     /// A connect in progress: 1 connected, 0 still connecting, or the
     /// `VPPCOM_E*` code a blocking connect returns (refused, address in use,
     /// no such session).

@@ -353,6 +353,45 @@ vppsys_sh_want_tx_space_notice (uint32_t sh)
     vcl_session_add_want_deq_ntf (s, SVM_FIFO_WANT_DEQ_NOTIF_IF_FULL);
 }
 
+/* A datagram session's place: 0 not a datagram session (or no such
+ * session), 1 neither bound nor connected (VCL refuses to send on it,
+ * where the kernel binds it to a free port first), 2 bound or connected. */
+int
+vppsys_sh_datagram_state (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s || !s->is_dgram || (s->flags & VCL_SESSION_F_IS_VEP))
+    return 0;
+  if (s->session_state == VCL_STATE_CLOSED &&
+      !(s->flags & VCL_SESSION_F_CONNECTED))
+    return 1;
+  return 2;
+}
+
+/* Whether the session has a peer: VCL answers VPPCOM_ATTR_GET_PEER_ADDR
+ * with zeros, or what an earlier use of the record left, for a listener,
+ * a socket never connected, or a datagram session never connected (bound
+ * or not), where the kernel's getpeername fails with ENOTCONN. (A
+ * cut-through connection's peer port is 0: the port cannot tell.)
+ * -1: no session. */
+int
+vppsys_sh_has_peer (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s)
+    return -1;
+  if (s->flags & VCL_SESSION_F_IS_VEP)
+    return 0;
+  if (s->is_dgram)
+    return (s->flags & VCL_SESSION_F_CONNECTED) != 0;
+  if (s->session_state == VCL_STATE_LISTEN)
+    return 0;
+  if (s->session_state == VCL_STATE_CLOSED &&
+      !(s->flags & VCL_SESSION_F_CONNECTED))
+    return 0;
+  return 1;
+}
+
 /* Outcome of a connect in progress: 1 connected (open, or already closing),
  * 0 still connecting, or the error a blocking connect would return. */
 int

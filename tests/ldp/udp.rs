@@ -1,0 +1,79 @@
+//! UDP clients under LDP, through VPP's stack, making the calls programs
+//! make and the kernel accepts.
+
+use super::*;
+
+/// Against a UDP echo server (`tests/programs/udp_echo.py`, under LDP):
+/// `tests/programs/udp_client.py` checks that `getpeername` of a socket
+/// never connected fails with `ENOTCONN`, that `sendto` on a socket never
+/// bound works (the kernel binds it first, to a free port), and that
+/// `connect` of a non-blocking socket succeeds at once;
+/// `tests/programs/sendmmsg_udp.c` sends three datagrams with one
+/// `sendmmsg`. With the C layer all four fail: `getpeername` answers zeros (libuv's `uv_udp_connect` then says
+/// "already connected": BIND's `dig` gives up), `sendto` fails with
+/// `EBADFD`, the connect with `EINPROGRESS` (glibc-style resolvers give
+/// up on it), and LDP's `sendmmsg` with `ENOSYS`.
+#[test]
+fn ldp_udp_clients_send_as_with_the_kernel() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    need(&["/usr/bin/python3"], "python3");
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
+    let srv_conf = vpp.write_vcl_conf("udp-echo", &VclConf::in_namespace(&srv_ns)).unwrap();
+    let cli_conf = vpp.write_vcl_conf("udp-clients", &VclConf::in_namespace(&cli_ns)).unwrap();
+    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
+    let sendmmsg = vpp.dir().join("sendmmsg_udp");
+    let out = Command::new("cc")
+        .arg("-o")
+        .arg(&sendmmsg)
+        .arg(programs.join("sendmmsg_udp.c"))
+        .output()
+        .expect("a C compiler (cc) is needed to build tests/programs/sendmmsg_udp.c");
+    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    let (addr, port) = (srv_ns.addr.to_string(), "7496");
+
+    // Two datagrams from the script's checks, three from sendmmsg.
+    let echo_out = vpp.dir().join("udp_echo.out");
+    let echo = ProcessGroup::spawn(
+        under_ldp(&mut Command::new("/usr/bin/python3"), &rust, &srv_conf)
+            .arg(programs.join("udp_echo.py"))
+            .args([&addr, port, "5"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&echo_out).unwrap())
+            .stderr(Stdio::null()),
+    )
+    .expect("spawn udp_echo.py");
+    let echoed = || std::fs::read_to_string(&echo_out).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !echoed().contains("ready") {
+        assert!(std::time::Instant::now() < deadline, "the echo server did not start:\n{}", echoed());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let run = |cmd: &mut Command| {
+        let child = under_ldp(cmd, &rust, &cli_conf)
+            .env("VLS_RS_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn a client");
+        let out = wait_output_with_timeout(child, Duration::from_secs(40)).unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let (sent, batch) = run(Command::new(&sendmmsg).args([&addr, port]));
+    let (_, checks) =
+        run(Command::new("/usr/bin/python3").arg(programs.join("udp_client.py")).args([&addr, port]));
+    let status = echo.stop(libc::SIGTERM, Duration::from_secs(10));
+    eprintln!("UDP client checks under LDP with the Rust layer:\n{checks}{batch}");
+    assert_eq!(checks.lines().filter(|l| l.starts_with("ok:")).count(), 3, "{checks}\nserver: {}", echoed());
+    assert!(!checks.contains("FAIL"), "{checks}");
+    assert!(sent && batch.contains("sendmmsg sent 3 (lengths 5 6 5)"), "{batch}");
+    for word in ["first", "second", "third"] {
+        assert!(batch.contains(&format!("received: {word}\n")), "{batch}");
+    }
+    assert!(echoed().contains("echoed all 5"), "the server echoed all five: {}\n({status:?})", echoed());
+}
