@@ -174,11 +174,12 @@
 //!   the gate with a `membarrier` that makes it see the owner in its lane.
 //! - **Per-process workers (mode 1, fork).** `pthread_atfork` hooks,
 //!   registered after LDP's socket wrapper's (whose child handler must run
-//!   first; `libvls.so`'s constructor registers them again when the app
-//!   was created by an earlier library constructor): the parent enters its sessions in a table shared by all its descendants
-//!   (owner, holders, listening workers; `engine::fork`); the child
-//!   registers its own VCL worker, gets copies of the parent's VCL sessions
-//!   (own heap blocks, epoll links re-based) and holds every session too.
+//!   first; `libvls.so`'s constructor registers them again once the
+//!   libraries' constructors have run): the parent enters its sessions in
+//!   a table shared by all its descendants (owner, holders, listening
+//!   workers; `engine::fork`); the child registers its own VCL worker,
+//!   gets copies of the parent's VCL sessions (own heap blocks, epoll
+//!   links re-based) and holds every session too.
 //!   Using a shared listener (epoll add, select, accept) starts listening
 //!   on the process's own worker. Closing a shared session drops this
 //!   process's copy; the last holder closes it; an owner that leaves, or

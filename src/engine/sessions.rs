@@ -158,12 +158,9 @@ impl<V: Vcl> Vls<V> {
         let mut waits_here = false;
         let rv = self.with_session(vlsh, OpKind::MessageQueue, |sh| {
             let nonblocking = self.vcl.is_nonblocking(sh);
-            if nonblocking && self.vcl.datagram_state(sh) != Datagram::Stream {
-                waits_here = true;
-                // SAFETY: forwarded contract.
-                return unsafe { self.vcl.connect(sh, ep) };
-            }
             if !shared_worker || nonblocking {
+                // A non-blocking datagram connect is waited for below.
+                waits_here = nonblocking && self.vcl.datagram_state(sh) != Datagram::Stream;
                 // SAFETY: forwarded contract.
                 return unsafe { self.vcl.connect(sh, ep) };
             }
@@ -386,6 +383,10 @@ impl<V: Vcl> Vls<V> {
         /// Not a length a datagram send returns: the session must be bound
         /// first.
         const UNBOUND: i32 = i32::MAX;
+        // Checked before the send, not after an `EBADFD`: VCL's own attempt
+        // to bind an unbound session at `sendto` (a connect and disconnect
+        // to learn a local address, then a listen) fails and leaves the
+        // session in a state no later send gets out of.
         let send = |sh| {
             if !ep.is_null() && self.vcl.datagram_state(sh) == Datagram::Unbound {
                 return UNBOUND;
@@ -397,8 +398,7 @@ impl<V: Vcl> Vls<V> {
         if rv != UNBOUND {
             return rv;
         }
-        // A datagram socket's first `sendto` binds it to a free port in the
-        // kernel; VCL refuses to send (`EBADFD`) until it is bound.
+        // The kernel binds a socket to a free port at its first `sendto`.
         let rv = self.with_session(vlsh, OpKind::MessageQueue, |sh| {
             if self.vcl.datagram_state(sh) != Datagram::Unbound {
                 return 0;
