@@ -19,7 +19,7 @@
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::atomic::AtomicPtr;
 
-use super::ldp_fds::ldp_base;
+use super::ldp_poll::ldp_base_if_active;
 use super::ldp_wait::{next_symbol, set_errno};
 use crate::handle::{Vlsh, INVALID};
 use crate::process::vls_if_made;
@@ -27,12 +27,12 @@ use crate::process::vls_if_made;
 type SendmmsgFn = unsafe extern "C" fn(c_int, *mut libc::mmsghdr, c_uint, c_int) -> c_int;
 type SendmsgFn = unsafe extern "C" fn(c_int, *const libc::msghdr, c_int) -> isize;
 
-/// Whether `fd` is a descriptor LDP gives a VPP session of this process.
+/// Whether `fd` is a descriptor LDP gives a VPP session of this process
+/// (the same reading of LDP's range as `poll`'s, `ldp_poll.rs`).
 fn is_vpp_session(fd: c_int) -> bool {
-    let Some(base) = ldp_base() else { return false };
-    let Some(v) = vls_if_made() else { return false };
-    let vlsh = i64::from(fd) - base;
-    vlsh >= 0 && vlsh <= i64::from(i32::MAX) && v.vlsh_to_sh(vlsh as Vlsh) != INVALID
+    let Some(base) = ldp_base_if_active() else { return false };
+    let Ok(vlsh) = Vlsh::try_from(i64::from(fd) - base) else { return false };
+    vlsh >= 0 && vls_if_made().is_some_and(|v| v.vlsh_to_sh(vlsh) != INVALID)
 }
 
 /// `sendmmsg(fd, msgs, vlen, flags)` (see the module's documentation).

@@ -44,6 +44,45 @@ fn need(programs: &[&str], packages: &str) {
     }
 }
 
+/// Two namespaces joined by VPP's stack, and a `vcl.conf` for the apps
+/// `server` and `client` in them: (server's, client's, server's conf,
+/// client's conf).
+fn stack_confs(
+    vpp: &VppInstance,
+    server: &str,
+    client: &str,
+) -> (AppNamespace, AppNamespace, PathBuf, PathBuf) {
+    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
+    let srv_conf = vpp.write_vcl_conf(server, &VclConf::in_namespace(&srv_ns)).unwrap();
+    let cli_conf = vpp.write_vcl_conf(client, &VclConf::in_namespace(&cli_ns)).unwrap();
+    (srv_ns, cli_ns, srv_conf, cli_conf)
+}
+
+/// `tests/programs/<source>` built with `cc` (and `flags`) as `<name>` in
+/// `vpp`'s directory.
+fn build_c(vpp: &VppInstance, source: &str, name: &str, flags: &[&str]) -> PathBuf {
+    let out = vpp.dir().join(name);
+    let built = Command::new("cc")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs").join(source))
+        .output()
+        .unwrap_or_else(|e| panic!("a C compiler (cc) is needed to build tests/programs/{source}: {e}"));
+    assert!(built.status.success(), "cc {source}: {}", String::from_utf8_lossy(&built.stderr));
+    out
+}
+
+/// Waits (20 s at most) until `read()` contains `needle`; panics with what
+/// it read, saying what did not happen (`what`).
+fn wait_for_text(what: &str, needle: &str, read: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !read().contains(needle) {
+        assert!(std::time::Instant::now() < deadline, "{what} in 20 s:\n{}", read());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Builds the release cdylib and returns its path.
 fn libvls() -> PathBuf {
     let target = common::cargo_build(&["--release", "--features", common::features(), "--lib"]);

@@ -16,9 +16,7 @@ fn ldp_mosquitto_delivers_every_message() {
     need(&[broker_bin, publish, subscribe], "mosquitto mosquitto-clients");
     let so = libvls();
     let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
-    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
-    let srv_conf = vpp.write_vcl_conf("mosquitto", &VclConf::in_namespace(&srv_ns)).unwrap();
-    let cli_conf = vpp.write_vcl_conf("mqtt-clients", &VclConf::in_namespace(&cli_ns)).unwrap();
+    let (srv_ns, _, srv_conf, cli_conf) = stack_confs(&vpp, "mosquitto", "mqtt-clients");
     let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
     let dir = vpp.dir().join("mosquitto");
     std::fs::create_dir_all(&dir).unwrap();
@@ -44,11 +42,7 @@ fn ldp_mosquitto_delivers_every_message() {
     )
     .expect("spawn mosquitto");
     let log = || std::fs::read_to_string(&log_file).unwrap_or_default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !log().contains("running") {
-        assert!(std::time::Instant::now() < deadline, "the broker did not start:\n{}", log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_text("the broker did not start", "running", log);
 
     const PUBLISHERS: usize = 4;
     const EACH: usize = 50;
@@ -60,11 +54,7 @@ fn ldp_mosquitto_delivers_every_message() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn mosquitto_sub");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !log().contains(" t/#") {
-        assert!(std::time::Instant::now() < deadline, "the subscriber did not subscribe:\n{}", log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_text("the subscriber did not subscribe", " t/#", log);
     let failures: Vec<String> = std::thread::scope(|s| {
         let runs: Vec<_> = (0..PUBLISHERS)
             .map(|p| {

@@ -595,19 +595,10 @@ fn ldp_fork_works_when_a_library_constructor_used_a_socket_first() {
     need(&["/usr/bin/python3"], "python3");
     let so = libvls();
     let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
-    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
-    let srv_conf = vpp.write_vcl_conf("server", &VclConf::in_namespace(&srv_ns)).unwrap();
-    let cli_conf = vpp.write_vcl_conf("forker", &VclConf::in_namespace(&cli_ns)).unwrap();
+    let (srv_ns, _, srv_conf, cli_conf) = stack_confs(&vpp, "server", "forker");
     let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
     let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
-    let early = vpp.dir().join("libearly_socket.so");
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&early)
-        .arg(programs.join("early_socket.c"))
-        .output()
-        .expect("a C compiler (cc) is needed to build tests/programs/early_socket.c");
-    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    let early = build_c(&vpp, "early_socket.c", "libearly_socket.so", &["-shared", "-fPIC"]);
     let script = programs.join("fork_connect.py");
     let (addr, port) = (srv_ns.addr.to_string(), "7498");
     // In process groups of their own: a child hung in `fork` dies with
@@ -627,33 +618,19 @@ fn ldp_fork_works_when_a_library_constructor_used_a_socket_first() {
         .expect("spawn python3");
         (group, out)
     };
-    let wait = |group: &mut ProcessGroup, limit: Duration| {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = group.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    };
     let (mut server, served) = run("serve", &rust, &srv_conf);
     let served = || std::fs::read_to_string(&served).unwrap_or_default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !served().contains("listening") {
-        assert!(std::time::Instant::now() < deadline, "the server did not listen:\n{}", served());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_text("the server did not listen", "listening", served);
 
     let (mut forker, forked) = run("fork", &format!("{rust}:{}", early.display()), &cli_conf);
-    let status = wait(&mut forker, Duration::from_secs(30));
+    let status = forker.wait_for(Duration::from_secs(30)).unwrap();
     let text = std::fs::read_to_string(&forked).unwrap_or_default();
     assert!(
         status.is_some_and(|s| s.success()) && text.contains("child exit status: 0"),
         "the forked child connected and ended ({status:?}):\n{text}\nserver:\n{}",
         served()
     );
-    let status = wait(&mut server, Duration::from_secs(20));
+    let status = server.wait_for(Duration::from_secs(20)).unwrap();
     assert!(status.is_some_and(|s| s.success()), "server ({status:?}):\n{}", served());
     assert!(served().contains("got: hello from the child"), "the server got the child's line:\n{}", served());
 }

@@ -26,19 +26,10 @@ fn ldp_udp_clients_send_as_with_the_kernel() {
     need(&["/usr/bin/python3"], "python3");
     let so = libvls();
     let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
-    let (srv_ns, cli_ns) = vpp.setup_stack_namespaces().expect("namespaces");
-    let srv_conf = vpp.write_vcl_conf("udp-echo", &VclConf::in_namespace(&srv_ns)).unwrap();
-    let cli_conf = vpp.write_vcl_conf("udp-clients", &VclConf::in_namespace(&cli_ns)).unwrap();
+    let (srv_ns, _, srv_conf, cli_conf) = stack_confs(&vpp, "udp-echo", "udp-clients");
     let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
     let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
-    let sendmmsg = vpp.dir().join("sendmmsg_udp");
-    let out = Command::new("cc")
-        .arg("-o")
-        .arg(&sendmmsg)
-        .arg(programs.join("sendmmsg_udp.c"))
-        .output()
-        .expect("a C compiler (cc) is needed to build tests/programs/sendmmsg_udp.c");
-    assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+    let sendmmsg = build_c(&vpp, "sendmmsg_udp.c", "sendmmsg_udp", &[]);
     let (addr, port) = (srv_ns.addr.to_string(), "7496");
 
     // Two datagrams from the script's checks, three from sendmmsg.
@@ -53,11 +44,7 @@ fn ldp_udp_clients_send_as_with_the_kernel() {
     )
     .expect("spawn udp_echo.py");
     let echoed = || std::fs::read_to_string(&echo_out).unwrap_or_default();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !echoed().contains("ready") {
-        assert!(std::time::Instant::now() < deadline, "the echo server did not start:\n{}", echoed());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_text("the echo server did not start", "ready", echoed);
     let run = |cmd: &mut Command| {
         let child = under_ldp(cmd, &rust, &cli_conf)
             .env("VLS_RS_LOG", "warn")

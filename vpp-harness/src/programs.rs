@@ -105,6 +105,22 @@ impl ProcessGroup {
         self.0.try_wait()
     }
 
+    /// Waits at most `timeout` for the leader to exit by itself: its exit
+    /// status, `None` if it is still running (the rest of the group is left
+    /// as it is).
+    pub fn wait_for(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the leader has a file whose name ends in `name` mapped
     /// (`/proc/<pid>/maps`), e.g. a preloaded library; false once it has
     /// exited.
