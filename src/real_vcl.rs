@@ -463,6 +463,11 @@ impl seam::Vcl for RealVcl {
         // thread's worker (none for another worker's handle).
         unsafe { sys::vppsys_sh_want_tx_space_notice(sh) }
     }
+    fn rearm_rx_event(&self, sh: Sh) -> bool {
+        // SAFETY: clears a flag on the RX FIFO of a session of the calling
+        // thread's worker (none for another worker's handle).
+        unsafe { sys::vppsys_sh_rearm_rx_event(sh) == 1 }
+    }
     fn mq_eventfd(&self) -> Option<i32> {
         // SAFETY: reads a field of the calling thread's worker's queue.
         let fd = unsafe { sys::vppsys_worker_mq_eventfd() };

@@ -161,6 +161,14 @@ pub trait Vcl: Send + Sync + 'static {
     /// Asks VPP for a TX event on `sh` (a message on the calling thread's
     /// queue) when its TX FIFO, if full, gets room.
     fn want_tx_space_notice(&self, _sh: Sh) {}
+    /// Before sleeping for data on `sh` (found unreadable): clears its RX
+    /// FIFO's event flag if the FIFO is empty, so that VPP's next enqueue
+    /// sends an event (VCL's `poll` can leave the flag set on an empty
+    /// FIFO; its `select` and `epoll` clear it). True if data is in the
+    /// FIFO afterwards: it arrived meanwhile, perhaps without an event.
+    fn rearm_rx_event(&self, _sh: Sh) -> bool {
+        false
+    }
     /// The calling thread's worker lost VPP (its API socket closed: VPP
     /// died or dropped the app) and is detached, or detaching: VCL is about
     /// to drop, or has dropped, the worker's message queue, which its own

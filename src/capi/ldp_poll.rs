@@ -17,6 +17,11 @@
 //!   queue's eventfd (VPP writes it when a message arrives, so the sleep
 //!   ends when a session may have changed; for `POLLOUT`, VPP is asked to
 //!   send one when a full TX FIFO gets room; see `Vls::mq_signal_for_poll`).
+//!   Before that sleep the sessions polled for `POLLIN` are re-armed: VPP
+//!   signals data only while a FIFO's event flag is clear, and VCL's poll
+//!   can leave it set on an empty FIFO (`Vls::rearm_rx_events_for_poll`);
+//!   a sleep that ran its whole slice before a session was found ready is
+//!   counted as a late wake-up (`VLS_RS_STATS`).
 //!   Otherwise it sleeps in slices of [`SLICE`], and a look follows each.
 //!   A wait that includes room to write (`POLLOUT`) first looks without
 //!   sleeping for [`SPIN`];
@@ -79,6 +84,13 @@ trait PollEnv {
     /// Looks at the sessions without waiting (VLS's `poll`, wait 0): fills
     /// their `revents`; negative: a VPPCOM error.
     fn look(&mut self, vp: &mut [VclPoll]) -> c_int;
+    /// Before a sleep on the eventfd: makes VPP's next enqueue on each of
+    /// `readers` (found unreadable) send an event; true if data arrived
+    /// meanwhile (see `Vls::rearm_rx_events_for_poll`).
+    fn rearm_readers(&mut self, readers: &[u32]) -> bool;
+    /// A sleep on the eventfd lasted its whole slice, and the next look
+    /// found a session ready: VPP's message for it never came.
+    fn woke_late(&mut self);
     /// The kernel's `ppoll` on `fds` for at most `timeout` (`None`: no
     /// limit), with `sigmask`; errno set on -1.
     fn kernel_wait(&mut self, fds: &mut [libc::pollfd], timeout: Option<Duration>) -> c_int;
@@ -173,7 +185,10 @@ fn poll_sessions_and_fds(
     }
     let n_kernel = kernel.len();
     let writers: Vec<u32> = sessions.iter().filter(|s| s.events & libc::POLLOUT != 0).map(|s| s.sh).collect();
+    let readers: Vec<u32> = sessions.iter().filter(|s| s.events & libc::POLLIN != 0).map(|s| s.sh).collect();
     let spin = if writers.is_empty() { Duration::ZERO } else { spin };
+    // The last sleep was on the eventfd and lasted its whole slice.
+    let mut slept_whole_slice = false;
     loop {
         let signal = env.mq_signal(&writers);
         let rv = env.look(&mut sessions);
@@ -183,6 +198,9 @@ fn poll_sessions_and_fds(
         }
         let ready_sessions = sessions.iter().filter(|s| s.revents != 0).count();
         let ready_now = ready_sessions > 0;
+        if ready_now && slept_whole_slice {
+            env.woke_late();
+        }
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let sleep = if ready_now || left == Some(Duration::ZERO) || start.elapsed() < spin {
             Some(Duration::ZERO)
@@ -190,8 +208,15 @@ fn poll_sessions_and_fds(
             let cap = if signal.is_some() { SIGNALLED_SLICE } else { SLICE };
             Some(left.map_or(cap, |l| l.min(cap)))
         };
+        // Data that arrived while the readers were re-armed may have sent
+        // no event: look again (the kernel's descriptors are still checked).
+        let sleep = match (signal, sleep) {
+            (Some(_), Some(s)) if s > Duration::ZERO && env.rearm_readers(&readers) => Some(Duration::ZERO),
+            _ => sleep,
+        };
         kernel.truncate(n_kernel);
-        if let (Some(fd), false) = (signal, sleep == Some(Duration::ZERO)) {
+        let on_signal = signal.is_some() && sleep != Some(Duration::ZERO);
+        if let (Some(fd), true) = (signal, on_signal) {
             kernel.push(libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
         }
         for k in kernel.iter_mut() {
@@ -201,6 +226,8 @@ fn poll_sessions_and_fds(
             // EINTR (a signal) or the kernel's error for the set.
             return -1;
         }
+        slept_whole_slice =
+            on_signal && sleep == Some(SIGNALLED_SLICE) && kernel.iter().all(|k| k.revents == 0);
         let ready_kernel = kernel[..n_kernel].iter().filter(|k| k.revents != 0).count();
         let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
         if ready_now || ready_kernel > 0 || timed_out {
@@ -236,6 +263,13 @@ impl PollEnv for Ldp {
     }
     fn mq_signal(&mut self, writers: &[u32]) -> Option<c_int> {
         self.vls.mq_signal_for_poll(writers)
+    }
+    fn rearm_readers(&mut self, readers: &[u32]) -> bool {
+        self.vls.rearm_rx_events_for_poll(readers)
+    }
+    fn woke_late(&mut self) {
+        super::stats::count_late_wakeup();
+        tracing::debug!("poll: a session became ready without a message from VPP (woken by the slice's end)");
     }
     fn look(&mut self, vp: &mut [VclPoll]) -> c_int {
         if vp.is_empty() {

@@ -68,6 +68,19 @@ struct Stats {
 static STATS: Stats =
     Stats { enabled: AtomicBool::new(false), counts: [const { AtomicU64::new(0) }; Call::ALL.len()] };
 
+/// Sleeps of `poll` or `select` on VCL's message-queue eventfd that lasted
+/// their whole slice although a session became ready meanwhile: VPP's
+/// message for it never came (see `ldp_poll`). Counted only when
+/// `VLS_RS_STATS` is set; printed as `late_wakeups` on a line of its own.
+static LATE_WAKEUPS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one late wake-up (see [`LATE_WAKEUPS`]).
+pub(crate) fn count_late_wakeup() {
+    if STATS.enabled.load(Ordering::Relaxed) {
+        LATE_WAKEUPS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Counts one call of `call` (one relaxed load when statistics are off).
 #[inline]
 pub(crate) fn count(call: Call) {
@@ -115,6 +128,7 @@ fn print_stats_at_exit() {
             }
         }
         eprintln!("{line}");
+        eprintln!("vls-rs: waits: late_wakeups={}", LATE_WAKEUPS.load(Ordering::Relaxed));
     }
 }
 

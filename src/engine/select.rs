@@ -125,6 +125,24 @@ impl<V: Vcl> Vls<V> {
         }
         drain_eventfd(fd).then_some(fd)
     }
+
+    /// For the same `poll`, after a look that found none of `readers` (the
+    /// sessions polled for `POLLIN`) ready and before sleeping on the
+    /// eventfd: makes sure VPP's next enqueue on each of them sends an
+    /// event. VPP sends an RX event only while the FIFO's event flag is
+    /// clear, and queues it after the enqueue; a reader that empties the
+    /// FIFO in between leaves VCL's `poll` to drain an event for data
+    /// already read, and VCL's `poll` (unlike its `select` and `epoll`)
+    /// does not clear the flag then. The sleeper was woken only by the end
+    /// of its slice, however soon the next data came. True if data arrived
+    /// meanwhile (look again instead of sleeping).
+    ///
+    /// Only while the calling thread is the only one using VLS, as for
+    /// [`Vls::mq_signal_for_poll`] (the other case sleeps in short slices).
+    pub fn rearm_rx_events_for_poll(&'static self, readers: &[u32]) -> bool {
+        let Some(_alone) = self.solo.enter() else { return false };
+        readers.iter().fold(false, |arrived, &sh| self.vcl.rearm_rx_event(sh) | arrived)
+    }
 }
 
 /// Reads `fd`'s counter (an eventfd) if it is not zero, never blocking

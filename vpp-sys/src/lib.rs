@@ -92,6 +92,11 @@ extern "C" {
     pub fn vppsys_internal_fds(out: *mut libc::c_int, max: libc::c_int) -> libc::c_int;
     /// Asks for a TX event on `sh` when its full TX FIFO gets room.
     pub fn vppsys_sh_want_tx_space_notice(sh: u32);
+    /// Clears the RX event flag of `sh`'s FIFO if it is empty, so that the
+    /// next enqueue sends an event; 1 if data is in the FIFO afterwards, 0
+    /// if not (or no FIFO), -1 for no session of the calling thread's
+    /// worker.
+    pub fn vppsys_sh_rearm_rx_event(sh: u32) -> libc::c_int;
     /// The session, or null when the worker or the session does not exist.
     pub fn vppsys_session_get(wrk_index: u32, session_index: u32) -> *mut vcl_session_t;
     /// Installs the inter-worker RPC handler (`vcm->wrk_rpc_fn`).

@@ -353,6 +353,30 @@ vppsys_sh_want_tx_space_notice (uint32_t sh)
     vcl_session_add_want_deq_ntf (s, SVM_FIFO_WANT_DEQ_NOTIF_IF_FULL);
 }
 
+/* Before a poll sleeps on the message queue's eventfd for data on sh: VPP
+ * queues an RX event only while the RX FIFO's event flag is clear, and sets
+ * the flag as it queues one. It queues that event after the enqueue, so a
+ * reader that looks in between empties the FIFO first; VCL's poll then
+ * drains the late event and leaves the flag set (its select and epoll clear
+ * it for an empty FIFO), and the next enqueue sends no event. This clears
+ * the flag of an empty FIFO, as VCL's select and epoll do. 1 if the FIFO
+ * holds data afterwards (it arrived meanwhile, perhaps without an event:
+ * look again before sleeping), 0 if it is empty or there is none, -1 for
+ * no such session on the calling thread's worker. */
+int
+vppsys_sh_rearm_rx_event (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s || (s->flags & VCL_SESSION_F_IS_VEP))
+    return -1;
+  /* A session not open reads as ready (an error) and has no event due. */
+  if (!vcl_session_is_open (s) || !s->rx_fifo)
+    return 0;
+  if (svm_fifo_is_empty_cons (s->rx_fifo))
+    svm_fifo_unset_event (s->rx_fifo);
+  return !svm_fifo_is_empty_cons (s->rx_fifo);
+}
+
 /* A datagram session's place: 0 not a datagram session (or no such
  * session), 1 neither bound nor connected (VCL refuses to send on it,
  * where the kernel binds it to a free port first), 2 bound or connected. */

@@ -14,6 +14,11 @@ struct Script {
     seen: Vec<(Vec<c_int>, Option<Duration>)>,
     n_looks: usize,
     writers: Vec<u32>,
+    /// Answers of `rearm_readers`, in turn (then false); the readers of
+    /// each call.
+    rearms: Vec<bool>,
+    rearmed: Vec<Vec<u32>>,
+    late: usize,
 }
 
 impl Script {
@@ -26,6 +31,9 @@ impl Script {
             seen: vec![],
             n_looks: 0,
             writers: vec![],
+            rearms: vec![],
+            rearmed: vec![],
+            late: 0,
         }
     }
 }
@@ -46,6 +54,13 @@ impl PollEnv for Script {
             v.revents = got.map_or(0, |g| g & v.events);
         }
         0
+    }
+    fn rearm_readers(&mut self, readers: &[u32]) -> bool {
+        self.rearmed.push(readers.to_vec());
+        self.rearms.get(self.rearmed.len() - 1).copied().unwrap_or(false)
+    }
+    fn woke_late(&mut self) {
+        self.late += 1;
     }
     fn kernel_wait(&mut self, fds: &mut [libc::pollfd], timeout: Option<Duration>) -> c_int {
         self.seen.push((fds.iter().map(|p| p.fd).collect(), timeout));
@@ -108,6 +123,60 @@ fn with_the_eventfd_it_sleeps_on_it_between_looks() {
     assert_eq!(s.seen[0], (vec![9, 77], Some(SIGNALLED_SLICE)));
     // The eventfd is not in a set that only checks.
     assert_eq!(s.seen[1], (vec![9], Some(Duration::ZERO)));
+}
+
+#[test]
+fn the_readers_are_rearmed_before_each_sleep_on_the_eventfd() {
+    let mut s = Script::new(&[0, 1]);
+    s.signal = Some(77);
+    s.looks = vec![None, None, Some(libc::POLLIN)];
+    let mut fds = [pfd(32, libc::POLLIN), pfd(33, libc::POLLOUT)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    // Only the session polled for input, once per sleep.
+    assert_eq!(s.rearmed, vec![vec![100], vec![100]]);
+    assert_eq!(s.seen[0], (vec![77], Some(SIGNALLED_SLICE)));
+}
+
+#[test]
+fn data_that_arrived_while_rearming_is_looked_for_without_sleeping() {
+    let mut s = Script::new(&[0]);
+    s.signal = Some(77);
+    s.looks = vec![None, Some(libc::POLLIN)];
+    s.rearms = vec![true];
+    let mut fds = [pfd(32, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    // No sleep on the eventfd: a check with no wait, then the second look.
+    assert_eq!(s.seen, vec![(vec![], Some(Duration::ZERO)), (vec![], Some(Duration::ZERO))]);
+    assert_eq!(s.n_looks, 2);
+}
+
+#[test]
+fn without_the_eventfd_nothing_is_rearmed() {
+    let mut s = Script::new(&[0]);
+    s.looks = vec![None, Some(libc::POLLIN)];
+    let mut fds = [pfd(32, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert!(s.rearmed.is_empty(), "{:?}", s.rearmed);
+}
+
+#[test]
+fn readiness_found_after_a_whole_slice_on_the_eventfd_is_a_late_wakeup() {
+    // The eventfd never fires (the script's waits answer nothing), and the
+    // third look finds the session ready: the message never came.
+    let mut s = Script::new(&[0]);
+    s.signal = Some(77);
+    s.looks = vec![None, None, Some(libc::POLLIN)];
+    let mut fds = [pfd(32, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(s.late, 1);
+    // Woken by the eventfd: on time.
+    let mut s = Script::new(&[0]);
+    s.signal = Some(77);
+    s.looks = vec![None, Some(libc::POLLIN)];
+    s.waits = vec![Ok(libc::POLLIN)];
+    let mut fds = [pfd(32, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(s.late, 0);
 }
 
 #[test]
@@ -182,6 +251,10 @@ fn a_vls_error_is_minus_one_with_its_errno() {
         fn look(&mut self, _: &mut [VclPoll]) -> c_int {
             -libc::EBADFD
         }
+        fn rearm_readers(&mut self, _: &[u32]) -> bool {
+            panic!("no re-arming after a failed look")
+        }
+        fn woke_late(&mut self) {}
         fn kernel_wait(&mut self, _: &mut [libc::pollfd], _: Option<Duration>) -> c_int {
             panic!("no kernel wait after a failed look")
         }
