@@ -35,6 +35,7 @@ mod pipeline;
 mod postgres;
 mod programs;
 mod udp;
+mod wakeups;
 
 /// Panics, naming the Debian `packages` to install, unless every one of
 /// `programs` exists.
@@ -102,6 +103,17 @@ fn calls(stderr: &str, name: &str) -> u64 {
         .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// The late wake-ups of `poll` and `select` in the layer's exit statistics
+/// (`VLS_RS_STATS=1`) printed on `stderr`: sleeps that lasted their whole
+/// slice although a session became ready meanwhile. `None` if the line is
+/// missing.
+fn late_wakeups(stderr: &str) -> Option<u64> {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("vls-rs: waits: late_wakeups="))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 /// CPU time (user + system) process `pid` has used so far.
