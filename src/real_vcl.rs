@@ -444,6 +444,10 @@ impl seam::Vcl for RealVcl {
         // SAFETY: as above.
         unsafe { sys::vppsys_sh_write_nonblk(sh) != 0 }
     }
+    fn write_space(&self, sh: Sh) -> i32 {
+        // SAFETY: shim lookup that tolerates any handle.
+        unsafe { sys::vppsys_sh_write_space(sh) }
+    }
     fn set_app_closing(&self, sh: Sh) {
         // SAFETY: as above.
         unsafe { sys::vppsys_sh_set_app_closing(sh) }

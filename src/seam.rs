@@ -147,6 +147,16 @@ pub trait Vcl: Send + Sync + 'static {
     fn read_ready(&self, sh: Sh) -> i32;
     /// Writing would not block.
     fn write_ready(&self, sh: Sh) -> bool;
+    /// Room to write: bytes free for a stream, the longest datagram that
+    /// fits for a datagram session; 0 if none; a negative `VPPCOM_E*` if
+    /// the session is not open (a send then fails at once).
+    fn write_space(&self, sh: Sh) -> i32 {
+        if self.write_ready(sh) {
+            i32::MAX
+        } else {
+            0
+        }
+    }
     /// Makes blocked VCL calls on `sh` return: the app closed the session.
     fn set_app_closing(&self, sh: Sh);
     /// Events the calling thread's worker read from its message queue and

@@ -334,7 +334,10 @@ impl<V: Vcl> Vls<V> {
         self.with_session_io(vlsh, OpKind::Read, n, |sh| unsafe { self.vcl.read(sh, buf, n) })
     }
 
-    /// `vls_recvfrom`.
+    /// `vls_recvfrom`. Beyond VCL (which refuses any flag but `MSG_PEEK`):
+    /// `MSG_DONTWAIT` answers `EAGAIN` when nothing is ready on a blocking
+    /// session, and flags that change nothing on receive (`MSG_NOSIGNAL`,
+    /// `MSG_CMSG_CLOEXEC`) are ignored, as the kernel does.
     ///
     /// # Safety
     /// `buf` valid for `n` writable bytes; `ep` as for `vppcom_session_recvfrom`.
@@ -346,8 +349,14 @@ impl<V: Vcl> Vls<V> {
         flags: i32,
         ep: *mut c_void,
     ) -> i32 {
-        // SAFETY: forwarded contract.
-        self.with_session(vlsh, OpKind::Read, |sh| unsafe { self.vcl.recvfrom(sh, buf, n, flags, ep) })
+        let (flags, dont_wait) = receive_flags(flags);
+        self.with_session(vlsh, OpKind::Read, |sh| {
+            if dont_wait && self.vcl.read_ready(sh) == 0 && !self.vcl.is_nonblocking(sh) {
+                return EAGAIN;
+            }
+            // SAFETY: forwarded contract.
+            unsafe { self.vcl.recvfrom(sh, buf, n, flags, ep) }
+        })
     }
 
     /// `vls_write`.
@@ -387,9 +396,26 @@ impl<V: Vcl> Vls<V> {
         // to bind an unbound session at `sendto` (a connect and disconnect
         // to learn a local address, then a listen) fails and leaves the
         // session in a state no later send gets out of.
+        let dont_wait = flags & libc::MSG_DONTWAIT != 0;
         let send = |sh| {
-            if !ep.is_null() && self.vcl.datagram_state(sh) == Datagram::Unbound {
-                return UNBOUND;
+            let mut ep = ep;
+            if !ep.is_null() {
+                match self.vcl.datagram_state(sh) {
+                    Datagram::Unbound => return UNBOUND,
+                    // A stream's peer is fixed: the kernel ignores the
+                    // address (VCL refuses it with EINVAL).
+                    Datagram::Stream => ep = std::ptr::null_mut(),
+                    Datagram::Placed => {}
+                }
+            }
+            // VCL ignores MSG_DONTWAIT: a blocking session would wait for
+            // room. Refuse as the kernel does when there is none (a stream
+            // takes what fits, a datagram must fit whole).
+            if dont_wait && !self.vcl.is_nonblocking(sh) {
+                let need = if self.vcl.datagram_state(sh) == Datagram::Stream { 1 } else { n.max(1) };
+                if (0..need).contains(&self.vcl.write_space(sh)) {
+                    return EAGAIN;
+                }
             }
             // SAFETY: forwarded contract.
             unsafe { self.vcl.sendto(sh, buf, n, flags, ep) }
@@ -491,4 +517,14 @@ impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The flags of a receive that VCL is given (it refuses any but
+/// `MSG_PEEK`), and whether the caller asked not to wait (`MSG_DONTWAIT`,
+/// which VLS answers itself). Flags the kernel ignores on a receive
+/// (`MSG_NOSIGNAL`, sockperf's; `MSG_CMSG_CLOEXEC`) are dropped; others
+/// (`MSG_WAITALL`, `MSG_OOB`, ...) stay, and VCL refuses them.
+fn receive_flags(flags: i32) -> (i32, bool) {
+    let dropped = libc::MSG_NOSIGNAL | libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
+    (flags & !dropped, flags & libc::MSG_DONTWAIT != 0)
 }

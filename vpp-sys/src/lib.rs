@@ -90,6 +90,10 @@ extern "C" {
     /// segments' memfds): writes at most `max` of them to `out` and returns
     /// how many there are (repeats possible).
     pub fn vppsys_internal_fds(out: *mut libc::c_int, max: libc::c_int) -> libc::c_int;
+    /// Room to write on `sh` (bytes for a stream, the longest datagram for
+    /// a datagram session), 0 if none, a negative `VPPCOM_E*` if it is not
+    /// open or not a session of the calling thread's worker.
+    pub fn vppsys_sh_write_space(sh: u32) -> libc::c_int;
     /// Asks for a TX event on `sh` when its full TX FIFO gets room.
     pub fn vppsys_sh_want_tx_space_notice(sh: u32);
     /// Clears the RX event flag of `sh`'s FIFO if it is empty, so that the

@@ -300,6 +300,18 @@ vppsys_sh_write_nonblk (uint32_t sh)
   return rv < 0 ? 1 : (rv > (64 << 10));
 }
 
+/* Room to write on sh, as VCL's poll sees it: bytes free in a stream's TX
+ * FIFO, or the longest datagram that fits; 0 if none; a negative VPPCOM
+ * error if the session is not open (or no such session: EBADFD). */
+int
+vppsys_sh_write_space (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  if (!s || (s->flags & VCL_SESSION_F_IS_VEP))
+    return VPPCOM_EBADFD;
+  return vcl_session_write_ready (s);
+}
+
 /* A datagram session's write that did not fit: asks VPP for a TX event at
  * its next dequeue that leaves more than 64 KiB (and a header) free, the room
  * vppsys_sh_write_nonblk wants before it calls a datagram session writable

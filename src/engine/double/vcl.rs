@@ -263,7 +263,11 @@ impl Vcl for Double {
         }
         k as i32
     }
-    unsafe fn recvfrom(&self, sh: Sh, buf: *mut c_void, n: u32, _f: i32, _ep: *mut c_void) -> i32 {
+    unsafe fn recvfrom(&self, sh: Sh, buf: *mut c_void, n: u32, flags: i32, _ep: *mut c_void) -> i32 {
+        // As VCL: no flag but MSG_PEEK (which the double does not model).
+        if flags != 0 {
+            return -libc::EAFNOSUPPORT;
+        }
         // SAFETY: forwarded.
         unsafe { self.read(sh, buf, n as usize) }
     }

@@ -116,6 +116,27 @@ fn data_round_trip_single_thread() {
     assert_eq!(v.vcl().violations(), 0);
 }
 
+/// `MSG_DONTWAIT` on a blocking session answers `EAGAIN` when nothing is
+/// ready (VCL would refuse the flag; a blocking read would wait), and reads
+/// what is there otherwise; `MSG_NOSIGNAL` is ignored, as the kernel does.
+#[test]
+fn recvfrom_dont_wait_on_a_blocking_session() {
+    let v = app(false);
+    let (_l, c, s) = pair(v, false);
+    let mut buf = [0u8; 16];
+    let mut recv = |flags| {
+        // SAFETY: `buf` is valid for its length; a null endpoint.
+        unsafe { v.recvfrom(s, buf.as_mut_ptr().cast(), buf.len() as u32, flags, std::ptr::null_mut()) }
+    };
+    assert_eq!(recv(libc::MSG_DONTWAIT), -libc::EAGAIN);
+    assert_eq!(write(v, c, b"hello"), 5);
+    assert_eq!(recv(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL), 5);
+    assert_eq!(write(v, c, b"again"), 5);
+    assert_eq!(recv(libc::MSG_NOSIGNAL), 5);
+    assert_eq!(recv(libc::MSG_WAITALL), -libc::EAFNOSUPPORT, "a flag VLS does not handle reaches VCL");
+    assert_eq!(v.vcl().violations(), 0);
+}
+
 /// Before a worker goes away (the process exits, a mode-2 thread's worker
 /// unregisters), VPP is let read the messages the worker queued for it:
 /// VPP takes the detach first and crashed on an accepted reply it read
