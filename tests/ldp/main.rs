@@ -34,6 +34,7 @@ mod nginx;
 mod pipeline;
 mod postgres;
 mod programs;
+mod sockperf;
 mod udp;
 mod wakeups;
 
