@@ -80,13 +80,16 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// The bits of an event that still hold for session `s` now (error
-    /// and hang-up bits always do). An event can be stale: parked while the
-    /// owner read the data, or queued by VCL before a read; a "readable"
-    /// that reads `EAGAIN` is taken as an error by many applications.
-    /// Called with the worker locks held.
+    /// and hang-up bits always do), among those its set asks for now. An
+    /// event can be stale: parked while the owner read the data, queued by
+    /// VCL before a read, or parked before an `EPOLL_CTL_MOD` dropped its
+    /// bits; a "readable" that reads `EAGAIN` is taken as an error by many
+    /// applications, and an `EPOLLOUT` nobody asked for calls a handler
+    /// that may not exist (nutcracker's listener). Called with the worker
+    /// locks held.
     pub(super) fn still_ready(&self, s: &VlsSession, events: u32) -> u32 {
         let sh = s.sh();
-        let mut ev = events;
+        let mut ev = events & (s.membership.interest() | (libc::EPOLLERR | libc::EPOLLHUP) as u32);
         // Readable: data, pending accepts, or closed/reset (the read reports
         // it); not while 0 bytes are queued or the session is still
         // connecting (ENOTCONN).

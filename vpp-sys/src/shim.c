@@ -286,7 +286,9 @@ vppsys_sh_read_ready (uint32_t sh)
 }
 
 /* Same test as the C layer: a datagram write only surely fits if more than
- * 64 KiB are free. */
+ * 64 KiB are free. A stream listener is never writable (as with the kernel;
+ * VCL answers EBADFD for it, which would read as "writable, the write will
+ * say why"). */
 int
 vppsys_sh_write_nonblk (uint32_t sh)
 {
@@ -294,6 +296,8 @@ vppsys_sh_write_nonblk (uint32_t sh)
   vcl_session_t *s = vppsys_current_session (sh);
   if (!s || (s->flags & VCL_SESSION_F_IS_VEP))
     return -1;
+  if (s->session_state == VCL_STATE_LISTEN && !s->is_dgram)
+    return 0;
   rv = vcl_session_write_ready (s);
   if (!s->is_dgram)
     return rv != 0;

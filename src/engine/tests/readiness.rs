@@ -332,3 +332,41 @@ fn a_second_thread_waits_for_the_first_threads_unlocked_epoll_calls() {
         .unwrap();
     }
 }
+
+/// The kernel reports only the bits a session's registration asks for
+/// now: an event parked while the set asked for `EPOLLOUT` (another
+/// thread's `epoll_ctl` finds the session writable at once) is not
+/// returned after an `EPOLL_CTL_MOD` that asks for `EPOLLIN` only.
+/// nutcracker registers its listener with both, then modifies it to
+/// `EPOLLIN`; an `EPOLLOUT` for it called its (null) send handler.
+#[test]
+fn a_parked_event_is_reported_only_for_the_bits_asked_for_now() {
+    let v = app(false);
+    let ep = v.epoll_create();
+    let (_l, _c, s) = pair(v, false);
+    // A second thread using VLS, alive for the whole test: epoll_ctl takes
+    // the path that parks a session's readiness on its set.
+    let (arrived, done) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    let (arrived_tx, arrived_rx) = arrived;
+    let (done_tx, done_rx) = done;
+    let other = thread::spawn(move || {
+        assert!(v.create(0, false) >= 0);
+        arrived_tx.send(()).unwrap();
+        let _ = done_rx.recv();
+    });
+    arrived_rx.recv().unwrap();
+    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLOUT) as u32, u64: 0x5e55 };
+    // SAFETY: valid event.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut ev) }, 0);
+    assert_eq!(v.session(ep).unwrap().demux().unwrap().parked_len(), 1, "writable at once: parked");
+    ev.events = libc::EPOLLIN as u32;
+    // SAFETY: valid event.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_MOD, s, &mut ev) }, 0);
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    // SAFETY: `evs` holds 8 events.
+    let n = unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, 0.0) };
+    let got: Vec<u32> = evs[..n.max(0) as usize].iter().map(|e| e.events).collect();
+    assert_eq!(n, 0, "nothing asked for is ready: {got:x?}");
+    done_tx.send(()).unwrap();
+    other.join().unwrap();
+}
