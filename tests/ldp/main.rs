@@ -31,6 +31,7 @@ mod abi;
 mod iperf;
 mod mosquitto;
 mod nginx;
+mod nutcracker;
 mod pipeline;
 mod postgres;
 mod programs;
