@@ -493,6 +493,39 @@ vppsys_session_listen (uint32_t sh, uint32_t q_len)
   return vppcom_session_listen (sh, q_len);
 }
 
+/*
+ * A bound, unconnected datagram session (a connectionless listener in
+ * VPP's terms) about to be closed, or connected (VCL unlistens it first):
+ * waits, at most VPPSYS_DGRAM_SENT_WAIT_S seconds, until VPP has taken the
+ * datagrams queued in its TX FIFO. VPP frees such a session and its FIFOs
+ * as soon as it reads the unlisten (app_worker_stop_listen_session), and
+ * its session node dispatches the control events it read before the IO
+ * events of the same run, so a datagram sent just before the close, whose
+ * TX event was still queued with the unlisten, was never sent (a
+ * connected session's close waits for its TX FIFO, udp_session_close).
+ * The kernel's close keeps what was sent. VPP normally takes a datagram
+ * within microseconds; the bound is for a stopped or overloaded VPP.
+ */
+#define VPPSYS_DGRAM_SENT_WAIT_S 0.25
+
+static void
+vppsys_wait_dgrams_taken (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  vcl_worker_t *wrk;
+  f64 deadline;
+
+  if (!s || !s->is_dgram || (s->flags & VCL_SESSION_F_IS_VEP) ||
+      s->session_state != VCL_STATE_LISTEN || !s->tx_fifo)
+    return;
+  /* (The session is the calling thread's worker's: it has one.) */
+  wrk = vppsys_worker_get (vppsys_worker_index ());
+  deadline = clib_time_now (&wrk->clib_time) + VPPSYS_DGRAM_SENT_WAIT_S;
+  while (svm_fifo_max_dequeue_prod (s->tx_fifo) &&
+	 clib_time_now (&wrk->clib_time) < deadline)
+    usleep (20);
+}
+
 int
 vppsys_session_connect (uint32_t sh, vppcom_endpt_t *server_ep)
 {
@@ -519,6 +552,7 @@ vppsys_session_connect (uint32_t sh, vppcom_endpt_t *server_ep)
 	  return VPPCOM_EINVAL;
 	}
     }
+  vppsys_wait_dgrams_taken (sh);
   return vppcom_session_connect (sh, server_ep);
 }
 
@@ -1434,11 +1468,13 @@ vppsys_session_socket_error (uint32_t sh)
     }
 }
 
-/* vppcom_session_close, safe for a listener with connections waiting and
- * for a session with postponed events. */
+/* vppcom_session_close, safe for a listener with connections waiting, for
+ * a session with postponed events, and for a bound datagram session's
+ * last datagrams (vppsys_wait_dgrams_taken). */
 int
 vppsys_session_close (uint32_t sh)
 {
+  vppsys_wait_dgrams_taken (sh);
   vppsys_refuse_pending_accepts (sh);
   vppsys_forget_postponed_events (sh);
   return vppcom_session_close (sh);
