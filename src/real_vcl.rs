@@ -369,6 +369,10 @@ impl seam::Vcl for RealVcl {
             // take an answer for "already connected".
             return -libc::ENOTCONN;
         }
+        if op == sys::VPPCOM_ATTR_GET_RX_FIFO_LEN {
+            // SAFETY: caller's contract (valid `len`, `buf` of `*len` bytes).
+            return unsafe { rx_fifo_len(sh, buf, len) };
+        }
         // SAFETY: caller's contract.
         unsafe { sys::vppcom_session_attr(sh, op, buf, len) }
     }
@@ -681,6 +685,41 @@ unsafe fn poll_entries<'a>(vp: *mut c_void, n: u32) -> &'a mut [sys::vcl_poll_t]
     }
     // SAFETY: the caller's contract.
     unsafe { std::slice::from_raw_parts_mut(vp.cast::<sys::vcl_poll_t>(), n as usize) }
+}
+
+/// `VPPCOM_ATTR_GET_RX_FIFO_LEN` (LDP's `getsockopt(SO_RCVBUF)`): VCL
+/// writes the size as 8 bytes (`size_t`) while it checks for, and
+/// reports, 4: the caller's `int` overflowed into its neighbour, and
+/// iperf (2) died of "stack smashing detected" at start-up with either
+/// layer. The size is read into a local and 4 bytes are written.
+///
+/// # Safety
+/// `len` null or valid; `buf` null or valid for `*len` bytes.
+unsafe fn rx_fifo_len(sh: Sh, buf: *mut c_void, len: *mut u32) -> i32 {
+    // SAFETY: `len` is read only if it is not null (then valid: contract).
+    if buf.is_null() || len.is_null() || unsafe { *len } < 4 {
+        return crate::error::VppcomError::EINVAL.raw();
+    }
+    let mut size: u64 = 0;
+    let mut size_len = 8u32;
+    // SAFETY: a local of 8 bytes, its length given.
+    let rv = unsafe {
+        sys::vppcom_session_attr(
+            sh,
+            sys::VPPCOM_ATTR_GET_RX_FIFO_LEN,
+            (&mut size as *mut u64).cast(),
+            &mut size_len,
+        )
+    };
+    if rv < 0 {
+        return rv;
+    }
+    // SAFETY: `buf` holds at least 4 bytes, `len` is valid (checked).
+    unsafe {
+        buf.cast::<u32>().write_unaligned(size.min(u64::from(u32::MAX)) as u32);
+        *len = 4;
+    }
+    rv
 }
 
 /// One no-wait `vppcom_poll` of the `n` entries at `vp` on worker `me`,

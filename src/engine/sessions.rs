@@ -336,8 +336,10 @@ impl<V: Vcl> Vls<V> {
 
     /// `vls_recvfrom`. Beyond VCL (which refuses any flag but `MSG_PEEK`):
     /// `MSG_DONTWAIT` answers `EAGAIN` when nothing is ready on a blocking
-    /// session, and flags that change nothing on receive (`MSG_NOSIGNAL`,
-    /// `MSG_CMSG_CLOEXEC`) are ignored, as the kernel does.
+    /// session, `MSG_WAITALL` reads until the buffer is full (iperf 2's
+    /// server reads its headers so), and flags that change nothing on
+    /// receive (`MSG_NOSIGNAL`, `MSG_CMSG_CLOEXEC`) are ignored, as the
+    /// kernel does.
     ///
     /// # Safety
     /// `buf` valid for `n` writable bytes; `ep` as for `vppcom_session_recvfrom`.
@@ -350,13 +352,31 @@ impl<V: Vcl> Vls<V> {
         ep: *mut c_void,
     ) -> i32 {
         let (flags, dont_wait) = receive_flags(flags);
-        self.with_session(vlsh, OpKind::Read, |sh| {
-            if dont_wait && self.vcl.read_ready(sh) == 0 && !self.vcl.is_nonblocking(sh) {
-                return EAGAIN;
+        let wait_all = flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_PEEK == 0 && !dont_wait;
+        let flags = flags & !libc::MSG_WAITALL;
+        let mut got = 0u32;
+        loop {
+            let mut nonblocking = false;
+            let rv = self.with_session(vlsh, OpKind::Read, |sh| {
+                nonblocking = self.vcl.is_nonblocking(sh);
+                if dont_wait && !nonblocking && self.vcl.read_ready(sh) == 0 {
+                    return EAGAIN;
+                }
+                // SAFETY: forwarded contract (`got < n`: within `buf`).
+                unsafe {
+                    self.vcl.recvfrom(sh, buf.cast::<u8>().add(got as usize).cast(), n - got, flags, ep)
+                }
+            });
+            // MSG_WAITALL (a blocking session): until `n` bytes, the end of
+            // the stream or an error; what was read is returned first.
+            if rv <= 0 {
+                return if got > 0 { got as i32 } else { rv };
             }
-            // SAFETY: forwarded contract.
-            unsafe { self.vcl.recvfrom(sh, buf, n, flags, ep) }
-        })
+            got += rv as u32;
+            if !wait_all || nonblocking || got >= n {
+                return got as i32;
+            }
+        }
     }
 
     /// `vls_write`.
@@ -523,7 +543,8 @@ impl Drop for Counted<'_> {
 /// `MSG_PEEK`), and whether the caller asked not to wait (`MSG_DONTWAIT`,
 /// which VLS answers itself). Flags the kernel ignores on a receive
 /// (`MSG_NOSIGNAL`, sockperf's; `MSG_CMSG_CLOEXEC`) are dropped; others
-/// (`MSG_WAITALL`, `MSG_OOB`, ...) stay, and VCL refuses them.
+/// stay (`MSG_WAITALL` for the caller to handle; `MSG_OOB` and the rest
+/// VCL refuses).
 fn receive_flags(flags: i32) -> (i32, bool) {
     let dropped = libc::MSG_NOSIGNAL | libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
     (flags & !dropped, flags & libc::MSG_DONTWAIT != 0)

@@ -133,8 +133,34 @@ fn recvfrom_dont_wait_on_a_blocking_session() {
     assert_eq!(recv(libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL), 5);
     assert_eq!(write(v, c, b"again"), 5);
     assert_eq!(recv(libc::MSG_NOSIGNAL), 5);
-    assert_eq!(recv(libc::MSG_WAITALL), -libc::EAFNOSUPPORT, "a flag VLS does not handle reaches VCL");
+    assert_eq!(recv(libc::MSG_OOB), -libc::EAFNOSUPPORT, "a flag VLS does not handle reaches VCL");
     assert_eq!(v.vcl().violations(), 0);
+}
+
+/// `MSG_WAITALL` on a blocking session reads until the buffer is full,
+/// across writes that arrive apart; at the end of the stream it returns
+/// what it has.
+#[test]
+fn recvfrom_wait_all_fills_the_buffer() {
+    let v = app(false);
+    let (_l, c, s) = pair(v, false);
+    let mut buf = [0u8; 8];
+    assert_eq!(write(v, c, b"abc"), 3);
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(write(v, c, b"defgh"), 5);
+    });
+    // SAFETY: `buf` is valid for its length; a null endpoint.
+    let rv = unsafe { v.recvfrom(s, buf.as_mut_ptr().cast(), 8, libc::MSG_WAITALL, std::ptr::null_mut()) };
+    writer.join().unwrap();
+    assert_eq!(rv, 8);
+    assert_eq!(&buf, b"abcdefgh");
+    assert_eq!(write(v, c, b"xy"), 2);
+    assert_eq!(v.close(c), 0);
+    // SAFETY: as above.
+    let rv = unsafe { v.recvfrom(s, buf.as_mut_ptr().cast(), 8, libc::MSG_WAITALL, std::ptr::null_mut()) };
+    assert_eq!(rv, 2, "the end of the stream ends the wait");
+    assert_eq!(&buf[..2], b"xy");
 }
 
 /// Before a worker goes away (the process exits, a mode-2 thread's worker
