@@ -109,3 +109,68 @@ fn ldp_iperf3_tcp_runs_over_the_rust_layer() {
         rust.gbits, c.gbits
     );
 }
+
+/// iperf 2 (Debian's `iperf`: a thread per stream) with two TCP streams
+/// for 2 s, server and client under the Rust layer, through VPP's stack:
+/// both report a total (`[SUM]`) of more than 0 bytes.
+///
+/// iperf 2's server asks `getsockopt(SO_RCVBUF)` into an `int`, and VCL
+/// writes 8 bytes for it: with the C layer the server dies of "stack
+/// smashing detected" at once (printed with `--nocapture`). It also reads
+/// its headers with `MSG_WAITALL`, which VCL refuses (`EAFNOSUPPORT`).
+#[test]
+fn ldp_iperf2_two_streams() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let iperf = "/usr/bin/iperf";
+    need(&[iperf], "iperf");
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let (srv_ns, _, srv_conf, cli_conf) = stack_confs(&vpp, "iperf2-server", "iperf2-client");
+    let preloads = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
+    let addr = srv_ns.addr.to_string();
+    for (layer, preload, port) in [("Rust", &preloads.rust, "7550"), ("C", &preloads.c, "7551")] {
+        let server_out = vpp.dir().join(format!("iperf2-{layer}.out"));
+        let server = ProcessGroup::spawn(
+            under_ldp(&mut Command::new(iperf), preload, &srv_conf)
+                .args(["-s", "-B", &addr, "-p", port])
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&server_out).unwrap())
+                .stderr(Stdio::null()),
+        )
+        .expect("spawn the iperf server");
+        let read = || std::fs::read_to_string(&server_out).unwrap_or_default();
+        if layer == "Rust" {
+            wait_for_text("the iperf server did not start", "listening", read);
+        } else {
+            // (Its server may die at start: no line to wait for.)
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        let client = under_ldp(&mut Command::new(iperf), preload, &cli_conf)
+            .args(["-c", &addr, "-p", port, "-t", "2", "-P", "2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the iperf client");
+        let out = wait_output_with_timeout(client, Duration::from_secs(30)).unwrap();
+        // The server prints its total once the streams end.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !read().contains("[SUM]") && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(server);
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let sum = |t: &str| t.lines().find(|l| l.contains("[SUM]")).map(str::to_string);
+        eprintln!("iperf 2, {layer} layer: client {:?}, server {:?}", sum(&text), sum(&read()));
+        if layer == "C" {
+            eprintln!("  (C layer: server's last line {:?})", read().lines().last().unwrap_or(""));
+        } else {
+            for (who, t) in [("client", text.clone()), ("server", read())] {
+                let line = sum(&t).unwrap_or_else(|| panic!("no total from the {who}:\n{t}"));
+                assert!(!line.contains(" 0.00 Bytes") && line.contains("Bytes"), "{who}: {line}");
+                assert!(!t.contains("failed") && !t.contains("smashing"), "{who}:\n{t}");
+            }
+        }
+    }
+}
