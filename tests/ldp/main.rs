@@ -29,6 +29,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 mod abi;
 mod iperf;
+mod microsocks;
 mod mosquitto;
 mod nginx;
 mod nutcracker;
