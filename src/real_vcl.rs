@@ -749,11 +749,38 @@ unsafe fn look_once(vp: *mut c_void, n: u32, me: u32, rebased: &mut Vec<(usize, 
             entries[i].sh = sh;
         }
     }
+    if rv > 0 {
+        // SAFETY: as above.
+        rv = (rv - unsafe { unreport_connecting(vp, n) }).max(0);
+    }
     if rv >= 0 {
         // SAFETY: as above.
         rv += unsafe { report_peer_close(vp, n) };
     }
     rv
+}
+
+/// After `vppcom_poll`: a connect in progress is neither readable nor
+/// writable nor in error, as with the kernel. VCL's poll reports `POLLERR`
+/// for it (its read check answers `ENOTCONN`), which `select` turns into
+/// readable and writable: ncat took its non-blocking connect for done and
+/// its first read failed with `ENOTCONN`. Returns how many entries it
+/// cleared (VCL counted each once).
+///
+/// # Safety
+/// As [`poll_entries`].
+unsafe fn unreport_connecting(vp: *mut c_void, n: u32) -> i32 {
+    let mut cleared = 0;
+    // SAFETY: forwarded contract.
+    for e in unsafe { poll_entries(vp, n) } {
+        // SAFETY: the shim looks the session up on the calling thread's
+        // worker, tolerating any handle.
+        if e.revents & libc::POLLERR != 0 && unsafe { sys::vppsys_sh_connecting(e.sh) } == 1 {
+            e.revents = 0;
+            cleared += 1;
+        }
+    }
+    cleared
 }
 
 /// After `vppcom_poll`: a session whose peer closed (or reset) it is

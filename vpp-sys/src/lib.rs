@@ -90,6 +90,8 @@ extern "C" {
     /// segments' memfds): writes at most `max` of them to `out` and returns
     /// how many there are (repeats possible).
     pub fn vppsys_internal_fds(out: *mut libc::c_int, max: libc::c_int) -> libc::c_int;
+    /// 1 if `sh` is a stream whose non-blocking connect is in progress.
+    pub fn vppsys_sh_connecting(sh: u32) -> libc::c_int;
     /// Room to write on `sh` (bytes for a stream, the longest datagram for
     /// a datagram session), 0 if none, a negative `VPPCOM_E*` if it is not
     /// open or not a session of the calling thread's worker.

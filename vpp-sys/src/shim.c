@@ -454,6 +454,16 @@ vppsys_sh_connect_state (uint32_t sh)
     }
 }
 
+/* A stream whose non-blocking connect is still in progress (VCL marks it
+ * UPDATED until VPP answers): 1, else 0. */
+int
+vppsys_sh_connecting (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+  return s && !s->is_dgram && (s->flags & VCL_SESSION_F_CONNECTED) &&
+	 s->session_state == VCL_STATE_UPDATED;
+}
+
 int vppsys_session_claim_events (uint32_t sh);
 /* Exported by libvppcom, not declared in its headers. */
 void vcl_worker_flush_mq_events (vcl_worker_t *wrk);
