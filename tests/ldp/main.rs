@@ -31,6 +31,7 @@ mod abi;
 mod iperf;
 mod microsocks;
 mod mosquitto;
+mod ncat;
 mod nginx;
 mod nutcracker;
 mod pipeline;
