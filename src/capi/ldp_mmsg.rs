@@ -29,7 +29,7 @@ type SendmsgFn = unsafe extern "C" fn(c_int, *const libc::msghdr, c_int) -> isiz
 
 /// Whether `fd` is a descriptor LDP gives a VPP session of this process
 /// (the same reading of LDP's range as `poll`'s, `ldp_poll.rs`).
-fn is_vpp_session(fd: c_int) -> bool {
+pub(super) fn is_vpp_session(fd: c_int) -> bool {
     let Some(base) = ldp_base_if_active() else { return false };
     let Ok(vlsh) = Vlsh::try_from(i64::from(fd) - base) else { return false };
     vlsh >= 0 && vls_if_made().is_some_and(|v| v.vlsh_to_sh(vlsh) != INVALID)

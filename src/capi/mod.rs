@@ -22,6 +22,7 @@ mod ldp_fds;
 mod ldp_mmsg;
 mod ldp_poll;
 mod ldp_select;
+mod ldp_sockopt;
 mod ldp_wait;
 mod log;
 mod release;
