@@ -37,6 +37,7 @@ mod nutcracker;
 mod pipeline;
 mod postgres;
 mod programs;
+mod sockopt;
 mod sockperf;
 mod udp;
 mod wakeups;
