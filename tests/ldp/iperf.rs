@@ -123,16 +123,13 @@ fn ldp_iperf2_two_streams() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let iperf = "/usr/bin/iperf";
     need(&[iperf], "iperf");
-    let so = libvls();
-    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
-    let (srv_ns, _, srv_conf, cli_conf) = stack_confs(&vpp, "iperf2-server", "iperf2-client");
-    let preloads = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
-    let addr = srv_ns.addr.to_string();
-    for (layer, preload, port) in [("Rust", &preloads.rust, "7550"), ("C", &preloads.c, "7551")] {
-        let server_out = vpp.dir().join(format!("iperf2-{layer}.out"));
+    let st = stack("iperf2-server", "iperf2-client");
+    let addr = st.server_addr.as_str();
+    for (layer, preload, port) in [("Rust", &st.preloads.rust, "7550"), ("C", &st.preloads.c, "7551")] {
+        let server_out = st.vpp.dir().join(format!("iperf2-{layer}.out"));
         let server = ProcessGroup::spawn(
-            under_ldp(&mut Command::new(iperf), preload, &srv_conf)
-                .args(["-s", "-B", &addr, "-p", port])
+            under_ldp(&mut Command::new(iperf), preload, &st.srv_conf)
+                .args(["-s", "-B", addr, "-p", port])
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&server_out).unwrap())
                 .stderr(Stdio::null()),
@@ -145,22 +142,19 @@ fn ldp_iperf2_two_streams() {
             // (Its server may die at start: no line to wait for.)
             std::thread::sleep(Duration::from_secs(1));
         }
-        let client = under_ldp(&mut Command::new(iperf), preload, &cli_conf)
-            .args(["-c", &addr, "-p", port, "-t", "2", "-P", "2"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the iperf client");
-        let out = wait_output_with_timeout(client, Duration::from_secs(30)).unwrap();
+        let (_, stdout, stderr) = run_under_ldp(
+            Command::new(iperf).args(["-c", addr, "-p", port, "-t", "2", "-P", "2"]),
+            preload,
+            &st.cli_conf,
+            Duration::from_secs(30),
+        );
         // The server prints its total once the streams end.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !read().contains("[SUM]") && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         drop(server);
-        let text =
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!("{stdout}{stderr}");
         let sum = |t: &str| t.lines().find(|l| l.contains("[SUM]")).map(str::to_string);
         eprintln!("iperf 2, {layer} layer: client {:?}, server {:?}", sum(&text), sum(&read()));
         if layer == "C" {

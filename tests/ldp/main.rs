@@ -64,6 +64,49 @@ fn stack_confs(
     (srv_ns, cli_ns, srv_conf, cli_conf)
 }
 
+/// A private VPP for one LDP test: its server and client namespaces'
+/// addresses and `vcl.conf` files, and both layers' `LD_PRELOAD` values
+/// (`libvls.so` built first). Processes a test starts after this are
+/// dropped (killed) before the VPP.
+struct Stack {
+    vpp: VppInstance,
+    server_addr: String,
+    client_addr: String,
+    srv_conf: PathBuf,
+    cli_conf: PathBuf,
+    preloads: Preloads,
+}
+
+/// A [`Stack`] whose `vcl.conf` files are named after `server` and
+/// `client`.
+fn stack(server: &str, client: &str) -> Stack {
+    let so = libvls();
+    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
+    let (srv_ns, cli_ns, srv_conf, cli_conf) = stack_confs(&vpp, server, client);
+    let preloads = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
+    let (server_addr, client_addr) = (srv_ns.addr.to_string(), cli_ns.addr.to_string());
+    Stack { vpp, server_addr, client_addr, srv_conf, cli_conf, preloads }
+}
+
+/// Runs `cmd` under LDP (`preload`, `vcl_conf`) with no input, for `limit`
+/// at most: whether it succeeded, and its standard output and error.
+fn run_under_ldp(
+    cmd: &mut Command,
+    preload: &str,
+    vcl_conf: &Path,
+    limit: Duration,
+) -> (bool, String, String) {
+    let child = under_ldp(cmd, preload, vcl_conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+    let out = wait_output_with_timeout(child, limit).unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
 /// `tests/programs/<source>` built with `cc` (and `flags`) as `<name>` in
 /// `vpp`'s directory.
 fn build_c(vpp: &VppInstance, source: &str, name: &str, flags: &[&str]) -> PathBuf {

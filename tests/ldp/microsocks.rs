@@ -12,19 +12,18 @@ fn ldp_microsocks_relays_every_download_intact() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (proxy, curl) = ("/usr/bin/microsocks", "/usr/bin/curl");
     need(&[proxy, curl, "/usr/bin/python3"], "microsocks curl python3");
-    let so = libvls();
-    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
-    let (srv_ns, cli_ns, srv_conf, cli_conf) = stack_confs(&vpp, "microsocks", "web");
-    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let st = stack("microsocks", "web");
+    let (rust, vpp) = (&st.preloads.rust, &st.vpp);
+    let (srv_conf, cli_conf) = (&st.srv_conf, &st.cli_conf);
     let www = vpp.dir().join("www");
     std::fs::create_dir_all(&www).unwrap();
     let blob: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(www.join("blob"), &blob).unwrap();
-    let (proxy_addr, web_addr) = (srv_ns.addr.to_string(), cli_ns.addr.to_string());
+    let (proxy_addr, web_addr) = (&st.server_addr, &st.client_addr);
     let web_log = vpp.dir().join("web.err");
     let _web = ProcessGroup::spawn(
-        under_ldp(&mut Command::new("/usr/bin/python3"), &rust, &cli_conf)
-            .args(["-m", "http.server", "7561", "--bind", &web_addr])
+        under_ldp(&mut Command::new("/usr/bin/python3"), rust, cli_conf)
+            .args(["-m", "http.server", "7561", "--bind", web_addr])
             .current_dir(&www)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -32,8 +31,8 @@ fn ldp_microsocks_relays_every_download_intact() {
     )
     .expect("spawn the web server");
     let _proxy = ProcessGroup::spawn(
-        under_ldp(&mut Command::new(proxy), &rust, &srv_conf)
-            .args(["-i", &proxy_addr, "-p", "7560"])
+        under_ldp(&mut Command::new(proxy), rust, srv_conf)
+            .args(["-i", proxy_addr, "-p", "7560"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
@@ -43,17 +42,11 @@ fn ldp_microsocks_relays_every_download_intact() {
     let socks = format!("{proxy_addr}:7560");
     let download = |name: String| {
         let out = vpp.dir().join(name);
-        let child = under_ldp(&mut Command::new(curl), &rust, &cli_conf)
-            .args(["-s", "-S", "--retry", "0", "--max-time", "20", "--socks5", &socks, &url, "-o"])
-            .arg(&out)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn curl");
-        let done = wait_output_with_timeout(child, Duration::from_secs(30)).unwrap();
+        let mut cmd = Command::new(curl);
+        cmd.args(["-s", "-S", "--retry", "0", "--max-time", "20", "--socks5", &socks, &url, "-o"]).arg(&out);
+        let (ok, _, err) = run_under_ldp(&mut cmd, rust, cli_conf, Duration::from_secs(30));
         let got = std::fs::read(&out).unwrap_or_default();
-        (done.status.success() && got == blob, String::from_utf8_lossy(&done.stderr).into_owned(), got.len())
+        (ok && got == blob, err, got.len())
     };
     // The servers print nothing when they are up: the first download is
     // retried for a while.

@@ -14,23 +14,20 @@ fn ldp_ncat_client_gets_its_echo() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let ncat = "/usr/bin/ncat";
     need(&[ncat, "/usr/bin/python3"], "ncat python3");
-    let so = libvls();
-    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
-    let (srv_ns, _, srv_conf, cli_conf) = stack_confs(&vpp, "echo", "ncat");
-    let preloads = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so");
+    let st = stack("echo", "ncat");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/poll_echo.py");
     let data: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(40_503) >> 7) as u8).collect();
-    let input = vpp.dir().join("ncat.in");
+    let input = st.vpp.dir().join("ncat.in");
     std::fs::write(&input, &data).unwrap();
-    let addr = srv_ns.addr.to_string();
-    for (layer, preload) in [("Rust", &preloads.rust), ("C", &preloads.c)] {
+    let addr = &st.server_addr;
+    for (layer, preload) in [("Rust", &st.preloads.rust), ("C", &st.preloads.c)] {
         for run in 0..3 {
             let port = format!("{}", 7570 + run + if layer == "C" { 10 } else { 0 });
-            let out = vpp.dir().join(format!("echo-{layer}-{run}.out"));
+            let out = st.vpp.dir().join(format!("echo-{layer}-{run}.out"));
             let _server = ProcessGroup::spawn(
-                under_ldp(&mut Command::new("/usr/bin/python3"), &preloads.rust, &srv_conf)
+                under_ldp(&mut Command::new("/usr/bin/python3"), &st.preloads.rust, &st.srv_conf)
                     .arg(&script)
-                    .args(["serve", &addr, &port])
+                    .args(["serve", addr, &port])
                     .stdin(Stdio::null())
                     .stdout(std::fs::File::create(&out).unwrap())
                     .stderr(Stdio::null()),
@@ -39,8 +36,8 @@ fn ldp_ncat_client_gets_its_echo() {
             wait_for_text("the echo server did not start", "listening", || {
                 std::fs::read_to_string(&out).unwrap_or_default()
             });
-            let client = under_ldp(&mut Command::new(ncat), preload, &cli_conf)
-                .args([&addr, &port])
+            let client = under_ldp(&mut Command::new(ncat), preload, &st.cli_conf)
+                .args([addr, &port])
                 .stdin(std::fs::File::open(&input).unwrap())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

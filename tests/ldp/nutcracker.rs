@@ -18,12 +18,11 @@ fn ldp_nutcracker_proxies_redis() {
     let (proxy, redis, benchmark, cli) =
         ("/usr/sbin/nutcracker", "/usr/bin/redis-server", "/usr/bin/redis-benchmark", "/usr/bin/redis-cli");
     need(&[proxy, redis, benchmark, cli], "nutcracker redis-server redis-tools");
-    let so = libvls();
-    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
-    let (srv_ns, cli_ns, srv_conf, cli_conf) = stack_confs(&vpp, "nutcracker", "redis");
-    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
-    let (proxy_addr, redis_addr) = (srv_ns.addr.to_string(), cli_ns.addr.to_string());
-    let dir = vpp.dir().join("nutcracker");
+    let st = stack("nutcracker", "redis");
+    let rust = &st.preloads.rust;
+    let (srv_conf, cli_conf) = (&st.srv_conf, &st.cli_conf);
+    let (proxy_addr, redis_addr) = (&st.server_addr, &st.client_addr);
+    let dir = st.vpp.dir().join("nutcracker");
     std::fs::create_dir_all(&dir).unwrap();
     let conf = dir.join("nutcracker.yml");
     std::fs::write(
@@ -36,7 +35,7 @@ fn ldp_nutcracker_proxies_redis() {
     .unwrap();
     let spawn = |cmd: &mut Command, conf: &Path, out: &str| {
         ProcessGroup::spawn(
-            under_ldp(cmd, &rust, conf)
+            under_ldp(cmd, rust, conf)
                 .env("VLS_RS_LOG", "warn")
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(dir.join(format!("{out}.out"))).unwrap())
@@ -47,25 +46,18 @@ fn ldp_nutcracker_proxies_redis() {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
     let _redis = spawn(
         Command::new(redis)
-            .args(["--bind", &redis_addr, "--port", "7541", "--save", "", "--appendonly", "no"])
+            .args(["--bind", redis_addr, "--port", "7541", "--save", "", "--appendonly", "no"])
             .args(["--protected-mode", "no"]),
-        &cli_conf,
+        cli_conf,
         "redis",
     );
     wait_for_text("redis did not start", "Ready to accept connections", || read("redis.out"));
-    let mut nutcracker = spawn(Command::new(proxy).arg("-c").arg(&conf), &srv_conf, "nutcracker");
+    let mut nutcracker = spawn(Command::new(proxy).arg("-c").arg(&conf), srv_conf, "nutcracker");
     let client = |args: &[&str]| {
-        let child = under_ldp(&mut Command::new(args[0]), &rust, &cli_conf)
-            .args(["-h", &proxy_addr, "-p", "7540"])
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn a redis client");
-        let out = wait_output_with_timeout(child, Duration::from_secs(60)).unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "\n");
-        (out.status.success(), format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+        let mut cmd = Command::new(args[0]);
+        cmd.args(["-h", proxy_addr, "-p", "7540"]).args(&args[1..]);
+        let (ok, stdout, stderr) = run_under_ldp(&mut cmd, rust, cli_conf, Duration::from_secs(60));
+        (ok, format!("{}{stderr}", stdout.replace('\r', "\n")))
     };
     // nutcracker prints nothing when it is up: retry the first SET.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -14,20 +14,9 @@ use super::*;
 /// Runs `client` (under the Rust layer, with `VLS_RS_STATS=1`, 60 s at
 /// most) and returns its output, failing unless it printed `ok`.
 fn run_client(client: &mut Command, cli_conf: &Path, rust: &str) -> (String, String) {
-    let child = under_ldp(client, rust, cli_conf)
-        .env("VLS_RS_STATS", "1")
-        .env("VLS_RS_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the client");
-    let out = wait_output_with_timeout(child, Duration::from_secs(60)).unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    );
-    assert!(out.status.success() && stdout.starts_with("ok "), "the client failed:\n{stdout}\n{stderr}");
+    client.env("VLS_RS_STATS", "1").env("VLS_RS_LOG", "warn");
+    let (ok, stdout, stderr) = run_under_ldp(client, rust, cli_conf, Duration::from_secs(60));
+    assert!(ok && stdout.starts_with("ok "), "the client failed:\n{stdout}\n{stderr}");
     (stdout, stderr)
 }
 
@@ -40,17 +29,15 @@ fn run_client(client: &mut Command, cli_conf: &Path, rust: &str) -> (String, Str
 fn ldp_poll_is_woken_for_an_answer_in_two_segments() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     need(&["/usr/bin/python3"], "python3");
-    let so = libvls();
-    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
-    let (srv_ns, _, srv_conf, cli_conf) = stack_confs(&vpp, "poll-echo", "poll-client");
-    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let st = stack("poll-echo", "poll-client");
+    let rust = &st.preloads.rust;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/poll_echo.py");
-    let (addr, port) = (srv_ns.addr.to_string(), "7511");
-    let out = vpp.dir().join("poll_echo.out");
+    let (addr, port) = (st.server_addr.as_str(), "7511");
+    let out = st.vpp.dir().join("poll_echo.out");
     let server = ProcessGroup::spawn(
-        under_ldp(&mut Command::new("/usr/bin/python3"), &rust, &srv_conf)
+        under_ldp(&mut Command::new("/usr/bin/python3"), rust, &st.srv_conf)
             .arg(&script)
-            .args(["serve", &addr, port])
+            .args(["serve", addr, port])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(Stdio::null()),
@@ -60,9 +47,9 @@ fn ldp_poll_is_woken_for_an_answer_in_two_segments() {
         std::fs::read_to_string(&out).unwrap_or_default()
     });
     let (stdout, stderr) = run_client(
-        Command::new("/usr/bin/python3").arg(&script).args(["ask", &addr, port, "600"]),
-        &cli_conf,
-        &rust,
+        Command::new("/usr/bin/python3").arg(&script).args(["ask", addr, port, "600"]),
+        &st.cli_conf,
+        rust,
     );
     drop(server);
     assert_eq!(stdout.trim(), "ok 600");
@@ -78,16 +65,14 @@ fn ldp_beanstalkd_serves_every_job_back() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let beanstalkd = "/usr/bin/beanstalkd";
     need(&[beanstalkd, "/usr/bin/python3"], "beanstalkd python3");
-    let so = libvls();
-    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
-    let (srv_ns, _, srv_conf, cli_conf) = stack_confs(&vpp, "beanstalkd", "beanstalk-client");
-    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
-    let (addr, port) = (srv_ns.addr.to_string(), "7512");
-    let log_file = vpp.dir().join("beanstalkd.log");
+    let st = stack("beanstalkd", "beanstalk-client");
+    let rust = &st.preloads.rust;
+    let (addr, port) = (st.server_addr.as_str(), "7512");
+    let log_file = st.vpp.dir().join("beanstalkd.log");
     let server = ProcessGroup::spawn(
-        under_ldp(&mut Command::new(beanstalkd), &rust, &srv_conf)
+        under_ldp(&mut Command::new(beanstalkd), rust, &st.srv_conf)
             .env("VLS_RS_LOG", "warn")
-            .args(["-l", &addr, "-p", port])
+            .args(["-l", addr, "-p", port])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_file).unwrap()),
@@ -97,26 +82,21 @@ fn ldp_beanstalkd_serves_every_job_back() {
     // beanstalkd prints nothing when it starts: wait until it answers.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/beanstalk_client.py");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let probe = under_ldp(&mut Command::new("/usr/bin/python3"), &rust, &cli_conf)
-            .arg(&script)
-            .args([&addr, port, "1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the client");
-        let out = wait_output_with_timeout(probe, Duration::from_secs(20)).unwrap();
-        if out.status.success() {
-            break;
-        }
+    while !run_under_ldp(
+        Command::new("/usr/bin/python3").arg(&script).args([addr, port, "1"]),
+        rust,
+        &st.cli_conf,
+        Duration::from_secs(20),
+    )
+    .0
+    {
         assert!(std::time::Instant::now() < deadline, "beanstalkd did not answer in 20 s:\n{}", log());
         std::thread::sleep(Duration::from_millis(200));
     }
     let (stdout, stderr) = run_client(
-        Command::new("/usr/bin/python3").arg(&script).args([&addr, port, "400"]),
-        &cli_conf,
-        &rust,
+        Command::new("/usr/bin/python3").arg(&script).args([addr, port, "400"]),
+        &st.cli_conf,
+        rust,
     );
     let status = server.stop(libc::SIGTERM, Duration::from_secs(10));
     assert_eq!(stdout.trim(), "ok 400");
