@@ -78,17 +78,15 @@ fn ldp_udp_clients_send_as_with_the_kernel() {
 fn ldp_udp_close_right_after_sendto_keeps_the_datagram() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     need(&["/usr/bin/python3"], "python3");
-    let so = libvls();
-    let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
-    let (srv_ns, _, srv_conf, cli_conf) = stack_confs(&vpp, "udp-echo", "udp-clients");
-    let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
+    let st = stack("udp-echo", "udp-clients");
+    let rust = &st.preloads.rust;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/udp_close_after_send.py");
-    let (addr, port, count) = (srv_ns.addr.to_string(), "7497", "20");
-    let served_out = vpp.dir().join("udp_close_after_send.out");
+    let (addr, port, count) = (st.server_addr.as_str(), "7497", "20");
+    let served_out = st.vpp.dir().join("udp_close_after_send.out");
     let server = ProcessGroup::spawn(
-        under_ldp(&mut Command::new("/usr/bin/python3"), &rust, &srv_conf)
+        under_ldp(&mut Command::new("/usr/bin/python3"), rust, &st.srv_conf)
             .arg(&script)
-            .args(["serve", &addr, port, count])
+            .args(["serve", addr, port, count])
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&served_out).unwrap())
             .stderr(Stdio::null()),
@@ -96,17 +94,16 @@ fn ldp_udp_close_right_after_sendto_keeps_the_datagram() {
     .expect("spawn the server");
     let served = || std::fs::read_to_string(&served_out).unwrap_or_default();
     wait_for_text("the echo server did not start", "ready", served);
-    let client = under_ldp(&mut Command::new("/usr/bin/python3"), &rust, &cli_conf)
-        .arg(&script)
-        .args(["ask", &addr, port, count])
-        .env("VLS_RS_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the client");
-    let out = wait_output_with_timeout(client, Duration::from_secs(60)).unwrap();
+    let (_, stdout, stderr) = run_under_ldp(
+        Command::new("/usr/bin/python3")
+            .arg(&script)
+            .args(["ask", addr, port, count])
+            .env("VLS_RS_LOG", "warn"),
+        rust,
+        &st.cli_conf,
+        Duration::from_secs(60),
+    );
     let _ = server.stop(libc::SIGTERM, Duration::from_secs(10));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!("{stdout}{stderr}");
     assert!(text.contains(&format!("answered {count} of {count}")), "{text}\nserver: {}", served());
 }
