@@ -12,7 +12,9 @@
 //!   accept comes at once; the application then reads `EAGAIN` at worst);
 //! - `TCP_QUICKACK`: VPP's TCP acknowledges as it does;
 //! - `SO_SNDBUF`, `SO_RCVBUF`: VPP's FIFOs have the sizes `vcl.conf` gives
-//!   (the kernel too rounds and caps these sizes).
+//!   (the kernel too rounds and caps these sizes);
+//! - `IP_MTU_DISCOVER`: VPP does no path MTU discovery for a session
+//!   (unbound gives up opening its ports when this fails).
 //!
 //! Everything else goes to the next `setsockopt` (LDP's, which maps what it
 //! knows and passes other descriptors to libc). An option value shorter
@@ -37,6 +39,7 @@ fn is_hint(level: c_int, optname: c_int) -> bool {
             | (libc::IPPROTO_TCP, libc::TCP_QUICKACK)
             | (libc::SOL_SOCKET, libc::SO_SNDBUF)
             | (libc::SOL_SOCKET, libc::SO_RCVBUF)
+            | (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER)
     )
 }
 
@@ -79,6 +82,7 @@ mod tests {
     fn only_the_listed_options_are_hints() {
         assert!(is_hint(libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT));
         assert!(is_hint(libc::SOL_SOCKET, libc::SO_RCVBUF));
+        assert!(is_hint(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER));
         assert!(!is_hint(libc::IPPROTO_TCP, libc::TCP_NODELAY), "LDP maps it to VCL");
         assert!(!is_hint(libc::SOL_SOCKET, libc::SO_REUSEADDR), "LDP maps it to VCL");
         assert!(!is_hint(libc::SOL_SOCKET, libc::TCP_DEFER_ACCEPT), "the level counts");
