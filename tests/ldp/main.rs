@@ -40,6 +40,7 @@ mod programs;
 mod sockopt;
 mod sockperf;
 mod udp;
+mod unbound;
 mod wakeups;
 
 /// Panics, naming the Debian `packages` to install, unless every one of
