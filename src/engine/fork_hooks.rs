@@ -24,7 +24,10 @@
 //!   real; an owner that leaves hands VPP's events to the next subscriber.
 //!   VPP can do that for a connection only while its FIFOs are in their
 //!   first chunk (or cut-through): it would corrupt larger ones (see the
-//!   shim's `vppsys_handover_is_safe`). Otherwise the leaving process keeps
+//!   shim's `vppsys_handover_is_safe`); and only to a worker whose VCL and
+//!   VPP worker indices are the same (VCL answers VPP's request with the
+//!   former, VPP reads the latter: `vppsys_worker_takes_handovers`).
+//!   Otherwise the leaving process keeps
 //!   its copy as VPP's owner, hidden from the application ([`Kept`]): the
 //!   others are FIFO subscribers, whom VPP tells of the peer's close or
 //!   reset but not of data or space, so their waits look at such copies

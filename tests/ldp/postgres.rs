@@ -47,18 +47,21 @@ fn postgres_account() -> (u32, u32) {
 /// `FD_SETSIZE` (the postmaster waits in `select`). VPP's app socket must
 /// be writable by the server's account.
 ///
-/// **Ignored: a backend crashes now and then** (about 1 run in 10: a
-/// backend killed by SIGSEGV, pgbench's connection "closed unexpectedly").
-/// Its core shows the backend's first `recv` reading an RX FIFO whose head
-/// chunk is null (`svm_fifo_copy_from_chunk`), a FIFO VPP freed or
-/// replaced: the postmaster closes its copy of the accepted connection
-/// right after the fork, which hands the connection over to the child
-/// (VPP's worker update gives it new FIFOs and frees the old ones). Making
-/// the child's reads never wait inside VCL did not help (the crash moved
-/// to the non-blocking read): which step leaves the child with a dead
-/// FIFO is not known yet (see `fork_hooks`). Run it with `--ignored`.
+/// A backend's first `recv` used to read FIFOs VPP had freed now and then
+/// (about 1 run in 10: SIGSEGV in `svm_fifo_copy_from_chunk` on a null
+/// chunk, after a 5 s stall): a backend forked while others exited could
+/// have a VCL worker index other than its worker index in VPP, and VCL's
+/// answer to VPP's hand-over request named the wrong worker. Such a
+/// connection is now kept by the postmaster instead (see the shim's
+/// `vppsys_worker_takes_handovers`; those runs are slower: the backend
+/// looks at its FIFOs in slices).
+///
+/// **Ignored: pgbench hung once** (one run in about 70, with the indices
+/// equal): a backend that had just been handed its connection never saw
+/// the first query arrive in its new FIFOs until pgbench was killed. Not
+/// understood yet. Run it with `--ignored`.
 #[test]
-#[ignore = "flaky: a backend now and then reads a freed RX FIFO after the connection is handed over to it (cause not found)"]
+#[ignore = "flaky: pgbench hung once in about 70 runs (a backend handed its connection missed the first query)"]
 fn ldp_postgresql_serves_pgbench_through_the_stack() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bin = postgresql_bin();

@@ -1520,6 +1520,25 @@ vppsys_handover_is_safe (vcl_session_t *s)
   return vppsys_fifo_fresh (s->rx_fifo) && vppsys_fifo_fresh (s->tx_fifo);
 }
 
+/*
+ * Whether worker w would take a connection VPP offers it. Asked by the
+ * owner (REQ_WORKER_UPDATE), VCL answers with a worker update naming the
+ * new owner by its VCL worker index (vcl_handle_pending_wrk_updates), which
+ * VPP reads as the index of the app's worker in VPP (application_get_worker,
+ * 25.10 to 26.10). The two are the same unless w is the worker of a forked
+ * process: VCL and VPP each give a new worker the index freed last, and
+ * workers of exited processes are freed in a different order by each (seen
+ * with PostgreSQL forking a backend per connection while others exit). Then
+ * VPP gives the connection to whichever worker has that index, maybe
+ * another process's, frees the FIFOs w still reads and answers that other
+ * worker: w waits 5 s for the answer and then reads the freed FIFOs.
+ */
+static int
+vppsys_worker_takes_handovers (vcl_worker_t *w)
+{
+  return w->wrk_index == w->vpp_wrk_index;
+}
+
 /* vppsys_session_unshare kept the copy as VPP's owner (see there). */
 #define VPPSYS_UNSHARE_KEPT 1
 
@@ -1531,7 +1550,8 @@ vppsys_handover_is_safe (vcl_session_t *s)
  * without an event queue. With notify_vpp 0 nothing at all is sent to VPP
  * (the copy of a worker whose process is gone: VPP cleans up that app
  * worker itself, and messages on its behalf can reach VPP after it did).
- * A connection VPP cannot hand over (vppsys_handover_is_safe) is kept:
+ * A connection VPP cannot hand over (vppsys_handover_is_safe), or not to
+ * that worker (vppsys_worker_takes_handovers), is kept:
  * VPPSYS_UNSHARE_KEPT, nothing changed but its leaving any epoll set.
  */
 int
@@ -1555,7 +1575,9 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
   wrk = vcl_worker_get_current ();
   new_owner = vppsys_worker_get (new_owner_wrk);
   if (notify_vpp && new_owner && s->vpp_evt_q &&
-      s->session_state != VCL_STATE_LISTEN && !vppsys_handover_is_safe (s))
+      s->session_state != VCL_STATE_LISTEN &&
+      (!vppsys_handover_is_safe (s) ||
+       !vppsys_worker_takes_handovers (new_owner)))
     {
       /* VPP cannot hand it over: this copy stays VPP's owner, out of any
        * epoll set. The other workers holding it are FIFO subscribers: VPP
