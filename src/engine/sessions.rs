@@ -351,9 +351,13 @@ impl<V: Vcl> Vls<V> {
         flags: i32,
         ep: *mut c_void,
     ) -> i32 {
-        let (flags, dont_wait) = receive_flags(flags);
-        let wait_all = flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_PEEK == 0 && !dont_wait;
-        let flags = flags & !libc::MSG_WAITALL;
+        let ReceiveFlags { vcl_flags, dont_wait, wait_all } = ReceiveFlags::of(flags);
+        if !dont_wait && !wait_all {
+            // SAFETY: forwarded contract.
+            return self.with_session(vlsh, OpKind::Read, |sh| unsafe {
+                self.vcl.recvfrom(sh, buf, n, vcl_flags, ep)
+            });
+        }
         let mut got = 0u32;
         loop {
             let mut nonblocking = false;
@@ -364,7 +368,7 @@ impl<V: Vcl> Vls<V> {
                 }
                 // SAFETY: forwarded contract (`got < n`: within `buf`).
                 unsafe {
-                    self.vcl.recvfrom(sh, buf.cast::<u8>().add(got as usize).cast(), n - got, flags, ep)
+                    self.vcl.recvfrom(sh, buf.cast::<u8>().add(got as usize).cast(), n - got, vcl_flags, ep)
                 }
             });
             // MSG_WAITALL (a blocking session): until `n` bytes, the end of
@@ -418,21 +422,22 @@ impl<V: Vcl> Vls<V> {
         // session in a state no later send gets out of.
         let dont_wait = flags & libc::MSG_DONTWAIT != 0;
         let send = |sh| {
+            // Looked up only when an address or MSG_DONTWAIT needs it.
+            let state = (!ep.is_null() || dont_wait).then(|| self.vcl.datagram_state(sh));
             let mut ep = ep;
-            if !ep.is_null() {
-                match self.vcl.datagram_state(sh) {
-                    Datagram::Unbound => return UNBOUND,
-                    // A stream's peer is fixed: the kernel ignores the
-                    // address (VCL refuses it with EINVAL).
-                    Datagram::Stream => ep = std::ptr::null_mut(),
-                    Datagram::Placed => {}
-                }
+            match state {
+                _ if ep.is_null() => {}
+                Some(Datagram::Unbound) => return UNBOUND,
+                // A stream's peer is fixed: the kernel ignores the address
+                // (VCL refuses it with EINVAL).
+                Some(Datagram::Stream) => ep = std::ptr::null_mut(),
+                _ => {}
             }
             // VCL ignores MSG_DONTWAIT: a blocking session would wait for
             // room. Refuse as the kernel does when there is none (a stream
             // takes what fits, a datagram must fit whole).
             if dont_wait && !self.vcl.is_nonblocking(sh) {
-                let need = if self.vcl.datagram_state(sh) == Datagram::Stream { 1 } else { n.max(1) };
+                let need = if state == Some(Datagram::Stream) { 1 } else { n.max(1) };
                 if (0..need).contains(&self.vcl.write_space(sh)) {
                     return EAGAIN;
                 }
@@ -539,13 +544,24 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// The flags of a receive that VCL is given (it refuses any but
-/// `MSG_PEEK`), and whether the caller asked not to wait (`MSG_DONTWAIT`,
-/// which VLS answers itself). Flags the kernel ignores on a receive
+/// A receive's flags: those VCL is given (it refuses any but `MSG_PEEK`),
+/// and the two VLS answers itself. Flags the kernel ignores on a receive
 /// (`MSG_NOSIGNAL`, sockperf's; `MSG_CMSG_CLOEXEC`) are dropped; others
-/// stay (`MSG_WAITALL` for the caller to handle; `MSG_OOB` and the rest
-/// VCL refuses).
-fn receive_flags(flags: i32) -> (i32, bool) {
-    let dropped = libc::MSG_NOSIGNAL | libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
-    (flags & !dropped, flags & libc::MSG_DONTWAIT != 0)
+/// (`MSG_OOB`, ...) stay, and VCL refuses them.
+struct ReceiveFlags {
+    vcl_flags: i32,
+    /// `MSG_DONTWAIT`: `EAGAIN` rather than a wait on a blocking session.
+    dont_wait: bool,
+    /// `MSG_WAITALL` (not with `MSG_PEEK` or `MSG_DONTWAIT`): read until
+    /// the buffer is full.
+    wait_all: bool,
+}
+
+impl ReceiveFlags {
+    fn of(flags: i32) -> Self {
+        let dropped = libc::MSG_NOSIGNAL | libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT | libc::MSG_WAITALL;
+        let dont_wait = flags & libc::MSG_DONTWAIT != 0;
+        let wait_all = flags & libc::MSG_WAITALL != 0 && flags & libc::MSG_PEEK == 0 && !dont_wait;
+        ReceiveFlags { vcl_flags: flags & !dropped, dont_wait, wait_all }
+    }
 }
