@@ -28,7 +28,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::panic::catch_unwind;
 use std::sync::atomic::AtomicPtr;
 
-use super::ldp_wait::{next_symbol, set_errno};
+use super::ldp_wait::next_fn;
 use crate::process::vls_if_made;
 
 type Argv = *const *const c_char;
@@ -38,17 +38,6 @@ fn before_exec() {
     if let Some(v) = vls_if_made() {
         let _ = catch_unwind(|| v.process_execs());
     }
-}
-
-/// libc's `name`, or `ENOSYS` when there is none.
-fn next<F>(cache: &'static AtomicPtr<c_void>, name: &'static [u8]) -> Option<F> {
-    let p = next_symbol(cache, name);
-    if p.is_null() {
-        set_errno(libc::ENOSYS);
-        return None;
-    }
-    // SAFETY: `F` is the C signature of `name` (each caller names its own).
-    Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
 }
 
 /// Defines `vls_preload_<name>`: leaves VPP, then calls libc's `<name>`
@@ -63,7 +52,8 @@ macro_rules! exec_interposer {
         pub unsafe extern "C" fn $export($($arg: $ty),*) -> c_int {
             static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
             let name = concat!(stringify!($name), "\0").as_bytes();
-            let Some(f) = next::<unsafe extern "C" fn($($ty),*) -> c_int>(&NEXT, name) else {
+            // SAFETY: the type is `$name`'s C signature.
+            let Some(f) = (unsafe { next_fn::<unsafe extern "C" fn($($ty),*) -> c_int>(&NEXT, name) }) else {
                 return -1;
             };
             before_exec();

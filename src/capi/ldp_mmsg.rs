@@ -20,7 +20,7 @@ use std::ffi::{c_int, c_uint, c_void};
 use std::sync::atomic::AtomicPtr;
 
 use super::ldp_poll::ldp_base_if_active;
-use super::ldp_wait::{next_symbol, set_errno};
+use super::ldp_wait::{next_fn, set_errno};
 use crate::handle::{Vlsh, INVALID};
 use crate::process::vls_if_made;
 
@@ -50,23 +50,14 @@ pub unsafe extern "C" fn vls_preload_sendmmsg(
     static NEXT_SENDMMSG: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
     static NEXT_SENDMSG: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
     if !is_vpp_session(fd) {
-        let next = next_symbol(&NEXT_SENDMMSG, b"sendmmsg\0");
-        if next.is_null() {
-            set_errno(libc::ENOSYS);
-            return -1;
-        }
-        // SAFETY: `next` is the next `sendmmsg` definition (LDP's or
-        // libc's), whose type this is; the caller's contract covers the
-        // arguments.
-        return unsafe { std::mem::transmute::<*mut c_void, SendmmsgFn>(next)(fd, msgs, vlen, flags) };
+        // SAFETY: `SendmmsgFn` is `sendmmsg`'s C signature.
+        let Some(next) = (unsafe { next_fn::<SendmmsgFn>(&NEXT_SENDMMSG, b"sendmmsg\0") }) else { return -1 };
+        // SAFETY: the next `sendmmsg` (LDP's or libc's), with the caller's
+        // arguments (their contract).
+        return unsafe { next(fd, msgs, vlen, flags) };
     }
-    let next = next_symbol(&NEXT_SENDMSG, b"sendmsg\0");
-    if next.is_null() {
-        set_errno(libc::ENOSYS);
-        return -1;
-    }
-    // SAFETY: `next` is LDP's `sendmsg`, whose type this is.
-    let sendmsg = unsafe { std::mem::transmute::<*mut c_void, SendmsgFn>(next) };
+    // SAFETY: `SendmsgFn` is `sendmsg`'s C signature.
+    let Some(sendmsg) = (unsafe { next_fn::<SendmsgFn>(&NEXT_SENDMSG, b"sendmsg\0") }) else { return -1 };
     // The kernel caps a call at UIO_MAXIOV messages.
     let vlen = vlen.min(1024);
     if msgs.is_null() && vlen > 0 {

@@ -27,7 +27,7 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::AtomicPtr;
 
 use super::ldp_mmsg::is_vpp_session;
-use super::ldp_wait::{next_symbol, set_errno};
+use super::ldp_wait::{next_fn, set_errno};
 
 type SetsockoptFn = unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, libc::socklen_t) -> c_int;
 
@@ -64,14 +64,11 @@ pub unsafe extern "C" fn vls_preload_setsockopt(
         return 0;
     }
     static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    let next = next_symbol(&NEXT, b"setsockopt\0");
-    if next.is_null() {
-        set_errno(libc::ENOSYS);
-        return -1;
-    }
-    // SAFETY: `next` is the next `setsockopt` definition (LDP's or libc's),
-    // whose type this is; the caller's contract covers the arguments.
-    unsafe { std::mem::transmute::<*mut c_void, SetsockoptFn>(next)(fd, level, optname, optval, optlen) }
+    // SAFETY: `SetsockoptFn` is `setsockopt`'s C signature.
+    let Some(next) = (unsafe { next_fn::<SetsockoptFn>(&NEXT, b"setsockopt\0") }) else { return -1 };
+    // SAFETY: the next `setsockopt` (LDP's or libc's), with the caller's
+    // arguments (their contract).
+    unsafe { next(fd, level, optname, optval, optlen) }
 }
 
 #[cfg(test)]

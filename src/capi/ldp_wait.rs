@@ -65,6 +65,24 @@ pub(super) fn next_symbol(cache: &AtomicPtr<c_void>, name: &'static [u8]) -> *mu
     p
 }
 
+/// The next definition of `name` after this library as a function of type
+/// `F` (looked up once, see [`next_symbol`]); `None`, with `errno`
+/// `ENOSYS`, if there is none.
+///
+/// # Safety
+/// `F` is a function pointer type with the C signature of `name`.
+pub(super) unsafe fn next_fn<F: Copy>(cache: &AtomicPtr<c_void>, name: &'static [u8]) -> Option<F> {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<*mut c_void>()) };
+    let p = next_symbol(cache, name);
+    if p.is_null() {
+        set_errno(libc::ENOSYS);
+        return None;
+    }
+    // SAFETY: `p` is the address of `name`, whose type `F` is (caller's
+    // contract), and both are one pointer wide (checked above).
+    Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
 pub(super) fn set_errno(v: c_int) {
     // SAFETY: the calling thread's errno location.
     unsafe { *libc::__errno_location() = v };
