@@ -4,7 +4,11 @@
 //! - `raw`: `vppcom_session_write/read` (no locking layer; one thread only),
 //! - `C`: libvppcom's own `vls_*` (the C locking layer, looked up with
 //!   `dlsym` in libvppcom so the Rust symbols of this binary don't shadow it),
-//! - `Rust`: this crate's `vls_*`.
+//! - `Rust`: this crate's `vls_*`;
+//! - and, in the 1-thread variant, `floor`: a calibration, the least any
+//!   layer between LDP and VCL does per call (look VCL's handle up in a
+//!   table, call VCL; no check at all), so the "uncontended cost over raw"
+//!   ratio can be read against what is reachable.
 //!
 //! Variants: one thread on one session; two threads on two distinct
 //! sessions; two threads sharing one session (mode 3: one VCL worker); and
@@ -20,7 +24,7 @@
 //! Run: `VPP_PREFIX=… VPP_SRC_DIR=… cargo bench --features vpp --bench pingpong`
 //!
 //! `BENCH_VARIANTS` (comma-separated `1`, `2d`, `2s`, `1e`, `2m`) and `BENCH_LAYERS`
-//! (`raw`, `c`, `rust`) restrict the runs, e.g. to profile one client.
+//! (`raw`, `floor`, `c`, `rust`) restrict the runs, e.g. to profile one client.
 //!
 //! Wall time on a small shared machine is noisy (VPP's own thread and the
 //! echo server compete for the cores), so each client thread is pinned to a
@@ -37,6 +41,7 @@ mod common;
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -99,6 +104,52 @@ unsafe extern "C" fn raw_read(h: i32, b: *mut c_void, n: usize) -> isize {
     unsafe { ffi::vppcom_session_read(h as u32, b, n) as isize }
 }
 
+/// The handles of the `floor` calibration: index = the handle the
+/// application holds, value = VCL's session handle.
+static FLOOR_HANDLES: [AtomicU32; 16] = [const { AtomicU32::new(u32::MAX) }; 16];
+static FLOOR_NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// VCL's session handle behind a `floor` handle (`u32::MAX`, which VCL
+/// refuses, for one it never gave).
+fn floor_sh(h: i32) -> u32 {
+    usize::try_from(h)
+        .ok()
+        .and_then(|i| FLOOR_HANDLES.get(i))
+        .map_or(u32::MAX, |sh| sh.load(Ordering::Relaxed))
+}
+
+// `floor`: the least any layer between LDP and VCL does per call, a lookup
+// of VCL's handle in a table and the call. No thread check, no session
+// state, no lock: not a usable layer (nothing stops a second thread or a
+// closed session), only the bound under which no layer can go.
+unsafe extern "C" fn floor_create(p: u8, nb: u8) -> c_int {
+    // SAFETY: plain values.
+    let sh = unsafe { ffi::vppcom_session_create(p, nb) };
+    if sh < 0 {
+        return sh;
+    }
+    let h = FLOOR_NEXT.fetch_add(1, Ordering::Relaxed);
+    let Some(slot) = FLOOR_HANDLES.get(h) else { return -libc::EMFILE };
+    slot.store(sh as u32, Ordering::Relaxed);
+    h as c_int
+}
+unsafe extern "C" fn floor_connect(h: i32, ep: *mut c_void) -> c_int {
+    // SAFETY: valid endpoint from the caller.
+    unsafe { ffi::vppcom_session_connect(floor_sh(h), ep.cast()) }
+}
+unsafe extern "C" fn floor_attr(h: i32, op: u32, b: *mut c_void, l: *mut u32) -> c_int {
+    // SAFETY: valid buffers from the caller.
+    unsafe { ffi::vppcom_session_attr(floor_sh(h), op, b, l) }
+}
+unsafe extern "C" fn floor_write(h: i32, b: *mut c_void, n: usize) -> c_int {
+    // SAFETY: valid buffer from the caller.
+    unsafe { ffi::vppcom_session_write(floor_sh(h), b, n) }
+}
+unsafe extern "C" fn floor_read(h: i32, b: *mut c_void, n: usize) -> isize {
+    // SAFETY: valid buffer from the caller.
+    unsafe { ffi::vppcom_session_read(floor_sh(h), b, n) as isize }
+}
+
 unsafe extern "C" fn raw_epoll_create() -> c_int {
     // SAFETY: no arguments.
     unsafe { ffi::vppcom_epoll_create() }
@@ -135,6 +186,15 @@ fn api(layer: &str) -> Api {
             epoll_ctl: raw_epoll_ctl,
             epoll_wait: raw_epoll_wait,
             set_libc_epfd: raw_set_libc_epfd,
+        },
+        // Only the 1-thread variant uses it (its epoll calls are raw VCL's).
+        "floor" => Api {
+            create: floor_create,
+            connect: floor_connect,
+            attr: floor_attr,
+            write: floor_write,
+            read: floor_read,
+            ..api("raw")
         },
         "rust" => Api {
             app_create: vls::capi::vls_app_create,
@@ -658,12 +718,16 @@ fn main() {
         ("2 threads, own workers (mode 2)", "2m", 2, false, false, true),
     ];
     // samples[variant][layer]: one figure per client process.
-    let mut samples = vec![[const { Vec::new() }; 3]; variants.len()];
+    // (The fourth layer, `floor`, runs in the 1-thread variant only.)
+    let mut samples = vec![[const { Vec::new() }; 4]; variants.len()];
     // `BENCH_TIMING=0`: instruction counts only.
     let timed_reps = if std::env::var("BENCH_TIMING").as_deref() == Ok("0") { 0 } else { repeat };
     for rep in 0..timed_reps {
         for (v, &(_, variant_name, threads, shared, epoll, mt)) in variants.iter().enumerate() {
             let mut layers = vec![(0, "raw"), (1, "c"), (2, "rust")];
+            if variant_name == "1" {
+                layers.insert(1, (3, "floor"));
+            }
             if shared {
                 // Raw VCL is not thread-safe. Two threads on two
                 // non-blocking sessions of one worker do run (nothing
@@ -693,7 +757,7 @@ fn main() {
          write 64, EPOLL_CTL_MOD)"
     );
     println!("{:<31} {:>17} {:>17} {:>17} {:>7}", "variant", "raw", "C VLS", "Rust VLS", "Rust/C");
-    let medians: Vec<[Option<f64>; 3]> =
+    let medians: Vec<[Option<f64>; 4]> =
         samples.iter().map(|layers| layers.each_ref().map(|s| median(s))).collect();
     for ((label, ..), (layers, med)) in variants.iter().zip(samples.iter().zip(&medians)) {
         let cell = |l: usize| summary(&layers[l], 1, 0);
@@ -703,6 +767,11 @@ fn main() {
         "uncontended cost over raw: C {}  Rust {}",
         ratio(medians[0][1], medians[0][0]),
         ratio(medians[0][2], medians[0][0])
+    );
+    println!(
+        "1 thread, handle-table floor (a table lookup and the VCL call, no checks; calibration): {} ns, over raw {}",
+        summary(&samples[0][3], 1, 0),
+        ratio(medians[0][3], medians[0][0])
     );
     println!(
         "2 threads on distinct sessions over 1 thread: raw (no locking, calibration) {}  C {}  Rust {}",
@@ -721,22 +790,35 @@ fn main() {
         );
         let mut counts = Vec::new();
         let mut loops = Vec::new();
-        for layer in ["raw", "c", "rust"] {
+        for layer in ["raw", "c", "rust", "floor"] {
+            if !wanted("BENCH_LAYERS", layer) {
+                continue;
+            }
             let count = |variant: &str, threads: usize, epoll: bool| {
                 wanted("BENCH_VARIANTS", variant)
                     .then(|| instructions_per_call(&exe, &conf, layer, threads, epoll))
                     .flatten()
             };
-            let (one, two, ep) = (count("1", 1, false), count("2d", 2, false), count("1e", 1, true));
+            let (one, two, ep) = if layer == "floor" {
+                (count("1", 1, false), None, None)
+            } else {
+                (count("1", 1, false), count("2d", 2, false), count("1e", 1, true))
+            };
             let fmt = |n: Option<f64>| n.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into());
             println!("{layer:<6} {:>10} {:>30} {:>28}", fmt(one), fmt(two), fmt(ep));
             counts.push(one);
             loops.push(ep);
         }
-        if let [Some(raw), Some(c), Some(rust)] = counts[..] {
-            println!("1 thread: Rust/raw {:.2}  C/raw {:.2}  Rust/C {:.2}", rust / raw, c / raw, rust / c);
+        if let [Some(raw), Some(c), Some(rust), Some(floor)] = counts[..] {
+            println!(
+                "1 thread: Rust/raw {:.2}  C/raw {:.2}  Rust/C {:.2}  floor/raw {:.2}",
+                rust / raw,
+                c / raw,
+                rust / c,
+                floor / raw
+            );
         }
-        if let [Some(raw), Some(c), Some(rust)] = loops[..] {
+        if let [Some(raw), Some(c), Some(rust), _] = loops[..] {
             println!("epoll loop: Rust/raw {:.2}  C/raw {:.2}  Rust/C {:.2}", rust / raw, c / raw, rust / c);
         }
     }
