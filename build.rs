@@ -15,6 +15,9 @@
 //! script of their own. The variadic `exec` functions are C
 //! (`src/capi/exec_variadic.c`, compiled here with the `vpp` feature).
 //! Tests, examples and Rust programs that link the crate never define them.
+//! One alias is VCL's name, not libc's: `vcl_send_session_worker_update`,
+//! for vpp-sys' correction of the worker index VCL sends VPP when it takes
+//! a connection (`vppsys_vcl_send_session_worker_update` in its shim).
 
 // The list of known releases and the cfg names are vpp-sys' (one list for
 // both crates); only some of its functions are needed here.
@@ -53,7 +56,7 @@ fn preload_aliases() {
     if std::env::var_os("CARGO_FEATURE_VPP").is_none() {
         return;
     }
-    const ALIASES: [(&str, &str); 18] = [
+    const ALIASES: [(&str, &str); 19] = [
         ("epoll_wait", "vls_preload_epoll_wait"),
         ("epoll_pwait", "vls_preload_epoll_pwait"),
         ("poll", "vls_preload_poll"),
@@ -72,6 +75,8 @@ fn preload_aliases() {
         ("execl", "vls_preload_execl"),
         ("execlp", "vls_preload_execlp"),
         ("execle", "vls_preload_execle"),
+        // Not libc's: VCL's, called through VCL's PLT (vpp-sys' shim.c).
+        ("vcl_send_session_worker_update", "vppsys_vcl_send_session_worker_update"),
     ];
     // The variadic exec functions are C (Rust cannot define one).
     println!("cargo:rerun-if-changed=src/capi/exec_variadic.c");

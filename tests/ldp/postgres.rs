@@ -51,10 +51,9 @@ fn postgres_account() -> (u32, u32) {
 /// (about 1 run in 10: SIGSEGV in `svm_fifo_copy_from_chunk` on a null
 /// chunk, after a 5 s stall): a backend forked while others exited could
 /// have a VCL worker index other than its worker index in VPP, and VCL's
-/// answer to VPP's hand-over request named the wrong worker. Such a
-/// connection is now kept by the postmaster instead (see the shim's
-/// `vppsys_worker_takes_handovers`; those runs are slower: the backend
-/// looks at its FIFOs in slices).
+/// answer to VPP's hand-over request named the wrong worker. `libvls.so`
+/// now answers in VCL's place with VPP's index (the shim's
+/// `vppsys_vcl_send_session_worker_update`; `tests/ldp/handover.rs`).
 ///
 /// **Ignored: pgbench hung once** (one run in about 70, with the indices
 /// equal): a backend that had just been handed its connection never saw

@@ -10,14 +10,15 @@
  *   between workers, copying a parent's sessions into a forked child,
  *   listening and handing sessions over between related processes.
  *
- * No function has state of its own or blocks (the move takes VCL's
- * workers_lock for a memcpy).
+ * No function has state of its own (one caches a dlsym answer) or blocks
+ * (the move takes VCL's workers_lock for a memcpy).
  *
  * VPPSYS_RELEASE is the release of the VPP it is compiled against, YYMM
  * (2510, 2602, 2606, 2610), defined by the build script. Code that differs
  * between releases says so with #if on it, oldest release first.
  */
 #include <vcl/vcl_private.h>
+#include <dlfcn.h>
 
 #ifndef VPPSYS_RELEASE
 #error "VPPSYS_RELEASE (the VPP release as YYMM, e.g. 2606) is defined by vpp-sys' build script"
@@ -54,6 +55,17 @@ vppsys_worker_get (uint32_t wrk_index)
   return vppsys_worker_is_valid (wrk_index) ?
 	   pool_elt_at_index (vcm->workers, wrk_index) :
 	   0;
+}
+
+/* VPP's index of the calling thread's app worker (~0 if it has no VCL
+ * worker); the same as the VCL index unless that worker is a forked
+ * process's (see vppsys_worker_takes_handovers). */
+uint32_t
+vppsys_vpp_worker_index (void)
+{
+  vcl_worker_t *wrk = vppsys_worker_get ((uint32_t) __vcl_worker_index);
+
+  return wrk ? wrk->vpp_wrk_index : ~0u;
 }
 
 /* Worker wrk_index's mq epoll fd as recorded in the worker (a descriptor
@@ -1047,11 +1059,14 @@ vppsys_listener_merge (uint32_t sh, vcl_session_t *stub)
   return n;
 }
 
-/* Sends VPP a worker update for s from the current worker: VPP makes this
- * worker the session's owner and answers on this worker's queue. */
+/* Sends VPP, on mq, a worker update for s from worker wrk naming worker
+ * vpp_wrk_index (VPP's index of the app worker) as the new owner. Naming
+ * wrk itself: VPP makes it the owner and answers on its queue; naming
+ * another worker while wrk owns s: VPP asks that worker to take s
+ * (REQ_WORKER_UPDATE), which it does with a worker update of its own. */
 static void
-vppsys_send_worker_update (vcl_worker_t *wrk, vcl_session_t *s,
-			   svm_msg_q_t *mq)
+vppsys_send_worker_update_naming (vcl_worker_t *wrk, vcl_session_t *s,
+				  svm_msg_q_t *mq, uint32_t vpp_wrk_index)
 {
   app_session_evt_t _app_evt, *app_evt = &_app_evt;
   session_worker_update_msg_t *mp;
@@ -1061,8 +1076,56 @@ vppsys_send_worker_update (vcl_worker_t *wrk, vcl_session_t *s,
   mp->client_index = wrk->api_client_handle;
   mp->handle = s->vpp_handle;
   mp->req_wrk_index = wrk->vpp_wrk_index;
-  mp->wrk_index = wrk->vpp_wrk_index;
+  mp->wrk_index = vpp_wrk_index;
   app_send_ctrl_evt_to_vpp (mq, app_evt);
+}
+
+/* Sends VPP a worker update for s from the current worker: VPP makes this
+ * worker the session's owner and answers on this worker's queue. */
+static void
+vppsys_send_worker_update (vcl_worker_t *wrk, vcl_session_t *s,
+			   svm_msg_q_t *mq)
+{
+  vppsys_send_worker_update_naming (wrk, s, mq, wrk->vpp_wrk_index);
+}
+
+/*
+ * Answers in place of VCL's vcl_send_session_worker_update, whose only
+ * caller in VCL (vcl_handle_pending_wrk_updates, a worker taking a
+ * connection VPP asked it to take) names the worker by its VCL index where
+ * VPP reads the index of the app worker in VPP (application_get_worker).
+ * The two differ for the worker of a forked process now and then (see
+ * vppsys_worker_takes_handovers); VPP then gives the connection to
+ * whichever worker has that index. Here the worker's own VCL index is
+ * replaced by its VPP index; any other index is sent as given.
+ *
+ * libvls.so exports this function under VCL's name (the root build
+ * script's aliases), and VCL calls it through its PLT, so a process that
+ * preloads libvls.so sends the right index; vppsys_worker_updates_corrected
+ * tells whether that is the case. Nothing in this library calls VCL's
+ * function by that name (it would reach this one).
+ */
+void
+vppsys_vcl_send_session_worker_update (vcl_worker_t *wrk, vcl_session_t *s,
+				       uint32_t wrk_index)
+{
+  if (wrk_index == wrk->wrk_index)
+    wrk_index = wrk->vpp_wrk_index;
+  vppsys_send_worker_update_naming (wrk, s, s->vpp_evt_q, wrk_index);
+}
+
+/* Whether VCL's calls to vcl_send_session_worker_update reach
+ * vppsys_vcl_send_session_worker_update (the process preloads libvls.so):
+ * the first definition of that name in the process is this one. */
+int
+vppsys_worker_updates_corrected (void)
+{
+  static int corrected = -1;
+
+  if (corrected < 0)
+    corrected = dlsym (RTLD_DEFAULT, "vcl_send_session_worker_update") ==
+		(void *) vppsys_vcl_send_session_worker_update;
+  return corrected;
 }
 
 /* Waits at most wait_s seconds, handling worker wrk's queue, for VPP's
@@ -1531,12 +1594,15 @@ vppsys_handover_is_safe (vcl_session_t *s)
  * with PostgreSQL forking a backend per connection while others exit). Then
  * VPP gives the connection to whichever worker has that index, maybe
  * another process's, frees the FIFOs w still reads and answers that other
- * worker: w waits 5 s for the answer and then reads the freed FIFOs.
+ * worker: w waits 5 s for the answer and then reads the freed FIFOs. A
+ * process that preloads libvls.so answers with the right index
+ * (vppsys_vcl_send_session_worker_update), so there any worker takes them.
  */
 static int
 vppsys_worker_takes_handovers (vcl_worker_t *w)
 {
-  return w->wrk_index == w->vpp_wrk_index;
+  return w->wrk_index == w->vpp_wrk_index ||
+	 vppsys_worker_updates_corrected ();
 }
 
 /* vppsys_session_unshare kept the copy as VPP's owner (see there). */
@@ -1597,7 +1663,8 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
       s->session_state != VCL_STATE_LISTEN)
     /* VPP asks the new owner to take the session; that worker completes the
      * hand-over the next time it handles its queue (epoll_wait, select). */
-    vcl_send_session_worker_update (wrk, s, new_owner->vpp_wrk_index);
+    vppsys_send_worker_update_naming (wrk, s, s->vpp_evt_q,
+				      new_owner->vpp_wrk_index);
   return vcl_session_cleanup (wrk, s, sh, notify_vpp && listening_here);
 }
 
