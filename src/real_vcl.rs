@@ -244,6 +244,11 @@ impl seam::Vcl for RealVcl {
     fn worker_index(&self) -> u32 {
         worker_index()
     }
+    fn vpp_worker_index(&self) -> u32 {
+        // SAFETY: reads the calling thread's worker through the shim, which
+        // checks it exists.
+        unsafe { sys::vppsys_vpp_worker_index() }
+    }
     fn set_worker_index(&self, wrk: u32) {
         // SAFETY: writes the calling thread's thread-local through the shim.
         unsafe { sys::vppsys_set_worker_index(wrk) }

@@ -69,6 +69,12 @@ pub trait Vcl: Send + Sync + 'static {
     unsafe fn app_create(&self, name: *const c_char) -> i32;
     /// The calling thread's VCL worker index, [`INVALID`] if none.
     fn worker_index(&self) -> u32;
+    /// VPP's index of the calling thread's app worker, for diagnostics
+    /// (the same as [`Vcl::worker_index`] but now and then in a forked
+    /// process); [`INVALID`] if unknown.
+    fn vpp_worker_index(&self) -> u32 {
+        crate::handle::INVALID
+    }
     /// Makes the calling thread use VCL worker `wrk`.
     fn set_worker_index(&self, wrk: u32);
     /// `vppcom_worker_register`: a new VCL worker for the calling thread.

@@ -26,7 +26,9 @@
 //!   first chunk (or cut-through): it would corrupt larger ones (see the
 //!   shim's `vppsys_handover_is_safe`); and only to a worker whose VCL and
 //!   VPP worker indices are the same (VCL answers VPP's request with the
-//!   former, VPP reads the latter: `vppsys_worker_takes_handovers`).
+//!   former, VPP reads the latter: `vppsys_worker_takes_handovers`),
+//!   unless `libvls.so` answers in VCL's place with the latter (a process
+//!   that preloads it).
 //!   Otherwise the leaving process keeps
 //!   its copy as VPP's owner, hidden from the application ([`Kept`]): the
 //!   others are FIFO subscribers, whom VPP tells of the peer's close or
@@ -378,6 +380,7 @@ impl<V: Vcl> Vls<V> {
         tracing::info!(
             parent,
             worker = me,
+            vpp_worker = self.vcl.vpp_worker_index(),
             pid = std::process::id(),
             replaced,
             "forked child has its own VCL worker"

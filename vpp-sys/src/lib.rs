@@ -63,6 +63,10 @@ pub const VPP_RELEASE: &str = env!("VPPSYS_RELEASE");
 extern "C" {
     /// The calling thread's VCL worker index (`~0` before registration).
     pub fn vppsys_worker_index() -> u32;
+    /// VPP's index of the calling thread's app worker (`~0` if it has no
+    /// VCL worker); differs from the VCL index now and then in a forked
+    /// process.
+    pub fn vppsys_vpp_worker_index() -> u32;
     /// Sets the calling thread's VCL worker index.
     pub fn vppsys_set_worker_index(wrk_index: u32);
     /// 1 when `wrk_index` names a live VCL worker, else 0. Never asserts.

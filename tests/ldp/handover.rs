@@ -1,0 +1,70 @@
+//! A forking server whose connection handlers' VCL and VPP worker indices
+//! differ, under the Rust layer.
+
+use super::*;
+
+/// `tests/programs/fork_handover.py`: the server forks two idle children
+/// and lets the second exit first, so each connection handler it forks
+/// next has VCL worker 2 and VPP worker 1; the parent closes its copy of
+/// each accepted connection, which hands the connection over to the
+/// handler. VCL answers VPP's hand-over request with the handler's VCL
+/// index, which VPP reads as its own: without the layer's correction
+/// (`vppsys_vcl_send_session_worker_update`) VPP gave the connection to
+/// another worker (a PostgreSQL backend stalled 5 s, then read freed
+/// FIFOs), and with only the earlier guard the parent kept every such
+/// connection (slower: its handler polls the FIFOs). Checked: the
+/// handlers' indices differ (the log of the layer), every echo comes back,
+/// and no connection stays with the parent.
+#[test]
+fn ldp_connection_handed_to_a_child_whose_worker_indices_differ() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    need(&["/usr/bin/python3"], "python3");
+    let st = stack("forker", "client");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/fork_handover.py");
+    let (addr, port, n) = (&st.server_addr, "7590", "3");
+    let log = st.vpp.dir().join("fork_handover.out");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut server = ProcessGroup::spawn(
+        under_ldp(&mut Command::new("/usr/bin/python3"), &st.preloads.rust, &st.srv_conf)
+            .env("VLS_RS_LOG", "info")
+            .arg(&script)
+            .args(["serve", addr, port, n])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file),
+    )
+    .expect("spawn the server");
+    let served = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for_text("the server did not listen", "listening", served);
+    let (ok, out, err) = run_under_ldp(
+        Command::new("/usr/bin/python3").arg(&script).args(["client", addr, port, n]),
+        &st.preloads.rust,
+        &st.cli_conf,
+        Duration::from_secs(60),
+    );
+    let status = server.wait_for(Duration::from_secs(30)).unwrap();
+    let text = served();
+    assert!(
+        ok && out.lines().filter(|l| *l == "echoed").count() == 3,
+        "every connection echoed:\n{out}{err}\nserver:\n{text}"
+    );
+    assert!(status.is_some_and(|s| s.success()), "server ({status:?}):\n{text}");
+    assert_eq!(text.matches("handler exit status: 0").count(), 3, "every handler ended well:\n{text}");
+    // "forked child has its own VCL worker ... worker=W vpp_worker=V".
+    let indices: Vec<(u32, u32)> = text
+        .lines()
+        .filter(|l| l.contains("forked child has its own VCL worker"))
+        .filter_map(|l| Some((field(l, "worker=")?, field(l, "vpp_worker=")?)))
+        .collect();
+    assert!(
+        indices.iter().filter(|(w, v)| w != v).count() >= 3,
+        "the scenario gives the handlers worker indices that differ (VCL, VPP): {indices:?}\n{text}"
+    );
+    assert!(!text.contains("stays this process's in VPP"), "no connection stayed with the parent:\n{text}");
+}
+
+/// The number after ` name` in a `tracing` line.
+fn field(line: &str, name: &str) -> Option<u32> {
+    let at = line.find(&format!(" {name}"))? + 1 + name.len();
+    line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
