@@ -80,17 +80,21 @@ const DRAIN_ONLY: i32 = -2;
 /// non-blocking I/O): not traced.
 #[inline(always)]
 fn traced(vlsh: Vlsh, op: OpKind, rv: i32) -> i32 {
-    if rv < 0 && rv != -libc::EAGAIN {
+    // One test on the hot path; `EAGAIN` is told apart in the cold call.
+    if rv < 0 {
         log_error(vlsh, op, rv);
     }
     rv
 }
 
-/// Traces an error (out of the hot path). Never unwinds (it runs where
-/// nothing else can panic).
+/// Traces an error other than `EAGAIN` (out of the hot path). Never
+/// unwinds (it runs where nothing else can panic).
 #[cold]
 #[inline(never)]
 fn log_error(vlsh: Vlsh, op: OpKind, rv: i32) {
+    if rv == EAGAIN {
+        return;
+    }
     let _ = std::panic::catch_unwind(|| {
         tracing::debug!(vlsh, ?op, rv = %VppcomError::from_raw(rv), "error returned");
     });
