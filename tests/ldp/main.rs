@@ -35,6 +35,7 @@ mod mosquitto;
 mod ncat;
 mod nginx;
 mod nutcracker;
+mod pgbouncer;
 mod pipeline;
 mod postgres;
 mod programs;

@@ -4,7 +4,7 @@
 use super::*;
 
 /// The newest `/usr/lib/postgresql/<version>/bin` with a server and pgbench.
-fn postgresql_bin() -> PathBuf {
+pub(super) fn postgresql_bin() -> PathBuf {
     let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
         .unwrap_or_default();
@@ -16,7 +16,7 @@ fn postgresql_bin() -> PathBuf {
 }
 
 /// The `postgres` account's uid and gid (the server refuses to run as root).
-fn postgres_account() -> (u32, u32) {
+pub(super) fn postgres_account() -> (u32, u32) {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
     let line = passwd
         .lines()
