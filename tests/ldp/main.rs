@@ -39,6 +39,7 @@ mod pgbouncer;
 mod pipeline;
 mod postgres;
 mod programs;
+mod rsync;
 mod sockopt;
 mod sockperf;
 mod udp;
