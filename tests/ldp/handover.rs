@@ -4,8 +4,8 @@
 use super::*;
 
 /// `tests/programs/fork_handover.py`: the server forks two idle children
-/// and lets the second exit first, so each connection handler it forks
-/// next has VCL worker 2 and VPP worker 1; the parent closes its copy of
+/// and lets the second exit first, so the first connection handler it
+/// forks has VCL worker 2 and VPP worker 1 (later ones may too); the parent closes its copy of
 /// each accepted connection, which hands the connection over to the
 /// handler. VCL answers VPP's hand-over request with the handler's VCL
 /// index, which VPP reads as its own: without the layer's correction
@@ -13,7 +13,7 @@ use super::*;
 /// another worker (a PostgreSQL backend stalled 5 s, then read freed
 /// FIFOs), and with only the earlier guard the parent kept every such
 /// connection (slower: its handler polls the FIFOs). Checked: the
-/// handlers' indices differ (the log of the layer), every echo comes back,
+/// first handler's indices differ (the layer's log), every echo comes back,
 /// and no connection stays with the parent.
 #[test]
 fn ldp_connection_handed_to_a_child_whose_worker_indices_differ() {
@@ -56,8 +56,10 @@ fn ldp_connection_handed_to_a_child_whose_worker_indices_differ() {
         .filter(|l| l.contains("forked child has its own VCL worker"))
         .filter_map(|l| Some((field(l, "worker=")?, field(l, "vpp_worker=")?)))
         .collect();
+    // The first handler's always do; later ones' depend on whether the
+    // previous handler was cleaned up before the next fork.
     assert!(
-        indices.iter().filter(|(w, v)| w != v).count() >= 3,
+        indices.iter().any(|(w, v)| w != v),
         "the scenario gives the handlers worker indices that differ (VCL, VPP): {indices:?}\n{text}"
     );
     assert!(!text.contains("stays this process's in VPP"), "no connection stayed with the parent:\n{text}");
