@@ -19,6 +19,7 @@
  */
 #include <vcl/vcl_private.h>
 #include <dlfcn.h>
+#include <sys/mman.h>
 
 #ifndef VPPSYS_RELEASE
 #error "VPPSYS_RELEASE (the VPP release as YYMM, e.g. 2606) is defined by vpp-sys' build script"
@@ -1605,6 +1606,35 @@ vppsys_worker_takes_handovers (vcl_worker_t *w)
 	 vppsys_worker_updates_corrected ();
 }
 
+/*
+ * Whether fifo f is mapped in this process. A connection
+ * handed over to a relative gets new FIFOs in a segment only that
+ * relative maps; when it exits without closing the connection, the
+ * process cleaning up after it (vppsys_session_unshare acting as its
+ * worker) must not touch them: nobody else uses them, and VPP frees them
+ * with the exited app worker.
+ */
+static int
+vppsys_range_mapped (const void *p, size_t len)
+{
+  uintptr_t page = (uintptr_t) getpagesize ();
+  uintptr_t first = (uintptr_t) p & ~(page - 1);
+  uintptr_t last = ((uintptr_t) p + len - 1) & ~(page - 1);
+  unsigned char v[2];
+
+  return mincore ((void *) first, last - first + 1, v) == 0;
+}
+
+/* The fifo's header (in VCL's heap) and its shared part and signals (in
+ * the segment) are mapped here. */
+static int
+vppsys_mapped_here (svm_fifo_t *f)
+{
+  return vppsys_range_mapped (f, sizeof (*f)) &&
+	 vppsys_range_mapped (f->shr, sizeof (*f->shr)) &&
+	 vppsys_range_mapped (f->signals, sizeof (*f->signals));
+}
+
 /* vppsys_session_unshare kept the copy as VPP's owner (see there). */
 #define VPPSYS_UNSHARE_KEPT 1
 
@@ -1654,7 +1684,8 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
 	vppcom_epoll_ctl (s->vep.vep_sh, EPOLL_CTL_DEL, sh, 0);
       return VPPSYS_UNSHARE_KEPT;
     }
-  if (s->session_state != VCL_STATE_LISTEN && s->rx_fifo && s->tx_fifo)
+  if (s->session_state != VCL_STATE_LISTEN && s->rx_fifo && s->tx_fifo &&
+      vppsys_mapped_here (s->rx_fifo) && vppsys_mapped_here (s->tx_fifo))
     {
       svm_fifo_del_subscriber (s->rx_fifo, wrk->vpp_wrk_index);
       svm_fifo_del_subscriber (s->tx_fifo, wrk->vpp_wrk_index);
