@@ -747,6 +747,9 @@ unsafe fn look_once(vp: *mut c_void, n: u32, me: u32, rebased: &mut Vec<(usize, 
     }
     // SAFETY: forwarded contract.
     let mut rv = unsafe { sys::vppcom_poll(vp.cast(), n, 0.0) };
+    // SAFETY: the calling thread's worker, whose locks the caller holds
+    // (as for the poll).
+    unsafe { sys::vppsys_answer_worker_updates() };
     if !rebased.is_empty() {
         // SAFETY: as above.
         let entries = unsafe { poll_entries(vp, n) };

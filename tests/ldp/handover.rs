@@ -70,3 +70,49 @@ fn field(line: &str, name: &str) -> Option<u32> {
     let at = line.find(&format!(" {name}"))? + 1 + name.len();
     line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
+
+/// `tests/programs/fork_poll_echo.py`: a forked child echoes a connection
+/// its parent handed over to it, waiting for each message in `poll`. VCL's
+/// poll reads VPP's request to take the connection but does not answer it
+/// (its select and epoll wait do), so the child stayed a FIFO subscriber,
+/// VPP told the parent of the client's messages, and the child woke only
+/// when its wait's slice ended: 50 echoes took 5 s, each about 100 ms.
+/// The layer now answers after each poll (`vppsys_answer_worker_updates`).
+/// At most 10 of the 50 echoes may take 50 ms or more.
+#[test]
+fn ldp_forked_child_waiting_in_poll_is_woken_for_each_message() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    need(&["/usr/bin/python3"], "python3");
+    let st = stack("poll-forker", "poll-client");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/fork_poll_echo.py");
+    let (addr, port) = (&st.server_addr, "7595");
+    let log = st.vpp.dir().join("fork_poll_echo.out");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut server = ProcessGroup::spawn(
+        under_ldp(&mut Command::new("/usr/bin/python3"), &st.preloads.rust, &st.srv_conf)
+            .arg(&script)
+            .args(["serve", addr, port])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file),
+    )
+    .expect("spawn the server");
+    let served = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for_text("the server did not listen", "listening", served);
+    let (ok, out, err) = run_under_ldp(
+        Command::new("/usr/bin/python3").arg(&script).args(["client", addr, port]),
+        &st.preloads.rust,
+        &st.cli_conf,
+        Duration::from_secs(60),
+    );
+    let status = server.wait_for(Duration::from_secs(20)).unwrap();
+    assert!(ok, "client:\n{out}{err}\nserver:\n{}", served());
+    assert!(status.is_some_and(|s| s.success()), "server ({status:?}):\n{}", served());
+    assert!(served().contains("child exit status: 0"), "{}", served());
+    let slow: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("slow ")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no count in the client's output:\n{out}{err}"));
+    eprintln!("forked child echoing in poll: {slow} of 50 echoes took 50 ms or more");
+    assert!(slow <= 10, "{slow} of 50 echoes took 50 ms or more");
+}

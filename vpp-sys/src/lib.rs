@@ -96,6 +96,10 @@ extern "C" {
     pub fn vppsys_internal_fds(out: *mut libc::c_int, max: libc::c_int) -> libc::c_int;
     /// 1 if `sh` is a stream whose non-blocking connect is in progress.
     pub fn vppsys_sh_connecting(sh: u32) -> libc::c_int;
+    /// After `vppcom_poll`: answers the requests to take a connection
+    /// (REQ_WORKER_UPDATE) the poll read, which VCL's poll leaves
+    /// unanswered. The caller holds the worker's locks.
+    pub fn vppsys_answer_worker_updates();
     /// Room to write on `sh` (bytes for a stream, the longest datagram for
     /// a datagram session), 0 if none, a negative `VPPCOM_E*` if it is not
     /// open or not a session of the calling thread's worker.

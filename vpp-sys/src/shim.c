@@ -467,6 +467,26 @@ vppsys_sh_connect_state (uint32_t sh)
     }
 }
 
+/*
+ * After vppcom_poll: answers VPP's requests to take a connection
+ * (REQ_WORKER_UPDATE, sent when a relative left a connection this worker
+ * shares) that the poll read. vppcom_poll queues them without answering
+ * (only VCL's select, epoll wait, accept and I/O that waits do), so a
+ * forked child that waits in poll stayed a mere FIFO subscriber: VPP kept
+ * telling the old owner of the connection's data, and the child woke only
+ * when its wait's slice ended (100 ms per message). Answered with VCL's own
+ * flush, which sends the worker updates and waits for VPP's replies; does
+ * nothing while none is queued. The caller holds the worker's locks.
+ */
+void
+vppsys_answer_worker_updates (void)
+{
+  vcl_worker_t *wrk = vppsys_worker_get ((uint32_t) __vcl_worker_index);
+
+  if (wrk && vec_len (wrk->pending_session_wrk_updates))
+    vcl_flush_mq_events ();
+}
+
 /* A stream whose non-blocking connect is still in progress (VCL marks it
  * UPDATED until VPP answers): 1, else 0. */
 int
