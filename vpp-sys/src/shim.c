@@ -1626,14 +1626,8 @@ vppsys_worker_takes_handovers (vcl_worker_t *w)
 	 vppsys_worker_updates_corrected ();
 }
 
-/*
- * Whether fifo f is mapped in this process. A connection
- * handed over to a relative gets new FIFOs in a segment only that
- * relative maps; when it exits without closing the connection, the
- * process cleaning up after it (vppsys_session_unshare acting as its
- * worker) must not touch them: nobody else uses them, and VPP frees them
- * with the exited app worker.
- */
+/* Whether the len bytes at p (within two pages) are mapped in this
+ * process. */
 static int
 vppsys_range_mapped (const void *p, size_t len)
 {
@@ -1645,8 +1639,15 @@ vppsys_range_mapped (const void *p, size_t len)
   return mincore ((void *) first, last - first + 1, v) == 0;
 }
 
-/* The fifo's header (in VCL's heap) and its shared part and signals (in
- * the segment) are mapped here. */
+/*
+ * Whether fifo f, its header (in VCL's heap) and its shared part and
+ * signals (in the segment), is mapped in this process. A connection
+ * handed over to a relative gets new FIFOs in a segment only that
+ * relative maps; when it exits without closing the connection, the
+ * process cleaning up after it (vppsys_session_unshare acting as its
+ * worker, notify_vpp 0) must not touch them: nobody else uses them, and
+ * VPP frees them with the exited app worker.
+ */
 static int
 vppsys_mapped_here (svm_fifo_t *f)
 {
@@ -1704,8 +1705,11 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
 	vppcom_epoll_ctl (s->vep.vep_sh, EPOLL_CTL_DEL, sh, 0);
       return VPPSYS_UNSHARE_KEPT;
     }
+  /* A live worker's own copy is always mapped: only the cleanup after an
+   * exited worker (notify_vpp 0) looks. */
   if (s->session_state != VCL_STATE_LISTEN && s->rx_fifo && s->tx_fifo &&
-      vppsys_mapped_here (s->rx_fifo) && vppsys_mapped_here (s->tx_fifo))
+      (notify_vpp ||
+       (vppsys_mapped_here (s->rx_fifo) && vppsys_mapped_here (s->tx_fifo))))
     {
       svm_fifo_del_subscriber (s->rx_fifo, wrk->vpp_wrk_index);
       svm_fifo_del_subscriber (s->tx_fifo, wrk->vpp_wrk_index);
