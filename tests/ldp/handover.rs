@@ -20,30 +20,9 @@ fn ldp_connection_handed_to_a_child_whose_worker_indices_differ() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     need(&["/usr/bin/python3"], "python3");
     let st = stack("forker", "client");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/fork_handover.py");
     let (addr, port, n) = (&st.server_addr, "7590", "3");
-    let log = st.vpp.dir().join("fork_handover.out");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut server = ProcessGroup::spawn(
-        under_ldp(&mut Command::new("/usr/bin/python3"), &st.preloads.rust, &st.srv_conf)
-            .env("VLS_RS_LOG", "info")
-            .arg(&script)
-            .args(["serve", addr, port, n])
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file),
-    )
-    .expect("spawn the server");
-    let served = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for_text("the server did not listen", "listening", served);
-    let (ok, out, err) = run_under_ldp(
-        Command::new("/usr/bin/python3").arg(&script).args(["client", addr, port, n]),
-        &st.preloads.rust,
-        &st.cli_conf,
-        Duration::from_secs(60),
-    );
-    let status = server.wait_for(Duration::from_secs(30)).unwrap();
-    let text = served();
+    let Served { client_ok: ok, client_out: out, client_err: err, status, server_out: text } =
+        serve_then_connect(&st, "fork_handover.py", &["serve", addr, port, n], &["client", addr, port, n]);
     assert!(
         ok && out.lines().filter(|l| *l == "echoed").count() == 3,
         "every connection echoed:\n{out}{err}\nserver:\n{text}"
@@ -65,6 +44,48 @@ fn ldp_connection_handed_to_a_child_whose_worker_indices_differ() {
     assert!(!text.contains("stays this process's in VPP"), "no connection stayed with the parent:\n{text}");
 }
 
+/// What [`serve_then_connect`] saw.
+struct Served {
+    client_ok: bool,
+    client_out: String,
+    client_err: String,
+    /// The server's exit status (`None`: still running after 30 s).
+    status: Option<std::process::ExitStatus>,
+    /// The server's standard output and error (its log at `info`).
+    server_out: String,
+}
+
+/// `tests/programs/<script>` as a server in the server namespace
+/// (`server_args`, `VLS_RS_LOG=info`, in a process group of its own) and,
+/// once it printed "listening", as its client in the client namespace
+/// (`client_args`, at most 60 s), both under the Rust layer; then waits for
+/// the server to end (at most 30 s).
+fn serve_then_connect(st: &Stack, script: &str, server_args: &[&str], client_args: &[&str]) -> Served {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs").join(script);
+    let log = st.vpp.dir().join(format!("{}.out", script.file_stem().unwrap().to_string_lossy()));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut server = ProcessGroup::spawn(
+        under_ldp(&mut Command::new("/usr/bin/python3"), &st.preloads.rust, &st.srv_conf)
+            .env("VLS_RS_LOG", "info")
+            .arg(&script)
+            .args(server_args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file),
+    )
+    .expect("spawn the server");
+    let served = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for_text("the server did not listen", "listening", served);
+    let (client_ok, client_out, client_err) = run_under_ldp(
+        Command::new("/usr/bin/python3").arg(&script).args(client_args),
+        &st.preloads.rust,
+        &st.cli_conf,
+        Duration::from_secs(60),
+    );
+    let status = server.wait_for(Duration::from_secs(30)).unwrap();
+    Served { client_ok, client_out, client_err, status, server_out: served() }
+}
+
 /// The number after ` name` in a `tracing` line.
 fn field(line: &str, name: &str) -> Option<u32> {
     let at = line.find(&format!(" {name}"))? + 1 + name.len();
@@ -84,31 +105,12 @@ fn ldp_forked_child_waiting_in_poll_is_woken_for_each_message() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     need(&["/usr/bin/python3"], "python3");
     let st = stack("poll-forker", "poll-client");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/fork_poll_echo.py");
     let (addr, port) = (&st.server_addr, "7595");
-    let log = st.vpp.dir().join("fork_poll_echo.out");
-    let file = std::fs::File::create(&log).unwrap();
-    let mut server = ProcessGroup::spawn(
-        under_ldp(&mut Command::new("/usr/bin/python3"), &st.preloads.rust, &st.srv_conf)
-            .arg(&script)
-            .args(["serve", addr, port])
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file),
-    )
-    .expect("spawn the server");
-    let served = || std::fs::read_to_string(&log).unwrap_or_default();
-    wait_for_text("the server did not listen", "listening", served);
-    let (ok, out, err) = run_under_ldp(
-        Command::new("/usr/bin/python3").arg(&script).args(["client", addr, port]),
-        &st.preloads.rust,
-        &st.cli_conf,
-        Duration::from_secs(60),
-    );
-    let status = server.wait_for(Duration::from_secs(20)).unwrap();
-    assert!(ok, "client:\n{out}{err}\nserver:\n{}", served());
-    assert!(status.is_some_and(|s| s.success()), "server ({status:?}):\n{}", served());
-    assert!(served().contains("child exit status: 0"), "{}", served());
+    let Served { client_ok: ok, client_out: out, client_err: err, status, server_out: text } =
+        serve_then_connect(&st, "fork_poll_echo.py", &["serve", addr, port], &["client", addr, port]);
+    assert!(ok, "client:\n{out}{err}\nserver:\n{text}");
+    assert!(status.is_some_and(|s| s.success()), "server ({status:?}):\n{text}");
+    assert!(text.contains("child exit status: 0"), "{text}");
     let slow: u32 = out
         .lines()
         .find_map(|l| l.strip_prefix("slow ")?.split_whitespace().next()?.parse().ok())
