@@ -17,22 +17,9 @@ fn ldp_rsync_daemon_serves_identical_copies() {
     let dir = st.vpp.dir().join("rsync");
     let src = dir.join("module");
     std::fs::create_dir_all(&src).unwrap();
-    let mut seed = 0x2545_f491_u32;
-    let mut bytes = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 17;
-                seed ^= seed << 5;
-                seed as u8
-            })
-            .collect()
-    };
-    let mut files = Vec::new();
-    for i in 0..20 {
-        files.push((format!("f{i}"), bytes(12_000 + i * 7_919)));
-    }
-    files.push(("big".to_string(), bytes(5_000_000)));
+    let mut files: Vec<(String, Vec<u8>)> =
+        (0..20u64).map(|i| (format!("f{i}"), vpp_harness::pattern(12_000 + i as usize * 7_919, i))).collect();
+    files.push(("big".to_string(), vpp_harness::pattern(5_000_000, 20)));
     for (name, data) in &files {
         std::fs::write(src.join(name), data).unwrap();
     }
