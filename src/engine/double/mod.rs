@@ -279,6 +279,11 @@ impl Double {
         st.sessions.values().filter(|s| s.stub).fold((0, 0), |(n, q), s| (n + 1, q + s.accept_q.len()))
     }
 
+    /// RPC messages sent to worker `wrk` and not yet handled by it.
+    pub fn rpcs_queued(&self, wrk: u32) -> usize {
+        self.state.lock().unwrap().rpcs.get(&wrk).map_or(0, VecDeque::len)
+    }
+
     /// Number of sessions VCL holds.
     pub fn n_sessions(&self) -> usize {
         self.state.lock().unwrap().sessions.len()
@@ -350,13 +355,13 @@ impl Double {
         }
     }
 
-    /// Handles the calling thread's worker's queued RPCs (as VCL does when
-    /// it handles its message queue).
+    /// Handles the RPCs queued for the calling thread's worker when it
+    /// looks (as VCL reads its message queue in a batch: what arrives
+    /// while it handles them waits for its next look).
     fn handle_rpcs(&self) {
         let wrk = self.wrk();
-        loop {
-            let msg = self.state.lock().unwrap().rpcs.get_mut(&wrk).and_then(VecDeque::pop_front);
-            let Some(msg) = msg else { return };
+        let batch = self.state.lock().unwrap().rpcs.get_mut(&wrk).map(std::mem::take).unwrap_or_default();
+        for msg in batch {
             if let Some(h) = self.rpc_handler.get() {
                 h.handle_rpc(&msg);
             }

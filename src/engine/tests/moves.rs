@@ -433,19 +433,20 @@ fn connections_announced_to_a_moved_listeners_old_worker_are_accepted_on_the_new
     let owner = thread::spawn(move || {
         let l = v.create(0, true);
         assert_eq!(v.listen(l, 10), 0);
-        l_tx.send((l, v.vlsh_to_sh(l))).unwrap();
+        l_tx.send((l, v.vlsh_to_sh(l), v.vcl().worker_index())).unwrap();
         while flush_rx.recv().unwrap() {
             v.vcl().flush_mq();
         }
     });
-    let (l, mut old_sh) = l_rx.recv().unwrap();
+    let (l, mut old_sh, owner_wrk) = l_rx.recv().unwrap();
     let mover = thread::spawn(move || {
         // The listener moves here (by RPC), then its stub's connections.
         // SAFETY: null endpoint is accepted by the double.
         let s = unsafe { v.accept(l, std::ptr::null_mut(), libc::O_NONBLOCK) };
         (s, worker_of(v, l) == v.vcl().worker_index())
     });
-    until("the move request", || !v.moves.rpcs.is_empty());
+    // In the owner's queue (the mover registers its request, then sends it).
+    until("the move request", || v.vcl().rpcs_queued(owner_wrk) == 1);
     flush_tx.send(true).unwrap();
     until("the listener's stub", || v.vcl().stubs().0 == 1);
     let c = v.create(0, false);
