@@ -56,7 +56,7 @@ fn preload_aliases() {
     if std::env::var_os("CARGO_FEATURE_VPP").is_none() {
         return;
     }
-    const ALIASES: [(&str, &str); 19] = [
+    const ALIASES: [(&str, &str); 24] = [
         ("epoll_wait", "vls_preload_epoll_wait"),
         ("epoll_pwait", "vls_preload_epoll_pwait"),
         ("poll", "vls_preload_poll"),
@@ -77,6 +77,12 @@ fn preload_aliases() {
         ("execle", "vls_preload_execle"),
         // Not libc's: VCL's, called through VCL's PLT (vpp-sys' shim.c).
         ("vcl_send_session_worker_update", "vppsys_vcl_send_session_worker_update"),
+        // libsvm's, called through VCL's PLT (vpp-sys' fifo_records.c).
+        ("fifo_segment_alloc_fifo_w_offset", "vppsys_fifo_segment_alloc_fifo_w_offset"),
+        ("fifo_segment_duplicate_fifo", "vppsys_fifo_segment_duplicate_fifo"),
+        ("fifo_segment_free_client_fifo", "vppsys_fifo_segment_free_client_fifo"),
+        ("svm_fifo_add_subscriber", "vppsys_svm_fifo_add_subscriber"),
+        ("svm_fifo_del_subscriber", "vppsys_svm_fifo_del_subscriber"),
     ];
     // The variadic exec functions are C (Rust cannot define one).
     println!("cargo:rerun-if-changed=src/capi/exec_variadic.c");

@@ -199,3 +199,33 @@ fn only_the_preloaded_library_answers_to_epoll_wait() {
         );
     }
 }
+
+/// The preloaded `libvls.so` answers, under libsvm's names, to the calls
+/// VCL makes to allocate, copy and free FIFO records and to change FIFOs'
+/// subscriber lists, which forked processes share (vpp-sys'
+/// `fifo_records.c`): each name it exports is its wrapper's address.
+#[test]
+fn libvls_answers_for_the_fifo_record_calls_of_related_processes() {
+    let so = libvls();
+    let out = Command::new("nm").arg(&so).output().expect("run nm (binutils)");
+    assert!(out.status.success(), "nm {}: {}", so.display(), String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let address = |name: &str| {
+        table.lines().find_map(|l| {
+            let mut it = l.split_whitespace();
+            let (addr, kind, sym) = (it.next()?, it.next()?, it.next()?);
+            (sym == name && kind.eq_ignore_ascii_case("t")).then(|| addr.to_string())
+        })
+    };
+    for name in [
+        "fifo_segment_alloc_fifo_w_offset",
+        "fifo_segment_duplicate_fifo",
+        "fifo_segment_free_client_fifo",
+        "svm_fifo_add_subscriber",
+        "svm_fifo_del_subscriber",
+    ] {
+        let exported = address(name).unwrap_or_else(|| panic!("{} does not define {name}", so.display()));
+        let wrapper = address(&format!("vppsys_{name}")).unwrap_or_else(|| panic!("no vppsys_{name}"));
+        assert_eq!(exported, wrapper, "{name} is not the wrapper's address");
+    }
+}

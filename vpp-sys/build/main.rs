@@ -25,6 +25,7 @@ fn main() {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rerun-if-changed=src/shim.c");
+    println!("cargo:rerun-if-changed=src/fifo_records.c");
 
     let vpp = find::find().unwrap_or_else(|msg| fail(&msg));
     let release = check_versions(&vpp).unwrap_or_else(|| {
@@ -50,6 +51,7 @@ fn main() {
 
     cc::Build::new()
         .file("src/shim.c")
+        .file("src/fifo_records.c")
         .file(&wrappers_c)
         .include(&vpp.include)
         .include(&vpp.src)

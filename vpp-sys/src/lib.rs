@@ -10,7 +10,10 @@
 //!   [`session_event_t`]);
 //! - the functions of the small C shim (`vppsys_*`) for what bindgen cannot
 //!   express: the thread-local worker index, vppinfra pool macros, and a few
-//!   fields of the global `vcm`.
+//!   fields of the global `vcm`;
+//! - nothing for `src/fifo_records.c`: replacements of libsvm's FIFO record
+//!   and subscriber functions that forked processes share, which the `vls`
+//!   crate's `libvls.so` exports under libsvm's names (only VCL calls them).
 //!
 //! `static inline` helpers of `vcl_private.h` (e.g. `vcl_session_get`) are
 //! available through bindgen's generated C wrappers, under their own names.

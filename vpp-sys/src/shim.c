@@ -21,6 +21,11 @@
 #include <dlfcn.h>
 #include <sys/mman.h>
 
+/* fifo_records.c: libsvm's calls, one process of the application at a
+ * time. */
+void vppsys_fifo_segment_free_client_fifo (fifo_segment_t *fs, svm_fifo_t *f);
+void vppsys_svm_fifo_del_subscriber (svm_fifo_t *f, u8 subscriber);
+
 #ifndef VPPSYS_RELEASE
 #error "VPPSYS_RELEASE (the VPP release as YYMM, e.g. 2606) is defined by vpp-sys' build script"
 #endif
@@ -1290,8 +1295,8 @@ vppsys_session_take_over_accepted (uint32_t sh, double wait_s)
 					      old_rx->segment_index);
       if (fs)
 	{
-	  fifo_segment_free_client_fifo (fs, old_rx);
-	  fifo_segment_free_client_fifo (fs, old_tx);
+	  vppsys_fifo_segment_free_client_fifo (fs, old_rx);
+	  vppsys_fifo_segment_free_client_fifo (fs, old_tx);
 	}
       clib_rwlock_reader_unlock (&vcm->segment_table_lock);
     }
@@ -1711,8 +1716,8 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
       (notify_vpp ||
        (vppsys_mapped_here (s->rx_fifo) && vppsys_mapped_here (s->tx_fifo))))
     {
-      svm_fifo_del_subscriber (s->rx_fifo, wrk->vpp_wrk_index);
-      svm_fifo_del_subscriber (s->tx_fifo, wrk->vpp_wrk_index);
+      vppsys_svm_fifo_del_subscriber (s->rx_fifo, wrk->vpp_wrk_index);
+      vppsys_svm_fifo_del_subscriber (s->tx_fifo, wrk->vpp_wrk_index);
     }
   if (notify_vpp && new_owner && s->vpp_evt_q &&
       s->session_state != VCL_STATE_LISTEN)
