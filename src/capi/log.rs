@@ -8,7 +8,8 @@
 //! formatter panic ("cannot access a Thread Local Storage value during or
 //! after destruction"): caught, but with the panic's message and backtrace
 //! on the program's stderr. [`ExitSafe`] tells the formatter nothing once
-//! the thread's thread-local destructors have run.
+//! the thread's thread-local destructors have run. [`PidLines`] writes
+//! each event in one call, after the id of the process that logged it.
 
 use std::any::TypeId;
 use std::cell::Cell;
@@ -111,6 +112,41 @@ impl<S: Subscriber> Subscriber for ExitSafe<S> {
         }
         // SAFETY: forwarded contract (the pointer is `S`'s answer for `id`).
         unsafe { self.0.downcast_raw(id) }
+    }
+}
+
+/// The writer of a C program's log: each event is written to stderr in one
+/// `write` (lines of related processes do not interleave), preceded by the
+/// id of the process that logged it (forked children log the same
+/// messages as their parents).
+pub(crate) struct PidLines;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for PidLines {
+    type Writer = PidLine;
+
+    fn make_writer(&'a self) -> PidLine {
+        PidLine(format!("[{}] ", std::process::id()).into_bytes())
+    }
+}
+
+/// One event's line, written when dropped (see [`PidLines`]).
+pub(crate) struct PidLine(Vec<u8>);
+
+impl std::io::Write for PidLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for PidLine {
+    fn drop(&mut self) {
+        // A log line that cannot be written is dropped.
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &self.0);
     }
 }
 

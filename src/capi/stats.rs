@@ -101,7 +101,7 @@ pub(crate) fn init_c_program_diagnostics() {
         if let Ok(filter) = std::env::var("VLS_RS_LOG") {
             let fmt = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(std::io::stderr)
+                .with_writer(super::log::PidLines)
                 .finish();
             let _ = tracing::subscriber::set_global_default(super::log::ExitSafe(fmt));
         }
