@@ -246,12 +246,15 @@ impl SharedTable {
         }
     }
 
-    /// Forgets the process of worker `wrk`.
-    pub fn clear_process(&self, wrk: u32) {
-        if let Some(p) = self.region.procs.get(wrk as usize) {
-            p.pid.store(0, Ordering::Release);
-            p.parent.store(NONE, Ordering::Relaxed);
-        }
+    /// Forgets the process of worker `wrk` if the record still names
+    /// `pid`: true if it did (the caller may then act for that process),
+    /// false if it names another (the worker index went to a newer process
+    /// since) or none. One compare-and-swap, so of a process cleaning up
+    /// after itself and a parent cleaning up after it only one acts.
+    pub fn release_process(&self, wrk: u32, pid: i32) -> bool {
+        self.region.procs.get(wrk as usize).is_some_and(|p| {
+            pid > 0 && p.pid.compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        })
     }
 
     /// The worker run by process `pid`, if any. Async-signal-safe (loads
@@ -709,6 +712,27 @@ mod tests {
         assert!(!g.is_listening(4), "a worker that left does not listen");
         assert!(g.is_listening(2));
         assert!(!g.is_listening(5000), "out of range is never listening");
+    }
+
+    /// A worker's record is released only while it names the process it
+    /// is released for, once: a newer process that took the worker index
+    /// keeps its record.
+    #[test]
+    fn a_worker_record_is_released_only_for_the_process_it_names() {
+        let t = SharedTable::map().unwrap();
+        t.set_process(3, 4100, 0);
+        assert!(!t.release_process(3, 4099), "another process's record");
+        assert!(!t.release_process(3, 0), "no process");
+        assert_eq!(t.children_of(0), vec![(3, 4100)]);
+        assert!(t.release_process(3, 4100));
+        assert!(t.children_of(0).is_empty());
+        assert!(!t.release_process(3, 4100), "released once");
+        // The index goes to a newer child: a cleanup for the old one
+        // leaves it alone.
+        t.set_process(3, 4200, 0);
+        assert!(!t.release_process(3, 4100));
+        assert_eq!(t.children_of(0), vec![(3, 4200)]);
+        assert!(!t.release_process(MAX_WORKERS as u32, 4200), "out of range");
     }
 
     #[test]

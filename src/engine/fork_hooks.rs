@@ -605,6 +605,13 @@ impl<V: Vcl> Vls<V> {
     /// that worker: VCL works on the calling thread's worker; without
     /// messages to VPP), then frees the worker.
     fn clean_up_worker_of_exited(&'static self, table: &SharedTable, wrk: u32, pid: i32) {
+        // Claimed first: a process that left its shared sessions at exit or
+        // exec released its record itself before its worker was freed (the
+        // index may be a newer process's now, subscribed to connections
+        // this cleanup would take from it).
+        if !table.release_process(wrk, pid) {
+            return;
+        }
         let mut copies = 0;
         {
             let _as_child = ActingAsWorker::new(&self.vcl, wrk);
@@ -621,7 +628,6 @@ impl<V: Vcl> Vls<V> {
             }
             self.vcl.worker_cleanup_dead(wrk, pid);
         }
-        table.clear_process(wrk);
         if may_log() {
             tracing::info!(worker = wrk, pid, copies, "cleaned up the worker of an exited child");
         }
@@ -768,6 +774,19 @@ impl<V: Vcl> Vls<V> {
             }
         }
         self.release_kept_at_exit();
+        // Left nothing for a relative to clean up: the record goes before
+        // VCL frees the worker, whose index the next fork may take. A
+        // parent cleaning up after this process from an older list of its
+        // children would otherwise take that newer process's connections
+        // (unsubscribed, a connection it kept for it was closed in VPP:
+        // socat's children read EBADFD now and then).
+        let me = self.vcl.worker_index();
+        if let Some(table) = self.forks.shared.get() {
+            if me != INVALID && table.subscribed_by(me).is_empty() {
+                // SAFETY: getpid has no preconditions.
+                table.release_process(me, unsafe { libc::getpid() });
+            }
+        }
     }
 }
 
