@@ -152,8 +152,13 @@ fn epoll_wait_until(ep: i32, limit: Duration, mut done: impl FnMut() -> bool) ->
 /// Waits (on an epoll set of its own, as an application that polls) until
 /// every exited child's worker has been cleaned up; true if so in `limit`.
 fn children_cleaned_up(limit: Duration) -> bool {
+    // A child that exits normally releases its record itself, just before
+    // VCL's exit handler frees its worker: both are waited for.
+    let workers: Vec<u32> = vls::raw::forked_children().iter().map(|&(w, _)| w).collect();
     let ep = vls_epoll_create();
-    let done = epoll_wait_until(ep, limit, || vls::raw::forked_children().is_empty());
+    let done = epoll_wait_until(ep, limit, || {
+        vls::raw::forked_children().is_empty() && workers.iter().all(|&w| !worker_is_valid(w))
+    });
     assert_eq!(vls_close(ep), 0);
     done
 }
