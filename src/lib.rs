@@ -187,7 +187,13 @@
 //!   (the application's handler still runs); the handler only queues the
 //!   dead child's worker, which is cleaned up later from `epoll_wait`,
 //!   `select`, `poll`, the next fork or exit, without messages to VPP on
-//!   the dead worker's behalf.
+//!   the dead worker's behalf (a process that exits or execs normally
+//!   cleans up after itself; a worker's record is taken by one of them
+//!   only, before its index can be reused). VCL's heap, and with it the
+//!   FIFO records of every segment, is shared by the whole family:
+//!   `libvls.so` takes the records VCL asks libsvm for from that heap and
+//!   changes FIFO subscriber lists one process at a time
+//!   (`vpp-sys/src/fifo_records.c`).
 //! - **Errors.** Every failure is a `VPPCOM_E*` code in the C ABI
 //!   ([`error::VppcomError`] maps them to `io::Error`); no panic crosses the
 //!   C boundary.
