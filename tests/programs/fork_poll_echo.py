@@ -15,15 +15,11 @@ import socket
 import sys
 import time
 
+from accept_one import accept_one
+
 mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if mode == "serve":
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((addr, port))
-    srv.listen(4)
-    print("listening", flush=True)
-    srv.settimeout(20)
-    conn, _ = srv.accept()
+    srv, conn = accept_one(addr, port, 4)
     pid = os.fork()
     if pid == 0:
         srv.close()

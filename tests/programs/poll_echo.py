@@ -14,15 +14,11 @@ Bounded: every wait gives up after 10 s.
 import socket
 import sys
 
+from accept_one import accept_one
+
 mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if mode == "serve":
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((addr, port))
-    srv.listen(1)
-    print("listening", flush=True)
-    srv.settimeout(20)
-    conn, _ = srv.accept()
+    srv, conn = accept_one(addr, port, 1)
     conn.settimeout(10)
     while True:
         data = conn.recv(65536)
