@@ -25,9 +25,11 @@
 //!   Otherwise it sleeps in slices of [`SLICE`], and a look follows each.
 //!   A wait that includes room to write (`POLLOUT`) first looks without
 //!   sleeping for [`SPIN`];
-//! - a signal ends the wait with -1 and `EINTR`, as the kernel's poll does.
-//!   `ppoll`'s signal mask applies while the thread sleeps in the kernel
-//!   (between looks the thread's own mask applies);
+//! - a signal ends the wait with -1 and `EINTR`, as the kernel's poll does,
+//!   also one that arrives between two sleeps: from the first sleep on the
+//!   asynchronous signals are held blocked between sleeps, and each sleep
+//!   swaps in the caller's mask (see `held_signals`). `ppoll`'s signal
+//!   mask applies while the thread sleeps in the kernel;
 //! - the answer is the kernel's: the number of entries with events.
 //!
 //! VCL's own waits on its message queue (`svm_msg_q_timedwait`) call `poll`
@@ -45,6 +47,7 @@ use std::ffi::{c_int, c_short, c_void};
 use std::sync::atomic::AtomicPtr;
 use std::time::{Duration, Instant};
 
+use super::held_signals::HeldSignals;
 use super::ldp_fds::ldp_base;
 use super::ldp_wait::{next_symbol, set_errno, under_ldp};
 
@@ -92,8 +95,14 @@ trait PollEnv {
     /// found a session ready: VPP's message for it never came.
     fn woke_late(&mut self);
     /// The kernel's `ppoll` on `fds` for at most `timeout` (`None`: no
-    /// limit), with `sigmask`; errno set on -1.
-    fn kernel_wait(&mut self, fds: &mut [libc::pollfd], timeout: Option<Duration>) -> c_int;
+    /// limit), with the caller's `sigmask`, or the mask from before `held`
+    /// when signals are held and the caller gave none; errno set on -1.
+    fn kernel_wait(
+        &mut self,
+        fds: &mut [libc::pollfd],
+        timeout: Option<Duration>,
+        held: Option<&HeldSignals>,
+    ) -> c_int;
 }
 
 /// The kernel's `ppoll(2)` (not LDP's): `sigmask` null or valid.
@@ -181,7 +190,7 @@ fn poll_sessions_and_fds(
     if sessions.is_empty() {
         // Only kernel descriptors after all: one wait in the kernel.
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        return env.kernel_wait(fds, left);
+        return env.kernel_wait(fds, left, None);
     }
     let n_kernel = kernel.len();
     let writers: Vec<u32> = sessions.iter().filter(|s| s.events & libc::POLLOUT != 0).map(|s| s.sh).collect();
@@ -189,6 +198,8 @@ fn poll_sessions_and_fds(
     let spin = if writers.is_empty() { Duration::ZERO } else { spin };
     // The last sleep was on the eventfd and lasted its whole slice.
     let mut slept_whole_slice = false;
+    // From the first sleep on (see `held_signals`).
+    let mut held: Option<HeldSignals> = None;
     loop {
         let signal = env.mq_signal(&writers);
         let rv = env.look(&mut sessions);
@@ -222,7 +233,10 @@ fn poll_sessions_and_fds(
         for k in kernel.iter_mut() {
             k.revents = 0;
         }
-        if env.kernel_wait(&mut kernel, sleep) < 0 {
+        if sleep != Some(Duration::ZERO) && held.is_none() {
+            held = HeldSignals::hold();
+        }
+        if env.kernel_wait(&mut kernel, sleep, held.as_ref()) < 0 {
             // EINTR (a signal) or the kernel's error for the set.
             return -1;
         }
@@ -278,8 +292,13 @@ impl PollEnv for Ldp {
         // SAFETY: `vp` is a valid array of `vcl_poll_t` of its length.
         unsafe { self.vls.poll(vp.as_mut_ptr().cast::<c_void>(), vp.len() as u32, 0.0) }
     }
-    fn kernel_wait(&mut self, fds: &mut [libc::pollfd], timeout: Option<Duration>) -> c_int {
-        kernel_ppoll(fds, timeout, self.sigmask)
+    fn kernel_wait(
+        &mut self,
+        fds: &mut [libc::pollfd],
+        timeout: Option<Duration>,
+        held: Option<&HeldSignals>,
+    ) -> c_int {
+        kernel_ppoll(fds, timeout, held.map_or(self.sigmask, |h| h.sleep_mask(self.sigmask)))
     }
 }
 

@@ -20,7 +20,13 @@
 //!   wait) into a return of 0 events, which a program waiting without a
 //!   timeout takes for a wake-up bug (nginx logs `epoll_wait() returned no
 //!   events without timeout`). Here it is -1 with `errno` `EINTR`, as the
-//!   kernel answers.
+//!   kernel answers. A wait resumed after an early empty return holds
+//!   the asynchronous signals blocked from then on and sleeps through
+//!   `epoll_pwait` with the mask it was called with (see `held_signals`):
+//!   a signal that arrives between two resumed calls still ends the wait.
+//!   (Holding from the first call would cost two system calls in every
+//!   wait; the window left, from LDP's first return to the hold, is as
+//!   short as those inside LDP's own wait.)
 //!
 //! Outside LDP (a program that links `libvls.so` without preloading LDP)
 //! the next definition is libc's and every call is passed through
@@ -38,6 +44,8 @@ use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use super::held_signals::HeldSignals;
 
 type EpollWaitFn = unsafe extern "C" fn(c_int, *mut libc::epoll_event, c_int, c_int) -> c_int;
 type EpollPwaitFn =
@@ -103,10 +111,13 @@ fn left_ms(timeout_ms: c_int, start: Instant) -> Option<c_int> {
     Some(left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int)
 }
 
-/// Under LDP [`resume_early_returns`], else `wait(timeout_ms)` once.
-fn wait_as_the_kernel(timeout_ms: c_int, mut wait: impl FnMut(c_int) -> c_int) -> c_int {
+/// Under LDP [`resume_early_returns`], else `wait(timeout_ms, None)` once.
+fn wait_as_the_kernel(
+    timeout_ms: c_int,
+    mut wait: impl FnMut(c_int, Option<&HeldSignals>) -> c_int,
+) -> c_int {
     if timeout_ms == 0 || !under_ldp() {
-        return wait(timeout_ms);
+        return wait(timeout_ms, None);
     }
     resume_early_returns(timeout_ms, wait)
 }
@@ -121,19 +132,29 @@ fn slice_ms() -> Option<c_int> {
         .map(|_| crate::engine::SUBSCRIBER_POLL.as_millis() as c_int)
 }
 
-/// Calls `wait(timeout)` until it gives the kernel's answer: events, an
-/// error, a signal (-1, `EINTR`) or 0 once `timeout_ms` has passed
+/// Calls `wait(timeout, held)` until it gives the kernel's answer: events,
+/// an error, a signal (-1, `EINTR`) or 0 once `timeout_ms` has passed
 /// (negative: never). Each call gets what is left of `timeout_ms`, at most
-/// [`slice_ms`] when there is one.
-fn resume_early_returns(timeout_ms: c_int, mut wait: impl FnMut(c_int) -> c_int) -> c_int {
+/// [`slice_ms`] when there is one. The first call runs with the thread's
+/// signal mask (`held` is `None`); from the second on, signals are held
+/// (`Some`), and `wait` sleeps with the mask the guard gives.
+fn resume_early_returns(
+    timeout_ms: c_int,
+    mut wait: impl FnMut(c_int, Option<&HeldSignals>) -> c_int,
+) -> c_int {
     let start = (timeout_ms > 0).then(Instant::now);
     let mut timeout = timeout_ms;
+    let mut held: Option<HeldSignals> = None;
+    let mut first = true;
     loop {
+        if !std::mem::take(&mut first) && held.is_none() {
+            held = HeldSignals::hold();
+        }
         set_errno(0);
         let slice = slice_ms();
         let rv = match slice {
-            Some(s) if timeout < 0 || timeout > s => wait(s),
-            _ => wait(timeout),
+            Some(s) if timeout < 0 || timeout > s => wait(s, held.as_ref()),
+            _ => wait(timeout, held.as_ref()),
         };
         if rv != 0 {
             return rv;
@@ -165,7 +186,14 @@ pub unsafe extern "C" fn vls_preload_epoll_wait(
 ) -> c_int {
     static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
     let next = next_symbol(&NEXT, b"epoll_wait\0");
-    wait_as_the_kernel(timeout, |t| {
+    wait_as_the_kernel(timeout, |t, held| {
+        if let Some(held) = held {
+            // Resumed with signals held: sleep with the mask from before.
+            // SAFETY: forwarded contract; the mask is the guard's.
+            return unsafe {
+                next_epoll_pwait(epfd, events, maxevents, t, held.sleep_mask(std::ptr::null()))
+            };
+        }
         if next.is_null() {
             // SAFETY: the system call with the caller's arguments.
             return unsafe { libc::syscall(libc::SYS_epoll_wait, epfd, events, maxevents, t) as c_int };
@@ -190,20 +218,39 @@ pub unsafe extern "C" fn vls_preload_epoll_pwait(
     timeout: c_int,
     sigmask: *const libc::sigset_t,
 ) -> c_int {
+    wait_as_the_kernel(timeout, |t, held| {
+        let mask = held.map_or(sigmask, |h| h.sleep_mask(sigmask));
+        // SAFETY: forwarded contract; `mask` the caller's or the guard's.
+        unsafe { next_epoll_pwait(epfd, events, maxevents, t, mask) }
+    })
+}
+
+/// One call of the `epoll_pwait` that follows this library (LDP's or
+/// libc's; the system call if there is none).
+///
+/// # Safety
+/// As `epoll_pwait(2)`.
+unsafe fn next_epoll_pwait(
+    epfd: c_int,
+    events: *mut libc::epoll_event,
+    maxevents: c_int,
+    timeout: c_int,
+    sigmask: *const libc::sigset_t,
+) -> c_int {
     static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
     let next = next_symbol(&NEXT, b"epoll_pwait\0");
-    wait_as_the_kernel(timeout, |t| {
-        if next.is_null() {
-            // SAFETY: the system call with the caller's arguments (the
-            // kernel's sigset size is 8 bytes on Linux).
-            return unsafe {
-                libc::syscall(libc::SYS_epoll_pwait, epfd, events, maxevents, t, sigmask, 8usize) as c_int
-            };
-        }
-        // SAFETY: `next` is the `epoll_pwait` that follows this library
-        // (LDP's or libc's), called with the caller's arguments.
-        unsafe { std::mem::transmute::<*mut c_void, EpollPwaitFn>(next)(epfd, events, maxevents, t, sigmask) }
-    })
+    if next.is_null() {
+        // SAFETY: the system call with the caller's arguments (the kernel's
+        // sigset size is 8 bytes on Linux).
+        return unsafe {
+            libc::syscall(libc::SYS_epoll_pwait, epfd, events, maxevents, timeout, sigmask, 8usize) as c_int
+        };
+    }
+    // SAFETY: `next` is the `epoll_pwait` that follows this library (LDP's
+    // or libc's), called with the caller's arguments.
+    unsafe {
+        std::mem::transmute::<*mut c_void, EpollPwaitFn>(next)(epfd, events, maxevents, timeout, sigmask)
+    }
 }
 
 #[cfg(test)]
@@ -215,7 +262,7 @@ mod tests {
         let start = Instant::now();
         let mut timeouts = Vec::new();
         // LDP's early answer: 0 events at once.
-        let rv = resume_early_returns(60, |t| {
+        let rv = resume_early_returns(60, |t, _| {
             timeouts.push(t);
             std::thread::sleep(Duration::from_millis(5));
             0
@@ -231,7 +278,7 @@ mod tests {
     fn events_and_errors_are_returned_as_they_come() {
         let mut calls = 0;
         assert_eq!(
-            resume_early_returns(1_000, |_| {
+            resume_early_returns(1_000, |_, _| {
                 calls += 1;
                 3
             }),
@@ -239,7 +286,7 @@ mod tests {
         );
         assert_eq!(calls, 1);
         assert_eq!(
-            resume_early_returns(1_000, |_| {
+            resume_early_returns(1_000, |_, _| {
                 set_errno(libc::EBADF);
                 -1
             }),
@@ -251,7 +298,7 @@ mod tests {
     #[test]
     fn a_wait_without_limit_is_resumed_until_events() {
         let mut calls = 0;
-        let rv = resume_early_returns(-1, |t| {
+        let rv = resume_early_returns(-1, |t, _| {
             assert_eq!(t, -1);
             calls += 1;
             if calls < 3 {
@@ -266,12 +313,62 @@ mod tests {
     #[test]
     fn a_signal_is_minus_one_with_eintr() {
         let mut calls = 0;
-        let rv = resume_early_returns(-1, |_| {
+        let rv = resume_early_returns(-1, |_, _| {
             calls += 1;
             set_errno(libc::EINTR);
             0
         });
         assert_eq!((rv, errno(), calls), (-1, libc::EINTR, 1));
+    }
+
+    #[test]
+    fn signals_are_held_from_the_first_resumed_call_on() {
+        let mut held = Vec::new();
+        let rv = resume_early_returns(-1, |_, h| {
+            held.push(h.is_some());
+            (held.len() == 3) as c_int
+        });
+        assert_eq!((rv, held), (1, vec![false, true, true]));
+    }
+
+    /// A signal that arrives between two resumed calls ends the next
+    /// call's sleep: -1 with `EINTR`, not 0 at the timeout.
+    #[test]
+    fn a_signal_that_arrives_between_two_calls_ends_the_wait() {
+        use crate::capi::held_signals::tests::{count_sigusr2, raise_usr2, usr2_seen};
+        count_sigusr2();
+        let before = usr2_seen();
+        // SAFETY: a new epoll set, closed below.
+        let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(epfd >= 0);
+        let start = Instant::now();
+        let mut calls = 0;
+        let rv = resume_early_returns(3_000, |t, held| {
+            calls += 1;
+            if calls <= 2 {
+                // LDP's early empty returns, the signal right after the second.
+                if calls == 2 {
+                    raise_usr2();
+                }
+                return 0;
+            }
+            let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
+            let mask = held.map_or(std::ptr::null(), |h| h.sleep_mask(std::ptr::null()));
+            // SAFETY: the epoll set above, a local event array, a valid mask.
+            let rv =
+                unsafe { libc::syscall(libc::SYS_epoll_pwait, epfd, ev.as_mut_ptr(), 1, t, mask, 8usize) };
+            if rv < 0 && errno() == libc::EINTR {
+                // As LDP answers a signal.
+                return 0;
+            }
+            rv as c_int
+        });
+        let err = errno();
+        // SAFETY: closes the set this test made.
+        unsafe { libc::close(epfd) };
+        assert_eq!((rv, err), (-1, libc::EINTR), "after {:?}", start.elapsed());
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        assert_eq!((usr2_seen(), calls), (before + 1, 3));
     }
 
     #[test]

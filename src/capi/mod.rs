@@ -16,6 +16,7 @@
 use std::ffi::{c_char, c_int, c_uchar, c_ulong, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod held_signals;
 mod ldp_close;
 mod ldp_exec;
 mod ldp_fds;

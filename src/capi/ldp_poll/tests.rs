@@ -1,4 +1,5 @@
 use super::*;
+use crate::capi::held_signals::tests::{count_sigusr2, raise_usr2, usr2_seen};
 use crate::capi::ldp_wait::errno;
 
 /// A scripted VLS and kernel: session `vlsh` has handle `100 + vlsh` for
@@ -19,6 +20,13 @@ struct Script {
     rearms: Vec<bool>,
     rearmed: Vec<Vec<u32>>,
     late: usize,
+    /// Whether signals were held, for each kernel wait.
+    held: Vec<bool>,
+    /// Waits sleep in the kernel's `ppoll` for real (their `waits` entry
+    /// is not used).
+    real_sleep: bool,
+    /// The look (counted from 0) that raises `SIGUSR2` on this thread.
+    raise_at_look: Option<usize>,
 }
 
 impl Script {
@@ -34,6 +42,9 @@ impl Script {
             rearms: vec![],
             rearmed: vec![],
             late: 0,
+            held: vec![],
+            real_sleep: false,
+            raise_at_look: None,
         }
     }
 }
@@ -48,6 +59,9 @@ impl PollEnv for Script {
     }
     fn look(&mut self, vp: &mut [VclPoll]) -> c_int {
         let got = self.looks.get(self.n_looks).copied().flatten();
+        if self.raise_at_look == Some(self.n_looks) {
+            raise_usr2();
+        }
         self.n_looks += 1;
         for v in vp.iter_mut() {
             assert!(v.sh >= 100, "a session handle from `session`");
@@ -62,8 +76,21 @@ impl PollEnv for Script {
     fn woke_late(&mut self) {
         self.late += 1;
     }
-    fn kernel_wait(&mut self, fds: &mut [libc::pollfd], timeout: Option<Duration>) -> c_int {
+    fn kernel_wait(
+        &mut self,
+        fds: &mut [libc::pollfd],
+        timeout: Option<Duration>,
+        held: Option<&HeldSignals>,
+    ) -> c_int {
         self.seen.push((fds.iter().map(|p| p.fd).collect(), timeout));
+        self.held.push(held.is_some());
+        if self.real_sleep {
+            return kernel_ppoll(
+                fds,
+                timeout,
+                held.map_or(std::ptr::null(), |h| h.sleep_mask(std::ptr::null())),
+            );
+        }
         match self.waits.get(self.seen.len() - 1).copied().unwrap_or(Ok(0)) {
             Err(e) => {
                 set_errno(e);
@@ -93,8 +120,10 @@ fn a_ready_session_is_answered_at_once_in_the_callers_terms() {
     assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
     assert_eq!(fds[0].revents, libc::POLLIN | libc::POLLRDNORM);
     assert_eq!(fds[1].revents, 0);
-    // The kernel descriptor was looked at too, without sleeping.
+    // The kernel descriptor was looked at too, without sleeping, and
+    // without holding signals (two system calls spared).
     assert_eq!(s.seen, vec![(vec![5], Some(Duration::ZERO))]);
+    assert_eq!(s.held, vec![false]);
 }
 
 #[test]
@@ -208,6 +237,39 @@ fn a_signal_ends_the_wait_with_eintr() {
 }
 
 #[test]
+fn signals_are_held_from_the_first_sleep_on() {
+    let mut s = Script::new(&[0]);
+    s.looks = vec![None, None, Some(libc::POLLIN)];
+    let mut fds = [pfd(32, libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(s.held, vec![true, true, true]);
+}
+
+/// tinyproxy's listener stops on `SIGTERM` by a flag its handler sets and
+/// its loop reads once `poll` returns: a signal that arrived while the wait
+/// was looking at the sessions between two sleeps ran its handler there,
+/// and the wait slept on for ever (the idle proxy ignored `SIGTERM` now and
+/// then). The signal now ends the next sleep: -1 with `EINTR`, not 0 at the
+/// timeout.
+#[test]
+fn a_signal_that_arrives_between_two_sleeps_ends_the_wait() {
+    count_sigusr2();
+    let before = usr2_seen();
+    let mut s = Script::new(&[0]);
+    s.real_sleep = true;
+    // The third look, after two sleeps of a slice.
+    s.raise_at_look = Some(2);
+    let start = Instant::now();
+    let mut fds = [pfd(32, libc::POLLIN)];
+    let rv =
+        poll_sessions_and_fds(&mut fds, BASE, Some(start + Duration::from_secs(3)), Duration::ZERO, &mut s);
+    assert_eq!((rv, errno()), (-1, libc::EINTR), "after {:?}", start.elapsed());
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert_eq!(usr2_seen(), before + 1, "the handler ran once");
+    assert_eq!(s.n_looks, 3);
+}
+
+#[test]
 fn a_ready_kernel_descriptor_is_answered_in_its_place() {
     let mut s = Script::new(&[0]);
     s.waits = vec![Ok(0), Ok(libc::POLLIN)];
@@ -255,7 +317,12 @@ fn a_vls_error_is_minus_one_with_its_errno() {
             panic!("no re-arming after a failed look")
         }
         fn woke_late(&mut self) {}
-        fn kernel_wait(&mut self, _: &mut [libc::pollfd], _: Option<Duration>) -> c_int {
+        fn kernel_wait(
+            &mut self,
+            _: &mut [libc::pollfd],
+            _: Option<Duration>,
+            _: Option<&HeldSignals>,
+        ) -> c_int {
             panic!("no kernel wait after a failed look")
         }
     }
