@@ -190,7 +190,7 @@ impl<V: Vcl> Vls<V> {
         let sh = session.sh();
         // The hint is the owner's to change (attribute calls move the
         // session to their thread first).
-        if !on_worker(sh, me) || !session.nonblocking_hint.load(Ordering::Relaxed) {
+        if !on_worker(sh, me) || !session.nonblocking_hint() {
             return Err(f);
         }
         Ok(traced(vlsh, op, f(sh)))
@@ -225,7 +225,7 @@ impl<V: Vcl> Vls<V> {
             return Err(f);
         }
         let Some(session) = self.pool.get(vlsh) else { return Err(f) };
-        if !session.nonblocking_hint.load(Ordering::Relaxed) {
+        if !session.nonblocking_hint() {
             return Err(f);
         }
         let locked = session.lock();
@@ -234,7 +234,7 @@ impl<V: Vcl> Vls<V> {
         }
         // Attribute changes hold the session lock: with it held, the hint
         // is VCL's flag, and VCL will not wait.
-        if !session.nonblocking_hint.load(Ordering::Relaxed) {
+        if !session.nonblocking_hint() {
             drop(locked);
             return Err(f);
         }
@@ -251,14 +251,9 @@ impl<V: Vcl> Vls<V> {
     #[inline(always)]
     pub(super) fn lock_free<F: FnOnce(Sh) -> i32>(&self, vlsh: Vlsh, op: OpKind, f: F) -> Result<i32, F> {
         let Some(_call) = self.solo.enter() else { return Err(f) };
-        let Some(session) = self.pool.get(vlsh) else { return Err(f) };
-        if !session.nonblocking_hint.load(Ordering::Relaxed) {
-            return Err(f);
-        }
-        if session.is_closed() {
-            return Ok(EBADFD);
-        }
-        Ok(traced(vlsh, op, f(session.sh())))
+        // A closed or unknown session goes the locked way, which says so.
+        let Some(sh) = self.pool.lock_free_sh(vlsh) else { return Err(f) };
+        Ok(traced(vlsh, op, f(sh)))
     }
 
     /// `vls_read` if it can be done without locks: the calling thread is

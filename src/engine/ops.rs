@@ -178,7 +178,7 @@ impl World {
                 let l = self.pick(rng);
                 // Only non-blocking accepts: a blocking one with nobody to
                 // connect would wait for ever, as it should.
-                if v.pool().get(l).is_some_and(|s| s.nonblocking_hint.load(Ordering::Relaxed)) {
+                if v.pool().get(l).is_some_and(|s| s.nonblocking_hint()) {
                     // SAFETY: null endpoint is accepted by the double.
                     let rv = unsafe { v.accept(l, std::ptr::null_mut(), libc::O_NONBLOCK) };
                     valid("accept", rv);
@@ -187,7 +187,7 @@ impl World {
             }
             5 | 6 => {
                 let h = self.pick(rng);
-                if v.pool().get(h).is_some_and(|s| s.nonblocking_hint.load(Ordering::Relaxed)) {
+                if v.pool().get(h).is_some_and(|s| s.nonblocking_hint()) {
                     // SAFETY: `buf` is valid for its length.
                     valid("read", unsafe { v.read(h, buf.as_mut_ptr().cast(), 1 + rng.below(64) as usize) });
                 }

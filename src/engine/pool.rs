@@ -87,7 +87,21 @@ pub struct VlsSession {
     /// reads and writes never wait inside VCL, so when threads share the
     /// worker they take both halves: one call at a time per session, which
     /// spares the session's memory the traffic of concurrent calls.
-    pub nonblocking_hint: AtomicBool,
+    /// Changed only through [`VlsSession::set_nonblocking_hint`].
+    nonblocking_hint: AtomicBool,
+    /// What the single-thread lock-free path reads (see
+    /// [`SessionPool::lock_free_sh`]): the VCL handle plus one while the
+    /// session may take that path (live, not closed, not an epoll session,
+    /// non-blocking, mapped to a VCL session), else 0. One load instead of
+    /// four on every read and write.
+    ///
+    /// Kept by [`VlsSession::refresh_lock_free`], which every change of
+    /// those five calls; all of them are made with the whole session locked
+    /// (or, for `live`, by the allocator before and after), so the word
+    /// never lags a change a thread could observe under the lock. It is
+    /// read without a lock only by the solo thread (`super::solo`), which
+    /// alone uses VLS while it reads it.
+    lock_free_sh: AtomicU32,
     /// Per-process workers: the session's entry in the table forked
     /// processes share (`engine::fork`), or `INVALID` while only this process
     /// has it.
@@ -119,6 +133,13 @@ impl LockedSession<'_> {
     /// Marks the session closed (every later operation gets `EBADFD`).
     pub fn mark_closed(&mut self) {
         self.session.closed.store(true, Ordering::Release);
+        self.session.refresh_lock_free();
+    }
+
+    /// Records whether the session is non-blocking (see
+    /// [`VlsSession::set_nonblocking_hint`]).
+    pub fn set_nonblocking_hint(&self, nonblocking: bool) {
+        self.session.set_nonblocking_hint(nonblocking);
     }
 }
 
@@ -151,9 +172,36 @@ impl VlsSession {
             in_transit: AtomicBool::new(false),
             lock: SessionLock::default(),
             nonblocking_hint: AtomicBool::new(false),
+            lock_free_sh: AtomicU32::new(0),
             shared: AtomicU32::new(INVALID),
             listeners_checked: AtomicU32::new(0),
         }
+    }
+
+    /// Whether the session is non-blocking, as far as VLS knows.
+    pub fn nonblocking_hint(&self) -> bool {
+        self.nonblocking_hint.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the session is non-blocking: at its creation, and
+    /// after each attribute call. Call with the whole session locked, or
+    /// as the only thread using VLS (the solo thread's lock-free attribute
+    /// calls), as every attribute call does.
+    pub fn set_nonblocking_hint(&self, nonblocking: bool) {
+        if self.nonblocking_hint.swap(nonblocking, Ordering::Relaxed) != nonblocking {
+            self.refresh_lock_free();
+        }
+    }
+
+    /// Recomputes [`VlsSession::lock_free_sh`] from the state it sums up.
+    fn refresh_lock_free(&self) {
+        let sh = self.sh.load(Ordering::Acquire);
+        let eligible = self.live.load(Ordering::Acquire)
+            && !self.closed.load(Ordering::Acquire)
+            && !self.is_epoll.load(Ordering::Acquire)
+            && self.nonblocking_hint.load(Ordering::Relaxed)
+            && sh != INVALID;
+        self.lock_free_sh.store(if eligible { sh.wrapping_add(1) } else { 0 }, Ordering::Release);
     }
 
     /// (Re)initialises the object for a new session on VCL handle `sh`.
@@ -167,7 +215,9 @@ impl VlsSession {
         self.sh.store(sh, Ordering::Release);
         self.closed.store(false, Ordering::Release);
         self.in_transit.store(false, Ordering::Relaxed);
+        // Not non-blocking yet: no lock-free path (as below, once live).
         self.nonblocking_hint.store(false, Ordering::Relaxed);
+        self.lock_free_sh.store(0, Ordering::Release);
         self.shared.store(INVALID, Ordering::Relaxed);
         self.listeners_checked.store(0, Ordering::Relaxed);
         drop(locked);
@@ -223,6 +273,7 @@ impl VlsSession {
         c.sh.store(self.sh.load(Ordering::Acquire), Ordering::Relaxed);
         c.closed.store(self.closed.load(Ordering::Acquire), Ordering::Relaxed);
         c.nonblocking_hint.store(self.nonblocking_hint.load(Ordering::Acquire), Ordering::Relaxed);
+        c.lock_free_sh.store(self.lock_free_sh.load(Ordering::Acquire), Ordering::Relaxed);
         c.shared.store(self.shared.load(Ordering::Acquire), Ordering::Relaxed);
         c.listeners_checked.store(self.listeners_checked.load(Ordering::Acquire), Ordering::Relaxed);
         c
@@ -243,11 +294,25 @@ impl VlsSession {
     }
 }
 
-/// Slots per chunk, and chunks at most (so up to 1M sessions).
-const CHUNK: usize = 1024;
-const MAX_CHUNKS: usize = 1024;
+/// Slots at most (so up to 1M sessions).
+const MAX_SESSIONS: usize = 1 << 20;
 
-type Chunk = [AtomicPtr<VlsSession>; CHUNK];
+/// `n` null session pointers, from zeroed memory: the pages of slots never
+/// used are never touched (8 MiB of address space, not of memory).
+fn null_slots(n: usize) -> Box<[AtomicPtr<VlsSession>]> {
+    let layout = std::alloc::Layout::array::<AtomicPtr<VlsSession>>(n).expect("slot table size");
+    // SAFETY: `layout` has a non-zero size (n > 0); all-zero bytes are a
+    // valid (null) `AtomicPtr`, so the zeroed allocation is `n` initialised
+    // elements, owned by the box built on it with the global allocator's
+    // layout for `[AtomicPtr; n]`.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout).cast::<AtomicPtr<VlsSession>>();
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
+    }
+}
 
 #[derive(Default)]
 struct Allocator {
@@ -257,8 +322,10 @@ struct Allocator {
 
 /// Pool of VLS sessions plus the VCL-handle table.
 pub struct SessionPool {
-    /// Chunk pointers, allocated on demand and never freed.
-    chunks: Box<[AtomicPtr<Chunk>]>,
+    /// Slot `i`'s session object (null until first used); an object, once
+    /// set, is never freed. One flat table, so a lookup is one bounds check
+    /// and one load.
+    slots: Box<[AtomicPtr<VlsSession>]>,
     alloc: Mutex<Allocator>,
     by_sh: RwLock<HashMap<Sh, Vlsh>>,
 }
@@ -266,7 +333,7 @@ pub struct SessionPool {
 impl Default for SessionPool {
     fn default() -> Self {
         SessionPool {
-            chunks: (0..MAX_CHUNKS).map(|_| AtomicPtr::new(std::ptr::null_mut())).collect(),
+            slots: null_slots(MAX_SESSIONS),
             alloc: Mutex::new(Allocator::default()),
             by_sh: RwLock::new(HashMap::new()),
         }
@@ -289,7 +356,7 @@ impl SessionPool {
         let mut a = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
         let index = match a.free.pop() {
             Some(i) => i,
-            None if a.next < CHUNK * MAX_CHUNKS => {
+            None if a.next < MAX_SESSIONS => {
                 a.next += 1;
                 a.next - 1
             }
@@ -306,18 +373,10 @@ impl SessionPool {
         session.vlsh
     }
 
-    /// The object of slot `index`, created (with its chunk) if needed.
-    /// Called with the allocator lock held.
+    /// The object of slot `index`, created if needed. Called with the
+    /// allocator lock held.
     fn slot_object(&self, index: usize) -> &VlsSession {
-        let chunk_ref = &self.chunks[index / CHUNK];
-        let mut chunk = chunk_ref.load(Ordering::Acquire);
-        if chunk.is_null() {
-            let fresh: Box<Chunk> = Box::new(std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())));
-            chunk = Box::into_raw(fresh);
-            chunk_ref.store(chunk, Ordering::Release);
-        }
-        // SAFETY: chunks are never freed, so the pointer stays valid.
-        let slot = unsafe { &(*chunk)[index % CHUNK] };
+        let slot = &self.slots[index];
         let mut obj = slot.load(Ordering::Acquire);
         if obj.is_null() {
             obj = Box::into_raw(Box::new(VlsSession::new(index as Vlsh)));
@@ -334,16 +393,21 @@ impl SessionPool {
         s.live.load(Ordering::Acquire).then_some(s)
     }
 
+    /// The VCL handle of `vlsh` if the single-thread lock-free path may
+    /// use the session (see [`VlsSession::lock_free_sh`]); for the solo
+    /// thread. Lock-free: one bounds check and two loads.
+    #[inline(always)]
+    pub fn lock_free_sh(&self, vlsh: Vlsh) -> Option<Sh> {
+        // A negative vlsh becomes a number beyond the table.
+        let (_, s) = self.object(vlsh as u32 as usize)?;
+        s.lock_free_sh.load(Ordering::Acquire).checked_sub(1)
+    }
+
     /// Slot `index` and the session object in it, live or not, if both
     /// exist.
     #[inline]
     fn object(&self, index: usize) -> Option<(&AtomicPtr<VlsSession>, &VlsSession)> {
-        let chunk = self.chunks.get(index / CHUNK)?.load(Ordering::Acquire);
-        if chunk.is_null() {
-            return None;
-        }
-        // SAFETY: chunks are never freed.
-        let slot = unsafe { &(*chunk)[index % CHUNK] };
+        let slot = self.slots.get(index)?;
         let obj = slot.load(Ordering::Acquire);
         if obj.is_null() {
             return None;
@@ -363,6 +427,7 @@ impl SessionPool {
         }
         let mut a = self.alloc.lock().unwrap_or_else(PoisonError::into_inner);
         if session.live.swap(false, Ordering::AcqRel) {
+            session.refresh_lock_free();
             session.demux.reset();
             a.free.push(session.vlsh as usize);
         }
@@ -386,6 +451,7 @@ impl SessionPool {
         }
         by_sh.insert(new_sh, locked.session.vlsh);
         locked.session.sh.store(new_sh, Ordering::Release);
+        locked.session.refresh_lock_free();
     }
 
     /// Detaches `session` from its VCL session, which is gone (its worker
@@ -399,6 +465,7 @@ impl SessionPool {
             by_sh.remove(&old);
         }
         locked.session.sh.store(INVALID, Ordering::Release);
+        locked.session.refresh_lock_free();
     }
 
     /// The sessions live now (a snapshot: sessions allocated meanwhile may
@@ -504,9 +571,47 @@ mod tests {
     #[test]
     fn handles_beyond_the_pool_are_rejected() {
         let p = SessionPool::default();
-        assert!(p.get((CHUNK * MAX_CHUNKS) as Vlsh).is_none());
+        assert!(p.get(MAX_SESSIONS as Vlsh).is_none());
         assert!(p.get(i32::MAX).is_none());
-        assert!(p.get(5000).is_none(), "chunk not allocated yet");
+        assert!(p.get(5000).is_none(), "slot never used");
+        assert_eq!(p.lock_free_sh(-1), None);
+        assert_eq!(p.lock_free_sh(MAX_SESSIONS as Vlsh), None);
+    }
+
+    /// The word the single-thread lock-free path reads follows every
+    /// change of what it sums up: a session takes that path only while it
+    /// is live, open, non-blocking, no epoll session and mapped.
+    #[test]
+    fn the_lock_free_word_follows_the_session() {
+        let p = SessionPool::default();
+        let a = p.alloc(7);
+        let s = p.get(a).unwrap();
+        assert_eq!(p.lock_free_sh(a), None, "blocking when created");
+        s.lock().set_nonblocking_hint(true);
+        assert_eq!(p.lock_free_sh(a), Some(7));
+        s.set_nonblocking_hint(false);
+        assert_eq!(p.lock_free_sh(a), None, "blocking again");
+        s.set_nonblocking_hint(true);
+        let new_sh = crate::handle::sh_from_parts(1, 4);
+        p.remap(&s.lock(), new_sh);
+        assert_eq!(p.lock_free_sh(a), Some(new_sh), "moved");
+        p.unmap(&s.lock());
+        assert_eq!(p.lock_free_sh(a), None, "no VCL session");
+        p.remap(&s.lock(), new_sh);
+        assert_eq!(p.lock_free_sh(a), Some(new_sh));
+        s.lock().mark_closed();
+        assert_eq!(p.lock_free_sh(a), None, "closed");
+        p.free(s);
+        assert_eq!(p.lock_free_sh(a), None, "freed");
+        // The slot's next session starts blocking, whatever the last was.
+        assert_eq!(p.alloc(0), a);
+        assert_eq!(p.lock_free_sh(a), None);
+        s.set_nonblocking_hint(true);
+        assert_eq!(p.lock_free_sh(a), Some(0), "VCL handle 0 is a handle");
+        // An epoll session never takes the path.
+        let e = p.alloc_epoll(9);
+        p.get(e).unwrap().set_nonblocking_hint(true);
+        assert_eq!(p.lock_free_sh(e), None);
     }
 
     #[test]

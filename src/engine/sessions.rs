@@ -50,7 +50,8 @@ impl<V: Vcl> Vls<V> {
             let _g = self.op_locks(OpKind::SessionPool, None);
             self.vcl.close(sh);
         } else if let Some(s) = self.pool.get(vlsh) {
-            s.nonblocking_hint.store(nonblocking, Ordering::Relaxed);
+            // Locked: a close through a stale number may already race.
+            s.lock().set_nonblocking_hint(nonblocking);
         }
         vlsh
     }
@@ -475,8 +476,9 @@ impl<V: Vcl> Vls<V> {
         self.with_session(vlsh, OpKind::Attr, |sh| {
             // SAFETY: forwarded contract.
             let rv = unsafe { self.vcl.attr(sh, op, buf, len) };
+            // (The session is locked whole here, or this is the solo thread.)
             if let Some(s) = self.pool.get(vlsh) {
-                s.nonblocking_hint.store(self.vcl.is_nonblocking(sh), Ordering::Relaxed);
+                s.set_nonblocking_hint(self.vcl.is_nonblocking(sh));
             }
             rv
         })

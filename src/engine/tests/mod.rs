@@ -659,17 +659,16 @@ fn blocking_connect_does_not_stop_other_threads() {
 /// (it decides whether a non-blocking call takes both halves of the lock).
 #[test]
 fn nonblocking_hint_follows_create_accept_and_attr() {
-    use std::sync::atomic::Ordering as O;
     let v = app(false);
     let (_l, c, s) = pair(v, true);
-    assert!(v.session(c).unwrap().nonblocking_hint.load(O::Relaxed), "created non-blocking");
-    assert!(!v.session(s).unwrap().nonblocking_hint.load(O::Relaxed), "accepted blocking");
+    assert!(v.session(c).unwrap().nonblocking_hint(), "created non-blocking");
+    assert!(!v.session(s).unwrap().nonblocking_hint(), "accepted blocking");
     let b = v.create(0, false);
-    assert!(!v.session(b).unwrap().nonblocking_hint.load(O::Relaxed));
+    assert!(!v.session(b).unwrap().nonblocking_hint());
     v.vcl().set_nonblocking(v.vlsh_to_sh(b), true);
     let mut flags = 0u32;
     let mut len = 4u32;
     // SAFETY: valid buffers (the double ignores them).
     assert_eq!(unsafe { v.attr(b, 0, (&mut flags as *mut u32).cast(), &mut len) }, 0);
-    assert!(v.session(b).unwrap().nonblocking_hint.load(O::Relaxed), "refreshed by attr");
+    assert!(v.session(b).unwrap().nonblocking_hint(), "refreshed by attr");
 }
