@@ -1681,7 +1681,7 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
 {
   vcl_worker_t *wrk, *new_owner;
   vcl_session_t *s = vppsys_current_session (sh);
-  int listening_here;
+  int listening_here, fifos_here;
 
   if (!s)
     return VPPCOM_EBADFD;
@@ -1696,7 +1696,18 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
     }
   wrk = vcl_worker_get_current ();
   new_owner = vppsys_worker_get (new_owner_wrk);
-  if (notify_vpp && new_owner && s->vpp_evt_q &&
+  /* The copy's FIFOs may not be mapped here, also for a live worker's own
+   * copy: the postmaster of PostgreSQL died of SIGSEGV now and then in
+   * this function's epoll removal (VCL's dequeue-notice flag, in a FIFO
+   * header whose segment this process no longer mapped). Such a copy is
+   * not open here any more: VCL's cleanup then leaves its FIFOs alone, and
+   * it is neither kept nor unsubscribed. VPP is still told of the new
+   * owner, whose process maps them. */
+  fifos_here = !s->rx_fifo || (vppsys_mapped_here (s->rx_fifo) &&
+			       vppsys_mapped_here (s->tx_fifo));
+  if (!fifos_here && vcl_session_is_open (s))
+    s->session_state = VCL_STATE_DETACHED;
+  if (notify_vpp && new_owner && s->vpp_evt_q && fifos_here &&
       s->session_state != VCL_STATE_LISTEN &&
       (!vppsys_handover_is_safe (s) ||
        !vppsys_worker_takes_handovers (new_owner)))
@@ -1710,11 +1721,8 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
 	vppcom_epoll_ctl (s->vep.vep_sh, EPOLL_CTL_DEL, sh, 0);
       return VPPSYS_UNSHARE_KEPT;
     }
-  /* A live worker's own copy is always mapped: only the cleanup after an
-   * exited worker (notify_vpp 0) looks. */
   if (s->session_state != VCL_STATE_LISTEN && s->rx_fifo && s->tx_fifo &&
-      (notify_vpp ||
-       (vppsys_mapped_here (s->rx_fifo) && vppsys_mapped_here (s->tx_fifo))))
+      fifos_here)
     {
       vppsys_svm_fifo_del_subscriber (s->rx_fifo, wrk->vpp_wrk_index);
       vppsys_svm_fifo_del_subscriber (s->tx_fifo, wrk->vpp_wrk_index);
