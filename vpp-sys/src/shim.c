@@ -1661,6 +1661,15 @@ vppsys_mapped_here (svm_fifo_t *f)
 	 vppsys_range_mapped (f->signals, sizeof (*f->signals));
 }
 
+/* Whether session s has FIFOs this process does not map (any more): see
+ * vppsys_session_unshare. */
+static int
+vppsys_fifos_unmapped (vcl_session_t *s)
+{
+  return s->rx_fifo && s->tx_fifo &&
+	 !(vppsys_mapped_here (s->rx_fifo) && vppsys_mapped_here (s->tx_fifo));
+}
+
 /* vppsys_session_unshare kept the copy as VPP's owner (see there). */
 #define VPPSYS_UNSHARE_KEPT 1
 
@@ -1703,8 +1712,7 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
    * not open here any more: VCL's cleanup then leaves its FIFOs alone, and
    * it is neither kept nor unsubscribed. VPP is still told of the new
    * owner, whose process maps them. */
-  fifos_here = !s->rx_fifo || (vppsys_mapped_here (s->rx_fifo) &&
-			       vppsys_mapped_here (s->tx_fifo));
+  fifos_here = !vppsys_fifos_unmapped (s);
   if (!fifos_here && vcl_session_is_open (s))
     s->session_state = VCL_STATE_DETACHED;
   if (notify_vpp && new_owner && s->vpp_evt_q && fifos_here &&
