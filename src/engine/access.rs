@@ -13,9 +13,9 @@
 //! - **Locked** (everything else): the session lock (a read or write only
 //!   its half), then the worker-level locks the kind of call needs
 //!   ([`super::locks::OpKind`]); with per-thread workers the session first
-//!   moves to the calling thread's worker (`moving`, [`super::migrate`]). A call that
-//!   may wait inside VCL locks even while its thread is the only one, so a
-//!   thread arriving meanwhile never finds the worker in use unlocked.
+//!   moves to the calling thread's worker (`moving`, [`super::migrate`]). A call
+//!   locks even while its thread is the only one, so a thread arriving
+//!   meanwhile never finds the worker in use unlocked.
 //! - **Wait hooks**: VCL calls them around each wait inside a call; they
 //!   release the worker-level locks for the wait and retake them after,
 //!   and wake the epoll sets when VCL kept events for them
@@ -55,16 +55,22 @@ impl<V: Vcl> Vls<V> {
     }
 
     /// Worker-level locks for `op` on `sh`: in mode 3 the shared worker's
-    /// locks, with per-thread workers the thread's own gate, else none.
+    /// locks, with per-thread workers the thread's own gate.
+    ///
+    /// Also while the calling thread is the process's only one (outside
+    /// the lock-free paths of `super::solo`): a second thread may arrive
+    /// at any moment, and must find the worker locked instead of entering
+    /// VCL beside a call in progress. (Without the locks, pgbench's second
+    /// thread grew VCL's session pool while its first thread was creating a
+    /// session: heap corruption, found by dlmalloc later.) The locks are
+    /// uncontended then, and the calls that take them are not the hot ones
+    /// of a single-threaded program (those take the lock-free paths).
     #[inline(always)]
     pub(super) fn op_locks(&'static self, op: OpKind, sh: Option<Sh>) -> Option<WorkerLocks> {
         if self.mt_workers.load(Ordering::Relaxed) {
             // Always, even while the process has one thread: a second
             // thread may start moving this one's sessions at any moment.
             return self.own_gate().map(|g| WorkerLocks::Own { _gate: g });
-        }
-        if !self.needs_locks.load(Ordering::Acquire) && !self.may_wait_in_vcl(op, sh) {
-            return None;
         }
         let vcl = &self.vcl;
         Some(WorkerLocks::Shared {
@@ -82,18 +88,6 @@ impl<V: Vcl> Vls<V> {
                 _ => self.mt_locks().acquire(op, || true),
             },
         })
-    }
-
-    /// A call of kind `op` on `sh` may wait inside VCL (a blocking accept,
-    /// read or write). Such a call takes the worker-level locks even while
-    /// this is the process's only thread (uncontended, and the call is slow
-    /// anyway): a second thread may arrive while it waits, and must find
-    /// the worker locked instead of entering VCL beside it. The wait hooks
-    /// release the locks for each wait and retake them after, as usual.
-    #[inline]
-    pub(super) fn may_wait_in_vcl(&self, op: OpKind, sh: Option<Sh>) -> bool {
-        matches!(op, OpKind::Read | OpKind::Write | OpKind::SessionPool)
-            && sh.is_some_and(|sh| !self.vcl.is_nonblocking(sh))
     }
 
     /// `sh` is a session of the calling thread's worker.
@@ -517,7 +511,7 @@ impl<V: Vcl> WaitHooks for Vls<V> {
                 }
             }
             // Whatever this call holds (also a call that locked while it
-            // was the only thread, see `may_wait_in_vcl`).
+            // was the only thread, see `op_locks`).
             self.mt_locks().before_wait();
         }
     }

@@ -244,6 +244,43 @@ fn a_second_thread_waits_for_the_first_threads_lock_free_io() {
     }
 }
 
+/// pgbench (`-j 2`) aborted now and then in dlmalloc growing VCL's session
+/// pool in `vls_create` on its second thread: while its first thread was
+/// the only one, its creates, connects and closes ran without the worker's
+/// locks, and the second thread, arriving in the middle of one, took the
+/// (free) locks and changed the pool beside it.
+#[test]
+fn a_second_thread_waits_for_the_first_threads_unlocked_calls() {
+    for round in 0..20u64 {
+        thread::spawn(move || {
+            let v = app(false);
+            let arrived = Arc::new(AtomicBool::new(false));
+            let a = arrived.clone();
+            let second = thread::spawn(move || {
+                thread::sleep(Duration::from_micros(100 + 37 * round));
+                for _ in 0..5 {
+                    let h = v.create(0, true);
+                    a.store(true, Ordering::Release);
+                    assert_eq!(v.close(h), 0);
+                }
+            });
+            let mut after = 0;
+            while after < 20 {
+                let h = v.create(0, true);
+                assert!(h >= 0);
+                assert_eq!(v.close(h), 0);
+                if arrived.load(Ordering::Acquire) {
+                    after += 1;
+                }
+            }
+            second.join().unwrap();
+            assert_eq!(v.vcl().violations(), 0, "round {round}: the two threads' pool changes overlapped");
+        })
+        .join()
+        .unwrap();
+    }
+}
+
 #[test]
 fn nonblocking_reads_of_a_session_two_threads_share_never_overlap() {
     // Mode 3, both threads reading one non-blocking session (the direct
