@@ -728,9 +728,11 @@ impl<V: Vcl> Vls<V> {
 
     /// Runs `f` (a VCL call that may wait for VPP without calling the wait
     /// hooks) as a sleep of the session-pool read lock, when `may_wait` and
-    /// the locks are in use.
+    /// this thread holds it: also while it is the process's only thread (a
+    /// second one arriving during the wait must not wait for its end to
+    /// create or close a session).
     pub(super) fn sleeping_in_vcl<T>(&'static self, may_wait: bool, f: impl FnOnce() -> T) -> T {
-        if may_wait && self.shares_worker() {
+        if may_wait && !self.mt_workers.load(Ordering::Relaxed) {
             self.mt_locks().sleeping_in_vcl(f)
         } else {
             f()
