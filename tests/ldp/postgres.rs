@@ -55,12 +55,24 @@ pub(super) fn postgres_account() -> (u32, u32) {
 /// now answers in VCL's place with VPP's index (the shim's
 /// `vppsys_vcl_send_session_worker_update`; `tests/ldp/handover.rs`).
 ///
-/// **Ignored: pgbench hung once** (one run in about 70, with the indices
-/// equal): a backend that had just been handed its connection never saw
-/// the first query arrive in its new FIFOs until pgbench was killed. Not
-/// understood yet. Run it with `--ignored`.
+/// pgbench aborted now and then (about 1 run in 45) in dlmalloc, growing
+/// VCL's session pool in its second thread's first `socket`: a lone
+/// thread's calls ran without the worker's locks, and the arriving thread
+/// entered VCL beside one (now every call outside the lock-free paths
+/// locks; `engine::tests::a_second_thread_waits_for_the_first_threads_unlocked_calls`).
+/// The postmaster died of SIGSEGV now and then (about 1 run in 40) dropping
+/// its copy of a connection whose FIFOs it no longer mapped (the copy is
+/// now dropped without touching them, `vppsys_session_unshare`).
+///
+/// **Ignored: a connection is lost now and then** (3 runs in 100 after the
+/// fixes above): pgbench's first connection of the timed run is closed by
+/// the server side before any answer ("server closed the connection
+/// unexpectedly"), nothing in the server's log, and pgbench's exit is not
+/// seen for 60 s. Not understood yet (the postmaster's copy of a new
+/// connection with FIFOs it does not map, as above, is the lead). Run it
+/// with `--ignored`.
 #[test]
-#[ignore = "flaky: pgbench hung once in about 70 runs (a backend handed its connection missed the first query)"]
+#[ignore = "flaky: a new connection is closed by the server side in about 3 runs of 100"]
 fn ldp_postgresql_serves_pgbench_through_the_stack() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bin = postgresql_bin();
