@@ -205,6 +205,26 @@ fn second_thread_switches_to_shared_worker_mode_and_exit_is_counted() {
     assert_eq!(read(v, s, &mut [0u8; 4]), 1);
 }
 
+/// Starts a second thread that arrives after a delay growing with `round`
+/// and creates and closes sessions (pool changes); the flag turns true with
+/// its first create.
+fn arrive_and_change_the_pool(
+    v: &'static Vls<Double>,
+    round: u64,
+) -> (Arc<AtomicBool>, thread::JoinHandle<()>) {
+    let arrived = Arc::new(AtomicBool::new(false));
+    let a = arrived.clone();
+    let second = thread::spawn(move || {
+        thread::sleep(Duration::from_micros(100 + 37 * round));
+        for _ in 0..5 {
+            let h = v.create(0, true);
+            a.store(true, Ordering::Release);
+            assert_eq!(v.close(h), 0);
+        }
+    });
+    (arrived, second)
+}
+
 #[test]
 fn a_second_thread_waits_for_the_first_threads_lock_free_io() {
     // The first thread reads a non-blocking session without locks; a
@@ -217,16 +237,7 @@ fn a_second_thread_waits_for_the_first_threads_lock_free_io() {
             let v = app(false);
             let (_l, c, _s) = pair(v, true);
             assert_eq!(v.lock_free_io(), super::solo::lock_free_expected(), "one thread: lock-free I/O");
-            let arrived = Arc::new(AtomicBool::new(false));
-            let a = arrived.clone();
-            let second = thread::spawn(move || {
-                thread::sleep(Duration::from_micros(100 + 37 * round));
-                for _ in 0..5 {
-                    let h = v.create(0, true);
-                    a.store(true, Ordering::Release);
-                    assert_eq!(v.close(h), 0);
-                }
-            });
+            let (arrived, second) = arrive_and_change_the_pool(v, round);
             let mut buf = [0u8; 4];
             let mut after = 0;
             while after < 50 {
@@ -254,16 +265,7 @@ fn a_second_thread_waits_for_the_first_threads_unlocked_calls() {
     for round in 0..20u64 {
         thread::spawn(move || {
             let v = app(false);
-            let arrived = Arc::new(AtomicBool::new(false));
-            let a = arrived.clone();
-            let second = thread::spawn(move || {
-                thread::sleep(Duration::from_micros(100 + 37 * round));
-                for _ in 0..5 {
-                    let h = v.create(0, true);
-                    a.store(true, Ordering::Release);
-                    assert_eq!(v.close(h), 0);
-                }
-            });
+            let (arrived, second) = arrive_and_change_the_pool(v, round);
             let mut after = 0;
             while after < 20 {
                 let h = v.create(0, true);
