@@ -98,7 +98,8 @@
 //! - **Threads.** Every call first checks the thread's VCL worker index. A
 //!   new thread is registered: with `multi-thread-workers` as a VCL worker of
 //!   its own (mode 2), otherwise pointed at the process's one worker (mode
-//!   3); from the second thread on, the worker-level locks are used. A
+//!   3), whose locks every call outside the lock-free paths below takes,
+//!   also while one thread only has used VLS (uncontended then). A
 //!   pthread-key destructor unregisters a thread when it ends; a thread-local
 //!   record releases any lock it still holds.
 //! - **One thread: no locks.** While a single thread has used VLS, its
@@ -108,10 +109,9 @@
 //!   locks on, then waits for that flag after a `membarrier(2)` (which
 //!   orders the first thread's plain stores for it) so the first thread is
 //!   never mid-call unlocked while locking starts (`engine::solo`).
-//!   Without `membarrier` every call locks. A call that may wait inside VCL
-//!   (a blocking accept, read or write) locks even with one thread, and an
-//!   epoll wait with a timeout sleeps outside VCL (below), so a second
-//!   thread never finds the worker in use unlocked.
+//!   Without `membarrier` every call locks. Every other call locks even
+//!   with one thread, so a second thread never finds the worker in use
+//!   unlocked (pgbench's did, and both grew VCL's session pool at once).
 //! - **Locks (mode 3).** Session lock (held for the whole call; a read
 //!   takes only its receive half and a write only its send half, so one
 //!   thread can block reading a session while another writes to it; a

@@ -54,13 +54,13 @@ impl HeldSignals {
     }
 
     /// The mask to sleep with: the caller's own (`ppoll`'s or
-    /// `epoll_pwait`'s argument) if it gave one, else the thread's mask
-    /// from before the hold.
-    pub(super) fn sleep_mask(&self, callers: *const libc::sigset_t) -> *const libc::sigset_t {
-        if callers.is_null() {
-            &self.before
-        } else {
-            callers
+    /// `epoll_pwait`'s argument) if it gave one, else, with signals held,
+    /// the thread's mask from before the hold (null without: the thread's
+    /// mask as it is).
+    pub(super) fn sleep_mask(held: Option<&Self>, callers: *const libc::sigset_t) -> *const libc::sigset_t {
+        match held {
+            Some(h) if callers.is_null() => &h.before,
+            _ => callers,
         }
     }
 }
@@ -138,7 +138,7 @@ pub(super) mod tests {
                 std::ptr::null_mut::<libc::pollfd>(),
                 0,
                 &ts,
-                held.sleep_mask(std::ptr::null()),
+                HeldSignals::sleep_mask(Some(&held), std::ptr::null()),
                 8usize,
             )
         };
@@ -156,7 +156,12 @@ pub(super) mod tests {
         let mut callers = MaybeUninit::<libc::sigset_t>::uninit();
         // SAFETY: initialises `callers`.
         unsafe { libc::sigemptyset(callers.as_mut_ptr()) };
-        assert_eq!(held.sleep_mask(callers.as_ptr()), callers.as_ptr());
-        assert_ne!(held.sleep_mask(std::ptr::null()), std::ptr::null());
+        assert_eq!(HeldSignals::sleep_mask(Some(&held), callers.as_ptr()), callers.as_ptr());
+        assert_ne!(HeldSignals::sleep_mask(Some(&held), std::ptr::null()), std::ptr::null());
+        assert_eq!(HeldSignals::sleep_mask(None, callers.as_ptr()), callers.as_ptr());
+        assert!(
+            HeldSignals::sleep_mask(None, std::ptr::null()).is_null(),
+            "without a hold: the thread's mask"
+        );
     }
 }

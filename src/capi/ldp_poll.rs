@@ -298,7 +298,7 @@ impl PollEnv for Ldp {
         timeout: Option<Duration>,
         held: Option<&HeldSignals>,
     ) -> c_int {
-        kernel_ppoll(fds, timeout, held.map_or(self.sigmask, |h| h.sleep_mask(self.sigmask)))
+        kernel_ppoll(fds, timeout, HeldSignals::sleep_mask(held, self.sigmask))
     }
 }
 

@@ -191,7 +191,13 @@ pub unsafe extern "C" fn vls_preload_epoll_wait(
             // Resumed with signals held: sleep with the mask from before.
             // SAFETY: forwarded contract; the mask is the guard's.
             return unsafe {
-                next_epoll_pwait(epfd, events, maxevents, t, held.sleep_mask(std::ptr::null()))
+                next_epoll_pwait(
+                    epfd,
+                    events,
+                    maxevents,
+                    t,
+                    HeldSignals::sleep_mask(Some(held), std::ptr::null()),
+                )
             };
         }
         if next.is_null() {
@@ -219,7 +225,7 @@ pub unsafe extern "C" fn vls_preload_epoll_pwait(
     sigmask: *const libc::sigset_t,
 ) -> c_int {
     wait_as_the_kernel(timeout, |t, held| {
-        let mask = held.map_or(sigmask, |h| h.sleep_mask(sigmask));
+        let mask = HeldSignals::sleep_mask(held, sigmask);
         // SAFETY: forwarded contract; `mask` the caller's or the guard's.
         unsafe { next_epoll_pwait(epfd, events, maxevents, t, mask) }
     })
@@ -353,7 +359,7 @@ mod tests {
                 return 0;
             }
             let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
-            let mask = held.map_or(std::ptr::null(), |h| h.sleep_mask(std::ptr::null()));
+            let mask = HeldSignals::sleep_mask(held, std::ptr::null());
             // SAFETY: the epoll set above, a local event array, a valid mask.
             let rv =
                 unsafe { libc::syscall(libc::SYS_epoll_pwait, epfd, ev.as_mut_ptr(), 1, t, mask, 8usize) };

@@ -296,8 +296,8 @@ impl<V: Vcl> Vls<V> {
         }
         // The child has only this thread: whatever other threads of the
         // parent held stays held forever. Fresh worker-level locks, fresh
-        // objects for the sessions they held; one thread again (locks on
-        // when a second one comes).
+        // objects for the sessions they held; one thread again (lock-free
+        // paths until a second one comes).
         self.fresh_locks();
         self.needs_locks.store(false, Ordering::Release);
         self.solo.forget_after_fork();

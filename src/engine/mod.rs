@@ -130,7 +130,8 @@ pub struct Vls<V: Vcl> {
     locks: std::sync::atomic::AtomicPtr<MtLocks>,
     /// Threads that called VLS and have not exited.
     n_threads: AtomicU32,
-    /// Set once a second thread shows up (mode 3 locking from then on).
+    /// Set once a second thread shows up (threads share the worker from
+    /// then on: the direct path, the wait hooks' extra work).
     needs_locks: AtomicBool,
     /// Until then, the one thread's non-blocking I/O takes no lock at all.
     solo: solo::Solo,

@@ -85,11 +85,7 @@ impl PollEnv for Script {
         self.seen.push((fds.iter().map(|p| p.fd).collect(), timeout));
         self.held.push(held.is_some());
         if self.real_sleep {
-            return kernel_ppoll(
-                fds,
-                timeout,
-                held.map_or(std::ptr::null(), |h| h.sleep_mask(std::ptr::null())),
-            );
+            return kernel_ppoll(fds, timeout, HeldSignals::sleep_mask(held, std::ptr::null()));
         }
         match self.waits.get(self.seen.len() - 1).copied().unwrap_or(Ok(0)) {
             Err(e) => {
