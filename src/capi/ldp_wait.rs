@@ -2,8 +2,9 @@
 //! answer to a timeout and to a signal.
 //!
 //! Preloaded first (`LD_PRELOAD=libvls.so:libvcl_ldpreload.so`), these two
-//! symbols are what the application calls; each calls the next definition
-//! (LDP's) and corrects two answers LDP gives where the kernel would not:
+//! symbols are what the application calls; both call the next `epoll_pwait`
+//! (LDP's; its `epoll_wait` is the same without a mask) and correct two
+//! answers LDP gives where the kernel would not:
 //!
 //! - **Zero events before the timeout.** LDP sleeps on a libc epoll set
 //!   that holds VCL's message-queue eventfd. A message that yields no event
@@ -47,7 +48,6 @@ use std::time::{Duration, Instant};
 
 use super::held_signals::HeldSignals;
 
-type EpollWaitFn = unsafe extern "C" fn(c_int, *mut libc::epoll_event, c_int, c_int) -> c_int;
 type EpollPwaitFn =
     unsafe extern "C" fn(c_int, *mut libc::epoll_event, c_int, c_int, *const libc::sigset_t) -> c_int;
 
@@ -184,30 +184,9 @@ pub unsafe extern "C" fn vls_preload_epoll_wait(
     maxevents: c_int,
     timeout: c_int,
 ) -> c_int {
-    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
-    let next = next_symbol(&NEXT, b"epoll_wait\0");
-    wait_as_the_kernel(timeout, |t, held| {
-        if let Some(held) = held {
-            // Resumed with signals held: sleep with the mask from before.
-            // SAFETY: forwarded contract; the mask is the guard's.
-            return unsafe {
-                next_epoll_pwait(
-                    epfd,
-                    events,
-                    maxevents,
-                    t,
-                    HeldSignals::sleep_mask(Some(held), std::ptr::null()),
-                )
-            };
-        }
-        if next.is_null() {
-            // SAFETY: the system call with the caller's arguments.
-            return unsafe { libc::syscall(libc::SYS_epoll_wait, epfd, events, maxevents, t) as c_int };
-        }
-        // SAFETY: `next` is the `epoll_wait` that follows this library
-        // (LDP's or libc's), called with the caller's arguments.
-        unsafe { std::mem::transmute::<*mut c_void, EpollWaitFn>(next)(epfd, events, maxevents, t) }
-    })
+    // The same as `epoll_pwait` without a mask, in LDP as in libc.
+    // SAFETY: forwarded contract; a null mask.
+    unsafe { vls_preload_epoll_pwait(epfd, events, maxevents, timeout, std::ptr::null()) }
 }
 
 /// `epoll_pwait(2)`, through LDP's when preloaded (see the module docs);
