@@ -1705,18 +1705,18 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
     }
   wrk = vcl_worker_get_current ();
   new_owner = vppsys_worker_get (new_owner_wrk);
-  /* The copy's FIFOs may not be mapped here: an exited child's copy of a
-   * connection whose FIFOs are in that child's own segment (VPP tells
-   * only a segment's owner worker of it), which PostgreSQL's postmaster
-   * cleaning up after a backend died of (SIGSEGV in VCL's epoll removal
-   * below, clearing the dequeue-notice flag in the FIFO's header); and,
-   * to be safe, any copy. Such a copy is not open here any more: VCL's
-   * cleanup then leaves its FIFOs alone, and it is neither kept nor
-   * unsubscribed. VPP is still told of a new owner, if any. */
-  fifos_here = !vppsys_fifos_unmapped (s);
+  /* An exited worker's copy (notify_vpp 0) may have FIFOs this process
+   * never mapped: a connection whose FIFOs are in that child's own segment
+   * (VPP tells only a segment's owner worker of it). PostgreSQL's
+   * postmaster, cleaning up after a backend, died of that (SIGSEGV in
+   * VCL's epoll removal below, clearing the dequeue-notice flag in the
+   * FIFO's header). Such a copy is not open here any more: VCL's cleanup
+   * then leaves its FIFOs alone, and it is not unsubscribed. A live
+   * worker's own copy is mapped (mincore is not asked for it). */
+  fifos_here = notify_vpp || !vppsys_fifos_unmapped (s);
   if (!fifos_here && vcl_session_is_open (s))
     s->session_state = VCL_STATE_DETACHED;
-  if (notify_vpp && new_owner && s->vpp_evt_q && fifos_here &&
+  if (notify_vpp && new_owner && s->vpp_evt_q &&
       s->session_state != VCL_STATE_LISTEN &&
       (!vppsys_handover_is_safe (s) ||
        !vppsys_worker_takes_handovers (new_owner)))
