@@ -16,14 +16,18 @@
 //! (`1e`: LDP's `epoll_wait` sequence, including its drain-only call, then
 //! read, write and `EPOLL_CTL_MOD` of the one session it returns); and two
 //! threads with `multi-thread-workers` (`2m`, mode 2: a VCL worker each, each
-//! thread connects its own session).
+//! thread connects its own session); and `1p`, the one-thread loop paired
+//! in one process: raw VCL, the floor and the Rust layer on three sessions,
+//! in alternating blocks, so the ratios to raw do not depend on how busy
+//! the machine was while each process ran (the C layer cannot share a
+//! process with the Rust one, so it is not in this variant).
 //! Each client runs in its own process (one VCL app per process); an echo
 //! server in another process drains and echoes. Calls are non-blocking, so
 //! the time is the layer's and VCL's, not waiting for the peer.
 //!
 //! Run: `VPP_PREFIX=… VPP_SRC_DIR=… cargo bench --features vpp --bench pingpong`
 //!
-//! `BENCH_VARIANTS` (comma-separated `1`, `2d`, `2s`, `1e`, `2m`) and `BENCH_LAYERS`
+//! `BENCH_VARIANTS` (comma-separated `1`, `2d`, `2s`, `1e`, `2m`, `1p`) and `BENCH_LAYERS`
 //! (`raw`, `floor`, `c`, `rust`) restrict the runs, e.g. to profile one client.
 //!
 //! Wall time on a small shared machine is noisy (VPP's own thread and the
@@ -483,6 +487,58 @@ fn epoll_loop_once(api: Api, h: i32, ep: i32, libc_epfd: i32, mq_fd: i32) -> f64
     ns
 }
 
+/// Iterations per block of the paired variant.
+const PAIRED_BLOCK: u64 = 10_000;
+/// Blocks per layer in the paired variant.
+const PAIRED_BLOCKS: usize = 40;
+
+/// The paired variant (`1p`): one process, one thread, the Rust layer
+/// attached, and three sessions to the echo server: one driven through raw
+/// VCL, one through the `floor` table, one through the Rust layer. Blocks
+/// of [`PAIRED_BLOCK`] iterations run on the three in turn (the order
+/// rotating), so a disturbance of the machine hits neighbouring blocks of
+/// every layer alike; prints the median over the rounds of each layer's
+/// block time over the raw block of the same round.
+fn paired_client() {
+    let rust = api("rust");
+    let name = CString::new("bench-paired").unwrap();
+    // SAFETY: valid C string.
+    assert_eq!(unsafe { (rust.app_create)(name.as_ptr() as *mut _) }, 0);
+    let addr = SocketAddr::from(([127, 0, 0, 1], PORT));
+    // Raw VCL and the floor table beside the layer: the layer never sees
+    // their sessions, and this one thread is the only VCL user.
+    let apis = [api("raw"), api("floor"), rust];
+    let hs = apis.map(|a| connect(&a, addr));
+    pin_to_cpu(0);
+    let mut out = [7u8; MSG];
+    let mut inb = [0u8; MSG];
+    let mut block = |l: usize, iters: u64| {
+        let (a, h) = (apis[l], hs[l]);
+        let t = Instant::now();
+        for _ in 0..iters {
+            // SAFETY: valid buffers.
+            unsafe {
+                std::hint::black_box((a.write)(h, out.as_mut_ptr().cast(), MSG));
+                std::hint::black_box((a.read)(h, inb.as_mut_ptr().cast(), MSG));
+            }
+        }
+        t.elapsed().as_nanos() as f64 / (2 * iters) as f64
+    };
+    for l in 0..3 {
+        block(l, WARMUP);
+    }
+    let mut ns = [const { Vec::new() }; 3];
+    for round in 0..PAIRED_BLOCKS {
+        for k in 0..3 {
+            let l = (round + k) % 3;
+            ns[l].push(block(l, PAIRED_BLOCK));
+        }
+    }
+    let over_raw = |l: usize| median(&ns[l].iter().zip(&ns[0]).map(|(x, raw)| x / raw).collect::<Vec<_>>());
+    let (floor, rust_over) = (over_raw(1).unwrap(), over_raw(2).unwrap());
+    println!("PAIRED {:.1} {floor:.4} {rust_over:.4}", median(&ns[0]).unwrap());
+}
+
 fn client(layer: &str, threads: usize, shared: bool) {
     let api = api(layer);
     let name = CString::new(format!("bench-{layer}")).unwrap();
@@ -636,6 +692,7 @@ fn server() {
 fn main() {
     match std::env::var("BENCH_ROLE").as_deref() {
         Ok("server") => return server(),
+        Ok("paired") => return paired_client(),
         Ok("client") => {
             let layer = std::env::var("BENCH_LAYER").unwrap();
             let threads: usize = std::env::var("BENCH_THREADS").unwrap().parse().unwrap();
@@ -750,6 +807,28 @@ fn main() {
         }
     }
 
+    // The paired variant: (raw ns, floor/raw, Rust/raw) per client process.
+    let mut paired: Vec<[f64; 3]> = Vec::new();
+    if wanted("BENCH_VARIANTS", "1p") {
+        for _ in 0..timed_reps {
+            let child = spawn(&[("BENCH_ROLE", "paired")]);
+            let out = wait_output_with_timeout(child, Duration::from_secs(120)).unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let r = text.lines().find_map(|l| l.strip_prefix("PAIRED ")).and_then(|v| {
+                let f: Vec<f64> = v.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                <[f64; 3]>::try_from(f).ok()
+            });
+            match r {
+                Some(r) => paired.push(r),
+                None => eprintln!(
+                    "paired client failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                ),
+            }
+        }
+    }
+
     println!(
         "\nwrite+read of {MSG}-byte messages, cut-through TCP, {ITERS} iterations per thread; ns per call,\n\
          median of {repeat} client processes (each the best of {ROUNDS} loops), range in brackets;\n\
@@ -773,6 +852,18 @@ fn main() {
         summary(&samples[0][3], 1, 0),
         ratio(medians[0][3], medians[0][0])
     );
+    if !paired.is_empty() {
+        let col = |i: usize| paired.iter().map(|r| r[i]).collect::<Vec<_>>();
+        println!(
+            "1 thread, paired in one process ({PAIRED_BLOCKS} rounds of {PAIRED_BLOCK}-iteration blocks, layers in turn;\n\
+             median over the rounds of block time over the same round's raw block; median of {} processes):\n\
+             raw {} ns  floor/raw {}  Rust/raw {}",
+            paired.len(),
+            summary(&col(0), 1, 0),
+            summary(&col(1), 3, 3),
+            summary(&col(2), 3, 3)
+        );
+    }
     println!(
         "2 threads on distinct sessions over 1 thread: raw (no locking, calibration) {}  C {}  Rust {}",
         ratio(medians[1][0], medians[0][0]),
