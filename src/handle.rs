@@ -12,6 +12,10 @@ pub type Vlsh = i32;
 /// `VLS_INVALID_HANDLE`.
 pub const INVALID_VLSH: Vlsh = -1;
 
+/// Sessions a process may have open at once (so up to 1M): every valid
+/// VLS handle is below this.
+pub const MAX_SESSIONS: usize = 1 << 20;
+
 /// A VCL session handle: VCL worker index in the top 8 bits, session index
 /// in the low 24.
 pub type Sh = u32;

@@ -7,18 +7,55 @@
 //! here logs or counts: what a C program gets for diagnostics is the C
 //! ABI's business ([`crate::capi`]).
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{c_char, c_int, c_void};
 use std::panic::catch_unwind;
+use std::sync::atomic::AtomicU32;
 use std::sync::OnceLock;
 
+use crate::engine;
+use crate::engine::solo::{LockFreeWords, Solo};
 use crate::engine::Vls;
+use crate::handle::{Vlsh, MAX_SESSIONS};
 use crate::real_vcl::RealVcl;
 
 static VLS: OnceLock<&'static Vls<RealVcl>> = OnceLock::new();
 
+/// The process VLS's lock-free words (see `engine::solo`): zero-initialised
+/// statics, so the 4 MiB cost address space only.
+static LOCK_FREE_WORDS: LockFreeWords = [const { AtomicU32::new(0) }; MAX_SESSIONS];
+
+/// The process VLS's single-thread state, at a fixed address: the
+/// lock-free read and write below reach it without loading [`VLS`]. It
+/// is only started by the process VLS, at app creation, so until then
+/// the fast path is refused.
+static SOLO: Solo = Solo::new(&LOCK_FREE_WORDS);
+
 /// The process's VLS, made on first use.
 pub(crate) fn vls() -> &'static Vls<RealVcl> {
-    VLS.get_or_init(|| Vls::new_static(RealVcl::new()))
+    VLS.get_or_init(|| Vls::new_static_with(RealVcl::new(), &SOLO))
+}
+
+/// `vls_read` on the process VLS if it can be done without locks (see
+/// `engine::read_lock_free`); `None` otherwise. Cannot panic.
+///
+/// # Safety
+/// `buf` valid for `n` writable bytes.
+#[inline(always)]
+pub(crate) unsafe fn read_lock_free(vlsh: Vlsh, buf: *mut c_void, n: usize) -> Option<i32> {
+    // SAFETY: forwarded contract; `SOLO` is the process VLS's, over the
+    // process's VCL.
+    unsafe { engine::read_lock_free(&SOLO, &RealVcl::new(), vlsh, buf, n) }
+}
+
+/// `vls_write` on the process VLS if it can be done without locks (see
+/// `engine::write_lock_free`); `None` otherwise. Cannot panic.
+///
+/// # Safety
+/// `buf` valid for `n` readable bytes.
+#[inline(always)]
+pub(crate) unsafe fn write_lock_free(vlsh: Vlsh, buf: *mut c_void, n: usize) -> Option<i32> {
+    // SAFETY: as `read_lock_free`.
+    unsafe { engine::write_lock_free(&SOLO, &RealVcl::new(), vlsh, buf, n) }
 }
 
 /// The process's VLS if it exists already (for paths where making it must

@@ -30,7 +30,7 @@ mod release;
 mod stats;
 
 use crate::handle::{Vlsh, INVALID, INVALID_VLSH};
-use crate::process::{attach, vls, vls_if_made};
+use crate::process::{attach, read_lock_free, vls, vls_if_made, write_lock_free};
 use crate::seam::{EpollFns, Vcl};
 use stats::{count, init_c_program_diagnostics, Call};
 
@@ -177,7 +177,7 @@ pub unsafe extern "C" fn vls_read(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -
     // The hot path, outside `catch_unwind` (it cannot panic): the only
     // thread reading a non-blocking session.
     // SAFETY: forwarded contract.
-    if let Some(rv) = vls_if_made().and_then(|v| unsafe { v.read_lock_free(vlsh, buf, nbytes) }) {
+    if let Some(rv) = unsafe { read_lock_free(vlsh, buf, nbytes) } {
         return rv as isize;
     }
     // SAFETY: forwarded contract.
@@ -233,7 +233,7 @@ pub unsafe extern "C" fn vls_write(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) 
     }
     // The hot path, outside `catch_unwind` (see `vls_read`).
     // SAFETY: forwarded contract.
-    if let Some(rv) = vls_if_made().and_then(|v| unsafe { v.write_lock_free(vlsh, buf, nbytes) }) {
+    if let Some(rv) = unsafe { write_lock_free(vlsh, buf, nbytes) } {
         return rv;
     }
     // SAFETY: forwarded contract.

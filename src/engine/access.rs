@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use super::locks::{self, OpKind, OpLocks};
 use super::migrate::{Gate, GateGuard};
 use super::pool::{Half, VlsSession};
+use super::solo::Solo;
 use super::{on_worker, traced, Vls, EBADFD};
 use crate::handle::Vlsh;
 use crate::handle::{Sh, INVALID};
@@ -244,37 +245,10 @@ impl<V: Vcl> Vls<V> {
     /// panic.
     #[inline(always)]
     pub(super) fn lock_free<F: FnOnce(Sh) -> i32>(&self, vlsh: Vlsh, op: OpKind, f: F) -> Result<i32, F> {
-        let Some(_call) = self.solo.enter() else { return Err(f) };
-        // A closed or unknown session goes the locked way, which says so.
-        let Some(sh) = self.pool.lock_free_sh(vlsh) else { return Err(f) };
-        Ok(traced(vlsh, op, f(sh)))
+        lock_free_on(self.solo, vlsh, op, f)
     }
 
-    /// `vls_read` if it can be done without locks: the calling thread is
-    /// the only one that has used VLS and the session is non-blocking (see
-    /// [`super::solo`]); `None` otherwise (use [`Self::read`]). Cannot panic.
-    ///
-    /// # Safety
-    /// `buf` valid for `n` writable bytes.
-    #[inline(always)]
-    pub unsafe fn read_lock_free(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> Option<i32> {
-        // SAFETY: forwarded contract.
-        self.lock_free(vlsh, OpKind::Read, |sh| unsafe { self.vcl.read(sh, buf, n) }).ok()
-    }
-
-    /// `vls_write` if it can be done without locks (as
-    /// [`Self::read_lock_free`]); `None` otherwise (use [`Self::write`]).
-    /// Cannot panic.
-    ///
-    /// # Safety
-    /// `buf` valid for `n` readable bytes.
-    #[inline(always)]
-    pub unsafe fn write_lock_free(&'static self, vlsh: Vlsh, buf: *mut c_void, n: usize) -> Option<i32> {
-        // SAFETY: forwarded contract.
-        self.lock_free(vlsh, OpKind::Write, |sh| unsafe { self.vcl.write(sh, buf, n) }).ok()
-    }
-
-    /// `vls_read` after [`Self::read_lock_free`] declined (the lock-free
+    /// `vls_read` after [`read_lock_free`] declined (the lock-free
     /// path is not tried again).
     ///
     /// # Safety
@@ -285,7 +259,7 @@ impl<V: Vcl> Vls<V> {
         self.with_session_after_lock_free(vlsh, OpKind::Read, n, |sh| unsafe { self.vcl.read(sh, buf, n) })
     }
 
-    /// `vls_write` after [`Self::write_lock_free`] declined.
+    /// `vls_write` after [`write_lock_free`] declined.
     ///
     /// # Safety
     /// `buf` valid for `n` readable bytes.
@@ -551,4 +525,50 @@ impl<V: Vcl> WaitHooks for Vls<V> {
         self.mt_locks().after_wait();
         self.leave_wait();
     }
+}
+
+/// [`Vls::lock_free`] given the VLS's `solo` state directly: with the
+/// process-wide VLS's, a static, the fast path loads no pointer to it.
+#[inline(always)]
+fn lock_free_on<F: FnOnce(Sh) -> i32>(solo: &Solo, vlsh: Vlsh, op: OpKind, f: F) -> Result<i32, F> {
+    // A closed or unknown session goes the locked way, which says so.
+    let Some((_call, sh)) = solo.enter_session(vlsh) else { return Err(f) };
+    Ok(traced(vlsh, op, f(sh)))
+}
+
+/// `vls_read` if it can be done without locks, on the VLS whose
+/// single-thread state is `solo` and whose VCL is `vcl`: the calling
+/// thread is the only one that has used VLS and the session is
+/// non-blocking (see [`super::solo`]); `None` otherwise (use
+/// [`Vls::read_with_locks`]). Cannot panic.
+///
+/// # Safety
+/// `buf` valid for `n` writable bytes.
+#[inline(always)]
+pub unsafe fn read_lock_free<V: Vcl>(
+    solo: &Solo,
+    vcl: &V,
+    vlsh: Vlsh,
+    buf: *mut c_void,
+    n: usize,
+) -> Option<i32> {
+    // SAFETY: forwarded contract.
+    lock_free_on(solo, vlsh, OpKind::Read, |sh| unsafe { vcl.read(sh, buf, n) }).ok()
+}
+
+/// `vls_write` if it can be done without locks (as [`read_lock_free`]);
+/// `None` otherwise (use [`Vls::write_with_locks`]). Cannot panic.
+///
+/// # Safety
+/// `buf` valid for `n` readable bytes.
+#[inline(always)]
+pub unsafe fn write_lock_free<V: Vcl>(
+    solo: &Solo,
+    vcl: &V,
+    vlsh: Vlsh,
+    buf: *mut c_void,
+    n: usize,
+) -> Option<i32> {
+    // SAFETY: forwarded contract.
+    lock_free_on(solo, vlsh, OpKind::Write, |sh| unsafe { vcl.write(sh, buf, n) }).ok()
 }

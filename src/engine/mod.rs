@@ -29,6 +29,7 @@
 //! cleanup after exited children).
 
 mod access;
+pub(crate) use access::{read_lock_free, write_lock_free};
 mod delivery;
 pub mod demux;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -134,7 +135,8 @@ pub struct Vls<V: Vcl> {
     /// then on: the direct path, the wait hooks' extra work).
     needs_locks: AtomicBool,
     /// Until then, the one thread's non-blocking I/O takes no lock at all.
-    solo: solo::Solo,
+    /// (The process-wide VLS's is a static: see `crate::process`.)
+    solo: &'static solo::Solo,
     /// Lock-free epoll waits made so far (their stamps; see
     /// `epoll_wait_lock_free`). Written by the solo thread only.
     lock_free_waits: std::sync::atomic::AtomicU64,
@@ -193,14 +195,21 @@ impl<V: Vcl> Drop for ActingAsWorker<'_, V> {
 impl<V: Vcl> Vls<V> {
     /// A VLS over `vcl`. It must live for the rest of the process (VCL keeps
     /// pointers to it), hence `&'static`.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn new_static(vcl: V) -> &'static Self {
+        Self::new_static_with(vcl, Box::leak(Box::new(solo::Solo::new(solo::leaked_words()))))
+    }
+
+    /// [`Vls::new_static`] with the single-thread fast path's state in
+    /// `solo` (not started, its table all 0, used by no other VLS).
+    pub fn new_static_with(vcl: V, solo: &'static solo::Solo) -> &'static Self {
         Box::leak(Box::new(Vls {
             vcl,
-            pool: SessionPool::default(),
+            pool: SessionPool::new(solo.words()),
             locks: std::sync::atomic::AtomicPtr::new(Box::into_raw(Box::default())),
             n_threads: AtomicU32::new(0),
             needs_locks: AtomicBool::new(false),
-            solo: solo::Solo::default(),
+            solo,
             lock_free_waits: std::sync::atomic::AtomicU64::new(0),
             mt_workers: AtomicBool::new(false),
             process_wrk: AtomicU32::new(INVALID),

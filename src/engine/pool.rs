@@ -28,7 +28,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 use super::demux::{EpollDemux, Membership};
 use super::session_lock::{self, SessionLock, SessionLockGuard};
-use crate::handle::{Sh, Vlsh, INVALID, INVALID_VLSH};
+use super::solo::LockFreeWords;
+use crate::handle::{Sh, Vlsh, INVALID, INVALID_VLSH, MAX_SESSIONS};
 
 type ForkHold = (MutexGuard<'static, Allocator>, std::sync::RwLockWriteGuard<'static, HashMap<Sh, Vlsh>>);
 
@@ -89,11 +90,12 @@ pub struct VlsSession {
     /// spares the session's memory the traffic of concurrent calls.
     /// Changed only through [`VlsSession::set_nonblocking_hint`].
     nonblocking_hint: AtomicBool,
-    /// What the single-thread lock-free path reads (see
-    /// [`SessionPool::lock_free_sh`]): the VCL handle plus one while the
-    /// session may take that path (live, not closed, not an epoll session,
-    /// non-blocking, mapped to a VCL session), else 0. One load instead of
-    /// four on every read and write.
+    /// What the single-thread lock-free path reads: this slot's word of
+    /// the pool's [`LockFreeWords`] (see [`SessionPool::lock_free_sh`]).
+    /// It holds the VCL handle plus one while the session may take that
+    /// path (live, not closed, not an epoll session, non-blocking, mapped
+    /// to a VCL session), else 0: one load instead of five on every read
+    /// and write, and no load of the session object.
     ///
     /// Kept by [`VlsSession::refresh_lock_free`], which every change of
     /// those five calls; all of them are made with the whole session locked
@@ -101,7 +103,7 @@ pub struct VlsSession {
     /// never lags a change a thread could observe under the lock. It is
     /// read without a lock only by the solo thread (`super::solo`), which
     /// alone uses VLS while it reads it.
-    lock_free_sh: AtomicU32,
+    lock_free_word: &'static AtomicU32,
     /// Per-process workers: the session's entry in the table forked
     /// processes share (`engine::fork`), or `INVALID` while only this process
     /// has it.
@@ -158,7 +160,7 @@ pub struct IoLocked<'a> {
 }
 
 impl VlsSession {
-    fn new(vlsh: Vlsh) -> Self {
+    fn new(vlsh: Vlsh, lock_free_word: &'static AtomicU32) -> Self {
         VlsSession {
             vlsh,
             live: AtomicBool::new(false),
@@ -172,7 +174,7 @@ impl VlsSession {
             in_transit: AtomicBool::new(false),
             lock: SessionLock::default(),
             nonblocking_hint: AtomicBool::new(false),
-            lock_free_sh: AtomicU32::new(0),
+            lock_free_word,
             shared: AtomicU32::new(INVALID),
             listeners_checked: AtomicU32::new(0),
         }
@@ -193,7 +195,7 @@ impl VlsSession {
         }
     }
 
-    /// Recomputes [`VlsSession::lock_free_sh`] from the state it sums up.
+    /// Recomputes [`VlsSession::lock_free_word`] from the state it sums up.
     fn refresh_lock_free(&self) {
         let sh = self.sh.load(Ordering::Acquire);
         let eligible = self.live.load(Ordering::Acquire)
@@ -201,7 +203,7 @@ impl VlsSession {
             && !self.is_epoll.load(Ordering::Acquire)
             && self.nonblocking_hint.load(Ordering::Relaxed)
             && sh != INVALID;
-        self.lock_free_sh.store(if eligible { sh.wrapping_add(1) } else { 0 }, Ordering::Release);
+        self.lock_free_word.store(if eligible { sh.wrapping_add(1) } else { 0 }, Ordering::Release);
     }
 
     /// (Re)initialises the object for a new session on VCL handle `sh`.
@@ -217,7 +219,7 @@ impl VlsSession {
         self.in_transit.store(false, Ordering::Relaxed);
         // Not non-blocking yet: no lock-free path (as below, once live).
         self.nonblocking_hint.store(false, Ordering::Relaxed);
-        self.lock_free_sh.store(0, Ordering::Release);
+        self.lock_free_word.store(0, Ordering::Release);
         self.shared.store(INVALID, Ordering::Relaxed);
         self.listeners_checked.store(0, Ordering::Relaxed);
         drop(locked);
@@ -262,7 +264,8 @@ impl VlsSession {
     /// A fresh object with this session's state (its locks free, no parked
     /// events).
     fn fresh_copy(&self) -> VlsSession {
-        let c = VlsSession::new(self.vlsh);
+        // The same slot, so the same lock-free word (its value stays).
+        let c = VlsSession::new(self.vlsh, self.lock_free_word);
         c.live.store(self.live.load(Ordering::Acquire), Ordering::Relaxed);
         c.is_epoll.store(self.is_epoll.load(Ordering::Acquire), Ordering::Relaxed);
         if let Some(set) = self.membership.set() {
@@ -273,7 +276,6 @@ impl VlsSession {
         c.sh.store(self.sh.load(Ordering::Acquire), Ordering::Relaxed);
         c.closed.store(self.closed.load(Ordering::Acquire), Ordering::Relaxed);
         c.nonblocking_hint.store(self.nonblocking_hint.load(Ordering::Acquire), Ordering::Relaxed);
-        c.lock_free_sh.store(self.lock_free_sh.load(Ordering::Acquire), Ordering::Relaxed);
         c.shared.store(self.shared.load(Ordering::Acquire), Ordering::Relaxed);
         c.listeners_checked.store(self.listeners_checked.load(Ordering::Acquire), Ordering::Relaxed);
         c
@@ -293,9 +295,6 @@ impl VlsSession {
         IoLocked { _half: self.lock.lock(bits) }
     }
 }
-
-/// Slots at most (so up to 1M sessions).
-const MAX_SESSIONS: usize = 1 << 20;
 
 /// `n` null session pointers, from zeroed memory: the pages of slots never
 /// used are never touched (8 MiB of address space, not of memory).
@@ -326,21 +325,25 @@ pub struct SessionPool {
     /// set, is never freed. One flat table, so a lookup is one bounds check
     /// and one load.
     slots: Box<[AtomicPtr<VlsSession>]>,
+    /// Slot `i`'s lock-free word (see [`VlsSession::lock_free_word`]),
+    /// shared with the `Solo` state that reads it.
+    words: &'static LockFreeWords,
     alloc: Mutex<Allocator>,
     by_sh: RwLock<HashMap<Sh, Vlsh>>,
 }
 
-impl Default for SessionPool {
-    fn default() -> Self {
+impl SessionPool {
+    /// An empty pool keeping the lock-free words in `words` (all 0, used
+    /// by no other pool).
+    pub fn new(words: &'static LockFreeWords) -> Self {
         SessionPool {
             slots: null_slots(MAX_SESSIONS),
+            words,
             alloc: Mutex::new(Allocator::default()),
             by_sh: RwLock::new(HashMap::new()),
         }
     }
-}
 
-impl SessionPool {
     /// Adds a session for VCL handle `sh`; returns its vlsh
     /// (`INVALID_VLSH` if the pool is full).
     pub fn alloc(&self, sh: Sh) -> Vlsh {
@@ -379,7 +382,7 @@ impl SessionPool {
         let slot = &self.slots[index];
         let mut obj = slot.load(Ordering::Acquire);
         if obj.is_null() {
-            obj = Box::into_raw(Box::new(VlsSession::new(index as Vlsh)));
+            obj = Box::into_raw(Box::new(VlsSession::new(index as Vlsh, &self.words[index])));
             slot.store(obj, Ordering::Release);
         }
         // SAFETY: session objects are never freed.
@@ -394,13 +397,12 @@ impl SessionPool {
     }
 
     /// The VCL handle of `vlsh` if the single-thread lock-free path may
-    /// use the session (see [`VlsSession::lock_free_sh`]); for the solo
-    /// thread. Lock-free: one bounds check and two loads.
-    #[inline(always)]
+    /// use the session (see [`VlsSession::lock_free_word`]); for the solo
+    /// thread (whose fast path reads the same word through `Solo`).
+    #[cfg(test)]
     pub fn lock_free_sh(&self, vlsh: Vlsh) -> Option<Sh> {
         // A negative vlsh becomes a number beyond the table.
-        let (_, s) = self.object(vlsh as u32 as usize)?;
-        s.lock_free_sh.load(Ordering::Acquire).checked_sub(1)
+        self.words.get(vlsh as u32 as usize)?.load(Ordering::Acquire).checked_sub(1)
     }
 
     /// Slot `index` and the session object in it, live or not, if both
@@ -528,11 +530,12 @@ impl SessionPool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::solo::leaked_words;
     use super::*;
 
     #[test]
     fn alloc_get_free_reuses_handles() {
-        let p = SessionPool::default();
+        let p = SessionPool::new(leaked_words());
         let a = p.alloc(0x0100_0001);
         let b = p.alloc(0x0100_0002);
         assert_eq!((a, b), (0, 1));
@@ -551,7 +554,7 @@ mod tests {
 
     #[test]
     fn double_free_is_harmless_and_objects_are_reused() {
-        let p = SessionPool::default();
+        let p = SessionPool::new(leaked_words());
         let a = p.alloc(5);
         let obj = p.get(a).unwrap() as *const VlsSession;
         p.free(p.get(a).unwrap());
@@ -570,7 +573,7 @@ mod tests {
 
     #[test]
     fn handles_beyond_the_pool_are_rejected() {
-        let p = SessionPool::default();
+        let p = SessionPool::new(leaked_words());
         assert!(p.get(MAX_SESSIONS as Vlsh).is_none());
         assert!(p.get(i32::MAX).is_none());
         assert!(p.get(5000).is_none(), "slot never used");
@@ -583,7 +586,7 @@ mod tests {
     /// is live, open, non-blocking, no epoll session and mapped.
     #[test]
     fn the_lock_free_word_follows_the_session() {
-        let p = SessionPool::default();
+        let p = SessionPool::new(leaked_words());
         let a = p.alloc(7);
         let s = p.get(a).unwrap();
         assert_eq!(p.lock_free_sh(a), None, "blocking when created");
@@ -616,7 +619,7 @@ mod tests {
 
     #[test]
     fn remap_moves_the_table_entry() {
-        let p = SessionPool::default();
+        let p = SessionPool::new(leaked_words());
         let a = p.alloc(crate::handle::sh_from_parts(0, 3));
         let s = p.get(a).unwrap();
         let new_sh = crate::handle::sh_from_parts(2, 9);

@@ -9,18 +9,29 @@
 //!
 //! The hand-over is an asymmetric Dekker handshake:
 //!
-//! - the solo thread, per call: `busy = true`; compiler fence; check
-//!   `active`; … the call …; `busy = false`. No atomic read-modify-write
-//!   and no hardware fence: a few plain moves.
-//! - the arriving thread, once: `active = false`; `membarrier()` (every
+//! - the solo thread, per call: check that `thread` is itself; `busy =
+//!   true`; compiler fence; check `thread` again; … the call …; `busy =
+//!   false`. No atomic read-modify-write and no hardware fence: a few
+//!   plain moves.
+//! - the arriving thread, once: `thread = 0`; `membarrier()` (every
 //!   running thread of the process executes a full memory barrier); wait
-//!   until `busy` is false.
+//!   until `busy` is false; `handed_over = true`.
+//! - any other thread arriving meanwhile (it finds `thread` 0 already):
+//!   waits until `handed_over` is true, so it too never calls VCL beside
+//!   the solo thread's last unlocked call.
 //!
 //! After the `membarrier`, either the solo thread's `busy = true` is
 //! visible to the arriving thread (which then waits for the call to end), or
-//! the solo thread's check comes after the barrier and sees
-//! `active == false` (and takes the locked path). Without a working
+//! the solo thread's second check comes after the barrier and sees
+//! `thread == 0` (and takes the locked path). Without a working
 //! `membarrier` (old kernels, seccomp) the solo path is never used.
+//!
+//! Which sessions the solo thread may use without a lock, and under which
+//! VCL handle, is one word per session slot in a flat table
+//! ([`LockFreeWords`], kept by the session pool): so a read or write on
+//! the fast path is the thread check, the `busy` store, the second thread
+//! check and one indexed load before the call. The process-wide VLS keeps its
+//! `Solo` and table in statics, so that path loads no pointer to them.
 //!
 //! Only calls that cannot wait in VCL take this path (non-blocking reads and
 //! writes, `epoll_ctl`, epoll waits with timeout 0 and LDP's drain-only
@@ -29,12 +40,41 @@
 //! finish.
 //!
 //! Invariants:
-//! - `active` is only true between [`Solo::start`] and [`Solo::end`], and
-//!   only the solo thread may enter while it is.
+//! - `thread` is non-zero only between [`Solo::start`] and [`Solo::end`]
+//!   (or the solo thread's exit, or a fork), and only that thread may
+//!   enter while it is.
+//! - `handed_over` is false only while a hand-over may still have to wait
+//!   for an unlocked call: from a successful `start` until the `end` that
+//!   saw the last call finish.
 //! - `busy` is written only by the solo thread (true only inside a
 //!   [`SoloCall`]), so a `SoloCall` never overlaps another one.
 
-use std::sync::atomic::{compiler_fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+use crate::handle::{Sh, Vlsh, MAX_SESSIONS};
+
+/// One word per session slot (index = VLS handle): the session's VCL
+/// handle plus one while the solo thread may use it without a lock, else 0
+/// (see `pool::VlsSession::refresh_lock_free`, the only writer).
+pub type LockFreeWords = [AtomicU32; MAX_SESSIONS];
+
+/// A new table of [`LockFreeWords`], all 0, that lives for the rest of
+/// the process (as every VLS does), from zeroed memory: 4 MiB of address
+/// space, of which only the pages of used slots are ever touched.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn leaked_words() -> &'static LockFreeWords {
+    let layout = std::alloc::Layout::new::<LockFreeWords>();
+    // SAFETY: the layout has a non-zero size; all-zero bytes are valid
+    // `AtomicU32`s, so the zeroed allocation is an initialised table,
+    // never freed (hence `'static`).
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout).cast::<LockFreeWords>();
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        &*p
+    }
+}
 
 /// `membarrier(2)` commands (linux/membarrier.h).
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
@@ -47,23 +87,17 @@ struct Padded(AtomicBool);
 
 /// The single-thread fast path's state (see the module docs).
 pub struct Solo {
-    /// The fast path may be used (by `thread` only).
-    active: AtomicBool,
-    /// The solo thread (its [`this_thread`]); 0 once the period ended (so
-    /// `enter` needs one check to refuse).
+    /// The solo thread (its [`this_thread`]) while the fast path may be
+    /// used; 0 before and after.
     thread: AtomicUsize,
+    /// No unlocked call is in progress, nor can one start: the period
+    /// never began, or it ended and its last call is over.
+    handed_over: AtomicBool,
     /// The solo thread is inside an unlocked call.
     busy: Padded,
-}
-
-impl Default for Solo {
-    fn default() -> Self {
-        Solo {
-            active: AtomicBool::new(false),
-            thread: AtomicUsize::new(0),
-            busy: Padded(AtomicBool::new(false)),
-        }
-    }
+    /// Which sessions the fast path may use (shared with the pool that
+    /// keeps it).
+    words: &'static LockFreeWords,
 }
 
 /// The solo thread inside an unlocked call; ends it on drop.
@@ -151,6 +185,34 @@ pub fn lock_free_expected() -> bool {
 }
 
 impl Solo {
+    /// A solo state reading `words`, not started.
+    pub const fn new(words: &'static LockFreeWords) -> Self {
+        Solo {
+            thread: AtomicUsize::new(0),
+            handed_over: AtomicBool::new(true),
+            busy: Padded(AtomicBool::new(false)),
+            words,
+        }
+    }
+
+    /// The table of lock-free words this state reads (for the pool that
+    /// keeps it).
+    pub fn words(&self) -> &'static LockFreeWords {
+        self.words
+    }
+
+    /// Enters an unlocked call on session `vlsh` (see [`Solo::enter`]):
+    /// also `None` if the session may not take the fast path (closed,
+    /// blocking, an epoll session, unknown). Gives the VCL handle to use.
+    #[inline(always)]
+    pub fn enter_session(&self, vlsh: Vlsh) -> Option<(SoloCall<'_>, Sh)> {
+        let call = self.enter()?;
+        // A negative vlsh becomes an index beyond the table. Acquire: the
+        // word is read after `enter`'s check, as the handshake requires.
+        let sh = self.words.get(vlsh as u32 as usize)?.load(Ordering::Acquire).checked_sub(1)?;
+        Some((call, sh))
+    }
+
     /// Makes the calling thread the solo thread, if the kernel offers the
     /// barrier the hand-over needs. Call only while no other thread uses
     /// VLS (app creation, a forked child).
@@ -161,8 +223,8 @@ impl Solo {
             tracing::debug!("membarrier unavailable: single-thread calls take the locks");
         }
         self.busy.0.store(false, Ordering::Relaxed);
-        self.thread.store(if ok { this_thread() } else { 0 }, Ordering::Relaxed);
-        self.active.store(ok, Ordering::Release);
+        self.handed_over.store(!ok, Ordering::Relaxed);
+        self.thread.store(if ok { this_thread() } else { 0 }, Ordering::Release);
         ok
     }
 
@@ -170,7 +232,8 @@ impl Solo {
     /// and no other thread has arrived.
     #[inline(always)]
     pub fn enter(&self) -> Option<SoloCall<'_>> {
-        if self.thread.load(Ordering::Relaxed) != this_thread() {
+        let me = this_thread();
+        if self.thread.load(Ordering::Relaxed) != me {
             return None;
         }
         let busy = &self.busy.0;
@@ -182,18 +245,27 @@ impl Solo {
         let call = SoloCall { busy };
         // Acquire: an arriving thread's writes before `end` (it switched
         // the locks on) are visible if the fast path is refused.
-        self.active.load(Ordering::Acquire).then_some(call)
+        (self.thread.load(Ordering::Acquire) == me).then_some(call)
     }
 
     /// Ends the solo period (another thread arrived): from now on every
     /// call takes the locked path. Returns once the solo thread is outside
-    /// any unlocked call. Called by the arriving thread, after it switched
-    /// the locks on.
+    /// any unlocked call, also when another arriving thread is ending the
+    /// period at the same time. Called by an arriving thread, after it
+    /// switched the locks on.
     pub fn end(&self) {
-        if !self.active.swap(false, Ordering::SeqCst) {
+        if self.handed_over.load(Ordering::Acquire) {
             return;
         }
-        self.thread.store(0, Ordering::Relaxed);
+        if self.thread.swap(0, Ordering::SeqCst) == 0 {
+            // Another thread is handing over (or the solo thread exited
+            // and is about to say so): wait until it is done.
+            let mut spins = 0u32;
+            while !self.handed_over.load(Ordering::Acquire) {
+                pause(&mut spins);
+            }
+            return;
+        }
         if !barrier() {
             // Cannot happen after a successful registration; waiting on
             // `busy` is the best left to do.
@@ -202,21 +274,18 @@ impl Solo {
         let mut spins = 0u32;
         while self.busy.0.load(Ordering::Acquire) {
             // Unlocked calls never wait in VCL: this is short.
-            if spins < 100 {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
-            }
+            pause(&mut spins);
         }
+        self.handed_over.store(true, Ordering::Release);
     }
 
     /// The solo thread is exiting: nobody uses the fast path any more (a
     /// new thread could get the same `pthread_t`).
     pub fn thread_exits(&self) {
         if self.thread.load(Ordering::Relaxed) == this_thread() {
-            self.active.store(false, Ordering::Release);
-            self.thread.store(0, Ordering::Relaxed);
+            self.thread.store(0, Ordering::Release);
+            // Outside any call of its own: nothing to wait for.
+            self.handed_over.store(true, Ordering::Release);
         }
     }
 
@@ -224,14 +293,24 @@ impl Solo {
     /// period, copied with its memory, is over. Its thread may start
     /// another.
     pub fn forget_after_fork(&self) {
-        self.active.store(false, Ordering::Release);
-        self.thread.store(0, Ordering::Relaxed);
+        self.thread.store(0, Ordering::Release);
         self.busy.0.store(false, Ordering::Relaxed);
+        self.handed_over.store(true, Ordering::Release);
     }
 
     /// The fast path is in use.
     pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::Acquire)
+        self.thread.load(Ordering::Acquire) != 0
+    }
+}
+
+/// One step of a short wait: spin first, then let other threads run.
+fn pause(spins: &mut u32) {
+    if *spins < 100 {
+        std::hint::spin_loop();
+        *spins += 1;
+    } else {
+        std::thread::yield_now();
     }
 }
 
@@ -257,7 +336,7 @@ mod tests {
 
     #[test]
     fn only_the_solo_thread_enters_and_only_until_the_end() {
-        let solo = Arc::new(Solo::default());
+        let solo = Arc::new(Solo::new(leaked_words()));
         assert!(solo.enter().is_none(), "not started");
         if !started(&solo) {
             return;
@@ -272,7 +351,7 @@ mod tests {
 
     #[test]
     fn end_waits_for_the_call_in_progress() {
-        let solo: &'static Solo = Box::leak(Box::default());
+        let solo: &'static Solo = Box::leak(Box::new(Solo::new(leaked_words())));
         if !started(solo) {
             return;
         }
@@ -300,6 +379,43 @@ mod tests {
         assert_eq!(arriving.join().unwrap(), 2);
     }
 
+    /// Two threads arrive at once: the one that finds the period already
+    /// ending must wait for the solo thread's call as well, not go on to
+    /// call VCL beside it.
+    #[test]
+    fn a_second_arriving_thread_also_waits_for_the_call_in_progress() {
+        let solo: &'static Solo = Box::leak(Box::new(Solo::new(leaked_words())));
+        if !started(solo) {
+            return;
+        }
+        let inside = Arc::new(AtomicU32::new(1));
+        let call = solo.enter().expect("solo thread enters");
+        let arrive = |i: Arc<AtomicU32>| {
+            std::thread::spawn(move || {
+                solo.end();
+                i.load(Ordering::SeqCst)
+            })
+        };
+        let first = arrive(inside.clone());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while solo.is_active() {
+            assert!(std::time::Instant::now() < deadline, "end never started");
+            std::thread::yield_now();
+        }
+        // The first is inside `end`, waiting for the call: the second finds
+        // the period over already.
+        let second = arrive(inside.clone());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!second.is_finished(), "the second arriving thread did not wait for the call");
+        assert!(!first.is_finished(), "end returned while the call was in progress");
+        inside.store(2, Ordering::SeqCst);
+        drop(call);
+        assert_eq!(first.join().unwrap(), 2);
+        assert_eq!(second.join().unwrap(), 2);
+        // Once handed over, a late arrival returns at once.
+        solo.end();
+    }
+
     #[test]
     fn thread_identity_is_pthread_self() {
         // SAFETY: no preconditions.
@@ -310,7 +426,7 @@ mod tests {
 
     #[test]
     fn exit_of_the_solo_thread_ends_the_fast_path() {
-        let solo: &'static Solo = Box::leak(Box::default());
+        let solo: &'static Solo = Box::leak(Box::new(Solo::new(leaked_words())));
         if !started(solo) {
             return;
         }
