@@ -492,17 +492,26 @@ fn capi_bad_handles_give_ebadfd() {
                 assert_eq!(vls_epoll_wait(live, evs.as_mut_ptr(), 2, 0.0), EBADFD);
                 assert_eq!(vls_epoll_ctl(live, libc::EPOLL_CTL_ADD, ep, &mut ev), EBADFD);
             }
-            // Null pointers are errors, not crashes.
+            // Null pointers are errors, not crashes: also on a non-blocking
+            // session, whose reads and writes take the lock-free path.
+            let nonblocking = vls_create(TCP, 1);
+            assert!(nonblocking >= 0);
             // SAFETY: null is what is being tested.
             unsafe {
                 assert_eq!(vls_read(live, std::ptr::null_mut(), 8), -libc::EFAULT as isize);
                 assert_eq!(vls_write(live, std::ptr::null_mut(), 8), -libc::EFAULT);
+                assert_eq!(vls_read(nonblocking, std::ptr::null_mut(), 8), -libc::EFAULT as isize);
+                assert_eq!(vls_write(nonblocking, std::ptr::null_mut(), 8), -libc::EFAULT);
+                // Nothing from nowhere: no fault, whichever path.
+                assert_eq!(vls_write(live, std::ptr::null_mut(), 0), 0);
+                assert_eq!(vls_write(nonblocking, std::ptr::null_mut(), 0), 0);
                 assert_eq!(vls_bind(live, std::ptr::null_mut()), -libc::EINVAL);
                 assert_eq!(vls_epoll_wait(ep, std::ptr::null_mut(), 2, 0.0), -libc::EINVAL);
                 vlsh_to_session_and_worker_index(live, std::ptr::null_mut(), std::ptr::null_mut());
                 assert_eq!(vls_app_create(std::ptr::null_mut()), -libc::EINVAL);
             }
             assert_eq!(vls_close(live), 0);
+            assert_eq!(vls_close(nonblocking), 0);
         },
         || {},
     );

@@ -171,11 +171,10 @@ pub unsafe extern "C" fn vls_accept(vlsh: Vlsh, ep: *mut c_void, flags: c_int) -
 #[no_mangle]
 pub unsafe extern "C" fn vls_read(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> isize {
     count(Call::Read);
-    if buf.is_null() {
-        return EFAULT as isize;
-    }
     // The hot path, outside `catch_unwind` (it cannot panic): the only
-    // thread reading a non-blocking session.
+    // thread reading a non-blocking session. A null `buf` is VCL's to
+    // refuse there: `vppcom_session_read` returns `VPPCOM_EFAULT` before
+    // it touches the buffer.
     // SAFETY: forwarded contract.
     if let Some(rv) = unsafe { read_lock_free(vlsh, buf, nbytes) } {
         return rv as isize;
@@ -190,6 +189,9 @@ pub unsafe extern "C" fn vls_read(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -
 /// As `vls_read`.
 #[inline(never)]
 unsafe fn read_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> isize {
+    if buf.is_null() {
+        return EFAULT as isize;
+    }
     // SAFETY: forwarded contract.
     let rv = catch_panic(Call::Read, EINVAL as isize, || unsafe {
         vls().read_with_locks(vlsh, buf, nbytes) as isize
@@ -228,10 +230,8 @@ pub unsafe extern "C" fn vls_recvfrom(
 #[no_mangle]
 pub unsafe extern "C" fn vls_write(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
     count(Call::Write);
-    if buf.is_null() {
-        return EFAULT;
-    }
-    // The hot path, outside `catch_unwind` (see `vls_read`).
+    // The hot path, outside `catch_unwind` (see `vls_read`; VCL's
+    // `vppcom_session_write` refuses a null `buf` too).
     // SAFETY: forwarded contract.
     if let Some(rv) = unsafe { write_lock_free(vlsh, buf, nbytes) } {
         return rv;
@@ -246,6 +246,10 @@ pub unsafe extern "C" fn vls_write(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) 
 /// As `vls_write`.
 #[inline(never)]
 unsafe fn write_with_locks(vlsh: Vlsh, buf: *mut c_void, nbytes: usize) -> c_int {
+    // As VCL (and the kernel): writing nothing from nowhere is no fault.
+    if buf.is_null() && nbytes != 0 {
+        return EFAULT;
+    }
     // SAFETY: forwarded contract.
     let rv = catch_panic(Call::Write, EINVAL, || unsafe { vls().write_with_locks(vlsh, buf, nbytes) });
     if rv == EBADFD {
