@@ -108,7 +108,8 @@
 //!   a flag it writes with plain stores. The second thread's first call turns the
 //!   locks on, then waits for that flag after a `membarrier(2)` (which
 //!   orders the first thread's plain stores for it) so the first thread is
-//!   never mid-call unlocked while locking starts (`engine::solo`).
+//!   never mid-call unlocked while locking starts; a third thread arriving
+//!   meanwhile waits for the same hand-over (`engine::solo`).
 //!   Without `membarrier` every call locks. Every other call locks even
 //!   with one thread, so a second thread never finds the worker in use
 //!   unlocked (pgbench's did, and both grew VCL's session pool at once).
