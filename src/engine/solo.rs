@@ -254,17 +254,18 @@ impl Solo {
     /// period at the same time. Called by an arriving thread, after it
     /// switched the locks on.
     pub fn end(&self) {
-        if self.handed_over.load(Ordering::Acquire) {
-            return;
-        }
-        if self.thread.swap(0, Ordering::SeqCst) == 0 {
-            // Another thread is handing over (or the solo thread exited
-            // and is about to say so): wait until it is done.
-            let mut spins = 0u32;
-            while !self.handed_over.load(Ordering::Acquire) {
-                pause(&mut spins);
+        let mut spins = 0u32;
+        loop {
+            if self.handed_over.load(Ordering::Acquire) {
+                return;
             }
-            return;
+            if self.thread.swap(0, Ordering::SeqCst) != 0 {
+                break;
+            }
+            // Another thread is handing over, or the solo thread is just
+            // leaving (exit, fork) or starting: look again shortly, never
+            // relying on a hand-over that might not come.
+            pause(&mut spins);
         }
         if !barrier() {
             // Cannot happen after a successful registration; waiting on
