@@ -29,6 +29,7 @@
 //! cleanup after exited children).
 
 mod access;
+#[cfg(feature = "vpp")]
 pub(crate) use access::{read_lock_free, write_lock_free};
 mod delivery;
 pub mod demux;
