@@ -135,6 +135,16 @@ struct Handover {
 /// hand-over token changes), tells VPP this worker's session index
 /// ([`Vcl::claim_events`]) and reports the connection if it is readable.
 ///
+/// The claim leaves a window. Until VPP has handled it, data that arrives
+/// is announced with the old index, which this worker drops, and the
+/// announcement marks the FIFO as announced: VPP's own re-signal when it
+/// handles the claim is then suppressed, and no event for that data ever
+/// comes (a PostgreSQL backend slept until its 60 s authentication
+/// timeout, in about 3 runs of pgbench in 100; data landing a few
+/// microseconds after the claim's look was seen in most runs). So a
+/// claimed connection is looked at like a subscriber's copy for
+/// [`CLAIM_GRACE`] more: waits sleep in slices and report data that came.
+///
 /// Until then, a copy this process inherited is only a FIFO subscriber,
 /// and VPP (25.10 to 26.10) sends a subscriber the peer's close and reset
 /// but never data or space events: those go to the owner's worker alone
@@ -154,7 +164,15 @@ pub(super) struct Watched {
     /// writable.
     last_readable: i32,
     last_writable: bool,
+    /// Handed over to this worker and claimed then: looked at until
+    /// [`CLAIM_GRACE`] has passed, then no longer watched.
+    claimed: Option<std::time::Instant>,
 }
+
+/// How long a connection handed over to this process is still looked at
+/// after its claim (see [`Watched`]): far longer than VPP takes to handle
+/// the claim.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(1);
 
 /// How often a process looks at the connections it holds only as a FIFO
 /// subscriber (see [`Watched`]) while it waits.
@@ -646,7 +664,15 @@ impl<V: Vcl> Vls<V> {
             return;
         }
         let mut w = self.forks.handover_watch.lock().unwrap_or_else(PoisonError::into_inner);
-        w.push(Watched { vlsh, entry, token, subscriber, last_readable: 0, last_writable: true });
+        w.push(Watched {
+            vlsh,
+            entry,
+            token,
+            subscriber,
+            last_readable: 0,
+            last_writable: true,
+            claimed: None,
+        });
         self.forks.watching.store(true, Ordering::Release);
         if subscriber {
             self.forks.subscriber_copies.store(true, Ordering::Release);
@@ -682,22 +708,36 @@ impl<V: Vcl> Vls<V> {
                 return false;
             }
             let (wrk, index) = sh_parts(sh);
-            if self.vcl.handover_token(wrk, index) == x.token {
+            let token = self.vcl.handover_token(wrk, index);
+            if token == x.token {
+                if x.claimed.is_some_and(|at| at.elapsed() >= CLAIM_GRACE) {
+                    return false;
+                }
                 if x.subscriber {
                     self.report_subscriber_copy(s, x);
                 }
                 return true;
             }
             // Handed over to this worker, which now owns it until it
-            // closes it: claimed once, then no longer watched.
+            // closes it: claimed, then looked at for a while (see
+            // `Watched`).
             self.vcl.claim_events(sh);
-            if self.vcl.read_ready(sh) != 0 {
+            let readable = self.vcl.read_ready(sh);
+            if readable != 0 {
                 if may_log() {
                     tracing::debug!(vlsh = x.vlsh, "connection handed over to this process, readable");
                 }
                 self.park(libc::EPOLLIN as u32, x.vlsh as u64);
             }
-            false
+            *x = Watched {
+                token,
+                subscriber: true,
+                last_readable: readable.max(0),
+                last_writable: self.vcl.write_ready(sh),
+                claimed: Some(std::time::Instant::now()),
+                ..*x
+            };
+            true
         });
         self.forks.watching.store(!w.is_empty(), Ordering::Release);
         self.forks.subscriber_copies.store(w.iter().any(|x| x.subscriber), Ordering::Release);
