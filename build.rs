@@ -9,8 +9,8 @@
 //!
 //! It also gives the `libvls.so` cdylib, and only it, the libc names of the
 //! LDP corrections (`src/capi/ldp_wait.rs`, `ldp_poll.rs`, `ldp_select.rs`,
-//! `ldp_close.rs`, `ldp_exec.rs`, `ldp_mmsg.rs`, `ldp_sockopt.rs`): `epoll_wait`, `epoll_pwait`, `poll`, `ppoll`, `select`,
-//! `pselect`, `close_range`, `closefrom`, `sendmmsg`, `setsockopt` and the `exec` functions as
+//! `ldp_close.rs`, `ldp_exec.rs`, `ldp_exit.rs`, `ldp_mmsg.rs`, `ldp_sockopt.rs`): `epoll_wait`, `epoll_pwait`, `poll`, `ppoll`, `select`,
+//! `pselect`, `close_range`, `closefrom`, `sendmmsg`, `setsockopt`, the `exec` functions, `_exit` and `_Exit` as
 //! aliases of `vls_preload_epoll_wait` and the like, exported by a version
 //! script of their own. The variadic `exec` functions are C
 //! (`src/capi/exec_variadic.c`, compiled here with the `vpp` feature).
@@ -56,7 +56,7 @@ fn preload_aliases() {
     if std::env::var_os("CARGO_FEATURE_VPP").is_none() {
         return;
     }
-    const ALIASES: [(&str, &str); 24] = [
+    const ALIASES: [(&str, &str); 26] = [
         ("epoll_wait", "vls_preload_epoll_wait"),
         ("epoll_pwait", "vls_preload_epoll_pwait"),
         ("poll", "vls_preload_poll"),
@@ -75,6 +75,8 @@ fn preload_aliases() {
         ("execl", "vls_preload_execl"),
         ("execlp", "vls_preload_execlp"),
         ("execle", "vls_preload_execle"),
+        ("_exit", "vls_preload__exit"),
+        ("_Exit", "vls_preload__Exit"),
         // Not libc's: VCL's, called through VCL's PLT (vpp-sys' shim.c).
         ("vcl_send_session_worker_update", "vppsys_vcl_send_session_worker_update"),
         // libsvm's, called through VCL's PLT (vpp-sys' fifo_records.c).

@@ -19,6 +19,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 mod held_signals;
 mod ldp_close;
 mod ldp_exec;
+mod ldp_exit;
 mod ldp_fds;
 mod ldp_mmsg;
 mod ldp_poll;

@@ -205,6 +205,32 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
+    /// The process ends through `_exit` (or `_Exit`): no exit handler
+    /// runs, VCL's included, and VPP learns of the end when the app's
+    /// socket closes, which it handles before the messages still in its
+    /// queues. One of them may be an accepted reply: VCL's own for a
+    /// connection just accepted, or this layer's claim of a connection
+    /// just handed over (`fork_hooks::Watched`), and VPP crashes on it
+    /// (`Vcl::let_vpp_read_queues`): a forking server's child that read its
+    /// request, answered and called `_exit` brought VPP down. So VPP is
+    /// let read the queues first, as at exit. Nothing else is done; only
+    /// plain loads and short sleeps (`_exit` is async-signal-safe, and may
+    /// be called from a signal handler). Not in a `vfork` child, which
+    /// shares its parent's memory and queues.
+    pub fn process_exits_at_once(&'static self) {
+        if !self.is_app_created() || !self.forks.is_this_process() {
+            return;
+        }
+        // (As at exit: a thread that never used VLS looks at the process's
+        // worker.)
+        if self.vcl.worker_index() == INVALID {
+            self.vcl.set_worker_index(self.process_wrk.load(Ordering::Acquire));
+        }
+        if self.vcl.worker_index() != INVALID {
+            let _ = self.vcl.let_vpp_read_queues(LET_VPP_READ_QUEUES);
+        }
+    }
+
     /// The process is about to replace its program (`execve` and the other
     /// `exec` functions, from `libvls.so`'s interposers). VCL's exit handler
     /// will not run, and nothing of this process's VCL state survives, so

@@ -118,3 +118,36 @@ fn ldp_forked_child_waiting_in_poll_is_woken_for_each_message() {
     eprintln!("forked child echoing in poll: {slow} of 50 echoes took 50 ms or more");
     assert!(slow <= 10, "{slow} of 50 echoes took 50 ms or more");
 }
+
+/// `tests/programs/fork_claim_race.py`: a forking server (one child per
+/// connection, the parent closes its copy at once) whose children greet
+/// the client, wait in epoll for its line, echo it and end with `_exit`
+/// (Python's `os._exit`), the client sending each line right after the
+/// greeting, while the child takes the connection over. A child that
+/// ended with `_exit` right after it claimed the connection's events
+/// (`fork_hooks::Watched`) left that claim (an accepted reply) in VPP's
+/// queue, and VPP, which handles the app's socket closing first, crashed
+/// on it (about once in a hundred children; `libvls.so`'s `_exit` now
+/// lets VPP read the queues first). Every connection must be echoed, and
+/// VPP must still answer at the end.
+#[test]
+fn ldp_forked_handlers_that_answer_and_exit_at_once_leave_vpp_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    need(&["/usr/bin/python3"], "python3");
+    let st = stack("claim-forker", "claim-client");
+    let n: usize = std::env::var("VLS_CLAIM_RACE_N").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let (addr, port, n_arg) = (&st.server_addr, "7597", n.to_string());
+    let Served { client_ok: ok, client_out: out, client_err: err, status, server_out: text } =
+        serve_then_connect(
+            &st,
+            "fork_claim_race.py",
+            &["serve", addr, port, &n_arg],
+            &["client", addr, port, &n_arg],
+        );
+    let stalled: Vec<&str> = out.lines().filter(|l| l.starts_with("stalled")).collect();
+    let echoed = out.lines().filter(|l| *l == "echoed").count();
+    eprintln!("{echoed} of {n} connections echoed; stalled: {stalled:?}");
+    assert!(ok && echoed == n, "every connection echoed:\n{out}{err}\nserver:\n{text}");
+    assert!(status.is_some_and(|s| s.success()), "server ({status:?}):\n{text}");
+    assert!(st.vpp.vppctl("show version").is_ok(), "VPP still answers:\n{}", st.vpp.log());
+}
