@@ -140,7 +140,7 @@ struct Handover {
 /// announcement marks the FIFO as announced: VPP's own re-signal when it
 /// handles the claim is then suppressed, and no event for that data ever
 /// comes (a PostgreSQL backend slept until its 60 s authentication
-/// timeout, in about 3 runs of pgbench in 100; data landing a few
+/// timeout, in 3 to 5 runs of pgbench in 100; data landing a few
 /// microseconds after the claim's look was seen in most runs). So a
 /// claimed connection is looked at like a subscriber's copy for
 /// [`CLAIM_GRACE`] more: waits sleep in slices and report data that came.
