@@ -13,10 +13,12 @@ use std::sync::atomic::AtomicU32;
 use std::sync::OnceLock;
 
 use crate::engine;
+use crate::engine::locks::OpKind;
 use crate::engine::solo::{LockFreeWords, Solo};
 use crate::engine::Vls;
 use crate::handle::{Vlsh, MAX_SESSIONS};
 use crate::real_vcl::RealVcl;
+use crate::seam::Vcl;
 
 static VLS: OnceLock<&'static Vls<RealVcl>> = OnceLock::new();
 
@@ -36,7 +38,7 @@ pub(crate) fn vls() -> &'static Vls<RealVcl> {
 }
 
 /// `vls_read` on the process VLS if it can be done without locks (see
-/// `engine::read_lock_free`); `None` otherwise. Cannot panic.
+/// `engine::lock_free_on`); `None` otherwise. Cannot panic.
 ///
 /// # Safety
 /// `buf` valid for `n` writable bytes.
@@ -44,18 +46,18 @@ pub(crate) fn vls() -> &'static Vls<RealVcl> {
 pub(crate) unsafe fn read_lock_free(vlsh: Vlsh, buf: *mut c_void, n: usize) -> Option<i32> {
     // SAFETY: forwarded contract; `SOLO` is the process VLS's, over the
     // process's VCL.
-    unsafe { engine::read_lock_free(&SOLO, &RealVcl::new(), vlsh, buf, n) }
+    engine::lock_free_on(&SOLO, vlsh, OpKind::Read, |sh| unsafe { RealVcl::new().read(sh, buf, n) }).ok()
 }
 
-/// `vls_write` on the process VLS if it can be done without locks (see
-/// `engine::write_lock_free`); `None` otherwise. Cannot panic.
+/// `vls_write` on the process VLS if it can be done without locks (as
+/// [`read_lock_free`]); `None` otherwise. Cannot panic.
 ///
 /// # Safety
 /// `buf` valid for `n` readable bytes.
 #[inline(always)]
 pub(crate) unsafe fn write_lock_free(vlsh: Vlsh, buf: *mut c_void, n: usize) -> Option<i32> {
     // SAFETY: as `read_lock_free`.
-    unsafe { engine::write_lock_free(&SOLO, &RealVcl::new(), vlsh, buf, n) }
+    engine::lock_free_on(&SOLO, vlsh, OpKind::Write, |sh| unsafe { RealVcl::new().write(sh, buf, n) }).ok()
 }
 
 /// The process's VLS if it exists already (for paths where making it must

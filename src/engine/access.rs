@@ -248,7 +248,7 @@ impl<V: Vcl> Vls<V> {
         lock_free_on(self.solo, vlsh, op, f)
     }
 
-    /// `vls_read` after [`read_lock_free`] declined (the lock-free
+    /// `vls_read` after [`lock_free_on`] declined (the lock-free
     /// path is not tried again).
     ///
     /// # Safety
@@ -259,7 +259,7 @@ impl<V: Vcl> Vls<V> {
         self.with_session_after_lock_free(vlsh, OpKind::Read, n, |sh| unsafe { self.vcl.read(sh, buf, n) })
     }
 
-    /// `vls_write` after [`write_lock_free`] declined.
+    /// `vls_write` after [`lock_free_on`] declined.
     ///
     /// # Safety
     /// `buf` valid for `n` readable bytes.
@@ -527,48 +527,16 @@ impl<V: Vcl> WaitHooks for Vls<V> {
     }
 }
 
-/// [`Vls::lock_free`] given the VLS's `solo` state directly: with the
-/// process-wide VLS's, a static, the fast path loads no pointer to it.
+/// [`Vls::lock_free`] given the VLS's `solo` state directly: runs `f` (a
+/// read or write) on the VCL handle of `vlsh` without any lock if the
+/// calling thread is the only one that has used VLS and the session may
+/// take the lock-free path (see [`super::solo`]); else gives `f` back
+/// (the caller then takes the locked path, `Vls::read_with_locks` or
+/// `Vls::write_with_locks`). With the process-wide VLS's state, a static,
+/// the fast path loads no pointer to it. Cannot panic.
 #[inline(always)]
-fn lock_free_on<F: FnOnce(Sh) -> i32>(solo: &Solo, vlsh: Vlsh, op: OpKind, f: F) -> Result<i32, F> {
+pub fn lock_free_on<F: FnOnce(Sh) -> i32>(solo: &Solo, vlsh: Vlsh, op: OpKind, f: F) -> Result<i32, F> {
     // A closed or unknown session goes the locked way, which says so.
     let Some((_call, sh)) = solo.enter_session(vlsh) else { return Err(f) };
     Ok(traced(vlsh, op, f(sh)))
-}
-
-/// `vls_read` if it can be done without locks, on the VLS whose
-/// single-thread state is `solo` and whose VCL is `vcl`: the calling
-/// thread is the only one that has used VLS and the session is
-/// non-blocking (see [`super::solo`]); `None` otherwise (use
-/// [`Vls::read_with_locks`]). Cannot panic.
-///
-/// # Safety
-/// `buf` valid for `n` writable bytes.
-#[inline(always)]
-pub unsafe fn read_lock_free<V: Vcl>(
-    solo: &Solo,
-    vcl: &V,
-    vlsh: Vlsh,
-    buf: *mut c_void,
-    n: usize,
-) -> Option<i32> {
-    // SAFETY: forwarded contract.
-    lock_free_on(solo, vlsh, OpKind::Read, |sh| unsafe { vcl.read(sh, buf, n) }).ok()
-}
-
-/// `vls_write` if it can be done without locks (as [`read_lock_free`]);
-/// `None` otherwise (use [`Vls::write_with_locks`]). Cannot panic.
-///
-/// # Safety
-/// `buf` valid for `n` readable bytes.
-#[inline(always)]
-pub unsafe fn write_lock_free<V: Vcl>(
-    solo: &Solo,
-    vcl: &V,
-    vlsh: Vlsh,
-    buf: *mut c_void,
-    n: usize,
-) -> Option<i32> {
-    // SAFETY: forwarded contract.
-    lock_free_on(solo, vlsh, OpKind::Write, |sh| unsafe { vcl.write(sh, buf, n) }).ok()
 }

@@ -30,7 +30,7 @@
 
 mod access;
 #[cfg(feature = "vpp")]
-pub(crate) use access::{read_lock_free, write_lock_free};
+pub(crate) use access::lock_free_on;
 mod delivery;
 pub mod demux;
 #[cfg(any(test, feature = "fuzzing"))]
