@@ -647,6 +647,10 @@ impl seam::Vcl for RealVcl {
         // SAFETY: looks `sh` up on the calling thread's worker (null-safe).
         unsafe { sys::vppsys_session_unshare(sh, new_owner, notify_vpp as i32) }
     }
+    fn keep_as_owner(&self, sh: Sh) -> i32 {
+        // SAFETY: looks `sh` up on the calling thread's worker (null-safe).
+        unsafe { sys::vppsys_session_keep_owner(sh) }
+    }
     fn handover_token(&self, wrk: u32, session_index: u32) -> usize {
         // SAFETY: the shim checks the worker and session exist.
         unsafe { sys::vppsys_session_rx_fifo(wrk, session_index) }

@@ -331,6 +331,13 @@ pub trait Vcl: Send + Sync + 'static {
         let _ = (sh, new_owner, notify_vpp);
         -libc::ENOTSUP
     }
+    /// Leaves the calling worker's copy `sh` of a connection others keep
+    /// as VPP's owner, as [`Vcl::unshare`] does when VPP cannot hand it
+    /// over: [`UNSHARE_KEPT`] (out of any epoll set, nothing else changed).
+    fn keep_as_owner(&self, sh: Sh) -> i32 {
+        let _ = sh;
+        -libc::ENOTSUP
+    }
     /// A token that changes when VPP hands session `session_index` over to
     /// worker `wrk` (its rx FIFO as that worker sees it); 0 if none.
     fn handover_token(&self, wrk: u32, session_index: u32) -> usize {

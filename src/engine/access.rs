@@ -136,6 +136,12 @@ impl<V: Vcl> Vls<V> {
         read_len: usize,
         f: impl FnOnce(Sh) -> i32,
     ) -> i32 {
+        // A connection shared with forked relatives: not while it is being
+        // handed over (see `handover_gate`).
+        let _relatives = match op {
+            OpKind::Read | OpKind::Write => self.shared_fifo_call(vlsh),
+            _ => None,
+        };
         let f = match op {
             OpKind::Read | OpKind::Write => match self.shared_worker_nonblocking_io(vlsh, op, read_len, f) {
                 Ok(rv) => return rv,

@@ -31,7 +31,8 @@
 //!
 //! Invariants:
 //! - entry fields are read and written only with the entry's lock held
-//!   (the lock's acquire/release orders them); `in_use` flips 0→1 by
+//!   (the lock's acquire/release orders them), but for the hand-over
+//!   state, which has its own protocol (`handover_gate`); `in_use` flips 0→1 by
 //!   compare-and-swap (allocation) and 1→0 with the lock held (free);
 //! - a worker's `procs` slot is written by the process running it, before
 //!   it clears its parent's `forking` flag;
@@ -41,6 +42,8 @@
 use std::cell::UnsafeCell;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use super::handover_gate::HandoverState;
 
 /// Workers a bit set can name (VCL worker indices below this).
 pub const MAX_WORKERS: usize = 1024;
@@ -101,6 +104,9 @@ struct SharedEntry {
     /// server's listener: VCL maps a connection not accepted yet to its
     /// listener, and its cleanup then marks the listener gone).
     closed_in_vpp: AtomicU32,
+    /// A hand-over under way and the relatives' reads and writes (used
+    /// without the lock, see `handover_gate`).
+    handover: HandoverState,
 }
 
 /// The process running a worker.
@@ -174,6 +180,7 @@ impl SharedTable {
                 g.e.listeners.clear();
                 g.e.keeper.store(NONE, Ordering::Relaxed);
                 g.e.closed_in_vpp.store(0, Ordering::Relaxed);
+                g.e.handover.reset();
                 g.e.subscribers.set(owner, true);
                 return Some(i as u32);
             }
@@ -189,6 +196,12 @@ impl SharedTable {
         }
         let g = EntryGuard::lock(e);
         (e.in_use.load(Ordering::Relaxed) != 0).then_some(g)
+    }
+
+    /// Entry `index`'s hand-over state (see `handover_gate`), if in use.
+    pub fn handover(&self, index: u32) -> Option<&'static HandoverState> {
+        let e = self.region.entries.get(index as usize)?;
+        (e.in_use.load(Ordering::Acquire) != 0).then_some(&e.handover)
     }
     /// Entries in use.
     pub fn in_use(&self) -> usize {
@@ -392,6 +405,7 @@ impl<'a> EntryGuard<'a> {
         self.e.listeners.clear();
         self.e.keeper.store(NONE, Ordering::Relaxed);
         self.e.closed_in_vpp.store(0, Ordering::Relaxed);
+        self.e.handover.reset();
         self.e.owner.store(NONE, Ordering::Relaxed);
         self.e.in_use.store(0, Ordering::Release);
     }

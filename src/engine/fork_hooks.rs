@@ -28,8 +28,9 @@
 //!   VPP worker indices are the same (VCL answers VPP's request with the
 //!   former, VPP reads the latter: `vppsys_worker_takes_handovers`),
 //!   unless `libvls.so` answers in VCL's place with the latter (a process
-//!   that preloads it).
-//!   Otherwise the leaving process keeps
+//!   that preloads it); and no relative may read or write it until the new
+//!   owner has its new FIFOs (`handover_gate`). Otherwise the leaving
+//!   process keeps
 //!   its copy as VPP's owner, hidden from the application ([`Kept`]): the
 //!   others are FIFO subscribers, whom VPP tells of the peer's close or
 //!   reset but not of data or space, so their waits look at such copies
@@ -211,7 +212,7 @@ impl<V: Vcl> ForkHooks for Vls<V> {
             }
             match table.alloc(me, sh_parts(sh).1) {
                 Some(entry) => {
-                    s.shared.store(entry, Ordering::Release);
+                    s.set_shared(entry);
                     // This process's own connection: VPP's owner is here.
                     self.watch_handover(s.vlsh, entry, sh, false);
                 }
@@ -375,7 +376,7 @@ impl<V: Vcl> Vls<V> {
                     g.subscribe(me);
                     inherited.push((s.vlsh, entry, sh_from_parts(me, index)));
                 }
-                _ => s.shared.store(INVALID, Ordering::Release),
+                _ => s.set_shared(INVALID),
             }
         }
         // The parent's watch list came along: this worker's tokens differ,
@@ -434,7 +435,7 @@ impl<V: Vcl> Vls<V> {
             }
             _ => None,
         };
-        let rv = self.drop_copy(sh, what);
+        let rv = self.drop_copy(sh, entry, what);
         if rv == UNSHARE_KEPT {
             self.keep_owner_copy(sh, entry);
             return Some((0, None));
@@ -450,15 +451,16 @@ impl<V: Vcl> Vls<V> {
         Some((rv, handover))
     }
 
-    /// Drops the calling worker's copy of a shared session it has just left
-    /// ([`UNSHARE_KEPT`]: kept as VPP's owner, for the caller to record).
-    fn drop_copy(&self, sh: Sh, what: Unsubscribed) -> i32 {
+    /// Drops the calling worker's copy of shared session `sh` (entry
+    /// `entry`) it has just left ([`UNSHARE_KEPT`]: kept as VPP's owner,
+    /// for the caller to record).
+    fn drop_copy(&self, sh: Sh, entry: u32, what: Unsubscribed) -> i32 {
         let rv = match what {
             // A listener copy that never listened here has nothing to
             // unbind: closing it would unbind the listener of another
             // worker (VCL sends the copied VPP handle).
             Unsubscribed::Last if self.vcl.listener_state(sh) != Listener::Elsewhere => self.vcl.close(sh),
-            Unsubscribed::NewOwner(owner) => self.vcl.unshare(sh, owner, true),
+            Unsubscribed::NewOwner(owner) => self.hand_over_copy(sh, entry, owner),
             _ => self.vcl.unshare(sh, INVALID, true),
         };
         if may_log() {
@@ -634,6 +636,10 @@ impl<V: Vcl> Vls<V> {
         {
             let _as_child = ActingAsWorker::new(&self.vcl, wrk);
             for entry in table.subscribed_by(wrk) {
+                // A hand-over to it will not complete (see `handover_gate`).
+                if let Some(h) = table.handover(entry) {
+                    h.end(wrk);
+                }
                 let Some(g) = table.lock(entry) else { continue };
                 let index = g.session_index();
                 let what = g.leave(wrk);
@@ -720,8 +726,12 @@ impl<V: Vcl> Vls<V> {
             }
             // Handed over to this worker, which now owns it until it
             // closes it: claimed, then looked at for a while (see
-            // `Watched`).
+            // `Watched`); relatives' reads and writes may go on (see
+            // `handover_gate`).
             self.vcl.claim_events(sh);
+            if let Some(h) = self.forks.shared.get().and_then(|t| t.handover(x.entry)) {
+                h.end(wrk);
+            }
             let readable = self.vcl.read_ready(sh);
             if readable != 0 {
                 if may_log() {
@@ -804,7 +814,7 @@ impl<V: Vcl> Vls<V> {
                     continue;
                 }
                 if let Some((_, handover)) = self.leave_shared(s.shared.load(Ordering::Acquire), sh) {
-                    s.shared.store(INVALID, Ordering::Release);
+                    s.set_shared(INVALID);
                     self.pool.unmap(&locked);
                     handovers.extend(handover.filter(|h| !listeners && h.before != 0));
                 }

@@ -37,6 +37,7 @@ pub mod demux;
 pub(crate) mod double;
 pub mod fork;
 mod fork_hooks;
+mod handover_gate;
 mod kept;
 pub mod locks;
 pub mod migrate;

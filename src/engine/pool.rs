@@ -195,6 +195,15 @@ impl VlsSession {
         }
     }
 
+    /// Records the session's entry in the table shared with forked
+    /// relatives (`INVALID`: not shared). A shared connection takes no
+    /// lock-free path: its reads and writes count themselves in the entry
+    /// (see `handover_gate`).
+    pub fn set_shared(&self, entry: u32) {
+        self.shared.store(entry, Ordering::Release);
+        self.refresh_lock_free();
+    }
+
     /// Recomputes [`VlsSession::lock_free_word`] from the state it sums up.
     fn refresh_lock_free(&self) {
         let sh = self.sh.load(Ordering::Acquire);
@@ -202,6 +211,7 @@ impl VlsSession {
             && !self.closed.load(Ordering::Acquire)
             && !self.is_epoll.load(Ordering::Acquire)
             && self.nonblocking_hint.load(Ordering::Relaxed)
+            && self.shared.load(Ordering::Acquire) == INVALID
             && sh != INVALID;
         self.lock_free_word.store(if eligible { sh.wrapping_add(1) } else { 0 }, Ordering::Release);
     }

@@ -31,6 +31,7 @@ mod abi;
 mod handover;
 mod iperf;
 mod microsocks;
+mod mini_httpd;
 mod mosquitto;
 mod ncat;
 mod nginx;

@@ -266,6 +266,10 @@ extern "C" {
     /// handing VPP's events to worker `new_owner_wrk` (or `~0`: keep);
     /// with `notify_vpp` 0, sends VPP nothing (a dead process's copy).
     pub fn vppsys_session_unshare(sh: u32, new_owner_wrk: u32, notify_vpp: libc::c_int) -> libc::c_int;
+    /// The current worker's copy `sh` of a connection others keep stays
+    /// VPP's owner, out of any epoll set: `VPPSYS_UNSHARE_KEPT` (1), or
+    /// `VPPCOM_EBADFD`.
+    pub fn vppsys_session_keep_owner(sh: u32) -> libc::c_int;
     /// The rx FIFO of a session as worker `wrk_index` sees it (it changes
     /// when VPP hands the session over to that worker), or 0.
     pub fn vppsys_session_rx_fifo(wrk_index: u32, session_index: u32) -> usize;

@@ -1673,6 +1673,25 @@ vppsys_fifos_unmapped (vcl_session_t *s)
 /* vppsys_session_unshare kept the copy as VPP's owner (see there). */
 #define VPPSYS_UNSHARE_KEPT 1
 
+/* The current worker's copy sh of a connection others hold stays VPP's
+ * owner: VPPSYS_UNSHARE_KEPT, or VPPCOM_EBADFD. */
+int
+vppsys_session_keep_owner (uint32_t sh)
+{
+  vcl_session_t *s = vppsys_current_session (sh);
+
+  if (!s)
+    return VPPCOM_EBADFD;
+  /* This copy stays VPP's owner, out of any epoll set. The other workers
+   * holding it are FIFO subscribers: VPP tells them of the peer's close or
+   * reset, but of data and space only this owner (the layer's waits there
+   * look at the FIFOs instead). The caller keeps watching it
+   * (vppsys_kept_state). */
+  if (s->flags & VCL_SESSION_F_IS_VEP_SESSION)
+    vppcom_epoll_ctl (s->vep.vep_sh, EPOLL_CTL_DEL, sh, 0);
+  return VPPSYS_UNSHARE_KEPT;
+}
+
 /*
  * The current worker drops its copy of a session other workers still use:
  * unsubscribes from the FIFOs, hands VPP's events to new_owner_wrk (a VCL
@@ -1720,16 +1739,8 @@ vppsys_session_unshare (uint32_t sh, uint32_t new_owner_wrk, int notify_vpp)
       s->session_state != VCL_STATE_LISTEN &&
       (!vppsys_handover_is_safe (s) ||
        !vppsys_worker_takes_handovers (new_owner)))
-    {
-      /* VPP cannot hand it over: this copy stays VPP's owner, out of any
-       * epoll set. The other workers holding it are FIFO subscribers: VPP
-       * tells them of the peer's close or reset, but of data and space only
-       * this owner (the layer's waits there look at the FIFOs instead).
-       * The caller keeps watching it (vppsys_kept_state). */
-      if (s->flags & VCL_SESSION_F_IS_VEP_SESSION)
-	vppcom_epoll_ctl (s->vep.vep_sh, EPOLL_CTL_DEL, sh, 0);
-      return VPPSYS_UNSHARE_KEPT;
-    }
+    /* VPP cannot hand it over. */
+    return vppsys_session_keep_owner (sh);
   if (s->session_state != VCL_STATE_LISTEN && s->rx_fifo && s->tx_fifo &&
       fifos_here)
     {
