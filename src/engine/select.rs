@@ -23,14 +23,20 @@ struct QueueLook<V: Vcl + 'static> {
 
 impl<V: Vcl> Vls<V> {
     /// The start of a select or poll: the thread registered, children
-    /// that exited cleaned up, the worker's locks for its message queue;
-    /// `None` if the thread has no VCL worker.
+    /// that exited cleaned up, connections handed over from a relative
+    /// claimed, the worker's locks for its message queue; `None` if the
+    /// thread has no VCL worker.
     fn look_at_queue(&'static self) -> Option<QueueLook<V>> {
         if !self.detect_thread() {
             return None;
         }
         let after = self.after_wait();
         self.clean_up_exited_children();
+        // A forked child that waits in select or poll claims too: until it
+        // does, VPP addresses the connection's events to the old owner's
+        // session index (see `fork_hooks::Watched`), and the hand-over
+        // keeps its relatives' reads and writes waiting (`handover_gate`).
+        self.notice_handovers();
         Some(QueueLook { _locks: self.op_locks(OpKind::MessageQueue, None), _after: after })
     }
 
