@@ -9,8 +9,8 @@
 //!
 //! It also gives the `libvls.so` cdylib, and only it, the libc names of the
 //! LDP corrections (`src/capi/ldp_wait.rs`, `ldp_poll.rs`, `ldp_select.rs`,
-//! `ldp_close.rs`, `ldp_exec.rs`, `ldp_exit.rs`, `ldp_mmsg.rs`, `ldp_sockopt.rs`): `epoll_wait`, `epoll_pwait`, `poll`, `ppoll`, `select`,
-//! `pselect`, `close_range`, `closefrom`, `sendmmsg`, `setsockopt`, the `exec` functions, `_exit` and `_Exit` as
+//! `ldp_close.rs`, `ldp_exec.rs`, `ldp_exit.rs`, `ldp_mmsg.rs`, `ldp_sendfile.rs`, `ldp_sockopt.rs`): `epoll_wait`, `epoll_pwait`, `poll`, `ppoll`, `select`,
+//! `pselect`, `close_range`, `closefrom`, `sendmmsg`, `sendfile`, `sendfile64`, `setsockopt`, the `exec` functions, `_exit` and `_Exit` as
 //! aliases of `vls_preload_epoll_wait` and the like, exported by a version
 //! script of their own. The variadic `exec` functions are C
 //! (`src/capi/exec_variadic.c`, compiled here with the `vpp` feature).
@@ -56,7 +56,7 @@ fn preload_aliases() {
     if std::env::var_os("CARGO_FEATURE_VPP").is_none() {
         return;
     }
-    const ALIASES: [(&str, &str); 26] = [
+    const ALIASES: [(&str, &str); 28] = [
         ("epoll_wait", "vls_preload_epoll_wait"),
         ("epoll_pwait", "vls_preload_epoll_pwait"),
         ("poll", "vls_preload_poll"),
@@ -66,6 +66,8 @@ fn preload_aliases() {
         ("close_range", "vls_preload_close_range"),
         ("closefrom", "vls_preload_closefrom"),
         ("sendmmsg", "vls_preload_sendmmsg"),
+        ("sendfile", "vls_preload_sendfile"),
+        ("sendfile64", "vls_preload_sendfile"),
         ("setsockopt", "vls_preload_setsockopt"),
         ("execve", "vls_preload_execve"),
         ("execv", "vls_preload_execv"),

@@ -24,6 +24,7 @@ mod ldp_fds;
 mod ldp_mmsg;
 mod ldp_poll;
 mod ldp_select;
+mod ldp_sendfile;
 mod ldp_sockopt;
 mod ldp_wait;
 mod log;

@@ -45,14 +45,14 @@ fn ldp_connection_handed_to_a_child_whose_worker_indices_differ() {
 }
 
 /// What [`serve_then_connect`] saw.
-struct Served {
-    client_ok: bool,
-    client_out: String,
-    client_err: String,
+pub(super) struct Served {
+    pub(super) client_ok: bool,
+    pub(super) client_out: String,
+    pub(super) client_err: String,
     /// The server's exit status (`None`: still running after 30 s).
-    status: Option<std::process::ExitStatus>,
+    pub(super) status: Option<std::process::ExitStatus>,
     /// The server's standard output and error (its log at `info`).
-    server_out: String,
+    pub(super) server_out: String,
 }
 
 /// `tests/programs/<script>` as a server in the server namespace
@@ -60,7 +60,12 @@ struct Served {
 /// once it printed "listening", as its client in the client namespace
 /// (`client_args`, at most 60 s), both under the Rust layer; then waits for
 /// the server to end (at most 30 s).
-fn serve_then_connect(st: &Stack, script: &str, server_args: &[&str], client_args: &[&str]) -> Served {
+pub(super) fn serve_then_connect(
+    st: &Stack,
+    script: &str,
+    server_args: &[&str],
+    client_args: &[&str],
+) -> Served {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs").join(script);
     let log = st.vpp.dir().join(format!("{}.out", script.file_stem().unwrap().to_string_lossy()));
     let file = std::fs::File::create(&log).unwrap();

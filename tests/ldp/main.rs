@@ -41,6 +41,7 @@ mod pipeline;
 mod postgres;
 mod programs;
 mod rsync;
+mod sendfile;
 mod sockopt;
 mod sockperf;
 mod udp;
