@@ -379,6 +379,7 @@ impl<V: Vcl> Vls<V> {
                 _ => s.set_shared(INVALID),
             }
         }
+        self.drop_inherited_kept_copies(me);
         // The parent's watch list came along: this worker's tokens differ,
         // and every copy here is a subscriber's until VPP hands it over.
         self.forks.handover_watch.lock().unwrap_or_else(PoisonError::into_inner).clear();

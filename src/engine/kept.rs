@@ -9,7 +9,7 @@ use std::sync::PoisonError;
 
 use super::fork::{self, may_log, SharedTable};
 use super::Vls;
-use crate::handle::{sh_parts, Sh, INVALID};
+use crate::handle::{sh_from_parts, sh_parts, Sh, INVALID};
 use crate::seam::{KeptEnd, KeptState, Vcl};
 
 /// A connection this process closed while relatives still use it, whose
@@ -142,6 +142,18 @@ impl<V: Vcl> Vls<V> {
                     g.set_keeper(INVALID);
                 }
             }
+        }
+    }
+
+    /// In a forked child on worker `me`: the parent's kept copies (their
+    /// list came with the process's memory, VCL copied their records) are
+    /// the parent's: the records go, memory only (the FIFOs' subscriber
+    /// lists lose this worker again), and nothing is kept here.
+    pub(super) fn drop_inherited_kept_copies(&self, me: u32) {
+        let kept = std::mem::take(&mut *self.forks.kept.lock().unwrap_or_else(PoisonError::into_inner));
+        self.forks.keeping.store(false, Ordering::Release);
+        for k in kept {
+            self.vcl.unshare(sh_from_parts(me, sh_parts(k.sh).1), INVALID, false);
         }
     }
 

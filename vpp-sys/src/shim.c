@@ -1364,7 +1364,7 @@ vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
   vcl_worker_t *wrk = vppsys_worker_get (vppsys_worker_index ());
   vcl_worker_t *parent = vppsys_worker_get (parent_wrk_index);
   vcl_session_t *s;
-  u32 *stubs = 0, *si;
+  u32 *dropped = 0, *si;
 
   if (!wrk || !parent)
     return -1;
@@ -1379,10 +1379,16 @@ vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
 
   pool_foreach (s, wrk->sessions)
     {
-      if (vppsys_session_is_stub (s))
+      if (vppsys_session_is_stub (s) || s->session_state == VCL_STATE_CLOSED)
 	{
-	  /* A moved listener's stub is the parent's to take. */
-	  vec_add1 (stubs, s->session_index);
+	  /* A moved listener's stub is the parent's to take; a session the
+	   * parent closed (its record waits for VPP's cleanup notice, which
+	   * goes to the parent) is nobody's here. Copying the closed ones
+	   * made every child subscribe to their FIFOs and leave the copies in
+	   * the heap all relatives share when it ended: a forking server
+	   * whose parent kept closed records (connections its children closed
+	   * in VPP) lost more of that heap with every child. */
+	  vec_add1 (dropped, s->session_index);
 	  continue;
 	}
       if (s->vep.vep_sh != (uint32_t) ~0)
@@ -1413,7 +1419,7 @@ vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
       else if (s->rx_fifo && s->tx_fifo)
 	vcl_session_share_fifos (s, s->rx_fifo, s->tx_fifo);
     }
-  vec_foreach (si, stubs)
+  vec_foreach (si, dropped)
     {
       uword *p;
 
@@ -1421,11 +1427,12 @@ vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
       p = hash_get (wrk->session_index_by_vpp_handles, s->vpp_handle);
       if (p && p[0] == *si)
 	vcl_session_table_del_listener (wrk, s->vpp_handle);
-      /* (Its queued connections are the parent's, as is their queue.) */
+      /* (Its queued connections are the parent's, as is their queue; the
+       * heap blocks it points to are the parent's record's.) */
       s->accept_evts_fifo = 0;
       pool_put (wrk->sessions, s);
     }
-  vec_free (stubs);
+  vec_free (dropped);
   return 0;
 }
 
