@@ -99,11 +99,13 @@ pub unsafe extern "C" fn vls_preload_sendfile(
         })
     };
     // A signal handler that sends a file while this thread is inside
-    // (re-entered) gets a buffer of its own.
-    let (sent, failure) = BUFFER.with(|b| match b.try_borrow_mut() {
-        Ok(mut buf) => send(&mut buf),
-        Err(_) => send(&mut Vec::new()),
-    });
+    // (re-entered), or a thread's last call after its buffer is gone, gets
+    // a buffer of its own.
+    let (sent, failure) = BUFFER
+        .try_with(|b| b.try_borrow_mut().ok().map(|mut buf| send(&mut buf)))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| send(&mut Vec::new()));
     if sent > 0 {
         let end = start + sent as libc::off_t;
         if offset.is_null() {
