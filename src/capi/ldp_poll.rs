@@ -24,7 +24,8 @@
 //!   counted as a late wake-up (`VLS_RS_STATS`).
 //!   Otherwise it sleeps in slices of [`SLICE`], and a look follows each.
 //!   A wait that includes room to write (`POLLOUT`) first looks without
-//!   sleeping for [`SPIN`];
+//!   sleeping for [`SPIN`], and any wait for `VLS_RS_BUSY_POLL_US`
+//!   microseconds if set (see `ldp_wait::busy_poll`);
 //! - a signal ends the wait with -1 and `EINTR`, as the kernel's poll does,
 //!   also one that arrives between two sleeps: from the first sleep on the
 //!   asynchronous signals are held blocked between sleeps, and each sleep
@@ -49,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use super::held_signals::HeldSignals;
 use super::ldp_fds::ldp_base;
-use super::ldp_wait::{next_symbol, set_errno, under_ldp};
+use super::ldp_wait::{busy_poll, next_symbol, set_errno, under_ldp};
 
 /// The longest sleep between two looks when the message queue's eventfd
 /// cannot be used (another thread uses VLS, or no `use-mq-eventfd`).
@@ -154,12 +155,13 @@ fn caller_revents(asked: c_short, got: c_short) -> c_short {
 /// module docs), until something is ready, `deadline` passes (`None`:
 /// never) or a signal arrives (-1, `EINTR`).
 /// If a session is polled for `POLLOUT`, the first `spin` of the wait
-/// looks without sleeping.
+/// looks without sleeping; any wait does for its first `busy_poll`.
 fn poll_sessions_and_fds(
     fds: &mut [libc::pollfd],
     base: i64,
     deadline: Option<Instant>,
     spin: Duration,
+    busy_poll: Duration,
     env: &mut impl PollEnv,
 ) -> c_int {
     let start = Instant::now();
@@ -195,7 +197,7 @@ fn poll_sessions_and_fds(
     let n_kernel = kernel.len();
     let writers: Vec<u32> = sessions.iter().filter(|s| s.events & libc::POLLOUT != 0).map(|s| s.sh).collect();
     let readers: Vec<u32> = sessions.iter().filter(|s| s.events & libc::POLLIN != 0).map(|s| s.sh).collect();
-    let spin = if writers.is_empty() { Duration::ZERO } else { spin };
+    let spin = if writers.is_empty() { busy_poll } else { spin.max(busy_poll) };
     // The last sleep was on the eventfd and lasted its whole slice.
     let mut slept_whole_slice = false;
     // From the first sleep on (see `held_signals`).
@@ -347,7 +349,7 @@ pub(super) fn poll_slice(
     let mq_eventfd = vls.mq_eventfd();
     // LDP registers a thread new to VLS before its first look.
     let _ = vls.detect_thread();
-    poll_sessions_and_fds(fds, base, deadline, SPIN, &mut Ldp { vls, sigmask, base, mq_eventfd })
+    poll_sessions_and_fds(fds, base, deadline, SPIN, busy_poll(), &mut Ldp { vls, sigmask, base, mq_eventfd })
 }
 
 /// The base of LDP's descriptor range if LDP is preloaded and VLS exists

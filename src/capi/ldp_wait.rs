@@ -29,6 +29,10 @@
 //!   wait; the window left, from LDP's first return to the hold, is as
 //!   short as those inside LDP's own wait.)
 //!
+//! With `VLS_RS_BUSY_POLL_US` set, a wait that may sleep first asks LDP
+//! with a zero timeout, again and again, for that long (see
+//! [`busy_poll`]); `poll` and `select` do the same (`ldp_poll`).
+//!
 //! Outside LDP (a program that links `libvls.so` without preloading LDP)
 //! the next definition is libc's and every call is passed through
 //! unchanged: the kernel already answers this way.
@@ -111,7 +115,8 @@ fn left_ms(timeout_ms: c_int, start: Instant) -> Option<c_int> {
     Some(left.as_micros().div_ceil(1000).min(c_int::MAX as u128) as c_int)
 }
 
-/// Under LDP [`resume_early_returns`], else `wait(timeout_ms, None)` once.
+/// Under LDP [`resume_early_returns`] after a busy poll of
+/// [`busy_poll`], else `wait(timeout_ms, None)` once.
 fn wait_as_the_kernel(
     timeout_ms: c_int,
     mut wait: impl FnMut(c_int, Option<&HeldSignals>) -> c_int,
@@ -119,7 +124,61 @@ fn wait_as_the_kernel(
     if timeout_ms == 0 || !under_ldp() {
         return wait(timeout_ms, None);
     }
+    let spun = Instant::now();
+    if let Some(rv) = look_without_sleeping(busy_poll(), &mut wait) {
+        return rv;
+    }
+    let timeout_ms = if timeout_ms > 0 { left_ms(timeout_ms, spun).unwrap_or(0) } else { timeout_ms };
+    if timeout_ms == 0 {
+        return 0;
+    }
     resume_early_returns(timeout_ms, wait)
+}
+
+/// Calls `wait(0, None)` until it gives events or an error (`Some` of
+/// that) or `busy` has passed (`None`).
+fn look_without_sleeping(
+    busy: Duration,
+    wait: &mut impl FnMut(c_int, Option<&HeldSignals>) -> c_int,
+) -> Option<c_int> {
+    if busy.is_zero() {
+        return None;
+    }
+    let start = Instant::now();
+    loop {
+        let rv = wait(0, None);
+        if rv != 0 {
+            return Some(rv);
+        }
+        if start.elapsed() >= busy {
+            return None;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// The most `VLS_RS_BUSY_POLL_US` may ask for.
+const MAX_BUSY_POLL: Duration = Duration::from_millis(10);
+
+/// How long a wait that may sleep (`epoll_wait`, `poll`, `select` on VPP
+/// sessions) first looks without sleeping: `VLS_RS_BUSY_POLL_US`
+/// microseconds, at most [`MAX_BUSY_POLL`]; 0 when unset or not a number.
+/// Sleeping costs a wake-up per event, which a busy poll saves a program
+/// whose events follow each other closely, for the CPU it spins. (LDP's
+/// own `select` and `poll` never sleep: a core busy even while idle.)
+/// Read once.
+pub(super) fn busy_poll() -> Duration {
+    static BUSY_POLL: OnceLock<Duration> = OnceLock::new();
+    *BUSY_POLL.get_or_init(|| {
+        let Ok(v) = std::env::var("VLS_RS_BUSY_POLL_US") else { return Duration::ZERO };
+        match v.trim().parse::<u64>() {
+            Ok(us) => Duration::from_micros(us).min(MAX_BUSY_POLL),
+            Err(_) => {
+                tracing::warn!(value = %v, "VLS_RS_BUSY_POLL_US is not a number of microseconds: no busy poll");
+                Duration::ZERO
+            }
+        }
+    })
 }
 
 /// At most how long one wait may sleep: while the process holds a
@@ -257,6 +316,26 @@ mod tests {
         assert!(timeouts.len() >= 2, "{timeouts:?}");
         assert_eq!(timeouts[0], 60);
         assert!(timeouts.windows(2).all(|w| w[1] < w[0]), "each call gets less: {timeouts:?}");
+    }
+
+    #[test]
+    fn a_busy_poll_looks_with_zero_timeouts_until_events_or_its_end() {
+        let mut timeouts = Vec::new();
+        let rv = look_without_sleeping(Duration::from_secs(5), &mut |t, held| {
+            assert!(held.is_none());
+            timeouts.push(t);
+            if timeouts.len() < 4 {
+                0
+            } else {
+                2
+            }
+        });
+        assert_eq!(rv, Some(2));
+        assert_eq!(timeouts, [0, 0, 0, 0]);
+        let start = Instant::now();
+        assert_eq!(look_without_sleeping(Duration::from_millis(3), &mut |_, _| 0), None);
+        assert!(start.elapsed() >= Duration::from_millis(3));
+        assert_eq!(look_without_sleeping(Duration::ZERO, &mut |_, _| panic!("no look")), None);
     }
 
     #[test]

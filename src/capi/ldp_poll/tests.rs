@@ -113,7 +113,7 @@ fn a_ready_session_is_answered_at_once_in_the_callers_terms() {
     let mut s = Script::new(&[1]);
     s.looks = vec![Some(libc::POLLIN)];
     let mut fds = [pfd(33, libc::POLLIN | libc::POLLRDNORM), pfd(5, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
     assert_eq!(fds[0].revents, libc::POLLIN | libc::POLLRDNORM);
     assert_eq!(fds[1].revents, 0);
     // The kernel descriptor was looked at too, without sleeping, and
@@ -127,7 +127,7 @@ fn without_the_eventfd_it_sleeps_in_short_slices_until_a_session_is_ready() {
     let mut s = Script::new(&[0]);
     s.looks = vec![None, None, Some(libc::POLLOUT)];
     let mut fds = [pfd(32, libc::POLLOUT)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
     assert_eq!(fds[0].revents, libc::POLLOUT);
     assert_eq!(s.n_looks, 3);
     // Two sleeps of a slice (no descriptor: a pure sleep), then a check.
@@ -142,7 +142,7 @@ fn with_the_eventfd_it_sleeps_on_it_between_looks() {
     s.looks = vec![None, Some(libc::POLLIN)];
     let mut fds = [pfd(9, libc::POLLIN), pfd(32, libc::POLLIN), pfd(33, libc::POLLOUT)];
     s.known.push(1);
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
     // Room in the TX FIFO of the session polled for POLLOUT is asked for.
     assert_eq!(s.writers, vec![101]);
     assert_eq!(s.seen[0], (vec![9, 77], Some(SIGNALLED_SLICE)));
@@ -156,7 +156,7 @@ fn the_readers_are_rearmed_before_each_sleep_on_the_eventfd() {
     s.signal = Some(77);
     s.looks = vec![None, None, Some(libc::POLLIN)];
     let mut fds = [pfd(32, libc::POLLIN), pfd(33, libc::POLLOUT)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
     // Only the session polled for input, once per sleep.
     assert_eq!(s.rearmed, vec![vec![100], vec![100]]);
     assert_eq!(s.seen[0], (vec![77], Some(SIGNALLED_SLICE)));
@@ -169,7 +169,7 @@ fn data_that_arrived_while_rearming_is_looked_for_without_sleeping() {
     s.looks = vec![None, Some(libc::POLLIN)];
     s.rearms = vec![true];
     let mut fds = [pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
     // No sleep on the eventfd: a check with no wait, then the second look.
     assert_eq!(s.seen, vec![(vec![], Some(Duration::ZERO)), (vec![], Some(Duration::ZERO))]);
     assert_eq!(s.n_looks, 2);
@@ -180,7 +180,7 @@ fn without_the_eventfd_nothing_is_rearmed() {
     let mut s = Script::new(&[0]);
     s.looks = vec![None, Some(libc::POLLIN)];
     let mut fds = [pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
     assert!(s.rearmed.is_empty(), "{:?}", s.rearmed);
 }
 
@@ -192,7 +192,7 @@ fn readiness_found_after_a_whole_slice_on_the_eventfd_is_a_late_wakeup() {
     s.signal = Some(77);
     s.looks = vec![None, None, Some(libc::POLLIN)];
     let mut fds = [pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
     assert_eq!(s.late, 1);
     // Woken by the eventfd: on time.
     let mut s = Script::new(&[0]);
@@ -200,7 +200,7 @@ fn readiness_found_after_a_whole_slice_on_the_eventfd_is_a_late_wakeup() {
     s.looks = vec![None, Some(libc::POLLIN)];
     s.waits = vec![Ok(libc::POLLIN)];
     let mut fds = [pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
     assert_eq!(s.late, 0);
 }
 
@@ -213,6 +213,7 @@ fn a_timeout_ends_with_zero_and_no_event() {
         &mut fds,
         BASE,
         Some(start + Duration::from_millis(20)),
+        Duration::ZERO,
         Duration::ZERO,
         &mut s,
     );
@@ -227,7 +228,7 @@ fn a_signal_ends_the_wait_with_eintr() {
     let mut s = Script::new(&[0]);
     s.waits = vec![Ok(0), Err(libc::EINTR)];
     let mut fds = [pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), -1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), -1);
     assert_eq!(errno(), libc::EINTR);
     assert_eq!(s.n_looks, 2);
 }
@@ -237,7 +238,7 @@ fn signals_are_held_from_the_first_sleep_on() {
     let mut s = Script::new(&[0]);
     s.looks = vec![None, None, Some(libc::POLLIN)];
     let mut fds = [pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
     assert_eq!(s.held, vec![true, true, true]);
 }
 
@@ -257,8 +258,14 @@ fn a_signal_that_arrives_between_two_sleeps_ends_the_wait() {
     s.raise_at_look = Some(2);
     let start = Instant::now();
     let mut fds = [pfd(32, libc::POLLIN)];
-    let rv =
-        poll_sessions_and_fds(&mut fds, BASE, Some(start + Duration::from_secs(3)), Duration::ZERO, &mut s);
+    let rv = poll_sessions_and_fds(
+        &mut fds,
+        BASE,
+        Some(start + Duration::from_secs(3)),
+        Duration::ZERO,
+        Duration::ZERO,
+        &mut s,
+    );
     assert_eq!((rv, errno()), (-1, libc::EINTR), "after {:?}", start.elapsed());
     assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
     assert_eq!(usr2_seen(), before + 1, "the handler ran once");
@@ -270,7 +277,7 @@ fn a_ready_kernel_descriptor_is_answered_in_its_place() {
     let mut s = Script::new(&[0]);
     s.waits = vec![Ok(0), Ok(libc::POLLIN)];
     let mut fds = [pfd(32, libc::POLLIN), pfd(-1, libc::POLLIN), pfd(4, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
     assert_eq!([fds[0].revents, fds[1].revents, fds[2].revents], [0, 0, libc::POLLIN]);
 }
 
@@ -279,7 +286,7 @@ fn a_number_above_the_base_that_is_no_session_is_the_kernels() {
     let mut s = Script::new(&[0]);
     s.waits = vec![Ok(libc::POLLNVAL)];
     let mut fds = [pfd(40, libc::POLLIN), pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut s), 1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
     assert_eq!([fds[0].revents, fds[1].revents], [libc::POLLNVAL, 0]);
     assert_eq!(s.seen[0].0, vec![40]);
 }
@@ -289,7 +296,10 @@ fn a_set_without_sessions_waits_once_in_the_kernel_for_the_whole_timeout() {
     let mut s = Script::new(&[]);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut fds = [pfd(40, libc::POLLIN), pfd(3, libc::POLLOUT)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, Some(deadline), Duration::ZERO, &mut s), 0);
+    assert_eq!(
+        poll_sessions_and_fds(&mut fds, BASE, Some(deadline), Duration::ZERO, Duration::ZERO, &mut s),
+        0
+    );
     assert_eq!(s.n_looks, 0);
     assert_eq!(s.seen.len(), 1);
     assert_eq!(s.seen[0].0, vec![40, 3]);
@@ -323,7 +333,7 @@ fn a_vls_error_is_minus_one_with_its_errno() {
         }
     }
     let mut fds = [pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, &mut Failing), -1);
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut Failing), -1);
     assert_eq!(errno(), libc::EBADFD);
 }
 
@@ -353,7 +363,10 @@ fn a_wait_for_input_sleeps_at_once() {
     s.signal = Some(77);
     s.looks = vec![None, Some(libc::POLLIN)];
     let mut fds = [pfd(32, libc::POLLIN)];
-    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::from_millis(5), &mut s), 1);
+    assert_eq!(
+        poll_sessions_and_fds(&mut fds, BASE, None, Duration::from_millis(5), Duration::ZERO, &mut s),
+        1
+    );
     assert_eq!(s.seen[0], (vec![77], Some(SIGNALLED_SLICE)));
 }
 
@@ -368,6 +381,7 @@ fn a_wait_for_room_looks_without_sleeping_for_the_spin_time_first() {
         BASE,
         Some(start + Duration::from_millis(30)),
         Duration::from_millis(5),
+        Duration::ZERO,
         &mut s,
     );
     assert_eq!(rv, 0);
@@ -377,4 +391,27 @@ fn a_wait_for_room_looks_without_sleeping_for_the_spin_time_first() {
     assert!(s.seen[..zero].iter().all(|(fds, _)| fds.is_empty()));
     let sleeps: Vec<_> = s.seen[zero..].iter().filter(|(_, t)| *t != Some(Duration::ZERO)).collect();
     assert!(!sleeps.is_empty() && sleeps.iter().all(|(fds, _)| fds == &vec![77]), "{sleeps:?}");
+}
+
+/// `VLS_RS_BUSY_POLL_US`: a wait for input looks again without sleeping
+/// until its busy poll has passed (every kernel wait with a zero timeout),
+/// then sleeps as before.
+#[test]
+fn a_busy_poll_looks_without_sleeping_first() {
+    let mut s = Script::new(&[0]);
+    s.looks = vec![None, None, None, Some(libc::POLLIN)];
+    let mut fds = [pfd(32, libc::POLLIN)];
+    assert_eq!(
+        poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::from_secs(5), &mut s),
+        1
+    );
+    // A kernel wait follows each look (the kernel's descriptors).
+    assert_eq!(s.seen.len(), 4, "{:?}", s.seen);
+    assert!(s.seen.iter().all(|(_, t)| *t == Some(Duration::ZERO)), "no sleep: {:?}", s.seen);
+    assert!(s.held.iter().all(|h| !h), "signals are held only from the first sleep on");
+    // Without it, the first wait already sleeps.
+    let mut s = Script::new(&[0]);
+    s.looks = vec![None, Some(libc::POLLIN)];
+    assert_eq!(poll_sessions_and_fds(&mut fds, BASE, None, Duration::ZERO, Duration::ZERO, &mut s), 1);
+    assert!(s.seen[0].1.is_some_and(|t| t > Duration::ZERO), "{:?}", s.seen);
 }
