@@ -36,7 +36,9 @@
 //! requests per second, below 1 for latency). Every program run has a time
 //! limit; a run that fails or hangs is reported and left out of its layer's
 //! figures. `BENCH_PROGRAMS=redis,nginx` restricts the programs;
-//! `BENCH_VERBOSE=1` prints the programs' output of each run.
+//! `BENCH_VERBOSE=1` prints the programs' output of each run;
+//! `BENCH_BUSY_POLL_US=N` runs the Rust layer's processes with
+//! `VLS_RS_BUSY_POLL_US=N` (the header says so).
 
 mod common;
 
@@ -157,6 +159,9 @@ impl Run<'_> {
     fn command(&self, bin: &Path, vcl_config: &Path) -> Command {
         let mut cmd = Command::new(bin);
         under_ldp(&mut cmd, self.preload, vcl_config).env("VLS_RS_STATS", "1").stdin(Stdio::null());
+        if let (Layer::Rust, Some(us)) = (self.layer, busy_poll_us()) {
+            cmd.env("VLS_RS_BUSY_POLL_US", us);
+        }
         cmd
     }
 
@@ -184,6 +189,10 @@ fn main() {
         "ldp_programs: C layer LD_PRELOAD={}\nldp_programs: Rust layer LD_PRELOAD={}",
         preloads.c, preloads.rust
     );
+    let rust_label = match busy_poll_us() {
+        Some(us) => format!("Rust VLS, busy {us} us"),
+        None => "Rust VLS".to_string(),
+    };
 
     // samples[program][figure][layer]
     let mut results = Vec::new();
@@ -260,7 +269,7 @@ fn main() {
          (libvls.so:libvcl_ldpreload.so); median of {repeat} runs per layer, range in brackets, layers in\n\
          alternating order; Rust/C is the ratio of the medians (requests/s: above 1 is faster; ms: below 1 is faster)"
     );
-    println!("{:<34} {:>26} {:>26} {:>7}", "program: figure", "C VLS", "Rust VLS", "Rust/C");
+    println!("{:<34} {:>26} {:>26} {:>7}", "program: figure", "C VLS", rust_label, "Rust/C");
     for (program, samples, failures) in &results {
         for (figure, s) in program.figures.iter().zip(samples) {
             let label = format!("{}: {}", program.name, figure.label);
@@ -278,6 +287,11 @@ fn main() {
     for line in &skipped {
         println!("{line}");
     }
+}
+
+/// `BENCH_BUSY_POLL_US`, if set and not 0 (see the module docs).
+fn busy_poll_us() -> Option<String> {
+    std::env::var("BENCH_BUSY_POLL_US").ok().filter(|v| !v.is_empty() && v != "0")
 }
 
 /// Waits at most `timeout` for `child`, whose output is piped, and reads
