@@ -19,8 +19,8 @@
 //!
 //! So the two are kept apart, through the connection's shared entry:
 //!
-//! - The leaving owner announces the hand-over (under the entry lock, as
-//!   it leaves), waits until no relative is inside a read or write of the
+//! - The leaving owner, once it has left the entry, announces the
+//!   hand-over, waits until no relative is inside a read or write of the
 //!   connection (at most [`HANDOVER_QUIET`]), and only then looks at the
 //!   FIFOs and sends the update. If they are no longer fresh, or a relative
 //!   stays inside (a blocking read that waits for data), it keeps the
@@ -136,7 +136,7 @@ impl<V: Vcl> Vls<V> {
             return None;
         }
         let state = table.handover(entry)?;
-        let start = Instant::now();
+        let mut start = Instant::now();
         loop {
             let to = match state.enter() {
                 Ok(call) => return Some(call),
@@ -149,6 +149,8 @@ impl<V: Vcl> Vls<V> {
                     "a hand-over of a connection shared with relatives did not complete in time: going on"
                 );
                 state.end(to);
+                // A hand-over announced after this one gets its own wait.
+                start = Instant::now();
                 continue;
             }
             if to == self.vcl.worker_index() {

@@ -1346,6 +1346,17 @@ vppsys_session_rejoin (uint32_t ep_sh, uint32_t sh)
   return vppcom_epoll_ctl (ep_sh, EPOLL_CTL_ADD, sh, &ev);
 }
 
+/* A record the application closed, kept until VPP confirms (VCL's close
+ * leaves it so); not an epoll set or a session never connected, which are
+ * in the same state but have no VPP handle. */
+static int
+vppsys_closed_by_app (vcl_session_t *s)
+{
+  return s->session_state == VCL_STATE_CLOSED &&
+	 !(s->flags & VCL_SESSION_F_IS_VEP) &&
+	 s->vpp_handle != SESSION_INVALID_HANDLE;
+}
+
 /*
  * Per-process workers (fork).
  *
@@ -1358,17 +1369,6 @@ vppsys_session_rejoin (uint32_t ep_sh, uint32_t sh)
  * are duplicated (or, for the parent's pending accepts, not copied), so
  * no two records point to the same block.
  */
-/* A record the application closed, kept until VPP confirms (VCL's close
- * leaves it so); not an epoll set or a session never connected, which are
- * in the same state but have no VPP handle. */
-static int
-vppsys_closed_by_app (vcl_session_t *s)
-{
-  return s->session_state == VCL_STATE_CLOSED &&
-	 !(s->flags & VCL_SESSION_F_IS_VEP) &&
-	 s->vpp_handle != SESSION_INVALID_HANDLE;
-}
-
 int
 vppsys_fork_copy_sessions (uint32_t parent_wrk_index)
 {
