@@ -151,15 +151,41 @@ impl<V: Vcl> Vls<V> {
     }
 }
 
-/// Reads `fd`'s counter (an eventfd) if it is not zero, never blocking
-/// (`preadv2` with `RWF_NOWAIT`: the descriptor itself stays blocking, as
-/// VCL's own readers expect). False if the kernel cannot (before Linux 5.x
-/// eventfds do not support it) or on another error.
+/// Reads `fd`'s counter (an eventfd) if it is not zero, never blocking:
+/// a `ppoll` with no wait, then a `read` only if the counter is set. The
+/// descriptor itself stays blocking, as VCL's own readers expect, and the
+/// two calls cannot race another reader: the caller is inside a solo call
+/// (see [`Vls::mq_signal_for_poll`]). Plain `ppoll` and `read` because a
+/// sandboxed process may be allowed nothing else: OpenSSH's pre-auth child
+/// (seccomp) is killed by `preadv2`. False on an error.
+///
+/// System calls, not libc's functions: those are LDP's, which take a
+/// descriptor number from `2^LDP_SID_BIT` up for a VPP session.
 fn drain_eventfd(fd: i32) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let no_wait = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: one pollfd and a timespec, both locals; no signal mask.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_ppoll,
+            &mut pfd as *mut libc::pollfd,
+            1,
+            &no_wait,
+            std::ptr::null::<libc::sigset_t>(),
+            0,
+        )
+    };
+    if n < 0 || pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+        return false;
+    }
+    if pfd.revents & libc::POLLIN == 0 {
+        return true;
+    }
     let mut counter = 0u64;
-    let iov = libc::iovec { iov_base: (&mut counter as *mut u64).cast(), iov_len: 8 };
-    // SAFETY: one iovec over a local u64; offset -1 reads at the current
-    // position (an eventfd has none).
-    let rv = unsafe { libc::preadv2(fd, &iov, 1, -1, libc::RWF_NOWAIT) };
-    rv == 8 || (rv < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN))
+    // SAFETY: reads 8 bytes into a local u64. The counter is not zero
+    // (above) and nobody else reads it meanwhile (the caller's solo call):
+    // the read does not block.
+    let rv =
+        unsafe { libc::syscall(libc::SYS_read, fd, (&mut counter as *mut u64).cast::<libc::c_void>(), 8) };
+    rv == 8
 }
