@@ -272,6 +272,11 @@ impl seam::Vcl for RealVcl {
         // as that thread ends.
         unsafe { worker_unregister() }
     }
+    fn worker_leave_quietly(&self) {
+        // SAFETY: as `worker_unregister`: the calling thread's own worker,
+        // as the process ends or execs.
+        unsafe { sys::vppsys_worker_leave_quietly() }
+    }
     fn mt_workers(&self) -> bool {
         // SAFETY: reads a configuration byte of `vcm` (null-checked in C).
         unsafe { sys::vppsys_cfg_mt_wrk_supported() != 0 }

@@ -81,6 +81,14 @@ pub trait Vcl: Send + Sync + 'static {
     fn worker_register(&self) -> i32;
     /// `vppcom_worker_unregister` for the calling thread's worker.
     fn worker_unregister(&self);
+    /// A forked child's worker leaves VPP as the process ends or execs:
+    /// as [`Vcl::worker_unregister`], but with VCL's app socket API the
+    /// worker's removal is not sent; its socket to VPP is closed instead,
+    /// and VPP removes a worker whose socket closes (as for a crashed
+    /// process). Sending takes `sendmsg`, which a sandboxed process may be
+    /// killed for (OpenSSH's pre-auth child, seccomp); the close takes
+    /// only `close`.
+    fn worker_leave_quietly(&self);
     /// The process has no worker of its own (a forked child whose
     /// registration failed) and is exiting: VCL forgets the workers it
     /// copied from the parent, so that its exit handler, which cleans up

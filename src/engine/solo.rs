@@ -252,14 +252,24 @@ impl Solo {
     /// call takes the locked path. Returns once the solo thread is outside
     /// any unlocked call, also when another arriving thread is ending the
     /// period at the same time. Called by an arriving thread, after it
-    /// switched the locks on.
+    /// switched the locks on, or by the solo thread itself as the process
+    /// ends or execs: then no other thread can be inside an unlocked call
+    /// and there is no `membarrier` (a sandboxed process may be killed for
+    /// one: OpenSSH's pre-auth child, seccomp).
     pub fn end(&self) {
         let mut spins = 0u32;
         loop {
             if self.handed_over.load(Ordering::Acquire) {
                 return;
             }
-            if self.thread.swap(0, Ordering::SeqCst) != 0 {
+            let was = self.thread.swap(0, Ordering::SeqCst);
+            if was == this_thread() {
+                // Only this thread took the unlocked path, and it is not
+                // inside a call now.
+                self.handed_over.store(true, Ordering::Release);
+                return;
+            }
+            if was != 0 {
                 break;
             }
             // Another thread is handing over, or the solo thread is just

@@ -27,6 +27,10 @@ pub(super) enum Teardown {
     DoneByLastThread,
     /// The process is exiting; VCL's exit handler cleans up.
     LeftToExit,
+    /// A forked child is exiting or execing: its worker left VPP quietly
+    /// (`Vcl::worker_leave_quietly`) and VCL forgot the workers, so that
+    /// VCL's exit handler, which would send the removal, does nothing.
+    LeftQuietly,
 }
 
 /// Thread-exit hooks, on a pthread key like the C layer: the destructor
@@ -179,8 +183,10 @@ impl<V: Vcl> Vls<V> {
     /// have used VLS (the application attached from another thread), so it
     /// is pointed at the process worker, unless the last VLS thread already
     /// unregistered that. Also stops a thread ending from now on from
-    /// unregistering it concurrently. No tracing (thread-local state may be
-    /// gone).
+    /// unregistering it concurrently. A forked child's worker leaves VPP
+    /// here, quietly (no message, see `Vcl::worker_leave_quietly`), and
+    /// VCL's exit handler then finds nothing to do. No tracing
+    /// (thread-local state may be gone).
     pub fn process_exiting(&'static self) {
         if !self.is_app_created() {
             return;
@@ -202,6 +208,40 @@ impl<V: Vcl> Vls<V> {
                 let _ = self.vcl.let_vpp_read_queues(LET_VPP_READ_QUEUES);
             }
             *t = Teardown::LeftToExit;
+            let forked = self.forks.fork_generation.load(Ordering::Acquire) > 0;
+            if forked && self.forks.is_this_process() && self.vcl.worker_index() != INVALID {
+                // A forked child (which may have lost the right to send,
+                // see `worker_leave_quietly`; VCL's own exit handler says
+                // as much and sends all the same).
+                self.leave_vpp(true);
+                self.vcl.forget_inherited_workers();
+                *t = Teardown::LeftQuietly;
+            }
+        }
+    }
+
+    /// The calling thread's worker (the process's) leaves VPP and every
+    /// session loses its VCL session, as the process ends or execs; its
+    /// calls fail from now on without reaching VCL.
+    fn leave_vpp(&'static self, quietly: bool) {
+        // No lock-free path reaches VCL from now on (they do not look at
+        // the worker).
+        self.solo.end();
+        self.moves.gates.set_fast_lane(false);
+        if self.vcl.worker_index() != INVALID {
+            if quietly {
+                self.vcl.worker_leave_quietly();
+            } else {
+                self.vcl.worker_unregister();
+            }
+        }
+        self.vcl.set_worker_index(INVALID);
+        self.process_wrk.store(INVALID, Ordering::Release);
+        for s in self.pool.live_sessions() {
+            let locked = s.lock();
+            if !locked.closed() && locked.sh() != INVALID {
+                self.pool.unmap(&locked);
+            }
         }
     }
 
@@ -259,23 +299,10 @@ impl<V: Vcl> Vls<V> {
         self.process_exiting();
         let mut t = self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if *t != Teardown::LeftToExit {
+            // (A forked child left quietly in `process_exiting`.)
             return;
         }
-        // No lock-free path reaches VCL from now on (they do not look at
-        // the worker).
-        self.solo.end();
-        self.moves.gates.set_fast_lane(false);
-        if self.vcl.worker_index() != INVALID {
-            self.vcl.worker_unregister();
-        }
-        self.vcl.set_worker_index(INVALID);
-        self.process_wrk.store(INVALID, Ordering::Release);
-        for s in self.pool.live_sessions() {
-            let locked = s.lock();
-            if !locked.closed() && locked.sh() != INVALID {
-                self.pool.unmap(&locked);
-            }
-        }
+        self.leave_vpp(false);
         // If the exec fails, the exit path finds no worker and has VCL's
         // exit handler find none either.
         *t = Teardown::Pending;

@@ -71,7 +71,11 @@ pub unsafe fn worker_register() -> Result<()> {
 /// See the [module docs](self#safety).
 pub unsafe fn worker_unregister() {
     // SAFETY: VCL cleans the current worker; callers register first.
-    unsafe { sys::vppcom_worker_unregister() }
+    // (`vppcom_worker_unregister`, quiet if the program closed VCL's
+    // socket to VPP: see the shim.)
+    if unsafe { sys::vppsys_worker_unregister() } == 0 {
+        tracing::debug!("worker unregistered without VPP: the program closed VCL's socket to VPP");
+    }
 }
 
 /// The calling thread's VCL worker index (`u32::MAX` if none).

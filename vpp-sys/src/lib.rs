@@ -97,6 +97,15 @@ extern "C" {
     /// segments' memfds): writes at most `max` of them to `out` and returns
     /// how many there are (repeats possible).
     pub fn vppsys_internal_fds(out: *mut libc::c_int, max: libc::c_int) -> libc::c_int;
+    /// `vppcom_worker_unregister`, without telling VPP when the program has
+    /// closed the worker's socket to VPP (VPP dropped the worker then, and
+    /// VCL would print an error and close whatever has that number now).
+    /// 1: VPP was told; 0: it was not.
+    pub fn vppsys_worker_unregister() -> libc::c_int;
+    /// A forked child's worker leaves VPP (exit, exec): with the app socket
+    /// API by closing its socket to VPP, not by a message (`sendmsg`, which
+    /// a sandbox may forbid); else `vppcom_worker_unregister`.
+    pub fn vppsys_worker_leave_quietly();
     /// 1 if `sh` is a stream whose non-blocking connect is in progress.
     pub fn vppsys_sh_connecting(sh: u32) -> libc::c_int;
     /// After `vppcom_poll`: answers the requests to take a connection

@@ -20,6 +20,8 @@
 #include <vcl/vcl_private.h>
 #include <dlfcn.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 
 /* fifo_records.c: libsvm's calls, one process of the application at a
  * time. */
@@ -220,6 +222,73 @@ vppsys_internal_fds (int *out, int max)
       vppsys_fd_add (fs->ssvm.fd, out, max, &n);
   clib_rwlock_reader_unlock (&vcm->segment_table_lock);
   return n;
+}
+
+/* 0 if descriptor fd can no longer be VCL's socket to VPP (app socket
+ * API): closed, or reopened as something that is no socket; else 1. Only
+ * fstat (the system call, not LDP's wrapper): a sandbox that refuses it
+ * (OpenSSH's pre-auth child answers EACCES, and kills for most other
+ * calls) leaves the answer 1, as nothing else can have closed it there. */
+static int
+vppsys_is_app_socket (int fd)
+{
+  struct stat st;
+
+  if (fd < 0)
+    return 0;
+  if (syscall (SYS_fstat, fd, &st) != 0)
+    return errno != EBADF;
+  return S_ISSOCK (st.st_mode);
+}
+
+/* vppcom_worker_unregister, unless the program has closed the worker's
+ * socket to VPP (app socket API; dropbear closes every descriptor number
+ * before exec): then VPP dropped the worker when the socket closed, and
+ * VCL's goodbye would fail on the dead descriptor (printing
+ * "sendmsg: Bad file descriptor" into the program's stderr) and close
+ * whatever now has that number; its queue epoll fd is left alone too, for
+ * the same reason. The worker's state in VCL's heap is freed either way.
+ * Returns 1 if VPP was told, 0 if not. */
+int
+vppsys_worker_unregister (void)
+{
+  vcl_worker_t *wrk = vcl_worker_get_current ();
+  int notify = 1;
+
+  if (vcm->cfg.vpp_app_socket_api
+      && !vppsys_is_app_socket (wrk->app_api_sock.fd))
+    {
+      notify = 0;
+      wrk->mqs_epfd = -1;
+    }
+  vcl_worker_cleanup (wrk, notify);
+  vcl_set_worker_index (~0);
+  return notify;
+}
+
+/* A forked child's worker as the process ends or execs: with the app
+ * socket API, its socket to VPP is closed (if it still is that socket)
+ * instead of sending the worker's removal over it; VPP removes a worker
+ * whose socket closes (sapi_socket_detach). Only close, no sendmsg: a
+ * sandboxed process may be killed for the latter (OpenSSH's pre-auth
+ * child, seccomp). Without the socket API, vppcom_worker_unregister. */
+void
+vppsys_worker_leave_quietly (void)
+{
+  vcl_worker_t *wrk = vcl_worker_get_current ();
+
+  if (!vcm->cfg.vpp_app_socket_api)
+    {
+      vppcom_worker_unregister ();
+      return;
+    }
+  if (vppsys_is_app_socket (wrk->app_api_sock.fd))
+    syscall (SYS_close, wrk->app_api_sock.fd);
+  else
+    wrk->mqs_epfd = -1;
+  wrk->app_api_sock.fd = -1;
+  vcl_worker_cleanup (wrk, 0 /* the close told VPP */);
+  vcl_set_worker_index (~0);
 }
 
 uint32_t

@@ -129,6 +129,9 @@ pub struct Double {
     moves_in: AtomicUsize,
     /// `forget_inherited_workers` was called.
     workers_forgotten: AtomicBool,
+    /// How many workers left through `worker_leave_quietly` (also in
+    /// `dead_workers`).
+    quiet_leaves: AtomicUsize,
     /// Workers whose queues VPP was let read before they went away.
     queues_read: Mutex<Vec<u32>>,
     /// The next worker registration fails (as VCL's when VPP refuses it).
@@ -188,6 +191,7 @@ impl Double {
             violations: AtomicUsize::new(0),
             moves_in: AtomicUsize::new(0),
             workers_forgotten: AtomicBool::new(false),
+            quiet_leaves: AtomicUsize::new(0),
             queues_read: Mutex::new(Vec::new()),
             fail_next_register: AtomicBool::new(false),
             pause: Duration::from_micros(20),
@@ -244,6 +248,11 @@ impl Double {
     /// Workers unregistered so far (their indices).
     pub fn unregistered_workers(&self) -> Vec<u32> {
         self.state.lock().unwrap().dead_workers.clone()
+    }
+
+    /// How many workers left VPP quietly (a forked child's exit or exec).
+    pub fn quiet_leaves(&self) -> usize {
+        self.quiet_leaves.load(Ordering::SeqCst)
     }
 
     pub fn workers_forgotten(&self) -> bool {

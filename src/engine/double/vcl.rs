@@ -81,6 +81,10 @@ impl Vcl for Double {
         self.queues_read.lock().unwrap().push(wrk);
         true
     }
+    fn worker_leave_quietly(&self) {
+        self.quiet_leaves.fetch_add(1, Ordering::SeqCst);
+        self.worker_unregister();
+    }
     fn worker_unregister(&self) {
         let wrk = self.wrk();
         if wrk != INVALID {

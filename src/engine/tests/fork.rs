@@ -79,6 +79,52 @@ fn child_without_a_worker_fails_its_calls_without_reaching_vcl() {
     assert_eq!(v.vcl().violations(), 0, "VCL was called without a worker");
 }
 
+/// An app with one session that forks, this thread going on as the child:
+/// (the layer, the session, its shared entry, the shared table, the
+/// child's worker).
+fn forked_child_holding_a_session() -> (&'static Vls<Double>, Vlsh, u32, crate::engine::fork::SharedTable, u32)
+{
+    use crate::seam::ForkHooks;
+    let v = app(false);
+    let s = v.create(0, true);
+    v.before_fork();
+    let entry = v.pool.get(s).unwrap().shared.load(Ordering::Acquire);
+    let table = *v.forks.shared.get().unwrap();
+    v.after_fork_in_child();
+    let child = v.vcl().worker_index();
+    assert_ne!(child, INVALID, "the child has a worker");
+    (v, s, entry, table, child)
+}
+
+/// A forked child's exit: VPP is let read its queues, its worker leaves
+/// quietly (closing its socket to VPP, no message: a sandboxed child may
+/// not send) and VCL forgets the workers, so VCL's exit handler, which
+/// would send the removal, has nothing to do. The process that attached
+/// (no fork behind it) leaves its worker to VCL's exit handler, as before.
+#[test]
+fn a_forked_child_leaves_vpp_quietly_at_exit() {
+    let (v, s, entry, table, child) = forked_child_holding_a_session();
+    v.process_exiting();
+    assert_eq!(v.vcl().queues_read(), vec![child], "VPP read the child's queues first");
+    assert_eq!(v.vcl().unregistered_workers(), vec![child], "the child's worker left");
+    assert_eq!(v.vcl().quiet_leaves(), 1, "quietly");
+    assert!(v.vcl().workers_forgotten(), "VCL's exit handler finds no worker");
+    assert_eq!(table.lock(entry).unwrap().n_subscribers(), 1, "the parent alone holds the session");
+    let mut buf = [0u8; 4];
+    assert_eq!(read(v, s, &mut buf), EBADFD, "later calls (other exit handlers) fail");
+    v.process_exiting();
+    assert_eq!(v.vcl().quiet_leaves(), 1, "once");
+    assert_eq!(v.vcl().violations(), 0, "VCL was called without a worker");
+
+    let parent = app(false);
+    let wrk = parent.vcl().worker_index();
+    parent.process_exiting();
+    assert_eq!(parent.vcl().queues_read(), vec![wrk]);
+    assert!(parent.vcl().unregistered_workers().is_empty(), "left to VCL's exit handler");
+    assert_eq!(parent.vcl().quiet_leaves(), 0);
+    assert!(!parent.vcl().workers_forgotten());
+}
+
 /// A forked child that execs (`libvls.so`'s exec interposers call
 /// `process_execs`) leaves every session it shares with its parent and
 /// unregisters its worker; if the exec fails its calls fail without
@@ -86,16 +132,7 @@ fn child_without_a_worker_fails_its_calls_without_reaching_vcl() {
 /// memory, another pid) changes nothing.
 #[test]
 fn exec_leaves_shared_sessions_and_unregisters_the_worker() {
-    use crate::seam::ForkHooks;
-    let v = app(false);
-    let s = v.create(0, true);
-    v.before_fork();
-    let entry = v.pool.get(s).unwrap().shared.load(Ordering::Acquire);
-    let table = *v.forks.shared.get().unwrap();
-    // This thread goes on as the child.
-    v.after_fork_in_child();
-    let child = v.vcl().worker_index();
-    assert_ne!(child, INVALID, "the child has a worker");
+    let (v, s, entry, table, child) = forked_child_holding_a_session();
     assert_eq!(table.lock(entry).unwrap().n_subscribers(), 2, "parent and child hold it");
 
     // A vfork child: not this state's process.
@@ -108,6 +145,8 @@ fn exec_leaves_shared_sessions_and_unregisters_the_worker() {
     v.process_execs();
     assert_eq!(table.lock(entry).unwrap().n_subscribers(), 1, "the parent alone holds it");
     assert_eq!(v.vcl().unregistered_workers(), vec![child], "the child's worker is gone");
+    assert_eq!(v.vcl().quiet_leaves(), 1, "a forked child leaves without a message to VPP");
+    assert!(v.vcl().workers_forgotten(), "VCL's exit handler (if the exec fails) has nothing to send");
     assert_eq!(v.vcl().worker_index(), INVALID);
     assert_eq!(v.vcl().violations(), 0, "VCL was called without a worker (exec)");
     // The exec failed: the process goes on without VPP.
