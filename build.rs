@@ -10,7 +10,7 @@
 //! It also gives the `libvls.so` cdylib, and only it, the libc names of the
 //! LDP corrections (`src/capi/ldp_wait.rs`, `ldp_poll.rs`, `ldp_select.rs`,
 //! `ldp_close.rs`, `ldp_exec.rs`, `ldp_exit.rs`, `ldp_mmsg.rs`, `ldp_sendfile.rs`, `ldp_sockopt.rs`): `epoll_wait`, `epoll_pwait`, `poll`, `ppoll`, `select`,
-//! `pselect`, `close_range`, `closefrom`, `sendmmsg`, `sendfile`, `sendfile64`, `setsockopt`, the `exec` functions, `_exit` and `_Exit` as
+//! `pselect`, `close`, `close_range`, `closefrom`, `sendmmsg`, `sendfile`, `sendfile64`, `setsockopt`, the `exec` functions, `_exit` and `_Exit` as
 //! aliases of `vls_preload_epoll_wait` and the like, exported by a version
 //! script of their own. The variadic `exec` functions are C
 //! (`src/capi/exec_variadic.c`, compiled here with the `vpp` feature).
@@ -56,13 +56,14 @@ fn preload_aliases() {
     if std::env::var_os("CARGO_FEATURE_VPP").is_none() {
         return;
     }
-    const ALIASES: [(&str, &str); 28] = [
+    const ALIASES: [(&str, &str); 29] = [
         ("epoll_wait", "vls_preload_epoll_wait"),
         ("epoll_pwait", "vls_preload_epoll_pwait"),
         ("poll", "vls_preload_poll"),
         ("ppoll", "vls_preload_ppoll"),
         ("select", "vls_preload_select"),
         ("pselect", "vls_preload_pselect"),
+        ("close", "vls_preload_close"),
         ("close_range", "vls_preload_close_range"),
         ("closefrom", "vls_preload_closefrom"),
         ("sendmmsg", "vls_preload_sendmmsg"),

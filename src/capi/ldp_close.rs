@@ -1,5 +1,16 @@
-//! `close_range` and `closefrom` in front of libc's: VCL's own kernel
-//! descriptors stay open.
+//! `close`, `close_range` and `closefrom` in front of LDP's and libc's:
+//! a descriptor that is no VPP session closes as the kernel closes it, and
+//! VCL's own kernel descriptors stay open through the two range calls.
+//!
+//! `close(fd)`: LDP takes every `fd` from `2^LDP_SID_BIT` up for a VPP
+//! session, and for one that is none it answers `EBADFD` (its
+//! `vls_get_libc_epfd` finds no session), even when a kernel descriptor of
+//! that number is open. Here such a `close` is the system call: the kernel
+//! descriptor closes if it is open (the program, or VCL closing one of its
+//! segment memfds, meant that one), else the answer is `EBADF`. Programs
+//! that close every number up to their highest before `exec` (dropbear's
+//! session child) take `EBADF` for "was not open" and stop on any other
+//! error. A number that is a VPP session goes to LDP's `close` as before.
 //!
 //! VCL holds kernel descriptors the program never opened: its socket to VPP
 //! (VPP detaches the application, and with it every session, when that
@@ -27,11 +38,14 @@
 //! closes its descriptors with `close` too, and the two cannot be told
 //! apart cheaply.
 //!
-//! `libvls.so` exports the two as `close_range` and `closefrom` (aliases the
-//! build script adds to the cdylib only, as for `epoll_wait`).
+//! `libvls.so` exports the three as `close`, `close_range` and `closefrom`
+//! (aliases the build script adds to the cdylib only, as for `epoll_wait`).
 
-use std::ffi::{c_int, c_uint};
+use std::ffi::{c_int, c_uint, c_void};
+use std::sync::atomic::AtomicPtr;
 
+use super::ldp_fds::ldp_base;
+use super::ldp_wait::next_fn;
 use crate::process::vls_if_made;
 
 /// `CLOSE_RANGE_UNSHARE` (linux/close_range.h).
@@ -79,6 +93,47 @@ fn pieces(first: c_uint, last: c_uint, keep: &[c_int]) -> Vec<(c_uint, c_uint)> 
     }
     out.push((from, last));
     out
+}
+
+/// `close` (see the module): the system call for a number at or above
+/// LDP's base that names no VPP session, else the next `close` (LDP's,
+/// which hands numbers below its base to libc).
+///
+/// # Safety
+/// As `close(2)`: the caller gives up `fd`.
+#[no_mangle]
+pub unsafe extern "C" fn vls_preload_close(fd: c_int) -> c_int {
+    if let Some(rv) = close_if_no_session(fd) {
+        return rv;
+    }
+    static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+    // SAFETY: `close` has this C signature.
+    let Some(next) = (unsafe { next_fn::<unsafe extern "C" fn(c_int) -> c_int>(&NEXT, b"close\0") }) else {
+        return -1;
+    };
+    // SAFETY: forwarded contract.
+    unsafe { next(fd) }
+}
+
+/// `Some(close's result)` if `fd` is at or above LDP's base and names no
+/// VPP session (closed here, see the module); `None` for LDP to handle.
+fn close_if_no_session(fd: c_int) -> Option<c_int> {
+    let vlsh = i64::from(fd) - ldp_base()?;
+    let vlsh = i32::try_from(vlsh).ok().filter(|&v| v >= 0)?;
+    // No layer yet: LDP's `close` would create it to look the number up.
+    let v = vls_if_made()?;
+    if v.has_session(vlsh) {
+        return None;
+    }
+    Some(sys_close(fd))
+}
+
+/// The kernel's `close` (libc's is LDP's, which would take a number at or
+/// above its base for a VPP session): 0, or -1 with `errno` set.
+fn sys_close(fd: c_int) -> c_int {
+    // SAFETY: plain system call with an integer argument; the caller's
+    // caller gives up `fd`.
+    unsafe { libc::syscall(libc::SYS_close, fd) as c_int }
 }
 
 /// The kernel's `close_range`.
@@ -140,10 +195,7 @@ pub unsafe extern "C" fn vls_preload_closefrom(low: c_int) {
     let open: Vec<c_int> = dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     for fd in open {
         if fd >= low as c_int && keep.binary_search(&fd).is_err() {
-            // The system call: LDP's `close` would take a number at or
-            // above its base for a VPP session.
-            // SAFETY: plain system call with an integer argument.
-            unsafe { libc::syscall(libc::SYS_close, fd) };
+            sys_close(fd);
         }
     }
 }

@@ -56,6 +56,12 @@ impl<V: Vcl> Vls<V> {
         vlsh
     }
 
+    /// True if `vlsh` names a live session (open, or being closed right
+    /// now). Lock-free.
+    pub fn has_session(&self, vlsh: Vlsh) -> bool {
+        self.pool.get(vlsh).is_some()
+    }
+
     /// `vls_close`.
     pub fn close(&'static self, vlsh: Vlsh) -> i32 {
         // (Without a worker, the sessions are orphans: closed without VCL.)
