@@ -44,6 +44,7 @@ mod rsync;
 mod sendfile;
 mod sockopt;
 mod sockperf;
+mod sshd;
 mod udp;
 mod unbound;
 mod wakeups;
