@@ -51,7 +51,12 @@ const EFAULT: c_int = -libc::EFAULT;
 static AFTER_EARLIER_CONSTRUCTORS: extern "C" fn() = after_earlier_constructors;
 
 extern "C" fn after_earlier_constructors() {
-    catch_panic(Call::AppCreate, (), crate::real_vcl::reregister_fork_handlers_after_constructors);
+    catch_panic(Call::AppCreate, (), || {
+        // Read the environment now, not in a `close` a signal handler
+        // makes first.
+        let _ = ldp_fds::ldp_base();
+        crate::real_vcl::reregister_fork_handlers_after_constructors()
+    });
 }
 
 /// Runs `f`, counting the call and turning a panic into `on_panic` (logged).
