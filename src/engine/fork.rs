@@ -191,10 +191,16 @@ impl SharedTable {
     /// Locks entry `index`, if it is in use.
     pub fn lock(&self, index: u32) -> Option<EntryGuard<'static>> {
         let e = self.region.entries.get(index as usize)?;
-        if e.in_use.load(Ordering::Acquire) == 0 {
-            return None;
-        }
+        (e.in_use.load(Ordering::Acquire) != 0).then_some(())?;
         let g = EntryGuard::lock(e);
+        (e.in_use.load(Ordering::Relaxed) != 0).then_some(g)
+    }
+
+    /// [`Self::lock`] if nobody holds the lock now (never waits).
+    pub fn try_lock(&self, index: u32) -> Option<EntryGuard<'static>> {
+        let e = self.region.entries.get(index as usize)?;
+        e.lock.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).ok()?;
+        let g = EntryGuard { e };
         (e.in_use.load(Ordering::Relaxed) != 0).then_some(g)
     }
 

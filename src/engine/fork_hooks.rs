@@ -597,6 +597,19 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
+    /// Before this process leaves a connection shared with forked
+    /// relatives: cleans up after children that have exited, so that the
+    /// connection is not handed over to one of them. VPP refuses an update
+    /// naming a worker that is gone, and the connection then stays with
+    /// this process's worker, which has left it: nobody closes it and the
+    /// peer waits for ever (a child that fails at once, as vsftpd's on
+    /// `dup2`, and ends with `_exit`).
+    pub(super) fn clean_up_exited_children_before_leaving(&'static self) {
+        if fork::PENDING_EXITS.is_pending() || !fork::is_intercepting() {
+            self.clean_up_exited_children_now();
+        }
+    }
+
     #[cold]
     fn clean_up_exited_children_now(&'static self) {
         // Without a shared table this process never forked: the queued

@@ -68,6 +68,9 @@ pub struct HandoverState {
     to: AtomicU32,
     /// Reads and writes of the connection under way, in all relatives.
     fifo_calls: AtomicU32,
+    /// 1 once the leaving owner sent VPP the update of the hand-over under
+    /// way (0 while it waits for relatives to be quiet, or keeps it).
+    sent: AtomicU32,
 }
 
 impl HandoverState {
@@ -75,11 +78,28 @@ impl HandoverState {
     pub fn reset(&self) {
         self.to.store(0, Ordering::SeqCst);
         self.fifo_calls.store(0, Ordering::SeqCst);
+        self.sent.store(0, Ordering::SeqCst);
     }
 
     /// The leaving owner: a hand-over to worker `to` starts.
     pub fn announce(&self, to: u32) {
+        self.sent.store(0, Ordering::SeqCst);
         self.to.store(to.wrapping_add(1), Ordering::SeqCst);
+    }
+
+    /// The leaving owner sent VPP the update (after [`Self::announce`]).
+    pub fn mark_sent(&self) {
+        self.sent.store(1, Ordering::SeqCst);
+    }
+
+    /// A hand-over to worker `w` is under way and its update not sent yet.
+    pub fn is_unsent_to(&self, w: u32) -> bool {
+        self.is_to(w) && self.sent.load(Ordering::SeqCst) == 0
+    }
+
+    /// A hand-over to worker `w` is under way (sent or not, not claimed).
+    pub fn is_to(&self, w: u32) -> bool {
+        self.to.load(Ordering::SeqCst) == w.wrapping_add(1)
     }
 
     /// The hand-over to `to`, if under way, is over (done, or not made).
@@ -170,7 +190,11 @@ impl<V: Vcl> Vls<V> {
         };
         state.announce(to);
         let rv = if state.wait_quiet(HANDOVER_QUIET) {
-            self.vcl.unshare(sh, to, true)
+            let rv = self.vcl.unshare(sh, to, true);
+            if rv == 0 {
+                state.mark_sent();
+            }
+            rv
         } else {
             if may_log() {
                 tracing::debug!(sh, to, "a relative is inside a read or write: not handed over now");
@@ -182,6 +206,66 @@ impl<V: Vcl> Vls<V> {
             state.end(to);
         }
         rv
+    }
+
+    /// A forked process ending at once (`_exit`) with connections shared
+    /// with relatives. VPP closes what this worker owns when the worker
+    /// goes (its socket closes with the process), but a connection a
+    /// relative is handing over to it is not this worker's in VPP until
+    /// this process answers VPP's request to take it (handling its queue),
+    /// which it never will: VPP kept it on the worker of the relative,
+    /// which had left it, nobody closed it, and the peer waited for ever (a
+    /// child that fails at once, as vsftpd's on `dup2`). So, before VPP is
+    /// let read the queues (the caller):
+    ///
+    /// - every copy this worker is not VPP's owner of is dropped from the
+    ///   shared table (its VCL state ends with it), so a relative closing
+    ///   it later is its last holder and closes it in VPP instead of
+    ///   handing it over here;
+    /// - a hand-over to this worker whose update is not sent yet is waited
+    ///   for (at most `limit`);
+    /// - a connection handed over to this worker and not taken is left as
+    ///   at exit: its last holder closes it in VPP (through this worker,
+    ///   by its VPP handle), or it goes on to another relative.
+    ///
+    /// Nothing if the pool's lock is held. An entry another process holds
+    /// locked is tried for about a millisecond when only dropping a copy.
+    pub(super) fn leave_shared_sessions_at_once(&'static self, limit: Duration) {
+        let Some(table) = self.forks.shared.get() else { return };
+        let me = self.vcl.worker_index();
+        let Some(sessions) = self.pool.try_live_sessions() else { return };
+        let start = Instant::now();
+        for s in sessions {
+            let entry = s.shared.load(Ordering::Acquire);
+            let Some(state) = (entry != INVALID).then(|| table.handover(entry)).flatten() else { continue };
+            let index = crate::handle::sh_parts(s.sh()).1;
+            let g = (0..1000).find_map(|_| {
+                let g = table.try_lock(entry);
+                if g.is_none() {
+                    std::hint::spin_loop();
+                }
+                g
+            });
+            if let Some(g) = g.filter(|g| g.owner() != me && g.session_index() == index) {
+                let _ = g.leave(me);
+                continue;
+            }
+            while state.is_unsent_to(me) && start.elapsed() < limit {
+                std::thread::sleep(NAP);
+            }
+            if !state.is_to(me) {
+                continue;
+            }
+            let Some(locked) = s.try_lock() else { continue };
+            if !locked.closed() && self.is_here(locked.sh()) {
+                let sh = locked.sh();
+                if self.close_shared(entry, sh).is_some() {
+                    s.set_shared(INVALID);
+                    self.pool.unmap(&locked);
+                }
+            }
+            state.end(me);
+        }
     }
 
     /// The new owner of a connection being handed over: lets VCL handle
@@ -214,6 +298,22 @@ mod tests {
         assert_eq!(s.enter().err(), Some(3), "only the hand-over to 3 ends it");
         s.end(3);
         assert!(s.enter().is_ok(), "ended");
+    }
+
+    #[test]
+    fn a_hand_over_is_unsent_until_marked_and_a_new_one_starts_unsent() {
+        let s = HandoverState::default();
+        assert!(!s.is_unsent_to(2), "none under way");
+        s.announce(2);
+        assert!(s.is_unsent_to(2));
+        assert!(!s.is_unsent_to(3), "to another worker");
+        s.mark_sent();
+        assert!(!s.is_unsent_to(2), "sent");
+        s.end(2);
+        s.announce(2);
+        assert!(s.is_unsent_to(2), "the next hand-over is not sent yet");
+        s.end(2);
+        assert!(!s.is_unsent_to(2), "given up");
     }
 
     #[test]

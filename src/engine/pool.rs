@@ -487,6 +487,18 @@ impl SessionPool {
         (0..next).filter_map(move |i| self.get(i as Vlsh))
     }
 
+    /// [`Self::live_sessions`] without waiting for the pool's lock: `None`
+    /// if another thread holds it (a caller that may run in a signal
+    /// handler must not wait for a lock its own thread may hold).
+    pub fn try_live_sessions(&self) -> Option<impl Iterator<Item = &VlsSession> + '_> {
+        let next = match self.alloc.try_lock() {
+            Ok(a) => a.next,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().next,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some((0..next).filter_map(move |i| self.get(i as Vlsh)))
+    }
+
     /// Holds the pool's own locks from just before a fork until
     /// [`SessionPool::release_after_fork`] runs in the parent and in the
     /// child (on the forking thread), so the child never inherits them held

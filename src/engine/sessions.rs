@@ -67,6 +67,9 @@ impl<V: Vcl> Vls<V> {
         // (Without a worker, the sessions are orphans: closed without VCL.)
         let _ = self.detect_thread();
         let Some(session) = self.pool.get(vlsh) else { return EBADFD };
+        if session.shared.load(Ordering::Acquire) != INVALID {
+            self.clean_up_exited_children_before_leaving();
+        }
         // Tell threads blocked in VCL on this session to give up, before
         // waiting for them to release the session lock.
         session.app_closed.store(true, Ordering::Release);

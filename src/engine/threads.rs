@@ -18,6 +18,10 @@ use super::*;
 /// microseconds; the bound is for a stopped or overloaded VPP.
 const LET_VPP_READ_QUEUES: Duration = Duration::from_millis(250);
 
+/// How long a process ending at once (`_exit`) waits for the hand-overs of
+/// connections to it to be sent (see `leave_shared_sessions_at_once`).
+const EXIT_HANDOVER_LIMIT: Duration = Duration::from_millis(200);
+
 /// See `Vls::worker_teardown`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(super) enum Teardown {
@@ -267,7 +271,11 @@ impl<V: Vcl> Vls<V> {
             self.vcl.set_worker_index(self.process_wrk.load(Ordering::Acquire));
         }
         if self.vcl.worker_index() != INVALID {
-            let _ = self.vcl.let_vpp_read_queues(LET_VPP_READ_QUEUES);
+            // (Twice: a relative may hand a connection over while VPP reads.)
+            for _ in 0..2 {
+                self.leave_shared_sessions_at_once(EXIT_HANDOVER_LIMIT);
+                let _ = self.vcl.let_vpp_read_queues(LET_VPP_READ_QUEUES);
+            }
         }
     }
 

@@ -156,3 +156,32 @@ fn ldp_forked_handlers_that_answer_and_exit_at_once_leave_vpp_up() {
     assert!(status.is_some_and(|s| s.success()), "server ({status:?}):\n{text}");
     assert!(st.vpp.vppctl("show version").is_ok(), "VPP still answers:\n{}", st.vpp.log());
 }
+
+/// `tests/programs/fork_exit_at_once.py`: a forking server's child ends at
+/// once (as vsftpd's does when it cannot `dup2` the connection), with
+/// `_exit` and with `exit`, 20 connections each; the parent closes its
+/// copy. The parent's close hands the connection to the child, which VPP
+/// completes only once the child answers VPP's request to take it: a
+/// child ending with `_exit` never does, VPP kept the connection on the
+/// parent's worker, which had left it, and the peer waited for ever (19
+/// of 20 with this layer, 20 of 20 with the C layer). Every connection
+/// must close within 2 s.
+#[test]
+fn ldp_a_child_that_ends_at_once_leaves_no_connection_open() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    need(&["/usr/bin/python3"], "python3");
+    let st = stack("exit-at-once", "exit-at-once-client");
+    for (how, port) in [("_exit", "7624"), ("exit", "7625")] {
+        let addr = &st.server_addr;
+        let Served { client_ok: ok, client_out: out, client_err: err, status, server_out: text } =
+            serve_then_connect(
+                &st,
+                "fork_exit_at_once.py",
+                &["serve", addr, port, "20", how],
+                &["client", addr, port, "20"],
+            );
+        assert!(ok, "client ({how}):\n{out}{err}\nserver:\n{text}");
+        assert_eq!(out.trim(), "hung 0 of 20", "children ending with {how}:\n{err}\nserver:\n{text}");
+        assert!(status.is_some_and(|s| s.success()), "server ({how}, {status:?}):\n{text}");
+    }
+}

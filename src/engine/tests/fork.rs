@@ -125,6 +125,40 @@ fn a_forked_child_leaves_vpp_quietly_at_exit() {
     assert!(!parent.vcl().workers_forgotten());
 }
 
+/// A forked child ending with `_exit`: its copy of a connection its parent
+/// owns is dropped from the shared table (the parent, closing it later, is
+/// then the last holder and closes it in VPP); a connection the parent
+/// handed over to it and it never took is closed as at exit (VPP would
+/// keep it on the parent's worker, which left it: the peer waited for
+/// ever), and the hand-over ends.
+#[test]
+fn a_child_ending_at_once_leaves_what_it_does_not_own_and_closes_what_it_was_handed() {
+    let (v, _, entry, table, child) = forked_child_holding_a_session();
+    let parent = table.lock(entry).unwrap().owner();
+    assert_ne!(parent, child);
+    v.process_exits_at_once();
+    assert_eq!(table.lock(entry).unwrap().n_subscribers(), 1, "the parent alone holds it");
+    assert_eq!(
+        table.lock(entry).unwrap().leave(parent),
+        crate::engine::fork::Unsubscribed::Last,
+        "the parent's close is the last"
+    );
+
+    let (v, s, entry, table, child) = forked_child_holding_a_session();
+    let parent = table.lock(entry).unwrap().owner();
+    // The parent closed its copy: the connection goes to the child.
+    assert_eq!(table.lock(entry).unwrap().leave(parent), crate::engine::fork::Unsubscribed::NewOwner(child));
+    let state = table.handover(entry).unwrap();
+    state.announce(child);
+    state.mark_sent();
+    v.process_exits_at_once();
+    assert!(table.lock(entry).is_none(), "the child was the last holder: closed, the entry freed");
+    assert!(!state.is_to(child), "the hand-over ended");
+    let mut buf = [0u8; 4];
+    assert_eq!(read(v, s, &mut buf), EBADFD, "the copy is gone");
+    assert_eq!(v.vcl().violations(), 0);
+}
+
 /// A forked child that execs (`libvls.so`'s exec interposers call
 /// `process_execs`) leaves every session it shares with its parent and
 /// unregisters its worker; if the exec fails its calls fail without
