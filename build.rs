@@ -91,7 +91,12 @@ fn preload_aliases() {
     ];
     // The variadic exec functions are C (Rust cannot define one).
     println!("cargo:rerun-if-changed=src/capi/exec_variadic.c");
-    cc::Build::new().file("src/capi/exec_variadic.c").warnings(true).compile("vls_exec_variadic");
+    println!("cargo:rerun-if-changed=src/capi/close_caller.c");
+    cc::Build::new()
+        .file("src/capi/exec_variadic.c")
+        .file("src/capi/close_caller.c")
+        .warnings(true)
+        .compile("vls_exec_variadic");
     let out = std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let map = out.join("preload-aliases.map");
     let names: String = ALIASES.iter().map(|(alias, _)| format!("{alias}; ")).collect();

@@ -33,16 +33,24 @@
 //!   (closing what `/proc/self/fd` lists) if the kernel has no
 //!   `close_range`.
 //!
-//! Not covered: a program that closes VCL's descriptors one by one
-//! (`close` in a loop up to the descriptor limit) still cuts VCL off; VCL
-//! closes its descriptors with `close` too, and the two cannot be told
-//! apart cheaply.
+//! And `close(fd)` of one of VCL's or LDP's descriptors, called from the
+//! program's code, leaves it open and answers 0: proftpd closes every
+//! number from 3 to 31 one by one at start-up, and VPP then detached it
+//! before it listened. VCL's own closes (its code calls `close` too) are
+//! told apart by the caller's return address (`vpp_code`); the list of
+//! VCL's descriptors is looked up again when the process or its number of
+//! VCL workers changed. Not covered: the segments' memfds (the segment
+//! table is shared with forked relatives, and a number there may be
+//! another process's, or another file of this one: dropbear's pseudo-
+//! terminal broke when its session child could not close it); VCL closes
+//! them itself, by number, when a segment goes.
 //!
 //! `libvls.so` exports the three as `close`, `close_range` and `closefrom`
 //! (aliases the build script adds to the cdylib only, as for `epoll_wait`).
 
 use std::ffi::{c_int, c_uint, c_void};
-use std::sync::atomic::AtomicPtr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::Mutex;
 
 use super::ldp_fds::ldp_base;
 use super::ldp_wait::next_fn;
@@ -56,11 +64,27 @@ const CLOSE_RANGE_CLOEXEC: c_uint = 1 << 2;
 /// The descriptors VCL and LDP hold in this process now, sorted, without
 /// repeats; empty before the app is created.
 fn kept_fds() -> Vec<c_int> {
+    vcl_fds(vpp_sys::vppsys_internal_fds)
+}
+
+/// [`kept_fds`] without the segments' memfds and without 0 to 2: those
+/// this process's VCL workers and LDP opened here (see `vppsys_worker_fds`:
+/// a segment number may be another process's; VCL's unset descriptors are
+/// 0), for `close` and `exec`.
+pub(super) fn worker_fds() -> Vec<c_int> {
+    let mut fds = vcl_fds(vpp_sys::vppsys_worker_fds);
+    fds.retain(|&fd| fd > 2);
+    fds
+}
+
+/// The descriptors `list` (a shim function) gives, and LDP's epoll fds,
+/// sorted, without repeats; empty before the app is created.
+fn vcl_fds(list: unsafe extern "C" fn(*mut c_int, c_int) -> c_int) -> Vec<c_int> {
     let Some(v) = vls_if_made().filter(|v| v.is_app_created()) else { return Vec::new() };
     let mut fds = vec![0; 64];
     loop {
         // SAFETY: `fds` has room for `fds.len()` descriptors.
-        let n = unsafe { vpp_sys::vppsys_internal_fds(fds.as_mut_ptr(), fds.len() as c_int) }.max(0) as usize;
+        let n = unsafe { list(fds.as_mut_ptr(), fds.len() as c_int) }.max(0) as usize;
         if n <= fds.len() {
             fds.truncate(n);
             break;
@@ -95,16 +119,25 @@ fn pieces(first: c_uint, last: c_uint, keep: &[c_int]) -> Vec<(c_uint, c_uint)> 
     out
 }
 
-/// `close` (see the module): the system call for a number at or above
-/// LDP's base that names no VPP session, else the next `close` (LDP's,
-/// which hands numbers below its base to libc).
+/// `close` (see the module), called by `libvls.so`'s `close`
+/// (`close_caller.c`) with its caller's return address: the system call
+/// for a number at or above LDP's base that names no VPP session, nothing
+/// for one of VCL's descriptors closed by the program, else the next
+/// `close` (LDP's, which hands numbers below its base to libc).
 ///
 /// # Safety
 /// As `close(2)`: the caller gives up `fd`.
 #[no_mangle]
-pub unsafe extern "C" fn vls_preload_close(fd: c_int) -> c_int {
+pub unsafe extern "C" fn vls_preload_close_from(fd: c_int, caller: *const c_void) -> c_int {
     if let Some(rv) = close_if_no_session(fd) {
         return rv;
+    }
+    if !super::vpp_code::is_vpp_code(caller) && is_vcl_descriptor(fd) {
+        static SAID: AtomicBool = AtomicBool::new(false);
+        if !SAID.swap(true, Ordering::Relaxed) {
+            tracing::warn!(fd, "the program closed VCL's descriptor {fd}: kept open (said once)");
+        }
+        return 0;
     }
     static NEXT: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
     // SAFETY: `close` has this C signature.
@@ -113,6 +146,31 @@ pub unsafe extern "C" fn vls_preload_close(fd: c_int) -> c_int {
     };
     // SAFETY: forwarded contract.
     unsafe { next(fd) }
+}
+
+/// VCL's and LDP's descriptors in this process, as last looked up: the
+/// process, its number of VCL workers and the sorted list.
+static VCL_FDS: Mutex<(i32, u32, Vec<c_int>)> = Mutex::new((0, 0, Vec::new()));
+
+/// Is `fd` one of VCL's or LDP's descriptors ([`worker_fds`], looked up again
+/// when the process or its number of VCL workers changed)? False before
+/// the app exists, and when another call of this thread holds the list
+/// (a signal handler's `close`): never waits.
+fn is_vcl_descriptor(fd: c_int) -> bool {
+    // Standard input, output and error are the program's to close, even
+    // when VCL got one of their numbers (a program started with standard
+    // input closed: dropbear, daemonising, closes and reopens 0 to 2, and
+    // its pseudo-terminals broke while the layer kept 0 open).
+    if fd <= 2 || !vls_if_made().is_some_and(|v| v.is_app_created()) {
+        return false;
+    }
+    // SAFETY: getpid has no preconditions; the shim reads VCL's pool size.
+    let (pid, workers) = unsafe { (libc::getpid(), vpp_sys::vppsys_n_workers()) };
+    let Ok(mut known) = VCL_FDS.try_lock() else { return false };
+    if known.0 != pid || known.1 != workers {
+        *known = (pid, workers, worker_fds());
+    }
+    known.2.binary_search(&fd).is_ok()
 }
 
 /// `Some(close's result)` if `fd` is at or above LDP's base and names no

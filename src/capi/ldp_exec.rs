@@ -33,9 +33,20 @@ use crate::process::vls_if_made;
 
 type Argv = *const *const c_char;
 
-/// Leaves VPP before the program is replaced (see the module).
+/// Leaves VPP before the program is replaced (see the module), and marks
+/// what is left of VCL's and LDP's descriptors close-on-exec: of no use
+/// to the next program, and VCL opens most without the flag (the queues'
+/// eventfds and the segments' memfds it receives from VPP).
 fn before_exec() {
     if let Some(v) = vls_if_made() {
+        // Marked first, while the numbers are surely VCL's (leaving VPP
+        // closes some; another thread could open a file under that number).
+        for fd in super::ldp_close::worker_fds() {
+            // The system call (LDP's `fcntl` would take a number from its
+            // base up for a VPP session).
+            // SAFETY: F_SETFD changes only the descriptor's flags.
+            unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
         let _ = catch_unwind(|| v.process_execs());
     }
 }

@@ -30,6 +30,7 @@ mod ldp_wait;
 mod log;
 mod release;
 mod stats;
+mod vpp_code;
 
 use crate::handle::{Vlsh, INVALID, INVALID_VLSH};
 use crate::process::{attach, read_lock_free, vls, vls_if_made, write_lock_free};
@@ -55,6 +56,7 @@ extern "C" fn after_earlier_constructors() {
         // Read the environment now, not in a `close` a signal handler
         // makes first.
         let _ = ldp_fds::ldp_base();
+        vpp_code::init();
         crate::real_vcl::reregister_fork_handlers_after_constructors()
     });
 }

@@ -28,6 +28,7 @@ use vpp_harness::{
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 mod abi;
+mod close_loops;
 mod handover;
 mod iperf;
 mod microsocks;

@@ -178,34 +178,3 @@ fn ldp_sshd_serves_commands_copies_and_a_pty() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
-
-/// `tests/programs/close_all_exec.py`, dropbear's session child in small:
-/// a forked child closes every descriptor number from 3 up one by one
-/// (VCL's own among them) and execs a shell. LDP answered `EBADFD` for a
-/// number at or above its base that is no VPP session, also when a kernel
-/// descriptor of that number was open (which stayed open), and dropbear
-/// exits on any error but `EBADF` ("Error closing fd 32, File descriptor
-/// in bad state": no ssh session worked). The exec then printed VCL's
-/// failed goodbye over the socket the child had closed ("sendmsg: Bad
-/// file descriptor") into the program's stderr, a user's terminal with
-/// dropbear.
-#[test]
-fn ldp_closing_every_descriptor_number_answers_as_the_kernel() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    need(&["/usr/bin/python3", "/bin/sh"], "python3");
-    let st = stack("close-all", "close-all-client");
-    let (addr, port) = (&st.server_addr, "7623");
-    let super::handover::Served { client_ok, client_out, client_err, status, server_out } =
-        super::handover::serve_then_connect(
-            &st,
-            "close_all_exec.py",
-            &["serve", addr, port],
-            &["client", addr, port],
-        );
-    let all = format!("client:\n{client_out}{client_err}\nserver:\n{server_out}");
-    assert!(server_out.contains("kernel closes: ok"), "{all}");
-    assert!(client_ok, "{all}");
-    assert_eq!(client_out.trim(), "child 7", "the child closed everything and ran the shell: {all}");
-    assert!(status.is_some_and(|s| s.success()), "server ({status:?}): {all}");
-    assert!(!server_out.contains("sendmsg"), "VCL's error reached the program's stderr: {all}");
-}

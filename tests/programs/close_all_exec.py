@@ -1,6 +1,10 @@
 """Closing descriptors one by one under LDP, as dropbear's session child does.
 
-serve ADDR PORT: first, in the process itself, closes a kernel descriptor
+serve ADDR PORT: first closes standard input, which must close, then
+every number from 3 to 31 one by one, as
+proftpd does at start-up (VCL's descriptors among them: its socket to VPP,
+without which VPP detaches the application), any error but EBADF being
+fatal. Then, in the process itself, closes a kernel descriptor
 numbered 40 (a pipe's, given that number with dup2), which LDP takes for a
 VPP session's number, and a number nothing has (45); both must answer as
 the kernel would (closed; EBADF). Then accepts one connection and forks a
@@ -22,7 +26,38 @@ def open_fds():
     return set(os.listdir("/proc/self/fd"))
 
 
+def close_one_by_one(first, last):
+    """Closes first..=last; the errors other than EBADF, as (fd, text)."""
+    bad = []
+    for fd in range(first, last + 1):
+        try:
+            os.close(fd)
+        except OSError as e:
+            if e.errno != errno.EBADF:
+                bad.append((fd, e.strerror))
+    return bad
+
+
+def expect_ebadf(what, call):
+    """Ends the program unless call() fails with EBADF."""
+    try:
+        call()
+        print(f"{what} succeeded", flush=True)
+        sys.exit(1)
+    except OSError as e:
+        if e.errno != errno.EBADF:
+            print(f"{what}: {e} (EBADF expected)", flush=True)
+            sys.exit(1)
+
+
 def serve(addr, port):
+    # Standard input is the program's to close, whatever VCL holds.
+    os.close(0)
+    expect_ebadf("fstat(0) after close(0)", lambda: os.fstat(0))
+    bad = close_one_by_one(3, 31)
+    if bad:
+        print(f"close errors at start: {bad}", flush=True)
+        sys.exit(1)
     r, w = os.pipe()
     os.dup2(r, 40)
     os.close(r)
@@ -35,14 +70,7 @@ def serve(addr, port):
     if "40" in open_fds():
         print("close(40) left the kernel descriptor open", flush=True)
         sys.exit(1)
-    try:
-        os.close(45)
-        print("close(45), nothing open, succeeded", flush=True)
-        sys.exit(1)
-    except OSError as e:
-        if e.errno != errno.EBADF:
-            print(f"close(45), nothing open: {e} (EBADF expected)", flush=True)
-            sys.exit(1)
+    expect_ebadf("close(45), nothing open", lambda: os.close(45))
     print("kernel closes: ok", flush=True)
     ls = socket.socket()
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -52,13 +80,7 @@ def serve(addr, port):
     c, _ = ls.accept()
     pid = os.fork()
     if pid == 0:
-        bad = []
-        for fd in range(3, c.fileno() + 9):
-            try:
-                os.close(fd)
-            except OSError as e:
-                if e.errno != errno.EBADF:
-                    bad.append((fd, e.strerror))
+        bad = close_one_by_one(3, c.fileno() + 8)
         if bad:
             os.write(2, f"child: close errors {bad}\n".encode())
             os._exit(1)

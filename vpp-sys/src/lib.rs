@@ -97,6 +97,10 @@ extern "C" {
     /// segments' memfds): writes at most `max` of them to `out` and returns
     /// how many there are (repeats possible).
     pub fn vppsys_internal_fds(out: *mut libc::c_int, max: libc::c_int) -> libc::c_int;
+    /// [`vppsys_internal_fds`] without the segments' memfds: what this
+    /// process's workers opened (the segment table is shared with forked
+    /// relatives, whose later segments' numbers mean nothing here).
+    pub fn vppsys_worker_fds(out: *mut libc::c_int, max: libc::c_int) -> libc::c_int;
     /// `vppcom_worker_unregister`, without telling VPP when the program has
     /// closed the worker's socket to VPP (VPP dropped the worker then, and
     /// VCL would print an error and close whatever has that number now).

@@ -169,11 +169,12 @@ vppsys_wait_vpp_read_queues (double max_s)
     }
 }
 
-/* Adds fd to out (room for max) unless negative; counts it in *n. */
+/* Adds fd to out (room for max) unless not above 0; counts it in *n. */
 static void
 vppsys_fd_add (int fd, int *out, int max, int *n)
 {
-  if (fd < 0)
+  /* 0 is VCL's "none" for its epoll fd and pipes (zeroed fields). */
+  if (fd <= 0)
     return;
   if (*n < max)
     out[*n] = fd;
@@ -186,8 +187,27 @@ vppsys_fd_add (int fd, int *out, int max, int *n)
  * eventfds, its queue epoll fd and its detach pipe; and every mapped
  * segment's memfd (VCL closes it when the segment goes). Writes at most max
  * of them to out and returns how many there are (possibly with repeats). */
+static int vppsys_internal_fds_of (int *out, int max, int with_segments);
+
 int
 vppsys_internal_fds (int *out, int max)
+{
+  return vppsys_internal_fds_of (out, max, 1);
+}
+
+/* vppsys_internal_fds without the segments' memfds: only what this
+ * process's workers opened here (sockets, eventfds, epoll fd, pipes). The
+ * segment table is shared with forked relatives, and a segment one of
+ * them mapped later has a descriptor number that means nothing here (or
+ * another file of this process's). */
+int
+vppsys_worker_fds (int *out, int max)
+{
+  return vppsys_internal_fds_of (out, max, 0);
+}
+
+static int
+vppsys_internal_fds_of (int *out, int max, int with_segments)
 {
   vcl_worker_t *wrk;
   vcl_mq_evt_conn_t *c;
@@ -216,6 +236,8 @@ vppsys_internal_fds (int *out, int max)
 	vppsys_fd_add (c->mq_fd, out, max, &n);
     }
   clib_spinlock_unlock (&vcm->workers_lock);
+  if (!with_segments)
+    return n;
   clib_rwlock_reader_lock (&vcm->segment_table_lock);
   pool_foreach (fs, vcm->segment_main.segments)
     if (fs->ssvm.fd > 0)
