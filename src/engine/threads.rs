@@ -257,10 +257,13 @@ impl<V: Vcl> Vls<V> {
     /// just handed over (`fork_hooks::Watched`), and VPP crashes on it
     /// (`Vcl::let_vpp_read_queues`): a forking server's child that read its
     /// request, answered and called `_exit` brought VPP down. So VPP is
-    /// let read the queues first, as at exit. Nothing else is done; only
-    /// plain loads and short sleeps (`_exit` is async-signal-safe, and may
-    /// be called from a signal handler). Not in a `vfork` child, which
-    /// shares its parent's memory and queues.
+    /// let read the queues first, as at exit. Before that, a forked
+    /// process settles the connections it shares with relatives
+    /// (`leave_shared_sessions_at_once`: table entries tried without
+    /// waiting, except to close a connection handed to it and not taken,
+    /// as at exit). Otherwise plain loads and short sleeps (`_exit` is
+    /// async-signal-safe, and may be called from a signal handler). Not in
+    /// a `vfork` child, which shares its parent's memory and queues.
     pub fn process_exits_at_once(&'static self) {
         if !self.is_app_created() || !self.forks.is_this_process() {
             return;
