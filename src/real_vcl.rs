@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use vpp_sys as sys;
 
 use crate::handle::{sh_parts, Sh};
-use crate::raw::vcl::{worker_index, worker_unregister};
+use crate::raw::vcl::{worker_index, worker_leave, worker_unregister};
 use crate::seam::{self, EpollFns, ForkHooks, Listener, MoveError, RpcHandler, WaitHooks};
 
 /// [`seam::Vcl`] over the real libvppcom. Zero-sized: VCL's state is global.
@@ -275,7 +275,7 @@ impl seam::Vcl for RealVcl {
     fn worker_leave_quietly(&self) {
         // SAFETY: as `worker_unregister`: the calling thread's own worker,
         // as the process ends or execs.
-        unsafe { sys::vppsys_worker_leave_quietly() }
+        unsafe { worker_leave(true) }
     }
     fn mt_workers(&self) -> bool {
         // SAFETY: reads a configuration byte of `vcm` (null-checked in C).

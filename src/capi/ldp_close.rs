@@ -52,7 +52,7 @@ use std::ffi::{c_int, c_uint, c_void};
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::Mutex;
 
-use super::ldp_fds::ldp_base;
+use super::ldp_mmsg::ldp_vlsh;
 use super::ldp_wait::next_fn;
 use crate::process::vls_if_made;
 
@@ -161,11 +161,9 @@ fn is_vcl_descriptor(fd: c_int) -> bool {
     // when VCL got one of their numbers (a program started with standard
     // input closed: dropbear, daemonising, closes and reopens 0 to 2, and
     // its pseudo-terminals broke while the layer kept 0 open).
-    if fd <= 2 || !vls_if_made().is_some_and(|v| v.is_app_created()) {
-        return false;
-    }
-    // SAFETY: getpid has no preconditions; the shim reads VCL's pool size.
-    let (pid, workers) = unsafe { (libc::getpid(), vpp_sys::vppsys_n_workers()) };
+    let Some(v) = vls_if_made().filter(|v| fd > 2 && v.is_app_created()) else { return false };
+    // SAFETY: the shim reads VCL's pool size.
+    let (pid, workers) = (v.process_pid(), unsafe { vpp_sys::vppsys_n_workers() });
     let Ok(mut known) = VCL_FDS.try_lock() else { return false };
     if known.0 != pid || known.1 != workers {
         *known = (pid, workers, worker_fds());
@@ -176,14 +174,10 @@ fn is_vcl_descriptor(fd: c_int) -> bool {
 /// `Some(close's result)` if `fd` is at or above LDP's base and names no
 /// VPP session (closed here, see the module); `None` for LDP to handle.
 fn close_if_no_session(fd: c_int) -> Option<c_int> {
-    let vlsh = i64::from(fd) - ldp_base()?;
-    let vlsh = i32::try_from(vlsh).ok().filter(|&v| v >= 0)?;
-    // No layer yet: LDP's `close` would create it to look the number up.
-    let v = vls_if_made()?;
-    if v.has_session(vlsh) {
-        return None;
-    }
-    Some(sys_close(fd))
+    // (No layer yet: LDP's `close` would create it to look the number up.)
+    let vlsh = ldp_vlsh(fd)?;
+    // A live slot, open or orphaned, is LDP's (`vls_close` frees it).
+    (!vls_if_made()?.has_session(vlsh)).then(|| sys_close(fd))
 }
 
 /// The kernel's `close` (libc's is LDP's, which would take a number at or

@@ -30,9 +30,15 @@ type SendmsgFn = unsafe extern "C" fn(c_int, *const libc::msghdr, c_int) -> isiz
 /// Whether `fd` is a descriptor LDP gives a VPP session of this process
 /// (the same reading of LDP's range as `poll`'s, `ldp_poll.rs`).
 pub(super) fn is_vpp_session(fd: c_int) -> bool {
-    let Some(base) = ldp_base_if_active() else { return false };
-    let Ok(vlsh) = Vlsh::try_from(i64::from(fd) - base) else { return false };
-    vlsh >= 0 && vls_if_made().is_some_and(|v| v.vlsh_to_sh(vlsh) != INVALID)
+    ldp_vlsh(fd).is_some_and(|vlsh| vls_if_made().is_some_and(|v| v.vlsh_to_sh(vlsh) != INVALID))
+}
+
+/// The VLS handle LDP takes descriptor `fd` for (`fd - 2^LDP_SID_BIT`), if
+/// LDP is preloaded, VLS exists and `fd` is in LDP's range; whether a
+/// session has that handle is the caller's question.
+pub(super) fn ldp_vlsh(fd: c_int) -> Option<Vlsh> {
+    let vlsh = Vlsh::try_from(i64::from(fd) - ldp_base_if_active()?).ok()?;
+    (vlsh >= 0).then_some(vlsh)
 }
 
 /// `sendmmsg(fd, msgs, vlen, flags)` (see the module's documentation).

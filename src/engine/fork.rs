@@ -191,7 +191,9 @@ impl SharedTable {
     /// Locks entry `index`, if it is in use.
     pub fn lock(&self, index: u32) -> Option<EntryGuard<'static>> {
         let e = self.region.entries.get(index as usize)?;
-        (e.in_use.load(Ordering::Acquire) != 0).then_some(())?;
+        if e.in_use.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let g = EntryGuard::lock(e);
         (e.in_use.load(Ordering::Relaxed) != 0).then_some(g)
     }

@@ -90,6 +90,9 @@ pub(super) struct Forks {
     /// and in a forked child): a `vfork` child, which shares the parent's
     /// memory and gets no fork hooks, has another.
     pub pid: std::sync::atomic::AtomicI32,
+    /// VLS's SIGCHLD handler was the process's at its last fork (else
+    /// exits are found only by looking at every child).
+    pub sigchld_intercepted: AtomicBool,
 }
 
 impl Forks {
@@ -194,7 +197,9 @@ impl<V: Vcl> ForkHooks for Vls<V> {
         // that died) never calls epoll_wait: clean up here too. A program
         // that installed its own SIGCHLD handler after VLS's (socat does,
         // at every fork) is no longer told of exits: every child is checked.
-        if fork::intercept_sigchld() {
+        let intercepted = fork::intercept_sigchld();
+        self.forks.sigchld_intercepted.store(intercepted, Ordering::Release);
+        if intercepted {
             self.clean_up_exited_children();
         } else {
             static WARNED: AtomicBool = AtomicBool::new(false);
@@ -604,8 +609,11 @@ impl<V: Vcl> Vls<V> {
     /// this process's worker, which has left it: nobody closes it and the
     /// peer waits for ever (a child that fails at once, as vsftpd's on
     /// `dup2`, and ends with `_exit`).
+    /// (No system call when SIGCHLD is intercepted and no exit pending: as
+    /// of the last fork; a program that took the signal over since loses
+    /// this look, not the later ones of `epoll_wait`, `poll` and exit.)
     pub(super) fn clean_up_exited_children_before_leaving(&'static self) {
-        if fork::PENDING_EXITS.is_pending() || !fork::is_intercepting() {
+        if fork::PENDING_EXITS.is_pending() || !self.forks.sigchld_intercepted.load(Ordering::Acquire) {
             self.clean_up_exited_children_now();
         }
     }
@@ -855,6 +863,12 @@ impl<V: Vcl> Vls<V> {
 }
 
 impl<V: Vcl> Vls<V> {
+    /// The pid of the process this state is (set when the app is created
+    /// and in each forked child), without a system call.
+    pub fn process_pid(&self) -> i32 {
+        self.forks.pid.load(Ordering::Acquire)
+    }
+
     /// Per-process workers: the forked children of this process that VLS
     /// knows of and has not cleaned up yet, as (VCL worker, pid).
     pub fn forked_children(&self) -> Vec<(u32, i32)> {

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use super::fork::may_log;
 use super::locks::OpKind;
 use super::{Vls, Vlsh};
-use crate::handle::{Sh, INVALID};
+use crate::handle::{sh_parts, Sh, INVALID};
 use crate::seam::Vcl;
 
 /// How long a leaving owner waits for its relatives' reads and writes on
@@ -228,8 +228,9 @@ impl<V: Vcl> Vls<V> {
     ///   at exit: its last holder closes it in VPP (through this worker,
     ///   by its VPP handle), or it goes on to another relative.
     ///
-    /// Nothing if the pool's lock is held. An entry another process holds
-    /// locked is tried for about a millisecond when only dropping a copy.
+    /// Nothing if the pool's lock is held. An entry locked by another
+    /// process is tried a thousand times, without sleeping, to drop a copy;
+    /// closing a connection handed over waits for the entry as at exit.
     pub(super) fn leave_shared_sessions_at_once(&'static self, limit: Duration) {
         let Some(table) = self.forks.shared.get() else { return };
         let me = self.vcl.worker_index();
@@ -237,8 +238,8 @@ impl<V: Vcl> Vls<V> {
         let start = Instant::now();
         for s in sessions {
             let entry = s.shared.load(Ordering::Acquire);
-            let Some(state) = (entry != INVALID).then(|| table.handover(entry)).flatten() else { continue };
-            let index = crate::handle::sh_parts(s.sh()).1;
+            let Some(state) = table.handover(entry) else { continue };
+            let index = sh_parts(s.sh()).1;
             let g = (0..1000).find_map(|_| {
                 let g = table.try_lock(entry);
                 if g.is_none() {

@@ -70,10 +70,21 @@ pub unsafe fn worker_register() -> Result<()> {
 /// # Safety
 /// See the [module docs](self#safety).
 pub unsafe fn worker_unregister() {
+    // SAFETY: forwarded contract.
+    unsafe { worker_leave(false) }
+}
+
+/// Unregisters the calling thread's VCL worker, `quietly` (a forked child
+/// ending or execing: its socket to VPP closed instead of a message), or
+/// not; nothing is sent if the program closed that socket (the shim's
+/// `vppsys_worker_leave`).
+///
+/// # Safety
+/// See the [module docs](self#safety).
+pub unsafe fn worker_leave(quietly: bool) {
     // SAFETY: VCL cleans the current worker; callers register first.
-    // (`vppcom_worker_unregister`, quiet if the program closed VCL's
-    // socket to VPP: see the shim.)
-    if unsafe { sys::vppsys_worker_unregister() } == 0 {
+    let told = unsafe { sys::vppsys_worker_leave(quietly.into()) };
+    if told == 0 && !quietly {
         tracing::debug!("worker unregistered without VPP: the program closed VCL's socket to VPP");
     }
 }

@@ -101,15 +101,14 @@ extern "C" {
     /// process's workers opened (the segment table is shared with forked
     /// relatives, whose later segments' numbers mean nothing here).
     pub fn vppsys_worker_fds(out: *mut libc::c_int, max: libc::c_int) -> libc::c_int;
-    /// `vppcom_worker_unregister`, without telling VPP when the program has
+    /// `vppcom_worker_unregister` for the calling thread's worker, but with
+    /// the app socket API: nothing sent or closed when the program has
     /// closed the worker's socket to VPP (VPP dropped the worker then, and
-    /// VCL would print an error and close whatever has that number now).
-    /// 1: VPP was told; 0: it was not.
-    pub fn vppsys_worker_unregister() -> libc::c_int;
-    /// A forked child's worker leaves VPP (exit, exec): with the app socket
-    /// API by closing its socket to VPP, not by a message (`sendmsg`, which
-    /// a sandbox may forbid); else `vppcom_worker_unregister`.
-    pub fn vppsys_worker_leave_quietly();
+    /// VCL would print an error and close whatever has that number now);
+    /// `quietly` (non-zero: a forked child ending or execing), the socket
+    /// closed instead of a message (`sendmsg`, which a sandbox may forbid).
+    /// 1: VPP was sent the removal; 0: it was not.
+    pub fn vppsys_worker_leave(quietly: libc::c_int) -> libc::c_int;
     /// 1 if `sh` is a stream whose non-blocking connect is in progress.
     pub fn vppsys_sh_connecting(sh: u32) -> libc::c_int;
     /// After `vppcom_poll`: answers the requests to take a connection

@@ -263,54 +263,43 @@ vppsys_is_app_socket (int fd)
   return S_ISSOCK (st.st_mode);
 }
 
-/* vppcom_worker_unregister, unless the program has closed the worker's
- * socket to VPP (app socket API; dropbear closes every descriptor number
- * before exec): then VPP dropped the worker when the socket closed, and
- * VCL's goodbye would fail on the dead descriptor (printing
- * "sendmsg: Bad file descriptor" into the program's stderr) and close
- * whatever now has that number; its queue epoll fd is left alone too, for
- * the same reason. The worker's state in VCL's heap is freed either way.
- * Returns 1 if VPP was told, 0 if not. */
+/* vppcom_worker_unregister for the calling thread's worker, with the app
+ * socket API in two other ways:
+ * - if the program has closed the worker's socket to VPP (dropbear closes
+ *   every number before exec), VPP dropped the worker when it closed, and
+ *   VCL's goodbye would fail on the dead descriptor (printing
+ *   "sendmsg: Bad file descriptor" into the program's stderr) and close
+ *   whatever has that number now: nothing is sent or closed, the queue
+ *   epoll fd included;
+ * - quietly (a forked child ending or execing): the socket is closed
+ *   instead of sending the removal over it, and VPP removes a worker
+ *   whose socket closes (sapi_socket_detach). Only close, no sendmsg: a
+ *   sandboxed process may be killed for the latter (OpenSSH's pre-auth
+ *   child, seccomp).
+ * The worker's state in VCL's heap is freed either way. Returns 1 if VPP
+ * was sent the removal, 0 if not. */
 int
-vppsys_worker_unregister (void)
+vppsys_worker_leave (int quietly)
 {
   vcl_worker_t *wrk = vcl_worker_get_current ();
   int notify = 1;
 
-  if (vcm->cfg.vpp_app_socket_api
-      && !vppsys_is_app_socket (wrk->app_api_sock.fd))
+  if (vcm->cfg.vpp_app_socket_api)
     {
       notify = 0;
-      wrk->mqs_epfd = -1;
+      if (!vppsys_is_app_socket (wrk->app_api_sock.fd))
+	wrk->mqs_epfd = -1;
+      else if (quietly)
+	{
+	  syscall (SYS_close, wrk->app_api_sock.fd);
+	  wrk->app_api_sock.fd = -1;
+	}
+      else
+	notify = 1;
     }
   vcl_worker_cleanup (wrk, notify);
   vcl_set_worker_index (~0);
   return notify;
-}
-
-/* A forked child's worker as the process ends or execs: with the app
- * socket API, its socket to VPP is closed (if it still is that socket)
- * instead of sending the worker's removal over it; VPP removes a worker
- * whose socket closes (sapi_socket_detach). Only close, no sendmsg: a
- * sandboxed process may be killed for the latter (OpenSSH's pre-auth
- * child, seccomp). Without the socket API, vppcom_worker_unregister. */
-void
-vppsys_worker_leave_quietly (void)
-{
-  vcl_worker_t *wrk = vcl_worker_get_current ();
-
-  if (!vcm->cfg.vpp_app_socket_api)
-    {
-      vppcom_worker_unregister ();
-      return;
-    }
-  if (vppsys_is_app_socket (wrk->app_api_sock.fd))
-    syscall (SYS_close, wrk->app_api_sock.fd);
-  else
-    wrk->mqs_epfd = -1;
-  wrk->app_api_sock.fd = -1;
-  vcl_worker_cleanup (wrk, 0 /* the close told VPP */);
-  vcl_set_worker_index (~0);
 }
 
 uint32_t
