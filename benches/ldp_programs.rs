@@ -19,6 +19,14 @@
 //! socket and no TCP stack is involved; every run starts its own VPP (the
 //! install vpp-sys linked) and tears it down.
 //!
+//! VPP runs as it does by default and in production: its main thread polls
+//! without sleeping (`poll-sleep-usec 0`, pinned to core 0), so a message
+//! through VPP never waits for VPP to wake up. With the test suite's
+//! `poll-sleep-usec 100` both layers spend most of each request waiting
+//! for VPP (redis about 115k requests/s against about 450k polling, on a
+//! 2-core machine), which hides what the layers cost;
+//! `BENCH_VPP_POLL_SLEEP_US=N` runs VPP that way (the header says so).
+//!
 //! Run: `VPP_PREFIX=/opt/vpp VPP_SRC_DIR=/opt/vpp-src cargo bench --features vpp --bench ldp_programs`
 //!
 //! Needs Debian's `redis-server`, `redis-tools`, `nginx-light` (or `nginx`)
@@ -49,7 +57,7 @@ use std::time::{Duration, Instant};
 use common::{median, ratio, summary, wanted};
 use vpp_harness::{
     find_program, under_ldp, wait_output_with_timeout, Nginx, Preloads, ProcessGroup, VclConf, VppInstall,
-    VppInstance, Wrk,
+    VppInstance, VppOptions, Wrk,
 };
 
 /// Runs per program and layer, unless `BENCH_REPEAT` says.
@@ -189,6 +197,12 @@ fn main() {
         "ldp_programs: C layer LD_PRELOAD={}\nldp_programs: Rust layer LD_PRELOAD={}",
         preloads.c, preloads.rust
     );
+    let vpp_sleep_us = vpp_poll_sleep_us();
+    let vpp_options = VppOptions {
+        poll_sleep_usec: vpp_sleep_us,
+        extra_startup: "cpu { main-core 0 }\n".into(),
+        ..VppOptions::default()
+    };
     let rust_label = match busy_poll_us() {
         Some(us) => format!("Rust VLS, busy {us} us"),
         None => "Rust VLS".to_string(),
@@ -221,7 +235,7 @@ fn main() {
             let order = if rep % 2 == 0 { [Layer::C, Layer::Rust] } else { [Layer::Rust, Layer::C] };
             for layer in order {
                 let t = Instant::now();
-                let outcome = VppInstance::start_from(install.clone())
+                let outcome = VppInstance::start_with(install.clone(), vpp_options.clone())
                     .map_err(|e| format!("VPP did not start: {e}"))
                     .and_then(|vpp| {
                         let run =
@@ -264,8 +278,12 @@ fn main() {
         results.push((program, samples, failures));
     }
 
+    let vpp_mode = match vpp_sleep_us {
+        0 => "VPP polling (poll-sleep-usec 0)".to_string(),
+        us => format!("VPP sleeping {us} us when idle (poll-sleep-usec {us})"),
+    };
     println!(
-        "\nreal programs under LDP over VPP cut-through, C layer (libvcl_ldpreload.so) vs Rust layer\n\
+        "\nreal programs under LDP over VPP cut-through ({vpp_mode}), C layer (libvcl_ldpreload.so) vs Rust layer\n\
          (libvls.so:libvcl_ldpreload.so); median of {repeat} runs per layer, range in brackets, layers in\n\
          alternating order; Rust/C is the ratio of the medians (requests/s: above 1 is faster; ms: below 1 is faster)"
     );
@@ -289,6 +307,19 @@ fn main() {
     }
 }
 
+/// `BENCH_VPP_POLL_SLEEP_US` (see the module docs): VPP's
+/// `poll-sleep-usec`, 0 unless set. A value that is no number stops the
+/// bench rather than measuring something else than asked.
+fn vpp_poll_sleep_us() -> u32 {
+    match std::env::var("BENCH_VPP_POLL_SLEEP_US") {
+        Err(_) => 0,
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            eprintln!("ldp_programs: BENCH_VPP_POLL_SLEEP_US={v:?} is not a number of microseconds");
+            std::process::exit(2);
+        }),
+    }
+}
+
 /// `BENCH_BUSY_POLL_US`, if set and not 0 (see the module docs).
 fn busy_poll_us() -> Option<String> {
     std::env::var("BENCH_BUSY_POLL_US").ok().filter(|v| !v.is_empty() && v != "0")
@@ -303,6 +334,12 @@ fn finish(what: &str, child: std::process::Child, timeout: Duration) -> Result<(
         String::from_utf8_lossy(&out.stderr).into_owned(),
     );
     if !out.status.success() {
+        // All of it (a hung program's stacks among it) goes to the
+        // bench's stderr; the table's line gets the end.
+        eprintln!(
+            "--- {what} failed ({}), its stderr ---\n{stderr}\n--- end of {what}'s stderr ---",
+            out.status
+        );
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
         return Err(format!("{what} ended with {}: {}", out.status, tail.join(" | ")));
     }

@@ -51,6 +51,13 @@ pub struct VppOptions {
     pub buffers: u32,
     /// Plugins to enable (all others stay disabled), e.g. `["hs_apps_plugin.so"]`.
     pub plugins: Vec<String>,
+    /// How long VPP's main loop sleeps when it has nothing to do
+    /// (`unix { poll-sleep-usec }`), in µs. The default, 100, leaves the
+    /// core to the programs under test on small machines; VPP's own
+    /// default, 0, polls without sleeping (a core at 100 %, as a
+    /// production VPP runs), so no message to or from VPP waits for VPP
+    /// to wake up.
+    pub poll_sleep_usec: u32,
     /// Extra text appended verbatim to `startup.conf`.
     pub extra_startup: String,
 }
@@ -61,6 +68,7 @@ impl Default for VppOptions {
             main_heap_size: "1G".into(),
             buffers: 16384,
             plugins: Vec::new(),
+            poll_sleep_usec: 100,
             extra_startup: String::new(),
         }
     }
@@ -226,12 +234,13 @@ impl VppInstance {
         let _ = writeln!(
             s,
             "unix {{\n  nodaemon\n  nosyslog\n  nocolor\n  cli-no-pager\n  {}\n  \
-             runtime-dir {d}/run\n  cli-listen {d}/cli.sock\n  log {d}/vpp.log\n  poll-sleep-usec 100\n}}",
+             runtime-dir {d}/run\n  cli-listen {d}/cli.sock\n  log {d}/vpp.log\n  poll-sleep-usec {}\n}}",
             if std::env::var_os(VPP_COREDUMP_ENV).is_some_and(|v| v == "1") {
                 "coredump-size unlimited\n  full-coredump"
             } else {
                 "coredump-size 0"
-            }
+            },
+            o.poll_sleep_usec
         );
         let _ = writeln!(s, "api-segment {{ prefix {} }}", self.api_prefix);
         let _ = writeln!(s, "socksvr {{ socket-name {d}/api.sock }}");
@@ -534,9 +543,12 @@ mod tests {
             "plugin default { disable }",
             "plugin a.so { enable }",
             "session { enable use-app-socket-api }",
+            "poll-sleep-usec 100\n",
         ] {
             assert!(s.contains(want), "{want:?} missing from\n{s}");
         }
+        let polling = i.render_startup(&VppOptions { poll_sleep_usec: 0, ..Default::default() });
+        assert!(polling.contains("poll-sleep-usec 0\n"), "no poll-sleep-usec 0 in\n{polling}");
         // Dropping an instance that never started is harmless.
         drop(i);
     }
