@@ -163,10 +163,22 @@ impl<V: Vcl> Vls<V> {
     /// connect a non-blocking UDP socket (glibc's resolver, libuv) take
     /// that for a failure. VLS waits for the reply (a local one, no
     /// handshake) the same way.
+    ///
+    /// Before each connect VCL handles what its message queue holds, as an
+    /// `epoll_wait` would (events are parked for the program's next wait).
+    /// VPP answers every connect and every close on the worker's small
+    /// control ring (`event-queue-size` / 16 entries, 128 by default); a
+    /// program that closes and opens many connections in a row without
+    /// waiting in between (`redis-benchmark` between two tests: 50 closes,
+    /// then 50 connects) filled it, and VPP then refused the following
+    /// connects as congested. `redis-benchmark` spins for ever on such a
+    /// refused connection.
     pub unsafe fn connect(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
         let shared_worker = self.shares_worker();
+        let flush_set = self.internal_epoll();
         let mut waits_here = false;
         let rv = self.with_session(vlsh, OpKind::MessageQueue, |sh| {
+            self.handle_mq_events(flush_set);
             let nonblocking = self.vcl.is_nonblocking(sh);
             if !shared_worker || nonblocking {
                 // A non-blocking datagram connect is waited for below.

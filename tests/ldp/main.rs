@@ -29,6 +29,7 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 mod abi;
 mod close_loops;
+mod connect_burst;
 mod handover;
 mod iperf;
 mod microsocks;
