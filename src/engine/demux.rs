@@ -34,7 +34,7 @@
 //! All fd operations are raw syscalls, so they reach the kernel even when
 //! LDP interposes the libc functions.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::handle::Vlsh;
@@ -186,9 +186,38 @@ pub struct EpollDemux {
     open_drain: AtomicU64,
     /// The wake fd watches the timer, not VCL's mq fd (VPP is gone).
     on_timer: AtomicBool,
+    /// The thread that waits on this set (an identity from
+    /// `solo::this_thread`): 0 before the first wait, [`MANY_WAITERS`] once
+    /// a second thread has waited on it. Set at the start of every wait,
+    /// before VCL is called, so an `epoll_ctl` made after that wait's VCL
+    /// call (both under the worker's locks) sees it.
+    waiter: AtomicUsize,
 }
 
+/// [`EpollDemux::waiter`] once more than one thread has waited on the set.
+const MANY_WAITERS: usize = usize::MAX;
+
 impl EpollDemux {
+    /// Records `me` (the calling thread) as a waiter of this set.
+    #[inline]
+    pub fn note_waiter(&self, me: usize) {
+        let w = self.waiter.load(Ordering::Acquire);
+        if w == me || w == MANY_WAITERS {
+            return;
+        }
+        if w == 0 && self.waiter.compare_exchange(0, me, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return;
+        }
+        self.waiter.store(MANY_WAITERS, Ordering::Release);
+    }
+
+    /// Only `me` has ever waited on this set: no other thread can be
+    /// asleep on it.
+    #[inline]
+    pub fn only_waiter_is(&self, me: usize) -> bool {
+        self.waiter.load(Ordering::Acquire) == me
+    }
+
     /// Parks an event for this set (merging with one already parked for the
     /// same session) and wakes the set's waiter.
     pub fn park(&self, ev: Parked) {

@@ -117,7 +117,7 @@ impl Drop for SoloCall<'_> {
 /// thread pointer (what `pthread_self` returns; read directly on x86-64,
 /// where the ABI keeps it at `%fs:0`, to save a call on the hot path).
 #[inline(always)]
-fn this_thread() -> usize {
+pub(super) fn this_thread() -> usize {
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
     {
         let tp: usize;

@@ -370,3 +370,54 @@ fn a_parked_event_is_reported_only_for_the_bits_asked_for_now() {
     done_tx.send(()).unwrap();
     other.join().unwrap();
 }
+
+/// An `epoll_ctl` by the only thread that ever waited on the set parks
+/// nothing (no eventfd write, no kernel wake-up: that thread is not asleep
+/// there) and its next wait still reports the session; once a second
+/// thread has waited on the set, the readiness is parked for it as before.
+/// wrk's event-loop thread paid an eventfd write per request (its main
+/// thread made the sets, so the process counts two threads).
+#[test]
+fn an_epoll_ctl_by_the_sets_only_waiter_parks_nothing() {
+    let v = app(false);
+    let ep = v.epoll_create();
+    let (_l, c, s) = pair(v, false);
+    // `s` readable (the test double reports readiness to read only).
+    assert_eq!(write(v, c, b"x"), 1);
+    let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (waited_tx, waited_rx) = std::sync::mpsc::channel();
+    let other = thread::spawn(move || {
+        assert!(v.create(0, false) >= 0);
+        arrived_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: `evs` holds 8 events.
+        let n = unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, 0.0) };
+        waited_tx.send(n).unwrap();
+        go_rx.recv().unwrap();
+    });
+    arrived_rx.recv().unwrap();
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    // SAFETY: `evs` holds 8 events.
+    assert_eq!(unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, 0.0) }, 0);
+    let parked = || v.session(ep).unwrap().demux().unwrap().parked_len();
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 0x5e55 };
+    // SAFETY: valid event.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_ADD, s, &mut ev) }, 0);
+    assert_eq!(parked(), 0, "the only waiter's own epoll_ctl parks nothing");
+    // SAFETY: `evs` holds 8 events.
+    let n = unsafe { v.epoll_wait(ep, evs.as_mut_ptr(), 8, 0.0) };
+    assert_eq!(n, 1, "its next wait reports the readable session");
+    assert_eq!((evs[0].events, evs[0].u64), (libc::EPOLLIN as u32, 0x5e55));
+
+    // A second thread waits on the set: from now on it may be asleep there.
+    go_tx.send(()).unwrap();
+    assert!(waited_rx.recv().unwrap() >= 0);
+    ev.events = (libc::EPOLLIN | libc::EPOLLOUT) as u32;
+    // SAFETY: valid event.
+    assert_eq!(unsafe { v.epoll_ctl(ep, libc::EPOLL_CTL_MOD, s, &mut ev) }, 0);
+    assert_eq!(parked(), 1, "with two waiters, parked for whoever sleeps on the set");
+    go_tx.send(()).unwrap();
+    other.join().unwrap();
+}
