@@ -164,7 +164,8 @@ impl<V: Vcl> Vls<V> {
     /// that for a failure. VLS waits for the reply (a local one, no
     /// handshake) the same way.
     ///
-    /// Before each connect VCL handles what its message queue holds, as an
+    /// Before each connect (one VCL worker per process, not per-thread
+    /// workers) VCL handles what its message queue holds, as an
     /// `epoll_wait` would (events are parked for the program's next wait).
     /// VPP answers every connect and every close on the worker's small
     /// control ring (`event-queue-size` / 16 entries, 128 by default); a
@@ -175,7 +176,9 @@ impl<V: Vcl> Vls<V> {
     /// refused connection.
     pub unsafe fn connect(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
         let shared_worker = self.shares_worker();
-        let flush_set = self.internal_epoll();
+        // Not with per-thread workers: VLS's own epoll session is one
+        // worker's, and each thread's worker has its own queue.
+        let flush_set = if self.mt_workers.load(Ordering::Relaxed) { INVALID } else { self.internal_epoll() };
         let mut waits_here = false;
         let rv = self.with_session(vlsh, OpKind::MessageQueue, |sh| {
             self.handle_mq_events(flush_set);
