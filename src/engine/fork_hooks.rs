@@ -51,9 +51,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::fork::{self, errno, may_log, set_errno, SharedTable, Unsubscribed};
+use super::fork::{SharedTable, Unsubscribed};
 use super::kept::Kept;
 use super::pool::SessionPool;
+use super::quiet::may_log;
+use super::sigchld::{self, errno, set_errno};
 use super::{on_worker, solo, ActingAsWorker, Teardown, Vls};
 use crate::handle::{sh_from_parts, sh_parts, Sh, INVALID};
 use crate::seam::{ForkHooks, Listener, Vcl, UNSHARE_KEPT};
@@ -63,7 +65,7 @@ use crate::seam::{ForkHooks, Listener, Vcl, UNSHARE_KEPT};
 #[derive(Default)]
 pub(super) struct Forks {
     /// What forked processes share, mapped before the first fork (see
-    /// [`fork`]).
+    /// [`fork`](super::fork)).
     pub shared: std::sync::OnceLock<SharedTable>,
     /// Serialises the cleanup of exited children's workers.
     pub child_cleanup: std::sync::Mutex<()>,
@@ -197,7 +199,7 @@ impl<V: Vcl> ForkHooks for Vls<V> {
         // that died) never calls epoll_wait: clean up here too. A program
         // that installed its own SIGCHLD handler after VLS's (socat does,
         // at every fork) is no longer told of exits: every child is checked.
-        let intercepted = fork::intercept_sigchld();
+        let intercepted = sigchld::intercept_sigchld();
         self.forks.sigchld_intercepted.store(intercepted, Ordering::Release);
         if intercepted {
             self.clean_up_exited_children();
@@ -299,7 +301,7 @@ impl<V: Vcl> Vls<V> {
         }
         match SharedTable::map() {
             Ok(t) => {
-                fork::set_signal_table(&t);
+                sigchld::set_signal_table(&t);
                 Some(*self.forks.shared.get_or_init(|| t))
             }
             Err(e) => {
@@ -328,7 +330,7 @@ impl<V: Vcl> Vls<V> {
         self.moves.gates.set_fast_lane(false);
         let replaced = self.pool.replace_sessions_held_by_lost_threads();
         // The parent's children are not this process's.
-        let _ = fork::PENDING_EXITS.take();
+        let _ = sigchld::PENDING_EXITS.take();
         self.vcl.set_worker_index(INVALID);
         let registered = self.vcl.worker_register();
         let copied = if registered == 0 { self.vcl.fork_copy_sessions(parent) } else { registered };
@@ -585,7 +587,7 @@ impl<V: Vcl> Vls<V> {
     #[inline(always)]
     pub(super) fn fork_work_around_wait(&self, set: &super::VlsSession) -> bool {
         let generation = self.forks.fork_generation.load(Ordering::Acquire);
-        fork::PENDING_EXITS.is_pending()
+        sigchld::PENDING_EXITS.is_pending()
             || self.forks.watching.load(Ordering::Acquire)
             || self.forks.keeping.load(Ordering::Acquire)
             || (generation != 0 && set.listeners_checked.load(Ordering::Acquire) != generation)
@@ -597,7 +599,7 @@ impl<V: Vcl> Vls<V> {
     /// pending.
     #[inline]
     pub(super) fn clean_up_exited_children(&'static self) {
-        if fork::PENDING_EXITS.is_pending() {
+        if sigchld::PENDING_EXITS.is_pending() {
             self.clean_up_exited_children_now();
         }
     }
@@ -613,7 +615,7 @@ impl<V: Vcl> Vls<V> {
     /// of the last fork; a program that took the signal over since loses
     /// this look, not the later ones of `epoll_wait`, `poll` and exit.)
     pub(super) fn clean_up_exited_children_before_leaving(&'static self) {
-        if fork::PENDING_EXITS.is_pending() || !self.forks.sigchld_intercepted.load(Ordering::Acquire) {
+        if sigchld::PENDING_EXITS.is_pending() || !self.forks.sigchld_intercepted.load(Ordering::Acquire) {
             self.clean_up_exited_children_now();
         }
     }
@@ -628,7 +630,7 @@ impl<V: Vcl> Vls<V> {
         // names may have been given to a newer child since (its exit
         // handler freed the worker, the next fork took the index), and
         // cleaning that one up freed a live worker's state under it.
-        let _ = fork::PENDING_EXITS.take();
+        let _ = sigchld::PENDING_EXITS.take();
         let me = self.process_wrk.load(Ordering::Acquire);
         if me == INVALID {
             return;
@@ -637,7 +639,7 @@ impl<V: Vcl> Vls<V> {
         // SIGCHLD), and the application may reap before VLS looks: every
         // child of this process is checked, by the pid its worker has now.
         for (wrk, pid) in table.children_of(me) {
-            if fork::has_exited(pid) {
+            if sigchld::has_exited(pid) {
                 self.clean_up_worker_of_exited(&table, wrk, pid);
             }
         }

@@ -43,8 +43,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::fork::may_log;
 use super::locks::OpKind;
+use super::quiet::may_log;
 use super::{Vls, Vlsh};
 use crate::handle::{sh_parts, Sh, INVALID};
 use crate::seam::Vcl;

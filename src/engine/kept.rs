@@ -7,7 +7,8 @@
 use std::sync::atomic::Ordering;
 use std::sync::PoisonError;
 
-use super::fork::{self, may_log, SharedTable};
+use super::fork::{self, SharedTable};
+use super::quiet::may_log;
 use super::Vls;
 use crate::handle::{sh_from_parts, sh_parts, Sh, INVALID};
 use crate::seam::{KeptEnd, KeptState, Vcl};

@@ -45,12 +45,14 @@ mod moving;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod ops;
 pub mod pool;
+mod quiet;
 #[cfg(test)]
 mod random_ops;
 mod readiness;
 mod select;
 mod session_lock;
 mod sessions;
+mod sigchld;
 pub mod solo;
 #[cfg(test)]
 mod tests;

@@ -195,7 +195,7 @@ impl<V: Vcl> Vls<V> {
         if !self.is_app_created() {
             return;
         }
-        fork::quiet_from_now_on();
+        quiet::quiet_from_now_on();
         let mut t = self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if *t == Teardown::Pending {
             if self.vcl.worker_index() == INVALID {

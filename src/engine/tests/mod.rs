@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::double::Double;
-use super::fork::{errno, set_errno};
+use super::sigchld::{errno, set_errno};
 use super::{Mode, Vls};
 use crate::handle::INVALID;
 use crate::handle::{Vlsh, INVALID_VLSH};
