@@ -28,20 +28,12 @@ fn ldp_connects_right_after_closes_are_not_refused() {
     let vpp = VppInstance::start_with(common::linked_vpp(), options).expect("vpp");
     let conf = vpp.write_vcl_conf("burst", &VclConf { fifo_size: 64 << 10, ..VclConf::default() }).unwrap();
     let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/connect_burst.py");
     let log = vpp.dir().join("connect_burst.out");
-    let file = std::fs::File::create(&log).unwrap();
     let (rounds, k) = (20, 50);
     let total = (rounds * k).to_string();
-    let mut server = ProcessGroup::spawn(
-        under_ldp(&mut Command::new("/usr/bin/python3"), &rust, &conf)
-            .arg(&script)
-            .args(["serve", "127.0.0.1", "7720", &total])
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file),
-    )
-    .expect("spawn the server");
+    let server_args = ["serve", "127.0.0.1", "7720", &total];
+    let mut server = spawn_python("connect_burst.py", &server_args, &rust, &conf, &[], &log);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/connect_burst.py");
     let served = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for_text("the server did not listen", "listening", served);
     let (ok, out, err) = run_under_ldp(

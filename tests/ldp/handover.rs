@@ -66,21 +66,12 @@ pub(super) fn serve_then_connect(
     server_args: &[&str],
     client_args: &[&str],
 ) -> Served {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs").join(script);
-    let log = st.vpp.dir().join(format!("{}.out", script.file_stem().unwrap().to_string_lossy()));
-    let file = std::fs::File::create(&log).unwrap();
-    let mut server = ProcessGroup::spawn(
-        under_ldp(&mut Command::new("/usr/bin/python3"), &st.preloads.rust, &st.srv_conf)
-            .env("VLS_RS_LOG", "info")
-            .arg(&script)
-            .args(server_args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file),
-    )
-    .expect("spawn the server");
+    let log = st.vpp.dir().join(Path::new(script).with_extension("out"));
+    let envs = [("VLS_RS_LOG", "info")];
+    let mut server = spawn_python(script, server_args, &st.preloads.rust, &st.srv_conf, &envs, &log);
     let served = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for_text("the server did not listen", "listening", served);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs").join(script);
     let (client_ok, client_out, client_err) = run_under_ldp(
         Command::new("/usr/bin/python3").arg(&script).args(client_args),
         &st.preloads.rust,

@@ -131,6 +131,31 @@ fn build_c(vpp: &VppInstance, source: &str, name: &str, flags: &[&str]) -> PathB
     out
 }
 
+/// Starts `tests/programs/<script>` with `args` under LDP (`preload`,
+/// `vcl_conf`, plus `envs`), in a process group of its own (it dies with
+/// the test), its standard output and error going to `out`.
+fn spawn_python(
+    script: &str,
+    args: &[&str],
+    preload: &str,
+    vcl_conf: &Path,
+    envs: &[(&str, &str)],
+    out: &Path,
+) -> ProcessGroup {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs").join(script);
+    let file = std::fs::File::create(out).unwrap();
+    ProcessGroup::spawn(
+        under_ldp(&mut Command::new("/usr/bin/python3"), preload, vcl_conf)
+            .envs(envs.iter().copied())
+            .arg(&script)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file),
+    )
+    .unwrap_or_else(|e| panic!("spawn python3 {}: {e}", script.display()))
+}
+
 /// Waits (20 s at most) until `read()` contains `needle`; panics with what
 /// it read, saying what did not happen (`what`).
 fn wait_for_text(what: &str, needle: &str, read: impl Fn() -> String) {

@@ -597,25 +597,20 @@ fn ldp_fork_works_when_a_library_constructor_used_a_socket_first() {
     let vpp = VppInstance::start_from(common::linked_vpp()).expect("vpp");
     let (srv_ns, _, srv_conf, cli_conf) = stack_confs(&vpp, "server", "forker");
     let rust = Preloads::new(vpp.install(), &so).expect("libvcl_ldpreload.so and libvls.so").rust;
-    let programs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs");
     let early = build_c(&vpp, "early_socket.c", "libearly_socket.so", &["-shared", "-fPIC"]);
-    let script = programs.join("fork_connect.py");
     let (addr, port) = (srv_ns.addr.to_string(), "7498");
     // In process groups of their own: a child hung in `fork` dies with
     // its group when the test ends.
     let run = |mode: &str, preload: &str, conf: &Path| {
         let out = vpp.dir().join(format!("fork_connect_{mode}.out"));
-        let file = std::fs::File::create(&out).unwrap();
-        let group = ProcessGroup::spawn(
-            under_ldp(&mut Command::new("/usr/bin/python3"), preload, conf)
-                .env("VLS_RS_LOG", "warn")
-                .arg(&script)
-                .args([mode, &addr, port])
-                .stdin(Stdio::null())
-                .stdout(file.try_clone().unwrap())
-                .stderr(file),
-        )
-        .expect("spawn python3");
+        let group = spawn_python(
+            "fork_connect.py",
+            &[mode, &addr, port],
+            preload,
+            conf,
+            &[("VLS_RS_LOG", "warn")],
+            &out,
+        );
         (group, out)
     };
     let (mut server, served) = run("serve", &rust, &srv_conf);
