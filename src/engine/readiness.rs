@@ -259,18 +259,14 @@ impl<V: Vcl> Vls<V> {
         if asked == 0 {
             return;
         }
-        let alone_on_set = s
-            .membership
-            .set()
-            .and_then(|v| self.pool.get(v))
-            .and_then(|set| set.demux().map(|d| d.only_waiter_is(solo::this_thread())))
-            .unwrap_or(false);
-        if alone_on_set {
+        let Some(set) = s.membership.set().and_then(|v| self.pool.get(v)) else { return };
+        let Some(set_demux) = set.demux() else { return };
+        if set_demux.only_waiter_is(solo::this_thread()) {
             return;
         }
         let ready = self.still_ready(s, asked);
         if ready != 0 {
-            self.park(ready, s.vlsh as u64);
+            set_demux.park(demux::Parked { events: ready, token: s.vlsh as u64 });
         }
     }
 
