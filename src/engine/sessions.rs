@@ -175,6 +175,11 @@ impl<V: Vcl> Vls<V> {
     /// connects as congested. `redis-benchmark` spins for ever on such a
     /// refused connection.
     pub unsafe fn connect(&'static self, vlsh: Vlsh, ep: *mut c_void) -> i32 {
+        // (First: VLS's own epoll session is made on the calling thread's
+        // worker, which a thread's first call may have to give it.)
+        if !self.detect_thread() {
+            return EBADFD;
+        }
         let shared_worker = self.shares_worker();
         // Not with per-thread workers: VLS's own epoll session is one
         // worker's, and each thread's worker has its own queue.

@@ -407,6 +407,23 @@ fn per_thread_workers_register_a_worker_each() {
     assert_eq!(v.mode(), Mode::PerThreadWorkers);
 }
 
+/// A thread whose first call is a connect (here on a bad handle): it gets
+/// its worker before VLS makes its own epoll session on it. (VCL looked up
+/// worker `~0` for that session and crashed.)
+#[test]
+fn a_threads_first_call_may_be_a_connect() {
+    let v = app(false);
+    let rv = thread::spawn(move || {
+        let mut target = 0u32;
+        // SAFETY: the double reads a u32 listener handle from `ep`.
+        unsafe { v.connect(INVALID_VLSH, (&mut target as *mut u32).cast()) }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(rv, EBADFD);
+    assert_eq!(v.vcl().violations(), 0, "VCL called from a thread without a worker");
+}
+
 #[test]
 fn close_wakes_a_blocked_reader() {
     let v = app(false);
