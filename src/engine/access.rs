@@ -240,8 +240,10 @@ impl<V: Vcl> Vls<V> {
             return Err(f);
         }
         let sh = session.sh();
-        let touches_worker = op == OpKind::Read && self.read_may_empty(sh, read_len);
-        let _locks = self.mt_locks().nonblocking_io(touches_worker);
+        // (Asked with the session-pool lock held: another thread creating a
+        // session may move VCL's session pool.)
+        let _locks =
+            self.mt_locks().nonblocking_io(|| op == OpKind::Read && self.read_may_empty(sh, read_len));
         Ok(traced(vlsh, op, f(sh)))
     }
 

@@ -24,7 +24,7 @@
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::sync::PoisonError;
+use std::sync::{PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
 // The lock protocol is model-checked with `loom` (`--cfg loom`, see the
@@ -466,7 +466,7 @@ impl MtLocks {
                     h.spool_read = Some(self.spool.read());
                 }
                 OpKind::MessageQueue => {
-                    h.mq = Some(timed("mq", || self.mq.lock().unwrap_or_else(PoisonError::into_inner)));
+                    h.mq = Some(self.lock_mq());
                     h.spool_read = Some(self.spool.read());
                 }
                 OpKind::SessionPool => {
@@ -565,15 +565,35 @@ impl MtLocks {
     /// else may be held at the worker level (the lock order is mq, then
     /// this).
     ///
-    /// `touches_worker`: the call may change worker-level VCL state, which
-    /// a non-blocking read that empties its session's FIFO does (VCL
+    /// `touches_worker` (asked with the session-pool lock held, as it looks
+    /// at VCL's sessions): the call may change worker-level VCL state,
+    /// which a non-blocking read that empties its session's FIFO does (VCL
     /// re-arms the session's event and may append it to the worker's
     /// unhandled-events vector, which epoll waits walk and reset). Then the
-    /// mq lock is taken first, as for epoll work.
+    /// pool lock is let go and the mq lock taken before it, as for epoll
+    /// work (the lock order).
     #[inline]
-    pub fn nonblocking_io(&self, touches_worker: bool) -> NonblockingIoGuard<'_> {
-        let mq = touches_worker.then(|| self.mq.lock().unwrap_or_else(PoisonError::into_inner));
-        NonblockingIoGuard { _spool: self.spool.read(), _mq: mq }
+    pub fn nonblocking_io(&self, touches_worker: impl FnOnce() -> bool) -> NonblockingIoGuard<'_> {
+        let spool = self.spool.read();
+        if !touches_worker() {
+            return NonblockingIoGuard { _spool: spool, _mq: None };
+        }
+        drop(spool);
+        let mq = self.lock_mq();
+        NonblockingIoGuard { _spool: self.spool.read(), _mq: Some(mq) }
+    }
+
+    /// The mq lock; the clock is read only if it has to be waited for
+    /// (a slow wait is logged, see `timed`).
+    #[inline]
+    fn lock_mq(&self) -> MutexGuard<'_, ()> {
+        match self.mq.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                timed("mq", || self.mq.lock().unwrap_or_else(PoisonError::into_inner))
+            }
+        }
     }
 
     #[cfg(test)]

@@ -672,14 +672,21 @@ impl<V: Vcl> Vls<V> {
                 return rv;
             }
             vcl_full = rv as usize == rest_len;
+            // VCL checked these events against the FIFOs just now. Nothing
+            // has made them stale since when no other thread is around, or
+            // when VCL did not sleep (a sleep lets the worker's locks go):
+            // another thread's call that could (a read that may empty a
+            // FIFO, an `epoll_ctl`, a close) takes the locks this call
+            // holds. Left out: another thread's write filling a TX FIFO, or
+            // its read on the same session; the kernel's epoll does not
+            // guard against those either.
+            let fresh = alone || vcl_wait == 0.0 || drain_only;
             // Demultiplex in place: keep this set's events, park the
-            // others'. A session reported twice is returned once. (VCL
-            // checked these events against the FIFOs just now; with no
-            // other thread around, nothing has changed them since.)
+            // others'. A session reported twice is returned once.
             let mut kept = 0;
             for i in 0..rv as usize {
                 let e = out[n + i];
-                kept += self.deliver_once(ep_vlsh, e.events, e.u64, out, n + kept, &mut reported, alone);
+                kept += self.deliver_once(ep_vlsh, e.events, e.u64, out, n + kept, &mut reported, fresh);
             }
             kept as i32
         };
