@@ -109,8 +109,13 @@
 //!   locks on, then waits for that flag after a `membarrier(2)` (which
 //!   orders the first thread's plain stores for it) so the first thread is
 //!   never mid-call unlocked while locking starts; a third thread arriving
-//!   meanwhile waits for the same hand-over (`engine::solo`).
-//!   Without `membarrier` every call locks. Every other call locks even
+//!   meanwhile waits for the same hand-over (`engine::solo`). The arriving
+//!   thread then takes the unlocked paths over itself if no other thread is
+//!   inside VCL (it holds every worker lock, tried, and no thread waits in
+//!   VCL): a program whose main thread only set up (wrk) keeps them for its
+//!   one I/O thread. Any other thread that takes a worker lock later ends
+//!   that period before it looks at VCL. Without `membarrier` every call
+//!   locks. Every other call locks even
 //!   with one thread, so a second thread never finds the worker in use
 //!   unlocked (pgbench's did, and both grew VCL's session pool at once).
 //! - **Locks (mode 3).** Session lock (held for the whole call; a read

@@ -74,21 +74,30 @@ impl<V: Vcl> Vls<V> {
             return self.own_gate().map(|g| WorkerLocks::Own { _gate: g });
         }
         let vcl = &self.vcl;
-        Some(WorkerLocks::Shared {
+        // Every look at VCL with a worker-level lock just taken (the
+        // `ready` questions included) first ends another thread's
+        // single-thread period, if one is on.
+        let locks = WorkerLocks::Shared {
             _locks: match (op, sh) {
                 (OpKind::Read, Some(sh)) => {
                     // Any answer but "0 bytes" means a blocking read returns
                     // at once. A non-blocking read may empty the FIFO and
                     // then touch worker state (see `read_may_empty`): it
                     // takes the mq lock.
-                    self.mt_locks().acquire(op, move || !vcl.is_nonblocking(sh) && vcl.read_ready(sh) != 0)
+                    self.mt_locks().acquire(op, move || {
+                        self.end_others_solo_period();
+                        !vcl.is_nonblocking(sh) && vcl.read_ready(sh) != 0
+                    })
                 }
-                (OpKind::Write, Some(sh)) => {
-                    self.mt_locks().acquire(op, move || vcl.is_nonblocking(sh) || vcl.write_ready(sh))
-                }
+                (OpKind::Write, Some(sh)) => self.mt_locks().acquire(op, move || {
+                    self.end_others_solo_period();
+                    vcl.is_nonblocking(sh) || vcl.write_ready(sh)
+                }),
                 _ => self.mt_locks().acquire(op, || true),
             },
-        })
+        };
+        self.end_others_solo_period();
+        Some(locks)
     }
 
     /// `sh` is a session of the calling thread's worker.
@@ -240,10 +249,15 @@ impl<V: Vcl> Vls<V> {
             return Err(f);
         }
         let sh = session.sh();
-        // (Asked with the session-pool lock held: another thread creating a
-        // session may move VCL's session pool.)
-        let _locks =
-            self.mt_locks().nonblocking_io(|| op == OpKind::Read && self.read_may_empty(sh, read_len));
+        // The question is asked with the session-pool lock held (another
+        // thread creating a session may move VCL's session pool), and, as
+        // in `op_locks`, another thread's single-thread period ends before
+        // any look at VCL.
+        let _locks = self.mt_locks().nonblocking_io(|| {
+            self.end_others_solo_period();
+            op == OpKind::Read && self.read_may_empty(sh, read_len)
+        });
+        self.end_others_solo_period();
         Ok(traced(vlsh, op, f(sh)))
     }
 
@@ -527,10 +541,14 @@ impl<V: Vcl> WaitHooks for Vls<V> {
             // (readers retaking that lock) from ending their waits.
             self.mt_locks().sleeping_in_vcl(|| self.wait_for_waits_to_end());
             self.mt_locks().after_wait();
+            self.end_others_solo_period();
             self.detaching.store(false, Ordering::SeqCst);
             return;
         }
         self.mt_locks().after_wait();
+        // (No thread took the period over during the wait: it counts in
+        // `waiting_in_vcl` until `leave_wait`.)
+        self.end_others_solo_period();
         self.leave_wait();
     }
 }

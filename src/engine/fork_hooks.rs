@@ -195,6 +195,7 @@ impl<V: Vcl> ForkHooks for Vls<V> {
             return;
         }
         let Some(table) = self.shared_table() else { return };
+        self.stop_solo_take_overs();
         // A parent that only forks (nginx's master, respawning a worker
         // that died) never calls epoll_wait: clean up here too. A program
         // that installed its own SIGCHLD handler after VLS's (socat does,

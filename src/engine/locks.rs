@@ -256,6 +256,20 @@ impl SpoolLock {
         }
     }
 
+    /// Exclusive access if nobody holds the lock nor waits for it now;
+    /// never waits.
+    pub fn try_write(&self) -> Option<SpoolWriteGuard<'_>> {
+        let exclusive = self.exclusive.try_lock().ok()?;
+        self.writers.fetch_add(1, Ordering::SeqCst);
+        // (A reader increments its slot, then looks at `writers`: one that
+        // is not seen here backs out.)
+        if self.readers.iter().all(|slot| slot.0.load(Ordering::SeqCst) == 0) {
+            return Some(SpoolWriteGuard { lock: self, _exclusive: exclusive });
+        }
+        self.writers.fetch_sub(1, Ordering::SeqCst);
+        None
+    }
+
     /// The calling thread, holding the lock for reading, starts sleeping in
     /// VCL (see [`SpoolLock::write`]).
     fn sleep_begins(&self) {
@@ -318,6 +332,14 @@ impl SpoolLock {
 pub struct NonblockingIoGuard<'a> {
     _spool: SpoolReadGuard<'a>,
     _mq: Option<MutexGuard<'a, ()>>,
+}
+
+/// Both worker-level locks, held exclusively ([`MtLocks::try_lock_all`]);
+/// released on drop, pool lock first.
+#[must_use]
+pub struct AllLocks<'a> {
+    _spool: SpoolWriteGuard<'a>,
+    _mq: MutexGuard<'a, ()>,
 }
 
 /// The two worker-level locks of one process.
@@ -581,6 +603,18 @@ impl MtLocks {
         drop(spool);
         let mq = self.lock_mq();
         NonblockingIoGuard { _spool: self.spool.read(), _mq: Some(mq) }
+    }
+
+    /// Both locks, exclusively, if both are free now (no thread holds or
+    /// waits for either); never waits, so it may be tried anywhere. (A
+    /// thread waiting inside VCL may hold neither: see `before_wait`.)
+    pub fn try_lock_all(&self) -> Option<AllLocks<'_>> {
+        let mq = match self.mq.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(AllLocks { _spool: self.spool.try_write()?, _mq: mq })
     }
 
     /// The mq lock; the clock is read only if it has to be waited for

@@ -163,9 +163,24 @@ impl<V: Vcl> Vls<V> {
         // packed, so its fields are read by value.
         let (app_events, app_data) = if ev.is_null() { (0, 0) } else { unsafe { ((*ev).events, (*ev).u64) } };
         // SAFETY: forwarded contract.
-        Some(unsafe {
+        let rv = unsafe {
             self.epoll_ctl_in_vcl(ep_vlsh, ep.sh(), op, s, s.sh(), ev.is_null(), app_events, app_data)
-        })
+        };
+        Some(self.after_solo_epoll_ctl(rv, op, s, app_events))
+    }
+
+    /// After an `epoll_ctl` of the solo thread: if other threads are
+    /// registered (it took the period over, see `solo`), what the locked
+    /// path does for their waits (see [`Self::report_ready_at_once`]).
+    #[inline(always)]
+    fn after_solo_epoll_ctl(&'static self, rv: i32, op: i32, s: &VlsSession, app_events: u32) -> i32 {
+        if rv == 0
+            && (op == libc::EPOLL_CTL_ADD || op == libc::EPOLL_CTL_MOD)
+            && self.needs_locks.load(Ordering::Relaxed)
+        {
+            self.report_ready_at_once(s, app_events);
+        }
+        rv
     }
 
     /// `vls_epoll_ctl` once [`Self::epoll_ctl_lock_free`] declined.
@@ -202,9 +217,10 @@ impl<V: Vcl> Vls<V> {
                 return EBADFD;
             }
             // SAFETY: forwarded contract.
-            return unsafe {
+            let rv = unsafe {
                 self.epoll_ctl_in_vcl(ep_vlsh, ep.sh(), op, s, s.sh(), ev.is_null(), app_events, app_data)
             };
+            return self.after_solo_epoll_ctl(rv, op, s, app_events);
         }
         // Two session locks: always in vlsh order, so two threads linking
         // two epoll sessions into each other cannot deadlock.
@@ -469,6 +485,11 @@ impl<V: Vcl> Vls<V> {
         let demux = set.demux()?;
         if set.is_closed() || !demux.is_quiet() || self.detaching() || self.fork_work_around_wait(set) {
             return None;
+        }
+        if self.needs_locks.load(Ordering::Relaxed) {
+            // Other threads are registered (this one took the period over):
+            // as in the locked path, for their `epoll_ctl`s.
+            demux.note_waiter(solo::this_thread());
         }
         let libc_epfd = set.libc_epfd.load(Ordering::Acquire);
         if libc_epfd > 0 {

@@ -6,11 +6,12 @@
 //! `select(2)` does.
 
 use std::ffi::{c_ulong, c_void};
+use std::sync::atomic::Ordering;
 
 use super::access::WorkerLocks;
 use super::kept::AfterWait;
 use super::locks::OpKind;
-use super::{clear_bits, copy_bits, count_set_bits, keep_bits, Vls, EBADFD};
+use super::{clear_bits, copy_bits, count_set_bits, keep_bits, solo, Vls, EBADFD};
 use crate::seam::Vcl;
 
 /// What a select or poll holds while it works on the worker's message
@@ -114,17 +115,19 @@ impl<V: Vcl> Vls<V> {
     /// look, then the sleep.
     ///
     /// Only while the calling thread is the only one using VLS (inside a
-    /// solo call: no other thread is in VCL, and none can enter while the
-    /// signal is read). Another thread may be blocked in VCL reading the
-    /// same eventfd; taking its signal would leave it asleep with messages
-    /// queued. `None` then, or without an eventfd, or where the kernel
-    /// cannot read it without blocking: the caller sleeps in short slices.
+    /// solo call, with no other thread registered: no other thread is in
+    /// VCL, none can enter while the signal is read, and none sleeps on
+    /// the signal outside VCL, as an epoll wait may). Another thread may
+    /// be blocked in VCL reading the same eventfd; taking its signal would
+    /// leave it asleep with messages queued. `None` then, or without an
+    /// eventfd, or where the kernel cannot read it without blocking: the
+    /// caller sleeps in short slices.
     ///
     /// `writers`: the sessions polled for `POLLOUT`. VCL's `poll` does not
     /// ask VPP to say when a full TX FIFO gets room (its epoll does), so
     /// the sleeper would not be woken for it: this asks, for each.
     pub fn mq_signal_for_poll(&'static self, writers: &[u32]) -> Option<i32> {
-        let _alone = self.solo.enter()?;
+        let _alone = self.alone_in_process()?;
         let fd = self.vcl.mq_eventfd()?;
         for &sh in writers {
             self.vcl.want_tx_space_notice(sh);
@@ -146,8 +149,19 @@ impl<V: Vcl> Vls<V> {
     /// Only while the calling thread is the only one using VLS, as for
     /// [`Vls::mq_signal_for_poll`] (the other case sleeps in short slices).
     pub fn rearm_rx_events_for_poll(&'static self, readers: &[u32]) -> bool {
-        let Some(_alone) = self.solo.enter() else { return false };
+        let Some(_alone) = self.alone_in_process() else { return false };
         readers.iter().fold(false, |arrived, &sh| self.vcl.rearm_rx_event(sh) | arrived)
+    }
+}
+
+impl<V: Vcl> Vls<V> {
+    /// A solo call (see `solo`) of the process's only registered thread
+    /// (not one that took the period over from others).
+    fn alone_in_process(&self) -> Option<solo::SoloCall<'_>> {
+        let call = self.solo.enter()?;
+        // (An arriving thread switches the locks on, then waits for this
+        // call to end.)
+        (!self.needs_locks.load(Ordering::Acquire)).then_some(call)
     }
 }
 

@@ -26,6 +26,19 @@
 //! `thread == 0` (and takes the locked path). Without a working
 //! `membarrier` (old kernels, seccomp) the solo path is never used.
 //!
+//! The period can also pass to the thread that arrives
+//! ([`super::Vls`]'s `take_over_solo_period`): a program whose main
+//! thread only sets up (wrk creates its epoll sets, then one thread of its
+//! own does all the I/O) would otherwise pay the locks for its whole run.
+//! The arriving thread ends the period as above, then, holding every
+//! worker-level lock (only tried: it never waits for them) while no thread
+//! waits inside VCL, starts a new one of its own. So no other thread is
+//! inside VCL at that moment, and every other thread reaches VCL again only
+//! with a worker-level lock taken; after taking it, a thread that finds the
+//! period another's ends it, as an arriving thread does
+//! ([`Solo::held_by_another`]). The process stays in the shared-worker
+//! mode meanwhile: only the new solo thread's unlocked calls differ.
+//!
 //! Which sessions the solo thread may use without a lock, and under which
 //! VCL handle, is one word per session slot in a flat table
 //! ([`LockFreeWords`], kept by the session pool): so a read or write on
@@ -42,7 +55,8 @@
 //! Invariants:
 //! - `thread` is non-zero only between [`Solo::start`] and [`Solo::end`]
 //!   (or the solo thread's exit, or a fork), and only that thread may
-//!   enter while it is.
+//!   enter while it is. While it is, any other thread that uses VCL holds
+//!   a worker-level lock and has ended the period first.
 //! - `handed_over` is false only while a hand-over may still have to wait
 //!   for an unlocked call: from a successful `start` until the `end` that
 //!   saw the last call finish.
@@ -98,6 +112,9 @@ pub struct Solo {
     /// Which sessions the fast path may use (shared with the pool that
     /// keeps it).
     words: &'static LockFreeWords,
+    /// No thread may take the period over any more (the process forks or
+    /// exits: those paths use VCL without the worker-level locks).
+    take_overs_closed: AtomicBool,
 }
 
 /// The solo thread inside an unlocked call; ends it on drop.
@@ -192,6 +209,7 @@ impl Solo {
             handed_over: AtomicBool::new(true),
             busy: Padded(AtomicBool::new(false)),
             words,
+            take_overs_closed: AtomicBool::new(false),
         }
     }
 
@@ -288,6 +306,32 @@ impl Solo {
             pause(&mut spins);
         }
         self.handed_over.store(true, Ordering::Release);
+    }
+
+    /// No thread may take the period over from now on. Followed by a full
+    /// fence: a thread taking it over at this moment either sees this (and
+    /// ends its period itself) or its period is visible to the caller's
+    /// next [`Solo::held_by_another`].
+    pub fn close_take_overs(&self) {
+        self.take_overs_closed.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// See [`Solo::close_take_overs`] (a thread taking the period over asks
+    /// before, and again after a full fence once its period started).
+    pub fn take_overs_closed(&self) -> bool {
+        self.take_overs_closed.load(Ordering::SeqCst)
+    }
+
+    /// Another thread's period is on. For a thread that holds a
+    /// worker-level lock and is about to use VCL, which must end it first
+    /// (see the module docs). (A plain load: a period that began before the
+    /// lock was taken is visible through the lock; none can begin while it
+    /// is held.)
+    #[inline(always)]
+    pub fn held_by_another(&self) -> bool {
+        let t = self.thread.load(Ordering::Relaxed);
+        t != 0 && t != this_thread()
     }
 
     /// The solo thread is exiting: nobody uses the fast path any more (a

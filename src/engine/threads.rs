@@ -169,9 +169,92 @@ impl<V: Vcl> Vls<V> {
             // Cancellation inside VCL would leave its state half-updated;
             // like the C layer, new threads are not cancellable in VLS.
             disable_cancellation();
+            self.take_over_solo_period();
         }
-        tracing::debug!(threads = n, vcl_worker = self.vcl.worker_index(), mode = ?self.mode(), "thread registered");
+        tracing::debug!(
+            threads = n,
+            vcl_worker = self.vcl.worker_index(),
+            mode = ?self.mode(),
+            unlocked_paths = self.solo.is_active(),
+            "thread registered"
+        );
         self.on_exit_of_this_thread();
+    }
+
+    /// The calling thread, which just registered, becomes the solo thread
+    /// (see `solo`) if no other thread is inside VCL now: it holds both
+    /// worker-level locks (tried, never waited for) and no thread waits
+    /// inside VCL (such a wait may hold neither lock). From then on any
+    /// other thread reaches VCL only after taking one of those locks, and
+    /// then ends this period ([`Self::end_others_solo_period`]).
+    ///
+    /// Only its unlocked calls change: the process stays in the
+    /// shared-worker mode (`needs_locks`), so its other calls behave as
+    /// with other threads around (a blocking call waits outside the locks,
+    /// a close wakes a blocked reader), and the unlocked ones do what other
+    /// threads' waits need (an `epoll_ctl` on a ready session wakes the
+    /// set's other waiter; a wait records its thread as one).
+    ///
+    /// A program whose first thread only set things up (wrk's main thread
+    /// creates the epoll sets, then one thread of its own does all the I/O)
+    /// so keeps the single-thread paths. Only with one VCL worker for the
+    /// process and the thread-exit hook (as `app_create`), and not in a
+    /// process that forked: its fork and exit paths use VCL outside the
+    /// worker-level locks.
+    fn take_over_solo_period(&'static self) {
+        if self.mt_workers.load(Ordering::Acquire)
+            || self.exit_key.is_none()
+            || self.forks.shared.get().is_some()
+            || self.solo.take_overs_closed()
+        {
+            return;
+        }
+        let Some(_all) = self.mt_locks().try_lock_all() else { return };
+        if self.waiting_in_vcl.load(Ordering::SeqCst) != 0 || self.detaching() {
+            return;
+        }
+        // A thread that registered meanwhile may have taken it over: that
+        // period ends (that thread is outside VCL, as the locks say).
+        self.solo.end();
+        if !self.solo.start() {
+            return;
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.solo.take_overs_closed() {
+            // The process began to fork or exit meanwhile (see
+            // `Solo::close_take_overs`).
+            self.solo.end();
+        }
+    }
+
+    /// The process forks or exits: no thread takes the single-thread
+    /// period over any more, and one that has it loses it (those paths use
+    /// VCL outside the worker-level locks).
+    pub(super) fn stop_solo_take_overs(&self) {
+        self.solo.close_take_overs();
+        self.end_others_solo_period();
+    }
+
+    /// For a thread about to use VCL with a worker-level lock held: if
+    /// another thread took the single-thread period over
+    /// ([`Self::take_over_solo_period`]), it ends here as when a thread
+    /// arrives (the locks are on from now on; waits for that thread's
+    /// unlocked call in progress, which never waits for a lock).
+    #[inline(always)]
+    pub(super) fn end_others_solo_period(&self) {
+        if self.solo.held_by_another() {
+            self.end_solo_period_now();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn end_solo_period_now(&self) {
+        self.needs_locks.store(true, Ordering::Release);
+        self.solo.end();
+        if quiet::may_log() {
+            tracing::debug!("another thread is back: the single-thread period ends");
+        }
     }
 
     fn on_exit_of_this_thread(&'static self) {
@@ -196,6 +279,7 @@ impl<V: Vcl> Vls<V> {
             return;
         }
         quiet::quiet_from_now_on();
+        self.stop_solo_take_overs();
         let mut t = self.worker_teardown.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if *t == Teardown::Pending {
             if self.vcl.worker_index() == INVALID {

@@ -3,6 +3,7 @@
 mod fork;
 mod moves;
 mod readiness;
+mod take_over;
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,14 @@ fn pair(v: &'static Vls<Double>, nonblocking: bool) -> (Vlsh, Vlsh, Vlsh) {
     let s = unsafe { v.accept(l, std::ptr::null_mut(), 0) };
     assert!(s >= 0, "accept: {s}");
     (l, c, s)
+}
+
+/// A thread reading blocking session `s`, once it is blocked inside VCL
+/// (the only one); joined, it gives what its read returned.
+fn blocked_reader(v: &'static Vls<Double>, s: Vlsh) -> thread::JoinHandle<i32> {
+    let reader = thread::spawn(move || read(v, s, &mut [0u8; 8]));
+    until("the reader blocks", || v.vcl().blocked() == 1);
+    reader
 }
 
 /// Waits until `cond` holds, at most 10 s (then fails: `what` never
@@ -450,11 +459,7 @@ fn blocked_reader_does_not_block_other_threads() {
     let v = app(false);
     let (_l, c1, s1) = pair(v, false);
     let (_l2, c2, s2) = pair(v, false);
-    let reader = thread::spawn(move || {
-        let mut buf = [0u8; 8];
-        read(v, s1, &mut buf)
-    });
-    until("the reader blocks", || v.vcl().blocked() == 1);
+    let reader = blocked_reader(v, s1);
     // Another thread can still use the message queue and I/O on other sessions
     // while the reader sleeps inside VCL (mq lock dropped for the wait).
     let t = thread::spawn(move || {
