@@ -114,8 +114,8 @@
 //!   inside VCL (it holds every worker lock, tried, and no thread waits in
 //!   VCL): a program whose main thread only set up (wrk) keeps them for its
 //!   one I/O thread. Any other thread that takes a worker lock later ends
-//!   that period before it looks at VCL. Without `membarrier` every call
-//!   locks. Every other call locks even
+//!   that period before it looks at VCL, and with it the take-overs (its
+//!   threads share the work). Without `membarrier` every call locks. Every other call locks even
 //!   with one thread, so a second thread never finds the worker in use
 //!   unlocked (pgbench's did, and both grew VCL's session pool at once).
 //! - **Locks (mode 3).** Session lock (held for the whole call; a read

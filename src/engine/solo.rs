@@ -37,7 +37,9 @@
 //! with a worker-level lock taken; after taking it, a thread that finds the
 //! period another's ends it, as an arriving thread does
 //! ([`Solo::held_by_another`]). The process stays in the shared-worker
-//! mode meanwhile: only the new solo thread's unlocked calls differ.
+//! mode meanwhile: only the new solo thread's unlocked calls differ. The
+//! first thread that comes back so ends the take-overs too: its threads
+//! share the work, and each take-over would cost a `membarrier` later.
 //!
 //! Which sessions the solo thread may use without a lock, and under which
 //! VCL handle, is one word per session slot in a flat table
@@ -112,8 +114,9 @@ pub struct Solo {
     /// Which sessions the fast path may use (shared with the pool that
     /// keeps it).
     words: &'static LockFreeWords,
-    /// No thread may take the period over any more (the process forks or
-    /// exits: those paths use VCL without the worker-level locks).
+    /// No thread may take the period over any more: the process forks or
+    /// exits (those paths use VCL without the worker-level locks), or a
+    /// thread came back while another had the period.
     take_overs_closed: AtomicBool,
 }
 

@@ -247,10 +247,15 @@ impl<V: Vcl> Vls<V> {
         }
     }
 
+    /// (Also the last take-over: once a thread comes back to VCL while
+    /// another has the period, its threads share the work, and a take-over
+    /// at each new thread would cost each of them a `membarrier` when the
+    /// others come back: a server with a thread per connection.)
     #[cold]
     #[inline(never)]
     fn end_solo_period_now(&self) {
         self.needs_locks.store(true, Ordering::Release);
+        self.solo.close_take_overs();
         self.solo.end();
         if quiet::may_log() {
             tracing::debug!("another thread is back: the single-thread period ends");

@@ -82,6 +82,12 @@ fn a_thread_coming_back_ends_the_period_and_waits_for_the_unlocked_call() {
             assert_eq!(v.vcl().violations(), 0, "round {round}: a pool change overlapped an unlocked read");
             assert!(ended, "round {round}: the main thread's calls ended the period");
             assert!(!io_unlocked, "round {round}: the I/O thread is on the locked paths now");
+            // Its threads share the work: no more take-overs.
+            let later = thread::spawn(move || {
+                assert_eq!(read(v, c, &mut [0u8; 4]), -libc::EAGAIN);
+                v.lock_free_io()
+            });
+            assert!(!later.join().unwrap(), "round {round}: a later thread took the period over");
         })
         .join()
         .unwrap();
