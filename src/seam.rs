@@ -67,11 +67,11 @@ pub trait Vcl: Send + Sync + 'static {
     // ---- application and workers ----
     /// `vppcom_app_create`.
     unsafe fn app_create(&self, name: *const c_char) -> i32;
-    /// The calling thread's VCL worker index, [`INVALID`] if none.
+    /// The calling thread's VCL worker index, [`crate::handle::INVALID`] if none.
     fn worker_index(&self) -> u32;
     /// VPP's index of the calling thread's app worker, for diagnostics
     /// (the same as [`Vcl::worker_index`] but now and then in a forked
-    /// process); [`INVALID`] if unknown.
+    /// process); [`crate::handle::INVALID`] if unknown.
     fn vpp_worker_index(&self) -> u32 {
         crate::handle::INVALID
     }

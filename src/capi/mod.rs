@@ -3,7 +3,7 @@
 //! Built into `libvls.so`; with `LD_PRELOAD=libvls.so:libvcl_ldpreload.so`
 //! these symbols take the place of libvppcom's own `vls_*` for LDP. Each
 //! function only converts arguments and return codes; the logic is in
-//! [`crate::engine`]. No panic crosses this boundary: one is caught, logged
+//! `crate::engine`. No panic crosses this boundary: one is caught, logged
 //! and turned into `VPPCOM_EINVAL` (or the function's "invalid" value).
 //!
 //! Environment (read once, at `vls_app_create`):

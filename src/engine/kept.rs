@@ -15,7 +15,7 @@ use crate::seam::{KeptEnd, KeptState, Vcl};
 
 /// A connection this process closed while relatives still use it, whose
 /// VPP owner this process's copy stays because VPP cannot hand it over
-/// safely ([`UNSHARE_KEPT`]). The relatives holding it (the shared entry's
+/// safely ([`crate::seam::UNSHARE_KEPT`]). The relatives holding it (the shared entry's
 /// subscribers) are subscribers of its FIFOs, so VPP tells them of data,
 /// space and the peer's close or reset as well as this copy. The copy goes
 /// once VPP is done with it. This process registers as the entry's keeper:

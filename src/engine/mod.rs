@@ -109,7 +109,7 @@ fn log_error(vlsh: Vlsh, op: OpKind, rv: i32) {
 ///
 /// The numbers are those of the C layer's design (`vcl_locked.c`). A
 /// process can be in mode 1 and in mode 2 or 3 at once (a forked child with
-/// several threads); [`Vls::mode`] reports the thread mode first.
+/// several threads); `Vls::mode` reports the thread mode first.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// One thread, one process so far: no locks needed, nothing shared.
@@ -204,7 +204,7 @@ impl<V: Vcl> Vls<V> {
         Self::new_static_with(vcl, Box::leak(Box::new(solo::Solo::new(solo::leaked_words()))))
     }
 
-    /// [`Vls::new_static`] with the single-thread fast path's state in
+    /// `Vls::new_static` with the single-thread fast path's state in
     /// `solo` (not started, its table all 0, used by no other VLS).
     pub fn new_static_with(vcl: V, solo: &'static solo::Solo) -> &'static Self {
         Box::leak(Box::new(Vls {

@@ -36,7 +36,7 @@ impl Drop for InTransit<'_> {
 impl<V: Vcl> Vls<V> {
     /// The VCL handle to use for `locked` from the calling thread: with
     /// per-thread workers, the session is first moved to the thread's
-    /// worker if it is on another's (see [`migrate`]).
+    /// worker if it is on another's (see [`super::migrate`]).
     pub(super) fn sh_here(&'static self, locked: &LockedSession<'_>) -> Result<Sh, i32> {
         let sh = locked.sh();
         if !self.mt_workers.load(Ordering::Relaxed) {
@@ -231,7 +231,7 @@ impl<V: Vcl> Vls<V> {
 
     /// Per-thread workers, before a wait on set `ep_vlsh`: brings the set to
     /// this thread's worker and its members that live on other workers
-    /// back to it (see [`migrate`]). Returns how many could not come (in
+    /// back to it (see [`super::migrate`]). Returns how many could not come (in
     /// use by their thread right now: the wait then looks again soon).
     pub(super) fn gather_members(&'static self, ep_vlsh: Vlsh) -> usize {
         let Some(set) = self.pool.get(ep_vlsh) else { return 0 };
@@ -271,7 +271,7 @@ impl<V: Vcl> Vls<V> {
 
     /// Takes session `index` (or the listener stub there, see [`Take`]) out
     /// of worker `owner`: directly if the owner's thread is outside VCL,
-    /// else by RPC, waiting at most [`Self::rpc_timeout`] (see [`migrate`]
+    /// else by RPC, waiting at most [`Self::rpc_timeout`] (see [`super::migrate`]
     /// for the protocol). Also says how: `"directly"` or `"by RPC"`.
     pub(super) fn move_from(
         &'static self,

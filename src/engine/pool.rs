@@ -91,7 +91,7 @@ pub struct VlsSession {
     /// Changed only through [`VlsSession::set_nonblocking_hint`].
     nonblocking_hint: AtomicBool,
     /// What the single-thread lock-free path reads: this slot's word of
-    /// the pool's [`LockFreeWords`] (see [`SessionPool::lock_free_sh`]).
+    /// the pool's [`LockFreeWords`] (see `SessionPool::lock_free_sh`).
     /// It holds the VCL handle plus one while the session may take that
     /// path (live, not closed, not an epoll session, non-blocking, mapped
     /// to a VCL session), else 0: one load instead of five on every read

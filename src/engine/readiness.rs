@@ -621,10 +621,10 @@ impl<V: Vcl> Vls<V> {
     /// *same* `epoll_wait` of the application, writing behind the drain's
     /// events. A session both calls report would reach the application
     /// twice in one `epoll_wait` (it reads it dry on the first, then gets
-    /// `EAGAIN`). So the drain leaves a record of what it returned (a
-    /// [`DrainRound`] of this thread), and the timeout-0 call that follows on
-    /// the same set returns none of those sessions again (new bits of theirs
-    /// are parked for the next wait).
+    /// `EAGAIN`). So the drain leaves a record of what it returned (a drain
+    /// round of the set, see `EpollDemux::start_drain`), and the timeout-0
+    /// call that follows on the same set returns none of those sessions
+    /// again (new bits of theirs are parked for the next wait).
     ///
     /// # Safety
     /// `evs` valid for `max` events.

@@ -503,7 +503,7 @@ impl Drop for VppInstance {
     }
 }
 
-/// The seconds of "Time now <seconds>" in the output of `show clock`.
+/// The seconds of `Time now <seconds>` in the output of `show clock`.
 fn parse_time_now(out: &str) -> io::Result<f64> {
     out.split("Time now")
         .nth(1)

@@ -49,7 +49,7 @@
 //! fresh VPP, and [`run_pair`] runs a server body and a client body in two
 //! children against one VPP; the parent fails the test unless they pass
 //! within [`CHILD_TIMEOUT`]. A program (an example, a benchmark) does the
-//! same with [`spawn_role`], [`role`] and [`finish`].
+//! same with [`spawn_role`], [`role()`](fn@role) and [`finish`].
 //! [`wait_output_with_timeout`] waits for any child with a deadline, and
 //! prints the stacks of a child it kills ([`thread_stacks`]).
 //!
