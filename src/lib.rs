@@ -219,6 +219,8 @@ pub mod config;
 mod engine;
 #[cfg(feature = "vpp")]
 pub mod epoll;
+#[cfg_attr(not(feature = "vpp"), allow(dead_code))]
+mod errno;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -20,7 +20,8 @@ use std::ffi::{c_int, c_uint, c_void};
 use std::sync::atomic::AtomicPtr;
 
 use super::ldp_poll::ldp_base_if_active;
-use super::ldp_wait::{next_fn, set_errno};
+use super::ldp_wait::next_fn;
+use crate::errno::set_errno;
 use crate::handle::{Vlsh, INVALID};
 use crate::process::vls_if_made;
 

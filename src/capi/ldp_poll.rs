@@ -50,7 +50,8 @@ use std::time::{Duration, Instant};
 
 use super::held_signals::HeldSignals;
 use super::ldp_fds::ldp_base;
-use super::ldp_wait::{busy_poll, next_symbol, set_errno, under_ldp};
+use super::ldp_wait::{busy_poll, next_symbol, under_ldp};
+use crate::errno::set_errno;
 
 /// The longest sleep between two looks when the message queue's eventfd
 /// cannot be used (another thread uses VLS, or no `use-mq-eventfd`).

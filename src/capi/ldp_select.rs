@@ -20,7 +20,7 @@ use std::ffi::{c_int, c_short};
 use std::time::{Duration, Instant};
 
 use super::ldp_poll::{ldp_base_if_active, limit_of_timespec, poll_slice};
-use super::ldp_wait::set_errno;
+use crate::errno::set_errno;
 
 /// Whether `fd` is in `set` (null: no set).
 ///
@@ -252,7 +252,7 @@ mod tests {
                 1
             })
         };
-        assert_eq!((rv, crate::capi::ldp_wait::errno()), (-1, libc::EBADF));
+        assert_eq!((rv, crate::errno::errno()), (-1, libc::EBADF));
         // SAFETY: as above.
         let rv = unsafe {
             select_by_poll(8, &mut r, std::ptr::null_mut(), std::ptr::null_mut(), |_| {
@@ -260,6 +260,6 @@ mod tests {
                 -1
             })
         };
-        assert_eq!((rv, crate::capi::ldp_wait::errno()), (-1, libc::EINTR));
+        assert_eq!((rv, crate::errno::errno()), (-1, libc::EINTR));
     }
 }

@@ -38,7 +38,8 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::AtomicPtr;
 
 use super::ldp_mmsg::is_vpp_session;
-use super::ldp_wait::{errno, next_fn, set_errno};
+use super::ldp_wait::next_fn;
+use crate::errno::{errno, set_errno};
 
 type SendfileFn = unsafe extern "C" fn(c_int, c_int, *mut libc::off_t, usize) -> isize;
 type WriteFn = unsafe extern "C" fn(c_int, *const c_void, usize) -> isize;

@@ -27,7 +27,8 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::AtomicPtr;
 
 use super::ldp_mmsg::is_vpp_session;
-use super::ldp_wait::{next_fn, set_errno};
+use super::ldp_wait::next_fn;
+use crate::errno::set_errno;
 
 type SetsockoptFn = unsafe extern "C" fn(c_int, c_int, c_int, *const c_void, libc::socklen_t) -> c_int;
 

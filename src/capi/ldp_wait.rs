@@ -51,6 +51,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::held_signals::HeldSignals;
+use crate::errno::{errno, set_errno};
 
 type EpollPwaitFn =
     unsafe extern "C" fn(c_int, *mut libc::epoll_event, c_int, c_int, *const libc::sigset_t) -> c_int;
@@ -93,16 +94,6 @@ pub(super) unsafe fn next_fn<F: Copy>(cache: &AtomicPtr<c_void>, name: &'static 
     // SAFETY: `p` is the address of `name`, whose type `F` is (caller's
     // contract), and both are one pointer wide (checked above).
     Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
-}
-
-pub(super) fn set_errno(v: c_int) {
-    // SAFETY: the calling thread's errno location.
-    unsafe { *libc::__errno_location() = v };
-}
-
-pub(super) fn errno() -> c_int {
-    // SAFETY: the calling thread's errno location.
-    unsafe { *libc::__errno_location() }
 }
 
 /// What is left of `timeout_ms` since `start`, rounded up to whole

@@ -55,8 +55,9 @@ use super::fork::{SharedTable, Unsubscribed};
 use super::kept::Kept;
 use super::pool::SessionPool;
 use super::quiet::may_log;
-use super::sigchld::{self, errno, set_errno};
+use super::sigchld;
 use super::{on_worker, solo, ActingAsWorker, Teardown, Vls};
+use crate::errno::{errno, set_errno};
 use crate::handle::{sh_from_parts, sh_parts, Sh, INVALID};
 use crate::seam::{ForkHooks, Listener, Vcl, UNSHARE_KEPT};
 

@@ -21,6 +21,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use super::fork::{SharedTable, MAX_WORKERS, WORDS};
+use crate::errno::{errno, set_errno};
 
 /// Workers of exited children, queued by the SIGCHLD handler and taken by
 /// the deferred cleanup, which uses them only as its trigger (see the
@@ -119,18 +120,6 @@ fn interceptor_address() -> usize {
 
 static PREVIOUS_ACTION: SavedAction = SavedAction(UnsafeCell::new(None));
 static INSTALL: std::sync::Once = std::sync::Once::new();
-
-/// The calling thread's errno.
-pub(crate) fn errno() -> i32 {
-    // SAFETY: `__errno_location` returns the calling thread's errno.
-    unsafe { *libc::__errno_location() }
-}
-
-/// Sets the calling thread's errno.
-pub(crate) fn set_errno(v: i32) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = v };
-}
 
 extern "C" fn on_sigchld(signum: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // Saved and restored, so the interrupted code does not see ours.

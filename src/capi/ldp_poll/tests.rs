@@ -1,6 +1,6 @@
 use super::*;
 use crate::capi::held_signals::tests::{count_sigusr2, raise_usr2, usr2_seen};
-use crate::capi::ldp_wait::errno;
+use crate::errno::errno;
 
 /// A scripted VLS and kernel: session `vlsh` has handle `100 + vlsh` for
 /// the handles in `known`; each look gives the next `looks` entry (events

@@ -13,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::double::Double;
-use super::sigchld::{errno, set_errno};
 use super::{Mode, Vls};
+use crate::errno::{errno, set_errno};
 use crate::handle::INVALID;
 use crate::handle::{Vlsh, INVALID_VLSH};
 use crate::seam::Vcl;
