@@ -82,7 +82,9 @@ fn start_nginx_with(
 /// against it: `-t1` and `-t2` with the Rust layer, then `-t2` with the C
 /// layer (killed after `c_limit`), the client's `vcl.conf` plus `extra`.
 /// Prints the three results; asserts both Rust runs served requests with no
-/// socket error and no bad response (ratios are for the benchmarks).
+/// socket error and no bad response (ratios are for the benchmarks). In
+/// mode 3 (no `extra`), also that `-t1`'s I/O thread took the lock-free
+/// single-thread paths over (its log).
 fn nginx_and_wrk(what: &str, extra: Option<&str>, c_limit: Duration) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let so = libvls();
@@ -97,6 +99,24 @@ fn nginx_and_wrk(what: &str, extra: Option<&str>, c_limit: Duration) {
     let (nginx, url) = start_nginx(&vpp, &srv_ns, &rust);
 
     let one = wrk_observed(&vpp, &rust, &cli_conf, 1, &url, Duration::from_secs(60));
+    if extra.is_none() {
+        // wrk's main thread made the epoll set; its one I/O thread, arriving
+        // with the main thread outside VCL, takes the lock-free paths over.
+        let logged = Wrk {
+            duration: Duration::from_secs(1),
+            envs: vec![("VLS_RS_LOG".into(), "vls::engine::threads=debug".into())],
+            ..Wrk::new(&url, &rust, &cli_conf)
+        }
+        .run()
+        .expect("run wrk");
+        let registered: Vec<&str> =
+            logged.stderr.lines().filter(|l| l.contains("thread registered")).collect();
+        assert!(
+            registered.iter().any(|l| l.contains("unlocked_paths=true")),
+            "wrk -t1: its I/O thread did not take the lock-free paths over: {registered:?}\n{}",
+            logged.stderr
+        );
+    }
     let two = wrk_observed(&vpp, &rust, &cli_conf, 2, &url, Duration::from_secs(60));
     let c_two = wrk_limited(&c, &cli_conf, 2, &url, c_limit);
     drop(nginx);
