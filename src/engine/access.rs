@@ -77,27 +77,23 @@ impl<V: Vcl> Vls<V> {
         // Every look at VCL with a worker-level lock just taken (the
         // `ready` questions included) first ends another thread's
         // single-thread period, if one is on.
-        let locks = WorkerLocks::Shared {
+        let locked = || self.end_others_solo_period();
+        Some(WorkerLocks::Shared {
             _locks: match (op, sh) {
                 (OpKind::Read, Some(sh)) => {
                     // Any answer but "0 bytes" means a blocking read returns
                     // at once. A non-blocking read may empty the FIFO and
                     // then touch worker state (see `read_may_empty`): it
                     // takes the mq lock.
-                    self.mt_locks().acquire(op, move || {
-                        self.end_others_solo_period();
-                        !vcl.is_nonblocking(sh) && vcl.read_ready(sh) != 0
-                    })
+                    self.mt_locks()
+                        .acquire_then(op, locked, move || !vcl.is_nonblocking(sh) && vcl.read_ready(sh) != 0)
                 }
-                (OpKind::Write, Some(sh)) => self.mt_locks().acquire(op, move || {
-                    self.end_others_solo_period();
-                    vcl.is_nonblocking(sh) || vcl.write_ready(sh)
-                }),
-                _ => self.mt_locks().acquire(op, || true),
+                (OpKind::Write, Some(sh)) => self
+                    .mt_locks()
+                    .acquire_then(op, locked, move || vcl.is_nonblocking(sh) || vcl.write_ready(sh)),
+                _ => self.mt_locks().acquire_then(op, locked, || true),
             },
-        };
-        self.end_others_solo_period();
-        Some(locks)
+        })
     }
 
     /// `sh` is a session of the calling thread's worker.
@@ -253,11 +249,10 @@ impl<V: Vcl> Vls<V> {
         // thread creating a session may move VCL's session pool), and, as
         // in `op_locks`, another thread's single-thread period ends before
         // any look at VCL.
-        let _locks = self.mt_locks().nonblocking_io(|| {
-            self.end_others_solo_period();
-            op == OpKind::Read && self.read_may_empty(sh, read_len)
-        });
-        self.end_others_solo_period();
+        let _locks = self.mt_locks().nonblocking_io(
+            || self.end_others_solo_period(),
+            || op == OpKind::Read && self.read_may_empty(sh, read_len),
+        );
         Ok(traced(vlsh, op, f(sh)))
     }
 
@@ -545,10 +540,10 @@ impl<V: Vcl> WaitHooks for Vls<V> {
             self.detaching.store(false, Ordering::SeqCst);
             return;
         }
+        // (No thread took the single-thread period over during the wait:
+        // this one counts in `waiting_in_vcl` until `leave_wait`, and ended
+        // any earlier period when it took the locks before the wait.)
         self.mt_locks().after_wait();
-        // (No thread took the period over during the wait: it counts in
-        // `waiting_in_vcl` until `leave_wait`.)
-        self.end_others_solo_period();
         self.leave_wait();
     }
 }

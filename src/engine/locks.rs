@@ -435,9 +435,13 @@ impl MtLocks {
     /// with the session-pool lock held for reading. A read or write that is
     /// ready does not take the mq lock, so threads working on different
     /// ready sessions do not serialise.
-    pub fn acquire(&'static self, op: OpKind, ready: impl Fn() -> bool) -> OpLocks {
+    ///
+    /// `locked` runs once after each acquisition, before anything looks at
+    /// VCL (`ready` included): the engine ends another thread's
+    /// single-thread period there (see `Vls::end_others_solo_period`).
+    pub fn acquire_then(&'static self, op: OpKind, locked: impl Fn(), ready: impl Fn() -> bool) -> OpLocks {
         let mut taken = Held::default();
-        self.take(op, ready, &mut taken);
+        self.take(op, &locked, ready, &mut taken);
         // Recorded for the wait hooks, unless this thread's record is
         // already destroyed (the thread is ending).
         let recorded = HELD.try_with(|h| {
@@ -448,12 +452,19 @@ impl MtLocks {
         OpLocks { unrecorded: recorded.is_err().then_some(taken), _not_send: PhantomData }
     }
 
-    /// Takes the locks `op` needs into `h` (see [`MtLocks::acquire`]).
-    fn take(&'static self, op: OpKind, ready: impl Fn() -> bool, h: &mut Held) {
+    /// [`MtLocks::acquire_then`] with nothing to run after each acquisition.
+    #[cfg(test)]
+    pub fn acquire(&'static self, op: OpKind, ready: impl Fn() -> bool) -> OpLocks {
+        self.acquire_then(op, || {}, ready)
+    }
+
+    /// Takes the locks `op` needs into `h` (see [`MtLocks::acquire_then`]).
+    fn take(&'static self, op: OpKind, locked: &impl Fn(), ready: impl Fn() -> bool, h: &mut Held) {
         {
             match op {
                 OpKind::Read | OpKind::Write => {
                     let r = self.spool.read();
+                    locked();
                     if ready() {
                         h.spool_read = Some(r);
                         return;
@@ -468,6 +479,7 @@ impl MtLocks {
                             break;
                         }
                         let r = self.spool.read();
+                        locked();
                         if ready() {
                             h.spool_read = Some(r);
                             return;
@@ -483,16 +495,20 @@ impl MtLocks {
                         );
                     }
                     h.spool_read = Some(self.spool.read());
+                    locked();
                 }
                 OpKind::Attr => {
                     h.spool_read = Some(self.spool.read());
+                    locked();
                 }
                 OpKind::MessageQueue => {
                     h.mq = Some(self.lock_mq());
                     h.spool_read = Some(self.spool.read());
+                    locked();
                 }
                 OpKind::SessionPool => {
                     h.spool_write = Some(timed("spool", || self.spool.write()));
+                    locked();
                 }
             }
         }
@@ -593,27 +609,31 @@ impl MtLocks {
     /// re-arms the session's event and may append it to the worker's
     /// unhandled-events vector, which epoll waits walk and reset). Then the
     /// pool lock is let go and the mq lock taken before it, as for epoll
-    /// work (the lock order).
+    /// work (the lock order). `locked` runs after each acquisition, as in
+    /// [`MtLocks::acquire_then`].
     #[inline]
-    pub fn nonblocking_io(&self, touches_worker: impl FnOnce() -> bool) -> NonblockingIoGuard<'_> {
+    pub fn nonblocking_io(
+        &self,
+        locked: impl Fn(),
+        touches_worker: impl FnOnce() -> bool,
+    ) -> NonblockingIoGuard<'_> {
         let spool = self.spool.read();
+        locked();
         if !touches_worker() {
             return NonblockingIoGuard { _spool: spool, _mq: None };
         }
         drop(spool);
         let mq = self.lock_mq();
-        NonblockingIoGuard { _spool: self.spool.read(), _mq: Some(mq) }
+        let spool = self.spool.read();
+        locked();
+        NonblockingIoGuard { _spool: spool, _mq: Some(mq) }
     }
 
     /// Both locks, exclusively, if both are free now (no thread holds or
     /// waits for either); never waits, so it may be tried anywhere. (A
     /// thread waiting inside VCL may hold neither: see `before_wait`.)
     pub fn try_lock_all(&self) -> Option<AllLocks<'_>> {
-        let mq = match self.mq.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
+        let mq = self.try_lock_mq()?;
         Some(AllLocks { _spool: self.spool.try_write()?, _mq: mq })
     }
 
@@ -621,12 +641,17 @@ impl MtLocks {
     /// (a slow wait is logged, see `timed`).
     #[inline]
     fn lock_mq(&self) -> MutexGuard<'_, ()> {
+        self.try_lock_mq()
+            .unwrap_or_else(|| timed("mq", || self.mq.lock().unwrap_or_else(PoisonError::into_inner)))
+    }
+
+    /// The mq lock if it is free now.
+    #[inline]
+    fn try_lock_mq(&self) -> Option<MutexGuard<'_, ()>> {
         match self.mq.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                timed("mq", || self.mq.lock().unwrap_or_else(PoisonError::into_inner))
-            }
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
         }
     }
 

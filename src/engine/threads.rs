@@ -250,7 +250,10 @@ impl<V: Vcl> Vls<V> {
     /// (Also the last take-over: once a thread comes back to VCL while
     /// another has the period, its threads share the work, and a take-over
     /// at each new thread would cost each of them a `membarrier` when the
-    /// others come back: a server with a thread per connection.)
+    /// others come back: a server with a thread per connection. The locks
+    /// are switched on for the first thread's own period, which a process
+    /// exiting on a thread that never used VLS ends here; a period taken
+    /// over has them on already.)
     #[cold]
     #[inline(never)]
     fn end_solo_period_now(&self) {
